@@ -1,0 +1,160 @@
+"""Django system checks for ``CHANNELS_TUNING`` and the deployment around it.
+
+=====================  ===========================================================
+id                     problem
+=====================  ===========================================================
+channels_tuning.E001   ``CHANNELS_TUNING`` is not a dict
+channels_tuning.E002   a limit is not a positive number (or None where allowed)
+channels_tuning.E003   ``IDLE_TIMEOUT`` is not longer than ``HEARTBEAT_INTERVAL``
+channels_tuning.E004   ``OVERFLOW_POLICY`` is not one of the policies
+channels_tuning.E005   ``LIFETIME_JITTER`` is not within [0, 1)
+channels_tuning.W001   unknown key in ``CHANNELS_TUNING`` (a typo is silently ignored)
+channels_tuning.W002   in-memory channel layer while the project looks multi-process
+channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APPS``
+channels_tuning.W004   ``IDLE_TIMEOUT`` is None: dead clients are noticed only by daphne's ping
+channels_tuning.W005   ``channels_tuning`` listed after ``daphne``: runserver will not use
+                       the flow-controlled server
+=====================  ===========================================================
+"""
+
+from __future__ import annotations
+
+import os
+from numbers import Real
+from typing import Any
+
+from django.conf import settings
+from django.core.checks import Error, Tags, Warning, register
+
+from .conf import (
+    DEFAULTS,
+    OVERFLOW_POLICIES,
+    POSITIVE_KEYS,
+    REQUIRED_KEYS,
+    SETTING_NAME,
+    project_settings,
+)
+
+IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
+
+
+def _is_positive(value: Any) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool) and value > 0
+
+
+@register(Tags.compatibility)
+def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    user = getattr(settings, SETTING_NAME, None)
+    if user is None:
+        user = {}
+    if not isinstance(user, dict):
+        return [
+            Error(
+                f"{SETTING_NAME} must be a dict, not {type(user).__name__}.",
+                id="channels_tuning.E001",
+            )
+        ]
+    problems: list[Any] = []
+    for key in sorted(set(user) - set(DEFAULTS)):
+        problems.append(
+            Warning(
+                f"{SETTING_NAME}[{key!r}] is not a channels-tuning setting and is ignored.",
+                hint="Known keys: " + ", ".join(sorted(DEFAULTS)),
+                id="channels_tuning.W001",
+            )
+        )
+    merged = project_settings()
+    for key in POSITIVE_KEYS:
+        value = merged[key]
+        if value is None and key not in REQUIRED_KEYS:
+            continue
+        if not _is_positive(value):
+            problems.append(
+                Error(
+                    f"{SETTING_NAME}[{key!r}] must be a positive number"
+                    + ("" if key in REQUIRED_KEYS else " or None")
+                    + f", not {value!r}.",
+                    id="channels_tuning.E002",
+                )
+            )
+    interval, idle = merged["HEARTBEAT_INTERVAL"], merged["IDLE_TIMEOUT"]
+    if _is_positive(interval) and _is_positive(idle) and idle <= interval:
+        problems.append(
+            Error(
+                f"IDLE_TIMEOUT ({idle}) must be longer than HEARTBEAT_INTERVAL ({interval}).",
+                hint="Clients answer each ping; allow at least one missed ping, "
+                "e.g. IDLE_TIMEOUT = 2.5 * HEARTBEAT_INTERVAL.",
+                id="channels_tuning.E003",
+            )
+        )
+    if merged["OVERFLOW_POLICY"] not in OVERFLOW_POLICIES:
+        problems.append(
+            Error(
+                f"OVERFLOW_POLICY must be one of {', '.join(OVERFLOW_POLICIES)}, "
+                f"not {merged['OVERFLOW_POLICY']!r}.",
+                id="channels_tuning.E004",
+            )
+        )
+    jitter = merged["LIFETIME_JITTER"]
+    if not (isinstance(jitter, Real) and 0 <= jitter < 1):
+        problems.append(
+            Error(f"LIFETIME_JITTER must be in [0, 1), not {jitter!r}.", id="channels_tuning.E005")
+        )
+    if idle is None:
+        problems.append(
+            Warning(
+                "IDLE_TIMEOUT is None: a client that vanished without closing is only "
+                "noticed by daphne's protocol ping (about 50 s) or never behind some proxies.",
+                id="channels_tuning.W004",
+            )
+        )
+    return problems
+
+
+def _looks_multi_process() -> bool:
+    try:
+        return int(os.environ.get("WEB_CONCURRENCY", "1")) > 1
+    except ValueError:
+        return False
+
+
+@register(Tags.compatibility)
+def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    problems: list[Any] = []
+    apps = list(getattr(settings, "INSTALLED_APPS", []))
+    for required in ("channels", "daphne"):
+        if required not in apps:
+            problems.append(
+                Warning(
+                    f"'{required}' is not in INSTALLED_APPS.",
+                    hint="channels-tuning is a Channels add-on deployed with daphne; add "
+                    "'daphne' first, then 'channels_tuning' before it for runserver.",
+                    id="channels_tuning.W003",
+                )
+            )
+    if (
+        "daphne" in apps
+        and "channels_tuning" in apps
+        and apps.index("channels_tuning") > apps.index("daphne")
+    ):
+        problems.append(
+            Warning(
+                "'channels_tuning' comes after 'daphne' in INSTALLED_APPS, so "
+                "manage.py runserver uses plain daphne (no send flow control).",
+                hint="List 'channels_tuning' before 'daphne'.",
+                id="channels_tuning.W005",
+            )
+        )
+    layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    backend = layers.get("default", {}).get("BACKEND", "")
+    if backend.endswith("InMemoryChannelLayer") and (_looks_multi_process() or not settings.DEBUG):
+        problems.append(
+            Warning(
+                "The default channel layer is in-memory: group messages reach only "
+                "consumers of the same process.",
+                hint="With more than one server process (WEB_CONCURRENCY > 1, or several "
+                "daphne units behind a proxy) use channels_redis.core.RedisChannelLayer.",
+                id="channels_tuning.W002",
+            )
+        )
+    return problems

@@ -1,0 +1,151 @@
+"""Settings: one dict, ``settings.CHANNELS_TUNING``, with per-consumer overrides.
+
+Every key has a documented default below. A consumer class overrides a key by
+setting the lower-case attribute of the same name (``heartbeat_interval = 10``).
+The merged values are resolved once per consumer class and cached, so reading
+them costs nothing per connection; the cache is cleared when Django's
+``setting_changed`` signal fires (``override_settings`` in tests).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Final
+
+from django.conf import settings
+from django.core.signals import setting_changed
+
+SETTING_NAME: Final = "CHANNELS_TUNING"
+
+OVERFLOW_POLICIES: Final = ("disconnect", "drop_oldest", "drop_newest", "coalesce")
+
+#: Defaults for every key of ``settings.CHANNELS_TUNING``.
+DEFAULTS: Final[dict[str, Any]] = {
+    # Seconds between application-level pings sent by the server. None: no pings.
+    "HEARTBEAT_INTERVAL": 25.0,
+    # Close a connection that sent no frame at all for this long (close code 4000).
+    # None: never. Must be longer than HEARTBEAT_INTERVAL.
+    "IDLE_TIMEOUT": 60.0,
+    # Resolution in seconds of the one per-process scheduler that drives
+    # heartbeats, idle timeouts and lifetimes for every connection.
+    "SCHEDULER_TICK": 1.0,
+    # Accepted connections per process, all tuned consumers (close 1013 beyond). None: no limit.
+    "MAX_CONNECTIONS": None,
+    # Accepted connections per process for one consumer class. None: no limit.
+    "MAX_CONNECTIONS_PER_CONSUMER": None,
+    # Largest inbound message in bytes (close 1009). None: only daphne's own limit (1 MiB).
+    "MAX_MESSAGE_SIZE": 1024 * 1024,
+    # Inbound messages per second per connection, token bucket (close 1008). None: no limit.
+    "RATE_LIMIT": None,
+    # Bucket size: messages a client may send in a burst. None: equal to RATE_LIMIT.
+    "RATE_BURST": None,
+    # Seconds after which a connection is closed with 1001 (clients reconnect). None: never.
+    "MAX_LIFETIME": None,
+    # Fraction of MAX_LIFETIME taken off at random per connection, so reconnects spread out.
+    "LIFETIME_JITTER": 0.1,
+    # Bound of each connection's outbound queue, in messages and in bytes.
+    "SEND_QUEUE_MAX_MESSAGES": 1000,
+    "SEND_QUEUE_MAX_BYTES": 1024 * 1024,
+    # What happens when the outbound queue is full: one of OVERFLOW_POLICIES.
+    "OVERFLOW_POLICY": "disconnect",
+    # Channel-layer events waiting for a consumer's handlers (beyond: dropped and counted).
+    "LAYER_INBOX_MAX": 1000,
+}
+
+# Keys that are numbers which must be positive when set (None allowed).
+POSITIVE_KEYS: Final = (
+    "HEARTBEAT_INTERVAL",
+    "IDLE_TIMEOUT",
+    "SCHEDULER_TICK",
+    "MAX_CONNECTIONS",
+    "MAX_CONNECTIONS_PER_CONSUMER",
+    "MAX_MESSAGE_SIZE",
+    "RATE_LIMIT",
+    "RATE_BURST",
+    "MAX_LIFETIME",
+    "SEND_QUEUE_MAX_MESSAGES",
+    "SEND_QUEUE_MAX_BYTES",
+    "LAYER_INBOX_MAX",
+)
+# Keys whose value must always be set.
+REQUIRED_KEYS: Final = (
+    "SCHEDULER_TICK",
+    "SEND_QUEUE_MAX_MESSAGES",
+    "SEND_QUEUE_MAX_BYTES",
+    "LAYER_INBOX_MAX",
+)
+
+
+class _FromSettings:
+    """Marker for a consumer attribute that takes its value from ``CHANNELS_TUNING``."""
+
+    _instance: _FromSettings | None = None
+
+    def __new__(cls) -> _FromSettings:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "FROM_SETTINGS"
+
+
+FROM_SETTINGS: Final = _FromSettings()
+
+
+def project_settings() -> dict[str, Any]:
+    """The project's ``CHANNELS_TUNING`` merged over :data:`DEFAULTS`."""
+    user = getattr(settings, SETTING_NAME, None) or {}
+    merged = dict(DEFAULTS)
+    if isinstance(user, dict):
+        merged.update(user)
+    return merged
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    """The effective settings of one consumer class (shared by all its connections)."""
+
+    heartbeat_interval: float | None
+    idle_timeout: float | None
+    scheduler_tick: float
+    max_connections: int | None
+    max_connections_per_consumer: int | None
+    max_message_size: int | None
+    rate_limit: float | None
+    rate_burst: float | None
+    max_lifetime: float | None
+    lifetime_jitter: float
+    send_queue_max_messages: int
+    send_queue_max_bytes: int
+    overflow_policy: str
+    layer_inbox_max: int
+
+
+_cache: dict[type, ConsumerSettings] = {}
+
+
+def settings_for(consumer_class: type) -> ConsumerSettings:
+    """Resolve (once, then cached) the settings of ``consumer_class``."""
+    try:
+        return _cache[consumer_class]
+    except KeyError:
+        pass
+    merged = project_settings()
+    values: dict[str, Any] = {}
+    for field in fields(ConsumerSettings):
+        attr = getattr(consumer_class, field.name, FROM_SETTINGS)
+        values[field.name] = merged[field.name.upper()] if attr is FROM_SETTINGS else attr
+    if values["rate_limit"] is not None and values["rate_burst"] is None:
+        values["rate_burst"] = values["rate_limit"]
+    resolved = ConsumerSettings(**values)
+    _cache[consumer_class] = resolved
+    return resolved
+
+
+def _clear_cache(*, setting: str, **kwargs: Any) -> None:
+    if setting in (SETTING_NAME, "CHANNEL_LAYERS"):
+        _cache.clear()
+
+
+setting_changed.connect(_clear_cache)

@@ -1,0 +1,59 @@
+"""One periodic task per process drives every connection's timers.
+
+A timer handle or task per connection per tick costs a few GC-tracked objects
+each and, at thousands of connections, a measurable share of the loop. Instead
+one task wakes every ``tick`` seconds and calls ``on_tick(now)`` on each
+registered consumer, which compares a few floats (ping due? idle too long?
+lifetime over?) and acts only when something is due. The task exits when the
+registry is empty and is started again by the next connection, so an idle
+process (or a test) is left with no background task.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from .registry import ConnectionRegistry, registry
+
+logger = logging.getLogger(__name__)
+
+
+class Scheduler:
+    def __init__(self, connections: ConnectionRegistry) -> None:
+        self._connections = connections
+        self._task: asyncio.Task[None] | None = None
+        self.tick = 1.0
+
+    def ensure_running(self, tick: float) -> None:
+        """Start the scheduler on the running loop if it is not running there."""
+        self.tick = min(self.tick, tick) if self.is_running() else tick
+        if not self.is_running():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="channels_tuning.scheduler"
+            )
+
+    def is_running(self) -> bool:
+        task = self._task
+        return (
+            task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
+        )
+
+    async def _run(self) -> None:
+        while self._connections:
+            await asyncio.sleep(self.tick)
+            self.run_once(time.monotonic())
+        self._task = None
+
+    def run_once(self, now: float) -> None:
+        for consumer in self._connections:
+            try:
+                consumer.on_tick(now)
+            except Exception:
+                # One broken consumer must not stop heartbeats for all the others.
+                logger.exception("channels_tuning: tick failed for %r", consumer)
+
+
+#: The scheduler of this process.
+scheduler = Scheduler(registry)

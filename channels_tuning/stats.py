@@ -1,0 +1,83 @@
+"""Per-process counters: closes by code, drops by reason, rejected connections.
+
+Counters are plain integers in a dict keyed by label tuples: no lock (the event
+loop is single-threaded), no objects kept per increment. Exporters (Prometheus,
+``manage.py wsstats``) read :func:`snapshot`.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+
+class Counter:
+    """A monotonically increasing count per label tuple."""
+
+    __slots__ = ("_values", "description", "labelnames", "name")
+
+    def __init__(self, name: str, description: str, labelnames: tuple[str, ...]) -> None:
+        self.name = name
+        self.description = description
+        self.labelnames = labelnames
+        self._values: dict[tuple[str, ...], int] = {}
+
+    def inc(self, labels: tuple[str, ...], amount: int = 1) -> None:
+        self._values[labels] = self._values.get(labels, 0) + amount
+
+    def get(self, labels: tuple[str, ...]) -> int:
+        return self._values.get(labels, 0)
+
+    def total(self) -> int:
+        return sum(self._values.values())
+
+    def items(self) -> list[tuple[tuple[str, ...], int]]:
+        return list(self._values.items())
+
+    def clear(self) -> None:
+        self._values.clear()
+
+
+CLOSES: Final = Counter(
+    "channels_tuning_closes_total",
+    "WebSocket connections closed by the server, by consumer and close code.",
+    ("consumer", "code"),
+)
+DROPPED: Final = Counter(
+    "channels_tuning_dropped_messages_total",
+    "Messages dropped by a policy, by consumer and reason.",
+    ("consumer", "reason"),
+)
+REJECTED: Final = Counter(
+    "channels_tuning_rejected_connections_total",
+    "Connections refused at connect time, by consumer and reason.",
+    ("consumer", "reason"),
+)
+ACCEPTED: Final = Counter(
+    "channels_tuning_connections_total",
+    "Connections accepted, by consumer.",
+    ("consumer",),
+)
+LAYER_ERRORS: Final = Counter(
+    "channels_tuning_layer_receive_errors_total",
+    "Errors of the per-process channel-layer reader (retried), by kind.",
+    ("kind",),
+)
+
+ALL_COUNTERS: Final = (CLOSES, DROPPED, REJECTED, ACCEPTED, LAYER_ERRORS)
+
+
+def snapshot() -> dict[str, dict[str, int]]:
+    """All counters as ``{name: {"label=value,...": count}}`` (JSON-friendly)."""
+    result: dict[str, dict[str, int]] = {}
+    for counter in ALL_COUNTERS:
+        result[counter.name] = {
+            ",".join(f"{k}={v}" for k, v in zip(counter.labelnames, labels, strict=False)): value
+            for labels, value in counter.items()
+        }
+    return result
+
+
+def reset() -> None:
+    """Zero every counter (tests)."""
+    for counter in ALL_COUNTERS:
+        counter.clear()

@@ -1,0 +1,66 @@
+"""How a consumer writes to its server: detected once per connection from ``send``.
+
+Three cases, from best to worst guarantees:
+
+``FLOW``
+    channels-tuning's daphne server (:mod:`channels_tuning.server`): ``send`` is a
+    :class:`FlowControlledSend` that writes synchronously and knows when the
+    client's TCP buffer is above its high-water mark, so the consumer can queue
+    (bounded) instead of letting Twisted buffer without limit.
+``DAPHNE``
+    Plain daphne: ``send`` never waits for the socket (daphne #170). Writes are
+    synchronous and complete at once, so they are done without a task, but the
+    server buffers for a client that does not read: bounded queues cannot help.
+``GENERIC``
+    Any other ASGI server or Channels' test communicator: ``send`` may suspend,
+    so queued messages are written by a short-lived writer task.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Final, Protocol, runtime_checkable
+
+GENERIC: Final = 0
+DAPHNE: Final = 1
+FLOW: Final = 2
+
+SEND_MODE_NAMES: Final = {GENERIC: "generic", DAPHNE: "daphne", FLOW: "flow"}
+
+
+@runtime_checkable
+class FlowControlledSend(Protocol):
+    """The ``send`` callable given to applications by the tuned daphne server."""
+
+    paused: bool
+    closed: bool
+
+    def __call__(self, message: dict[str, Any]) -> Awaitable[None]: ...
+
+    def write_nowait(self, message: dict[str, Any]) -> None: ...
+
+    async def wait_writable(self) -> bool: ...
+
+
+def detect_send_mode(send: Callable[..., Any]) -> int:
+    if getattr(send, "channels_tuning_flow_control", False):
+        return FLOW
+    if isinstance(send, functools.partial):
+        func = send.func
+        # Matched by name: importing daphne.server would install its Twisted reactor.
+        if getattr(func, "__qualname__", "") == "Server.handle_reply" and getattr(
+            func, "__module__", ""
+        ).startswith("daphne."):
+            return DAPHNE
+    return GENERIC
+
+
+def run_to_completion(coroutine: Coroutine[Any, Any, Any]) -> None:
+    """Run a coroutine that is known never to suspend (daphne's ``handle_reply``)."""
+    try:
+        coroutine.send(None)
+    except StopIteration:
+        return
+    coroutine.close()
+    raise RuntimeError("a send that was expected to complete at once suspended")

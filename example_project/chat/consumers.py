@@ -1,0 +1,32 @@
+"""The demo's consumers: a chat room per URL, and an echo endpoint."""
+
+from channels_tuning import TunedJsonWebsocketConsumer, TunedWebsocketConsumer
+
+
+class ChatConsumer(TunedJsonWebsocketConsumer):
+    """Join ``chat.<room>``; every message a client sends is broadcast to the room."""
+
+    async def connect(self):
+        self.room_group = "chat." + self.scope["url_route"]["kwargs"]["room"]
+        # Left automatically when the connection ends, however it ends.
+        await self.join_group(self.room_group)
+        await self.accept()
+
+    async def receive_json(self, content, **kwargs):
+        text = str(content.get("message", ""))[:1000]
+        await self.channel_layer.group_send(
+            self.room_group, {"type": "chat.message", "message": text}
+        )
+
+    async def chat_message(self, event):
+        await self.send_json({"type": "message", "message": event["message"]})
+
+
+class EchoConsumer(TunedWebsocketConsumer):
+    """Send every frame back as it came."""
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data is not None:
+            await self.send(text_data=text_data)
+        else:
+            await self.send(bytes_data=bytes_data)

@@ -1,0 +1,215 @@
+"""Test rig: Django for unit tests, and real redis-server and daphne processes
+(free loopback ports, stopped by PID) for end-to-end tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import django
+import pytest
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
+django.setup()
+
+REPO = Path(__file__).resolve().parent.parent
+START_TIMEOUT = 20.0
+
+
+@pytest.fixture(autouse=True)
+def _reset_stats() -> None:
+    from channels_tuning import stats
+
+    stats.reset()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early ({proc.returncode}):\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not open after {START_TIMEOUT}s:\n{log.read_text()}")
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    """End a process this test rig started (by its PID), escalating to SIGKILL."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+
+    def keys(self, pattern: str) -> list[str]:
+        out = self.cli("--scan", "--pattern", pattern)
+        return [line for line in out.splitlines() if line]
+
+
+def start_redis(tmp: Path, port: int | None = None) -> RedisServer:
+    server = shutil.which("redis-server")
+    if server is None:
+        pytest.fail("redis-server is not installed (apt-get install redis-server)")
+    port = port or free_port()
+    log = tmp / f"redis-{port}.log"
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, proc, log)
+    return RedisServer(port, proc, log)
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path)
+    yield server
+    stop_process(server.proc)
+
+
+@dataclass
+class DaphneProcess:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stats(self, gc_collect: bool = False) -> dict:
+        url = f"http://127.0.0.1:{self.port}/_stats" + ("?gc=1" if gc_collect else "")
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    def counter(self, name: str, labels: str) -> int:
+        return int(self.stats()["counters"][name].get(labels, 0))
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture
+def daphne_factory(tmp_path: Path) -> Iterator:
+    """Start real daphne processes on tests.e2e_asgi: ``daphne_factory(tuned=True, **env)``."""
+    started: list[DaphneProcess] = []
+
+    def start(
+        *,
+        tuned: bool = False,
+        redis: RedisServer | None = None,
+        tuning: dict | None = None,
+        extra_args: tuple[str, ...] = (),
+        **env: str,
+    ) -> DaphneProcess:
+        port = free_port()
+        log = tmp_path / f"daphne-{port}.log"
+        full_env = dict(os.environ)
+        full_env.pop("REDIS_URL", None)
+        full_env.update(
+            DJANGO_SETTINGS_MODULE="example_project.settings",
+            PYTHONPATH=str(REPO),
+            CHANNELS_TUNING_JSON=json.dumps(tuning or {}),
+            CT_LOG_LEVEL="INFO",
+            **env,
+        )
+        if redis is not None:
+            full_env["REDIS_URL"] = redis.url
+        module = "channels_tuning.server" if tuned else "daphne.cli"
+        runner = [
+            "-c",
+            f"import {module} as m; m.main() if hasattr(m, 'main') else "
+            "m.CommandLineInterface.entrypoint()",
+        ]
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                *runner,
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                *extra_args,
+                "tests.e2e_asgi:application",
+            ],
+            cwd=REPO,
+            env=full_env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+        )
+        wait_for_port(port, proc, log)
+        daphne = DaphneProcess(port, proc, log, full_env)
+        started.append(daphne)
+        return daphne
+
+    yield start
+    for daphne in started:
+        stop_process(daphne.proc)
+
+
+@pytest.fixture
+def tmp_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as name:
+        yield Path(name)

@@ -1,0 +1,102 @@
+"""The example project's application plus consumers and a stats view that the
+end-to-end tests need. Served by real daphne processes (see conftest.py)."""
+
+import asyncio
+import gc
+import json
+import os
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
+
+from channels.routing import ProtocolTypeRouter, URLRouter
+from django.core.asgi import get_asgi_application
+from django.urls import re_path
+
+django_asgi_app = get_asgi_application()
+
+from channels_tuning import (
+    TunedWebsocketConsumer,
+    stats,
+)
+from channels_tuning.registry import registry
+from example_project.chat.routing import websocket_urlpatterns
+
+
+class BinaryOnlyConsumer(TunedWebsocketConsumer):
+    accept_text_frames = False
+    heartbeat_binary = True
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await self.send(bytes_data=bytes_data)
+
+
+class LimitedConsumer(TunedWebsocketConsumer):
+    max_connections_per_consumer = 3
+
+
+class GroupConsumer(TunedWebsocketConsumer):
+    """Joins the group named in the URL; ``{"join": g}`` / ``{"leave": g}`` change it."""
+
+    async def connect(self):
+        await self.join_group(self.scope["url_route"]["kwargs"]["group"])
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        command = json.loads(text_data)
+        if "join" in command:
+            await self.join_group(command["join"])
+        if "leave" in command:
+            await self.leave_group(command["leave"])
+        if "crash" in command:
+            raise RuntimeError("handler failure requested by the test")
+        await self.send(text_data="ok")
+
+    async def relay(self, event):
+        await self.send(text_data=event["text"])
+
+
+async def stats_app(scope, receive, send):
+    """GET /_stats: what the tests assert about this process (JSON)."""
+    if scope["type"] != "http":
+        return
+    await receive()
+    if scope["query_string"] == b"gc=1":
+        gc.collect()
+    body = json.dumps(
+        {
+            "pid": os.getpid(),
+            "connections": len(registry),
+            "tasks": len(asyncio.all_tasks()),
+            "gc_objects": len(gc.get_objects()),
+            "counters": stats.snapshot(),
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json")],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def http_app(scope, receive, send):
+    if scope["type"] == "http" and scope["path"] == "/_stats":
+        return await stats_app(scope, receive, send)
+    return await django_asgi_app(scope, receive, send)
+
+
+application = ProtocolTypeRouter(
+    {
+        "http": http_app,
+        "websocket": URLRouter(
+            [
+                *websocket_urlpatterns,
+                re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
+                re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
+                re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
+            ]
+        ),
+    }
+)
