@@ -116,8 +116,7 @@ class OutboundQueue:
                 self.last_drop_reason = REASON_DROP_NEWEST
                 return 1
             # drop_oldest, and coalesce for messages without a pending twin.
-            while self._items and not self._fits(size):
-                self._pop_item()
+            while not self._fits(size) and self._drop_oldest_data():
                 dropped += 1
             self.last_drop_reason = REASON_DROP_OLDEST
         item = [message, size, key]
@@ -128,6 +127,17 @@ class OutboundQueue:
                 self._keys = {}
             self._keys[key] = item
         return dropped
+
+    def _drop_oldest_data(self) -> bool:
+        # Control frames (accept, close) are never dropped: skip past them.
+        for index, item in enumerate(self._items):
+            if item[0].get("type") == "websocket.send":
+                del self._items[index]
+                self._bytes -= item[1]
+                if item[2] is not None and self._keys is not None:
+                    self._keys.pop(item[2], None)
+                return True
+        return False
 
     def _pop_item(self) -> list[Any]:
         item = self._items.popleft()

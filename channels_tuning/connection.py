@@ -91,6 +91,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     _registered: bool = False
     _disconnect_code: int | None = None
     _cancelled: bool = False
+    _sent_close_code: int | None = None
 
     #: Seconds the cleanup waits for queued frames (a close among them) to be written
     #: when the application ends while the connection is still open.
@@ -230,12 +231,17 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         await self.release()
         if was_registered:
             try:
-                await self.disconnect(
-                    ABNORMAL_CLOSURE if self._disconnect_code is None else self._disconnect_code
-                )
+                await self.disconnect(self._disconnect_code_for_handler())
             except Exception:
                 logger.exception("channels_tuning: disconnect() raised")
         await self._flush_before_exit(still_open)
+
+    def _disconnect_code_for_handler(self) -> int:
+        if self._disconnect_code is not None:
+            return self._disconnect_code  # the client's (or daphne's) code
+        if self._sent_close_code is not None and not self._cancelled:
+            return self._sent_close_code  # the application ended after closing
+        return ABNORMAL_CLOSURE
 
     async def _flush_before_exit(self, still_open: bool) -> None:
         writer = self._writer
@@ -349,6 +355,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.closing = True
+        self._sent_close_code = int(code)
         CLOSES.inc((self.consumer_label(), str(code)))
         logger.log(
             log_level(code),

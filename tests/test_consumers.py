@@ -1,0 +1,367 @@
+"""Unit tests of the tuned consumers with Channels' WebsocketCommunicator."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+
+from channels_tuning import TunedJsonWebsocketConsumer, TunedWebsocketConsumer
+from channels_tuning.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
+from channels_tuning.registry import registry
+from channels_tuning.stats import CLOSES, DROPPED, REJECTED
+
+FAST = {"SCHEDULER_TICK": 0.02, "HEARTBEAT_INTERVAL": 0.1, "IDLE_TIMEOUT": 0.35}
+
+
+class Echo(TunedWebsocketConsumer):
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data is not None:
+            await self.send(text_data=text_data)
+        else:
+            await self.send(bytes_data=bytes_data)
+
+
+class JsonEcho(TunedJsonWebsocketConsumer):
+    async def receive_json(self, content, **kwargs):
+        await self.send_json(content)
+
+
+class BinaryOnly(Echo):
+    accept_text_frames = False
+    heartbeat_binary = True
+
+
+class Limited(Echo):
+    max_connections_per_consumer = 2
+
+
+class Grouped(TunedWebsocketConsumer):
+    groups = ["static-group"]
+    disconnect_codes: list[int] = []
+
+    async def connect(self):
+        await self.join_group("dynamic-group")
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data == "crash":
+            raise RuntimeError("boom")
+        if text_data == "hang":
+            await asyncio.sleep(3600)
+        if text_data == "leave":
+            await self.leave_group("dynamic-group")
+            await self.send(text_data="left")
+
+    async def relay(self, event):
+        await self.send(text_data=event["text"])
+
+    async def disconnect(self, code):
+        Grouped.disconnect_codes.append(code)
+
+
+def communicator(consumer: type, path: str = "/ws/") -> WebsocketCommunicator:
+    return WebsocketCommunicator(consumer.as_asgi(), path)
+
+
+async def expect_close(comm: WebsocketCommunicator, code: int, timeout: float = 2.0) -> None:
+    """Read frames until the close; pings in between are allowed."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        remaining = deadline - asyncio.get_running_loop().time()
+        output = await comm.receive_output(timeout=max(remaining, 0.01))
+        if output["type"] == "websocket.close":
+            assert output.get("code") == code, output
+            # What daphne delivers once the close handshake is done.
+            await comm.disconnect(code=code)
+            return
+        assert output.get("text") == PING_TEXT or output.get("bytes") == PING_BYTES, output
+
+
+@pytest.fixture(autouse=True)
+async def _no_leftover_connections():
+    yield
+    assert len(registry) == 0, registry.describe()
+
+
+def group_members(group: str) -> dict:
+    return get_channel_layer().groups.get(group, {})
+
+
+# --------------------------------------------------------------------- heartbeat
+
+
+@override_settings(CHANNELS_TUNING=FAST)
+async def test_server_sends_pings_and_swallows_pongs():
+    comm = communicator(Echo)
+    assert (await comm.connect())[0]
+    assert await comm.receive_from(timeout=1) == PING_TEXT
+    await comm.send_to(text_data=PONG_TEXT)  # swallowed, not echoed
+    await comm.send_to(text_data="hello")
+    assert await comm.receive_from(timeout=1) in ("hello", PING_TEXT)
+    await comm.disconnect()
+
+
+@override_settings(CHANNELS_TUNING=FAST)
+async def test_client_ping_gets_pong_in_same_form():
+    comm = communicator(Echo)
+    await comm.connect()
+    await comm.send_to(text_data=PING_TEXT)
+    frames = [await comm.receive_output(timeout=1) for _ in range(2)]
+    assert {"type": "websocket.send", "text": PONG_TEXT} in frames
+    await comm.send_to(bytes_data=b"\x00\x09")
+    frames = [await comm.receive_output(timeout=1) for _ in range(3)]
+    assert {"type": "websocket.send", "bytes": PONG_BYTES} in frames
+    await comm.disconnect()
+
+
+@override_settings(CHANNELS_TUNING=FAST)
+async def test_silent_client_is_closed_with_4000_and_counted():
+    comm = communicator(Echo)
+    await comm.connect()
+    started = asyncio.get_running_loop().time()
+    await expect_close(comm, 4000)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert 0.3 <= elapsed < 1.5
+    assert CLOSES.get(("Echo", "4000")) == 1
+
+
+@override_settings(CHANNELS_TUNING=FAST)
+async def test_answering_pings_keeps_connection_past_idle_timeout():
+    comm = communicator(Echo)
+    await comm.connect()
+    deadline = asyncio.get_running_loop().time() + 1.0  # ~3 idle timeouts
+    while asyncio.get_running_loop().time() < deadline:
+        frame = await comm.receive_output(timeout=1)
+        assert frame.get("text") == PING_TEXT, frame
+        await comm.send_to(text_data=PONG_TEXT)
+    await comm.send_to(text_data="still here")
+    frames = [await comm.receive_from(timeout=1) for _ in range(2)]
+    assert "still here" in frames
+    await comm.disconnect()
+    assert CLOSES.total() == 0
+
+
+@override_settings(CHANNELS_TUNING=FAST)
+async def test_binary_consumer_pings_in_binary():
+    comm = communicator(BinaryOnly)
+    await comm.connect()
+    assert (await comm.receive_output(timeout=1))["bytes"] == PING_BYTES
+    await comm.send_to(bytes_data=PONG_BYTES)
+    await comm.disconnect()
+
+
+# ------------------------------------------------------------------------ limits
+
+
+@override_settings(CHANNELS_TUNING={"MAX_MESSAGE_SIZE": 10})
+async def test_oversized_message_closes_1009():
+    comm = communicator(Echo)
+    await comm.connect()
+    await comm.send_to(text_data="0123456789")
+    assert await comm.receive_from() == "0123456789"
+    await comm.send_to(bytes_data=b"x" * 11)
+    await expect_close(comm, 1009)
+    assert CLOSES.get(("Echo", "1009")) == 1
+
+
+@override_settings(CHANNELS_TUNING={"MAX_MESSAGE_SIZE": 10})
+async def test_multibyte_text_is_measured_in_utf8_bytes():
+    comm = communicator(Echo)
+    await comm.connect()
+    await comm.send_to(text_data="é" * 5)  # 10 bytes
+    assert await comm.receive_from() == "é" * 5
+    await comm.send_to(text_data="é" * 6)  # 6 characters, 12 bytes
+    await expect_close(comm, 1009)
+
+
+@override_settings(CHANNELS_TUNING={"RATE_LIMIT": 5, "RATE_BURST": 3})
+async def test_flood_closes_1008_after_burst():
+    comm = communicator(Echo)
+    await comm.connect()
+    for i in range(3):
+        await comm.send_to(text_data=str(i))
+    for i in range(3):
+        assert await comm.receive_from() == str(i)
+    await comm.send_to(text_data="one too many")
+    await expect_close(comm, 1008)
+    assert CLOSES.get(("Echo", "1008")) == 1
+
+
+@override_settings(CHANNELS_TUNING={"RATE_LIMIT": 20, "RATE_BURST": 1})
+async def test_rate_limit_refills_over_time():
+    comm = communicator(Echo)
+    await comm.connect()
+    for i in range(3):
+        await comm.send_to(text_data=str(i))
+        assert await comm.receive_from() == str(i)
+        await asyncio.sleep(0.06)  # > 1/20 s: one token back
+    await comm.disconnect()
+    assert CLOSES.total() == 0
+
+
+async def test_connection_limit_per_consumer_closes_1013_and_leaks_nothing():
+    first, second, third = communicator(Limited), communicator(Limited), communicator(Limited)
+    assert (await first.connect())[0]
+    assert (await second.connect())[0]
+    assert registry.count(Limited) == 2
+    assert (await third.connect())[0]  # accepted, then told to come back later
+    await expect_close(third, 1013)
+    assert registry.count(Limited) == 2
+    assert REJECTED.get(("Limited", "consumer connection limit")) == 1
+    await first.disconnect()
+    again = communicator(Limited)
+    assert (await again.connect())[0]
+    await again.send_to(text_data="in")
+    assert await again.receive_from() == "in"
+    await again.disconnect()
+    await second.disconnect()
+    assert registry.count(Limited) == 0
+
+
+@override_settings(CHANNELS_TUNING={"MAX_CONNECTIONS": 1})
+async def test_process_connection_limit_counts_all_consumers():
+    first = communicator(Echo)
+    await first.connect()
+    other = communicator(JsonEcho)
+    await other.connect()
+    await expect_close(other, 1013)
+    await first.disconnect()
+    assert len(registry) == 0
+
+
+@override_settings(
+    CHANNELS_TUNING={"SCHEDULER_TICK": 0.02, "MAX_LIFETIME": 0.2, "LIFETIME_JITTER": 0.5}
+)
+async def test_max_lifetime_closes_1001_within_jitter():
+    comm = communicator(Echo)
+    await comm.connect()
+    started = asyncio.get_running_loop().time()
+    await expect_close(comm, 1001)
+    elapsed = asyncio.get_running_loop().time() - started
+    assert 0.09 <= elapsed <= 0.5
+
+
+# -------------------------------------------------------------------- bad input
+
+
+async def test_malformed_json_closes_1007_and_counts():
+    comm = communicator(JsonEcho)
+    await comm.connect()
+    await comm.send_json_to({"ok": 1})
+    assert await comm.receive_json_from() == {"ok": 1}
+    await comm.send_to(text_data="{not json")
+    await expect_close(comm, 1007)
+    assert CLOSES.get(("JsonEcho", "1007")) == 1
+
+
+async def test_binary_frame_to_json_consumer_closes_1003():
+    comm = communicator(JsonEcho)
+    await comm.connect()
+    await comm.send_to(bytes_data=b"\x01")
+    await expect_close(comm, 1003)
+
+
+async def test_text_frame_to_binary_only_consumer_closes_1003():
+    comm = communicator(BinaryOnly)
+    await comm.connect()
+    await comm.send_to(bytes_data=b"\x01\x02")
+    assert await comm.receive_from() == b"\x01\x02"
+    await comm.send_to(text_data="text")
+    await expect_close(comm, 1003)
+    assert CLOSES.get(("BinaryOnly", "1003")) == 1
+
+
+# ----------------------------------------------------------------- group hygiene
+
+
+@pytest.fixture
+def grouped():
+    Grouped.disconnect_codes = []
+    return Grouped
+
+
+async def test_groups_left_on_normal_disconnect(grouped):
+    comm = communicator(grouped)
+    await comm.connect()
+    layer = get_channel_layer()
+    assert len(group_members("static-group")) == 1
+    assert len(group_members("dynamic-group")) == 1
+    await layer.group_send("dynamic-group", {"type": "relay", "text": "via group"})
+    assert await comm.receive_from() == "via group"
+    await comm.disconnect(code=1000)
+    assert group_members("static-group") == {}
+    assert group_members("dynamic-group") == {}
+    assert grouped.disconnect_codes == [1000]
+    assert len(registry) == 0
+
+
+async def test_leave_group_stops_delivery(grouped):
+    comm = communicator(grouped)
+    await comm.connect()
+    await comm.send_to(text_data="leave")
+    assert await comm.receive_from() == "left"
+    assert group_members("dynamic-group") == {}
+    assert len(group_members("static-group")) == 1
+    await comm.disconnect()
+    assert group_members("static-group") == {}
+
+
+async def test_groups_left_and_1011_when_handler_raises(grouped):
+    comm = communicator(grouped)
+    await comm.connect()
+    await comm.send_to(text_data="crash")
+    await expect_close(comm, 1011)
+    assert group_members("static-group") == {}
+    assert group_members("dynamic-group") == {}
+    assert grouped.disconnect_codes == [1011]
+    assert CLOSES.get(("Grouped", "1011")) == 1
+
+
+async def test_groups_left_when_application_task_is_cancelled(grouped):
+    comm = communicator(grouped)
+    await comm.connect()
+    await comm.send_to(text_data="hang")
+    await asyncio.sleep(0.05)
+    comm.future.cancel()  # what daphne does to every application on shutdown
+    with pytest.raises(asyncio.CancelledError):
+        await comm.future
+    await asyncio.sleep(0.05)
+    assert group_members("static-group") == {}
+    assert group_members("dynamic-group") == {}
+    assert grouped.disconnect_codes == [1006]
+    assert len(registry) == 0
+
+
+async def test_registry_tracks_connections_and_groups(grouped):
+    comm = communicator(grouped)
+    await comm.connect()
+    (row,) = registry.describe()
+    assert row["consumer"].endswith("Grouped")
+    assert row["groups"] == ["dynamic-group", "static-group"]
+    assert row["idle_seconds"] >= 0
+    await comm.disconnect()
+    assert registry.describe() == []
+
+
+async def test_layer_events_reach_handlers_in_order(grouped):
+    comm = communicator(grouped)
+    await comm.connect()
+    layer = get_channel_layer()
+    for i in range(20):
+        await layer.group_send("static-group", {"type": "relay", "text": str(i)})
+    assert [await comm.receive_from() for _ in range(20)] == [str(i) for i in range(20)]
+    await comm.disconnect()
+    assert DROPPED.total() == 0
+
+
+async def test_json_consumer_send_json_is_compact():
+    comm = communicator(JsonEcho)
+    await comm.connect()
+    await comm.send_to(text_data=json.dumps({"a": [1, 2]}))
+    assert await comm.receive_from() == '{"a":[1,2]}'
+    await comm.disconnect()
