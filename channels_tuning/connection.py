@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import deque
 from typing import Any, ClassVar
 
@@ -56,6 +57,23 @@ logger = logging.getLogger("channels_tuning")
 
 #: Close code reported to ``disconnect()`` when the application task was cancelled.
 ABNORMAL_CLOSURE = 1006
+
+
+#: Group adds/discards in flight per process. A shutdown or a reconnect storm
+#: ends or starts thousands of connections at once; unbounded, their Redis
+#: commands exhaust redis-py's connection pool ("Too many connections").
+MAX_CONCURRENT_GROUP_OPS = 32
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def group_ops_limiter() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    limiter = _limiters.get(loop)
+    if limiter is None:
+        limiter = _limiters[loop] = asyncio.Semaphore(MAX_CONCURRENT_GROUP_OPS)
+    return limiter
 
 
 class ManagedConnectionMixin(AsyncWebsocketConsumer):
@@ -121,11 +139,15 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
         except asyncio.CancelledError:
+            # The server cancels its applications on shutdown (daphne) or when one
+            # is slow to exit. Not re-raised: daphne gathers the cancelled tasks and
+            # stops the loop as soon as one of them ends *cancelled*, which would cut
+            # every other connection's cleanup short. A second cancel still ends the
+            # task at once (it interrupts the shielded wait below).
             self._cancelled = True
-            raise
         finally:
-            # Shielded: on cancellation (daphne shutting down, or killing a slow
-            # app) the cleanup still runs to the end in its own task.
+            # Shielded: the cleanup runs to the end in its own task even if this
+            # task is cancelled again.
             cleanup = asyncio.get_running_loop().create_task(self._teardown())
             await asyncio.shield(cleanup)
 
@@ -142,8 +164,10 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             raise
         except Exception:
             logger.exception("channels_tuning: handler for %s raised", message["type"])
+            # Keep running until the close handshake ends in websocket.disconnect:
+            # an application that returns while daphne still tracks its socket
+            # breaks daphne's shutdown (KeyError in kill_all_applications).
             self.close_nowait(CloseCode.INTERNAL_ERROR, "internal error")
-            raise StopConsumer() from None
 
     # ------------------------------------------------------------- lifecycle
 
@@ -163,7 +187,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             # do see a close code, and 1013 tells them to come back later.
             self._write_or_queue({"type": "websocket.accept"}, urgent=True)
             self.close_nowait(code, reason)
-            raise StopConsumer()
+            return  # websocket.disconnect follows the close handshake
         registry.add(self)
         self._registered = True
         scheduler.ensure_running(self.tuning.scheduler_tick)
@@ -258,7 +282,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             return
         for group in joined:
             try:
-                await self.channel_layer.group_discard(group, self.channel_name)
+                async with group_ops_limiter():
+                    await self.channel_layer.group_discard(group, self.channel_name)
             except Exception:
                 # Redis down: the membership expires with group_expiry instead.
                 logger.warning(
@@ -274,7 +299,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         """Join ``group``; it is left automatically when the connection ends."""
         if self.channel_layer is None:
             raise RuntimeError("join_group() needs a channel layer (CHANNEL_LAYERS)")
-        await self.channel_layer.group_add(group, self.channel_name)
+        async with group_ops_limiter():
+            await self.channel_layer.group_add(group, self.channel_name)
         if self._joined is None:
             self._joined = set()
         self._joined.add(group)
@@ -381,7 +407,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         if self._send_mode == transport.FLOW:
             self.base_send.write_nowait(message)
         else:
-            transport.run_to_completion(self.base_send(message))
+            transport.write_to_daphne(self.base_send, message)
 
     def _write_or_queue(self, message: Message, *, urgent: bool = False) -> None:
         """Control frames (accept, close): never dropped, kept in order with data.

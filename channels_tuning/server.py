@@ -39,6 +39,8 @@ from twisted.internet import defer
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
+from .transport import send_close_frame
+
 logger = logging.getLogger("channels_tuning.server")
 
 #: Frames waiting for the application before the server stops reading the socket.
@@ -91,7 +93,10 @@ class FlowControlledSend:
         details = self.server.connections.get(self.protocol)
         if details is None or "disconnected" in details:
             return
-        self.protocol.handle_reply(message)
+        if message["type"] == "websocket.close":
+            send_close_frame(self.protocol, message.get("code", 1000), message.get("reason"))
+        else:
+            self.protocol.handle_reply(message)
 
     async def __call__(self, message: dict[str, Any]) -> None:
         await self.wait_writable()
@@ -182,8 +187,7 @@ class TunedServer(Server):
         )
         for start in range(0, len(websockets), self.drain_batch_size):
             for protocol in websockets[start : start + self.drain_batch_size]:
-                if protocol.state == protocol.STATE_OPEN:
-                    protocol.sendClose(code=SERVICE_RESTART)
+                send_close_frame(protocol, SERVICE_RESTART, "server restarting")
             # Spread the clients' reconnects instead of sending all closes in one go.
             await asyncio.sleep(self.drain_batch_interval)
         pending = self._pending_applications()

@@ -56,6 +56,33 @@ def detect_send_mode(send: Callable[..., Any]) -> int:
     return GENERIC
 
 
+def send_close_frame(protocol: Any, code: int, reason: str | None) -> None:
+    """Close a daphne WebSocket protocol with any valid code.
+
+    daphne hands ``websocket.close`` to autobahn's ``sendClose``, which accepts
+    only 1000 and 3000-4999 from a server and raises for 1001, 1003, 1007-1013;
+    it also drops the reason. The frame-level method has no such restriction.
+    """
+    if protocol.state == protocol.STATE_CONNECTING:
+        protocol.serverReject()  # not accepted yet: daphne answers HTTP 403
+    elif protocol.state == protocol.STATE_OPEN:
+        from autobahn.util import encode_truncate
+
+        reason_bytes = encode_truncate(reason, 123) if reason else None
+        protocol.sendCloseFrame(code=code, reasonUtf8=reason_bytes, isReply=False)
+
+
+def write_to_daphne(send: Any, message: dict[str, Any]) -> None:
+    """Write ``message`` through plain daphne's ``send`` without suspending."""
+    if message["type"] == "websocket.close":
+        server, protocol = send.func.__self__, send.args[0]
+        details = server.connections.get(protocol)
+        if details is not None and "disconnected" not in details:
+            send_close_frame(protocol, message.get("code", 1000), message.get("reason"))
+        return
+    run_to_completion(send(message))
+
+
 def run_to_completion(coroutine: Coroutine[Any, Any, Any]) -> None:
     """Run a coroutine that is known never to suspend (daphne's ``handle_reply``)."""
     try:

@@ -19,6 +19,7 @@ from channels_tuning import (
     stats,
 )
 from channels_tuning.registry import registry
+from example_project.chat.consumers import EchoConsumer
 from example_project.chat.routing import websocket_urlpatterns
 
 
@@ -30,7 +31,7 @@ class BinaryOnlyConsumer(TunedWebsocketConsumer):
         await self.send(bytes_data=bytes_data)
 
 
-class LimitedConsumer(TunedWebsocketConsumer):
+class LimitedConsumer(EchoConsumer):
     max_connections_per_consumer = 3
 
 

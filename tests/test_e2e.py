@@ -1,0 +1,278 @@
+"""End-to-end: real daphne processes (plain and tuned), real redis-server, a real
+WebSocket client library, all on 127.0.0.1 and bounded in time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import time
+
+import pytest
+import websockets
+from channels_redis.core import RedisChannelLayer
+
+from channels_tuning.heartbeat import PING_TEXT, PONG_TEXT
+
+from .conftest import DaphneProcess, RedisServer
+
+pytestmark = pytest.mark.e2e
+
+FAST = {"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5}
+
+
+async def close_code(ws, timeout: float = 5.0) -> int:
+    """Read (and ignore) frames until the server closes; return its close code."""
+    try:
+        async with asyncio.timeout(timeout):
+            async for _ in ws:
+                pass
+    except websockets.ConnectionClosed:
+        pass
+    assert ws.close_code is not None, "server did not close"
+    return ws.close_code
+
+
+async def recv_data(ws, timeout: float = 5.0) -> str:
+    """Next frame that is not a heartbeat ping."""
+    while True:
+        frame = await asyncio.wait_for(ws.recv(), timeout)
+        if frame != PING_TEXT:
+            return frame
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached in time")
+        time.sleep(interval)
+
+
+@pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
+async def test_heartbeat_pings_and_idle_close(daphne_factory, tuned):
+    daphne = daphne_factory(tuned=tuned, tuning=FAST)
+    async with websockets.connect(daphne.ws("/ws/echo/"), ping_interval=None) as ws:
+        started = time.monotonic()
+        assert await asyncio.wait_for(ws.recv(), 2) == PING_TEXT
+        # Never answer: closed with 4000 once IDLE_TIMEOUT passed (plus a tick).
+        assert await close_code(ws) == 4000
+        assert 1.4 <= time.monotonic() - started <= 3.0
+    assert daphne.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4000") == 1
+
+
+async def test_answered_heartbeats_keep_idle_client_open(daphne_factory):
+    daphne = daphne_factory(tuned=True, tuning=FAST)
+    async with websockets.connect(daphne.ws("/ws/echo/"), ping_interval=None) as ws:
+        deadline = time.monotonic() + 4.0  # well past IDLE_TIMEOUT
+        while time.monotonic() < deadline:
+            assert await asyncio.wait_for(ws.recv(), 2) == PING_TEXT
+            await ws.send(PONG_TEXT)
+        await ws.send("alive")
+        assert await recv_data(ws) == "alive"
+    assert daphne.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4000") == 0
+
+
+async def test_bad_input_gets_documented_codes(daphne_factory):
+    daphne = daphne_factory(
+        tuned=True, tuning={"MAX_MESSAGE_SIZE": 1000, "RATE_LIMIT": 10, "RATE_BURST": 5}
+    )
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        await ws.send("x" * 1000)
+        assert await recv_data(ws) == "x" * 1000
+        await ws.send("x" * 1001)
+        assert await close_code(ws) == 1009
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        for i in range(50):
+            await ws.send(str(i))
+        assert await close_code(ws) == 1008
+    async with websockets.connect(daphne.ws("/ws/chat/bad/")) as ws:
+        await ws.send("{not json")
+        assert await close_code(ws) == 1007
+    async with websockets.connect(daphne.ws("/ws/binary/")) as ws:
+        await ws.send(b"\x01")
+        assert await recv_data(ws) == b"\x01"
+        await ws.send("text")
+        assert await close_code(ws) == 1003
+    counters = daphne.stats()["counters"]["channels_tuning_closes_total"]
+    assert counters == {
+        "consumer=EchoConsumer,code=1009": 1,
+        "consumer=EchoConsumer,code=1008": 1,
+        "consumer=ChatConsumer,code=1007": 1,
+        "consumer=BinaryOnlyConsumer,code=1003": 1,
+    }
+    wait_until(lambda: daphne.stats()["connections"] == 0)
+
+
+async def test_connection_limit_answers_1013_and_leaks_nothing(daphne_factory):
+    daphne = daphne_factory(tuned=True)
+    clients = [await websockets.connect(daphne.ws("/ws/limited/")) for _ in range(3)]
+    async with websockets.connect(daphne.ws("/ws/limited/")) as extra:
+        assert await close_code(extra) == 1013
+    assert daphne.stats()["connections"] == 3
+    await clients.pop().close()
+    wait_until(lambda: daphne.stats()["connections"] == 2)
+    async with websockets.connect(daphne.ws("/ws/limited/")) as again:
+        await again.send("hello")
+        assert await recv_data(again) == "hello"
+    for client in clients:
+        await client.close()
+    wait_until(lambda: daphne.stats()["connections"] == 0)
+    rejected = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+    assert rejected == {"consumer=LimitedConsumer,reason=consumer connection limit": 1}
+
+
+async def test_two_processes_share_groups_through_redis(daphne_factory, redis_server):
+    first = daphne_factory(tuned=True, redis=redis_server)
+    second = daphne_factory(tuned=False, redis=redis_server)
+    path = "/ws/chat/e2e-room/"
+    a1, a2 = [await websockets.connect(first.ws(path)) for _ in range(2)]
+    b1 = await websockets.connect(second.ws(path))
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:chat.e2e-room") == "3")
+    await a1.send(json.dumps({"message": "from process one"}))
+    for ws in (a1, a2, b1):
+        assert json.loads(await recv_data(ws)) == {"type": "message", "message": "from process one"}
+    await b1.send(json.dumps({"message": "from process two"}))
+    for ws in (a1, a2, b1):
+        assert json.loads(await recv_data(ws))["message"] == "from process two"
+    for ws in (a1, a2, b1):
+        await ws.close()
+    wait_until(lambda: first.stats()["connections"] == 0 and second.stats()["connections"] == 0)
+    assert redis_server.cli("ZCARD", "asgi:group:chat.e2e-room") == "0"
+
+
+@pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
+async def test_idle_connection_cost_with_redis_layer(daphne_factory, redis_server, tuned):
+    """Issue bound: at most 2 asyncio tasks and 110 GC-tracked objects per idle
+    connection, daphne's own included (plain Channels: 5 and 148)."""
+    daphne = daphne_factory(tuned=tuned, redis=redis_server)
+    path = "/ws/chat/cost/"
+    warm = [await websockets.connect(daphne.ws(path), ping_interval=None) for _ in range(5)]
+    await asyncio.sleep(0.5)
+    before = daphne.stats(gc_collect=True)
+    count = 300
+    clients = [await websockets.connect(daphne.ws(path), ping_interval=None) for _ in range(count)]
+    await asyncio.sleep(1.0)
+    after = daphne.stats(gc_collect=True)
+    tasks = (after["tasks"] - before["tasks"]) / count
+    objects = (after["gc_objects"] - before["gc_objects"]) / count
+    print(f"per idle connection: {tasks:.2f} tasks, {objects:.1f} GC-tracked objects")
+    assert after["connections"] == count + len(warm)
+    assert tasks <= 2
+    assert objects <= 110
+    for ws in clients + warm:
+        await ws.close()
+    wait_until(lambda: daphne.stats()["connections"] == 0)
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:chat.cost") == "0")
+
+
+async def test_memberships_left_after_handler_crash(daphne_factory, redis_server):
+    daphne = daphne_factory(tuned=False, redis=redis_server)
+    group_key = "asgi:group:hygiene"
+    clients = [await websockets.connect(daphne.ws("/ws/group/hygiene/")) for _ in range(3)]
+    await clients[0].send(json.dumps({"join": "hygiene-extra"}))
+    assert await recv_data(clients[0]) == "ok"
+    assert redis_server.cli("ZCARD", group_key) == "3"
+    assert redis_server.cli("ZCARD", "asgi:group:hygiene-extra") == "1"
+    await clients[0].send(json.dumps({"crash": True}))
+    assert await close_code(clients[0]) == 1011
+    wait_until(lambda: redis_server.cli("ZCARD", group_key) == "2")
+    assert redis_server.cli("ZCARD", "asgi:group:hygiene-extra") == "0"
+    for ws in clients:
+        await ws.close()
+    wait_until(lambda: redis_server.cli("ZCARD", group_key) == "0")
+
+
+async def test_memberships_left_when_plain_daphne_cancels_on_sigterm(daphne_factory, redis_server):
+    """Plain daphne cancels every application on SIGTERM (no disconnect handlers in
+    plain Channels); the tuned consumer still leaves its groups."""
+    daphne = daphne_factory(tuned=False, redis=redis_server)
+    group_key = "asgi:group:hygiene-term"
+    clients = [await websockets.connect(daphne.ws("/ws/group/hygiene-term/")) for _ in range(20)]
+    wait_until(lambda: redis_server.cli("ZCARD", group_key) == "20")
+    # daphne bug: for about a second after each WebSocket upgrade, its connection
+    # table holds the upgraded HTTP request without an application, and a SIGTERM
+    # then raises KeyError in kill_all_applications, which cancels nothing at all.
+    # Let daphne's 1-second application_checker reap those entries first.
+    await asyncio.sleep(2.5)
+    os.kill(daphne.pid, signal.SIGTERM)
+    assert daphne.proc.wait(15) == 0
+    assert redis_server.cli("ZCARD", group_key) == "0"
+    for ws in clients:
+        await ws.close()
+
+
+async def test_tuned_server_drains_with_1012_on_sigterm(daphne_factory, redis_server):
+    daphne = daphne_factory(tuned=True, redis=redis_server)
+    clients = [await websockets.connect(daphne.ws("/ws/group/drain/")) for _ in range(200)]
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:drain") == "200")
+    started = time.monotonic()
+    os.kill(daphne.pid, signal.SIGTERM)
+    codes = await asyncio.gather(*(close_code(ws, timeout=15) for ws in clients))
+    assert set(codes) == {1012}
+    daphne.proc.wait(15)
+    assert time.monotonic() - started < 12
+    assert redis_server.cli("ZCARD", "asgi:group:drain") == "0"
+
+
+def open_non_reading_client(port: int, path: str) -> socket.socket:
+    """A WebSocket client that completes the handshake and then never reads."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(
+        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    response = b""
+    while b"\r\n\r\n" not in response:
+        response += sock.recv(1)
+    assert b" 101 " in response
+    return sock
+
+
+async def test_slow_reader_does_not_grow_tuned_server(daphne_factory, redis_server):
+    """One client never reads while 500 x 1 KiB/s are broadcast for 20 s: the
+    tuned server's RSS stays bounded, the slow client is closed with 4001, and a
+    normal client on the same process receives every message in order."""
+    daphne = daphne_factory(tuned=True, redis=redis_server)
+    normal = await websockets.connect(daphne.ws("/ws/group/feed/"), max_size=None)
+    slow = open_non_reading_client(daphne.port, "/ws/group/feed/")
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:feed") == "2")
+    await asyncio.sleep(0.5)
+    rss_start = daphne.rss_kb()
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    total, rate = 10_000, 500
+    received: list[int] = []
+
+    async def read_normal() -> None:
+        while len(received) < total:
+            frame = await recv_data(normal, timeout=10)
+            received.append(int(frame[:6]))
+
+    reader = asyncio.ensure_future(read_normal())
+    peak = rss_start
+    started = time.monotonic()
+    for i in range(total):
+        await layer.group_send("feed", {"type": "relay", "text": f"{i:06d}" + "x" * 1018})
+        if i % 50 == 49:
+            peak = max(peak, daphne.rss_kb())
+            delay = started + (i + 1) / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    await asyncio.wait_for(reader, 20)
+    peak = max(peak, daphne.rss_kb())
+    growth_mb = (peak - rss_start) / 1024
+    print(
+        f"tuned server RSS {rss_start / 1024:.1f} MB -> peak {peak / 1024:.1f} MB "
+        f"(+{growth_mb:.1f} MB) behind a non-reading client"
+    )
+    assert received == list(range(total))
+    assert growth_mb < 8
+    assert daphne.counter("channels_tuning_closes_total", "consumer=GroupConsumer,code=4001") == 1
+    slow.close()
+    await normal.close()
+    await layer.close_pools()
