@@ -20,7 +20,6 @@ channels_tuning.W005   ``channels_tuning`` listed after ``daphne``: runserver wi
 from __future__ import annotations
 
 import os
-from numbers import Real
 from typing import Any
 
 from django.conf import settings
@@ -38,8 +37,12 @@ from .conf import (
 IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
 
 
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def _is_positive(value: Any) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool) and value > 0
+    return _is_number(value) and value > 0
 
 
 @register(Tags.compatibility)
@@ -96,7 +99,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     jitter = merged["LIFETIME_JITTER"]
-    if not (isinstance(jitter, Real) and 0 <= jitter < 1):
+    if not (_is_number(jitter) and 0 <= jitter < 1):
         problems.append(
             Error(f"LIFETIME_JITTER must be in [0, 1), not {jitter!r}.", id="channels_tuning.E005")
         )

@@ -130,6 +130,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
         self._send_mode = transport.detect_send_mode(send)
+        transport.warn_if_not_flow_controlled(self._send_mode)
         self.connected_at = self.last_seen = time.monotonic()
         self.registry_key = self.channel_name or f"local.{id(self):x}"
         self._attach_layer()

@@ -50,8 +50,9 @@ class ProcessLayerReader:
             )
 
     def detach(self, consumer: Any) -> None:
-        if self.consumers.get(consumer.channel_name) is consumer:
-            del self.consumers[consumer.channel_name]
+        channel = consumer.channel_name
+        if self.consumers.get(channel) is consumer:
+            del self.consumers[channel]
         if not self.consumers and self._task is not None:
             # No one left to read for: stop, so an idle process keeps no Redis read open.
             self._task.cancel()

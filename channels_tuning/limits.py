@@ -74,14 +74,17 @@ class MessageLimitMixin(ManagedConnectionMixin):
         if limit is not None and _too_big(message, limit):
             self.close_nowait(CloseCode.MESSAGE_TOO_BIG, f"message over {limit} bytes")
             return False
-        if tuning.rate_limit is not None and not self._take_token(tuning.rate_limit):
+        if (
+            tuning.rate_limit is not None
+            and tuning.rate_burst is not None
+            and not self._take_token(tuning.rate_limit, tuning.rate_burst)
+        ):
             self.close_nowait(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
             return False
         return super().filter_inbound(message)
 
-    def _take_token(self, rate: float) -> bool:
+    def _take_token(self, rate: float, burst: float) -> bool:
         now = time.monotonic()
-        burst = self.tuning.rate_burst
         tokens = min(burst, self._tokens + (now - self._tokens_at) * rate)
         self._tokens_at = now
         if tokens < 1.0:

@@ -19,6 +19,7 @@ Three cases, from best to worst guarantees:
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -54,6 +55,23 @@ def detect_send_mode(send: Callable[..., Any]) -> int:
         ).startswith("daphne."):
             return DAPHNE
     return GENERIC
+
+
+_warned = False
+
+
+def warn_if_not_flow_controlled(mode: int) -> None:
+    """Say once per process that sends are not flow-controlled (plain daphne and others)."""
+    global _warned
+    if mode == FLOW or _warned:
+        return
+    _warned = True
+    logging.getLogger("channels_tuning").warning(
+        "channels_tuning: this server (%s) gives no send flow control: a client that "
+        "stops reading makes the process buffer without limit until the protocol ping "
+        "times out. Run channels-tuning-daphne for bounded sends.",
+        SEND_MODE_NAMES[mode],
+    )
 
 
 def send_close_frame(protocol: Any, code: int, reason: str | None) -> None:

@@ -16,8 +16,6 @@ from channels_redis.core import RedisChannelLayer
 
 from channels_tuning.heartbeat import PING_TEXT, PONG_TEXT
 
-from .conftest import DaphneProcess, RedisServer
-
 pytestmark = pytest.mark.e2e
 
 FAST = {"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5}

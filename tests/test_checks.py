@@ -1,0 +1,85 @@
+"""System checks report misconfiguration with stable ids."""
+
+from __future__ import annotations
+
+import pytest
+from django.test import override_settings
+
+from channels_tuning.checks import check_deployment, check_settings
+
+
+def ids(problems) -> list[str]:
+    return sorted(p.id for p in problems)
+
+
+def test_defaults_are_clean():
+    assert ids(check_settings()) == []
+    assert ids(check_deployment()) == []
+
+
+@override_settings(CHANNELS_TUNING=["not", "a", "dict"])
+def test_not_a_dict_e001():
+    assert ids(check_settings()) == ["channels_tuning.E001"]
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"MAX_CONNECTIONS": -1},
+        {"RATE_LIMIT": 0},
+        {"SEND_QUEUE_MAX_BYTES": None},
+        {"SCHEDULER_TICK": "fast"},
+        {"MAX_MESSAGE_SIZE": True},
+    ],
+)
+def test_invalid_limits_e002(bad):
+    with override_settings(CHANNELS_TUNING=bad):
+        assert ids(check_settings()) == ["channels_tuning.E002"]
+
+
+@override_settings(CHANNELS_TUNING={"HEARTBEAT_INTERVAL": 30, "IDLE_TIMEOUT": 20})
+def test_idle_timeout_shorter_than_heartbeat_e003():
+    assert ids(check_settings()) == ["channels_tuning.E003"]
+
+
+@override_settings(CHANNELS_TUNING={"OVERFLOW_POLICY": "block"})
+def test_unknown_policy_e004():
+    assert ids(check_settings()) == ["channels_tuning.E004"]
+
+
+@override_settings(CHANNELS_TUNING={"LIFETIME_JITTER": 1.5})
+def test_jitter_out_of_range_e005():
+    assert ids(check_settings()) == ["channels_tuning.E005"]
+
+
+@override_settings(CHANNELS_TUNING={"HEARTBEAT_INTERVALL": 10})
+def test_typo_warns_w001():
+    assert ids(check_settings()) == ["channels_tuning.W001"]
+
+
+@override_settings(CHANNELS_TUNING={"IDLE_TIMEOUT": None})
+def test_no_idle_timeout_warns_w004():
+    assert ids(check_settings()) == ["channels_tuning.W004"]
+
+
+def test_in_memory_layer_multi_process_w002(monkeypatch):
+    monkeypatch.setenv("WEB_CONCURRENCY", "4")
+    assert ids(check_deployment()) == ["channels_tuning.W002"]
+
+
+@override_settings(DEBUG=False)
+def test_in_memory_layer_in_production_w002():
+    assert ids(check_deployment()) == ["channels_tuning.W002"]
+
+
+@override_settings(
+    CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}},
+    DEBUG=False,
+)
+def test_redis_layer_in_production_is_fine():
+    assert ids(check_deployment()) == []
+
+
+@override_settings(INSTALLED_APPS=["daphne", "channels_tuning"])
+def test_missing_channels_and_app_order_w003_w005():
+    assert ids(check_deployment()) == ["channels_tuning.W003", "channels_tuning.W005"]
