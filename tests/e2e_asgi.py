@@ -56,6 +56,13 @@ class GroupConsumer(TunedWebsocketConsumer):
         await self.send(text_data=event["text"])
 
 
+class SlowHandlerConsumer(TunedWebsocketConsumer):
+    """Takes 5 ms per message: a client can send faster than it is handled."""
+
+    async def receive(self, text_data=None, bytes_data=None):
+        await asyncio.sleep(0.005)
+
+
 async def stats_app(scope, receive, send):
     """GET /_stats: what the tests assert about this process (JSON)."""
     if scope["type"] != "http":
@@ -96,6 +103,7 @@ application = ProtocolTypeRouter(
                 *websocket_urlpatterns,
                 re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
                 re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
+                re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
                 re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
             ]
         ),

@@ -274,3 +274,29 @@ async def test_slow_reader_does_not_grow_tuned_server(daphne_factory, redis_serv
     slow.close()
     await normal.close()
     await layer.close_pools()
+
+
+@pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
+async def test_inbound_flood_memory(daphne_factory, tuned):
+    """A client sends 1 KiB frames as fast as TCP lets it, for 6 s, to a consumer
+    that needs 5 ms per message. daphne queues every frame (unbounded input queue);
+    the tuned server stops reading the socket at 64 queued frames."""
+    daphne = daphne_factory(tuned=tuned, tuning={"RATE_LIMIT": None, "RATE_BURST": None})
+    rss_start = daphne.rss_kb()
+    frame = b"x" * 1024
+    sent = 0
+    async with websockets.connect(daphne.ws("/ws/slow-handler/"), ping_interval=None) as ws:
+        deadline = time.monotonic() + 6
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.wait_for(ws.send(frame), 0.5)
+            except TimeoutError:
+                continue  # the server stopped reading: TCP pushes back on us
+            sent += 1
+        growth_mb = (daphne.rss_kb() - rss_start) / 1024
+        print(f"{'tuned' if tuned else 'plain'}: sent {sent} frames, RSS +{growth_mb:.1f} MB")
+        # Queued frames: sent minus handled (about 200/s); the bound is 64.
+        if tuned:
+            assert growth_mb < 8
+        else:
+            assert sent > 20_000  # plain daphne reads (and queues) all of it
