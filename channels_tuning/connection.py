@@ -362,10 +362,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             if self._can_write_now():
                 self._write_now(message)
                 return
-            t = self.tuning
-            queue = self._outq = OutboundQueue(
-                t.send_queue_max_messages, t.send_queue_max_bytes, t.overflow_policy
-            )
+            queue = self._new_queue()
         try:
             dropped = queue.put(message, coalesce_key)
         except Overflow:
@@ -418,13 +415,17 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         if not self._outq and (self._can_write_now() or (urgent and self._send_mode)):
             self._write_now(message)
             return
-        if self._outq is None:
-            t = self.tuning
-            self._outq = OutboundQueue(
-                t.send_queue_max_messages, t.send_queue_max_bytes, t.overflow_policy
-            )
-        self._outq.put(message, force=True)
+        queue = self._outq if self._outq is not None else self._new_queue()
+        queue.put(message, force=True)
         self._ensure_writer()
+
+    def _new_queue(self) -> OutboundQueue:
+        # Created only when the client falls behind: idle connections carry none.
+        t = self.tuning
+        self._outq = OutboundQueue(
+            t.send_queue_max_messages, t.send_queue_max_bytes, t.overflow_policy
+        )
+        return self._outq
 
     def _ensure_writer(self) -> None:
         if self._writer is None:
