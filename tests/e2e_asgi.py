@@ -8,6 +8,7 @@ import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 
+from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 from django.urls import re_path
@@ -63,6 +64,18 @@ class SlowHandlerConsumer(TunedWebsocketConsumer):
         await asyncio.sleep(0.005)
 
 
+class PlainGroupConsumer(AsyncWebsocketConsumer):
+    """Plain Channels, for the benchmarks: joins the URL's group, relays events."""
+
+    async def connect(self):
+        self.groups = [self.scope["url_route"]["kwargs"]["group"]]
+        await self.channel_layer.group_add(self.groups[0], self.channel_name)
+        await self.accept()
+
+    async def relay(self, event):
+        await self.send(text_data=event["text"])
+
+
 async def stats_app(scope, receive, send):
     """GET /_stats: what the tests assert about this process (JSON)."""
     if scope["type"] != "http":
@@ -104,6 +117,7 @@ application = ProtocolTypeRouter(
                 re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
                 re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
                 re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
+                re_path(r"^ws/plain-group/(?P<group>[\w.-]+)/$", PlainGroupConsumer.as_asgi()),
                 re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
             ]
         ),

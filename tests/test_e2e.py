@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import time
 
 import pytest
@@ -15,6 +14,8 @@ import websockets
 from channels_redis.core import RedisChannelLayer
 
 from channels_tuning.heartbeat import PING_TEXT, PONG_TEXT
+
+from .conftest import open_non_reading_client
 
 pytestmark = pytest.mark.e2e
 
@@ -213,23 +214,6 @@ async def test_tuned_server_drains_with_1012_on_sigterm(daphne_factory, redis_se
     daphne.proc.wait(15)
     assert time.monotonic() - started < 12
     assert redis_server.cli("ZCARD", "asgi:group:drain") == "0"
-
-
-def open_non_reading_client(port: int, path: str) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert b" 101 " in response
-    return sock
 
 
 async def test_slow_reader_does_not_grow_tuned_server(daphne_factory, redis_server):
