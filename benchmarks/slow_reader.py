@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,59 +25,35 @@ import websockets  # noqa: E402
 from channels_redis.core import RedisChannelLayer  # noqa: E402
 
 from tests.conftest import (  # noqa: E402
-    free_port,
+    RedisServer,
     open_non_reading_client,
+    start_daphne,
     start_redis,
     stop_process,
-    wait_for_port,
 )
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
 async def run_case(
-    name: str, tuned: bool, path: str, redis_url: str, seconds: float, rate: int, tmp: Path
+    name: str, tuned: bool, path: str, redis: RedisServer, seconds: float, rate: int, tmp: Path
 ) -> dict:
-    port = free_port()
-    log = tmp / f"{name}.log"
-    module = "channels_tuning.server" if tuned else "daphne.cli"
-    entry = "m.main()" if tuned else "m.CommandLineInterface.entrypoint()"
-    env = dict(
-        os.environ,
-        DJANGO_SETTINGS_MODULE="example_project.settings",
-        PYTHONPATH=str(REPO),
-        REDIS_URL=redis_url,
-        CHANNELS_TUNING_JSON=json.dumps({"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None}),
+    daphne = start_daphne(
+        tmp,
+        tuned=tuned,
+        redis=redis,
+        tuning={"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None},
     )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            f"import {module} as m; {entry}",
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            "tests.e2e_asgi:application",
-        ],
-        cwd=REPO,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
+    port = daphne.port
+
+    def rss_mb() -> float:
+        return daphne.rss_kb() / 1024
+
     try:
-        wait_for_port(port, proc, log)
         group = f"bench-{name}"
         normal = await websockets.connect(f"ws://127.0.0.1:{port}{path}{group}/", max_size=None)
         slow = open_non_reading_client(port, f"{path}{group}/")
         await asyncio.sleep(1.0)
-        start = peak = rss_mb(proc.pid)
-        layer = RedisChannelLayer(hosts=[redis_url], capacity=10_000)
+        start = peak = rss_mb()
+        layer = RedisChannelLayer(hosts=[redis.url], capacity=10_000)
         total = int(seconds * rate)
         got = 0
 
@@ -99,13 +72,13 @@ async def run_case(
         for i in range(total):
             await layer.group_send(group, {"type": "relay", "text": f"{i:06d}" + "x" * 1018})
             if i % 50 == 49:
-                peak = max(peak, rss_mb(proc.pid))
+                peak = max(peak, rss_mb())
                 delay = began + (i + 1) / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
         await asyncio.wait([task], timeout=15)
-        peak = max(peak, rss_mb(proc.pid))
-        end = rss_mb(proc.pid)
+        peak = max(peak, rss_mb())
+        end = rss_mb()
         slow.close()
         await normal.close()
         await layer.close_pools()
@@ -119,7 +92,7 @@ async def run_case(
             "sent": total,
         }
     finally:
-        stop_process(proc)
+        stop_process(daphne.proc)
 
 
 async def main() -> None:
@@ -132,11 +105,9 @@ async def main() -> None:
         redis = start_redis(tmp)
         try:
             plain = await run_case(
-                "plain", False, "/ws/plain-group/", redis.url, args.seconds, args.rate, tmp
+                "plain", False, "/ws/plain-group/", redis, args.seconds, args.rate, tmp
             )
-            tuned = await run_case(
-                "tuned", True, "/ws/group/", redis.url, args.seconds, args.rate, tmp
-            )
+            tuned = await run_case("tuned", True, "/ws/group/", redis, args.seconds, args.rate, tmp)
         finally:
             stop_process(redis.proc)
     print(f"slow reader, {args.rate} x 1 KiB/s for {args.seconds:.0f} s, one non-reading client")

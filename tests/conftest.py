@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import django
 import pytest
@@ -151,56 +152,62 @@ class DaphneProcess:
         raise RuntimeError("no VmRSS")
 
 
+def start_daphne(
+    log_dir: Path,
+    *,
+    tuned: bool = False,
+    redis: RedisServer | None = None,
+    tuning: dict | None = None,
+    extra_args: tuple[str, ...] = (),
+    **env: str,
+) -> DaphneProcess:
+    """Start daphne (or ``channels-tuning-daphne``) on tests.e2e_asgi on a free port."""
+    port = free_port()
+    log = log_dir / f"daphne-{port}.log"
+    full_env = dict(os.environ)
+    full_env.pop("REDIS_URL", None)
+    full_env.update(
+        DJANGO_SETTINGS_MODULE="example_project.settings",
+        PYTHONPATH=str(REPO),
+        CHANNELS_TUNING_JSON=json.dumps(tuning or {}),
+        CT_LOG_LEVEL="INFO",
+        **env,
+    )
+    if redis is not None:
+        full_env["REDIS_URL"] = redis.url
+    entry = (
+        "import channels_tuning.server as m; m.main()"
+        if tuned
+        else "import daphne.cli as m; m.CommandLineInterface.entrypoint()"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            entry,
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            *extra_args,
+            "tests.e2e_asgi:application",
+        ],
+        cwd=REPO,
+        env=full_env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, proc, log)
+    return DaphneProcess(port, proc, log, full_env)
+
+
 @pytest.fixture
 def daphne_factory(tmp_path: Path) -> Iterator:
-    """Start real daphne processes on tests.e2e_asgi: ``daphne_factory(tuned=True, **env)``."""
+    """Start real daphne processes: ``daphne_factory(tuned=True, redis=..., tuning={...})``."""
     started: list[DaphneProcess] = []
 
-    def start(
-        *,
-        tuned: bool = False,
-        redis: RedisServer | None = None,
-        tuning: dict | None = None,
-        extra_args: tuple[str, ...] = (),
-        **env: str,
-    ) -> DaphneProcess:
-        port = free_port()
-        log = tmp_path / f"daphne-{port}.log"
-        full_env = dict(os.environ)
-        full_env.pop("REDIS_URL", None)
-        full_env.update(
-            DJANGO_SETTINGS_MODULE="example_project.settings",
-            PYTHONPATH=str(REPO),
-            CHANNELS_TUNING_JSON=json.dumps(tuning or {}),
-            CT_LOG_LEVEL="INFO",
-            **env,
-        )
-        if redis is not None:
-            full_env["REDIS_URL"] = redis.url
-        module = "channels_tuning.server" if tuned else "daphne.cli"
-        runner = [
-            "-c",
-            f"import {module} as m; m.main() if hasattr(m, 'main') else "
-            "m.CommandLineInterface.entrypoint()",
-        ]
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                *runner,
-                "-b",
-                "127.0.0.1",
-                "-p",
-                str(port),
-                *extra_args,
-                "tests.e2e_asgi:application",
-            ],
-            cwd=REPO,
-            env=full_env,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-        )
-        wait_for_port(port, proc, log)
-        daphne = DaphneProcess(port, proc, log, full_env)
+    def start(**kwargs: Any) -> DaphneProcess:
+        daphne = start_daphne(tmp_path, **kwargs)
         started.append(daphne)
         return daphne
 
