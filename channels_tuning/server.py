@@ -18,6 +18,7 @@ What it changes, for WebSocket connections only (HTTP is daphne's, untouched):
   when ``INBOUND_HIGH_WATER`` frames are waiting for the application, the
   server stops reading the socket (TCP pushes back on the client) until the
   application has caught up to a quarter of that.
+- **Opt-in permessage-deflate** (``--ws-compression``), see :class:`Compression`.
 - **Graceful drain** on SIGTERM/SIGINT: stop listening, close every WebSocket
   with 1012 in batches, give applications ``--drain-timeout`` seconds to run
   their disconnect handlers (group cleanup), then cancel what is left and exit.
@@ -27,12 +28,15 @@ What it changes, for WebSocket connections only (HTTP is daphne's, untouched):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
 import sys
+from dataclasses import dataclass
 from typing import Any
 
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from daphne.cli import CommandLineInterface
 from daphne.server import Server
 from twisted.internet import defer
@@ -46,6 +50,58 @@ logger = logging.getLogger("channels_tuning.server")
 #: Frames waiting for the application before the server stops reading the socket.
 INBOUND_HIGH_WATER = 64
 SERVICE_RESTART = 1012
+
+
+@dataclass(frozen=True)
+class Compression:
+    """Opt-in permessage-deflate (RFC 7692) with memory-conscious defaults.
+
+    zlib's own defaults (15 window bits, memLevel 8) cost a few hundred KiB per
+    connection; these cost a few tens (see docs/compression.md for the measured
+    figures). Frames shorter than ``threshold`` bytes are sent uncompressed: for
+    small messages deflate's CPU buys nothing. ``no_context_takeover`` starts
+    every message from an empty window (worse ratio, no history to keep).
+    """
+
+    threshold: int = 1024
+    window_bits: int = 11
+    mem_level: int = 4
+    no_context_takeover: bool = True
+
+    def accept(self, offers: list[Any]) -> Any:
+        """autobahn's ``perMessageCompressionAccept`` hook."""
+        for offer in offers:
+            if not isinstance(offer, PerMessageDeflateOffer):
+                continue
+            bits = self.window_bits
+            if offer.request_max_window_bits:
+                bits = min(bits, offer.request_max_window_bits)
+            return PerMessageDeflateOfferAccept(
+                offer,
+                request_no_context_takeover=(
+                    self.no_context_takeover and offer.accept_no_context_takeover
+                ),
+                request_max_window_bits=bits if offer.accept_max_window_bits else 0,
+                no_context_takeover=self.no_context_takeover,
+                window_bits=bits,
+                mem_level=self.mem_level,
+            )
+        return None
+
+
+def release_compressor(protocol: Any) -> None:
+    """Without context takeover a message's deflate state is never reused, but
+    autobahn keeps the zlib object until the next message (tens of KiB per
+    connection, measured in docs/compression.md). Free it now."""
+    pmce = protocol._perMessageCompress
+    if pmce is not None:
+        pmce._compressor = None
+
+
+def release_decompressor(protocol: Any) -> None:
+    pmce = protocol._perMessageCompress
+    if pmce is not None and pmce.client_no_context_takeover:
+        pmce._decompressor = None
 
 
 @implementer(IPushProducer)
@@ -95,8 +151,31 @@ class FlowControlledSend:
             return
         if message["type"] == "websocket.close":
             send_close_frame(self.protocol, message.get("code", 1000), message.get("reason"))
-        else:
+        elif not self._sent_uncompressed(message):
             self.protocol.handle_reply(message)
+            if self.server.release_deflate_contexts:
+                release_compressor(self.protocol)
+
+    def _sent_uncompressed(self, message: dict[str, Any]) -> bool:
+        """Send a short data frame without deflate; False if it is not one."""
+        protocol = self.protocol
+        threshold = self.server.compression_threshold
+        if (
+            not threshold
+            or message["type"] != "websocket.send"
+            or protocol._perMessageCompress is None
+            or protocol.state != protocol.STATE_OPEN
+        ):
+            return False
+        payload = message.get("bytes")
+        binary = payload is not None
+        if not binary:
+            text = message.get("text")
+            payload = text.encode() if text else None
+        if not payload or len(payload) >= threshold:
+            return False
+        protocol.sendMessage(payload, binary, doNotCompress=True)
+        return True
 
     async def __call__(self, message: dict[str, Any]) -> None:
         await self.wait_writable()
@@ -106,15 +185,19 @@ class FlowControlledSend:
 class _InboundQueue(asyncio.Queue):  # type: ignore[type-arg]
     """daphne's input queue, but reading from the socket pauses while it is long."""
 
-    def __init__(self, transport: Any, high_water: int) -> None:
+    def __init__(self, protocol: Any, high_water: int, release_decompressor: bool) -> None:
         super().__init__()
-        self._transport = transport
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._release_decompressor = release_decompressor
         self._high = high_water
         self._low = high_water // 4
         self._reading_paused = False
 
     def put_nowait(self, item: Any) -> None:
         super().put_nowait(item)
+        if self._release_decompressor:
+            release_decompressor(self._protocol)
         if not self._reading_paused and self.qsize() >= self._high:
             self._reading_paused = True
             self._transport.pauseProducing()
@@ -136,9 +219,26 @@ class TunedServer(Server):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.drain_timeout = kwargs.pop("drain_timeout", self.drain_timeout)
+        self.compression: Compression | None = kwargs.pop("compression", None)
+        self.compression_threshold = self.compression.threshold if self.compression else 0
+        self.release_deflate_contexts = bool(
+            self.compression and self.compression.no_context_takeover
+        )
         super().__init__(*args, **kwargs)
         self._ports: list[Any] = []
         self._draining = False
+
+    # daphne builds its WebSocket factory inside run(); hook its assignment to
+    # switch compression on before the first connection.
+    @property
+    def ws_factory(self) -> Any:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        self._ws_factory = factory
+        if self.compression is not None:
+            factory.setProtocolOptions(perMessageCompressionAccept=self.compression.accept)
 
     def listen_success(self, port: Any) -> None:
         self._ports.append(port)
@@ -153,7 +253,7 @@ class TunedServer(Server):
         # daphne's HTTPChannel registered itself as the producer before the upgrade.
         transport.unregisterProducer()
         transport.registerProducer(send, True)
-        input_queue = _InboundQueue(transport, INBOUND_HIGH_WATER)
+        input_queue = _InboundQueue(protocol, INBOUND_HIGH_WATER, self.release_deflate_contexts)
         scope.setdefault("asgi", {"version": "3.0"})
         application_instance = self.application(scope=scope, receive=input_queue.get, send=send)
         if protocol not in self.connections:
@@ -214,9 +314,60 @@ def _exit_now(signum: int, frame: Any) -> None:
 
 
 class TunedCommandLineInterface(CommandLineInterface):
-    """daphne's command line with :class:`TunedServer`."""
+    """daphne's command line with :class:`TunedServer` and its options."""
 
-    server_class = TunedServer
+    server_class: Any = TunedServer
+
+    def __init__(self) -> None:
+        super().__init__()
+        group = self.parser.add_argument_group("channels-tuning")
+        group.add_argument(
+            "--drain-timeout",
+            type=float,
+            default=TunedServer.drain_timeout,
+            help="seconds disconnect handlers get after the 1012 closes on SIGTERM",
+        )
+        group.add_argument(
+            "--ws-compression",
+            action="store_true",
+            help="accept permessage-deflate (off by default: it costs memory per connection)",
+        )
+        defaults = Compression()
+        group.add_argument(
+            "--ws-compression-threshold",
+            type=int,
+            default=defaults.threshold,
+            help="frames shorter than this many bytes are not compressed",
+        )
+        group.add_argument(
+            "--ws-compression-window-bits",
+            type=int,
+            default=defaults.window_bits,
+            choices=range(9, 16),
+        )
+        group.add_argument(
+            "--ws-compression-mem-level", type=int, default=defaults.mem_level, choices=range(1, 10)
+        )
+        group.add_argument(
+            "--ws-compression-context-takeover",
+            action="store_true",
+            help="keep the deflate window between messages (better ratio, more memory)",
+        )
+
+    def run(self, args: list[str]) -> None:
+        options, _ = self.parser.parse_known_args(args)
+        compression = None
+        if options.ws_compression:
+            compression = Compression(
+                threshold=options.ws_compression_threshold,
+                window_bits=options.ws_compression_window_bits,
+                mem_level=options.ws_compression_mem_level,
+                no_context_takeover=not options.ws_compression_context_takeover,
+            )
+        self.server_class = functools.partial(
+            TunedServer, compression=compression, drain_timeout=options.drain_timeout
+        )
+        super().run(args)
 
 
 def main() -> None:
