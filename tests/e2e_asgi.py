@@ -76,6 +76,26 @@ class PlainGroupConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=event["text"])
 
 
+class BurstConsumer(TunedWebsocketConsumer):
+    """On "N", sends N numbered 1 KiB frames at once, keyed i % 3 for ``coalesce``.
+
+    The burst is synchronous, so the tuned server's transport passes its 64 KiB
+    high-water mark during it and the rest meets the 10-message queue."""
+
+    heartbeat_interval = None
+    send_queue_max_messages = 10
+
+    async def receive(self, text_data=None, bytes_data=None):
+        for i in range(int(text_data)):
+            await self.send(text_data=f"{i:06d}" + "x" * 1018, coalesce_key=i % 3)
+
+
+BURST_CONSUMERS = {
+    policy: type(f"Burst_{policy}", (BurstConsumer,), {"overflow_policy": policy})
+    for policy in ("disconnect", "drop_oldest", "drop_newest", "coalesce")
+}
+
+
 async def stats_app(scope, receive, send):
     """GET /_stats: what the tests assert about this process (JSON)."""
     if scope["type"] != "http":
@@ -117,6 +137,10 @@ application = ProtocolTypeRouter(
                 re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
                 re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
                 re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
+                *(
+                    re_path(rf"^ws/burst/{policy}/$", consumer.as_asgi())
+                    for policy, consumer in BURST_CONSUMERS.items()
+                ),
                 re_path(r"^ws/plain-group/(?P<group>[\w.-]+)/$", PlainGroupConsumer.as_asgi()),
                 re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
             ]

@@ -284,3 +284,46 @@ async def test_inbound_flood_memory(daphne_factory, tuned):
             assert growth_mb < 8
         else:
             assert sent > 20_000  # plain daphne reads (and queues) all of it
+
+
+async def read_burst(ws) -> list[int]:
+    """Frame numbers received until the server goes quiet (or closes)."""
+    numbers = []
+    try:
+        while True:
+            numbers.append(int((await asyncio.wait_for(ws.recv(), 1.0))[:6]))
+    except (TimeoutError, websockets.ConnectionClosed):
+        return numbers
+
+
+@pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest", "coalesce", "disconnect"])
+async def test_overflow_policies_on_the_tuned_server(daphne_factory, policy):
+    daphne = daphne_factory(tuned=True)
+    total = 5000
+    async with websockets.connect(daphne.ws(f"/ws/burst/{policy}/"), max_size=None) as ws:
+        await ws.send(str(total))
+        got = await read_burst(ws)
+        close = ws.close_code
+    label = f"consumer=Burst_{policy},reason={policy}"
+    dropped = daphne.stats()["counters"]["channels_tuning_dropped_messages_total"]
+    # Written before the transport paused: a contiguous prefix 0..k-1 of about
+    # 64 KiB of 1 KiB frames (for drop_newest the 10 queued ones continue it).
+    k = next(i for i, n in enumerate([*got, -1]) if n != i)
+    assert 30 < k < 210, k
+    if policy == "drop_newest":
+        assert got == list(range(k))  # the prefix, then the 10 queued, in order
+        assert dropped == {label: total - len(got)}
+    elif policy == "drop_oldest":
+        assert got == [*range(k), *range(total - 10, total)]
+        assert dropped == {label: total - len(got)}
+    elif policy == "coalesce":
+        # Only the latest frame of each key (i % 3) is left behind the prefix.
+        assert got[:k] == list(range(k)) and sorted(got[k:]) == [4997, 4998, 4999]
+        assert dropped == {f"consumer=Burst_{policy},reason=coalesced": total - len(got)}
+    else:
+        assert close == 4001
+        assert got == list(range(k))
+        assert dropped == {
+            f"consumer=Burst_{policy},reason=slow_consumer": 11,  # 10 queued + the one over
+            f"consumer=Burst_{policy},reason=closed": total - k - 11,
+        }
