@@ -56,6 +56,7 @@ async def run_case(
         layer = RedisChannelLayer(hosts=[redis.url], capacity=10_000)
         total = int(seconds * rate)
         got = 0
+        curve: list[float] = []
 
         async def reader() -> None:
             nonlocal got
@@ -72,7 +73,10 @@ async def run_case(
         for i in range(total):
             await layer.group_send(group, {"type": "relay", "text": f"{i:06d}" + "x" * 1018})
             if i % 50 == 49:
-                peak = max(peak, rss_mb())
+                rss = rss_mb()
+                peak = max(peak, rss)
+                if (i + 1) % (rate * 2) == 0:  # one point of the curve every 2 s
+                    curve.append(rss)
                 delay = began + (i + 1) / rate - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -84,6 +88,7 @@ async def run_case(
         await layer.close_pools()
         return {
             "case": name,
+            "curve": curve,
             "start": start,
             "peak": peak,
             "end": end,
@@ -120,6 +125,12 @@ async def main() -> None:
         )
     ratio = plain["growth"] / max(tuned["growth"], 0.1)
     print(f"growth ratio plain/tuned: {ratio:.1f}x")
+    print()
+    print("RSS curve, MB (one point every 2 s of broadcasting)")
+    print("| s | plain | tuned |")
+    print("|---|---|---|")
+    for n, (a, b) in enumerate(zip(plain["curve"], tuned["curve"], strict=True), start=1):
+        print(f"| {2 * n} | {a:.1f} | {b:.1f} |")
 
 
 if __name__ == "__main__":
