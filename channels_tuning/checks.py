@@ -14,6 +14,9 @@ channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APP
 channels_tuning.W004   ``IDLE_TIMEOUT`` is None: dead clients are noticed only by daphne's ping
 channels_tuning.W005   ``channels_tuning`` listed after ``daphne``: runserver will not use
                        the flow-controlled server
+channels_tuning.W006   the process serves WebSockets with plain daphne (no send flow
+                       control); stated in the server's log at the first connection,
+                       since the check framework does not run inside daphne
 =====================  ===========================================================
 """
 
@@ -112,6 +115,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return problems
+
+
+def server_without_flow_control(server: str) -> Warning:
+    return Warning(
+        f"WebSockets are served by {server}, which gives no send flow control: a client "
+        "that stops reading makes the process buffer without limit until the protocol "
+        "ping drops it (about 50 s), and bounded send queues and overflow policies "
+        "cannot apply.",
+        hint="Run channels-tuning-daphne (same options as daphne), or list "
+        "'channels_tuning' before 'daphne' in INSTALLED_APPS for runserver.",
+        id="channels_tuning.W006",
+    )
 
 
 def _looks_multi_process() -> bool:

@@ -61,17 +61,20 @@ _warned = False
 
 
 def warn_if_not_flow_controlled(mode: int) -> None:
-    """Say once per process that sends are not flow-controlled (plain daphne and others)."""
+    """Once per process under plain daphne, state system check channels_tuning.W006
+    in the log (unless listed in SILENCED_SYSTEM_CHECKS).
+
+    Only plain daphne: other servers' ``send`` may wait for the socket (uvicorn
+    does), and then the writer task applies backpressure through it."""
     global _warned
-    if mode == FLOW or _warned:
+    if mode != DAPHNE or _warned:
         return
     _warned = True
-    logging.getLogger("channels_tuning").warning(
-        "channels_tuning: this server (%s) gives no send flow control: a client that "
-        "stops reading makes the process buffer without limit until the protocol ping "
-        "times out. Run channels-tuning-daphne for bounded sends.",
-        SEND_MODE_NAMES[mode],
-    )
+    from .checks import server_without_flow_control
+
+    warning = server_without_flow_control("plain daphne")
+    if not warning.is_silenced():
+        logging.getLogger("channels_tuning").warning("%s", warning)
 
 
 def send_close_frame(protocol: Any, code: int, reason: str | None) -> None:

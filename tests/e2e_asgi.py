@@ -76,6 +76,13 @@ class PlainGroupConsumer(AsyncWebsocketConsumer):
         await self.send(text_data=event["text"])
 
 
+class SlowDisconnectConsumer(TunedWebsocketConsumer):
+    """Its disconnect handler takes 60 s: only a drain deadline or a second signal ends it."""
+
+    async def disconnect(self, code):
+        await asyncio.sleep(60)
+
+
 class BurstConsumer(TunedWebsocketConsumer):
     """On "N", sends N numbered 1 KiB frames at once, keyed i % 3 for ``coalesce``.
 
@@ -137,6 +144,7 @@ application = ProtocolTypeRouter(
                 re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
                 re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
                 re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
+                re_path(r"^ws/slow-disconnect/$", SlowDisconnectConsumer.as_asgi()),
                 *(
                     re_path(rf"^ws/burst/{policy}/$", consumer.as_asgi())
                     for policy, consumer in BURST_CONSUMERS.items()

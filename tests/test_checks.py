@@ -83,3 +83,20 @@ def test_redis_layer_in_production_is_fine():
 @override_settings(INSTALLED_APPS=["daphne", "channels_tuning"])
 def test_missing_channels_and_app_order_w003_w005():
     assert ids(check_deployment()) == ["channels_tuning.W003", "channels_tuning.W005"]
+
+
+def test_plain_daphne_warning_w006_can_be_silenced(caplog):
+    from channels_tuning import transport
+
+    transport._warned = False
+    with caplog.at_level("WARNING", logger="channels_tuning"):
+        transport.warn_if_not_flow_controlled(transport.DAPHNE)
+        transport.warn_if_not_flow_controlled(transport.DAPHNE)  # once per process
+    assert [r.getMessage().count("channels_tuning.W006") for r in caplog.records] == [1]
+    caplog.clear()
+    transport._warned = False
+    with override_settings(SILENCED_SYSTEM_CHECKS=["channels_tuning.W006"]):
+        transport.warn_if_not_flow_controlled(transport.DAPHNE)
+    transport.warn_if_not_flow_controlled(transport.FLOW)
+    transport.warn_if_not_flow_controlled(transport.GENERIC)
+    assert caplog.records == []

@@ -60,6 +60,8 @@ async def test_heartbeat_pings_and_idle_close(daphne_factory, tuned):
         assert await close_code(ws) == 4000
         assert 1.4 <= time.monotonic() - started <= 3.0
     assert daphne.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4000") == 1
+    warned = "channels_tuning.W006" in daphne.log.read_text()
+    assert warned == (not tuned)  # plain daphne is named in the log, once
 
 
 async def test_answered_heartbeats_keep_idle_client_open(daphne_factory):
@@ -327,3 +329,23 @@ async def test_overflow_policies_on_the_tuned_server(daphne_factory, policy):
             f"consumer=Burst_{policy},reason=slow_consumer": 11,  # 10 queued + the one over
             f"consumer=Burst_{policy},reason=closed": total - k - 11,
         }
+
+
+@pytest.mark.parametrize("second_signal", [False, True], ids=["deadline", "second-signal"])
+async def test_drain_deadline_and_second_signal(daphne_factory, second_signal):
+    """Disconnect handlers that never finish: the drain stops listening at once, ends at
+    --drain-timeout, and a second signal ends the process at once."""
+    daphne = daphne_factory(tuned=True, extra_args=("--drain-timeout", "4"))
+    clients = [await websockets.connect(daphne.ws("/ws/slow-disconnect/")) for _ in range(5)]
+    started = time.monotonic()
+    os.kill(daphne.pid, signal.SIGTERM)
+    assert {await close_code(ws) for ws in clients} == {1012}
+    with pytest.raises(OSError):  # no longer accepting
+        await websockets.connect(daphne.ws("/ws/echo/"), open_timeout=2)
+    if second_signal:
+        os.kill(daphne.pid, signal.SIGTERM)
+        assert await asyncio.to_thread(daphne.proc.wait, 10) == 128 + signal.SIGTERM
+        assert time.monotonic() - started < 3.5
+    else:
+        assert await asyncio.to_thread(daphne.proc.wait, 15) == 0
+        assert 4 <= time.monotonic() - started < 9
