@@ -14,6 +14,10 @@ channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APP
 channels_tuning.W004   ``IDLE_TIMEOUT`` is None: dead clients are noticed only by daphne's ping
 channels_tuning.W005   ``channels_tuning`` listed after ``daphne``: runserver will not use
                        the flow-controlled server
+channels_tuning.E006   a Redis layer's ``group_expiry`` is not longer than two
+                       ``GROUP_REFRESH_INTERVAL``: live memberships would expire
+channels_tuning.W007   a Redis layer's ``group_expiry`` is over 20 refresh intervals: members
+                       of a killed process linger that long
 channels_tuning.W006   the process serves WebSockets with plain daphne (no send flow
                        control); stated in the server's log at the first connection,
                        since the check framework does not run inside daphne
@@ -117,6 +121,39 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     return problems
 
 
+def _check_group_expiry(layers: dict[str, Any]) -> list[Any]:
+    interval = project_settings()["GROUP_REFRESH_INTERVAL"]
+    if not _is_positive(interval):
+        return []
+    problems: list[Any] = []
+    for alias, layer in layers.items():
+        backend = layer.get("BACKEND", "")
+        if not backend.endswith(".RedisChannelLayer"):
+            continue  # only channels-redis' core layer keeps expiring memberships
+        expiry = (layer.get("CONFIG") or {}).get("group_expiry", 86400)
+        if expiry <= 2 * interval:
+            problems.append(
+                Error(
+                    f"CHANNEL_LAYERS[{alias!r}] group_expiry ({expiry} s) must be longer than "
+                    f"two GROUP_REFRESH_INTERVALs ({interval} s): live memberships would "
+                    "expire between refreshes.",
+                    id="channels_tuning.E006",
+                )
+            )
+        elif expiry > 20 * interval:
+            problems.append(
+                Warning(
+                    f"CHANNEL_LAYERS[{alias!r}] group_expiry is {expiry} s: memberships of a "
+                    "server process that was killed stay that long, and group sends keep "
+                    "writing to their dead channels.",
+                    hint=f"Tuned consumers refresh their memberships every {interval} s; "
+                    f"a group_expiry of about {int(5 * interval)} s is enough.",
+                    id="channels_tuning.W007",
+                )
+            )
+    return problems
+
+
 def server_without_flow_control(server: str) -> Warning:
     return Warning(
         f"WebSockets are served by {server}, which gives no send flow control: a client "
@@ -164,6 +201,7 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
+    problems.extend(_check_group_expiry(layers))
     backend = layers.get("default", {}).get("BACKEND", "")
     if backend.endswith("InMemoryChannelLayer") and (_looks_multi_process() or not settings.DEBUG):
         problems.append(

@@ -50,6 +50,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "OVERFLOW_POLICY": "disconnect",
     # Channel-layer events waiting for a consumer's handlers (beyond: dropped and counted).
     "LAYER_INBOX_MAX": 1000,
+    # Seconds between refreshes of every tracked group membership in Redis (the
+    # scheduler re-adds them and drops members older than group_expiry), so
+    # channels-redis' group_expiry can be minutes. None: never refresh.
+    "GROUP_REFRESH_INTERVAL": 60.0,
 }
 
 # Keys that are numbers which must be positive when set (None allowed).
@@ -66,6 +70,7 @@ POSITIVE_KEYS: Final = (
     "SEND_QUEUE_MAX_MESSAGES",
     "SEND_QUEUE_MAX_BYTES",
     "LAYER_INBOX_MAX",
+    "GROUP_REFRESH_INTERVAL",
 )
 # Keys whose value must always be set.
 REQUIRED_KEYS: Final = (

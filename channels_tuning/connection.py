@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import weakref
 from collections import deque
 from typing import Any, ClassVar
 
@@ -38,6 +37,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.layers import get_channel_layer
 
 from . import transport
+from .asyncutil import loop_semaphore
 from .backpressure import (
     REASON_CLOSED,
     REASON_INBOX_FULL,
@@ -46,9 +46,11 @@ from .backpressure import (
     OutboundQueue,
     Overflow,
 )
+from .broadcast import FRAME_TYPE, FRAMES_TYPE
 from .closecodes import CloseCode, log_level
 from .conf import FROM_SETTINGS, ConsumerSettings, settings_for
 from .layer_reader import process_reader_for
+from .layers import refresh_finished
 from .registry import registry
 from .scheduler import scheduler
 from .stats import ACCEPTED, CLOSES, DROPPED, REJECTED
@@ -63,17 +65,10 @@ ABNORMAL_CLOSURE = 1006
 #: ends or starts thousands of connections at once; unbounded, their Redis
 #: commands exhaust redis-py's connection pool ("Too many connections").
 MAX_CONCURRENT_GROUP_OPS = 32
-_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-    weakref.WeakKeyDictionary()
-)
 
 
 def group_ops_limiter() -> asyncio.Semaphore:
-    loop = asyncio.get_running_loop()
-    limiter = _limiters.get(loop)
-    if limiter is None:
-        limiter = _limiters[loop] = asyncio.Semaphore(MAX_CONCURRENT_GROUP_OPS)
-    return limiter
+    return loop_semaphore("group_ops", MAX_CONCURRENT_GROUP_OPS)
 
 
 class ManagedConnectionMixin(AsyncWebsocketConsumer):
@@ -281,6 +276,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         joined, self._joined = self._joined, None
         if not joined or self.channel_layer is None:
             return
+        await refresh_finished()
         for group in joined:
             try:
                 async with group_ops_limiter():
@@ -310,7 +306,9 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         if self._joined is not None:
             self._joined.discard(group)
         if self.channel_layer is not None:
-            await self.channel_layer.group_discard(group, self.channel_name)
+            await refresh_finished()
+            async with group_ops_limiter():
+                await self.channel_layer.group_discard(group, self.channel_name)
 
     def tracked_groups(self) -> frozenset[str]:
         return frozenset(self._joined or ())
@@ -460,7 +458,19 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     # ---------------------------------------------------------- layer events
 
     def deliver_layer_message(self, message: Message) -> None:
-        """Hand a channel-layer event to this consumer (called by the layer reader)."""
+        """Hand a channel-layer event to this consumer (called by the layer reader).
+
+        Frames pre-encoded by :func:`channels_tuning.broadcast.broadcast` go straight
+        to the send queue: no handler, no task, no copy (the message is shared by
+        every local member and never mutated)."""
+        kind = message["type"]
+        if kind == FRAME_TYPE:
+            self.send_nowait(message["frame"], message.get("key"))
+            return
+        if kind == FRAMES_TYPE:
+            for frame in message["frames"]:
+                self.send_nowait(frame)
+            return
         inbox = self._inbox
         if inbox is None:
             inbox = self._inbox = deque()

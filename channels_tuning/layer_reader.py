@@ -104,8 +104,11 @@ class ProcessLayerReader:
 _readers: weakref.WeakKeyDictionary[Any, ProcessLayerReader] = weakref.WeakKeyDictionary()
 
 
-def process_reader_for(layer: Any) -> ProcessLayerReader | None:
-    """The shared reader for ``layer``, or None if the layer has no process-wide channel."""
+def process_reader_for(layer: Any) -> Any:
+    """What delivers ``layer``'s messages to this process' consumers (an object with
+    ``attach``/``detach``), or None if each consumer must read its own channel."""
+    if hasattr(layer, "attach") and hasattr(layer, "detach"):
+        return layer  # channels_tuning.layers.InMemoryChannelLayer delivers directly
     if RedisChannelLayer is None or not isinstance(layer, RedisChannelLayer):
         return None
     reader = _readers.get(layer)

@@ -15,6 +15,8 @@ import asyncio
 import logging
 import time
 
+from .conf import project_settings
+from .layers import refresh_tracked_memberships
 from .registry import ConnectionRegistry, registry
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,7 @@ class Scheduler:
         self._connections = connections
         self._task: asyncio.Task[None] | None = None
         self.tick = 1.0
+        self._next_refresh = 0.0
 
     def ensure_running(self, tick: float) -> None:
         """Start the scheduler on the running loop if it is not running there."""
@@ -41,18 +44,28 @@ class Scheduler:
         )
 
     async def _run(self) -> None:
+        self._next_refresh = 0.0
         while self._connections:
             await asyncio.sleep(self.tick)
             self.run_once(time.monotonic())
         self._task = None
 
     def run_once(self, now: float) -> None:
-        for consumer in self._connections:
+        consumers = list(self._connections)
+        for consumer in consumers:
             try:
                 consumer.on_tick(now)
             except Exception:
                 # One broken consumer must not stop heartbeats for all the others.
                 logger.exception("channels_tuning: tick failed for %r", consumer)
+        if now >= self._next_refresh:
+            interval = project_settings()["GROUP_REFRESH_INTERVAL"]
+            if interval is None:
+                self._next_refresh = float("inf")
+                return
+            if self._next_refresh:  # not at start-up: memberships were just added
+                refresh_tracked_memberships(consumers)
+            self._next_refresh = now + interval
 
 
 #: The scheduler of this process.

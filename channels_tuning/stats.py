@@ -63,7 +63,26 @@ LAYER_ERRORS: Final = Counter(
     ("kind",),
 )
 
-ALL_COUNTERS: Final = (CLOSES, DROPPED, REJECTED, ACCEPTED, LAYER_ERRORS)
+GROUP_SENDS: Final = Counter(
+    "channels_tuning_group_sends_total",
+    "Group sends made through a channels-tuning layer, by group.",
+    ("group",),
+)
+GROUP_SEND_DROPPED: Final = Counter(
+    "channels_tuning_group_send_dropped_total",
+    "Receivers that missed a group send, by group and reason (over_capacity, raised, deadline).",
+    ("group", "reason"),
+)
+
+ALL_COUNTERS: Final = (
+    CLOSES,
+    DROPPED,
+    REJECTED,
+    ACCEPTED,
+    LAYER_ERRORS,
+    GROUP_SENDS,
+    GROUP_SEND_DROPPED,
+)
 
 
 def snapshot() -> dict[str, dict[str, int]]:

@@ -42,15 +42,16 @@ REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "BACKEND": "channels_tuning.layers.RedisChannelLayer",
             "CONFIG": {
                 "hosts": [REDIS_URL],
-                "group_expiry": int(os.environ.get("GROUP_EXPIRY", "86400")),
+                "group_expiry": int(os.environ.get("GROUP_EXPIRY", "300")),
+                "expiry": int(os.environ.get("LAYER_EXPIRY", "60")),
             },
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels_tuning.layers.InMemoryChannelLayer"}}
 
 CHANNELS_TUNING = {
     "HEARTBEAT_INTERVAL": 25,

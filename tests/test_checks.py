@@ -73,7 +73,12 @@ def test_in_memory_layer_in_production_w002():
 
 
 @override_settings(
-    CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}},
+    CHANNEL_LAYERS={
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"group_expiry": 300},
+        }
+    },
     DEBUG=False,
 )
 def test_redis_layer_in_production_is_fine():
@@ -100,3 +105,26 @@ def test_plain_daphne_warning_w006_can_be_silenced(caplog):
     transport.warn_if_not_flow_controlled(transport.FLOW)
     transport.warn_if_not_flow_controlled(transport.GENERIC)
     assert caplog.records == []
+
+
+def redis_layers(**config):
+    return {"default": {"BACKEND": "channels_tuning.layers.RedisChannelLayer", "CONFIG": config}}
+
+
+@override_settings(CHANNEL_LAYERS=redis_layers(group_expiry=100), DEBUG=False)
+def test_group_expiry_too_short_for_refresh_e006():
+    assert ids(check_deployment()) == ["channels_tuning.E006"]
+
+
+@override_settings(CHANNEL_LAYERS=redis_layers(), DEBUG=False)
+def test_day_long_group_expiry_w007():
+    assert ids(check_deployment()) == ["channels_tuning.W007"]
+
+
+@override_settings(
+    CHANNEL_LAYERS=redis_layers(),
+    CHANNELS_TUNING={"GROUP_REFRESH_INTERVAL": None},
+    DEBUG=False,
+)
+def test_no_refresh_no_expiry_check():
+    assert ids(check_deployment()) == []

@@ -1,6 +1,7 @@
 """The demo's consumers: a chat room per URL, and an echo endpoint."""
 
 from channels_tuning import TunedJsonWebsocketConsumer, TunedWebsocketConsumer
+from channels_tuning.broadcast import broadcast
 
 
 class ChatConsumer(TunedJsonWebsocketConsumer):
@@ -14,12 +15,8 @@ class ChatConsumer(TunedJsonWebsocketConsumer):
 
     async def receive_json(self, content, **kwargs):
         text = str(content.get("message", ""))[:1000]
-        await self.channel_layer.group_send(
-            self.room_group, {"type": "chat.message", "message": text}
-        )
-
-    async def chat_message(self, event):
-        await self.send_json({"type": "message", "message": event["message"]})
+        # Encoded once here; every member's process queues the same frame.
+        await broadcast(self.room_group, {"type": "message", "message": text})
 
 
 class EchoConsumer(TunedWebsocketConsumer):

@@ -1,0 +1,238 @@
+"""Group sends that never lose silently (issue #4), end to end: real redis-server,
+real daphne processes, the tuned Redis layer and broadcast()."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+import websockets
+
+from channels_tuning.broadcast import DeliveryTimeout, broadcast
+from channels_tuning.layers import RedisChannelLayer
+
+from .test_e2e import recv_data, wait_until
+
+pytestmark = pytest.mark.e2e
+
+QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None}
+
+
+def producer(redis, **config) -> RedisChannelLayer:
+    return RedisChannelLayer(hosts=[redis.url], **config)
+
+
+async def subscribe(daphne, group: str, count: int) -> list:
+    return [
+        await websockets.connect(daphne.ws(f"/ws/group/{group}/"), max_size=None)
+        for _ in range(count)
+    ]
+
+
+async def read_numbers(ws, count: int, timeout: float = 30) -> list[int]:
+    numbers = []
+    async with asyncio.timeout(timeout):
+        while len(numbers) < count:
+            numbers.append(int(await ws.recv()))
+    return numbers
+
+
+async def test_burst_with_wait_delivers_every_message_in_order(daphne_factory, redis_server):
+    """200 subscribers, 1000 back-to-back broadcasts, a producer whose receivers hold
+    only 10 pending messages per process: it waits instead of losing any."""
+    daphne = daphne_factory(
+        tuned=True, redis=redis_server, tuning={**QUIET, "SEND_QUEUE_MAX_MESSAGES": 100_000}
+    )
+    clients = await subscribe(daphne, "burst", 200)
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:burst") == "200")
+    layer = producer(redis_server, capacity=10)
+    readers = [asyncio.ensure_future(read_numbers(ws, 1000)) for ws in clients]
+    retries = 0
+    for i in range(1000):
+        report = await broadcast("burst", str(i), on_full="wait", timeout=10, layer=layer)
+        assert (report.receivers, report.delivered) == (200, 200)
+        retries += report.retries
+    results = await asyncio.gather(*readers)
+    assert all(numbers == list(range(1000)) for numbers in results)
+    assert retries > 0, "the producer never had to wait: the test proves nothing"
+    await layer.close_pools()
+    for ws in clients:
+        await ws.close()
+
+
+async def test_burst_with_drop_accounts_for_every_missing_message(daphne_factory, redis_server):
+    daphne = daphne_factory(
+        tuned=True, redis=redis_server, tuning={**QUIET, "SEND_QUEUE_MAX_MESSAGES": 100_000}
+    )
+    clients = await subscribe(daphne, "lossy", 100)
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:lossy") == "100")
+    layer = producer(redis_server, capacity=3)
+    sent, dropped_by_layer = 1000, 0
+    for i in range(sent):
+        report = await broadcast("lossy", str(i), on_full="drop", layer=layer)
+        dropped_by_layer += report.receivers_over_capacity
+    await asyncio.sleep(2)  # let the process deliver what it accepted
+
+    async def drain(ws) -> int:
+        got = 0
+        try:
+            while True:
+                await asyncio.wait_for(ws.recv(), 1)
+                got += 1
+        except TimeoutError:
+            return got
+
+    delivered = sum(await asyncio.gather(*(drain(ws) for ws in clients)))
+    counters = daphne.stats()["counters"]["channels_tuning_dropped_messages_total"]
+    dropped_by_consumers = sum(counters.values())
+    print(
+        f"delivered {delivered}, dropped by layer {dropped_by_layer}, "
+        f"by consumers {dropped_by_consumers}"
+    )
+    assert dropped_by_layer > 0, "nothing was full: the test proves nothing"
+    assert delivered + dropped_by_layer + dropped_by_consumers == sent * len(clients)
+    await layer.close_pools()
+    for ws in clients:
+        await ws.close()
+
+
+async def test_wait_gives_up_at_its_deadline_and_nothing_grows(daphne_factory, redis_server):
+    daphne = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
+    clients = await subscribe(daphne, "stalled", 5)
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:stalled") == "5")
+    layer = producer(redis_server, capacity=20)
+    os.kill(daphne.pid, signal.SIGSTOP)  # the receiving process stops reading
+    try:
+        # Fill its key (a blocking read already under way may take one more).
+        accepted = []
+        for i in range(40):
+            if (await broadcast("stalled", str(i), on_full="drop", layer=layer)).complete:
+                accepted.append(i)
+        assert 20 <= len(accepted) <= 21
+        started = time.monotonic()
+        with pytest.raises(DeliveryTimeout) as caught:
+            await broadcast("stalled", "one too many", on_full="wait", timeout=1.0, layer=layer)
+        assert 1.0 <= time.monotonic() - started < 3.0
+        assert caught.value.report.receivers_over_capacity == 5
+        (key,) = redis_server.keys("asgispecific.*")
+        assert redis_server.cli("ZCARD", key) == "20"  # bounded by capacity
+    finally:
+        os.kill(daphne.pid, signal.SIGCONT)
+    for ws in clients:
+        assert [int(await recv_data(ws)) for _ in accepted] == accepted
+        await ws.close()
+    await layer.close_pools()
+
+
+def channel_layer_memory(redis) -> int:
+    """Bytes Redis holds for the layer's keys (groups and channel queues)."""
+    return sum(int(redis.cli("MEMORY", "USAGE", key) or 0) for key in redis.keys("asgi*"))
+
+
+async def test_members_of_a_killed_process_expire(daphne_factory, redis_server):
+    fast_expiry = {"GROUP_EXPIRY": "4", "LAYER_EXPIRY": "3"}
+    tuning = {**QUIET, "GROUP_REFRESH_INTERVAL": 1}
+    survivor = daphne_factory(tuned=True, redis=redis_server, tuning=tuning, **fast_expiry)
+    doomed = daphne_factory(tuned=True, redis=redis_server, tuning=tuning, **fast_expiry)
+    live = await subscribe(survivor, "dying", 5)
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:dying") == "5")
+    layer = producer(redis_server, group_expiry=4, expiry=3)
+    await broadcast("dying", "warm-up", layer=layer)  # Redis caches the send script
+    memory_before = channel_layer_memory(redis_server)
+    keys_before = sorted(redis_server.keys("*"))
+    ghosts = await subscribe(doomed, "dying", 200)
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:dying") == "205")
+    await asyncio.sleep(2)  # refreshes run: memberships outlive group_expiry while alive
+    assert redis_server.cli("ZCARD", "asgi:group:dying") == "205"
+    os.kill(doomed.pid, signal.SIGKILL)
+    started = time.monotonic()
+    while redis_server.cli("ZCARD", "asgi:group:dying") != "5":
+        assert time.monotonic() - started < 10, "dead members still in the group"
+        await broadcast("dying", "tick", on_full="drop", layer=layer)
+        await asyncio.sleep(0.25)
+    purged_after = time.monotonic() - started
+    report = await broadcast("dying", "after", on_full="drop", layer=layer)
+    assert (report.receivers, report.processes, report.complete) == (5, 1, True)
+    wait_until(lambda: not redis_server.keys("asgispecific.*"), timeout=10)
+    print(
+        f"dead members purged {purged_after:.1f} s after SIGKILL; redis memory "
+        f"{memory_before} -> {channel_layer_memory(redis_server)} bytes"
+    )
+    assert sorted(redis_server.keys("*")) == keys_before
+    # A sorted set that once held 205 members keeps Redis' larger encoding.
+    assert channel_layer_memory(redis_server) <= memory_before + 4 * 1024
+    for ws in live:
+        assert await recv_data(ws) in ("warm-up", "tick", "after")
+        # Unread ticks filled the client's queue (websockets pauses reading at 16),
+        # so a closing handshake would wait for its 10 s timeout.
+        ws.transport.abort()
+    for ws in ghosts:
+        ws.transport.abort()  # their server is dead: no closing handshake to wait for
+    await layer.close_pools()
+
+
+async def test_idle_process_keeps_consumers_with_redis_py_default_timeouts(
+    daphne_factory, redis_server
+):
+    """redis-py 8's socket timeout (5 s) fires on every idle blocking read; plain
+    Channels loses a consumer (and leaks its membership) each time."""
+    daphne = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
+    clients = await subscribe(daphne, "idle", 20)
+    await asyncio.sleep(70)
+    stats = daphne.stats()
+    timeouts = stats["counters"]["channels_tuning_layer_receive_errors_total"]
+    print(f"after 70 s idle: {stats['connections']} connections, reader timeouts {timeouts}")
+    assert sum(timeouts.values()) >= 5  # the timeouts happened, and were absorbed
+    assert stats["connections"] == 20
+    assert redis_server.cli("ZCARD", "asgi:group:idle") == "20"
+    layer = producer(redis_server)
+    report = await broadcast("idle", "still there?", layer=layer)
+    assert report.delivered == 20
+    for ws in clients:
+        assert await recv_data(ws) == "still there?"
+        await ws.close()
+    await layer.close_pools()
+
+
+async def test_redis_restart_is_survived(daphne_factory, redis_server, tmp_path):
+    from .conftest import start_redis, stop_process
+
+    daphne = daphne_factory(
+        tuned=True, redis=redis_server, tuning={**QUIET, "GROUP_REFRESH_INTERVAL": 1}
+    )
+    clients = await subscribe(daphne, "phoenix", 5)
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:phoenix") == "5")
+    layer = producer(redis_server)
+    await broadcast("phoenix", "before", layer=layer)
+    stop_process(redis_server.proc)
+    with pytest.raises(Exception) as caught:  # the producer hears about it
+        await broadcast("phoenix", "during", layer=layer)
+    assert "connect" in type(caught.value).__name__.lower() + str(caught.value).lower()
+    await asyncio.sleep(2)
+    restarted = start_redis(tmp_path, port=redis_server.port)
+    redis_server.proc = restarted.proc  # the fixture stops this one
+    # Memberships were lost with Redis; the refresh (1 s) puts them back.
+    wait_until(lambda: restarted.cli("ZCARD", "asgi:group:phoenix") == "5", timeout=15)
+    report = await broadcast("phoenix", "after", layer=layer)
+    assert report.delivered == 5
+    for ws in clients:
+        assert [await recv_data(ws) for _ in range(2)] == ["before", "after"]
+        await ws.close()
+    await layer.close_pools()
+
+
+async def test_two_processes_one_group_report(daphne_factory, redis_server):
+    first = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
+    second = daphne_factory(tuned=False, redis=redis_server, tuning=QUIET)
+    clients = await subscribe(first, "pair", 3) + await subscribe(second, "pair", 2)
+    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:pair") == "5")
+    layer = producer(redis_server)
+    report = await broadcast("pair", {"n": 1}, layer=layer)
+    assert (report.receivers, report.processes, report.delivered) == (5, 2, 5)
+    for ws in clients:
+        assert await recv_data(ws) == '{"n":1}'
+        await ws.close()
+    await layer.close_pools()
