@@ -168,7 +168,7 @@ def start_daphne(
     full_env.pop("REDIS_URL", None)
     full_env.update(
         DJANGO_SETTINGS_MODULE="example_project.settings",
-        PYTHONPATH=str(REPO),
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
         CHANNELS_TUNING_JSON=json.dumps(tuning or {}),
         CT_LOG_LEVEL="INFO",
         **env,

@@ -4,64 +4,14 @@ bit of each server frame says whether it was compressed."""
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
-import struct
 import zlib
 
 import pytest
 import websockets
 
+from .wsraw import handshake, read_frame, send_text
+
 pytestmark = pytest.mark.e2e
-
-
-def handshake(port: int, path: str, extensions: str | None) -> tuple[socket.socket, bytes]:
-    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
-    request = (
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n"
-    )
-    if extensions:
-        request += f"Sec-WebSocket-Extensions: {extensions}\r\n"
-    sock.sendall((request + "\r\n").encode())
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert b" 101 " in response
-    return sock, response
-
-
-def send_text(sock: socket.socket, text: str) -> None:
-    payload = text.encode()
-    mask = os.urandom(4)
-    header = bytes([0x81])
-    if len(payload) < 126:
-        header += bytes([0x80 | len(payload)])
-    else:
-        header += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
-    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(header + mask + masked)
-
-
-def read_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, "connection closed"
-        data += chunk
-    return data
-
-
-def read_frame(sock: socket.socket) -> tuple[bool, bytes]:
-    """(compressed, payload) of the next server frame."""
-    first, second = read_exact(sock, 2)
-    length = second & 0x7F
-    if length == 126:
-        (length,) = struct.unpack("!H", read_exact(sock, 2))
-    elif length == 127:
-        (length,) = struct.unpack("!Q", read_exact(sock, 8))
-    return bool(first & 0x40), read_exact(sock, length)
 
 
 def inflate(payload: bytes) -> str:

@@ -1,0 +1,175 @@
+"""Fan-out benchmark: plain Channels + channels-redis against the tuned layer and
+consumers, on the same machine, in one run.
+
+500 subscribers on one daphne process (clients in 2 separate processes), a producer
+in this process broadcasting 100-byte messages through a real redis-server:
+
+- plain: ``daphne``, a plain ``AsyncWebsocketConsumer`` forwarding each group event
+  with ``self.send``, and channels-redis' ``group_send``;
+- tuned: ``channels-tuning-daphne``, a ``TunedWebsocketConsumer``, and
+  ``broadcast(on_full="wait")`` on ``channels_tuning.layers.RedisChannelLayer``
+  (encoded once, queued as a ready frame per subscriber).
+
+Prints delivered/expected, deliveries per second, latency p50/p99, daphne CPU
+seconds per 10 000 deliveries (and µs per delivery), and the ratios.
+
+    python benchmarks/fanout.py [--subscribers 500] [--messages 2000] [--paced 200 --rate 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from channels_redis.core import RedisChannelLayer as PlainRedisLayer  # noqa: E402
+
+from channels_tuning.broadcast import broadcast  # noqa: E402
+from channels_tuning.layers import RedisChannelLayer  # noqa: E402
+from tests.conftest import start_daphne, start_redis, stop_process  # noqa: E402
+
+CLIENT_PROCESSES = 2
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def payload(i: int) -> str:
+    return f"{i} {time.time():.6f} ".ljust(100, "x")
+
+
+async def run_case(
+    kind: str, redis, subscribers: int, messages: int, rate: float | None, tmp: Path
+) -> dict:
+    tuned = kind == "tuned"
+    daphne = start_daphne(
+        tmp,
+        tuned=tuned,
+        redis=redis,
+        tuning={"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None},
+    )
+    group = f"fan-{kind}-{int(time.time())}"
+    path = f"/ws/group/{group}/" if tuned else f"/ws/plain-group/{group}/"
+    clients = []
+    try:
+        per_process = subscribers // CLIENT_PROCESSES
+        for _ in range(CLIENT_PROCESSES):
+            clients.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(REPO / "benchmarks" / "fanout_client.py"),
+                        str(daphne.port),
+                        path,
+                        str(per_process),
+                        "3",
+                        "400",
+                    ],
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        for client in clients:
+            assert client.stdout is not None and client.stdout.readline().strip() == "READY"
+        while int(redis.cli("ZCARD", f"asgi:group:{group}")) < per_process * CLIENT_PROCESSES:
+            await asyncio.sleep(0.1)
+        layer = (
+            RedisChannelLayer(hosts=[redis.url]) if tuned else PlainRedisLayer(hosts=[redis.url])
+        )
+        cpu_before, started = cpu_seconds(daphne.pid), time.monotonic()
+        for i in range(messages):
+            if tuned:
+                await broadcast(group, payload(i), on_full="wait", timeout=60, layer=layer)
+            else:
+                await layer.group_send(group, {"type": "relay", "text": payload(i)})
+            if rate:
+                await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
+        reports = [
+            json.loads(client.communicate(timeout=600)[0].splitlines()[-1]) for client in clients
+        ]
+        cpu = cpu_seconds(daphne.pid) - cpu_before
+        last = max(0.0, time.monotonic() - started - 3.0)  # minus the clients' quiet wait
+        drops = sum(daphne.stats()["counters"]["channels_tuning_dropped_messages_total"].values())
+        await layer.close_pools()
+    finally:
+        for client in clients:
+            if client.poll() is None:
+                client.kill()
+        stop_process(daphne.proc)
+    got = sum(r["got"] for r in reports)
+    latencies = sorted(x for r in reports for x in r["latencies"]) or [0.0]
+    return {
+        "kind": kind,
+        "expected": messages * subscribers,
+        "got": got,
+        "consumer_drops": drops,
+        "deliveries_per_s": got / last if last else 0.0,
+        "p50_ms": statistics.median(latencies) * 1000,
+        "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
+        "cpu_s": cpu,
+        "cpu_per_10k": cpu / got * 10_000 if got else float("nan"),
+        "us_per_delivery": cpu / got * 1e6 if got else float("nan"),
+    }
+
+
+def table(title: str, rows: list[dict]) -> None:
+    print(f"\n{title}")
+    print(
+        "| consumers | delivered/expected | dropped (counted) | deliveries/s | p50 ms | p99 ms "
+        "| daphne CPU s per 10k deliveries | µs CPU per delivery |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['kind']} | {r['got']}/{r['expected']} ({100 * r['got'] / r['expected']:.1f} %) "
+            f"| {r['consumer_drops']} | {r['deliveries_per_s']:.0f} | {r['p50_ms']:.1f} "
+            f"| {r['p99_ms']:.1f} | {r['cpu_per_10k']:.2f} | {r['us_per_delivery']:.1f} |"
+        )
+    plain, tuned = rows
+    print(
+        f"ratios tuned/plain: delivered {tuned['got'] / max(plain['got'], 1):.1f}x, "
+        f"deliveries/s {tuned['deliveries_per_s'] / max(plain['deliveries_per_s'], 1):.1f}x, "
+        f"CPU per delivery {plain['us_per_delivery'] / tuned['us_per_delivery']:.1f}x less"
+    )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--subscribers", type=int, default=500)
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--paced", type=int, default=200, help="messages in the paced run")
+    parser.add_argument("--rate", type=float, default=5.0, help="messages/s in the paced run")
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        redis = start_redis(tmp)
+        try:
+            burst = [
+                await run_case(kind, redis, options.subscribers, options.messages, None, tmp)
+                for kind in ("plain", "tuned")
+            ]
+            paced = [
+                await run_case(kind, redis, options.subscribers, options.paced, options.rate, tmp)
+                for kind in ("plain", "tuned")
+            ]
+        finally:
+            stop_process(redis.proc)
+    n = options.subscribers
+    table(f"{n} subscribers, {options.messages} x 100 B, unthrottled", burst)
+    table(f"{n} subscribers, {options.paced} x 100 B at {options.rate:g}/s", paced)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,104 @@
+"""Lean WebSocket subscribers for benchmarks/fanout.py (a separate process).
+
+Opens N connections with a minimal asyncio protocol (handshake, then unmasked
+server frames parsed from the buffer), prints READY, and counts data frames
+``"<seq> <sent_at>"``: per-message latency is ``now - sent_at``. Prints one JSON
+line when no frame arrived for --quiet seconds after the first one.
+
+    python benchmarks/fanout_client.py PORT PATH N QUIET MAX_WAIT
+
+Latencies are sampled (at most 20 000 per process) to keep the report small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import sys
+import time
+
+PING = b'{"type":"ct.ping"}'
+
+
+class Subscriber(asyncio.Protocol):
+    def __init__(self, stats: dict, handshake: asyncio.Future) -> None:
+        self.stats = stats
+        self.handshake = handshake
+        self.buffer = b""
+        self.upgraded = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if not self.upgraded:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                return
+            self.upgraded = True
+            self.handshake.set_result(b" 101 " in self.buffer[:end])
+            self.buffer = self.buffer[end + 4 :]
+        self._frames()
+
+    def _frames(self) -> None:
+        buffer, now = self.buffer, time.time()
+        pos = 0
+        while len(buffer) - pos >= 2:
+            opcode, length = buffer[pos] & 0x0F, buffer[pos + 1] & 0x7F
+            header = 2
+            if length == 126:
+                if len(buffer) - pos < 4:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                header = 4
+            elif length == 127:
+                if len(buffer) - pos < 10:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                header = 10
+            if len(buffer) - pos < header + length:
+                break
+            payload = buffer[pos + header : pos + header + length]
+            pos += header + length
+            if opcode == 1 and payload != PING:
+                sent_at = payload.split(b" ", 2)[1]
+                self.stats["got"] += 1
+                self.stats["latencies"].append(now - float(sent_at))
+                self.stats["last"] = now
+        self.buffer = buffer[pos:]
+
+
+async def main() -> None:
+    port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+    quiet, max_wait = float(sys.argv[4]), float(sys.argv[5])
+    loop = asyncio.get_running_loop()
+    stats: dict = {"got": 0, "latencies": [], "last": 0.0}
+    for _ in range(count):
+        handshake = loop.create_future()
+        transport, _ = await loop.create_connection(
+            lambda h=handshake: Subscriber(stats, h), "127.0.0.1", port
+        )
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+        )
+        assert await handshake
+    print("READY", flush=True)
+    started = time.time()
+    while time.time() - started < max_wait and (
+        stats["last"] == 0.0 or time.time() - stats["last"] < quiet
+    ):
+        await asyncio.sleep(0.2)
+    latencies = stats["latencies"]
+    step = max(1, len(latencies) // 20_000)
+    print(json.dumps({"got": stats["got"], "latencies": latencies[::step]}), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
