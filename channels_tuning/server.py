@@ -316,6 +316,9 @@ class TunedServer(Server):
         )
         for start in range(0, len(websockets), self.drain_batch_size):
             for protocol in websockets[start : start + self.drain_batch_size]:
+                # Clients get the drain deadline to answer the close, not autobahn's
+                # 1 s: a busy client aborted first would see 1006 instead of 1012.
+                protocol.closeHandshakeTimeout = self.drain_timeout
                 send_close_frame(protocol, SERVICE_RESTART, "server restarting")
             # Spread the clients' reconnects instead of sending all closes in one go.
             await asyncio.sleep(self.drain_batch_interval)
