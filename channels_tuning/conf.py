@@ -54,6 +54,20 @@ DEFAULTS: Final[dict[str, Any]] = {
     # scheduler re-adds them and drops members older than group_expiry), so
     # channels-redis' group_expiry can be minutes. None: never refresh.
     "GROUP_REFRESH_INTERVAL": 60.0,
+    # Where each server process publishes its stats for manage.py wsstats: "auto"
+    # (Redis when the default layer is channels-redis, else files), "redis", "files",
+    # or None (off).
+    "STATS_BACKEND": "auto",
+    # Seconds between snapshots; a process missing for three intervals is gone.
+    "STATS_INTERVAL": 5.0,
+    # Directory of the "files" backend. None: <tempdir>/channels_tuning/<settings module>.
+    "STATS_DIR": None,
+    # gc.set_threshold(*GC_THRESHOLD) at the first connection. None: CPython's default.
+    "GC_THRESHOLD": None,
+    # gc.freeze() at the first connection: start-up objects are never scanned again.
+    "GC_FREEZE": False,
+    # Frames kept by tracemalloc (wsstats --memory). None: tracemalloc off (it is costly).
+    "TRACEMALLOC": None,
 }
 
 # Keys that are numbers which must be positive when set (None allowed).
@@ -71,6 +85,8 @@ POSITIVE_KEYS: Final = (
     "SEND_QUEUE_MAX_BYTES",
     "LAYER_INBOX_MAX",
     "GROUP_REFRESH_INTERVAL",
+    "STATS_INTERVAL",
+    "TRACEMALLOC",
 )
 # Keys whose value must always be set.
 REQUIRED_KEYS: Final = (

@@ -14,7 +14,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import tracemalloc
 
+from channels.layers import get_channel_layer
+
+from . import gcstats, procstats
 from .conf import project_settings
 from .layers import refresh_tracked_memberships
 from .registry import ConnectionRegistry, registry
@@ -28,11 +32,15 @@ class Scheduler:
         self._task: asyncio.Task[None] | None = None
         self.tick = 1.0
         self._next_refresh = 0.0
+        self._stats_backend: procstats.FileBackend | procstats.RedisBackend | None = None
+        self._stats_interval = 0.0
+        self._next_publish = 0.0
 
     def ensure_running(self, tick: float) -> None:
         """Start the scheduler on the running loop if it is not running there."""
         self.tick = min(self.tick, tick) if self.is_running() else tick
         if not self.is_running():
+            self._start_process_services()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="channels_tuning.scheduler"
             )
@@ -43,9 +51,21 @@ class Scheduler:
             task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
         )
 
+    def _start_process_services(self) -> None:
+        """At the first connection (start-up is over): GC tuning, tracemalloc, stats."""
+        tuning = project_settings()
+        gcstats.apply_tuning(tuning)
+        if tuning["TRACEMALLOC"] and not tracemalloc.is_tracing():
+            tracemalloc.start(tuning["TRACEMALLOC"])
+        self._stats_backend = procstats.backend_for(tuning, get_channel_layer())
+        self._stats_interval = tuning["STATS_INTERVAL"] or 0.0
+        self._next_publish = 0.0
+
     async def _run(self) -> None:
         self._next_refresh = 0.0
-        while self._connections:
+        # With stats publishing on, an idle process keeps publishing (it is alive);
+        # otherwise the task ends with the last connection.
+        while self._connections or self._stats_backend is not None:
             await asyncio.sleep(self.tick)
             self.run_once(time.monotonic())
         self._task = None
@@ -58,6 +78,12 @@ class Scheduler:
             except Exception:
                 # One broken consumer must not stop heartbeats for all the others.
                 logger.exception("channels_tuning: tick failed for %r", consumer)
+        if self._stats_backend is not None and now >= self._next_publish:
+            self._next_publish = now + self._stats_interval
+            try:
+                procstats.publisher.publish(self._stats_backend)
+            except Exception:
+                logger.exception("channels_tuning: publishing stats failed")
         if now >= self._next_refresh:
             interval = project_settings()["GROUP_REFRESH_INTERVAL"]
             if interval is None:

@@ -44,7 +44,19 @@ class FlowControlledSend(Protocol):
     async def wait_writable(self) -> bool: ...
 
 
+#: What served this process's last connection (for stats): "tuned daphne", "daphne"...
+server_kind = "none yet"
+_SERVER_KINDS: Final = {GENERIC: "other ASGI server", DAPHNE: "daphne", FLOW: "tuned daphne"}
+
+
 def detect_send_mode(send: Callable[..., Any]) -> int:
+    mode = _detect(send)
+    global server_kind
+    server_kind = _SERVER_KINDS[mode]
+    return mode
+
+
+def _detect(send: Callable[..., Any]) -> int:
     if getattr(send, "channels_tuning_flow_control", False):
         return FLOW
     if isinstance(send, functools.partial):

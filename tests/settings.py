@@ -6,4 +6,4 @@ INSTALLED_APPS = ["channels_tuning", "daphne", "channels"]
 DATABASES: dict = {}
 USE_TZ = True
 CHANNEL_LAYERS = {"default": {"BACKEND": "channels_tuning.layers.InMemoryChannelLayer"}}
-CHANNELS_TUNING = {"SCHEDULER_TICK": 0.05}
+CHANNELS_TUNING = {"SCHEDULER_TICK": 0.05, "STATS_BACKEND": None}

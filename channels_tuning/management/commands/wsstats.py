@@ -1,0 +1,223 @@
+"""``manage.py wsstats``: every live WebSocket server process of this project.
+
+Reads the snapshots the processes publish (see ``channels_tuning.procstats``); exits
+with status 1 and a clear message when no server process is publishing.
+
+    manage.py wsstats              table of processes and a totals row
+    manage.py wsstats --json       the snapshots, for machines
+    manage.py wsstats --watch 2    refresh every 2 s until Ctrl-C
+    manage.py wsstats --tasks      asyncio tasks per process, by coroutine and await site
+    manage.py wsstats --memory     top allocation sites (needs CHANNELS_TUNING["TRACEMALLOC"])
+    manage.py wsstats --check      fail if an idle process still holds consumers,
+                                   queued frames, extra tasks or group memberships
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.core.management.base import BaseCommand, CommandError
+
+from channels_tuning import procstats
+from channels_tuning.conf import project_settings
+
+# Tasks an idle server process keeps (daphne's and the package's own services).
+BASELINE_TASK_PREFIXES = ("Scheduler._run", "ProcessLayerReader._run", "Publisher._publish")
+
+
+class Command(BaseCommand):
+    help = "Show live WebSocket server processes: connections, queues, drops, memory, GC, tasks."
+
+    def add_arguments(self, parser: Any) -> None:
+        parser.add_argument("--json", action="store_true", help="print the snapshots as JSON")
+        parser.add_argument("--watch", type=float, metavar="SECONDS", help="refresh until Ctrl-C")
+        parser.add_argument("--tasks", action="store_true", help="asyncio tasks per process")
+        parser.add_argument("--memory", action="store_true", help="top allocation sites")
+        parser.add_argument("--check", action="store_true", help="leak check of idle processes")
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        if options["watch"]:
+            try:
+                while True:
+                    self.stdout.write("\x1b[2J\x1b[H", ending="")
+                    self._show(options, watching=True)
+                    time.sleep(options["watch"])
+            except KeyboardInterrupt:
+                return
+        self._show(options, watching=False)
+
+    def _show(self, options: dict[str, Any], watching: bool) -> None:
+        snaps = read_snapshots()
+        if not snaps:
+            message = (
+                "No WebSocket server process is publishing stats (none running, or "
+                'CHANNELS_TUNING["STATS_BACKEND"] is None, or no connection yet).'
+            )
+            if watching:
+                self.stdout.write(message)
+                return
+            raise CommandError(message, returncode=1)
+        if options["json"]:
+            self.stdout.write(json.dumps(snaps, indent=2))
+        elif options["tasks"]:
+            self._tasks(snaps)
+        elif options["memory"]:
+            self._memory(snaps)
+        else:
+            self._table(snaps)
+        if options["check"]:
+            problems = leak_problems(snaps)
+            for problem in problems:
+                self.stderr.write(problem)
+            if problems:
+                raise CommandError(f"{len(problems)} leak(s) found", returncode=1)
+            self.stdout.write("check: no leftovers in idle processes")
+
+    def _table(self, snaps: list[dict[str, Any]]) -> None:
+        header = (
+            "pid",
+            "host",
+            "server",
+            "uptime",
+            "conns",
+            "queued",
+            "max q",
+            "drops",
+            "closes",
+            "tasks",
+            "rss MB",
+            "gen2 n",
+            "gen2 max ms",
+            "gc ms",
+        )
+        rows = [_row(snap) for snap in snaps]
+        totals = ["total", f"{len(snaps)} procs", "", ""] + [
+            _sum(rows, column) for column in range(4, len(header))
+        ]
+        totals[11] = _sum(rows, 11)
+        totals[12] = max((float(r[12]) for r in rows), default=0.0)
+        table = [header, *rows, tuple(str(t) for t in totals)]
+        widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
+        for line in table:
+            self.stdout.write("  ".join(str(v).rjust(w) for v, w in zip(line, widths, strict=True)))
+
+    def _tasks(self, snaps: list[dict[str, Any]]) -> None:
+        for snap in snaps:
+            self.stdout.write(f"pid {snap['pid']} on {snap['host']}: {snap['tasks']} tasks")
+            for group in snap["task_groups"]:
+                self.stdout.write(
+                    f"  {group['count']:6d}  {group['coroutine']}  waiting at {group['waiting_at']}"
+                )
+
+    def _memory(self, snaps: list[dict[str, Any]]) -> None:
+        for snap in snaps:
+            self.stdout.write(f"pid {snap['pid']} on {snap['host']}:")
+            if not snap["memory_top"]:
+                self.stdout.write('  tracemalloc is off (set CHANNELS_TUNING["TRACEMALLOC"])')
+            for site in snap["memory_top"]:
+                self.stdout.write(f"  {site['kib']:10.1f} KiB {site['blocks']:8d}  {site['where']}")
+
+
+def _row(snap: dict[str, Any]) -> tuple[Any, ...]:
+    counters = snap["counters"]
+    gen2 = snap["gc"]["generations"][2]
+    gc_ms = sum(g["pause_total_ms"] for g in snap["gc"]["generations"])
+    return (
+        snap["pid"],
+        snap["host"],
+        snap["server"],
+        _duration(snap["uptime"]),
+        snap["connections"],
+        snap["send_queue"]["queued"],
+        snap["send_queue"]["max"],
+        sum(counters["channels_tuning_dropped_messages_total"].values()),
+        sum(counters["channels_tuning_closes_total"].values()),
+        snap["tasks"],
+        round(snap["rss_kb"] / 1024, 1),
+        gen2["collections"],
+        round(gen2["pause_max_ms"], 1),
+        round(gc_ms, 1),
+    )
+
+
+def _sum(rows: list[tuple[Any, ...]], column: int) -> Any:
+    total = sum(float(row[column]) for row in rows)
+    return round(total, 1) if any(isinstance(row[column], float) for row in rows) else int(total)
+
+
+def _duration(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{seconds:02d}s"
+
+
+def read_snapshots() -> list[dict[str, Any]]:
+    backend = procstats.backend_for(project_settings(), get_channel_layer())
+    if backend is None:
+        return []
+    if isinstance(backend, procstats.RedisBackend):
+
+        async def read() -> list[dict[str, Any]]:
+            try:
+                return await backend.read()
+            finally:
+                await backend.layer.close_pools()
+
+        snaps = asyncio.run(read())
+    else:
+        snaps = backend.read()
+    return sorted(snaps, key=lambda snap: (snap["host"], snap["pid"]))
+
+
+def extra_tasks(snap: dict[str, Any]) -> int:
+    """Tasks beyond what an idle process keeps."""
+    return sum(
+        group["count"]
+        for group in snap["task_groups"]
+        if not group["coroutine"].startswith(BASELINE_TASK_PREFIXES)
+        and not group["coroutine"].startswith(("Server.", "_", "AsyncioSelectorReactor"))
+    )
+
+
+def leak_problems(snaps: list[dict[str, Any]]) -> list[str]:
+    """What an idle process (no connections) should not hold any more."""
+    problems = []
+    for snap in snaps:
+        if snap["connections"]:
+            continue
+        where = f"pid {snap['pid']} on {snap['host']}"
+        if snap["send_queue"]["queued"]:
+            problems.append(f"{where}: {snap['send_queue']['queued']} frames still queued")
+        if snap["memberships"]:
+            problems.append(f"{where}: {snap['memberships']} tracked group memberships")
+        extra = extra_tasks(snap)
+        if extra:
+            problems.append(f"{where}: {extra} tasks besides the server's own (see --tasks)")
+        problems.extend(_redis_memberships(snap, where))
+    return problems
+
+
+def _redis_memberships(snap: dict[str, Any], where: str) -> list[str]:
+    """Group members in Redis that belong to this (idle) process."""
+    prefix = snap.get("layer_prefix")
+    layer = get_channel_layer()
+    if not prefix or not hasattr(layer, "client_prefix"):
+        return []
+
+    async def count() -> int:
+        connection = layer.connection(0)
+        found = 0
+        try:
+            async for key in connection.scan_iter(match=f"{layer.prefix}:group:*"):
+                members = await connection.zrange(key, 0, -1)
+                found += sum(1 for m in members if m.decode().startswith(prefix))
+        finally:
+            await layer.close_pools()
+        return found
+
+    found = asyncio.run(count())
+    return [f"{where}: {found} group memberships left in Redis"] if found else []
