@@ -315,7 +315,7 @@ def read_burst(sock) -> tuple[list[int], int | None]:
             numbers.append(int(payload[:6]))
         try:
             chunk = sock.recv(1 << 20)
-        except TimeoutError:
+        except (TimeoutError, ConnectionResetError):  # quiet, or aborted by the server
             return numbers, None
         if not chunk:
             return numbers, None

@@ -135,9 +135,14 @@ async def test_wait_gives_up_at_its_deadline_and_nothing_grows(daphne_factory, r
     await layer.close_pools()
 
 
+def layer_keys(redis) -> list[str]:
+    """The channel layer's keys: groups and channel queues (not the stats keys)."""
+    return sorted(redis.keys("asgi:group:*") + redis.keys("asgispecific.*"))
+
+
 def channel_layer_memory(redis) -> int:
-    """Bytes Redis holds for the layer's keys (groups and channel queues)."""
-    return sum(int(redis.cli("MEMORY", "USAGE", key) or 0) for key in redis.keys("asgi*"))
+    """Bytes Redis holds for the layer's keys."""
+    return sum(int(redis.cli("MEMORY", "USAGE", key) or 0) for key in layer_keys(redis))
 
 
 async def test_members_of_a_killed_process_expire(daphne_factory, redis_server):
@@ -150,7 +155,7 @@ async def test_members_of_a_killed_process_expire(daphne_factory, redis_server):
     layer = producer(redis_server, group_expiry=4, expiry=3)
     await broadcast("dying", "warm-up", layer=layer)  # Redis caches the send script
     memory_before = channel_layer_memory(redis_server)
-    keys_before = sorted(redis_server.keys("*"))
+    keys_before = layer_keys(redis_server)
     ghosts = await subscribe(doomed, "dying", 200)
     wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:dying") == "205")
     await asyncio.sleep(2)  # refreshes run: memberships outlive group_expiry while alive
@@ -169,7 +174,7 @@ async def test_members_of_a_killed_process_expire(daphne_factory, redis_server):
         f"dead members purged {purged_after:.1f} s after SIGKILL; redis memory "
         f"{memory_before} -> {channel_layer_memory(redis_server)} bytes"
     )
-    assert sorted(redis_server.keys("*")) == keys_before
+    assert layer_keys(redis_server) == keys_before
     # A sorted set that once held 205 members keeps Redis' larger encoding.
     assert channel_layer_memory(redis_server) <= memory_before + 4 * 1024
     for ws in live:
