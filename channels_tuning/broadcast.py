@@ -52,26 +52,27 @@ _RETRY_FIRST_DELAY = 0.002
 _RETRY_MAX_DELAY = 0.05
 
 
-class DeliveryTimeout(Exception):
-    """``on_full="wait"`` ran out of time; ``report`` says who still missed it."""
+class DeliveryError(Exception):
+    """Some receivers of a broadcast did not get it; ``report`` says how many."""
+
+    reason = "were full"
 
     def __init__(self, report: DeliveryReport) -> None:
         super().__init__(
             f"{report.receivers_over_capacity} of {report.receivers} receivers of group "
-            f"{report.group!r} still full at the deadline"
+            f"{report.group!r} {self.reason}"
         )
         self.report = report
 
 
-class ReceiversFull(Exception):
-    """``on_full="raise"``: some receivers were full; ``report`` says which."""
+class DeliveryTimeout(DeliveryError):
+    """``on_full="wait"`` ran out of time."""
 
-    def __init__(self, report: DeliveryReport) -> None:
-        super().__init__(
-            f"{report.receivers_over_capacity} of {report.receivers} receivers of group "
-            f"{report.group!r} were full"
-        )
-        self.report = report
+    reason = "still full at the deadline"
+
+
+class ReceiversFull(DeliveryError):
+    """``on_full="raise"``: some receivers were full."""
 
 
 def encode_frame(payload: Any) -> dict[str, Any]:

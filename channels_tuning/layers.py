@@ -74,16 +74,25 @@ class DeliveryReport:
         return self.receivers_over_capacity == 0
 
 
-class RedisChannelLayer(ChannelsRedisChannelLayer):
-    """channels-redis' layer with reporting group sends and membership refresh."""
+class ReportingGroupSendMixin:
+    """``group_send`` on top of a layer's ``group_send_report``."""
 
-    async def group_send(self, group: str, message: dict[str, Any]) -> DeliveryReport:  # type: ignore[override]
+    async def group_send_report(
+        self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None
+    ) -> DeliveryReport:
+        raise NotImplementedError
+
+    async def group_send(self, group: str, message: dict[str, Any]) -> DeliveryReport:
         """Send to every member; return what was delivered. Never raises for full
         receivers: they are counted (reason ``over_capacity``) and reported."""
         report = await self.group_send_report(group, message)
         if report.receivers_over_capacity:
             GROUP_SEND_DROPPED.inc((group, "over_capacity"), report.receivers_over_capacity)
         return report
+
+
+class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
+    """channels-redis' layer with reporting group sends and membership refresh."""
 
     async def group_send_report(
         self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None
@@ -161,7 +170,7 @@ async def refresh_memberships(layer: Any, memberships: list[tuple[str, str]]) ->
         await pipe.execute()
 
 
-class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
+class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer):
     """Channels' in-memory layer, with reporting group sends, and direct delivery
     to tuned consumers: no reader task per connection, no deep copy per member."""
 
@@ -184,12 +193,6 @@ class InMemoryChannelLayer(ChannelsInMemoryChannelLayer):
             consumer.deliver_layer_message(message)
         else:
             await super().send(channel, message)
-
-    async def group_send(self, group: str, message: dict[str, Any]) -> DeliveryReport:  # type: ignore[override]
-        report = await self.group_send_report(group, message)
-        if report.receivers_over_capacity:
-            GROUP_SEND_DROPPED.inc((group, "over_capacity"), report.receivers_over_capacity)
-        return report
 
     async def group_send_report(
         self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None
