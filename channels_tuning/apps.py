@@ -7,3 +7,10 @@ class ChannelsTuningConfig(AppConfig):
 
     def ready(self) -> None:
         from . import checks  # noqa: F401  (registers the system checks)
+        from .conf import project_settings
+
+        tuning = project_settings()
+        if tuning["PROMETHEUS"]:
+            from . import prometheus
+
+            prometheus.register(group_labels=bool(tuning["PROMETHEUS_GROUP_LABELS"]))

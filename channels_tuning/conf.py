@@ -66,6 +66,17 @@ DEFAULTS: Final[dict[str, Any]] = {
     "GC_THRESHOLD": None,
     # gc.freeze() at the first connection: start-up objects are never scanned again.
     "GC_FREEZE": False,
+    # Full collection (gc.collect()) every this many seconds, run by the scheduler
+    # between ticks and postponed while outbound backlogs exist. Pair it with a
+    # high GC_THRESHOLD gen2 value so that full collections happen here and not
+    # in the middle of a broadcast. None: off.
+    "GC_COLLECT_INTERVAL": None,
+    # Export the package's metrics to prometheus_client's default registry (what
+    # django-prometheus' /metrics view serves).
+    "PROMETHEUS": True,
+    # Add a "group" label to the group-send metrics. Off by default: one series per
+    # group is unbounded cardinality.
+    "PROMETHEUS_GROUP_LABELS": False,
     # Frames kept by tracemalloc (wsstats --memory). None: tracemalloc off (it is costly).
     "TRACEMALLOC": None,
 }
@@ -87,6 +98,7 @@ POSITIVE_KEYS: Final = (
     "GROUP_REFRESH_INTERVAL",
     "STATS_INTERVAL",
     "TRACEMALLOC",
+    "GC_COLLECT_INTERVAL",
 )
 # Keys whose value must always be set.
 REQUIRED_KEYS: Final = (

@@ -53,7 +53,7 @@ from .layer_reader import process_reader_for
 from .layers import refresh_finished
 from .registry import registry
 from .scheduler import scheduler
-from .stats import ACCEPTED, CLOSES, DROPPED, REJECTED
+from .stats import ACCEPTED, CLOSES, DROPPED, REJECTED, TRAFFIC
 
 logger = logging.getLogger("channels_tuning")
 
@@ -69,6 +69,16 @@ MAX_CONCURRENT_GROUP_OPS = 32
 
 def group_ops_limiter() -> asyncio.Semaphore:
     return loop_semaphore("group_ops", MAX_CONCURRENT_GROUP_OPS)
+
+
+def _count_out(message: Message) -> None:
+    payload = message.get("text")
+    if payload is None:
+        payload = message.get("bytes")
+        if payload is None:
+            return  # accept, close: not data
+    TRAFFIC.messages_out += 1
+    TRAFFIC.bytes_out += len(payload)
 
 
 class ManagedConnectionMixin(AsyncWebsocketConsumer):
@@ -112,10 +122,17 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------------ ASGI
 
+    #: Instances not yet freed, in this process (``wsstats`` compares it with the
+    #: live connections: more instances than connections is a leak).
+    instances: ClassVar[int] = 0
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # AsyncWebsocketConsumer.__init__ would give every instance its own empty
         # ``groups`` list: one more GC-tracked object per connection for nothing.
-        pass
+        ManagedConnectionMixin.instances += 1
+
+    def __del__(self) -> None:
+        ManagedConnectionMixin.instances -= 1
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         self.scope = scope
@@ -215,13 +232,18 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         if self.closing:
             return
         self.last_seen = time.monotonic()
-        if message.get("text") is not None:
+        payload = message.get("text")
+        if payload is not None:
             if not self.accept_text_frames:
                 self.close_nowait(CloseCode.UNSUPPORTED_DATA, "text frames not accepted")
                 return
         elif not self.accept_binary_frames:
             self.close_nowait(CloseCode.UNSUPPORTED_DATA, "binary frames not accepted")
             return
+        else:
+            payload = message.get("bytes") or b""
+        TRAFFIC.messages_in += 1
+        TRAFFIC.bytes_in += len(payload)
         if self.filter_inbound(message):
             await super().websocket_receive(message)
 
@@ -400,6 +422,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         return mode == transport.DAPHNE
 
     def _write_now(self, message: Message) -> None:
+        _count_out(message)
         if self._send_mode == transport.FLOW:
             self.base_send.write_nowait(message)
         else:
@@ -437,9 +460,13 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
                     if not await self.base_send.wait_writable():
                         break  # connection lost
                     while queue and not self.base_send.paused:
-                        self.base_send.write_nowait(queue.get())
+                        message = queue.get()
+                        _count_out(message)
+                        self.base_send.write_nowait(message)
                 else:
-                    await self.base_send(queue.get())
+                    message = queue.get()
+                    _count_out(message)
+                    await self.base_send(message)
         except Exception:
             logger.debug("channels_tuning: write to %s failed", self.registry_key, exc_info=True)
         finally:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import json
 import os
 import socket
@@ -84,6 +85,18 @@ def memory_top(limit: int = 15) -> list[dict[str, Any]]:
     ]
 
 
+def consumer_instances() -> int:
+    """Tuned consumer instances alive in this process.
+
+    When no connection is open, garbage cycles are collected first, so that what
+    remains is held by something (a task, a global) and not merely uncollected."""
+    from .connection import ManagedConnectionMixin
+
+    if not registry and ManagedConnectionMixin.instances:
+        gc.collect()
+    return ManagedConnectionMixin.instances
+
+
 def snapshot() -> dict[str, Any]:
     """This process, now. Call it on the event loop (it lists the loop's tasks)."""
     queue_lengths = [consumer.send_queue_length for consumer in registry]
@@ -96,6 +109,8 @@ def snapshot() -> dict[str, Any]:
         "uptime": time.time() - STARTED_AT,
         "connections": len(registry),
         "by_consumer": registry.counts_by_class(),
+        "consumer_instances": consumer_instances(),
+        "traffic": stats.TRAFFIC.as_dict(),
         "send_queue": {
             "queued": sum(queue_lengths),
             "max": max(queue_lengths, default=0),

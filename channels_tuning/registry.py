@@ -62,8 +62,12 @@ class ConnectionRegistry:
             return self._total
         return self._counts.get(consumer_class, 0)
 
-    def counts_by_class(self) -> dict[str, int]:
-        return {f"{c.__module__}.{c.__qualname__}": n for c, n in self._counts.items()}
+    def counts_by_class(self, *, qualified: bool = True) -> dict[str, int]:
+        """Connections per consumer class, by dotted path (or by the class name that
+        counters and metrics use as their ``consumer`` label)."""
+        if qualified:
+            return {f"{c.__module__}.{c.__qualname__}": n for c, n in self._counts.items()}
+        return {c.__qualname__: n for c, n in self._counts.items()}
 
     def __len__(self) -> int:
         return self._total

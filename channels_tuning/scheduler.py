@@ -12,9 +12,11 @@ process (or a test) is left with no background task.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import tracemalloc
+from typing import Any
 
 from channels.layers import get_channel_layer
 
@@ -35,11 +37,16 @@ class Scheduler:
         self._stats_backend: procstats.FileBackend | procstats.RedisBackend | None = None
         self._stats_interval = 0.0
         self._next_publish = 0.0
+        self._gc_interval: float | None = None
+        self._next_gc = 0.0
+        #: The event loop the connections live on (set at the first connection).
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     def ensure_running(self, tick: float) -> None:
         """Start the scheduler on the running loop if it is not running there."""
         self.tick = min(self.tick, tick) if self.is_running() else tick
         if not self.is_running():
+            self.loop = asyncio.get_running_loop()
             self._start_process_services()
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="channels_tuning.scheduler"
@@ -60,6 +67,8 @@ class Scheduler:
         self._stats_backend = procstats.backend_for(tuning, get_channel_layer())
         self._stats_interval = tuning["STATS_INTERVAL"] or 0.0
         self._next_publish = 0.0
+        self._gc_interval = tuning["GC_COLLECT_INTERVAL"]
+        self._next_gc = time.monotonic() + (self._gc_interval or 0.0)
 
     async def _run(self) -> None:
         self._next_refresh = 0.0
@@ -78,6 +87,8 @@ class Scheduler:
             except Exception:
                 # One broken consumer must not stop heartbeats for all the others.
                 logger.exception("channels_tuning: tick failed for %r", consumer)
+        if self._gc_interval and now >= self._next_gc:
+            self._collect_garbage(now, consumers)
         if self._stats_backend is not None and now >= self._next_publish:
             self._next_publish = now + self._stats_interval
             try:
@@ -92,6 +103,17 @@ class Scheduler:
             if self._next_refresh:  # not at start-up: memberships were just added
                 refresh_tracked_memberships(consumers)
             self._next_refresh = now + interval
+
+    def _collect_garbage(self, now: float, consumers: list[Any]) -> None:
+        """The periodic full collection (GC_COLLECT_INTERVAL): at a tick, so never in
+        the middle of a handler or a broadcast, and postponed (up to one more interval)
+        while clients have frames waiting, so it does not delay them further."""
+        interval = self._gc_interval or 0.0
+        overdue = now >= self._next_gc + interval
+        if not overdue and any(consumer.send_queue_length for consumer in consumers):
+            return
+        gc.collect()
+        self._next_gc = now + interval
 
 
 #: The scheduler of this process.

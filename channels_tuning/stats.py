@@ -1,4 +1,5 @@
-"""Per-process counters: closes by code, drops by reason, rejected connections.
+"""Per-process counters: closes by code, drops by reason, rejected connections,
+messages and bytes in and out.
 
 Counters are plain integers in a dict keyed by label tuples: no lock (the event
 loop is single-threaded), no objects kept per increment. Exporters (Prometheus,
@@ -74,6 +75,29 @@ GROUP_SEND_DROPPED: Final = Counter(
     ("group", "reason"),
 )
 
+
+class Traffic:
+    """Data frames and payload sizes through tuned consumers, in and out.
+
+    Four integer attributes on one object: counting a frame is two attribute
+    increments, with no dict lookup, label tuple or GC-tracked object per message.
+    Sizes are payload lengths: bytes for binary frames, characters for text frames
+    (counting UTF-8 bytes would encode every text frame once more)."""
+
+    __slots__ = ("bytes_in", "bytes_out", "messages_in", "messages_out")
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.messages_in = self.bytes_in = self.messages_out = self.bytes_out = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+TRAFFIC: Final = Traffic()
+
 ALL_COUNTERS: Final = (
     CLOSES,
     DROPPED,
@@ -100,3 +124,4 @@ def reset() -> None:
     """Zero every counter (tests)."""
     for counter in ALL_COUNTERS:
         counter.clear()
+    TRAFFIC.clear()

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "daphne",
     "django.contrib.staticfiles",
     "channels",
+    "django_prometheus",
     "example_project.chat",
 ]
 

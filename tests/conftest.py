@@ -142,6 +142,19 @@ class DaphneProcess:
         with urllib.request.urlopen(url, timeout=10) as response:
             return json.loads(response.read())
 
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        """GET /metrics (django-prometheus) as {(sample name, labels): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
     def counter(self, name: str, labels: str) -> int:
         return int(self.stats()["counters"][name].get(labels, 0))
 

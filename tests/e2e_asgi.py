@@ -2,6 +2,7 @@
 end-to-end tests need. Served by real daphne processes (see conftest.py)."""
 
 import asyncio
+import collections
 import gc
 import json
 import os
@@ -64,6 +65,19 @@ class SlowHandlerConsumer(TunedWebsocketConsumer):
         await asyncio.sleep(0.005)
 
 
+class LeakyConsumer(TunedWebsocketConsumer):
+    """Deliberately leaks: starts a task that outlives the connection and keeps the
+    consumer alive (what ``wsstats --tasks`` and ``--check`` must reveal)."""
+
+    async def connect(self):
+        await self.accept()
+        self.poller = asyncio.get_running_loop().create_task(self.poll_forever())
+
+    async def poll_forever(self):
+        while True:
+            await asyncio.sleep(3600)
+
+
 class PlainGroupConsumer(AsyncWebsocketConsumer):
     """Plain Channels, for the benchmarks: joins the URL's group, relays events."""
 
@@ -116,6 +130,9 @@ async def stats_app(scope, receive, send):
             "connections": len(registry),
             "tasks": len(asyncio.all_tasks()),
             "gc_objects": len(gc.get_objects()),
+            "gc_types": dict(
+                collections.Counter(type(o).__qualname__ for o in gc.get_objects()).most_common(25)
+            ),
             "counters": stats.snapshot(),
         }
     ).encode()
@@ -143,6 +160,7 @@ application = ProtocolTypeRouter(
                 *websocket_urlpatterns,
                 re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
                 re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
+                re_path(r"^ws/leaky/$", LeakyConsumer.as_asgi()),
                 re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
                 re_path(r"^ws/slow-disconnect/$", SlowDisconnectConsumer.as_asgi()),
                 *(

@@ -81,3 +81,20 @@ async def test_redis_backend_two_processes_and_sigkill(daphne_factory, redis_ser
     wait_until(lambda: counts() == {first.pid: 0})
     check = wsstats(first.env, "--check")
     assert check.returncode == 0, check.stderr
+
+
+async def test_tasks_and_check_reveal_a_leaking_consumer(daphne_factory, tmp_path):
+    tuning = {"STATS_INTERVAL": 0.5, "STATS_DIR": str(tmp_path / "stats")}
+    daphne = daphne_factory(tuned=True, tuning=tuning)
+    for _ in range(2):
+        ws = await websockets.connect(daphne.ws("/ws/leaky/"))
+        await ws.close()
+    wait_until(lambda: [s["connections"] for s in snapshots(daphne.env)] == [0])
+    wait_until(lambda: "LeakyConsumer.poll_forever" in wsstats(daphne.env, "--tasks").stdout)
+    tasks = wsstats(daphne.env, "--tasks").stdout
+    assert "2  LeakyConsumer.poll_forever" in tasks, tasks
+    check = wsstats(daphne.env, "--check")
+    assert check.returncode == 1
+    report = check.stdout + check.stderr
+    assert "2 tasks besides the server's own" in report, report
+    assert "2 consumer instances still alive" in report, report

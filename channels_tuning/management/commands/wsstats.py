@@ -24,9 +24,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from channels_tuning import procstats
 from channels_tuning.conf import project_settings
-
-# Tasks an idle server process keeps (daphne's and the package's own services).
-BASELINE_TASK_PREFIXES = ("Scheduler._run", "ProcessLayerReader._run", "Publisher._publish")
+from channels_tuning.leaks import redis_memberships, snapshot_problems
 
 
 class Command(BaseCommand):
@@ -173,35 +171,17 @@ def read_snapshots() -> list[dict[str, Any]]:
     return sorted(snaps, key=lambda snap: (snap["host"], snap["pid"]))
 
 
-def extra_tasks(snap: dict[str, Any]) -> int:
-    """Tasks beyond what an idle process keeps."""
-    return sum(
-        group["count"]
-        for group in snap["task_groups"]
-        if not group["coroutine"].startswith(BASELINE_TASK_PREFIXES)
-        and not group["coroutine"].startswith(("Server.", "_", "AsyncioSelectorReactor"))
-    )
-
-
 def leak_problems(snaps: list[dict[str, Any]]) -> list[str]:
-    """What an idle process (no connections) should not hold any more."""
+    """What idle processes (no connections) should not hold any more."""
     problems = []
     for snap in snaps:
-        if snap["connections"]:
-            continue
-        where = f"pid {snap['pid']} on {snap['host']}"
-        if snap["send_queue"]["queued"]:
-            problems.append(f"{where}: {snap['send_queue']['queued']} frames still queued")
-        if snap["memberships"]:
-            problems.append(f"{where}: {snap['memberships']} tracked group memberships")
-        extra = extra_tasks(snap)
-        if extra:
-            problems.append(f"{where}: {extra} tasks besides the server's own (see --tasks)")
-        problems.extend(_redis_memberships(snap, where))
+        problems.extend(snapshot_problems(snap))
+        if not snap["connections"]:
+            problems.extend(_redis_memberships(snap))
     return problems
 
 
-def _redis_memberships(snap: dict[str, Any], where: str) -> list[str]:
+def _redis_memberships(snap: dict[str, Any]) -> list[str]:
     """Group members in Redis that belong to this (idle) process."""
     prefix = snap.get("layer_prefix")
     layer = get_channel_layer()
@@ -209,15 +189,11 @@ def _redis_memberships(snap: dict[str, Any], where: str) -> list[str]:
         return []
 
     async def count() -> int:
-        connection = layer.connection(0)
-        found = 0
         try:
-            async for key in connection.scan_iter(match=f"{layer.prefix}:group:*"):
-                members = await connection.zrange(key, 0, -1)
-                found += sum(1 for m in members if m.decode().startswith(prefix))
+            return await redis_memberships(layer, prefix)
         finally:
             await layer.close_pools()
-        return found
 
     found = asyncio.run(count())
+    where = f"pid {snap['pid']} on {snap['host']}"
     return [f"{where}: {found} group memberships left in Redis"] if found else []

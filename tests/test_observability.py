@@ -1,0 +1,171 @@
+"""Traffic counters, the Prometheus collector, the leak-check helper and the
+periodic collection, in-process (the end-to-end proofs are in test_metrics_e2e.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+from prometheus_client import REGISTRY, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from channels_tuning import TunedWebsocketConsumer
+from channels_tuning.gcstats import monitor
+from channels_tuning.registry import ConnectionRegistry
+from channels_tuning.scheduler import Scheduler
+from channels_tuning.stats import TRAFFIC
+from channels_tuning.testing import assert_no_leaks, find_leaks
+
+from .test_consumers import Echo, Grouped, communicator
+
+
+def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """The default registry's samples, as {(name, sorted labels): value}."""
+    text = generate_latest(REGISTRY).decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+class Leaky(TunedWebsocketConsumer):
+    leaked: list[asyncio.Task] = []
+
+    async def connect(self):
+        await self.accept()
+        Leaky.leaked.append(asyncio.get_running_loop().create_task(self.poll_forever()))
+
+    async def poll_forever(self):
+        await asyncio.sleep(3600)
+
+
+async def stop_leaked_tasks() -> None:
+    # In a function of its own: a local name for a cancelled task would keep its
+    # exception, whose traceback holds the consumer.
+    tasks, Leaky.leaked = Leaky.leaked, []
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_traffic_counts_data_frames_in_and_out_not_control_frames():
+    client = communicator(Echo)
+    await client.connect()
+    await client.send_to(text_data="hello")
+    assert await client.receive_from() == "hello"
+    await client.send_to(bytes_data=b"\x01\x02\x03")
+    assert await client.receive_from() == b"\x01\x02\x03"
+    await client.disconnect()
+    assert TRAFFIC.as_dict() == {
+        "messages_in": 2,
+        "bytes_in": 8,
+        "messages_out": 2,
+        "bytes_out": 8,
+    }
+
+
+async def test_prometheus_metrics_follow_connections_messages_and_closes():
+    client = communicator(Echo)
+    await client.connect()
+    await client.send_to(text_data="x" * 10)
+    await client.receive_from()
+    metrics = scrape()
+    assert metrics[("channels_tuning_open_connections", (("consumer", "Echo"),))] == 1
+    assert metrics[("channels_tuning_connections_total", (("consumer", "Echo"),))] == 1
+    assert metrics[("channels_tuning_messages_received_total", ())] == 1
+    assert metrics[("channels_tuning_received_payload_bytes_total", ())] == 10
+    assert metrics[("channels_tuning_send_queue_depth_gcount", ())] == 1
+    assert any(name == "channels_tuning_info" for name, _ in metrics)
+    assert ("channels_tuning_gc_pause_seconds_bucket", (("generation", "2"), ("le", "+Inf"))) in (
+        metrics
+    )
+    await client.send_to(bytes_data=b"\x00" * (1024 * 1024 + 1))  # over MAX_MESSAGE_SIZE
+    assert (await client.receive_output())["code"] == 1009
+    await client.disconnect()
+    metrics = scrape()
+    assert metrics[("channels_tuning_closes_total", (("code", "1009"), ("consumer", "Echo")))] == 1
+    assert ("channels_tuning_open_connections", (("consumer", "Echo"),)) not in metrics
+
+
+async def test_group_metrics_have_no_group_label_by_default():
+    from channels_tuning.broadcast import broadcast
+
+    client = communicator(Grouped)
+    await client.connect()
+    await broadcast("static-group", "hi")
+    assert await client.receive_from() == "hi"
+    await client.disconnect()
+    families = {
+        family.name: family
+        for family in text_string_to_metric_families(generate_latest(REGISTRY).decode())
+    }
+    (sample,) = families["channels_tuning_group_sends"].samples
+    assert sample.labels == {} and sample.value == 1
+    assert scrape()[("channels_tuning_group_memberships", ())] == 0
+
+
+async def test_assert_no_leaks_passes_after_a_clean_consumer_with_groups():
+    client = communicator(Grouped)
+    await client.connect()
+    await client.disconnect()
+    await assert_no_leaks()
+
+
+async def test_find_leaks_reports_a_consumer_whose_task_outlives_it():
+    client = communicator(Leaky)
+    await client.connect()
+    await client.disconnect()
+    problems = await find_leaks(timeout=0.3)
+    assert any("1 tasks besides" in problem for problem in problems), problems
+    assert any("1 consumer instances still alive" in problem for problem in problems), problems
+    await stop_leaked_tasks()
+    await assert_no_leaks()
+
+
+async def test_find_leaks_reports_group_members_left_in_the_layer():
+    client = communicator(Echo)
+    await client.connect()
+    await client.disconnect()
+    layer = get_channel_layer()
+    await layer.group_add("orphans", "specific.nobody!1")
+    try:
+        assert await find_leaks(timeout=0.1) == ["1 group memberships left in the channel layer"]
+    finally:
+        await layer.group_discard("orphans", "specific.nobody!1")
+
+
+class _Backlogged:
+    send_queue_length = 5
+
+
+def test_periodic_collection_runs_on_its_interval_and_waits_out_backlogs():
+    scheduler = Scheduler(ConnectionRegistry())
+    scheduler._gc_interval = 10.0
+    monitor.install()
+    before = monitor.collections[2]
+    scheduler._next_gc = 100.0
+    scheduler._collect_garbage(100.0, [_Backlogged()])  # backlog: postponed
+    assert monitor.collections[2] == before and scheduler._next_gc == 100.0
+    scheduler._collect_garbage(110.0, [_Backlogged()])  # a full interval late: runs anyway
+    assert monitor.collections[2] == before + 1 and scheduler._next_gc == 120.0
+    scheduler._collect_garbage(120.0, [])
+    assert monitor.collections[2] == before + 2 and scheduler._next_gc == 130.0
+
+
+@override_settings(CHANNELS_TUNING={"SCHEDULER_TICK": 0.02, "GC_COLLECT_INTERVAL": 0.05})
+async def test_scheduler_collects_periodically_while_connections_are_open():
+    monitor.install()
+    before = monitor.collections[2]
+    client = WebsocketCommunicator(Echo.as_asgi(), "/ws/")
+    from channels_tuning.scheduler import scheduler
+
+    scheduler._task = None  # a fresh start reads the overridden settings
+    await client.connect()
+    await asyncio.sleep(0.3)
+    await client.disconnect()
+    assert monitor.collections[2] >= before + 2
+    gc.collect()
