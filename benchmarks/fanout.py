@@ -50,17 +50,38 @@ def payload(i: int) -> str:
     return f"{i} {time.time():.6f} ".ljust(100, "x")
 
 
+def gc_totals(daphne, reset_max: bool = False) -> dict:
+    generations = daphne.stats(reset_gc_max=reset_max)["gc"]["generations"]
+    return {
+        "collections": [g["collections"] for g in generations],
+        "pause_ms": sum(g["pause_total_ms"] for g in generations),
+        "gen2_ms": generations[2]["pause_total_ms"],
+        "gen2_max_ms": generations[2]["pause_max_ms"],
+    }
+
+
 async def run_case(
-    kind: str, redis, subscribers: int, messages: int, rate: float | None, tmp: Path
+    kind: str,
+    redis,
+    subscribers: int,
+    messages: int,
+    rate: float | None,
+    tmp: Path,
+    tuning: dict | None = None,
 ) -> dict:
-    tuned = kind == "tuned"
+    tuned = kind != "plain"
     daphne = start_daphne(
         tmp,
         tuned=tuned,
         redis=redis,
-        tuning={"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None},
+        tuning={
+            "HEARTBEAT_INTERVAL": None,
+            "IDLE_TIMEOUT": None,
+            "RATE_LIMIT": None,
+            **(tuning or {}),
+        },
     )
-    group = f"fan-{kind}-{int(time.time())}"
+    group = f"fan-{kind.replace(' ', '-')}-{int(time.time())}"
     path = f"/ws/group/{group}/" if tuned else f"/ws/plain-group/{group}/"
     clients = []
     try:
@@ -85,9 +106,11 @@ async def run_case(
             assert client.stdout is not None and client.stdout.readline().strip() == "READY"
         while int(redis.cli("ZCARD", f"asgi:group:{group}")) < per_process * CLIENT_PROCESSES:
             await asyncio.sleep(0.1)
+        idle_objects = daphne.stats(gc_collect=True)["gc_objects"]
         layer = (
             RedisChannelLayer(hosts=[redis.url]) if tuned else PlainRedisLayer(hosts=[redis.url])
         )
+        gc_before = gc_totals(daphne, reset_max=True)
         cpu_before, started = cpu_seconds(daphne.pid), time.monotonic()
         for i in range(messages):
             if tuned:
@@ -101,6 +124,7 @@ async def run_case(
         ]
         cpu = cpu_seconds(daphne.pid) - cpu_before
         last = max(0.0, time.monotonic() - started - 3.0)  # minus the clients' quiet wait
+        gc_after = gc_totals(daphne)
         drops = sum(daphne.stats()["counters"]["channels_tuning_dropped_messages_total"].values())
         await layer.close_pools()
     finally:
@@ -121,6 +145,14 @@ async def run_case(
         "cpu_s": cpu,
         "cpu_per_10k": cpu / got * 10_000 if got else float("nan"),
         "us_per_delivery": cpu / got * 1e6 if got else float("nan"),
+        "window_s": last,
+        "gc_collections": [
+            a - b for a, b in zip(gc_after["collections"], gc_before["collections"], strict=True)
+        ],
+        "gc_ms": gc_after["pause_ms"] - gc_before["pause_ms"],
+        "gen2_ms": gc_after["gen2_ms"] - gc_before["gen2_ms"],
+        "gen2_max_ms": gc_after["gen2_max_ms"],
+        "idle_objects": idle_objects,
     }
 
 

@@ -19,6 +19,7 @@ __all__ = [
     "MaxLifetimeMixin",
     "MessageLimitMixin",
     "TunedJsonWebsocketConsumer",
+    "TunedProtobufWebsocketConsumer",
     "TunedWebsocketConsumer",
 ]
 
@@ -30,13 +31,18 @@ _LOCATIONS = {
     "MaxLifetimeMixin": "channels_tuning.limits",
     "MessageLimitMixin": "channels_tuning.limits",
     "TunedJsonWebsocketConsumer": "channels_tuning.consumers",
+    "TunedProtobufWebsocketConsumer": "channels_tuning.consumers",
     "TunedWebsocketConsumer": "channels_tuning.consumers",
 }
 
 if TYPE_CHECKING:
     from .closecodes import CloseCode
     from .connection import ManagedConnectionMixin
-    from .consumers import TunedJsonWebsocketConsumer, TunedWebsocketConsumer
+    from .consumers import (
+        TunedJsonWebsocketConsumer,
+        TunedProtobufWebsocketConsumer,
+        TunedWebsocketConsumer,
+    )
     from .heartbeat import HeartbeatMixin
     from .limits import ConnectionLimitMixin, MaxLifetimeMixin, MessageLimitMixin
 

@@ -6,7 +6,10 @@ class ChannelsTuningConfig(AppConfig):
     verbose_name = "Channels tuning"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            serializers,  # noqa: F401  (registers the channels-redis serializer)
+        )
         from .conf import project_settings
 
         tuning = project_settings()

@@ -3,7 +3,9 @@
 ``TunedWebsocketConsumer`` is a drop-in for Channels' ``AsyncWebsocketConsumer``
 (``connect``, ``receive``, ``disconnect``, ``send``, ``close``, ``groups`` work as
 documented by Channels) with heartbeats, limits, bounded sends and guaranteed
-group cleanup. ``TunedJsonWebsocketConsumer`` is the same for JSON text frames.
+group cleanup. ``TunedJsonWebsocketConsumer`` is the same for JSON text frames;
+``TunedProtobufWebsocketConsumer`` exchanges typed protobuf messages in binary
+envelopes.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import json
 from typing import Any
 
 from .closecodes import CloseCode
+from .codecs import ProtobufCodec
 from .heartbeat import HeartbeatMixin
 from .limits import ConnectionLimitMixin, MaxLifetimeMixin, MessageLimitMixin
+from .messaging import CodecMixin
 
 
 class TunedWebsocketConsumer(
@@ -55,3 +59,23 @@ class TunedJsonWebsocketConsumer(TunedWebsocketConsumer):
     @classmethod
     async def encode_json(cls, content: Any) -> str:
         return json.dumps(content, separators=(",", ":"))
+
+
+class TunedProtobufWebsocketConsumer(CodecMixin, TunedWebsocketConsumer):
+    """Protobuf messages in binary envelopes (``channels_tuning/proto/envelope.proto``).
+
+    Declare ``message_class`` (one type) or ``message_types`` (type URL to class);
+    override ``receive_message(message, received)``; send with ``send_message(msg)``.
+    Text frames close with 1003, frames that do not parse with 1007. Heartbeat pings
+    are the 2-byte binary frames (an envelope never starts with a 0x00 byte).
+    """
+
+    heartbeat_binary = True
+    accept_text_frames = False
+    message_class: Any = None
+    message_types: Any = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if cls.message_class is not None or cls.message_types is not None:
+            cls.codec = ProtobufCodec(cls.message_class, types=cls.message_types)
+        super().__init_subclass__(**kwargs)

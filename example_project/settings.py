@@ -48,6 +48,8 @@ if REDIS_URL:
                 "hosts": [REDIS_URL],
                 "group_expiry": int(os.environ.get("GROUP_EXPIRY", "300")),
                 "expiry": int(os.environ.get("LAYER_EXPIRY", "60")),
+                # Broadcast frames cross Redis as they are (channels_tuning.serializers).
+                "serializer_format": "channels_tuning",
             },
         }
     }

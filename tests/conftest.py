@@ -137,8 +137,9 @@ class DaphneProcess:
     def ws(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
 
-    def stats(self, gc_collect: bool = False) -> dict:
-        url = f"http://127.0.0.1:{self.port}/_stats" + ("?gc=1" if gc_collect else "")
+    def stats(self, gc_collect: bool = False, reset_gc_max: bool = False) -> dict:
+        query = "?gc=1" if gc_collect else "?reset_gc_max=1" if reset_gc_max else ""
+        url = f"http://127.0.0.1:{self.port}/_stats{query}"
         with urllib.request.urlopen(url, timeout=10) as response:
             return json.loads(response.read())
 

@@ -13,16 +13,23 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.routing import ProtocolTypeRouter, URLRouter
 from django.core.asgi import get_asgi_application
 from django.urls import re_path
+from google.protobuf.wrappers_pb2 import StringValue
 
 django_asgi_app = get_asgi_application()
 
 from channels_tuning import (
+    TunedProtobufWebsocketConsumer,
     TunedWebsocketConsumer,
     stats,
 )
+from channels_tuning.broadcast import broadcast
+from channels_tuning.gcstats import monitor
 from channels_tuning.registry import registry
 from example_project.chat.consumers import EchoConsumer
 from example_project.chat.routing import websocket_urlpatterns
+
+# GC pauses are measured for plain Channels consumers too (benchmarks/gc_pause.py).
+monitor.install()
 
 
 class BinaryOnlyConsumer(TunedWebsocketConsumer):
@@ -78,6 +85,24 @@ class LeakyConsumer(TunedWebsocketConsumer):
             await asyncio.sleep(3600)
 
 
+class ProtoConsumer(TunedProtobufWebsocketConsumer):
+    """Protobuf echo (upper-cased) in the URL's group; "all:<text>" is broadcast to it."""
+
+    message_class = StringValue
+
+    async def connect(self):
+        self.group = self.scope["url_route"]["kwargs"]["group"]
+        await self.join_group(self.group)
+        await self.accept()
+
+    async def receive_message(self, message, received):
+        if message.value.startswith("all:"):
+            frame = self.codec.encode(StringValue(value=message.value[4:]), topic=self.group)
+            await broadcast(self.group, frame)
+            return
+        await self.send_message(StringValue(value=message.value.upper()), seq=received.seq)
+
+
 class PlainGroupConsumer(AsyncWebsocketConsumer):
     """Plain Channels, for the benchmarks: joins the URL's group, relays events."""
 
@@ -124,6 +149,8 @@ async def stats_app(scope, receive, send):
     await receive()
     if scope["query_string"] == b"gc=1":
         gc.collect()
+    if scope["query_string"] == b"reset_gc_max=1":
+        monitor.pause_max = [0.0, 0.0, 0.0]  # longest pauses from now on
     body = json.dumps(
         {
             "pid": os.getpid(),
@@ -134,6 +161,7 @@ async def stats_app(scope, receive, send):
                 collections.Counter(type(o).__qualname__ for o in gc.get_objects()).most_common(25)
             ),
             "counters": stats.snapshot(),
+            "gc": monitor.snapshot(),
         }
     ).encode()
     await send(
@@ -161,6 +189,7 @@ application = ProtocolTypeRouter(
                 re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
                 re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
                 re_path(r"^ws/leaky/$", LeakyConsumer.as_asgi()),
+                re_path(r"^ws/proto/(?P<group>[\w.-]+)/$", ProtoConsumer.as_asgi()),
                 re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
                 re_path(r"^ws/slow-disconnect/$", SlowDisconnectConsumer.as_asgi()),
                 *(

@@ -1,0 +1,259 @@
+"""The envelope, the codecs, the pools, the protobuf consumer and the channels-redis
+serializer (issue #5). End-to-end through daphne: test_protobuf_e2e.py."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from pathlib import Path
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from google.protobuf.wrappers_pb2 import BytesValue, StringValue
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from channels_tuning import TunedProtobufWebsocketConsumer
+from channels_tuning.codecs import KINDS, DecodeError, JsonCodec, ProtobufCodec, type_url
+from channels_tuning.heartbeat import PING_BYTES, PONG_BYTES
+from channels_tuning.pooling import BufferPool, ObjectPool
+from channels_tuning.proto import generate
+from channels_tuning.proto.envelope_pb2 import Envelope
+from channels_tuning.stats import CLOSES
+
+PROTO_DIR = Path(generate.__file__).parent
+
+envelope_fields = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(sorted(KINDS)),
+        "topic": st.text(max_size=40),
+        "seq": st.integers(0, 2**64 - 1),
+        "sent_at_ms": st.integers(-(2**63), 2**63 - 1),
+        "error_code": st.integers(0, 2**32 - 1),
+        "error": st.text(max_size=40),
+    }
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+def test_committed_generated_code_is_current(tmp_path):
+    generate.generate(tmp_path)
+    for name in ("envelope_pb2.py", "envelope_pb2.pyi"):
+        assert (tmp_path / name).read_text() == (PROTO_DIR / name).read_text(), (
+            f"{name} is stale: run python -m channels_tuning.proto.generate"
+        )
+
+
+@settings(max_examples=500, deadline=None)
+@given(envelope_fields, st.text(max_size=200))
+def test_protobuf_codec_round_trips_any_envelope(fields, text):
+    codec = ProtobufCodec(StringValue)
+    kind = fields.pop("kind")
+    message = StringValue(value=text) if kind == "data" else None
+    frame = codec.encode(message, kind=kind, **fields)
+    assert frame and frame[0] != 0  # never empty, never a heartbeat frame
+    received = codec.decode(frame)
+    assert (received.kind, received.message) == (kind, message)
+    assert (received.topic, received.seq, received.sent_at_ms) == (
+        fields["topic"],
+        fields["seq"],
+        fields["sent_at_ms"],
+    )
+    assert (received.error_code, received.error) == (fields["error_code"], fields["error"])
+
+
+@settings(max_examples=500, deadline=None)
+@given(envelope_fields, json_values)
+def test_json_codec_round_trips_any_envelope(fields, value):
+    codec = JsonCodec()
+    kind = fields.pop("kind")
+    received = codec.decode(codec.encode(value, kind=kind, **fields))
+    assert (received.kind, received.message, received.topic) == (kind, value, fields["topic"])
+    assert (received.seq, received.sent_at_ms, received.error) == (
+        fields["seq"],
+        fields["sent_at_ms"],
+        fields["error"],
+    )
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.binary(max_size=300))
+def test_protobuf_decoder_raises_only_decode_error_on_arbitrary_bytes(data):
+    for codec in (ProtobufCodec(StringValue), ProtobufCodec(BytesValue, pool_envelopes=True)):
+        with contextlib.suppress(DecodeError):
+            codec.decode(data)
+
+
+def test_protobuf_decoder_on_300k_random_frames():
+    rng = random.Random(1234)
+    codec = ProtobufCodec(StringValue)
+    valid = codec.encode(StringValue(value="hello"), topic="room", seq=7)
+    failures = 0
+    for i in range(300_000):
+        if i % 2:
+            data = rng.randbytes(rng.randrange(0, 64))
+        else:  # mutate a valid frame: the interesting near-misses
+            data = bytearray(valid)
+            data[rng.randrange(len(data))] = rng.randrange(256)
+            data = bytes(data)
+        try:
+            codec.decode(data)
+        except DecodeError:
+            failures += 1
+    assert 0 < failures < 300_000
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(max_size=100) | st.binary(max_size=100))
+def test_json_decoder_raises_only_decode_error(data):
+    with contextlib.suppress(DecodeError):
+        JsonCodec().decode(data)
+
+
+def test_an_all_default_message_still_makes_a_non_empty_frame():
+    codec = ProtobufCodec(StringValue)
+    assert StringValue().SerializeToString() == b""
+    frame = codec.encode(StringValue())
+    assert frame == b"\x08\x01"  # kind=DATA
+    assert codec.decode(frame).message == StringValue()
+    assert codec.encode(None, kind="pong") == b"\x08\x03"
+
+
+def test_types_registry_picks_the_class_by_type_url():
+    types = {type_url(StringValue): StringValue, type_url(BytesValue): BytesValue}
+    codec = ProtobufCodec(types=types)
+    received = codec.decode(codec.encode(BytesValue(value=b"\x00\x01")))
+    assert received.type_url == "type.googleapis.com/google.protobuf.BytesValue"
+    assert received.message == BytesValue(value=b"\x00\x01")
+    unknown = Envelope(kind=Envelope.DATA, type_url="type.googleapis.com/nope").SerializeToString()
+    with pytest.raises(DecodeError, match="unknown type_url"):
+        codec.decode(unknown)
+
+
+# ------------------------------------------------------------------ pools
+
+
+def test_object_pool_returns_reset_objects_and_stays_bounded():
+    pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear, maxsize=3)
+    taken = [pool.acquire() for _ in range(5)]
+    for i, envelope in enumerate(taken):
+        envelope.topic, envelope.seq = f"secret-{i}", i + 1
+    for envelope in taken:
+        pool.release(envelope)
+    assert len(pool) == 3  # two were dropped, not kept
+    again = [pool.acquire() for _ in range(3)]
+    assert all(envelope == Envelope() for envelope in again)  # no data from earlier use
+    assert pool.created == 5 and pool.reused == 3
+
+
+def test_pooled_decoding_leaks_nothing_between_messages():
+    codec = ProtobufCodec(StringValue, pool_envelopes=True)
+    first = codec.decode(codec.encode(StringValue(value="a"), topic="room", seq=9, error="x"))
+    second = codec.decode(codec.encode(StringValue(value="b")))
+    assert (first.topic, first.seq, first.error) == ("room", 9, "x")
+    assert (second.topic, second.seq, second.error, second.message.value) == ("", 0, "", "b")
+
+
+async def test_pools_shared_by_many_coroutines_hand_out_distinct_objects():
+    pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear, maxsize=8)
+    buffers = BufferPool(maxsize=8)
+
+    async def worker(n: int) -> None:
+        for round_ in range(50):
+            with pool.borrowed() as envelope:
+                envelope.seq = n * 1000 + round_
+                buffer = buffers.acquire()
+                buffer += n.to_bytes(4, "big")
+                await asyncio.sleep(0)  # other workers run while this one holds both
+                assert envelope.seq == n * 1000 + round_
+                assert bytes(buffer) == n.to_bytes(4, "big")
+                buffers.release(buffer)
+
+    await asyncio.gather(*(worker(n) for n in range(100)))
+    assert len(pool) == 8 and len(buffers) == 8
+
+
+def test_buffer_pool_does_not_keep_oversized_buffers():
+    pool = BufferPool(maxsize=2, max_buffer_size=16)
+    big = pool.acquire()
+    big += b"x" * 17
+    pool.release(big)
+    assert len(pool) == 0
+    small = pool.acquire()
+    small += b"abc"
+    pool.release(small)
+    assert len(pool) == 1 and pool.acquire() == bytearray()
+
+
+# --------------------------------------------------------------- consumer
+
+
+class ProtoEcho(TunedProtobufWebsocketConsumer):
+    message_class = StringValue
+
+    async def receive_message(self, message, received):
+        await self.send_message(StringValue(value=message.value[::-1]), seq=received.seq)
+
+
+async def test_protobuf_consumer_echoes_typed_messages_and_answers_pings():
+    client = WebsocketCommunicator(ProtoEcho.as_asgi(), "/ws/")
+    await client.connect()
+    codec = ProtoEcho.codec
+    await client.send_to(bytes_data=codec.encode(StringValue(value="abc"), seq=4))
+    reply = codec.decode(await client.receive_from())
+    assert (reply.message.value, reply.seq) == ("cba", 4)
+    await client.send_to(bytes_data=codec.encode(None, kind="ping", seq=5))
+    pong = codec.decode(await client.receive_from())
+    assert (pong.kind, pong.seq) == ("pong", 5)
+    await client.send_to(bytes_data=PING_BYTES)  # the 2-byte heartbeat frames work too
+    assert await client.receive_from() == PONG_BYTES
+    await client.disconnect()
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        ({"text_data": "hello"}, 1003),
+        ({"bytes_data": b"\xff\xff\xff"}, 1007),
+        ({"bytes_data": Envelope(kind=Envelope.DATA, payload=b"\xff").SerializeToString()}, 1007),
+        ({"bytes_data": b"\x08\x09"}, 1007),  # kind 9: unknown
+    ],
+)
+async def test_protobuf_consumer_closes_bad_frames_with_documented_codes(frame, code):
+    client = WebsocketCommunicator(ProtoEcho.as_asgi(), "/ws/")
+    await client.connect()
+    await client.send_to(**frame)
+    assert (await client.receive_output())["code"] == code
+    assert CLOSES.get(("ProtoEcho", str(code))) == 1
+    await client.disconnect()
+
+
+# ------------------------------------------------------------- serializer
+
+
+async def test_redis_serializer_carries_frames_byte_for_byte(redis_server):
+    from channels_tuning.broadcast import FRAME_TYPE
+    from channels_tuning.layers import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[redis_server.url], serializer_format="channels_tuning")
+    frame = ProtoEcho.codec.encode(StringValue(value="x" * 100), topic="room")
+    try:
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        await layer.group_send(
+            "room", {"type": FRAME_TYPE, "frame": {"type": "websocket.send", "bytes": frame}}
+        )
+        received = await asyncio.wait_for(layer.receive(channel), 5)
+        assert received == {"type": FRAME_TYPE, "frame": {"type": "websocket.send", "bytes": frame}}
+        await layer.send(channel, {"type": "chat.message", "text": "other messages: msgpack"})
+        assert (await layer.receive(channel))["text"] == "other messages: msgpack"
+    finally:
+        await layer.flush()
+        await layer.close_pools()
