@@ -8,6 +8,7 @@ channels_tuning.E002   a limit is not a positive number (or None where allowed)
 channels_tuning.E003   ``IDLE_TIMEOUT`` is not longer than ``HEARTBEAT_INTERVAL``
 channels_tuning.E004   ``OVERFLOW_POLICY`` is not one of the policies
 channels_tuning.E005   ``LIFETIME_JITTER`` is not within [0, 1)
+channels_tuning.E007   ``GC_THRESHOLD`` is not None or 1-3 non-negative integers
 channels_tuning.W001   unknown key in ``CHANNELS_TUNING`` (a typo is silently ignored)
 channels_tuning.W002   in-memory channel layer while the project looks multi-process
 channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APPS``
@@ -109,6 +110,18 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     if not (_is_number(jitter) and 0 <= jitter < 1):
         problems.append(
             Error(f"LIFETIME_JITTER must be in [0, 1), not {jitter!r}.", id="channels_tuning.E005")
+        )
+    threshold = merged["GC_THRESHOLD"]
+    if threshold is not None and not (
+        isinstance(threshold, (list, tuple))
+        and 1 <= len(threshold) <= 3
+        and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in threshold)
+    ):
+        problems.append(
+            Error(
+                f"GC_THRESHOLD must be None or 1-3 non-negative integers, not {threshold!r}.",
+                id="channels_tuning.E007",
+            )
         )
     if idle is None:
         problems.append(

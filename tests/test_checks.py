@@ -128,3 +128,15 @@ def test_day_long_group_expiry_w007():
 )
 def test_no_refresh_no_expiry_check():
     assert ids(check_deployment()) == []
+
+
+@pytest.mark.parametrize("bad", [(700, -1), "700", (1, 2, 3, 4), (1.5,), ()])
+def test_gc_threshold_e007(bad):
+    with override_settings(CHANNELS_TUNING={"GC_THRESHOLD": bad}):
+        assert ids(check_settings()) == ["channels_tuning.E007"]
+
+
+@pytest.mark.parametrize("good", [None, (700,), [50_000, 20, 100]])
+def test_gc_threshold_accepts_none_and_integer_tuples(good):
+    with override_settings(CHANNELS_TUNING={"GC_THRESHOLD": good}):
+        assert ids(check_settings()) == []
