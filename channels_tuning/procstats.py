@@ -109,6 +109,7 @@ def snapshot() -> dict[str, Any]:
         "uptime": time.time() - STARTED_AT,
         "connections": len(registry),
         "by_consumer": registry.counts_by_class(),
+        "by_state": _states(),
         "consumer_instances": consumer_instances(),
         "traffic": stats.TRAFFIC.as_dict(),
         "send_queue": {
@@ -126,6 +127,15 @@ def snapshot() -> dict[str, Any]:
         "counters": stats.snapshot(),
         "memory_top": memory_top(),
     }
+
+
+def _states() -> dict[str, int]:
+    """Registered connections by state: connecting (not yet accepted), open, closing."""
+    states = {"connecting": 0, "open": 0, "closing": 0}
+    for consumer in registry:
+        state = "closing" if consumer.closing else "open" if consumer.accepted else "connecting"
+        states[state] += 1
+    return states
 
 
 def _layer_prefix() -> str | None:

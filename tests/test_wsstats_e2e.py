@@ -40,6 +40,8 @@ async def test_file_backend_table_tasks_check_and_dead_process(daphne_factory, t
     wait_until(lambda: [s["connections"] for s in snapshots(daphne.env)] == [3])
     (snap,) = snapshots(daphne.env)
     assert (snap["pid"], snap["server"]) == (daphne.pid, "tuned daphne")
+    assert snap["by_state"] == {"connecting": 0, "open": 3, "closing": 0}
+    assert snap["consumer_instances"] == 3
     table = wsstats(daphne.env).stdout
     assert str(daphne.pid) in table and "total" in table
     tasks = wsstats(daphne.env, "--tasks").stdout
