@@ -173,10 +173,12 @@ def start_daphne(
     redis: RedisServer | None = None,
     tuning: dict | None = None,
     extra_args: tuple[str, ...] = (),
+    port: int | None = None,
     **env: str,
 ) -> DaphneProcess:
-    """Start daphne (or ``channels-tuning-daphne``) on tests.e2e_asgi on a free port."""
-    port = free_port()
+    """Start daphne (or ``channels-tuning-daphne``) on tests.e2e_asgi on a free port
+    (or on ``port``: a restart on the same address)."""
+    port = port or free_port()
     log = log_dir / f"daphne-{port}.log"
     full_env = dict(os.environ)
     full_env.pop("REDIS_URL", None)
