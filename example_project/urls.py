@@ -1,3 +1,4 @@
+from django.contrib.staticfiles.urls import staticfiles_urlpatterns
 from django.urls import include, path
 
 from example_project.chat import views
@@ -7,3 +8,6 @@ urlpatterns = [
     # GET /metrics: Prometheus exposition, channels-tuning's metrics included.
     path("", include("django_prometheus.urls")),
 ]
+
+# The browser client (/static/channels_tuning/client.js) under daphne, in DEBUG.
+urlpatterns += staticfiles_urlpatterns()

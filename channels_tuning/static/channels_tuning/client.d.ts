@@ -1,0 +1,87 @@
+// Type declarations for client.js.
+
+import type { Envelope, EnvelopeFields } from "./envelope.js";
+export { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.js";
+export type { Envelope, EnvelopeFields } from "./envelope.js";
+
+export declare const PING_TEXT: string;
+export declare const PONG_TEXT: string;
+export declare const DO_NOT_RECONNECT: ReadonlySet<number>;
+export declare const TRY_LATER: ReadonlySet<number>;
+export declare const GOING_AWAY: 1001;
+export declare const ABNORMAL: 1006;
+
+export type Codec = "raw" | "json" | "protobuf";
+export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "offline" | "closed";
+
+export interface ClientOptions {
+  /** "raw": strings and ArrayBuffers; "json": JSON values; "protobuf": envelopes. Default "raw". */
+  codec?: Codec;
+  /** First backoff cap, ms. Default 500. */
+  initialDelay?: number;
+  /** Growth of the cap per attempt. Default 2. */
+  factor?: number;
+  /** Largest cap, ms. Default 20000. */
+  maxDelay?: number;
+  /** Failed attempts in a row before giving up. Default Infinity. */
+  maxAttempts?: number;
+  /** A connection open this long (ms) resets the backoff. Default 10000. */
+  stableAfter?: number;
+  /** Added to the backoff after 1008 and 1013, ms. Default 10000. */
+  tryLaterDelay?: number;
+  /** No frame for this long (ms) means the server is gone. Default 60000. */
+  deadAfter?: number;
+  /** Messages kept while disconnected; beyond, the oldest is dropped. Default 100. */
+  maxQueue?: number;
+  /** Reconnect at once when the page becomes visible again. Default false. */
+  reconnectOnVisible?: boolean;
+  protocols?: string | string[];
+  /** WebSocket implementation (tests, Node). Default globalThis.WebSocket. */
+  WebSocket?: typeof WebSocket;
+  /** Source of online/visibilitychange events. Default window. */
+  window?: Window;
+}
+
+export interface ReconnectingDetail { delay: number; attempt: number; code: number }
+export interface CloseDetail { code: number; reason: string; willReconnect: boolean }
+
+export interface ClientEvent<T> extends Event { detail: T }
+
+export interface ChannelsTuningClientEventMap {
+  open: ClientEvent<{ connections: number }>;
+  message: ClientEvent<unknown>;
+  reconnecting: ClientEvent<ReconnectingDetail>;
+  close: ClientEvent<CloseDetail>;
+  state: ClientEvent<ClientState>;
+}
+
+export declare const DEFAULTS: Readonly<Required<Omit<ClientOptions, "WebSocket" | "window" | "protocols">>>;
+
+export declare function backoffCap(attempt: number, options?: ClientOptions): number;
+export declare function backoffDelay(attempt: number, options?: ClientOptions, random?: () => number): number;
+export declare function reconnectDelay(
+  code: number, attempt: number, options?: ClientOptions, random?: () => number,
+): number | null;
+
+export declare class ChannelsTuningClient extends EventTarget {
+  constructor(url: string, options?: ClientOptions);
+  readonly url: string;
+  readonly state: ClientState;
+  readonly attempt: number;
+  readonly connections: number;
+  /** Messages dropped from the full queue while disconnected. */
+  readonly dropped: number;
+  readonly outbox: ReadonlyArray<string | ArrayBuffer | Uint8Array>;
+  /** Epoch ms of the next attempt while reconnecting, else null. */
+  readonly nextRetryAt: number | null;
+  start(): this;
+  /** Sends now (true) or queues until connected (false). For "protobuf", `message` is the serialized payload. */
+  send(message: unknown, envelope?: Omit<EnvelopeFields, "payload">): boolean;
+  close(code?: number, reason?: string): void;
+  addEventListener<K extends keyof ChannelsTuningClientEventMap>(
+    type: K, listener: (event: ChannelsTuningClientEventMap[K]) => void, options?: boolean | AddEventListenerOptions,
+  ): void;
+  addEventListener(type: string, listener: EventListenerOrEventListenerObject | null, options?: boolean | AddEventListenerOptions): void;
+}
+
+export type Message = Envelope | unknown;

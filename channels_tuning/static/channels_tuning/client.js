@@ -1,0 +1,279 @@
+// channels-tuning browser client: a WebSocket that stays connected, politely.
+//
+//   import { ChannelsTuningClient } from "/static/channels_tuning/client.js";
+//   const client = new ChannelsTuningClient("wss://example.org/ws/chat/lobby/", { codec: "json" });
+//   client.addEventListener("message", (e) => show(e.detail));
+//   client.addEventListener("reconnecting", (e) => status(`reconnecting in ${e.detail.delay} ms`));
+//   client.start();
+//   client.send({ message: "hello" });
+//
+// - Answers the server's heartbeat pings ({"type":"ct.ping"} and the binary 00 09),
+//   and protobuf envelopes of kind "ping".
+// - Treats the server as dead when no frame arrived for `deadAfter` ms, and reconnects.
+// - Reconnects with exponential backoff and full jitter: attempt n waits a random time
+//   in [0, min(maxDelay, initialDelay * factor ** n)]; the attempt count goes back to 0
+//   after a connection stayed open `stableAfter` ms.
+// - Close codes: 1000, 1003, 1007, 1009 stop the client (the session is over, or the
+//   client sends what the server never accepts); 1008 and 1013 wait `tryLaterDelay`
+//   plus the backoff; 1001 reconnects at once (random delay up to `initialDelay`);
+//   everything else, and lost connections, use the backoff.
+// - While the browser is offline it waits (state "offline") and reconnects on `online`.
+//   With `reconnectOnVisible`, a page coming back into view reconnects at once.
+// - Messages sent while disconnected wait in a queue of `maxQueue`; when it is full
+//   the oldest is dropped (counted in `dropped`).
+// Events: "open", "message" (detail: the message), "reconnecting" (detail: {delay,
+// attempt, code}), "close" (detail: {code, reason, willReconnect}), "state".
+
+import { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.js";
+
+export { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError };
+
+export const PING_TEXT = '{"type":"ct.ping"}';
+export const PONG_TEXT = '{"type":"ct.pong"}';
+export const DO_NOT_RECONNECT = new Set([1000, 1003, 1007, 1009]);
+export const TRY_LATER = new Set([1008, 1013]);
+export const GOING_AWAY = 1001;
+export const ABNORMAL = 1006;
+
+export const DEFAULTS = Object.freeze({
+  codec: "raw", // "raw" (strings and ArrayBuffers), "json", or "protobuf" (envelopes)
+  initialDelay: 500,
+  factor: 2,
+  maxDelay: 20000,
+  maxAttempts: Infinity,
+  stableAfter: 10000,
+  tryLaterDelay: 10000,
+  deadAfter: 60000,
+  maxQueue: 100,
+  reconnectOnVisible: false,
+  protocols: undefined,
+});
+
+/** The upper bound of attempt n's delay (ms). */
+export function backoffCap(attempt, { initialDelay, factor, maxDelay } = DEFAULTS) {
+  return Math.min(maxDelay, initialDelay * factor ** Math.min(attempt, 64));
+}
+
+/** Full jitter: uniform in [0, backoffCap(attempt)]. */
+export function backoffDelay(attempt, options = DEFAULTS, random = Math.random) {
+  return random() * backoffCap(attempt, options);
+}
+
+/** Delay (ms) before reconnecting after close `code`, or null: do not reconnect. */
+export function reconnectDelay(code, attempt, options = DEFAULTS, random = Math.random) {
+  if (DO_NOT_RECONNECT.has(code)) return null;
+  if (code === GOING_AWAY) return random() * options.initialDelay;
+  if (TRY_LATER.has(code)) return options.tryLaterDelay + backoffDelay(attempt, options, random);
+  return backoffDelay(attempt, options, random);
+}
+
+function emit(target, type, detail) {
+  const event = new Event(type);
+  event.detail = detail; // CustomEvent is not global in every runtime (Node 18)
+  target.dispatchEvent(event);
+}
+
+export class ChannelsTuningClient extends EventTarget {
+  constructor(url, options = {}) {
+    super();
+    this.url = url;
+    this.options = { ...DEFAULTS, ...options };
+    this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    this.window = options.window ?? (typeof window === "undefined" ? undefined : window);
+    this.state = "idle";
+    this.attempt = 0;
+    this.connections = 0;
+    this.dropped = 0;
+    this.outbox = [];
+    this.nextRetryAt = null; // epoch ms of the next attempt while reconnecting
+    this._ws = null;
+    this._timer = null;
+    this._deadTimer = null;
+    this._openedAt = 0;
+    this._stopped = false;
+    this._onOnline = () => this._reconnectNow();
+    this._onVisible = () => {
+      if (this.window?.document?.visibilityState === "visible") this._reconnectNow();
+    };
+  }
+
+  start() {
+    this._stopped = false;
+    this.window?.addEventListener?.("online", this._onOnline);
+    if (this.options.reconnectOnVisible) this.window?.document?.addEventListener?.("visibilitychange", this._onVisible);
+    this._connect();
+    return this;
+  }
+
+  /** Send now, or queue until the connection is open. */
+  send(message, envelope = {}) {
+    const frame = this._encode(message, envelope);
+    if (this._ws && this.state === "open") {
+      this._ws.send(frame);
+      return true;
+    }
+    if (this.outbox.length >= this.options.maxQueue) {
+      this.outbox.shift();
+      this.dropped += 1;
+    }
+    this.outbox.push(frame);
+    return false;
+  }
+
+  /** Close and stop reconnecting. */
+  close(code = 1000, reason = "") {
+    this._stopped = true;
+    clearTimeout(this._timer);
+    clearTimeout(this._deadTimer);
+    this.window?.removeEventListener?.("online", this._onOnline);
+    this.window?.document?.removeEventListener?.("visibilitychange", this._onVisible);
+    const ws = this._ws;
+    this._ws = null;
+    if (ws) {
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      ws.close(code, reason);
+    }
+    this._setState("closed");
+    emit(this, "close", { code, reason, willReconnect: false });
+  }
+
+  // ------------------------------------------------------------ internals
+
+  _setState(state) {
+    if (this.state !== state) {
+      this.state = state;
+      emit(this, "state", state);
+    }
+  }
+
+  _connect() {
+    if (this._stopped) return;
+    clearTimeout(this._timer);
+    this._timer = null;
+    this.nextRetryAt = null;
+    this._setState(this.connections ? "reconnecting" : "connecting");
+    let ws;
+    try {
+      ws = new this.WebSocket(this.url, this.options.protocols);
+    } catch (error) {
+      this._handleClose(ABNORMAL, String(error));
+      return;
+    }
+    ws.binaryType = "arraybuffer";
+    this._ws = ws;
+    ws.onopen = () => {
+      this.connections += 1;
+      this._openedAt = Date.now();
+      this._setState("open");
+      this._armDeadTimer();
+      while (this.outbox.length && this._ws === ws) ws.send(this.outbox.shift());
+      emit(this, "open", { connections: this.connections });
+    };
+    ws.onmessage = (event) => {
+      this._armDeadTimer();
+      this._receive(ws, event.data);
+    };
+    ws.onclose = (event) => {
+      if (this._ws === ws) this._handleClose(event.code, event.reason);
+    };
+  }
+
+  _armDeadTimer() {
+    clearTimeout(this._deadTimer);
+    const ws = this._ws;
+    this._deadTimer = setTimeout(() => {
+      if (this._ws !== ws) return;
+      // No frame, not even a ping: the server or the path to it is gone. Do not wait
+      // for a closing handshake that will never complete.
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close(4000, "no heartbeat");
+      } catch {
+        /* already closing */
+      }
+      this._handleClose(ABNORMAL, "no heartbeat from the server");
+    }, this.options.deadAfter);
+  }
+
+  _receive(ws, data) {
+    if (typeof data === "string") {
+      if (data === PING_TEXT) {
+        ws.send(PONG_TEXT);
+        return;
+      }
+    } else {
+      const bytes = new Uint8Array(data);
+      if (bytes.length === 2 && bytes[0] === 0) {
+        if (bytes[1] === 0x09) ws.send(Uint8Array.of(0x00, 0x0a));
+        return; // 00 09 ping, 00 0a pong: heartbeat frames, never messages
+      }
+    }
+    let message;
+    try {
+      message = this._decode(data);
+    } catch (error) {
+      console.warn("channels-tuning: undecodable frame dropped", error);
+      return;
+    }
+    if (this.options.codec === "protobuf") {
+      if (message.kind === "ping") {
+        ws.send(encodeEnvelope({ kind: "pong", seq: message.seq }));
+        return;
+      }
+      if (message.kind === "pong") return;
+    }
+    emit(this, "message", message);
+  }
+
+  _handleClose(code, reason) {
+    clearTimeout(this._deadTimer);
+    this._ws = null;
+    if (this._openedAt && Date.now() - this._openedAt >= this.options.stableAfter) this.attempt = 0;
+    this._openedAt = 0;
+    const delay = this._stopped ? null : reconnectDelay(code, this.attempt, this.options);
+    this.attempt += 1;
+    const willReconnect = delay !== null && this.attempt <= this.options.maxAttempts;
+    emit(this, "close", { code, reason, willReconnect });
+    if (!willReconnect) {
+      this._stopped = true;
+      this._setState("closed");
+      return;
+    }
+    if (this.window?.navigator?.onLine === false) {
+      this._setState("offline"); // the "online" event reconnects
+      return;
+    }
+    this._setState("reconnecting");
+    this.nextRetryAt = Date.now() + delay;
+    emit(this, "reconnecting", { delay, attempt: this.attempt, code });
+    this._timer = setTimeout(() => this._connect(), delay);
+  }
+
+  _reconnectNow() {
+    if (this._stopped || this._ws) return;
+    if (this.state === "reconnecting" || this.state === "offline") this._connect();
+  }
+
+  _encode(message, envelope) {
+    switch (this.options.codec) {
+      case "json":
+        return JSON.stringify(message);
+      case "protobuf":
+        return encodeEnvelope({ kind: "data", ...envelope, payload: message });
+      default:
+        return message;
+    }
+  }
+
+  _decode(data) {
+    switch (this.options.codec) {
+      case "json":
+        return JSON.parse(data);
+      case "protobuf":
+        if (typeof data === "string") throw new EnvelopeDecodeError("text frame");
+        return decodeEnvelope(data);
+      default:
+        return data;
+    }
+  }
+}

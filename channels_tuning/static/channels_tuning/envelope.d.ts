@@ -1,0 +1,34 @@
+// Type declarations for envelope.js (channels_tuning/proto/envelope.proto).
+
+export declare const Kind: Readonly<{ DATA: 1; PING: 2; PONG: 3; ACK: 4; ERROR: 5 }>;
+export type KindName = "data" | "ping" | "pong" | "ack" | "error";
+
+export interface EnvelopeFields {
+  kind?: KindName | number;
+  seq?: number | bigint;
+  topic?: string;
+  payload?: Uint8Array;
+  typeUrl?: string;
+  sentAtMs?: number | bigint;
+  errorCode?: number;
+  error?: string;
+}
+
+export interface Envelope {
+  kind: KindName;
+  /** A number when it is a safe integer, else a bigint. */
+  seq: number | bigint;
+  topic: string;
+  payload: Uint8Array;
+  typeUrl: string;
+  sentAtMs: number | bigint;
+  errorCode: number;
+  error: string;
+}
+
+export declare class EnvelopeDecodeError extends Error {}
+
+/** Never empty: `kind` is always written (default "data"). */
+export declare function encodeEnvelope(fields?: EnvelopeFields): Uint8Array;
+/** Throws EnvelopeDecodeError for bytes that are not an envelope. */
+export declare function decodeEnvelope(data: ArrayBuffer | Uint8Array): Envelope;

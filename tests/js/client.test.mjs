@@ -1,0 +1,123 @@
+// The browser client's behaviour with a scripted WebSocket (node --test). The real
+// browser and server are exercised in tests/test_browser_e2e.py.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import { ChannelsTuningClient, encodeEnvelope, decodeEnvelope } from "../../channels_tuning/static/channels_tuning/client.js";
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function fakeSocketClass(script) {
+  // script(socket, index) decides what each new connection does.
+  const sockets = [];
+  class FakeWebSocket {
+    constructor(url) {
+      this.url = url;
+      this.sent = [];
+      this.closed = null;
+      sockets.push(this);
+      queueMicrotask(() => script(this, sockets.length - 1));
+    }
+    send(data) { this.sent.push(data); }
+    close(code, reason) { this.closed = { code, reason }; }
+    open() { this.onopen?.(); }
+    receive(data) { this.onmessage?.({ data }); }
+    serverClose(code, reason = "") { this.onclose?.({ code, reason }); }
+  }
+  return { FakeWebSocket, sockets };
+}
+
+const fast = { initialDelay: 5, factor: 2, maxDelay: 40, stableAfter: 1000, tryLaterDelay: 30 };
+
+test("answers heartbeat pings in every form and swallows them", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws) => ws.open());
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, codec: "protobuf", WebSocket: FakeWebSocket });
+  const messages = [];
+  client.addEventListener("message", (e) => messages.push(e.detail));
+  client.start();
+  await sleep(1);
+  const ws = sockets[0];
+  ws.receive('{"type":"ct.ping"}');
+  ws.receive(Uint8Array.of(0, 9).buffer);
+  ws.receive(encodeEnvelope({ kind: "ping", seq: 4 }).buffer);
+  ws.receive(encodeEnvelope({ kind: "data", payload: Uint8Array.of(1, 2) }).buffer);
+  assert.equal(ws.sent[0], '{"type":"ct.pong"}');
+  assert.deepEqual([...ws.sent[1]], [0, 10]);
+  assert.deepEqual(decodeEnvelope(ws.sent[2]), { ...decodeEnvelope(encodeEnvelope({ kind: "pong", seq: 4 })) });
+  assert.equal(messages.length, 1);
+  assert.deepEqual([...messages[0].payload], [1, 2]);
+  client.close();
+});
+
+test("reconnects with growing caps, resets after a stable connection, stops on 1003", async () => {
+  const { FakeWebSocket } = fakeSocketClass((ws, i) => {
+    if (i < 3) ws.serverClose(1006); // refused
+    else if (i === 3) { ws.open(); setTimeout(() => ws.serverClose(1012), 60); } // stable
+    else if (i === 4) ws.serverClose(1006);
+    else ws.serverClose(1003, "fix the client");
+  });
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, stableAfter: 50, WebSocket: FakeWebSocket });
+  const attempts = [];
+  const closes = [];
+  client.addEventListener("reconnecting", (e) => attempts.push(e.detail));
+  client.addEventListener("close", (e) => closes.push(e.detail));
+  client.start();
+  while (client.state !== "closed") await sleep(5);
+  assert.deepEqual(attempts.map((a) => a.attempt), [1, 2, 3, 1, 2]);
+  for (const a of attempts) assert.ok(a.delay <= Math.min(40, 5 * 2 ** (a.attempt - 1)));
+  assert.deepEqual(closes.at(-1), { code: 1003, reason: "fix the client", willReconnect: false });
+});
+
+test("try-again-later codes wait tryLaterDelay more; maxAttempts gives up", async () => {
+  const { FakeWebSocket } = fakeSocketClass((ws) => ws.serverClose(1013));
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, maxAttempts: 2, WebSocket: FakeWebSocket });
+  const delays = [];
+  client.addEventListener("reconnecting", (e) => delays.push(e.detail.delay));
+  client.start();
+  while (client.state !== "closed") await sleep(5);
+  assert.equal(delays.length, 2);
+  for (const delay of delays) assert.ok(delay >= 30 && delay <= 30 + 10);
+});
+
+test("the outbox is bounded, drops the oldest, and is flushed in order on open", async () => {
+  let openFirst;
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws) => { openFirst = () => ws.open(); });
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, maxQueue: 3, codec: "json", WebSocket: FakeWebSocket });
+  client.start();
+  for (let i = 0; i < 5; i++) client.send({ n: i });
+  assert.equal(client.dropped, 2);
+  await sleep(1);
+  openFirst();
+  assert.deepEqual(sockets[0].sent, ['{"n":2}', '{"n":3}', '{"n":4}']);
+  assert.equal(client.send({ n: 5 }), true);
+  client.close();
+});
+
+test("a silent server is abandoned after deadAfter", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws, i) => { if (i === 0) ws.open(); });
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, deadAfter: 30, WebSocket: FakeWebSocket });
+  const closes = [];
+  client.addEventListener("close", (e) => closes.push(e.detail));
+  client.start();
+  await sleep(80);
+  assert.equal(closes[0].code, 1006);
+  assert.deepEqual(sockets[0].closed, { code: 4000, reason: "no heartbeat" });
+  assert.ok(sockets.length >= 2); // it tried again
+  client.close();
+});
+
+test("waits while offline and reconnects on the online event", async () => {
+  const win = new EventTarget();
+  win.navigator = { onLine: false };
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws, i) => { if (i === 0) ws.serverClose(1006); else ws.open(); });
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, window: win, WebSocket: FakeWebSocket });
+  client.start();
+  await sleep(50);
+  assert.equal(client.state, "offline");
+  assert.equal(sockets.length, 1); // no attempts while offline
+  win.navigator.onLine = true;
+  win.dispatchEvent(new Event("online"));
+  await sleep(1);
+  assert.equal(client.state, "open");
+  client.close();
+});
