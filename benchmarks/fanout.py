@@ -60,6 +60,14 @@ def gc_totals(daphne, reset_max: bool = False) -> dict:
     }
 
 
+async def publish_plain(layer, group: str, i: int) -> None:
+    await layer.group_send(group, {"type": "relay", "text": payload(i)})
+
+
+async def publish_tuned(layer, group: str, i: int) -> None:
+    await broadcast(group, payload(i), on_full="wait", timeout=60, layer=layer)
+
+
 async def run_case(
     kind: str,
     redis,
@@ -68,7 +76,12 @@ async def run_case(
     rate: float | None,
     tmp: Path,
     tuning: dict | None = None,
+    route: str | None = None,
+    publish=None,
 ) -> dict:
+    """One daphne, ``subscribers`` clients on ``route`` (default: the plain or tuned
+    group consumer), and ``messages`` published by ``publish(layer, group, i)``
+    (default: channels-redis group_send for plain, ``broadcast()`` for tuned)."""
     tuned = kind != "plain"
     daphne = start_daphne(
         tmp,
@@ -82,7 +95,9 @@ async def run_case(
         },
     )
     group = f"fan-{kind.replace(' ', '-')}-{int(time.time())}"
-    path = f"/ws/group/{group}/" if tuned else f"/ws/plain-group/{group}/"
+    route = route or ("/ws/group/" if tuned else "/ws/plain-group/")
+    path = f"{route}{group}/"
+    publish = publish or (publish_tuned if tuned else publish_plain)
     clients = []
     try:
         per_process = subscribers // CLIENT_PROCESSES
@@ -113,10 +128,7 @@ async def run_case(
         gc_before = gc_totals(daphne, reset_max=True)
         cpu_before, started = cpu_seconds(daphne.pid), time.monotonic()
         for i in range(messages):
-            if tuned:
-                await broadcast(group, payload(i), on_full="wait", timeout=60, layer=layer)
-            else:
-                await layer.group_send(group, {"type": "relay", "text": payload(i)})
+            await publish(layer, group, i)
             if rate:
                 await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
         reports = [

@@ -16,10 +16,12 @@ import asyncio
 import base64
 import json
 import os
+import re
 import sys
 import time
 
-PING = b'{"type":"ct.ping"}'
+HEARTBEATS = (b'{"type":"ct.ping"}', b"\x00\x09")
+STAMP = re.compile(rb"\d+ (\d+\.\d+) ")
 
 
 class Subscriber(asyncio.Protocol):
@@ -64,11 +66,14 @@ class Subscriber(asyncio.Protocol):
                 break
             payload = buffer[pos + header : pos + header + length]
             pos += header + length
-            if opcode == 1 and payload != PING:
-                sent_at = payload.split(b" ", 2)[1]
-                self.stats["got"] += 1
-                self.stats["latencies"].append(now - float(sent_at))
-                self.stats["last"] = now
+            if opcode in (1, 2) and payload not in HEARTBEATS:
+                # "<seq> <sent_at> xxx…" as a text frame, inside JSON, or inside a
+                # protobuf envelope: found by pattern in every case.
+                found = STAMP.search(payload)
+                if found is not None:
+                    self.stats["got"] += 1
+                    self.stats["latencies"].append(now - float(found.group(1)))
+                    self.stats["last"] = now
         self.buffer = buffer[pos:]
 
 

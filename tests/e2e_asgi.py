@@ -103,6 +103,18 @@ class ProtoConsumer(TunedProtobufWebsocketConsumer):
         await self.send_message(StringValue(value=message.value.upper()), seq=received.seq)
 
 
+class JsonPerConsumer(TunedWebsocketConsumer):
+    """Joins the URL's group; each consumer encodes every event to JSON itself (the
+    usual Channels pattern, for benchmarks/codec_fanout.py)."""
+
+    async def connect(self):
+        await self.join_group(self.scope["url_route"]["kwargs"]["group"])
+        await self.accept()
+
+    async def chat_message(self, event):
+        await self.send(text_data=json.dumps(event["data"]))
+
+
 class PlainGroupConsumer(AsyncWebsocketConsumer):
     """Plain Channels, for the benchmarks: joins the URL's group, relays events."""
 
@@ -189,6 +201,7 @@ application = ProtocolTypeRouter(
                 re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
                 re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
                 re_path(r"^ws/leaky/$", LeakyConsumer.as_asgi()),
+                re_path(r"^ws/json-per-consumer/(?P<group>[\w.-]+)/$", JsonPerConsumer.as_asgi()),
                 re_path(r"^ws/proto/(?P<group>[\w.-]+)/$", ProtoConsumer.as_asgi()),
                 re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
                 re_path(r"^ws/slow-disconnect/$", SlowDisconnectConsumer.as_asgi()),
