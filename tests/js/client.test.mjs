@@ -121,3 +121,21 @@ test("waits while offline and reconnects on the online event", async () => {
   assert.equal(client.state, "open");
   client.close();
 });
+
+test("json envelopes: data wrapped, pings answered, pongs swallowed", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws) => ws.open());
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, codec: "json-envelope", WebSocket: FakeWebSocket });
+  const messages = [];
+  client.addEventListener("message", (e) => messages.push(e.detail));
+  client.start();
+  await sleep(1);
+  const ws = sockets[0];
+  client.send({ text: "hi" }, { topic: "room", seq: 2 });
+  ws.receive('{"kind":"ping","seq":9}');
+  ws.receive('{"kind":"pong"}');
+  ws.receive('{"kind":"data","topic":"room","data":{"text":"yo"}}');
+  assert.deepEqual(JSON.parse(ws.sent[0]), { kind: "data", topic: "room", seq: 2, data: { text: "hi" } });
+  assert.deepEqual(JSON.parse(ws.sent[1]), { kind: "pong", seq: 9 });
+  assert.deepEqual(messages, [{ kind: "data", seq: 0, topic: "room", data: { text: "yo" } }]);
+  client.close();
+});

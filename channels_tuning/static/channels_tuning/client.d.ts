@@ -11,11 +11,12 @@ export declare const TRY_LATER: ReadonlySet<number>;
 export declare const GOING_AWAY: 1001;
 export declare const ABNORMAL: 1006;
 
-export type Codec = "raw" | "json" | "protobuf";
+export type Codec = "raw" | "json" | "json-envelope" | "protobuf";
 export type ClientState = "idle" | "connecting" | "open" | "reconnecting" | "offline" | "closed";
 
 export interface ClientOptions {
-  /** "raw": strings and ArrayBuffers; "json": JSON values; "protobuf": envelopes. Default "raw". */
+  /** "raw": strings and ArrayBuffers; "json": JSON values; "json-envelope": the server's JsonCodec
+   * ({"kind":"data","data":…}); "protobuf": binary envelopes. Default "raw". */
   codec?: Codec;
   /** First backoff cap, ms. Default 500. */
   initialDelay?: number;

@@ -36,7 +36,9 @@ export const GOING_AWAY = 1001;
 export const ABNORMAL = 1006;
 
 export const DEFAULTS = Object.freeze({
-  codec: "raw", // "raw" (strings and ArrayBuffers), "json", or "protobuf" (envelopes)
+  // "raw" (strings and ArrayBuffers), "json" (JSON values), "json-envelope"
+  // ({"kind":"data","topic":…,"seq":…,"data":…}, the server's JsonCodec) or "protobuf".
+  codec: "raw",
   initialDelay: 500,
   factor: 2,
   maxDelay: 20000,
@@ -215,9 +217,10 @@ export class ChannelsTuningClient extends EventTarget {
       console.warn("channels-tuning: undecodable frame dropped", error);
       return;
     }
-    if (this.options.codec === "protobuf") {
+    const codec = this.options.codec;
+    if (codec === "protobuf" || codec === "json-envelope") {
       if (message.kind === "ping") {
-        ws.send(encodeEnvelope({ kind: "pong", seq: message.seq }));
+        ws.send(this._encode(undefined, { kind: "pong", seq: message.seq }));
         return;
       }
       if (message.kind === "pong") return;
@@ -258,6 +261,12 @@ export class ChannelsTuningClient extends EventTarget {
     switch (this.options.codec) {
       case "json":
         return JSON.stringify(message);
+      case "json-envelope": {
+        const out = { kind: "data", ...envelope };
+        for (const key of Object.keys(out)) if (!out[key]) delete out[key];
+        if (message !== undefined) out.data = message;
+        return JSON.stringify({ kind: out.kind ?? "data", ...out });
+      }
       case "protobuf":
         return encodeEnvelope({ kind: "data", ...envelope, payload: message });
       default:
@@ -269,6 +278,11 @@ export class ChannelsTuningClient extends EventTarget {
     switch (this.options.codec) {
       case "json":
         return JSON.parse(data);
+      case "json-envelope": {
+        const envelope = JSON.parse(data);
+        if (envelope === null || typeof envelope !== "object") throw new SyntaxError("not an envelope");
+        return { kind: "data", seq: 0, topic: "", ...envelope };
+      }
       case "protobuf":
         if (typeof data === "string") throw new EnvelopeDecodeError("text frame");
         return decodeEnvelope(data);
