@@ -16,8 +16,12 @@ NODE = shutil.which("node") or "node"
 
 
 def test_node_test_suite_passes():
+    # Files, not the directory: Node 18 (Debian 12) and Node 22 read a directory
+    # argument differently.
+    files = sorted(str(path.relative_to(REPO)) for path in REPO.glob("tests/js/*.test.mjs"))
+    assert len(files) == 3
     result = subprocess.run(
-        [NODE, "--test", "tests/js/"], cwd=REPO, capture_output=True, text=True, timeout=120
+        [NODE, "--test", *files], cwd=REPO, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "# fail 0" in result.stdout
