@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from channels_tuning.codecs import JsonCodec, ProtobufCodec
 from channels_tuning.pooling import BufferPool, ObjectPool
-from channels_tuning.proto.envelope_pb2 import Envelope
+from channels_tuning.wire.proto.envelope_pb2 import Envelope
 
 UserMessage = Envelope  # stands in for the user's message type
 

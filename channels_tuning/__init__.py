@@ -24,27 +24,29 @@ __all__ = [
 ]
 
 _LOCATIONS = {
-    "CloseCode": "channels_tuning.closecodes",
-    "ConnectionLimitMixin": "channels_tuning.limits",
-    "HeartbeatMixin": "channels_tuning.heartbeat",
-    "ManagedConnectionMixin": "channels_tuning.connection",
-    "MaxLifetimeMixin": "channels_tuning.limits",
-    "MessageLimitMixin": "channels_tuning.limits",
+    "CloseCode": "channels_tuning.wire.closecodes",
+    "ConnectionLimitMixin": "channels_tuning.consumers",
+    "HeartbeatMixin": "channels_tuning.consumers",
+    "ManagedConnectionMixin": "channels_tuning.consumers",
+    "MaxLifetimeMixin": "channels_tuning.consumers",
+    "MessageLimitMixin": "channels_tuning.consumers",
     "TunedJsonWebsocketConsumer": "channels_tuning.consumers",
     "TunedProtobufWebsocketConsumer": "channels_tuning.consumers",
     "TunedWebsocketConsumer": "channels_tuning.consumers",
 }
 
 if TYPE_CHECKING:
-    from .closecodes import CloseCode
-    from .connection import ManagedConnectionMixin
     from .consumers import (
+        ConnectionLimitMixin,
+        HeartbeatMixin,
+        ManagedConnectionMixin,
+        MaxLifetimeMixin,
+        MessageLimitMixin,
         TunedJsonWebsocketConsumer,
         TunedProtobufWebsocketConsumer,
         TunedWebsocketConsumer,
     )
-    from .heartbeat import HeartbeatMixin
-    from .limits import ConnectionLimitMixin, MaxLifetimeMixin, MessageLimitMixin
+    from .wire.closecodes import CloseCode
 
 
 def __getattr__(name: str) -> Any:

@@ -8,12 +8,12 @@ class ChannelsTuningConfig(AppConfig):
     def ready(self) -> None:
         from . import (
             checks,  # noqa: F401  (registers the system checks)
-            serializers,  # noqa: F401  (registers the channels-redis serializer)
         )
         from .conf import project_settings
+        from .layers import serializers  # noqa: F401  (registers the channels-redis serializer)
 
         tuning = project_settings()
         if tuning["PROMETHEUS"]:
-            from . import prometheus
+            from .observability import prometheus
 
             prometheus.register(group_labels=bool(tuning["PROMETHEUS_GROUP_LABELS"]))

@@ -9,15 +9,16 @@ them costs nothing per connection; the cache is cleared when Django's
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from typing import Any, Final
 
 from django.conf import settings
 from django.core.signals import setting_changed
 
-SETTING_NAME: Final = "CHANNELS_TUNING"
+from .core.queue import OVERFLOW_POLICIES
+from .core.settings import ConnectionSettings
 
-OVERFLOW_POLICIES: Final = ("disconnect", "drop_oldest", "drop_newest", "coalesce")
+SETTING_NAME: Final = "CHANNELS_TUNING"
 
 #: Defaults for every key of ``settings.CHANNELS_TUNING``.
 DEFAULTS: Final[dict[str, Any]] = {
@@ -137,24 +138,17 @@ def project_settings() -> dict[str, Any]:
     return merged
 
 
-@dataclass(frozen=True)
-class ConsumerSettings:
-    """The effective settings of one consumer class (shared by all its connections)."""
+#: The settings of one consumer class (the core's name for them: ConnectionSettings).
+ConsumerSettings = ConnectionSettings
 
-    heartbeat_interval: float | None
-    idle_timeout: float | None
-    scheduler_tick: float
-    max_connections: int | None
-    max_connections_per_consumer: int | None
-    max_message_size: int | None
-    rate_limit: float | None
-    rate_burst: float | None
-    max_lifetime: float | None
-    lifetime_jitter: float
-    send_queue_max_messages: int
-    send_queue_max_bytes: int
-    overflow_policy: str
-    layer_inbox_max: int
+__all__ = [
+    "DEFAULTS",
+    "FROM_SETTINGS",
+    "OVERFLOW_POLICIES",
+    "ConsumerSettings",
+    "project_settings",
+    "settings_for",
+]
 
 
 _cache: dict[type, ConsumerSettings] = {}

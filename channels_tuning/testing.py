@@ -20,9 +20,10 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from . import procstats
-from .leaks import redis_memberships, snapshot_problems
-from .registry import registry
+from .layers import keys
+from .observability import snapshot
+from .observability.leaks import redis_memberships, snapshot_problems
+from .runtime.registry import registry
 
 
 async def find_leaks(
@@ -54,7 +55,7 @@ async def assert_no_leaks(**kwargs: Any) -> None:
 async def _problems(layer: Any, ignored: set[Any]) -> list[str]:
     if registry:
         return [f"{len(registry)} connections still registered"]
-    snap = procstats.snapshot()
+    snap = snapshot.snapshot()
     others = [task for task in asyncio.all_tasks() if task not in ignored]
     snap["task_groups"] = _summary(others)
     problems = snapshot_problems(snap)
@@ -73,7 +74,7 @@ async def _layer_members(layer: Any) -> list[str]:
     if layer is None:
         return []
     if hasattr(layer, "client_prefix"):
-        found = await redis_memberships(layer, f"specific.{layer.client_prefix}!")
+        found = await redis_memberships(layer, keys.process_channel(layer))
         return [f"{found} group memberships of this process left in Redis"] if found else []
     groups = getattr(layer, "groups", None)  # the in-memory layer
     members = sum(len(channels) for channels in (groups or {}).values())

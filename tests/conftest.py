@@ -30,7 +30,7 @@ START_TIMEOUT = 20.0
 
 @pytest.fixture(autouse=True)
 def _reset_stats() -> None:
-    from channels_tuning import stats
+    from channels_tuning.observability import stats
 
     stats.reset()
 
@@ -189,6 +189,9 @@ def start_daphne(
         CT_LOG_LEVEL="INFO",
         **env,
     )
+    prepend = full_env.pop("PYTHONPATH_PREPEND", None)
+    if prepend:  # a sitecustomize that patches an upstream library (tests/test_compat.py)
+        full_env["PYTHONPATH"] = os.pathsep.join([prepend, full_env["PYTHONPATH"]])
     if redis is not None:
         full_env["REDIS_URL"] = redis.url
     entry = (

@@ -20,11 +20,12 @@ django_asgi_app = get_asgi_application()
 from channels_tuning import (
     TunedProtobufWebsocketConsumer,
     TunedWebsocketConsumer,
-    stats,
 )
 from channels_tuning.broadcast import broadcast
-from channels_tuning.gcstats import monitor
-from channels_tuning.registry import registry
+from channels_tuning.observability import stats
+from channels_tuning.observability.gctuning import monitor
+from channels_tuning.observability.snapshot import compat_status
+from channels_tuning.runtime.registry import registry
 from example_project.chat.consumers import EchoConsumer
 from example_project.chat.routing import websocket_urlpatterns
 
@@ -174,6 +175,7 @@ async def stats_app(scope, receive, send):
             ),
             "counters": stats.snapshot(),
             "gc": monitor.snapshot(),
+            "compat": compat_status(),
         }
     ).encode()
     await send(

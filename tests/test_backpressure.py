@@ -9,9 +9,10 @@ import pytest
 from django.test import override_settings
 
 from channels_tuning import TunedWebsocketConsumer
-from channels_tuning.backpressure import OutboundQueue, Overflow
-from channels_tuning.registry import registry
-from channels_tuning.stats import CLOSES, DROPPED
+from channels_tuning.core.queue import OutboundQueue
+from channels_tuning.exceptions import QueueOverflow as Overflow
+from channels_tuning.observability.stats import CLOSES, DROPPED
+from channels_tuning.runtime.registry import registry
 
 
 def text(i: int, size: int = 10) -> dict:

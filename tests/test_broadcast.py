@@ -17,8 +17,8 @@ from channels_tuning.broadcast import (
     broadcast,
     broadcast_many,
 )
-from channels_tuning.registry import registry
-from channels_tuning.stats import GROUP_SEND_DROPPED
+from channels_tuning.observability.stats import GROUP_SEND_DROPPED
+from channels_tuning.runtime.registry import registry
 
 
 class Subscriber(TunedWebsocketConsumer):

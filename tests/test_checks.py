@@ -91,7 +91,7 @@ def test_missing_channels_and_app_order_w003_w005():
 
 
 def test_plain_daphne_warning_w006_can_be_silenced(caplog):
-    from channels_tuning import transport
+    from channels_tuning.servers import detect as transport
 
     transport._warned = False
     with caplog.at_level("WARNING", logger="channels_tuning"):

@@ -11,9 +11,9 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from channels_tuning import TunedJsonWebsocketConsumer, TunedWebsocketConsumer
-from channels_tuning.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
-from channels_tuning.registry import registry
-from channels_tuning.stats import CLOSES, DROPPED, REJECTED
+from channels_tuning.observability.stats import CLOSES, DROPPED, REJECTED
+from channels_tuning.runtime.registry import registry
+from channels_tuning.wire.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
 
 FAST = {"SCHEDULER_TICK": 0.02, "HEARTBEAT_INTERVAL": 0.1, "IDLE_TIMEOUT": 0.35}
 

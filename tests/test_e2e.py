@@ -14,8 +14,8 @@ import pytest
 import websockets
 
 from channels_tuning.broadcast import broadcast
-from channels_tuning.heartbeat import PING_TEXT, PONG_TEXT
 from channels_tuning.layers import RedisChannelLayer as TunedRedisChannelLayer
+from channels_tuning.wire.heartbeat import PING_TEXT, PONG_TEXT
 
 from .conftest import open_non_reading_client
 from .wsraw import handshake, send_text

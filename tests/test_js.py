@@ -8,7 +8,7 @@ import random
 import shutil
 import subprocess
 
-from channels_tuning.proto.envelope_pb2 import Envelope
+from channels_tuning.wire.proto.envelope_pb2 import Envelope
 
 from .conftest import REPO
 

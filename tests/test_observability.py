@@ -13,10 +13,10 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from channels_tuning import TunedWebsocketConsumer
-from channels_tuning.gcstats import monitor
-from channels_tuning.registry import ConnectionRegistry
-from channels_tuning.scheduler import Scheduler
-from channels_tuning.stats import TRAFFIC
+from channels_tuning.observability.gctuning import monitor
+from channels_tuning.observability.stats import TRAFFIC
+from channels_tuning.runtime.registry import ConnectionRegistry
+from channels_tuning.runtime.scheduler import Scheduler
 from channels_tuning.testing import assert_no_leaks, find_leaks
 
 from .test_consumers import Echo, Grouped, communicator
@@ -161,7 +161,7 @@ async def test_scheduler_collects_periodically_while_connections_are_open():
     monitor.install()
     before = monitor.collections[2]
     client = WebsocketCommunicator(Echo.as_asgi(), "/ws/")
-    from channels_tuning.scheduler import scheduler
+    from channels_tuning.runtime.scheduler import scheduler
 
     scheduler._task = None  # a fresh start reads the overridden settings
     await client.connect()

@@ -16,11 +16,11 @@ from hypothesis import strategies as st
 
 from channels_tuning import TunedProtobufWebsocketConsumer
 from channels_tuning.codecs import KINDS, DecodeError, JsonCodec, ProtobufCodec, type_url
-from channels_tuning.heartbeat import PING_BYTES, PONG_BYTES
+from channels_tuning.observability.stats import CLOSES
 from channels_tuning.pooling import BufferPool, ObjectPool
-from channels_tuning.proto import generate
-from channels_tuning.proto.envelope_pb2 import Envelope
-from channels_tuning.stats import CLOSES
+from channels_tuning.wire.heartbeat import PING_BYTES, PONG_BYTES
+from channels_tuning.wire.proto import generate
+from channels_tuning.wire.proto.envelope_pb2 import Envelope
 
 PROTO_DIR = Path(generate.__file__).parent
 
@@ -47,7 +47,7 @@ def test_committed_generated_code_is_current(tmp_path):
     generate.generate(tmp_path)
     for name in ("envelope_pb2.py", "envelope_pb2.pyi"):
         assert (tmp_path / name).read_text() == (PROTO_DIR / name).read_text(), (
-            f"{name} is stale: run python -m channels_tuning.proto.generate"
+            f"{name} is stale: run python -m channels_tuning.wire.proto.generate"
         )
 
 

@@ -6,7 +6,7 @@ Takes effect when ``channels_tuning`` is listed before ``daphne`` in
 
 from daphne.management.commands.runserver import Command as DaphneRunserverCommand
 
-from channels_tuning.server import TunedServer
+from channels_tuning.servers.daphne import TunedServer
 
 
 class Command(DaphneRunserverCommand):

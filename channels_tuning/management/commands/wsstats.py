@@ -22,9 +22,9 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
-from channels_tuning import procstats
 from channels_tuning.conf import project_settings
-from channels_tuning.leaks import redis_memberships, snapshot_problems
+from channels_tuning.observability import snapshot as procstats
+from channels_tuning.observability.leaks import redis_memberships, snapshot_problems
 
 
 class Command(BaseCommand):

@@ -6,9 +6,11 @@ export type { Envelope, EnvelopeFields } from "./envelope.js";
 
 export declare const PING_TEXT: string;
 export declare const PONG_TEXT: string;
-export declare const DO_NOT_RECONNECT: ReadonlySet<number>;
-export declare const TRY_LATER: ReadonlySet<number>;
-export declare const GOING_AWAY: 1001;
+export type ReconnectAction = "stop" | "now" | "later" | "backoff";
+/** Close code -> action, generated from channels_tuning/wire/reconnect.py. */
+export declare const RECONNECT_POLICY: Readonly<Record<string, ReconnectAction>>;
+export declare const DEFAULT_RECONNECT: ReconnectAction;
+export declare function reconnectAction(code: number): ReconnectAction;
 export declare const ABNORMAL: 1006;
 
 export type Codec = "raw" | "json" | "json-envelope" | "protobuf";

@@ -25,15 +25,19 @@
 // attempt, code}), "close" (detail: {code, reason, willReconnect}), "state".
 
 import { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.js";
+import { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY } from "./reconnect_policy.js";
 
 export { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError };
+export { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY };
 
 export const PING_TEXT = '{"type":"ct.ping"}';
 export const PONG_TEXT = '{"type":"ct.pong"}';
-export const DO_NOT_RECONNECT = new Set([1000, 1003, 1007, 1009]);
-export const TRY_LATER = new Set([1008, 1013]);
-export const GOING_AWAY = 1001;
-export const ABNORMAL = 1006;
+
+/** What the client does after close `code`: "stop", "now", "later" or "backoff"
+ * (the table is generated from channels_tuning/wire/reconnect.py). */
+export function reconnectAction(code) {
+  return RECONNECT_POLICY[String(code)] ?? DEFAULT_RECONNECT;
+}
 
 export const DEFAULTS = Object.freeze({
   // "raw" (strings and ArrayBuffers), "json" (JSON values), "json-envelope"
@@ -63,9 +67,10 @@ export function backoffDelay(attempt, options = DEFAULTS, random = Math.random) 
 
 /** Delay (ms) before reconnecting after close `code`, or null: do not reconnect. */
 export function reconnectDelay(code, attempt, options = DEFAULTS, random = Math.random) {
-  if (DO_NOT_RECONNECT.has(code)) return null;
-  if (code === GOING_AWAY) return random() * options.initialDelay;
-  if (TRY_LATER.has(code)) return options.tryLaterDelay + backoffDelay(attempt, options, random);
+  const action = reconnectAction(code);
+  if (action === "stop") return null;
+  if (action === "now") return random() * options.initialDelay;
+  if (action === "later") return options.tryLaterDelay + backoffDelay(attempt, options, random);
   return backoffDelay(attempt, options, random);
 }
 

@@ -1,0 +1,58 @@
+"""Private hooks into other libraries, one module per library, each guarded.
+
+The package reaches into daphne, autobahn, Twisted and channels-redis where their
+public API has no way to do what it needs (flow control, close codes, eager
+writes, reporting group sends). Everything it relies on is named in the module of
+that library, here and nowhere else, with:
+
+- ``check()``: what no longer matches in the installed version (a list of
+  :class:`~channels_tuning.exceptions.UpstreamChanged`, each naming the symbol);
+- ``apply(problems)``: switch the affected hooks to their documented fallbacks;
+- a canary test per hook in ``tests/test_compat.py``.
+
+:func:`self_check` runs at server start (``channels-tuning-daphne``): a changed
+upstream is logged as an error naming the symbol and the fallback, never a silent
+no-op. Channels itself is used only through its public API.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ..exceptions import UpstreamChanged
+
+logger = logging.getLogger("channels_tuning.compat")
+
+_checked: list[UpstreamChanged] | None = None
+
+
+def self_check(*, server: bool = True) -> list[UpstreamChanged]:
+    """Check every hook once per process, log what changed, apply the fallbacks.
+
+    ``server``: also check the server-side libraries (daphne, autobahn, Twisted);
+    False for a process that only uses the channel layer."""
+    global _checked
+    if _checked is not None:
+        return _checked
+    from . import channels_redis
+
+    problems = channels_redis.check()
+    channels_redis.apply(problems)
+    if server:
+        from . import autobahn, daphne, twisted
+
+        for module in (daphne, autobahn, twisted):
+            found = module.check()
+            module.apply(found)
+            problems.extend(found)
+    for problem in problems:
+        logger.error(
+            "channels_tuning: %s changed: %s (%s). The hook that relies on it is off and "
+            "its fallback is used; see channels_tuning/compat/%s.py",
+            problem.library,
+            problem.symbol,
+            problem.detail,
+            problem.library.lower().replace("-", "_"),
+        )
+    _checked = problems
+    return problems

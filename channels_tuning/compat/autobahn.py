@@ -1,0 +1,166 @@
+"""Every use of autobahn's internals, in one place (daphne speaks WebSocket through it).
+
+=============================================  ===================================
+upstream symbol                                used for
+=============================================  ===================================
+``WebSocketServerProtocol.sendCloseFrame``     closing with any code (daphne's
+                                               ``sendClose`` path accepts only 1000
+                                               and 3000-4999 and drops the reason)
+``...STATE_CONNECTING/STATE_OPEN``, ``state``  when a close or a frame may be sent
+``factory.prepareMessage``, ``payloadHybi``    frame a broadcast once, write the
+                                               same bytes to every subscriber
+``_perMessageCompress``, ``send_queue``        the fast path is taken only without
+                                               deflate and with nothing queued
+``PerMessageDeflate._compressor`` /            free zlib state between messages
+``_decompressor``                              (no context takeover)
+``autobahn.util.encode_truncate``              a close reason within 123 bytes
+=============================================  ===================================
+
+Each hook has a safe fallback: when :func:`check` finds a symbol missing, the
+fast path is off and autobahn's public ``sendMessage`` is used instead, and zlib
+objects are left to autobahn. Tested range: autobahn 23 to 26.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from autobahn.util import encode_truncate
+from autobahn.websocket.compress_deflate import PerMessageDeflate
+from autobahn.websocket.protocol import WebSocketProtocol
+
+from ..exceptions import UpstreamChanged
+
+LIBRARY = "autobahn"
+
+#: Turned off by the server's self-check when autobahn's internals changed.
+features = {"prepared_fast_path": True, "release_deflate": True}
+
+
+def send_close_frame(protocol: Any, code: int, reason: str | None) -> None:
+    """Close a daphne WebSocket protocol with any valid code.
+
+    daphne hands ``websocket.close`` to autobahn's ``sendClose``, which accepts
+    only 1000 and 3000-4999 from a server and raises for 1001, 1003, 1007-1013;
+    it also drops the reason. The frame-level method has no such restriction."""
+    if protocol.state == protocol.STATE_CONNECTING:
+        protocol.serverReject()  # not accepted yet: daphne answers HTTP 403
+    elif protocol.state == protocol.STATE_OPEN:
+        reason_bytes = encode_truncate(reason, 123) if reason else None
+        protocol.sendCloseFrame(code=code, reasonUtf8=reason_bytes, isReply=False)
+
+
+#: Key under which a ``websocket.send`` message keeps its framed bytes, so a
+#: broadcast frame shared by every local subscriber is framed once.
+PREPARED_KEY = "channels_tuning.prepared"
+
+
+def write_message(protocol: Any, message: dict[str, Any]) -> None:
+    """Write a ``websocket.send`` message synchronously (the protocol must be open).
+
+    Data frames are framed once per message object (autobahn's PreparedMessage,
+    gorilla's PreparedMessage idea): a broadcast reaching 500 local subscribers
+    builds its frame once and writes the same bytes 500 times."""
+    if not features["prepared_fast_path"]:
+        payload = message.get("bytes")
+        if payload is None:
+            protocol.sendMessage(message["text"].encode(), False)
+        else:
+            protocol.sendMessage(payload, True)
+        return
+    prepared = message.get(PREPARED_KEY)
+    if prepared is None:
+        payload = message.get("bytes")
+        binary = payload is not None
+        if not binary:
+            payload = message["text"].encode()
+        prepared = message[PREPARED_KEY] = protocol.factory.prepareMessage(payload, binary)
+    if protocol._perMessageCompress is None and not protocol.send_queue:
+        # What sendPreparedMessage -> sendData does, minus the debug-log call
+        # whose arguments autobahn formats (with colours) on every frame even
+        # when debug logging is off: an eighth of a broadcast's CPU, profiled.
+        protocol.transport.write(prepared.payloadHybi)
+    else:
+        protocol.sendPreparedMessage(prepared)
+
+
+def send_uncompressed(protocol: Any, payload: bytes, binary: bool) -> None:
+    protocol.sendMessage(payload, binary, doNotCompress=True)
+
+
+def deflate_active(protocol: Any) -> bool:
+    return protocol._perMessageCompress is not None
+
+
+def release_compressor(protocol: Any) -> None:
+    """Without context takeover a message's deflate state is never reused, but
+    autobahn keeps the zlib object until the next message (tens of KiB per
+    connection, measured in docs/compression.md). Free it now."""
+    pmce = protocol._perMessageCompress
+    if pmce is not None and features["release_deflate"]:
+        pmce._compressor = None
+
+
+def release_decompressor(protocol: Any) -> None:
+    pmce = protocol._perMessageCompress
+    if pmce is not None and pmce.client_no_context_takeover and features["release_deflate"]:
+        pmce._decompressor = None
+
+
+def _source(obj: Any) -> str:
+    return inspect.getsource(obj)
+
+
+def check() -> list[UpstreamChanged]:
+    """What no longer matches in the installed autobahn (empty: all hooks hold)."""
+    problems: list[UpstreamChanged] = []
+
+    def changed(symbol: str, detail: str) -> None:
+        problems.append(UpstreamChanged(LIBRARY, symbol, detail))
+
+    for name in ("sendCloseFrame", "sendPreparedMessage", "sendMessage", "_connectionMade"):
+        if not callable(getattr(WebSocketProtocol, name, None)):
+            changed(f"WebSocketProtocol.{name}", "missing")
+    for name in ("STATE_CONNECTING", "STATE_OPEN"):
+        if not hasattr(WebSocketProtocol, name):
+            changed(f"WebSocketProtocol.{name}", "missing")
+    # Attributes set per connection: look for them in the methods that set them.
+    try:
+        made = _source(WebSocketProtocol._connectionMade)
+    except (OSError, TypeError, AttributeError) as exc:
+        changed("WebSocketProtocol._connectionMade", f"source unavailable: {exc}")
+    else:
+        for attribute in ("self.send_queue", "self._perMessageCompress"):
+            if attribute not in made:
+                changed(f"WebSocketProtocol.{attribute[5:]}", "no longer set in _connectionMade")
+    try:
+        prepared_source = _source(WebSocketProtocol.sendPreparedMessage)
+    except (OSError, TypeError, AttributeError) as exc:
+        changed("WebSocketProtocol.sendPreparedMessage", f"source unavailable: {exc}")
+    else:
+        if "payloadHybi" not in prepared_source or "_perMessageCompress" not in prepared_source:
+            changed(
+                "WebSocketProtocol.sendPreparedMessage",
+                "no longer writes prepared.payloadHybi when deflate is off",
+            )
+    try:
+        deflate_source = _source(PerMessageDeflate)
+    except (OSError, TypeError) as exc:
+        changed("PerMessageDeflate", f"source unavailable: {exc}")
+    else:
+        for attribute in ("self._compressor", "self._decompressor", "client_no_context_takeover"):
+            if attribute not in deflate_source:
+                changed(f"PerMessageDeflate.{attribute.removeprefix('self.')}", "missing")
+    return problems
+
+
+def apply(problems: list[UpstreamChanged]) -> None:
+    """Switch off the hooks the problems concern (their safe fallbacks take over)."""
+    for problem in problems:
+        if problem.library != LIBRARY:
+            continue
+        if "PerMessageDeflate" in problem.symbol:
+            features["release_deflate"] = False
+        else:
+            features["prepared_fast_path"] = False

@@ -1,0 +1,156 @@
+"""Every use of channels-redis' internals, in one place.
+
+channels-redis documents its layer's configuration, not its methods; the tuned
+layer and the process reader need a few of them. Each hook below names what it
+relies on; :func:`check` verifies all of them against the installed version (run
+by the server's start-up self-check and by ``tests/test_compat.py``, the canaries).
+
+=======================================  =========================================
+upstream symbol                          used for
+=======================================  =========================================
+``RedisChannelLayer.consistent_hash``    the shard of a group or channel
+``RedisChannelLayer.connection(index)``  the redis-py client of a shard
+``RedisChannelLayer._map_channel_keys_   one serialized message per receiving
+to_connection``                          process key, with its capacity
+``RedisChannelLayer.receive_single``     pop this process' inbox (one reader task)
+``RedisChannelLayer.receive_buffer``     hand a message to a plain consumer of the
+                                         same process that is waiting in receive()
+``RedisChannelLayer.group_send``'s Lua   the capacity rule our reporting copy keeps
+                                         (ZCOUNT < capacity, then ZADD and EXPIRE)
+=======================================  =========================================
+
+Tested range: channels-redis 4.2 to 4.3 (``pyproject.toml`` bounds it below 5).
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from channels_redis.core import RedisChannelLayer
+
+from ..exceptions import UpstreamChanged
+
+LIBRARY = "channels-redis"
+
+#: Turned off by the self-check when the hook they rely on changed. Without the
+#: process reader each tuned consumer reads its own channel (Channels' way: more
+#: tasks, same messages). Reporting group sends have no fallback that could keep
+#: their promise: they raise UpstreamChanged instead of losing messages unseen.
+features = {"process_reader": True, "reporting_send": True}
+
+# Our copy of channels-redis' group_send script (channels_redis/core.py), changed
+# to drop expired messages in the same call and to return *which* keys were full.
+GROUP_SEND_LUA = """
+local full = {}
+local now = tonumber(ARGV[#ARGV - 1])
+local expiry = tonumber(ARGV[#ARGV])
+for i = 1, #KEYS do
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, now - expiry)
+    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
+        redis.call('ZADD', KEYS[i], now, ARGV[i])
+        redis.call('EXPIRE', KEYS[i], expiry)
+    else
+        full[#full + 1] = i
+    end
+end
+return full
+"""
+
+#: Fragments of upstream's group_send that GROUP_SEND_LUA must stay equivalent to.
+UPSTREAM_GROUP_SEND_FRAGMENTS = (
+    "redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS])",
+    "redis.call('ZADD', KEYS[i], current_time, ARGV[i])",
+    "redis.call('EXPIRE', KEYS[i], expiry)",
+    "self._map_channel_keys_to_connection(",
+)
+
+
+def is_redis_layer(layer: Any) -> bool:
+    return isinstance(layer, RedisChannelLayer)
+
+
+def shard_of(layer: Any, name: str) -> int:
+    index: int = layer.consistent_hash(name)
+    return index
+
+
+def connection(layer: Any, index: int) -> Any:
+    return layer.connection(index)
+
+
+def map_channel_keys(
+    layer: Any, channels: list[str], message: dict[str, Any]
+) -> tuple[dict[int, list[str]], dict[str, bytes], dict[str, int]]:
+    """``(shard -> keys, key -> serialized message, key -> capacity)``."""
+    if not features["reporting_send"]:
+        raise UpstreamChanged(
+            LIBRARY, "RedisChannelLayer._map_channel_keys_to_connection", "see the start-up log"
+        )
+    mapped: tuple[dict[int, list[str]], dict[str, bytes], dict[str, int]] = (
+        layer._map_channel_keys_to_connection(channels, message)
+    )
+    return mapped
+
+
+async def receive_single(layer: Any, channel: str) -> tuple[Any, dict[str, Any]]:
+    """``(channel or list of channels, message)`` popped from a process channel."""
+    received: tuple[Any, dict[str, Any]] = await layer.receive_single(channel)
+    return received
+
+
+def receive_buffers(layer: Any) -> Any:
+    """channels-redis' per-channel buffers of messages for plain consumers."""
+    return layer.receive_buffer
+
+
+def check() -> list[UpstreamChanged]:
+    """What no longer matches in the installed channels-redis (empty: all hooks hold)."""
+    problems: list[UpstreamChanged] = []
+
+    def changed(symbol: str, detail: str) -> None:
+        problems.append(UpstreamChanged(LIBRARY, symbol, detail))
+
+    for name in (
+        "consistent_hash",
+        "connection",
+        "receive_single",
+        "_map_channel_keys_to_connection",
+    ):
+        if not callable(getattr(RedisChannelLayer, name, None)):
+            changed(f"RedisChannelLayer.{name}", "missing")
+    try:
+        params = list(
+            inspect.signature(RedisChannelLayer._map_channel_keys_to_connection).parameters
+        )
+        if params[1:] != ["channel_names", "message"]:
+            changed("RedisChannelLayer._map_channel_keys_to_connection", f"signature {params}")
+    except (AttributeError, ValueError, TypeError) as exc:
+        changed("RedisChannelLayer._map_channel_keys_to_connection", str(exc))
+    try:
+        source = inspect.getsource(RedisChannelLayer.group_send)
+    except (OSError, TypeError) as exc:
+        changed("RedisChannelLayer.group_send", f"source unavailable: {exc}")
+    else:
+        normalized = " ".join(source.split())
+        for fragment in UPSTREAM_GROUP_SEND_FRAGMENTS:
+            if " ".join(fragment.split()) not in normalized:
+                changed("RedisChannelLayer.group_send", f"no longer contains {fragment!r}")
+    try:
+        init_source = inspect.getsource(RedisChannelLayer.__init__)
+    except (OSError, TypeError) as exc:
+        changed("RedisChannelLayer.__init__", f"source unavailable: {exc}")
+    else:
+        if "self.receive_buffer" not in init_source:
+            changed("RedisChannelLayer.receive_buffer", "no longer set in __init__")
+    return problems
+
+
+def apply(problems: list[UpstreamChanged]) -> None:
+    for problem in problems:
+        if problem.library != LIBRARY:
+            continue
+        if "receive" in problem.symbol:
+            features["process_reader"] = False
+        else:
+            features["reporting_send"] = False

@@ -1,0 +1,99 @@
+"""Every use of Twisted's internals, in one place: the eager-write transport.
+
+``FileDescriptor.write`` always buffers and registers the socket for writing, and
+the reactor sends later: for a small WebSocket frame that is two ``epoll_ctl``
+calls and a loop pass around one ``send()``, the larger part of the CPU a
+broadcast costs per subscriber (profiled). :class:`EagerWriteServer` tries the
+socket first when nothing is queued ahead, as asyncio's transports do; only what
+the kernel does not take goes through Twisted's buffer, so flow control
+(``pauseProducing``) is unchanged.
+
+=================================================  ================================
+upstream symbol                                    used for
+=================================================  ================================
+``twisted.internet.tcp.Server``                    the class a live transport is
+                                                   switched from (same layout)
+``tcp.Connection.writeSomeData``                   the non-blocking ``send()``
+``FileDescriptor.dataBuffer``, ``_tempDataBuffer``  "nothing queued ahead"
+``FileDescriptor._writeDisconnected``,             "still writable"
+``disconnecting``, ``connected``
+=================================================  ================================
+
+Fallback when :func:`check` fails: transports are left as Twisted made them
+(writes are buffered, as in plain daphne: correct, slower). Tested range: Twisted
+22.10 to 26.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from twisted.internet import abstract, tcp
+
+from ..exceptions import UpstreamChanged
+
+LIBRARY = "Twisted"
+
+features = {"eager_write": True}
+#: Transports switched to eager writes since start (the self-check's proof it works).
+switched = 0
+
+
+class EagerWriteServer(tcp.Server):
+    """Twisted's TCP server transport, writing the way asyncio's transports do."""
+
+    def write(self, data: bytes) -> None:
+        if (
+            data
+            and self.connected
+            and not self.disconnecting
+            and not self._writeDisconnected
+            and not self.dataBuffer
+            and not self._tempDataBuffer
+        ):
+            sent = self.writeSomeData(data)
+            if isinstance(sent, int) and sent >= 0:
+                if sent == len(data):
+                    return
+                data = data[sent:]
+        super().write(data)
+
+
+def make_eager(transport: Any) -> bool:
+    """Switch a live ``tcp.Server`` transport to eager writes (no allocation: same
+    layout, one method different). False when it is another kind of transport (TLS,
+    a subclass) or the hook is off; writes then stay buffered."""
+    global switched
+    if not features["eager_write"] or type(transport) is not tcp.Server:
+        return False
+    transport.__class__ = EagerWriteServer
+    switched += 1
+    return True
+
+
+def check() -> list[UpstreamChanged]:
+    problems: list[UpstreamChanged] = []
+
+    def changed(symbol: str, detail: str) -> None:
+        problems.append(UpstreamChanged(LIBRARY, symbol, detail))
+
+    # Its own method: FileDescriptor's inherited one only raises NotImplementedError.
+    if not callable(tcp.Connection.__dict__.get("writeSomeData")):
+        changed("tcp.Connection.writeSomeData", "missing")
+    if getattr(tcp.Server, "__slots__", None):
+        changed("tcp.Server", "has __slots__: __class__ cannot be switched")
+    try:
+        source = inspect.getsource(abstract.FileDescriptor)
+    except (OSError, TypeError) as exc:
+        changed("abstract.FileDescriptor", f"source unavailable: {exc}")
+    else:
+        for attribute in ("dataBuffer", "_tempDataBuffer", "_writeDisconnected", "disconnecting"):
+            if f"self.{attribute}" not in source and f"{attribute} =" not in source:
+                changed(f"FileDescriptor.{attribute}", "missing")
+    return problems
+
+
+def apply(problems: list[UpstreamChanged]) -> None:
+    if any(problem.library == LIBRARY for problem in problems):
+        features["eager_write"] = False

@@ -1,0 +1,612 @@
+"""The Channels glue around the sans-I/O core: :class:`ManagedConnectionMixin`.
+
+Every decision about a connection (is this frame delivered, is this message
+written, queued or dropped, is it time to ping or to close) is made by its
+:class:`~channels_tuning.core.ConnectionCore`. This module only does the I/O
+around it, replacing the per-consumer machinery of ``AsyncConsumer`` with shared,
+bounded parts:
+
+- **One task per idle connection.** Client frames are read by the server's own
+  application task; channel-layer events come from a per-process reader
+  (:mod:`channels_tuning.layers.reader`) and run in a task that exists only while
+  events are pending; outbound messages are written synchronously when the server
+  allows it, and by a writer task only while a backlog exists.
+- **Bounded sends.** The core's outbound queue and overflow policy decide what is
+  lost when the client is not keeping up; every loss is counted here by reason.
+- **Registry and timers.** Accepted connections are in the process registry; the
+  process scheduler calls :meth:`on_tick`, which ticks the core.
+- **Group hygiene.** Groups joined through ``groups`` or :meth:`join_group` are left
+  when the connection ends, whatever ends it: a disconnect, an exception in a
+  handler, or cancellation of the application task.
+- **Closes** go through :meth:`close_nowait`, which logs once and counts by code.
+
+Policies (heartbeat, limits, lifetime) are an explicit ordered list
+(:meth:`policy_chain`, :mod:`channels_tuning.core.policies`); the mixins in
+:mod:`channels_tuning.consumers.mixins` are shortcuts that add one each.
+
+Concurrency note: client frames are handled in order, and layer events are
+handled in order, but a layer event's handler may run while a client frame's
+handler is suspended in an ``await`` (plain Channels runs one at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
+from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.core.signals import setting_changed
+
+from ..conf import FROM_SETTINGS, settings_for
+from ..core import (
+    Action,
+    AdmissionContext,
+    ConnectionCore,
+    ConnectionSettings,
+    ConnectionState,
+    Outcome,
+    Policy,
+)
+from ..core.policies import PolicyChain, ordered_policy_classes
+from ..core.queue import REASON_CLOSED, REASON_INBOX_FULL
+from ..layers.frames import FRAME_TYPE, FRAMES_TYPE
+from ..layers.membership import refresh_finished
+from ..layers.reader import process_reader_for
+from ..observability.stats import ACCEPTED, CLOSES, DROPPED, REJECTED, TRAFFIC
+from ..runtime.asyncutil import loop_semaphore
+from ..runtime.registry import registry
+from ..runtime.scheduler import scheduler
+from ..servers import detect
+from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode, log_level
+
+logger = logging.getLogger("channels_tuning")
+
+Message = dict[str, Any]
+
+#: Group adds/discards in flight per process. A shutdown or a reconnect storm
+#: ends or starts thousands of connections at once; unbounded, their Redis
+#: commands exhaust redis-py's connection pool ("Too many connections").
+MAX_CONCURRENT_GROUP_OPS = 32
+
+
+def group_ops_limiter() -> asyncio.Semaphore:
+    return loop_semaphore("group_ops", MAX_CONCURRENT_GROUP_OPS)
+
+
+def _count_out(message: Message) -> None:
+    payload = message.get("text")
+    if payload is None:
+        payload = message.get("bytes")
+        if payload is None:
+            return  # accept, close: not data
+    TRAFFIC.messages_out += 1
+    TRAFFIC.bytes_out += len(payload)
+
+
+_chains: dict[type, PolicyChain] = {}
+
+
+def _clear_chains(*, setting: str, **kwargs: Any) -> None:
+    if setting == "CHANNELS_TUNING":
+        _chains.clear()
+
+
+setting_changed.connect(_clear_chains)
+
+
+class ManagedConnectionMixin(AsyncWebsocketConsumer):
+    """Lifecycle, bounded sends, layer events, registry and group hygiene."""
+
+    # Per-class overrides of CHANNELS_TUNING (see channels_tuning.conf).
+    scheduler_tick: Any = FROM_SETTINGS
+    send_queue_max_messages: Any = FROM_SETTINGS
+    send_queue_max_bytes: Any = FROM_SETTINGS
+    overflow_policy: Any = FROM_SETTINGS
+    layer_inbox_max: Any = FROM_SETTINGS
+
+    #: Frame types this consumer accepts; the other type is closed with 1003.
+    accept_text_frames: ClassVar[bool] = True
+    accept_binary_frames: ClassVar[bool] = True
+
+    #: The policies of this consumer, in the order they see a frame. None: the
+    #: built-ins that the class's mixins add (``policy_classes``), in the order of
+    #: :data:`channels_tuning.core.policies.BUILTIN_ORDER`.
+    policies: ClassVar[Sequence[type[Policy]] | None] = None
+    #: What a mixin adds to the derived policy list (each mixin: one policy).
+    policy_classes: ClassVar[tuple[type[Policy], ...]] = ()
+
+    # Per-connection state. Class-level defaults keep instances small: an
+    # attribute becomes per-instance only when it is first set.
+    channel_name: str | None = None
+    tuning: ConnectionSettings
+    core: ConnectionCore
+    registry_key: str = ""
+    connected_at: float = 0.0
+    _send_mode: int = detect.GENERIC
+    _writer: asyncio.Task[None] | None = None
+    _inbox: deque[Message] | None = None
+    _inbox_task: asyncio.Task[None] | None = None
+    _layer_task: asyncio.Task[None] | None = None
+    _joined: set[str] | None = None
+    _registered: bool = False
+    _disconnect_code: int | None = None
+    _cancelled: bool = False
+
+    #: Seconds the cleanup waits for queued frames (a close among them) to be written
+    #: when the application ends while the connection is still open.
+    close_flush_timeout: ClassVar[float] = 2.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # AsyncWebsocketConsumer.__init__ would give every instance its own empty
+        # ``groups`` list: one more GC-tracked object per connection for nothing.
+        registry.instance_created()
+
+    def __del__(self) -> None:
+        registry.instance_freed()
+
+    # ---------------------------------------------------------------- policies
+
+    @classmethod
+    def policy_chain(cls) -> PolicyChain:
+        """The configured policies of this class, in order (built once per class)."""
+        chain = _chains.get(cls)
+        if chain is None:
+            if cls.policies is not None:
+                classes = list(cls.policies)
+            else:
+                declared = [
+                    p
+                    for klass in reversed(cls.__mro__)
+                    for p in klass.__dict__.get("policy_classes", ())
+                ]
+                classes = ordered_policy_classes(declared)
+            chain = _chains[cls] = PolicyChain.build(classes, settings_for(cls), cls)
+        return chain
+
+    # -------------------------------------------------------------------- ASGI
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        self.scope = scope
+        self.tuning = settings_for(type(self))
+        self.core = ConnectionCore(self.tuning, self.policy_chain(), time.monotonic())
+        self.channel_layer = get_channel_layer(self.channel_layer_alias)
+        if self.channel_layer is not None:
+            self.channel_name = await self.channel_layer.new_channel()
+        self.base_send = send
+        self._send_mode = detect.detect_send_mode(send)
+        detect.warn_if_not_flow_controlled(self._send_mode)
+        self.connected_at = self.core.last_seen
+        self.registry_key = self.channel_name or f"local.{id(self):x}"
+        self._attach_layer()
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
+        except asyncio.CancelledError:
+            # The server cancels its applications on shutdown (daphne) or when one
+            # is slow to exit. Not re-raised: daphne gathers the cancelled tasks and
+            # stops the loop as soon as one of them ends *cancelled*, which would cut
+            # every other connection's cleanup short. A second cancel still ends the
+            # task at once (it interrupts the shielded wait below).
+            self._cancelled = True
+        finally:
+            # Shielded: the cleanup runs to the end in its own task even if this
+            # task is cancelled again.
+            cleanup = asyncio.get_running_loop().create_task(self._teardown())
+            await asyncio.shield(cleanup)
+
+    async def dispatch(self, message: Message) -> None:
+        # Unlike AsyncConsumer.dispatch, no close_old_connections() thread hop per
+        # message: database_sync_to_async already does it around each DB call.
+        name = message["type"].replace(".", "_")
+        handler = None if name.startswith("_") else getattr(self, name, None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        try:
+            await handler(message)
+        except StopConsumer:
+            raise
+        except Exception:
+            logger.exception("channels_tuning: handler for %s raised", message["type"])
+            # Keep running until the close handshake ends in websocket.disconnect:
+            # an application that returns while daphne still tracks its socket
+            # breaks daphne's shutdown (KeyError in kill_all_applications).
+            self.close_nowait(CloseCode.INTERNAL_ERROR, "internal error")
+
+    # ------------------------------------------------------------- lifecycle
+
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's state (see :class:`~channels_tuning.core.ConnectionState`)."""
+        return self.core.state
+
+    @property
+    def accepted(self) -> bool:
+        return self.core.accepted
+
+    @property
+    def closing(self) -> bool:
+        """True once the server has closed (or the client has gone)."""
+        state = self.core.state
+        return state is ConnectionState.CLOSING or state is ConnectionState.CLOSED
+
+    @property
+    def last_seen(self) -> float:
+        return self.core.last_seen
+
+    def admission_refusal(self) -> tuple[int, str] | None:
+        """``(close code, reason)`` to refuse this connection, or None.
+
+        The admission policies decide (connection limits); override to add a check
+        of your own (call ``super()`` first). It runs before anything is allocated
+        for the connection."""
+        return self.core.admit(AdmissionContext(registry.count(), registry.count(type(self))))
+
+    async def websocket_connect(self, message: Message) -> None:
+        refusal = self.admission_refusal()
+        if refusal is not None:
+            code, reason = refusal
+            REJECTED.inc((self.consumer_label(), reason))
+            # Accept, then close: browsers cannot read an HTTP status, but they
+            # do see a close code, and 1013 tells them to come back later.
+            self._send_control({"type": "websocket.accept"}, urgent=True)
+            self.close_nowait(code, reason)
+            return  # websocket.disconnect follows the close handshake
+        registry.add(self)
+        self._registered = True
+        scheduler.ensure_running(self.tuning.scheduler_tick)
+        for group in self.groups or ():
+            await self.join_group(group)
+        try:
+            await self.connect()
+        except AcceptConnection:
+            await self.accept()
+        except DenyConnection:
+            await self.close()
+
+    async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
+        if headers:
+            message["headers"] = list(headers)
+        self._send_control(message, urgent=True)
+        ACCEPTED.inc((self.consumer_label(),))
+        now = time.monotonic()
+        self.core.accept(now)
+        self.on_accepted(now)
+
+    def on_accepted(self, now: float) -> None:
+        """Called once the connection is accepted (the core's timers have started)."""
+
+    def on_tick(self, now: float) -> None:
+        """Called by the process scheduler every tick: ticks the core (heartbeat,
+        idle timeout, lifetime). Override to add timers; call ``super()``."""
+        core = self.core
+        core.tick(now)
+        if core.has_actions:
+            self._perform(core.take_actions())
+
+    async def websocket_receive(self, message: Message) -> None:
+        core = self.core
+        if core.state is ConnectionState.CLOSING or core.state is ConnectionState.CLOSED:
+            return
+        payload = message.get("text")
+        if payload is None:
+            payload = message.get("bytes") or b""
+        TRAFFIC.messages_in += 1
+        TRAFFIC.bytes_in += len(payload)
+        deliver = core.receive_frame(message, time.monotonic())
+        if core.has_actions:
+            self._perform(core.take_actions())
+        if deliver and self.filter_inbound(message):
+            await super().websocket_receive(message)
+
+    def filter_inbound(self, message: Message) -> bool:
+        """Return False to stop a client frame before ``receive()``; runs after the
+        policies. A subclass that closes the connection returns False."""
+        return True
+
+    async def websocket_disconnect(self, message: Message) -> None:
+        self._disconnect_code = message.get("code", ABNORMAL_CLOSURE)
+        raise StopConsumer()
+
+    async def _teardown(self) -> None:
+        self._detach_layer()
+        was_registered = self._registered
+        if was_registered:
+            registry.discard(self)
+            self._registered = False
+        if self._inbox_task is not None and self._inbox_task is not asyncio.current_task():
+            self._inbox_task.cancel()
+        still_open = self._disconnect_code is None
+        if still_open and self.core.state is ConnectionState.OPEN:
+            # The application ended (cancelled, or a handler raised StopConsumer)
+            # with the socket open: close it rather than leave it without an app.
+            code = CloseCode.SERVICE_RESTART if self._cancelled else CloseCode.NORMAL
+            self.close_nowait(code, "server closing", urgent=True)
+        await self.release()
+        if was_registered:
+            try:
+                await self.disconnect(self._disconnect_code_for_handler())
+            except Exception:
+                logger.exception("channels_tuning: disconnect() raised")
+        await self._flush_before_exit(still_open)
+        self.core.connection_lost()
+
+    def _disconnect_code_for_handler(self) -> int:
+        if self._disconnect_code is not None:
+            return self._disconnect_code  # the client's (or the server's) code
+        if self.core.close_code is not None and not self._cancelled:
+            return self.core.close_code  # the application ended after closing
+        return ABNORMAL_CLOSURE
+
+    async def _flush_before_exit(self, still_open: bool) -> None:
+        writer = self._writer
+        if writer is not None and still_open:
+            await asyncio.wait({writer}, timeout=self.close_flush_timeout)
+        if self._writer is not None:
+            self._writer.cancel()
+        self._drop_backlog(REASON_CLOSED)
+
+    async def release(self) -> None:
+        """Give back what the connection holds: leaves every joined group."""
+        joined, self._joined = self._joined, None
+        if not joined or self.channel_layer is None:
+            return
+        await refresh_finished()
+        for group in joined:
+            try:
+                async with group_ops_limiter():
+                    await self.channel_layer.group_discard(group, self.channel_name)
+            except Exception:
+                # Redis down: the membership expires with group_expiry instead.
+                logger.warning(
+                    "channels_tuning: could not leave group %s for %s",
+                    group,
+                    self.channel_name,
+                    exc_info=True,
+                )
+
+    # ---------------------------------------------------------------- groups
+
+    async def join_group(self, group: str) -> None:
+        """Join ``group``; it is left automatically when the connection ends."""
+        if self.channel_layer is None:
+            raise RuntimeError("join_group() needs a channel layer (CHANNEL_LAYERS)")
+        async with group_ops_limiter():
+            await self.channel_layer.group_add(group, self.channel_name)
+        if self._joined is None:
+            self._joined = set()
+        self._joined.add(group)
+
+    async def leave_group(self, group: str) -> None:
+        if self._joined is not None:
+            self._joined.discard(group)
+        if self.channel_layer is not None:
+            await refresh_finished()
+            async with group_ops_limiter():
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    def tracked_groups(self) -> frozenset[str]:
+        return frozenset(self._joined or ())
+
+    # ------------------------------------------------------------- outbound
+
+    async def send(
+        self,
+        text_data: str | None = None,
+        bytes_data: bytes | None = None,
+        close: bool | int = False,
+        *,
+        coalesce_key: Any = None,
+    ) -> None:
+        """Queue a frame for the client; never waits for a slow client.
+
+        If the client is not keeping up, the outbound queue's overflow policy
+        applies. ``coalesce_key`` (policy ``coalesce``) replaces a queued frame
+        with the same key."""
+        if text_data is not None:
+            message: Message = {"type": "websocket.send", "text": text_data}
+        elif bytes_data is not None:
+            message = {"type": "websocket.send", "bytes": bytes_data}
+        else:
+            raise ValueError("You must pass one of bytes_data or text_data")
+        self.send_nowait(message, coalesce_key)
+        if close:
+            await self.close(close)
+
+    async def close(self, code: int | bool | None = None, reason: str | None = None) -> None:
+        self.close_nowait(CloseCode.NORMAL if code in (None, True) else int(code), reason)
+
+    async def drain(self) -> None:
+        """Wait until everything queued for the client has been handed to the server."""
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    @property
+    def send_queue_length(self) -> int:
+        queue = self.core.queue
+        return len(queue) if queue is not None else 0
+
+    def send_nowait(self, message: Message, coalesce_key: Any = None) -> None:
+        """Send an ASGI ``websocket.send`` message, applying the overflow policy."""
+        core = self.core
+        outcome = core.send(message, coalesce_key, core.queue is None and self._can_write_now())
+        if outcome is Outcome.WRITE:
+            self._write_now(message)
+            return
+        self._count_drop()
+        if core.has_actions:
+            self._perform(core.take_actions())
+        if outcome is Outcome.QUEUED:
+            self._ensure_writer()
+
+    def close_nowait(self, code: int, reason: str | None = None, *, urgent: bool = False) -> None:
+        """Close the connection with ``code``; logged once and counted."""
+        core = self.core
+        if core.close(code, reason, urgent=urgent):
+            self._perform(core.take_actions())
+
+    def _perform(self, actions: list[tuple[Any, ...]]) -> None:
+        """Carry out what the core decided."""
+        for action in actions:
+            if action[0] is Action.SEND:
+                self.send_nowait(action[1])
+            else:
+                _, code, reason, urgent = action
+                self._write_close(code, reason, urgent)
+
+    def _write_close(self, code: int, reason: str | None, urgent: bool) -> None:
+        CLOSES.inc((self.consumer_label(), str(code)))
+        logger.log(
+            log_level(code),
+            "channels_tuning: closing %s %s with %s (%s)",
+            self.consumer_label(),
+            self.registry_key,
+            code,
+            reason or "-",
+        )
+        message: Message = {"type": "websocket.close", "code": code}
+        if reason:
+            message["reason"] = reason
+        self._send_control(message, urgent=urgent)
+
+    def _count_drop(self) -> None:
+        drop = self.core.last_drop
+        if drop is not None:
+            self.core.last_drop = None
+            DROPPED.inc((self.consumer_label(), drop[1]), drop[0])
+
+    def _can_write_now(self) -> bool:
+        mode = self._send_mode
+        if mode == detect.FLOW:
+            return not self.base_send.paused
+        return mode == detect.DAPHNE
+
+    def _write_now(self, message: Message) -> None:
+        _count_out(message)
+        if self._send_mode == detect.FLOW:
+            self.base_send.write_nowait(message)
+        else:
+            detect.write_to_daphne(self.base_send, message)
+
+    def _send_control(self, message: Message, *, urgent: bool = False) -> None:
+        """Accept and close: never dropped, kept in order with data.
+
+        ``urgent`` writes at once even past the high-water mark (a close after
+        the backlog was dropped: a few bytes, and the socket goes away)."""
+        writable = self._can_write_now() or bool(urgent and self._send_mode)
+        if self.core.send_control(message, writable) is Outcome.WRITE:
+            self._write_now(message)
+        else:
+            self._ensure_writer()
+
+    def _ensure_writer(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write_backlog())
+
+    async def _write_backlog(self) -> None:
+        core = self.core
+        queue = core.queue
+        try:
+            while queue:
+                if self._send_mode == detect.FLOW:
+                    if not await self.base_send.wait_writable():
+                        break  # connection lost
+                    while queue and not self.base_send.paused:
+                        message = queue.get()
+                        _count_out(message)
+                        self.base_send.write_nowait(message)
+                else:
+                    message = queue.get()
+                    _count_out(message)
+                    await self.base_send(message)
+        except Exception:
+            logger.debug("channels_tuning: write to %s failed", self.registry_key, exc_info=True)
+        finally:
+            self._writer = None
+            if core.queue is queue:
+                self._drop_backlog(REASON_CLOSED)
+                core.queue = None
+
+    def _drop_backlog(self, reason: str) -> None:
+        if self.core.drop_backlog(reason):
+            self._count_drop()
+
+    # ---------------------------------------------------------- layer events
+
+    def deliver_layer_message(self, message: Message) -> None:
+        """Hand a channel-layer event to this consumer (called by the layer reader).
+
+        Frames pre-encoded by :func:`channels_tuning.broadcast.broadcast` go straight
+        to the send queue: no handler, no task, no copy (the message is shared by
+        every local member and never mutated)."""
+        kind = message["type"]
+        if kind == FRAME_TYPE:
+            self.send_nowait(message["frame"], message.get("key"))
+            return
+        if kind == FRAMES_TYPE:
+            for frame in message["frames"]:
+                self.send_nowait(frame)
+            return
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        if len(inbox) >= self.tuning.layer_inbox_max:
+            DROPPED.inc((self.consumer_label(), REASON_INBOX_FULL))
+            if self.tuning.overflow_policy == "disconnect":
+                self.close_nowait(CloseCode.INBOX_OVERFLOW, "too many pending events")
+            return
+        inbox.append(message)
+        if self._inbox_task is None:
+            self._inbox_task = asyncio.get_running_loop().create_task(self._run_inbox(inbox))
+
+    async def _run_inbox(self, inbox: deque[Message]) -> None:
+        try:
+            while inbox:
+                await self.dispatch(inbox.popleft())
+        except StopConsumer:
+            pass
+        finally:
+            self._inbox_task = None
+            if self._inbox is inbox and not inbox:
+                self._inbox = None
+
+    def _attach_layer(self) -> None:
+        if self.channel_layer is None:
+            return
+        reader = process_reader_for(self.channel_layer)
+        if reader is not None:
+            reader.attach(self)
+        else:
+            self._layer_task = asyncio.get_running_loop().create_task(self._read_own_channel())
+
+    def _detach_layer(self) -> None:
+        if self.channel_layer is None:
+            return
+        reader = process_reader_for(self.channel_layer)
+        if reader is not None:
+            reader.detach(self)
+        elif self._layer_task is not None:
+            self._layer_task.cancel()
+            self._layer_task = None
+
+    async def _read_own_channel(self) -> None:
+        # Layers without a process-wide channel (in-memory, third-party) need one
+        # reader per connection.
+        layer, channel = self.channel_layer, self.channel_name
+        while True:
+            self.deliver_layer_message(await layer.receive(channel))
+
+    # ------------------------------------------------------------- helpers
+
+    @classmethod
+    def consumer_label(cls) -> str:
+        """The consumer's class name as used in counters and logs."""
+        return cls.__qualname__

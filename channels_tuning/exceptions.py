@@ -1,0 +1,72 @@
+"""Every exception channels-tuning raises, in one place (no Django imports here).
+
+=========================  ==================================================
+exception                  raised when
+=========================  ==================================================
+:class:`QueueOverflow`     a send queue under policy ``disconnect`` is full
+                           (internal: the connection closes with 4001)
+:class:`DeliveryError`     base of the two below; ``report`` says who missed
+:class:`DeliveryTimeout`   ``broadcast(on_full="wait")`` ran out of time
+:class:`ReceiversFull`     ``broadcast(on_full="raise")`` found full receivers
+:class:`DecodeError`       a frame is not a valid message for the codec (1007)
+:class:`UpstreamChanged`   a library the package hooks into no longer has what
+                           the hook relies on (see :mod:`channels_tuning.compat`)
+=========================  ==================================================
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .layers.report import DeliveryReport
+
+
+class ChannelsTuningError(Exception):
+    """Base of the package's exceptions."""
+
+
+class QueueOverflow(ChannelsTuningError):
+    """The outbound queue is full under the ``disconnect`` policy."""
+
+
+# The name this exception had before 0.2 (channels_tuning.backpressure.Overflow).
+Overflow = QueueOverflow
+
+
+class DeliveryError(ChannelsTuningError):
+    """Some receivers of a broadcast did not get it; ``report`` says how many."""
+
+    reason = "were full"
+
+    def __init__(self, report: DeliveryReport) -> None:
+        super().__init__(
+            f"{report.receivers_over_capacity} of {report.receivers} receivers of group "
+            f"{report.group!r} {self.reason}"
+        )
+        self.report = report
+
+
+class DeliveryTimeout(DeliveryError):
+    """``on_full="wait"`` ran out of time."""
+
+    reason = "still full at the deadline"
+
+
+class ReceiversFull(DeliveryError):
+    """``on_full="raise"``: some receivers were full."""
+
+
+class DecodeError(ChannelsTuningError, ValueError):
+    """A frame that is not a valid message for the consumer's codec (close 1007)."""
+
+
+class UpstreamChanged(ChannelsTuningError, RuntimeError):
+    """A private detail of daphne, autobahn, Twisted or channels-redis that a hook in
+    :mod:`channels_tuning.compat` relies on is missing or behaves differently."""
+
+    def __init__(self, library: str, symbol: str, detail: str) -> None:
+        super().__init__(f"{library}: {symbol}: {detail}")
+        self.library = library
+        self.symbol = symbol
+        self.detail = detail

@@ -1,0 +1,41 @@
+"""Channel layers and fan-out: group sends that report, and broadcasts that wait.
+
+- :mod:`.redis` and :mod:`.memory`: the tuned layers (``BACKEND`` paths
+  ``channels_tuning.layers.RedisChannelLayer`` / ``InMemoryChannelLayer``);
+- :mod:`.report`: :class:`DeliveryReport`, what a group send reached;
+- :mod:`.broadcast`: ``broadcast()`` with ``on_full`` (encode once, wait for room);
+- :mod:`.frames`: the ready-frame layer events tuned consumers take as they are;
+- :mod:`.reader`: one task per process reads its channels-redis inbox;
+- :mod:`.membership`: membership refresh, so dead processes' members expire;
+- :mod:`.keys`: the Redis key layout;
+- :mod:`.serializers`: the channels-redis serializer that carries frames as bytes.
+
+A new layer belongs here, with its private hooks in :mod:`channels_tuning.compat`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["DeliveryReport", "InMemoryChannelLayer", "RedisChannelLayer", "ReportingGroupSendMixin"]
+
+# Lazy, so that importing a small part (frames, keys) loads neither channels-redis
+# nor redis-py: CHANNEL_LAYERS' BACKEND paths still resolve as before.
+_LOCATIONS = {
+    "DeliveryReport": ".report",
+    "InMemoryChannelLayer": ".memory",
+    "RedisChannelLayer": ".redis",
+    "ReportingGroupSendMixin": ".report",
+}
+
+if TYPE_CHECKING:
+    from .memory import InMemoryChannelLayer
+    from .redis import RedisChannelLayer
+    from .report import DeliveryReport, ReportingGroupSendMixin
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LOCATIONS:
+        return getattr(importlib.import_module(_LOCATIONS[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

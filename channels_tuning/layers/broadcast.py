@@ -1,0 +1,153 @@
+"""Producer-side group sends: encode once, and apply backpressure instead of losing.
+
+::
+
+    from channels_tuning.broadcast import broadcast
+
+    report = await broadcast("prices", {"sym": "ACME", "px": 12.5}, on_full="wait", timeout=5)
+
+The payload is encoded once, here (a ``str`` is sent as a text frame, ``bytes`` as a
+binary frame, anything else as compact JSON text), and travels through the layer as
+a ready ASGI ``websocket.send`` message. Each receiving process deserializes it once
+and puts that same message in the bounded send queue of every local member: no
+handler call, task or ``json.dumps`` per consumer. Members must be tuned consumers.
+
+``on_full`` says what happens when a receiving process' layer key is at ``capacity``
+(the process is not keeping up):
+
+``"wait"`` (default)
+    Retry only the full receivers, with a short backoff, until ``timeout`` seconds
+    have passed; then raise :class:`DeliveryTimeout` (with the report). Receivers
+    that had room got the message once: retries never duplicate.
+``"drop"``
+    Return the report; the receivers that missed it are counted
+    (``channels_tuning_group_send_dropped_total``, reason ``over_capacity``).
+``"raise"``
+    Raise :class:`ReceiversFull` (with the report) after the one attempt.
+
+At most ``MAX_IN_FLIGHT`` broadcasts per process run at once; more wait their turn,
+so a burst of producers cannot open unbounded Redis work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import get_channel_layer
+
+from ..exceptions import DeliveryError, DeliveryTimeout, ReceiversFull
+from ..observability.stats import GROUP_SEND_DROPPED
+from ..runtime.asyncutil import loop_semaphore
+from .frames import FRAME_TYPE, FRAMES_TYPE, encode_frame
+from .report import DeliveryReport
+
+__all__ = [
+    "FRAMES_TYPE",
+    "FRAME_TYPE",
+    "DeliveryError",
+    "DeliveryReport",
+    "DeliveryTimeout",
+    "ReceiversFull",
+    "broadcast",
+    "broadcast_many",
+    "encode_frame",
+    "send_to_group",
+]
+
+MAX_IN_FLIGHT = 64
+_RETRY_FIRST_DELAY = 0.002
+_RETRY_MAX_DELAY = 0.05
+
+
+async def broadcast(
+    group: str,
+    payload: Any,
+    *,
+    on_full: str = "wait",
+    timeout: float = 5.0,
+    coalesce_key: Any = None,
+    layer_alias: str = DEFAULT_CHANNEL_LAYER,
+    layer: Any = None,
+) -> DeliveryReport:
+    """Send ``payload`` to every member of ``group`` as one pre-encoded frame.
+
+    ``layer``: a layer instance to use instead of ``CHANNEL_LAYERS[layer_alias]``
+    (a producer outside Django, a test)."""
+    message: dict[str, Any] = {"type": FRAME_TYPE, "frame": encode_frame(payload)}
+    if coalesce_key is not None:
+        message["key"] = coalesce_key
+    return await send_to_group(
+        group, message, on_full=on_full, timeout=timeout, layer_alias=layer_alias, layer=layer
+    )
+
+
+async def broadcast_many(
+    group: str,
+    payloads: Iterable[Any],
+    *,
+    on_full: str = "wait",
+    timeout: float = 5.0,
+    layer_alias: str = DEFAULT_CHANNEL_LAYER,
+    layer: Any = None,
+) -> DeliveryReport:
+    """Send several frames to ``group`` in one layer message: one Redis round trip
+    and one slot of each receiving process' capacity for the whole batch."""
+    message = {"type": FRAMES_TYPE, "frames": [encode_frame(p) for p in payloads]}
+    return await send_to_group(
+        group, message, on_full=on_full, timeout=timeout, layer_alias=layer_alias, layer=layer
+    )
+
+
+async def send_to_group(
+    group: str,
+    message: dict[str, Any],
+    *,
+    on_full: str = "wait",
+    timeout: float = 5.0,
+    layer_alias: str = DEFAULT_CHANNEL_LAYER,
+    layer: Any = None,
+) -> DeliveryReport:
+    """``group_send`` of any layer message with the ``on_full`` policy."""
+    if on_full not in ("wait", "drop", "raise"):
+        raise ValueError(f"on_full must be 'wait', 'drop' or 'raise', not {on_full!r}")
+    if layer is None:
+        layer = get_channel_layer(layer_alias)
+    if not hasattr(layer, "group_send_report"):
+        raise TypeError(
+            f"broadcast needs a channels_tuning.layers layer, not {type(layer).__name__} "
+            f"(CHANNEL_LAYERS[{layer_alias!r}]['BACKEND'])"
+        )
+    async with loop_semaphore("broadcast", MAX_IN_FLIGHT):
+        report: DeliveryReport = await layer.group_send_report(group, message)
+        if report.complete:
+            return report
+        if on_full == "drop":
+            GROUP_SEND_DROPPED.inc((group, "over_capacity"), report.receivers_over_capacity)
+            return report
+        if on_full == "raise":
+            GROUP_SEND_DROPPED.inc((group, "raised"), report.receivers_over_capacity)
+            raise ReceiversFull(report)
+        await _wait_for_room(layer, group, message, report, timeout)
+        return report
+
+
+async def _wait_for_room(
+    layer: Any, group: str, message: dict[str, Any], report: DeliveryReport, timeout: float
+) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = _RETRY_FIRST_DELAY
+    while report.full:
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            GROUP_SEND_DROPPED.inc((group, "deadline"), report.receivers_over_capacity)
+            raise DeliveryTimeout(report)
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, _RETRY_MAX_DELAY)
+        retry = await layer.group_send_report(group, message, only=report.full)
+        report.retries += 1
+        report.full = retry.full
+        report.receivers_over_capacity = retry.receivers_over_capacity

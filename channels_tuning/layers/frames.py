@@ -1,0 +1,27 @@
+"""Ready frames carried through a channel layer (what ``broadcast()`` sends).
+
+A broadcast's payload is encoded once by the producer into an ASGI
+``websocket.send`` message and travels as one layer event of type
+:data:`FRAME_TYPE` (or :data:`FRAMES_TYPE` for a batch); tuned consumers put it
+straight into their send queue. Kept apart from :mod:`.broadcast` so that the
+consumer side needs neither Channels' layer registry nor Redis to recognise one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+#: Layer message types carrying ready frames (handled by tuned consumers).
+FRAME_TYPE: Final = "channels_tuning.frame"
+FRAMES_TYPE: Final = "channels_tuning.frames"
+
+
+def encode_frame(payload: Any) -> dict[str, Any]:
+    """The ASGI ``websocket.send`` message for ``payload`` (encoded once): a ``str`` as a
+    text frame, ``bytes`` as a binary frame, anything else as compact JSON text."""
+    if isinstance(payload, str):
+        return {"type": "websocket.send", "text": payload}
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        return {"type": "websocket.send", "bytes": bytes(payload)}
+    return {"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))}

@@ -1,0 +1,46 @@
+"""The Redis key layout, in one place (channels-redis' keys and the package's own).
+
+=================================  ==========================================
+key                                holds
+=================================  ==========================================
+``<prefix>:group:<group>``         a group's members: sorted set of channel
+                                   names scored by the time they were (re)added
+``<prefix>specific.<client>!``     one server process' inbox (channels-redis'
+                                   ``client_prefix``): every message for any of
+                                   its channels
+``<prefix>:ct:stats:<host>:<pid>`` the process' ``wsstats`` snapshot (with a TTL)
+=================================  ==========================================
+
+``<prefix>`` is the layer's ``prefix`` setting (``asgi`` by default). The first two
+are channels-redis' layout, reached through :mod:`channels_tuning.compat.channels_redis`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def group_key(layer: Any, group: str) -> str:
+    """The sorted set of ``group``'s members."""
+    return f"{layer.prefix}:group:{group}"
+
+
+def group_pattern(layer: Any) -> str:
+    """``SCAN`` pattern matching every group key of ``layer``."""
+    return f"{layer.prefix}:group:*"
+
+
+def process_channel(layer: Any) -> str:
+    """The channel name of this process' inbox (its channels all start with it)."""
+    return f"specific.{layer.client_prefix}!"
+
+
+def channel_key(layer: Any, channel: str) -> str:
+    """The list a message for ``channel`` is written to (a process channel's inbox)."""
+    name = channel[: channel.index("!") + 1] if "!" in channel else channel
+    return f"{layer.prefix}{name}"
+
+
+def stats_prefix(layer: Any) -> str:
+    """Prefix of the per-process stats keys (``<prefix>:ct:stats:<host>:<pid>``)."""
+    return f"{layer.prefix}:ct:stats:"

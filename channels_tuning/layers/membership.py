@@ -1,0 +1,82 @@
+"""Membership refresh: tracked group memberships re-added in Redis on a schedule.
+
+channels-redis keeps a group member until ``group_expiry`` (a day by default)
+unless it is discarded, so members of a process that died without cleaning up
+(SIGKILL, power loss) linger. Every ``GROUP_REFRESH_INTERVAL`` the scheduler
+re-adds every membership this process tracks (one pipeline per shard) and drops
+members older than ``group_expiry``: live members stay, dead ones expire, and
+memberships lost with a Redis restart return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..compat import channels_redis as upstream
+from ..observability.stats import LAYER_ERRORS
+from . import keys
+
+logger = logging.getLogger("channels_tuning")
+
+
+async def refresh_memberships(layer: Any, memberships: list[tuple[str, str]]) -> None:
+    """Re-add ``(group, channel)`` pairs with the current time and drop members
+    older than ``group_expiry`` from those groups, for any channels-redis layer."""
+    by_index: dict[int, dict[str, list[str]]] = collections.defaultdict(
+        lambda: collections.defaultdict(list)
+    )
+    for group, channel in memberships:
+        by_index[upstream.shard_of(layer, group)][group].append(channel)
+    now = time.time()
+    for index, groups in by_index.items():
+        pipe = upstream.connection(layer, index).pipeline(transaction=False)
+        for group, channels in groups.items():
+            key = keys.group_key(layer, group)
+            pipe.zremrangebyscore(key, min=0, max=int(now) - layer.group_expiry)
+            pipe.zadd(key, dict.fromkeys(channels, now))
+            pipe.expire(key, layer.group_expiry)
+        await pipe.execute()
+
+
+_refresh_task: asyncio.Task[None] | None = None
+
+
+def refresh_tracked_memberships(consumers: Iterable[Any]) -> None:
+    """Start one task that refreshes every tracked membership of ``consumers`` in
+    their channels-redis layers (skipped while the previous refresh still runs)."""
+    global _refresh_task
+    if _refresh_task is not None and not _refresh_task.done():
+        return
+    by_layer: dict[Any, list[tuple[str, str]]] = collections.defaultdict(list)
+    for consumer in consumers:
+        groups = consumer.tracked_groups()
+        layer = consumer.channel_layer
+        if groups and upstream.is_redis_layer(layer):
+            by_layer[layer].extend((group, consumer.channel_name) for group in groups)
+    if by_layer:
+        _refresh_task = asyncio.get_running_loop().create_task(_refresh(by_layer))
+
+
+async def refresh_finished() -> None:
+    """Wait for a membership refresh in flight. A consumer leaving a group calls
+    this before its ``group_discard``: the refresh may have collected the
+    membership already, and its ZADD must reach Redis before the ZREM, or the
+    membership would be re-added after the consumer left."""
+    task = _refresh_task
+    if task is not None and not task.done():
+        await asyncio.shield(task)
+
+
+async def _refresh(by_layer: dict[Any, list[tuple[str, str]]]) -> None:
+    for layer, memberships in by_layer.items():
+        try:
+            await refresh_memberships(layer, memberships)
+        except Exception as exc:
+            # Redis down: memberships are refreshed (re-added) by the next round.
+            LAYER_ERRORS.inc((f"refresh:{type(exc).__name__}",))
+            logger.warning("channels_tuning: membership refresh failed: %s", exc)

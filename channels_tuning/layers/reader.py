@@ -1,0 +1,114 @@
+"""Channel-layer messages for every consumer of a process, read by one task.
+
+Plain Channels gives every consumer its own reader (``await_many_dispatch``
+plus channels-redis' receive machinery: about four asyncio tasks per idle
+connection). channels-redis already delivers all of a process's messages
+through one Redis key (``specific.<client_prefix>!``), so one task per process
+pops them and hands each to its consumer by channel name.
+
+That task also isolates consumers from Redis trouble: with redis-py 8 an idle
+blocking read times out every few seconds (channels_redis#422) and a restart
+of Redis raises connection errors. Plain Channels crashes a consumer on each;
+here the reader counts the error, backs off and retries, and every consumer
+stays connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import weakref
+from typing import Any
+
+from ..compat import channels_redis as upstream
+from ..observability.stats import DROPPED, LAYER_ERRORS
+from . import keys
+
+logger = logging.getLogger(__name__)
+
+
+class ProcessLayerReader:
+    """Reads ``specific.<client_prefix>!`` of a channels-redis layer for this process."""
+
+    max_backoff = 5.0
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.process_channel = keys.process_channel(layer)
+        self.consumers: dict[str, Any] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    def attach(self, consumer: Any) -> None:
+        self.consumers[consumer.channel_name] = consumer
+        task = self._task
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="channels_tuning.layer_reader"
+            )
+
+    def detach(self, consumer: Any) -> None:
+        channel = consumer.channel_name
+        if self.consumers.get(channel) is consumer:
+            del self.consumers[channel]
+        if not self.consumers and self._task is not None:
+            # No one left to read for: stop, so an idle process keeps no Redis read open.
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while self.consumers:
+            try:
+                target, message = await upstream.receive_single(self.layer, self.process_channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                kind = type(exc).__name__
+                LAYER_ERRORS.inc((kind,))
+                if kind == "TimeoutError":
+                    # redis-py's socket timeout fired on an idle blocking read: not an error.
+                    continue
+                logger.warning(
+                    "channels_tuning: channel layer read failed (%s: %s); retrying in %.1f s",
+                    kind,
+                    exc,
+                    backoff,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+                continue
+            backoff = 0.1
+            if isinstance(target, list):
+                for channel in target:
+                    self._deliver(channel, message)
+            else:
+                self._deliver(target, message)
+
+    def _deliver(self, channel: str, message: dict[str, Any]) -> None:
+        consumer = self.consumers.get(channel)
+        if consumer is not None:
+            consumer.deliver_layer_message(message)
+            return
+        buffers = upstream.receive_buffers(self.layer)
+        if channel in buffers:
+            # A plain Channels consumer of this process is waiting on this channel.
+            buffers[channel].put_nowait(message)
+        else:
+            # Its consumer has gone (a broadcast raced a disconnect).
+            DROPPED.inc(("-", "no_receiver"))
+
+
+_readers: weakref.WeakKeyDictionary[Any, ProcessLayerReader] = weakref.WeakKeyDictionary()
+
+
+def process_reader_for(layer: Any) -> Any:
+    """What delivers ``layer``'s messages to this process' consumers (an object with
+    ``attach``/``detach``), or None if each consumer must read its own channel."""
+    if hasattr(layer, "attach") and hasattr(layer, "detach"):
+        return layer  # channels_tuning.layers.InMemoryChannelLayer delivers directly
+    if not upstream.is_redis_layer(layer) or not upstream.features["process_reader"]:
+        return None
+    reader = _readers.get(layer)
+    if reader is None:
+        reader = _readers[layer] = ProcessLayerReader(layer)
+    return reader

@@ -1,0 +1,62 @@
+"""What a server process must not hold once its connections are gone.
+
+Shared by ``manage.py wsstats --check`` (reading published snapshots) and
+:func:`channels_tuning.testing.find_leaks` (inside a test's event loop).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..layers import keys
+
+#: Coroutines of the tasks an idle process keeps: daphne's and the package's own services.
+SERVICE_TASK_PREFIXES = (
+    "Scheduler._run",
+    "ProcessLayerReader._run",
+    "Publisher._publish",
+    "Server.",
+    "AsyncioSelectorReactor",
+    "_",
+)
+
+
+def extra_tasks(task_groups: list[dict[str, Any]]) -> int:
+    """Tasks (from :func:`procstats.task_summary`) beyond what an idle process keeps."""
+    return sum(
+        group["count"]
+        for group in task_groups
+        if not group["coroutine"].startswith(SERVICE_TASK_PREFIXES)
+    )
+
+
+def snapshot_problems(snap: dict[str, Any]) -> list[str]:
+    """Leftovers in one process's snapshot, if it has no open connection."""
+    if snap["connections"]:
+        return []
+    where = f"pid {snap['pid']} on {snap['host']}"
+    problems = []
+    if snap["send_queue"]["queued"]:
+        problems.append(f"{where}: {snap['send_queue']['queued']} frames still queued")
+    if snap["memberships"]:
+        problems.append(f"{where}: {snap['memberships']} tracked group memberships")
+    if snap.get("consumer_instances"):
+        problems.append(
+            f"{where}: {snap['consumer_instances']} consumer instances still alive "
+            "(something holds them: a task, a global, a cache)"
+        )
+    extra = extra_tasks(snap["task_groups"])
+    if extra:
+        problems.append(f"{where}: {extra} tasks besides the server's own (see --tasks)")
+    return problems
+
+
+async def redis_memberships(layer: Any, channel_prefix: str) -> int:
+    """Members of any group in Redis whose channel name starts with ``channel_prefix``
+    (one process's channels: ``specific.<client_prefix>!``)."""
+    connection = layer.connection(0)
+    found = 0
+    async for key in connection.scan_iter(match=keys.group_pattern(layer)):
+        members = await connection.zrange(key, 0, -1)
+        found += sum(1 for member in members if member.decode().startswith(channel_prefix))
+    return found

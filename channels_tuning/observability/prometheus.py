@@ -1,0 +1,272 @@
+"""The package's metrics on django-prometheus' ``/metrics`` view.
+
+A custom collector in ``prometheus_client``'s default registry, registered when the
+app is ready (``CHANNELS_TUNING["PROMETHEUS"]``, on by default). Nothing is recorded
+per message for Prometheus: at scrape time the collector reads the package's own
+counters (:mod:`channels_tuning.stats`), the GC monitor and, on the server's event
+loop, the connection registry.
+
+Labels are low-cardinality: consumer class, close code, drop reason, generation.
+Group sends carry a ``group`` label only with ``PROMETHEUS_GROUP_LABELS``.
+
+=========================================================  =========  ======================
+metric                                                     type       labels
+=========================================================  =========  ======================
+channels_tuning_connections_total                          counter    consumer
+channels_tuning_closes_total                               counter    consumer, code
+channels_tuning_dropped_messages_total                     counter    consumer, reason
+channels_tuning_rejected_connections_total                 counter    consumer, reason
+channels_tuning_layer_receive_errors_total                 counter    kind
+channels_tuning_group_sends_total                          counter    (group)
+channels_tuning_group_send_dropped_total                   counter    reason, (group)
+channels_tuning_messages_received_total                    counter
+channels_tuning_messages_sent_total                        counter
+channels_tuning_received_payload_bytes_total               counter
+channels_tuning_sent_payload_bytes_total                   counter
+channels_tuning_gc_collections_total                       counter    generation
+channels_tuning_gc_pause_seconds                           histogram  generation
+channels_tuning_gc_tracked_objects                         gauge
+channels_tuning_open_connections                           gauge      consumer
+channels_tuning_consumer_instances                         gauge
+channels_tuning_send_queue_messages                        gauge
+channels_tuning_send_queue_depth                           gaugehist
+channels_tuning_group_memberships                          gauge
+channels_tuning_asyncio_tasks                              gauge
+channels_tuning_python_allocated_blocks                    gauge
+channels_tuning_info                                       info       server
+=========================================================  =========  ======================
+
+RSS, CPU and open files are prometheus_client's own ``process_*`` metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import gc
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeHistogramMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import REGISTRY, Collector
+
+from ..runtime.registry import registry
+from ..runtime.scheduler import scheduler
+from . import stats
+from .gctuning import PAUSE_BUCKETS, monitor
+
+#: Upper bounds of the send-queue-depth buckets (messages queued per connection).
+QUEUE_DEPTH_BUCKETS = (0, 1, 10, 100, 1000)
+
+#: Seconds a scrape waits for the event loop to read the registry.
+LOOP_TIMEOUT = 2.0
+
+T = TypeVar("T")
+
+
+def on_server_loop(function: Callable[[], T]) -> T | None:
+    """Run ``function`` on the server's event loop and return its result.
+
+    A scrape runs in a worker thread (Django's sync view), while the registry and
+    the tasks belong to the loop: reading them from another thread races with
+    connections coming and going. None when no loop serves connections."""
+    loop = scheduler.loop
+    if loop is None or loop.is_closed():
+        return None
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        return function()
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function())
+        except BaseException as error:  # handed to the waiting thread
+            future.set_exception(error)
+
+    loop.call_soon_threadsafe(run)
+    try:
+        return future.result(LOOP_TIMEOUT)
+    except concurrent.futures.TimeoutError:
+        return None
+
+
+def loop_gauges() -> dict[str, Any]:
+    """What only the event loop may read: connections, queues, tasks."""
+    depths = [consumer.send_queue_length for consumer in registry]
+    return {
+        "by_consumer": registry.counts_by_class(qualified=False),
+        "depths": depths,
+        "memberships": sum(len(consumer.tracked_groups()) for consumer in registry),
+        "tasks": len(asyncio.all_tasks()),
+    }
+
+
+class ChannelsTuningCollector(Collector):
+    def __init__(self, group_labels: bool = False) -> None:
+        self.group_labels = group_labels
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._counters()
+        yield from self._traffic()
+        yield from self._gc()
+        yield InfoMetricFamily(
+            "channels_tuning",
+            "The WebSocket server of this process.",
+            {"server": registry.server_kind},
+        )
+        gauges = on_server_loop(loop_gauges)
+        if gauges is not None:
+            yield from self._loop_gauges(gauges)
+
+    def _counters(self) -> Iterator[Metric]:
+        for counter in (
+            stats.ACCEPTED,
+            stats.CLOSES,
+            stats.DROPPED,
+            stats.REJECTED,
+            stats.LAYER_ERRORS,
+        ):
+            yield _counter(counter.name, counter.description, counter.labelnames, counter.items())
+        sends, dropped = stats.GROUP_SENDS, stats.GROUP_SEND_DROPPED
+        if self.group_labels:
+            yield _counter(sends.name, sends.description, sends.labelnames, sends.items())
+            yield _counter(dropped.name, dropped.description, dropped.labelnames, dropped.items())
+            return
+        yield _counter(
+            sends.name, "Group sends through a channels-tuning layer.", (), [((), sends.total())]
+        )
+        by_reason: dict[tuple[str, ...], int] = {}
+        for (_, reason), value in dropped.items():
+            by_reason[(reason,)] = by_reason.get((reason,), 0) + value
+        yield _counter(
+            dropped.name,
+            "Receivers that missed a group send, by reason.",
+            ("reason",),
+            by_reason.items(),
+        )
+
+    def _traffic(self) -> Iterator[Metric]:
+        t = stats.TRAFFIC
+        for name, description, value in (
+            ("messages_received", "Data frames received from clients.", t.messages_in),
+            ("messages_sent", "Data frames handed to the server for clients.", t.messages_out),
+            (
+                "received_payload_bytes",
+                "Payload of received frames (text: characters).",
+                t.bytes_in,
+            ),
+            ("sent_payload_bytes", "Payload of sent frames (text: characters).", t.bytes_out),
+        ):
+            yield CounterMetricFamily(f"channels_tuning_{name}", description, value=value)
+
+    def _gc(self) -> Iterator[Metric]:
+        collections = CounterMetricFamily(
+            "channels_tuning_gc_collections",
+            "Garbage collections, by generation.",
+            labels=("generation",),
+        )
+        pauses = HistogramMetricFamily(
+            "channels_tuning_gc_pause_seconds",
+            "Garbage-collection pauses, by generation.",
+            labels=("generation",),
+        )
+        for generation in range(3):
+            label = [str(generation)]
+            collections.add_metric(label, monitor.collections[generation])
+            cumulative, buckets = 0, []
+            for bound, count in zip(
+                (*PAUSE_BUCKETS, float("inf")), monitor.histogram[generation], strict=True
+            ):
+                cumulative += count
+                buckets.append((_bound(bound), cumulative))
+            pauses.add_metric(label, buckets, monitor.pause_total[generation])
+        yield collections
+        yield pauses
+        yield GaugeMetricFamily(
+            "channels_tuning_gc_tracked_objects",
+            "Objects the collector tracks in generations 0-2 (frozen ones excluded).",
+            value=sum(gc.get_count()),
+        )
+        yield GaugeMetricFamily(
+            "channels_tuning_python_allocated_blocks",
+            "Memory blocks allocated by the Python allocator (sys.getallocatedblocks).",
+            value=sys.getallocatedblocks(),
+        )
+
+    def _loop_gauges(self, gauges: dict[str, Any]) -> Iterator[Metric]:
+        connections = GaugeMetricFamily(
+            "channels_tuning_open_connections",
+            "Accepted connections open now, by consumer.",
+            labels=("consumer",),
+        )
+        for consumer, count in sorted(gauges["by_consumer"].items()):
+            connections.add_metric([consumer], count)
+        yield connections
+        yield GaugeMetricFamily(
+            "channels_tuning_consumer_instances",
+            "Tuned consumer instances alive (more than connections: a leak).",
+            value=registry.instances,
+        )
+        depths = gauges["depths"]
+        yield GaugeMetricFamily(
+            "channels_tuning_send_queue_messages",
+            "Messages waiting in outbound queues, all connections.",
+            value=sum(depths),
+        )
+        buckets = [
+            (_bound(bound), sum(1 for depth in depths if depth <= bound))
+            for bound in (*QUEUE_DEPTH_BUCKETS, float("inf"))
+        ]
+        depth = GaugeHistogramMetricFamily(
+            "channels_tuning_send_queue_depth",
+            "Connections by the number of messages in their outbound queue, now.",
+        )
+        depth.add_metric([], buckets, sum(depths))
+        yield depth
+        yield GaugeMetricFamily(
+            "channels_tuning_group_memberships",
+            "Group memberships tracked by open connections.",
+            value=gauges["memberships"],
+        )
+        yield GaugeMetricFamily(
+            "channels_tuning_asyncio_tasks",
+            "Tasks on the server's event loop.",
+            value=gauges["tasks"],
+        )
+
+
+def _bound(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(float(bound))
+
+
+def _counter(
+    name: str, description: str, labelnames: tuple[str, ...], items: Any
+) -> CounterMetricFamily:
+    family = CounterMetricFamily(name.removesuffix("_total"), description, labels=labelnames)
+    for labels, value in items:
+        family.add_metric(list(labels), value)
+    return family
+
+
+_collector: ChannelsTuningCollector | None = None
+
+
+def register(group_labels: bool = False) -> ChannelsTuningCollector:
+    """Add the collector to prometheus_client's default registry (once per process)."""
+    global _collector
+    if _collector is None:
+        _collector = ChannelsTuningCollector(group_labels)
+        REGISTRY.register(_collector)
+    return _collector

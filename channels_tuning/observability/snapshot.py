@@ -1,0 +1,268 @@
+"""One server process's state, as a JSON-friendly snapshot, and where it is published.
+
+The process scheduler builds a snapshot every ``STATS_INTERVAL`` seconds (5) and
+publishes it, with a time-to-live of three intervals, to:
+
+- Redis, when the default channel layer is a channels-redis core layer: key
+  ``<prefix>:ct:stats:<host>:<pid>`` with an expiry, so a killed process vanishes;
+- otherwise a directory of small JSON files (``STATS_DIR``, by default under the
+  system's temporary directory, one per Django settings module); files of dead
+  PIDs are ignored and removed by readers.
+
+``manage.py wsstats`` reads them. Nothing listens on a port: the snapshot carries
+the asyncio task summary (the goroutine-dump analog) and, when ``TRACEMALLOC`` is
+set, the top allocation sites, so no request ever has to reach the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import gc
+import json
+import os
+import socket
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings as django_settings
+
+from ..layers import keys
+from ..runtime.registry import registry
+from . import stats
+from .gctuning import monitor
+
+HOST = socket.gethostname()
+STARTED_AT = time.time()
+
+
+def rss_kb() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _await_location(coro: Any) -> str:
+    """Where a coroutine is suspended: the innermost frame of its await chain."""
+    frame_owner, location = coro, "?"
+    while frame_owner is not None:
+        frame = getattr(frame_owner, "cr_frame", None) or getattr(frame_owner, "gi_frame", None)
+        if frame is not None:
+            location = f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}"
+        frame_owner = getattr(frame_owner, "cr_await", None) or getattr(
+            frame_owner, "gi_yieldfrom", None
+        )
+    return location
+
+
+def task_summary() -> list[dict[str, Any]]:
+    """The running loop's tasks grouped by coroutine and where they wait, largest first."""
+    groups: collections.Counter[tuple[str, str]] = collections.Counter()
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        name = getattr(coro, "__qualname__", type(coro).__name__)
+        groups[(name, _await_location(coro))] += 1
+    return [
+        {"coroutine": name, "waiting_at": where, "count": count}
+        for (name, where), count in groups.most_common()
+    ]
+
+
+def memory_top(limit: int = 15) -> list[dict[str, Any]]:
+    if not tracemalloc.is_tracing():
+        return []
+    top = tracemalloc.take_snapshot().statistics("lineno")[:limit]
+    return [
+        {"where": str(stat.traceback[0]), "kib": round(stat.size / 1024, 1), "blocks": stat.count}
+        for stat in top
+    ]
+
+
+def consumer_instances() -> int:
+    """Tuned consumer instances alive in this process.
+
+    When no connection is open, garbage cycles are collected first, so that what
+    remains is held by something (a task, a global) and not merely uncollected."""
+    if not registry and registry.instances:
+        gc.collect()
+    return registry.instances
+
+
+def snapshot() -> dict[str, Any]:
+    """This process, now. Call it on the event loop (it lists the loop's tasks)."""
+    queue_lengths = [consumer.send_queue_length for consumer in registry]
+    tasks = task_summary()
+    return {
+        "pid": os.getpid(),
+        "host": HOST,
+        "server": registry.server_kind,
+        "published_at": time.time(),
+        "uptime": time.time() - STARTED_AT,
+        "connections": len(registry),
+        "by_consumer": registry.counts_by_class(),
+        "by_state": _states(),
+        "consumer_instances": consumer_instances(),
+        "traffic": stats.TRAFFIC.as_dict(),
+        "send_queue": {
+            "queued": sum(queue_lengths),
+            "max": max(queue_lengths, default=0),
+            "connections_with_backlog": sum(1 for n in queue_lengths if n),
+        },
+        "memberships": sum(len(consumer.tracked_groups()) for consumer in registry),
+        "layer_prefix": _layer_prefix(),
+        "tasks": sum(group["count"] for group in tasks),
+        "task_groups": tasks,
+        "rss_kb": rss_kb(),
+        "allocated_blocks": sys.getallocatedblocks(),
+        "gc": monitor.snapshot(),
+        "counters": stats.snapshot(),
+        "memory_top": memory_top(),
+        "compat": compat_status(),
+    }
+
+
+def compat_status() -> dict[str, Any]:
+    """The private hooks' state in this process (channels_tuning.compat): which are on,
+    what the self-check found, and how many transports were switched to eager writes.
+    Only modules the process has loaded are reported (no server imported for it)."""
+    status: dict[str, Any] = {}
+    for library in ("daphne", "autobahn", "twisted", "channels_redis"):
+        module = sys.modules.get(f"channels_tuning.compat.{library}")
+        if module is not None:
+            status[library] = dict(module.features)
+    twisted = sys.modules.get("channels_tuning.compat.twisted")
+    if twisted is not None:
+        status["eager_transports"] = twisted.switched
+    compat = sys.modules.get("channels_tuning.compat")
+    checked = getattr(compat, "_checked", None)
+    status["problems"] = [str(problem) for problem in checked or ()]
+    return status
+
+
+def _states() -> dict[str, int]:
+    """Registered connections by state: connecting (not yet accepted), open, closing."""
+    states = {"connecting": 0, "open": 0, "closing": 0}
+    for consumer in registry:
+        state = "closing" if consumer.closing else "open" if consumer.accepted else "connecting"
+        states[state] += 1
+    return states
+
+
+def _layer_prefix() -> str | None:
+    for consumer in registry:
+        prefix = getattr(consumer.channel_layer, "client_prefix", None)
+        if prefix:
+            return keys.process_channel(consumer.channel_layer)
+    return None
+
+
+# ------------------------------------------------------------------ backends
+
+
+class FileBackend:
+    """One JSON file per process in a directory."""
+
+    def __init__(self, directory: Path, ttl: float) -> None:
+        self.directory = directory
+        self.ttl = ttl
+
+    def publish(self, snap: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        path = self.directory / f"{snap['host']}-{snap['pid']}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps(snap))
+        temporary.replace(path)  # readers never see half a file
+
+    def read(self) -> list[dict[str, Any]]:
+        live = []
+        for path in sorted(self.directory.glob("*.json")):
+            try:
+                snap = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if snap.get("host") == HOST and not _pid_alive(snap["pid"]):
+                path.unlink(missing_ok=True)  # a dead process of this host
+                continue
+            if time.time() - snap["published_at"] <= self.ttl:
+                live.append(snap)
+        return live
+
+
+class RedisBackend:
+    """One key per process with a TTL, on the channel layer's first Redis host."""
+
+    def __init__(self, layer: Any, ttl: float) -> None:
+        self.layer = layer
+        self.ttl = ttl
+        self.prefix = keys.stats_prefix(layer)
+
+    async def publish(self, snap: dict[str, Any]) -> None:
+        key = f"{self.prefix}{snap['host']}:{snap['pid']}"
+        await self.layer.connection(0).set(key, json.dumps(snap), ex=max(1, int(self.ttl)))
+
+    async def read(self) -> list[dict[str, Any]]:
+        connection = self.layer.connection(0)
+        keys = [key async for key in connection.scan_iter(match=f"{self.prefix}*")]
+        values = await connection.mget(keys) if keys else []
+        return [json.loads(value) for value in values if value]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def default_stats_dir() -> Path:
+    module = (getattr(django_settings, "SETTINGS_MODULE", None) or "default").replace(".", "_")
+    return Path(tempfile.gettempdir()) / "channels_tuning" / module
+
+
+def backend_for(tuning: dict[str, Any], layer: Any) -> FileBackend | RedisBackend | None:
+    """The backend ``STATS_BACKEND`` asks for ("auto": Redis if the layer is
+    channels-redis' core layer, else files); None when publishing is off."""
+    choice = tuning["STATS_BACKEND"]
+    interval = tuning["STATS_INTERVAL"]
+    if choice is None or interval is None:
+        return None
+    ttl = 3 * interval
+    redis_capable = layer is not None and hasattr(layer, "client_prefix")
+    if choice == "redis" or (choice == "auto" and redis_capable):
+        return RedisBackend(layer, ttl)
+    directory = Path(tuning["STATS_DIR"]) if tuning["STATS_DIR"] else default_stats_dir()
+    return FileBackend(directory, ttl)
+
+
+class Publisher:
+    """Driven by the process scheduler: publishes a snapshot every interval."""
+
+    def __init__(self) -> None:
+        self._task: asyncio.Task[None] | None = None
+
+    def publish(self, backend: FileBackend | RedisBackend) -> None:
+        snap = snapshot()
+        if isinstance(backend, FileBackend):
+            backend.publish(snap)
+        elif self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._publish(backend, snap))
+
+    async def _publish(self, backend: RedisBackend, snap: dict[str, Any]) -> None:
+        try:
+            await backend.publish(snap)
+        except Exception as exc:  # Redis down: the next interval tries again
+            stats.LAYER_ERRORS.inc((f"stats:{type(exc).__name__}",))
+
+
+publisher = Publisher()

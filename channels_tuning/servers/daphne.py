@@ -1,0 +1,383 @@
+"""daphne with flow control, a bounded inbound queue and a graceful drain.
+
+Run it instead of ``daphne`` (same options)::
+
+    channels-tuning-daphne -b 127.0.0.1 -p 8000 example_project.asgi:application
+
+What it changes, for WebSocket connections only (HTTP is daphne's, untouched):
+
+- **Outbound flow control.** Plain daphne writes every frame into Twisted's
+  buffer at once (daphne #170): a client that stops reading grows the process
+  without limit. Here each connection's transport has a streaming producer
+  registered; Twisted pauses it when more than ``bufferSize`` (64 KiB) is
+  waiting for the kernel, and the application's ``send`` is a
+  :class:`FlowControlledSend` whose ``await send(...)`` waits until the buffer
+  has drained, like asyncio's ``drain()``. Tuned consumers see the pause and
+  queue (bounded, with their overflow policy) instead.
+- **Inbound bound.** daphne's per-connection input queue is unbounded; here,
+  when ``INBOUND_HIGH_WATER`` frames are waiting for the application, the
+  server stops reading the socket (TCP pushes back on the client) until the
+  application has caught up to a quarter of that.
+- **Opt-in permessage-deflate** (``--ws-compression``), see :class:`Compression`.
+- **Graceful drain** on SIGTERM/SIGINT: stop listening, close every WebSocket
+  with 1012 in batches, give applications ``--drain-timeout`` seconds to run
+  their disconnect handlers (group cleanup), then cancel what is left and exit.
+  A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
+from daphne.cli import CommandLineInterface
+from daphne.server import Server
+from twisted.internet import defer
+from twisted.internet.interfaces import IPushProducer
+from zope.interface import implementer
+
+from .. import compat
+from ..compat import autobahn, twisted
+from ..compat import daphne as daphne_hooks
+from ..wire.closecodes import CloseCode
+from .detect import write_to_protocol
+
+__all__ = [
+    "INBOUND_HIGH_WATER",
+    "Compression",
+    "FlowControlledSend",
+    "TunedCommandLineInterface",
+    "TunedServer",
+    "main",
+]
+
+logger = logging.getLogger("channels_tuning.server")
+
+#: Frames waiting for the application before the server stops reading the socket.
+INBOUND_HIGH_WATER = 64
+SERVICE_RESTART = int(CloseCode.SERVICE_RESTART)  # a plain int: autobahn rejects IntEnum members
+
+
+@dataclass(frozen=True)
+class Compression:
+    """Opt-in permessage-deflate (RFC 7692) with memory-conscious defaults.
+
+    zlib's own defaults (15 window bits, memLevel 8) cost a few hundred KiB per
+    connection; these cost a few tens (see docs/compression.md for the measured
+    figures). Frames shorter than ``threshold`` bytes are sent uncompressed: for
+    small messages deflate's CPU buys nothing. ``no_context_takeover`` starts
+    every message from an empty window (worse ratio, no history to keep).
+    """
+
+    threshold: int = 1024
+    window_bits: int = 11
+    mem_level: int = 4
+    no_context_takeover: bool = True
+
+    def accept(self, offers: list[Any]) -> Any:
+        """autobahn's ``perMessageCompressionAccept`` hook."""
+        for offer in offers:
+            if not isinstance(offer, PerMessageDeflateOffer):
+                continue
+            bits = self.window_bits
+            if offer.request_max_window_bits:
+                bits = min(bits, offer.request_max_window_bits)
+            return PerMessageDeflateOfferAccept(
+                offer,
+                request_no_context_takeover=(
+                    self.no_context_takeover and offer.accept_no_context_takeover
+                ),
+                request_max_window_bits=bits if offer.accept_max_window_bits else 0,
+                no_context_takeover=self.no_context_takeover,
+                window_bits=bits,
+                mem_level=self.mem_level,
+            )
+        return None
+
+
+@implementer(IPushProducer)
+class FlowControlledSend:
+    """The ASGI ``send`` of one WebSocket connection, and the producer registered
+    on its transport (Twisted calls pause/resume as its write buffer fills/drains)."""
+
+    channels_tuning_flow_control = True
+    __slots__ = ("_waiter", "closed", "paused", "protocol", "server")
+
+    def __init__(self, server: Server, protocol: Any) -> None:
+        self.server = server
+        self.protocol = protocol
+        self.paused = False
+        self.closed = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    # IPushProducer, called by Twisted
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._wake()
+
+    def stopProducing(self) -> None:
+        self.closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def wait_writable(self) -> bool:
+        """Wait while the transport's buffer is above its high-water mark.
+        Return False if the connection is gone."""
+        while self.paused and not self.closed:
+            if self._waiter is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+            await self._waiter
+        return not self.closed
+
+    def write_nowait(self, message: dict[str, Any]) -> None:
+        if not daphne_hooks.is_writable(self.server, self.protocol):
+            return
+        if not self._sent_uncompressed(message):
+            write_to_protocol(self.protocol, message)
+            if self.server.release_deflate_contexts:
+                autobahn.release_compressor(self.protocol)
+
+    def _sent_uncompressed(self, message: dict[str, Any]) -> bool:
+        """Send a short data frame without deflate; False if it is not one."""
+        protocol = self.protocol
+        threshold = self.server.compression_threshold
+        if (
+            not threshold
+            or message["type"] != "websocket.send"
+            or not autobahn.deflate_active(protocol)
+            or protocol.state != protocol.STATE_OPEN
+        ):
+            return False
+        payload = message.get("bytes")
+        binary = payload is not None
+        if not binary:
+            text = message.get("text")
+            payload = text.encode() if text else None
+        if not payload or len(payload) >= threshold:
+            return False
+        autobahn.send_uncompressed(protocol, payload, binary)
+        return True
+
+    async def __call__(self, message: dict[str, Any]) -> None:
+        await self.wait_writable()
+        self.write_nowait(message)
+
+
+class _InboundQueue(asyncio.Queue[Any]):
+    """daphne's input queue, but reading from the socket pauses while it is long."""
+
+    def __init__(self, protocol: Any, high_water: int, release_decompressor: bool) -> None:
+        super().__init__()
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._release_decompressor = release_decompressor
+        self._high = high_water
+        self._low = high_water // 4
+        self._reading_paused = False
+
+    def put_nowait(self, item: Any) -> None:
+        super().put_nowait(item)
+        if self._release_decompressor:
+            autobahn.release_decompressor(self._protocol)
+        if not self._reading_paused and self.qsize() >= self._high:
+            self._reading_paused = True
+            self._transport.pauseProducing()
+
+    async def get(self) -> Any:
+        item = await super().get()
+        if self._reading_paused and self.qsize() <= self._low:
+            self._reading_paused = False
+            self._transport.resumeProducing()
+        return item
+
+
+class TunedServer(Server):
+    """daphne's ``Server`` with flow control, bounded inbound queues and a graceful drain."""
+
+    drain_timeout = 10.0
+    drain_batch_size = 200
+    drain_batch_interval = 0.05
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.drain_timeout = kwargs.pop("drain_timeout", self.drain_timeout)
+        self.compression: Compression | None = kwargs.pop("compression", None)
+        self.compression_threshold = self.compression.threshold if self.compression else 0
+        self.release_deflate_contexts = bool(
+            self.compression and self.compression.no_context_takeover
+        )
+        super().__init__(*args, **kwargs)
+        self._ports: list[Any] = []
+        self._draining = False
+        # Every private hook checked once, before the first connection: a changed
+        # upstream is logged with its fallback instead of failing silently.
+        self.compat_problems = compat.self_check()
+
+    # daphne builds its WebSocket factory inside run(); hook its assignment to
+    # switch compression on before the first connection.
+    @property
+    def ws_factory(self) -> Any:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        self._ws_factory = factory
+        if self.compression is not None:
+            factory.setProtocolOptions(perMessageCompressionAccept=self.compression.accept)
+
+    def listen_success(self, port: Any) -> None:
+        self._ports.append(port)
+        super().listen_success(port)
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        if scope.get("type") != "websocket" or not daphne_hooks.features["create_application"]:
+            return super().create_application(protocol, scope)
+        # What daphne's create_application does (compat.daphne names the contract),
+        # with a flow-controlled send and a bounded input queue.
+        assert "application_instance" not in self.connections[protocol]
+        transport = protocol.transport
+        twisted.make_eager(transport)
+        send = FlowControlledSend(self, protocol)
+        # daphne's HTTPChannel registered itself as the producer before the upgrade.
+        transport.unregisterProducer()
+        transport.registerProducer(send, True)
+        input_queue = _InboundQueue(protocol, INBOUND_HIGH_WATER, self.release_deflate_contexts)
+        scope.setdefault("asgi", {"version": "3.0"})
+        application_instance = self.application(scope=scope, receive=input_queue.get, send=send)
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop()
+        )
+        return input_queue
+
+    # ------------------------------------------------------------- shutdown
+
+    def kill_all_applications(self) -> Any:
+        """Twisted's "before shutdown" trigger: drain first, then cancel what is left."""
+        return defer.Deferred.fromFuture(asyncio.ensure_future(self._drain()))
+
+    async def _drain(self) -> None:
+        self._draining = True
+        if self.signal_handlers:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, _exit_now)
+        for port in self._ports:
+            port.stopListening()
+        websockets = [
+            p
+            for p in list(self.connections)
+            if getattr(p, "application_type", None) == "websocket"
+            and getattr(p, "state", None) == p.STATE_OPEN
+        ]
+        logger.info(
+            "Draining %d WebSocket connections (close %d)", len(websockets), SERVICE_RESTART
+        )
+        for start in range(0, len(websockets), self.drain_batch_size):
+            for protocol in websockets[start : start + self.drain_batch_size]:
+                # Clients get the drain deadline to answer the close, not autobahn's
+                # 1 s: a busy client aborted first would see 1006 instead of 1012.
+                protocol.closeHandshakeTimeout = self.drain_timeout
+                autobahn.send_close_frame(protocol, SERVICE_RESTART, "server restarting")
+            # Spread the clients' reconnects instead of sending all closes in one go.
+            await asyncio.sleep(self.drain_batch_interval)
+        pending = self._pending_applications()
+        if pending:
+            await asyncio.wait(pending, timeout=self.drain_timeout)
+        left = [task for task in self._pending_applications() if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            logger.warning("Cancelled %d applications still running after the drain", len(left))
+            await asyncio.wait(left, timeout=2.0)
+
+    def _pending_applications(self) -> list[asyncio.Future[Any]]:
+        return [
+            details["application_instance"]
+            for details in self.connections.values()
+            if "application_instance" in details and not details["application_instance"].done()
+        ]
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    logger.warning("Second signal during drain: exiting at once")
+    os._exit(128 + signum)
+
+
+class TunedCommandLineInterface(CommandLineInterface):
+    """daphne's command line with :class:`TunedServer` and its options."""
+
+    server_class: Any = TunedServer
+
+    def __init__(self) -> None:
+        super().__init__()
+        group = self.parser.add_argument_group("channels-tuning")
+        group.add_argument(
+            "--drain-timeout",
+            type=float,
+            default=TunedServer.drain_timeout,
+            help="seconds disconnect handlers get after the 1012 closes on SIGTERM",
+        )
+        group.add_argument(
+            "--ws-compression",
+            action="store_true",
+            help="accept permessage-deflate (off by default: it costs memory per connection)",
+        )
+        defaults = Compression()
+        group.add_argument(
+            "--ws-compression-threshold",
+            type=int,
+            default=defaults.threshold,
+            help="frames shorter than this many bytes are not compressed",
+        )
+        group.add_argument(
+            "--ws-compression-window-bits",
+            type=int,
+            default=defaults.window_bits,
+            choices=range(9, 16),
+        )
+        group.add_argument(
+            "--ws-compression-mem-level", type=int, default=defaults.mem_level, choices=range(1, 10)
+        )
+        group.add_argument(
+            "--ws-compression-context-takeover",
+            action="store_true",
+            help="keep the deflate window between messages (better ratio, more memory)",
+        )
+
+    def run(self, args: list[str]) -> None:
+        options, _ = self.parser.parse_known_args(args)
+        compression = None
+        if options.ws_compression:
+            compression = Compression(
+                threshold=options.ws_compression_threshold,
+                window_bits=options.ws_compression_window_bits,
+                mem_level=options.ws_compression_mem_level,
+                no_context_takeover=not options.ws_compression_context_takeover,
+            )
+        self.server_class = functools.partial(
+            TunedServer, compression=compression, drain_timeout=options.drain_timeout
+        )
+        super().run(args)
+
+
+def main() -> None:
+    """Entry point of ``channels-tuning-daphne``."""
+    TunedCommandLineInterface().run(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    main()

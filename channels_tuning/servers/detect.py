@@ -1,0 +1,98 @@
+"""How a consumer writes to its server: detected once per connection from ``send``.
+
+Three cases, from best to worst guarantees:
+
+``FLOW``
+    channels-tuning's daphne server (:mod:`channels_tuning.servers.daphne`): ``send``
+    is a :class:`FlowControlledSend` that writes synchronously and knows when the
+    client's TCP buffer is above its high-water mark, so the consumer can queue
+    (bounded) instead of letting Twisted buffer without limit.
+``DAPHNE``
+    Plain daphne: ``send`` never waits for the socket (daphne #170). Writes are
+    synchronous and complete at once, so they are done without a task, but the
+    server buffers for a client that does not read: bounded queues cannot help.
+``GENERIC``
+    Any other ASGI server or Channels' test communicator: ``send`` may suspend,
+    so queued messages are written by a short-lived writer task.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, Protocol, runtime_checkable
+
+from ..checks import server_without_flow_control
+from ..compat import autobahn, daphne
+from ..runtime.registry import registry
+
+GENERIC: Final = 0
+DAPHNE: Final = 1
+FLOW: Final = 2
+
+SEND_MODE_NAMES: Final = {GENERIC: "generic", DAPHNE: "daphne", FLOW: "flow"}
+_SERVER_KINDS: Final = {GENERIC: "other ASGI server", DAPHNE: "daphne", FLOW: "tuned daphne"}
+
+
+@runtime_checkable
+class FlowControlledSend(Protocol):
+    """The ``send`` callable given to applications by the tuned daphne server."""
+
+    paused: bool
+    closed: bool
+
+    def __call__(self, message: dict[str, Any]) -> Awaitable[None]: ...
+
+    def write_nowait(self, message: dict[str, Any]) -> None: ...
+
+    async def wait_writable(self) -> bool: ...
+
+
+def detect_send_mode(send: Callable[..., Any]) -> int:
+    mode = _detect(send)
+    registry.server_kind = _SERVER_KINDS[mode]
+    return mode
+
+
+def _detect(send: Callable[..., Any]) -> int:
+    if getattr(send, "channels_tuning_flow_control", False):
+        return FLOW
+    if daphne.is_daphne_send(send):
+        return DAPHNE
+    return GENERIC
+
+
+_warned = False
+
+
+def warn_if_not_flow_controlled(mode: int) -> None:
+    """Once per process under plain daphne, state system check channels_tuning.W006
+    in the log (unless listed in SILENCED_SYSTEM_CHECKS).
+
+    Only plain daphne: other servers' ``send`` may wait for the socket (uvicorn
+    does), and then the writer task applies backpressure through it."""
+    global _warned
+    if mode != DAPHNE or _warned:
+        return
+    _warned = True
+    warning = server_without_flow_control("plain daphne")
+    if not warning.is_silenced():
+        logging.getLogger("channels_tuning").warning("%s", warning)
+
+
+def write_to_protocol(protocol: Any, message: dict[str, Any]) -> None:
+    """Write an ASGI message to a daphne (autobahn) WebSocket protocol, synchronously."""
+    kind = message["type"]
+    if kind == "websocket.close":
+        autobahn.send_close_frame(protocol, message.get("code", 1000), message.get("reason"))
+    elif kind == "websocket.send" and protocol.state == protocol.STATE_OPEN:
+        autobahn.write_message(protocol, message)
+    else:
+        protocol.handle_reply(message)
+
+
+def write_to_daphne(send: Any, message: dict[str, Any]) -> None:
+    """Write ``message`` through plain daphne's ``send`` without suspending."""
+    protocol = daphne.protocol_of(send)
+    if daphne.is_writable(send.func.__self__, protocol):
+        write_to_protocol(protocol, message)

@@ -1,0 +1,84 @@
+"""Every WebSocket close code the package sends, and how loudly each is logged.
+
+The README's close-code table is generated from the same facts; clients decide
+from the code whether to reconnect (see ``RECONNECT_ADVICE``).
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import IntEnum
+from typing import Final
+
+
+class CloseCode(IntEnum):
+    """Close codes sent by channels-tuning consumers (RFC 6455 and 4000-4999)."""
+
+    #: The application closed the connection normally.
+    NORMAL = 1000
+    #: The connection reached its maximum lifetime; reconnect (to any server).
+    GOING_AWAY = 1001
+    #: The frame type is not accepted by this consumer (text to a binary-only consumer...).
+    UNSUPPORTED_DATA = 1003
+    #: The frame could not be decoded (malformed JSON, invalid protobuf).
+    INVALID_PAYLOAD = 1007
+    #: The client sent messages faster than the consumer's rate limit.
+    POLICY_VIOLATION = 1008
+    #: An inbound message was larger than ``max_message_size``.
+    MESSAGE_TOO_BIG = 1009
+    #: A handler raised an exception.
+    INTERNAL_ERROR = 1011
+    #: The server process is shutting down (graceful drain); reconnect with backoff.
+    SERVICE_RESTART = 1012
+    #: The process is at its connection limit; try again later, with backoff.
+    TRY_AGAIN_LATER = 1013
+    #: No frame from the client within ``idle_timeout`` (heartbeat missed).
+    HEARTBEAT_TIMEOUT = 4000
+    #: The client read too slowly: its outbound queue overflowed (policy ``disconnect``).
+    SLOW_CONSUMER = 4001
+    #: Too many channel-layer events queued for the consumer's handlers.
+    INBOX_OVERFLOW = 4002
+
+
+#: Reported to ``disconnect()`` (and by clients) when the connection ended without a
+#: close frame: the client vanished, or the application task was cancelled.
+#: RFC 6455 reserves it: it is never sent on the wire.
+ABNORMAL_CLOSURE: Final = 1006
+
+#: Whether a well-behaved client should reconnect after each code (the clients'
+#: machine-readable version of this is :data:`channels_tuning.wire.reconnect.POLICY`).
+RECONNECT_ADVICE: Final[dict[int, str]] = {
+    CloseCode.NORMAL: "no (the server meant it)",
+    CloseCode.GOING_AWAY: "yes, at once (with jitter)",
+    CloseCode.UNSUPPORTED_DATA: "no: fix the client",
+    CloseCode.INVALID_PAYLOAD: "no: fix the client",
+    CloseCode.POLICY_VIOLATION: "yes, after a long delay",
+    CloseCode.MESSAGE_TOO_BIG: "no: fix the client",
+    CloseCode.INTERNAL_ERROR: "yes, with backoff",
+    CloseCode.SERVICE_RESTART: "yes, with backoff",
+    CloseCode.TRY_AGAIN_LATER: "yes, after a longer delay",
+    CloseCode.HEARTBEAT_TIMEOUT: "yes, with backoff",
+    CloseCode.SLOW_CONSUMER: "yes, with backoff",
+    CloseCode.INBOX_OVERFLOW: "yes, with backoff",
+}
+
+# Closes that are part of normal operation log at INFO, client faults at WARNING,
+# server faults at ERROR.
+LOG_LEVELS: Final[dict[int, int]] = {
+    CloseCode.NORMAL: logging.DEBUG,
+    CloseCode.GOING_AWAY: logging.INFO,
+    CloseCode.UNSUPPORTED_DATA: logging.WARNING,
+    CloseCode.INVALID_PAYLOAD: logging.WARNING,
+    CloseCode.POLICY_VIOLATION: logging.WARNING,
+    CloseCode.MESSAGE_TOO_BIG: logging.WARNING,
+    CloseCode.INTERNAL_ERROR: logging.ERROR,
+    CloseCode.SERVICE_RESTART: logging.INFO,
+    CloseCode.TRY_AGAIN_LATER: logging.WARNING,
+    CloseCode.HEARTBEAT_TIMEOUT: logging.INFO,
+    CloseCode.SLOW_CONSUMER: logging.WARNING,
+    CloseCode.INBOX_OVERFLOW: logging.WARNING,
+}
+
+
+def log_level(code: int) -> int:
+    return LOG_LEVELS.get(code, logging.INFO)

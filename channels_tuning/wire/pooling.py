@@ -1,0 +1,94 @@
+"""Bounded object and buffer pools (Go's ``sync.Pool`` idea), and when they pay off.
+
+CPython frees most objects by reference counting the moment they are dropped, and
+protobuf's upb message objects are not tracked by the cyclic GC, so a pool saves
+only the allocation itself, and costs a ``Clear()`` (or a reset) per use. Measured
+here (``benchmarks/codecs.py``, numbers in ``docs/protobuf.md``): see there which
+paths use a pool by default. Pools are synchronous (no ``await`` between taking and
+returning), so coroutines of one event loop can share them without locks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Generic, TypeVar
+
+__all__ = [
+    "BufferPool",
+    "ObjectPool",
+]
+
+T = TypeVar("T")
+
+
+class ObjectPool(Generic[T]):
+    """At most ``maxsize`` idle objects made by ``factory``; ``reset`` runs on release.
+
+    ``acquire()`` returns an idle object or a new one; ``release(obj)`` resets it and
+    keeps it if the pool has room, otherwise drops it (the pool never grows beyond
+    ``maxsize``). An object must not be used after its release."""
+
+    __slots__ = ("_factory", "_idle", "_reset", "created", "maxsize", "reused")
+
+    def __init__(
+        self, factory: Callable[[], T], reset: Callable[[T], object], maxsize: int = 64
+    ) -> None:
+        if maxsize < 1:
+            raise ValueError("maxsize must be at least 1")
+        self._factory = factory
+        self._reset = reset
+        self._idle: list[T] = []
+        self.maxsize = maxsize
+        self.created = 0
+        self.reused = 0
+
+    def acquire(self) -> T:
+        if self._idle:
+            self.reused += 1
+            return self._idle.pop()
+        self.created += 1
+        return self._factory()
+
+    def release(self, obj: T) -> None:
+        if len(self._idle) < self.maxsize:
+            self._reset(obj)
+            self._idle.append(obj)
+
+    @contextmanager
+    def borrowed(self) -> Iterator[T]:
+        obj = self.acquire()
+        try:
+            yield obj
+        finally:
+            self.release(obj)
+
+    def __len__(self) -> int:
+        """Idle objects in the pool."""
+        return len(self._idle)
+
+
+class BufferPool:
+    """Reusable ``bytearray`` buffers for assembling frames.
+
+    ``acquire()`` returns an empty buffer; ``release(buf)`` keeps it if it is not
+    larger than ``max_buffer_size`` (one huge frame must not pin its memory forever)
+    and the pool holds fewer than ``maxsize``."""
+
+    __slots__ = ("_idle", "max_buffer_size", "maxsize")
+
+    def __init__(self, maxsize: int = 16, max_buffer_size: int = 64 * 1024) -> None:
+        self._idle: list[bytearray] = []
+        self.maxsize = maxsize
+        self.max_buffer_size = max_buffer_size
+
+    def acquire(self) -> bytearray:
+        return self._idle.pop() if self._idle else bytearray()
+
+    def release(self, buffer: bytearray) -> None:
+        if len(self._idle) < self.maxsize and len(buffer) <= self.max_buffer_size:
+            buffer.clear()
+            self._idle.append(buffer)
+
+    def __len__(self) -> int:
+        return len(self._idle)

@@ -1,0 +1,241 @@
+"""Canaries: every private hook into daphne, autobahn, Twisted and channels-redis.
+
+Each hook's ``check()`` must pass on the installed versions, and must fail, naming
+the upstream symbol, when that symbol changes (simulated here by patching the real
+upstream class for the duration of one test). The end-to-end tests at the bottom
+show the start-up self-check on a real server: the eager-write swap really happens,
+and a changed upstream is logged with its fallback taking over."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from pathlib import Path
+
+import pytest
+from autobahn.websocket.compress_deflate import PerMessageDeflate
+from autobahn.websocket.protocol import WebSocketProtocol
+from channels_redis.core import RedisChannelLayer
+from daphne.server import Server
+from twisted.internet import tcp
+
+from channels_tuning.compat import autobahn, channels_redis, daphne, twisted
+from channels_tuning.exceptions import UpstreamChanged
+from channels_tuning.layers import keys
+
+LIBRARIES = {
+    "daphne": daphne,
+    "autobahn": autobahn,
+    "twisted": twisted,
+    "channels_redis": channels_redis,
+}
+
+
+def symbols(problems: list[UpstreamChanged]) -> set[str]:
+    return {problem.symbol for problem in problems}
+
+
+@pytest.fixture(autouse=True)
+def _restore_features():
+    saved = {name: dict(module.features) for name, module in LIBRARIES.items()}
+    yield
+    for name, module in LIBRARIES.items():
+        module.features.clear()
+        module.features.update(saved[name])
+
+
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+def test_installed_version_passes_every_check(library):
+    assert LIBRARIES[library].check() == []
+
+
+# --------------------------------------------------------------- channels-redis
+
+
+def test_channels_redis_private_method_removed(monkeypatch):
+    monkeypatch.delattr(RedisChannelLayer, "_map_channel_keys_to_connection")
+    problems = channels_redis.check()
+    assert "RedisChannelLayer._map_channel_keys_to_connection" in symbols(problems)
+    assert "channels-redis: RedisChannelLayer._map_channel_keys_to_connection: missing" in map(
+        str, problems
+    )
+    channels_redis.apply(problems)
+    with pytest.raises(UpstreamChanged, match="_map_channel_keys_to_connection"):
+        channels_redis.map_channel_keys(None, ["a"], {})
+
+
+def test_channels_redis_group_send_script_changed(monkeypatch):
+    async def group_send(self, group, message):  # a rewrite without the capacity rule
+        await self.connection(0).publish(group, message)
+
+    monkeypatch.setattr(RedisChannelLayer, "group_send", group_send)
+    problems = channels_redis.check()
+    assert symbols(problems) == {"RedisChannelLayer.group_send"}
+    assert any("ZCOUNT" in problem.detail for problem in problems)
+
+
+def test_channels_redis_receive_single_removed_turns_the_process_reader_off(monkeypatch):
+    monkeypatch.delattr(RedisChannelLayer, "receive_single")
+    problems = channels_redis.check()
+    assert "RedisChannelLayer.receive_single" in symbols(problems)
+    channels_redis.apply(problems)
+    assert channels_redis.features == {"process_reader": False, "reporting_send": True}
+    from channels_tuning.layers.reader import process_reader_for
+
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"])
+    assert process_reader_for(layer) is None  # each consumer reads its own channel
+
+
+def test_key_layout_matches_channels_redis():
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"], prefix="app")
+    assert keys.group_key(layer, "room.1") == layer._group_key("room.1").decode()
+    local = f"{keys.process_channel(layer)}abc"
+    assert keys.channel_key(layer, local) == layer.prefix + layer.non_local_name(local)
+    assert keys.channel_key(layer, "plain") == "appplain"
+
+
+# ------------------------------------------------------------------- autobahn
+
+
+def test_autobahn_close_frame_method_removed(monkeypatch):
+    monkeypatch.delattr(WebSocketProtocol, "sendCloseFrame")
+    assert "WebSocketProtocol.sendCloseFrame" in symbols(autobahn.check())
+
+
+def test_autobahn_prepared_message_internals_changed(monkeypatch):
+    def sendPreparedMessage(self, preparedMsg):
+        self.sendMessage(preparedMsg.payload)
+
+    monkeypatch.setattr(WebSocketProtocol, "sendPreparedMessage", sendPreparedMessage)
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.sendPreparedMessage"}
+    autobahn.apply(problems)
+    assert autobahn.features == {"prepared_fast_path": False, "release_deflate": True}
+
+
+def test_autobahn_deflate_attributes_renamed(monkeypatch):
+    source = "class PerMessageDeflate:\n    def __init__(self):\n        self._zlib = None\n"
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn, "_source", lambda obj: source if obj is PerMessageDeflate else real(obj)
+    )
+    problems = autobahn.check()
+    assert "PerMessageDeflate._compressor" in symbols(problems)
+    autobahn.apply(problems)
+    assert autobahn.features["release_deflate"] is False
+
+
+# -------------------------------------------------------------------- Twisted
+
+
+def test_twisted_write_some_data_removed(monkeypatch):
+    monkeypatch.delattr(tcp.Connection, "writeSomeData")
+    problems = twisted.check()
+    assert "tcp.Connection.writeSomeData" in symbols(problems)
+    twisted.apply(problems)
+    assert twisted.features["eager_write"] is False
+
+
+def test_twisted_server_with_slots_cannot_be_switched(monkeypatch):
+    monkeypatch.setattr(tcp.Server, "__slots__", ("socket",), raising=False)
+    assert "tcp.Server" in symbols(twisted.check())
+
+
+def test_eager_write_switch_only_for_plain_tcp_servers():
+    class TLSLike(tcp.Server):
+        pass
+
+    transport = object.__new__(TLSLike)
+    assert twisted.make_eager(transport) is False
+    assert type(transport) is TLSLike
+    plain = object.__new__(tcp.Server)
+    twisted.features["eager_write"] = False
+    assert twisted.make_eager(plain) is False
+    twisted.features["eager_write"] = True
+    before = twisted.switched
+    assert twisted.make_eager(plain) is True
+    assert type(plain) is twisted.EagerWriteServer and twisted.switched == before + 1
+
+
+# --------------------------------------------------------------------- daphne
+
+
+def test_daphne_create_application_changed(monkeypatch):
+    def create_application(self, protocol, scope):
+        return self.application_factory(protocol, scope)
+
+    monkeypatch.setattr(Server, "create_application", create_application)
+    problems = daphne.check()
+    assert symbols(problems) == {"Server.create_application"}
+    daphne.apply(problems)
+    assert daphne.features["create_application"] is False
+
+
+def test_daphne_handle_reply_renamed(monkeypatch):
+    async def reply(self, protocol, message):  # same behaviour, another name
+        return None
+
+    reply.__qualname__ = "Server.reply"
+    monkeypatch.setattr(Server, "handle_reply", reply)
+    problems = daphne.check()
+    assert "Server.handle_reply" in symbols(problems)
+    daphne.apply(problems)
+    assert daphne.features["sync_send"] is False
+
+
+def test_plain_daphne_send_is_recognised():
+    import functools
+
+    server = object.__new__(Server)
+    send = functools.partial(server.handle_reply, object())
+    assert daphne.is_daphne_send(send)
+    assert not daphne.is_daphne_send(functools.partial(print, 1))
+    daphne.features["sync_send"] = False
+    assert not daphne.is_daphne_send(send)
+
+
+# ---------------------------------------------------------- on a real server
+
+
+def _stats(port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stats", timeout=10) as response:
+        return json.loads(response.read())
+
+
+async def _echo(url: str) -> None:
+    import websockets
+
+    async with websockets.connect(url) as ws:
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+
+
+@pytest.mark.e2e
+async def test_tuned_server_self_check_passes_and_switches_transports(daphne_factory):
+    server = daphne_factory(tuned=True)
+    await _echo(server.ws("/ws/echo/"))
+    compat = _stats(server.port)["compat"]
+    assert compat["problems"] == []
+    assert compat["twisted"] == {"eager_write": True}
+    assert compat["eager_transports"] >= 1
+    assert "changed" not in server.log.read_text()
+
+
+@pytest.mark.e2e
+async def test_changed_upstream_is_logged_and_its_fallback_used(daphne_factory, tmp_path: Path):
+    # Simulate a Twisted release that gave tcp.Server __slots__ (so __class__ cannot be
+    # switched): the real process imports a patched Twisted before the server starts.
+    patch = tmp_path / "patch"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(
+        "from twisted.internet import tcp\ntcp.Server.__slots__ = ('socket',)\n"
+    )
+    server = daphne_factory(tuned=True, PYTHONPATH_PREPEND=str(patch))
+    await _echo(server.ws("/ws/echo/"))
+    compat = _stats(server.port)["compat"]
+    assert compat["twisted"] == {"eager_write": False}
+    assert compat["eager_transports"] == 0
+    assert any("tcp.Server" in problem for problem in compat["problems"])
+    log = server.log.read_text()
+    assert "Twisted changed: tcp.Server" in log and "fallback" in log
+    assert log.count("Twisted changed") == 1
