@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 
 import websockets  # noqa: E402
 
-from tests.conftest import start_daphne, stop_process  # noqa: E402
+from tests.support.processes import start_daphne, stop_process  # noqa: E402
 
 CASES = {
     "off": (),

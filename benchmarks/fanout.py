@@ -36,7 +36,7 @@ from channels_redis.core import RedisChannelLayer as PlainRedisLayer  # noqa: E4
 
 from channels_tuning.broadcast import broadcast  # noqa: E402
 from channels_tuning.layers import RedisChannelLayer  # noqa: E402
-from tests.conftest import start_daphne, start_redis, stop_process  # noqa: E402
+from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
 CLIENT_PROCESSES = 2
 

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO))
 
 from fanout import run_case  # noqa: E402
 
-from tests.conftest import start_redis, stop_process  # noqa: E402
+from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 TUNED_GC = {"GC_FREEZE": True, "GC_THRESHOLD": [50_000, 20, 100]}
 CASES = {

@@ -24,7 +24,7 @@ sys.path.insert(0, str(REPO))
 import websockets  # noqa: E402
 from channels_redis.core import RedisChannelLayer  # noqa: E402
 
-from tests.conftest import (  # noqa: E402
+from tests.support.processes import (  # noqa: E402
     RedisServer,
     open_non_reading_client,
     start_daphne,

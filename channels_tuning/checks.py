@@ -42,8 +42,6 @@ from .conf import (
     project_settings,
 )
 
-IN_MEMORY_LAYER = "channels.layers.InMemoryChannelLayer"
-
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)

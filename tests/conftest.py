@@ -1,20 +1,11 @@
 """Test rig: Django for unit tests, and real redis-server and daphne processes
-(free loopback ports, stopped by PID) for end-to-end tests."""
+(free loopback ports, stopped by PID) for end-to-end tests. The helpers behind the
+fixtures live in ``tests/support`` (benchmarks use them too)."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +15,13 @@ import pytest
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 django.setup()
 
-REPO = Path(__file__).resolve().parent.parent
-START_TIMEOUT = 20.0
+from tests.support.processes import (  # noqa: E402  (Django first)
+    DaphneProcess,
+    RedisServer,
+    start_daphne,
+    start_redis,
+    stop_process,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -35,193 +31,32 @@ def _reset_stats() -> None:
     stats.reset()
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited early ({proc.returncode}):\n{log.read_text()}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"port {port} not open after {START_TIMEOUT}s:\n{log.read_text()}")
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
-    """End a process this test rig started (by its PID), escalating to SIGKILL."""
-    if proc.poll() is None:
-        os.kill(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-
-
-@dataclass
-class RedisServer:
-    port: int
-    proc: subprocess.Popen
-    log: Path
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def cli(self, *args: str) -> str:
-        return subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args],
-            check=True,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-
-    def keys(self, pattern: str) -> list[str]:
-        out = self.cli("--scan", "--pattern", pattern)
-        return [line for line in out.splitlines() if line]
-
-
-def start_redis(tmp: Path, port: int | None = None) -> RedisServer:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is not installed (apt-get install redis-server)")
-    port = port or free_port()
-    log = tmp / f"redis-{port}.log"
-    proc = subprocess.Popen(
-        [
-            server,
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp),
-        ],
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    wait_for_port(port, proc, log)
-    return RedisServer(port, proc, log)
-
-
 @pytest.fixture
 def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of the test's own (for tests that kill, restart or pause it)."""
     server = start_redis(tmp_path)
     yield server
     stop_process(server.proc)
 
 
-@dataclass
-class DaphneProcess:
-    port: int
-    proc: subprocess.Popen
-    log: Path
-    env: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def ws(self, path: str) -> str:
-        return f"ws://127.0.0.1:{self.port}{path}"
-
-    def stats(self, gc_collect: bool = False, reset_gc_max: bool = False) -> dict:
-        query = "?gc=1" if gc_collect else "?reset_gc_max=1" if reset_gc_max else ""
-        url = f"http://127.0.0.1:{self.port}/_stats{query}"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return json.loads(response.read())
-
-    def metrics(self) -> dict[tuple[str, frozenset], float]:
-        """GET /metrics (django-prometheus) as {(sample name, labels): value}."""
-        from prometheus_client.parser import text_string_to_metric_families
-
-        url = f"http://127.0.0.1:{self.port}/metrics"
-        with urllib.request.urlopen(url, timeout=10) as response:
-            text = response.read().decode()
-        return {
-            (sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-        }
-
-    def counter(self, name: str, labels: str) -> int:
-        return int(self.stats()["counters"][name].get(labels, 0))
-
-    def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
-
-
-def start_daphne(
-    log_dir: Path,
-    *,
-    tuned: bool = False,
-    redis: RedisServer | None = None,
-    tuning: dict | None = None,
-    extra_args: tuple[str, ...] = (),
-    port: int | None = None,
-    **env: str,
-) -> DaphneProcess:
-    """Start daphne (or ``channels-tuning-daphne``) on tests.e2e_asgi on a free port
-    (or on ``port``: a restart on the same address)."""
-    port = port or free_port()
-    log = log_dir / f"daphne-{port}.log"
-    full_env = dict(os.environ)
-    full_env.pop("REDIS_URL", None)
-    full_env.update(
-        DJANGO_SETTINGS_MODULE="example_project.settings",
-        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        CHANNELS_TUNING_JSON=json.dumps(tuning or {}),
-        CT_LOG_LEVEL="INFO",
-        **env,
-    )
-    prepend = full_env.pop("PYTHONPATH_PREPEND", None)
-    if prepend:  # a sitecustomize that patches an upstream library (tests/test_compat.py)
-        full_env["PYTHONPATH"] = os.pathsep.join([prepend, full_env["PYTHONPATH"]])
-    if redis is not None:
-        full_env["REDIS_URL"] = redis.url
-    entry = (
-        "import channels_tuning.server as m; m.main()"
-        if tuned
-        else "import daphne.cli as m; m.CommandLineInterface.entrypoint()"
-    )
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            entry,
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            *extra_args,
-            "tests.e2e_asgi:application",
-        ],
-        cwd=REPO,
-        env=full_env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-    )
-    wait_for_port(port, proc, log)
-    return DaphneProcess(port, proc, log, full_env)
+@pytest.fixture(scope="session")
+def _session_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = start_redis(tmp_path_factory.mktemp("redis"))
+    yield server
+    stop_process(server.proc)
 
 
 @pytest.fixture
-def daphne_factory(tmp_path: Path) -> Iterator:
+def shared_redis(_session_redis: RedisServer) -> RedisServer:
+    """One redis-server for the session, emptied before each test that uses it."""
+    if _session_redis.proc.poll() is not None:
+        pytest.fail("the session's redis-server died; a test must not stop it")
+    _session_redis.cli("FLUSHALL")
+    return _session_redis
+
+
+@pytest.fixture
+def daphne_factory(tmp_path: Path) -> Iterator[Any]:
     """Start real daphne processes: ``daphne_factory(tuned=True, redis=..., tuning={...})``."""
     started: list[DaphneProcess] = []
 
@@ -233,26 +68,3 @@ def daphne_factory(tmp_path: Path) -> Iterator:
     yield start
     for daphne in started:
         stop_process(daphne.proc)
-
-
-@pytest.fixture
-def tmp_dir() -> Iterator[Path]:
-    with tempfile.TemporaryDirectory() as name:
-        yield Path(name)
-
-
-def open_non_reading_client(port: int, path: str) -> socket.socket:
-    """A WebSocket client that completes the handshake and then never reads."""
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    sock.connect(("127.0.0.1", port))
-    sock.sendall(
-        f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-    )
-    response = b""
-    while b"\r\n\r\n" not in response:
-        response += sock.recv(1)
-    assert b" 101 " in response
-    return sock

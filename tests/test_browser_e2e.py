@@ -11,8 +11,7 @@ import signal
 import pytest
 
 from channels_tuning.client import ReconnectingClient
-
-from .conftest import REPO, start_daphne, stop_process
+from tests.support.processes import REPO, start_daphne, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -20,6 +19,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
 
 
+@pytest.mark.slow
 async def test_page_reconnects_with_growing_delays_after_daphne_dies(tmp_path):
     from playwright.async_api import async_playwright, expect
 

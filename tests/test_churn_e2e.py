@@ -9,18 +9,13 @@ import struct
 
 import pytest
 
-from .test_e2e import wait_until
-from .test_wsstats_e2e import wsstats
+from tests.support.processes import run_wsstats as wsstats
+from tests.support.rawws import CLOSE_FRAME, upgrade_request
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
 
-HANDSHAKE = (
-    b"GET /ws/group/churn/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-    b"Sec-WebSocket-Version: 13\r\n\r\n"
-)
-# A masked close frame with code 1000.
-CLOSE_FRAME = bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + struct.pack("!H", 1000)
+HANDSHAKE = upgrade_request("/ws/group/churn/")
 CONCURRENCY = 40
 WARM_UP_CYCLES = 1500
 CYCLES = 3000
@@ -52,22 +47,23 @@ async def churn(port: int, cycles: int) -> None:
     await asyncio.gather(*(bounded(i) for i in range(cycles)))
 
 
-def settled(daphne) -> dict:
+async def settled(daphne) -> dict:
     """Stats once every connection's cleanup has ended: wsstats --check passes (no
     consumer instances, queued frames, extra tasks or memberships, here or in Redis)."""
-    wait_until(lambda: wsstats(daphne.env, "--check").returncode == 0, timeout=30)
-    return daphne.stats(gc_collect=True)
+    await wait_until(lambda: wsstats(daphne.env, "--check").returncode == 0, timeout=30)
+    return await asyncio.to_thread(daphne.stats, True)
 
 
-async def test_churn_leaves_no_consumers_tasks_memberships_or_memory(daphne_factory, redis_server):
-    daphne = daphne_factory(tuned=True, redis=redis_server, tuning={"STATS_INTERVAL": 0.5})
+@pytest.mark.slow
+async def test_churn_leaves_no_consumers_tasks_memberships_or_memory(daphne_factory, shared_redis):
+    daphne = daphne_factory(tuned=True, redis=shared_redis, tuning={"STATS_INTERVAL": 0.5})
     await churn(daphne.port, WARM_UP_CYCLES)
-    warm = settled(daphne)
+    warm = await settled(daphne)
     warm_rss = daphne.rss_kb()
     rounds = [warm_rss]
     for _ in range(4):
         await churn(daphne.port, CYCLES // 4)
-        final = settled(daphne)
+        final = await settled(daphne)
         final_rss = daphne.rss_kb()
         rounds.append(final_rss)
     print(
@@ -82,11 +78,12 @@ async def test_churn_leaves_no_consumers_tasks_memberships_or_memory(daphne_fact
     }
     print("object types grown:", growth)
     assert final["tasks"] == warm["tasks"]
-    assert redis_server.cli("ZCARD", "asgi:group:churn") == "0"
+    assert shared_redis.cli("ZCARD", "asgi:group:churn") == "0"
     accepted = final["counters"]["channels_tuning_connections_total"]
     assert accepted == {"consumer=GroupConsumer": WARM_UP_CYCLES + CYCLES}
     # Twisted frees the last round's protocol objects (Deferreds, Headers) a little
     # after their closing handshakes; then the object count is back at its level.
-    wait_until(lambda: daphne.stats(gc_collect=True)["gc_objects"] < warm["gc_objects"] + 2000)
+    limit = warm["gc_objects"] + 2000
+    await wait_until(lambda: daphne.stats(gc_collect=True)["gc_objects"] < limit)
     # The allocator keeps its high-water mark; what must not happen is growth per round.
     assert final_rss - warm_rss < 6 * 1024, rounds

@@ -11,6 +11,7 @@ import pytest
 import websockets
 
 from channels_tuning.client import Backoff, ReconnectingClient, reconnect_delay
+from tests.support.waiting import until
 
 
 def test_backoff_caps_grow_by_the_factor_up_to_the_maximum():
@@ -66,8 +67,7 @@ async def test_attempts_grow_then_reset_after_a_stable_connection():
         on_reconnecting=lambda delay, attempt, code: attempts.append(attempt),
     )
     client.start()
-    while len(attempts) < 6:
-        await asyncio.sleep(0.01)
+    await until(lambda: len(attempts) >= 6)
     await client.close()
     server.close()
     assert attempts[:6] == [1, 2, 3, 1, 2, 3]

@@ -12,8 +12,8 @@ from google.protobuf.wrappers_pb2 import StringValue
 
 from channels_tuning.client import Backoff, ReconnectingClient
 from channels_tuning.codecs import ProtobufCodec
-
-from .conftest import start_daphne, stop_process
+from tests.support.processes import start_daphne, stop_process
+from tests.support.waiting import until
 
 pytestmark = pytest.mark.e2e
 
@@ -21,12 +21,7 @@ FAST_HEARTBEAT = {"HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5, "SCHEDULER_TIC
 QUICK = Backoff(initial_delay=0.1, factor=2.0, max_delay=0.5)
 
 
-async def until(predicate, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
-
-
+@pytest.mark.slow
 async def test_heartbeat_replies_keep_an_idle_connection_open(daphne_factory):
     daphne = daphne_factory(tuned=True, tuning=FAST_HEARTBEAT)
     silent = await websockets.connect(daphne.ws("/ws/echo/"), ping_interval=None)
@@ -43,6 +38,7 @@ async def test_heartbeat_replies_keep_an_idle_connection_open(daphne_factory):
     assert silent.close_code == 4000
 
 
+@pytest.mark.slow
 async def test_survives_a_restart_and_bounds_its_outbox(tmp_path):
     daphne = start_daphne(tmp_path, tuned=True)
     reconnecting: list[tuple[float, int, int]] = []

@@ -9,7 +9,7 @@ import zlib
 import pytest
 import websockets
 
-from .wsraw import handshake, read_frame, send_text
+from tests.support.rawws import handshake, read_frame, send_text
 
 pytestmark = pytest.mark.e2e
 

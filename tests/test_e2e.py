@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import struct
 import time
 
 import pytest
@@ -16,41 +15,12 @@ import websockets
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer as TunedRedisChannelLayer
 from channels_tuning.wire.heartbeat import PING_TEXT, PONG_TEXT
-
-from .conftest import open_non_reading_client
-from .wsraw import handshake, send_text
+from tests.support.rawws import handshake, open_non_reading_client, read_burst, send_text
+from tests.support.waiting import close_code, recv_data, wait_until
 
 pytestmark = pytest.mark.e2e
 
 FAST = {"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5}
-
-
-async def close_code(ws, timeout: float = 5.0) -> int:
-    """Read (and ignore) frames until the server closes; return its close code."""
-    try:
-        async with asyncio.timeout(timeout):
-            async for _ in ws:
-                pass
-    except websockets.ConnectionClosed:
-        pass
-    assert ws.close_code is not None, "server did not close"
-    return ws.close_code
-
-
-async def recv_data(ws, timeout: float = 5.0) -> str:
-    """Next frame that is not a heartbeat ping."""
-    while True:
-        frame = await asyncio.wait_for(ws.recv(), timeout)
-        if frame != PING_TEXT:
-            return frame
-
-
-def wait_until(predicate, timeout: float = 10.0, interval: float = 0.1) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached in time")
-        time.sleep(interval)
 
 
 @pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
@@ -67,6 +37,7 @@ async def test_heartbeat_pings_and_idle_close(daphne_factory, tuned):
     assert warned == (not tuned)  # plain daphne is named in the log, once
 
 
+@pytest.mark.slow
 async def test_answered_heartbeats_keep_idle_client_open(daphne_factory):
     daphne = daphne_factory(tuned=True, tuning=FAST)
     async with websockets.connect(daphne.ws("/ws/echo/"), ping_interval=None) as ws:
@@ -107,7 +78,7 @@ async def test_bad_input_gets_documented_codes(daphne_factory):
         "consumer=ChatConsumer,code=1007": 1,
         "consumer=BinaryOnlyConsumer,code=1003": 1,
     }
-    wait_until(lambda: daphne.stats()["connections"] == 0)
+    await wait_until(lambda: daphne.stats()["connections"] == 0)
 
 
 async def test_connection_limit_answers_1013_and_leaks_nothing(daphne_factory):
@@ -117,24 +88,24 @@ async def test_connection_limit_answers_1013_and_leaks_nothing(daphne_factory):
         assert await close_code(extra) == 1013
     assert daphne.stats()["connections"] == 3
     await clients.pop().close()
-    wait_until(lambda: daphne.stats()["connections"] == 2)
+    await wait_until(lambda: daphne.stats()["connections"] == 2)
     async with websockets.connect(daphne.ws("/ws/limited/")) as again:
         await again.send("hello")
         assert await recv_data(again) == "hello"
     for client in clients:
         await client.close()
-    wait_until(lambda: daphne.stats()["connections"] == 0)
+    await wait_until(lambda: daphne.stats()["connections"] == 0)
     rejected = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
     assert rejected == {"consumer=LimitedConsumer,reason=consumer connection limit": 1}
 
 
-async def test_two_processes_share_groups_through_redis(daphne_factory, redis_server):
-    first = daphne_factory(tuned=True, redis=redis_server)
-    second = daphne_factory(tuned=False, redis=redis_server)
+async def test_two_processes_share_groups_through_redis(daphne_factory, shared_redis):
+    first = daphne_factory(tuned=True, redis=shared_redis)
+    second = daphne_factory(tuned=False, redis=shared_redis)
     path = "/ws/chat/e2e-room/"
     a1, a2 = [await websockets.connect(first.ws(path)) for _ in range(2)]
     b1 = await websockets.connect(second.ws(path))
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:chat.e2e-room") == "3")
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:chat.e2e-room") == "3")
     await a1.send(json.dumps({"message": "from process one"}))
     for ws in (a1, a2, b1):
         assert json.loads(await recv_data(ws)) == {"type": "message", "message": "from process one"}
@@ -143,15 +114,17 @@ async def test_two_processes_share_groups_through_redis(daphne_factory, redis_se
         assert json.loads(await recv_data(ws))["message"] == "from process two"
     for ws in (a1, a2, b1):
         await ws.close()
-    wait_until(lambda: first.stats()["connections"] == 0 and second.stats()["connections"] == 0)
-    assert redis_server.cli("ZCARD", "asgi:group:chat.e2e-room") == "0"
+    await wait_until(
+        lambda: first.stats()["connections"] == 0 and second.stats()["connections"] == 0
+    )
+    assert shared_redis.cli("ZCARD", "asgi:group:chat.e2e-room") == "0"
 
 
 @pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
-async def test_idle_connection_cost_with_redis_layer(daphne_factory, redis_server, tuned):
+async def test_idle_connection_cost_with_redis_layer(daphne_factory, shared_redis, tuned):
     """Issue bound: at most 2 asyncio tasks and 110 GC-tracked objects per idle
     connection, daphne's own included (plain Channels: 5 and 148)."""
-    daphne = daphne_factory(tuned=tuned, redis=redis_server)
+    daphne = daphne_factory(tuned=tuned, redis=shared_redis)
     path = "/ws/chat/cost/"
     warm = [await websockets.connect(daphne.ws(path), ping_interval=None) for _ in range(5)]
     await asyncio.sleep(0.5)
@@ -168,34 +141,34 @@ async def test_idle_connection_cost_with_redis_layer(daphne_factory, redis_serve
     assert objects <= 110
     for ws in clients + warm:
         await ws.close()
-    wait_until(lambda: daphne.stats()["connections"] == 0)
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:chat.cost") == "0")
+    await wait_until(lambda: daphne.stats()["connections"] == 0)
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:chat.cost") == "0")
 
 
-async def test_memberships_left_after_handler_crash(daphne_factory, redis_server):
-    daphne = daphne_factory(tuned=False, redis=redis_server)
+async def test_memberships_left_after_handler_crash(daphne_factory, shared_redis):
+    daphne = daphne_factory(tuned=False, redis=shared_redis)
     group_key = "asgi:group:hygiene"
     clients = [await websockets.connect(daphne.ws("/ws/group/hygiene/")) for _ in range(3)]
     await clients[0].send(json.dumps({"join": "hygiene-extra"}))
     assert await recv_data(clients[0]) == "ok"
-    assert redis_server.cli("ZCARD", group_key) == "3"
-    assert redis_server.cli("ZCARD", "asgi:group:hygiene-extra") == "1"
+    assert shared_redis.cli("ZCARD", group_key) == "3"
+    assert shared_redis.cli("ZCARD", "asgi:group:hygiene-extra") == "1"
     await clients[0].send(json.dumps({"crash": True}))
     assert await close_code(clients[0]) == 1011
-    wait_until(lambda: redis_server.cli("ZCARD", group_key) == "2")
-    assert redis_server.cli("ZCARD", "asgi:group:hygiene-extra") == "0"
+    await wait_until(lambda: shared_redis.cli("ZCARD", group_key) == "2")
+    assert shared_redis.cli("ZCARD", "asgi:group:hygiene-extra") == "0"
     for ws in clients:
         await ws.close()
-    wait_until(lambda: redis_server.cli("ZCARD", group_key) == "0")
+    await wait_until(lambda: shared_redis.cli("ZCARD", group_key) == "0")
 
 
-async def test_memberships_left_when_plain_daphne_cancels_on_sigterm(daphne_factory, redis_server):
+async def test_memberships_left_when_plain_daphne_cancels_on_sigterm(daphne_factory, shared_redis):
     """Plain daphne cancels every application on SIGTERM (no disconnect handlers in
     plain Channels); the tuned consumer still leaves its groups."""
-    daphne = daphne_factory(tuned=False, redis=redis_server)
+    daphne = daphne_factory(tuned=False, redis=shared_redis)
     group_key = "asgi:group:hygiene-term"
     clients = [await websockets.connect(daphne.ws("/ws/group/hygiene-term/")) for _ in range(20)]
-    wait_until(lambda: redis_server.cli("ZCARD", group_key) == "20")
+    await wait_until(lambda: shared_redis.cli("ZCARD", group_key) == "20")
     # daphne bug: for about a second after each WebSocket upgrade, its connection
     # table holds the upgraded HTTP request without an application, and a SIGTERM
     # then raises KeyError in kill_all_applications, which cancels nothing at all.
@@ -203,35 +176,36 @@ async def test_memberships_left_when_plain_daphne_cancels_on_sigterm(daphne_fact
     await asyncio.sleep(2.5)
     os.kill(daphne.pid, signal.SIGTERM)
     assert daphne.proc.wait(15) == 0
-    assert redis_server.cli("ZCARD", group_key) == "0"
+    assert shared_redis.cli("ZCARD", group_key) == "0"
     for ws in clients:
         await ws.close()
 
 
-async def test_tuned_server_drains_with_1012_on_sigterm(daphne_factory, redis_server):
-    daphne = daphne_factory(tuned=True, redis=redis_server)
+async def test_tuned_server_drains_with_1012_on_sigterm(daphne_factory, shared_redis):
+    daphne = daphne_factory(tuned=True, redis=shared_redis)
     clients = [await websockets.connect(daphne.ws("/ws/group/drain/")) for _ in range(200)]
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:drain") == "200")
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:drain") == "200")
     started = time.monotonic()
     os.kill(daphne.pid, signal.SIGTERM)
     codes = await asyncio.gather(*(close_code(ws, timeout=15) for ws in clients))
     assert set(codes) == {1012}
     daphne.proc.wait(15)
     assert time.monotonic() - started < 12
-    assert redis_server.cli("ZCARD", "asgi:group:drain") == "0"
+    assert shared_redis.cli("ZCARD", "asgi:group:drain") == "0"
 
 
-async def test_slow_reader_does_not_grow_tuned_server(daphne_factory, redis_server):
+@pytest.mark.slow
+async def test_slow_reader_does_not_grow_tuned_server(daphne_factory, shared_redis):
     """One client never reads while 500 x 1 KiB/s are broadcast for 20 s: the
     tuned server's RSS stays bounded, the slow client is closed with 4001, and a
     normal client on the same process receives every message in order."""
-    daphne = daphne_factory(tuned=True, redis=redis_server)
+    daphne = daphne_factory(tuned=True, redis=shared_redis)
     normal = await websockets.connect(daphne.ws("/ws/group/feed/"), max_size=None)
     slow = open_non_reading_client(daphne.port, "/ws/group/feed/")
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:feed") == "2")
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:feed") == "2")
     await asyncio.sleep(0.5)
     rss_start = daphne.rss_kb()
-    layer = TunedRedisChannelLayer(hosts=[redis_server.url])
+    layer = TunedRedisChannelLayer(hosts=[shared_redis.url])
     total, rate = 10_000, 500
     received: list[int] = []
 
@@ -267,6 +241,7 @@ async def test_slow_reader_does_not_grow_tuned_server(daphne_factory, redis_serv
     await layer.close_pools()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
 async def test_inbound_flood_memory(daphne_factory, tuned):
     """A client sends 1 KiB frames as fast as TCP lets it, for 6 s, to a consumer
@@ -291,35 +266,6 @@ async def test_inbound_flood_memory(daphne_factory, tuned):
             assert growth_mb < 8
         else:
             assert sent > 20_000  # plain daphne reads (and queues) all of it
-
-
-def read_burst(sock) -> tuple[list[int], int | None]:
-    """Frame numbers received until the server goes quiet, and its close code.
-
-    Buffered: it must reach a close frame behind megabytes of data within
-    autobahn's 1 s closing-handshake timeout."""
-    numbers: list[int] = []
-    buffer = b""
-    sock.settimeout(1.0)
-    while True:
-        while len(buffer) >= 4:
-            length, header = buffer[1] & 0x7F, 2
-            if length == 126:
-                length, header = struct.unpack("!H", buffer[2:4])[0], 4
-            if len(buffer) < header + length:
-                break
-            opcode, payload = buffer[0] & 0x0F, buffer[header : header + length]
-            buffer = buffer[header + length :]
-            if opcode == 8:
-                return numbers, struct.unpack("!H", payload[:2])[0]
-            numbers.append(int(payload[:6]))
-        try:
-            chunk = sock.recv(1 << 20)
-        except (TimeoutError, ConnectionResetError):  # quiet, or aborted by the server
-            return numbers, None
-        if not chunk:
-            return numbers, None
-        buffer += chunk
 
 
 @pytest.mark.parametrize("policy", ["drop_oldest", "drop_newest", "coalesce", "disconnect"])
@@ -365,6 +311,7 @@ async def test_overflow_policies_on_the_tuned_server(daphne_factory, policy):
         assert counters == {f"consumer=Burst_{policy},code=4001": 1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("second_signal", [False, True], ids=["deadline", "second-signal"])
 async def test_drain_deadline_and_second_signal(daphne_factory, second_signal):
     """Disconnect handlers that never finish: the drain stops listening at once, ends at

@@ -13,8 +13,7 @@ import websockets
 
 from channels_tuning.broadcast import DeliveryTimeout, broadcast, broadcast_many
 from channels_tuning.layers import RedisChannelLayer
-
-from .test_e2e import recv_data, wait_until
+from tests.support.waiting import recv_data, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -35,23 +34,27 @@ async def subscribe(daphne, group: str, count: int) -> list:
 
 
 async def read_numbers(ws, count: int, timeout: float = 30) -> list[int]:
-    numbers = []
-    async with asyncio.timeout(timeout):
+    numbers: list[int] = []
+
+    async def read() -> None:
         while len(numbers) < count:
             numbers.append(int(await ws.recv()))
+
+    await asyncio.wait_for(read(), timeout)
     return numbers
 
 
-async def test_burst_with_wait_delivers_every_message_in_order(daphne_factory, redis_server):
+@pytest.mark.slow
+async def test_burst_with_wait_delivers_every_message_in_order(daphne_factory, shared_redis):
     """200 subscribers, 2000 back-to-back broadcasts, a producer whose receivers hold
     only 10 pending messages per process, and the process stalled for a second
     midway: the producer waits instead of losing any."""
     daphne = daphne_factory(
-        tuned=True, redis=redis_server, tuning={**QUIET, "SEND_QUEUE_MAX_MESSAGES": 100_000}
+        tuned=True, redis=shared_redis, tuning={**QUIET, "SEND_QUEUE_MAX_MESSAGES": 100_000}
     )
     clients = await subscribe(daphne, "burst", 200)
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:burst") == "200")
-    layer = producer(redis_server, capacity=10)
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:burst") == "200")
+    layer = producer(shared_redis, capacity=10)
     readers = [asyncio.ensure_future(read_numbers(ws, 2000, timeout=120)) for ws in clients]
     retries = 0
     for i in range(2000):
@@ -71,13 +74,14 @@ async def test_burst_with_wait_delivers_every_message_in_order(daphne_factory, r
         await ws.close()
 
 
-async def test_burst_with_drop_accounts_for_every_missing_message(daphne_factory, redis_server):
+@pytest.mark.slow
+async def test_burst_with_drop_accounts_for_every_missing_message(daphne_factory, shared_redis):
     daphne = daphne_factory(
-        tuned=True, redis=redis_server, tuning={**QUIET, "SEND_QUEUE_MAX_MESSAGES": 100_000}
+        tuned=True, redis=shared_redis, tuning={**QUIET, "SEND_QUEUE_MAX_MESSAGES": 100_000}
     )
     clients = await subscribe(daphne, "lossy", 100)
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:lossy") == "100")
-    layer = producer(redis_server, capacity=3)
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:lossy") == "100")
+    layer = producer(shared_redis, capacity=3)
     sent, dropped_by_layer = 1000, 0
     for i in range(sent):
         report = await broadcast("lossy", str(i), on_full="drop", layer=layer)
@@ -107,11 +111,11 @@ async def test_burst_with_drop_accounts_for_every_missing_message(daphne_factory
         await ws.close()
 
 
-async def test_wait_gives_up_at_its_deadline_and_nothing_grows(daphne_factory, redis_server):
-    daphne = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
+async def test_wait_gives_up_at_its_deadline_and_nothing_grows(daphne_factory, shared_redis):
+    daphne = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET)
     clients = await subscribe(daphne, "stalled", 5)
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:stalled") == "5")
-    layer = producer(redis_server, capacity=20)
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:stalled") == "5")
+    layer = producer(shared_redis, capacity=20)
     os.kill(daphne.pid, signal.SIGSTOP)  # the receiving process stops reading
     try:
         # Fill its key (a blocking read already under way may take one more).
@@ -125,8 +129,8 @@ async def test_wait_gives_up_at_its_deadline_and_nothing_grows(daphne_factory, r
             await broadcast("stalled", "one too many", on_full="wait", timeout=1.0, layer=layer)
         assert 1.0 <= time.monotonic() - started < 3.0
         assert caught.value.report.receivers_over_capacity == 5
-        (key,) = redis_server.keys("asgispecific.*")
-        assert redis_server.cli("ZCARD", key) == "20"  # bounded by capacity
+        (key,) = shared_redis.keys("asgispecific.*")
+        assert shared_redis.cli("ZCARD", key) == "20"  # bounded by capacity
     finally:
         os.kill(daphne.pid, signal.SIGCONT)
     for ws in clients:
@@ -145,38 +149,39 @@ def channel_layer_memory(redis) -> int:
     return sum(int(redis.cli("MEMORY", "USAGE", key) or 0) for key in layer_keys(redis))
 
 
-async def test_members_of_a_killed_process_expire(daphne_factory, redis_server):
+@pytest.mark.slow
+async def test_members_of_a_killed_process_expire(daphne_factory, shared_redis):
     fast_expiry = {"GROUP_EXPIRY": "4", "LAYER_EXPIRY": "3"}
     tuning = {**QUIET, "GROUP_REFRESH_INTERVAL": 1}
-    survivor = daphne_factory(tuned=True, redis=redis_server, tuning=tuning, **fast_expiry)
-    doomed = daphne_factory(tuned=True, redis=redis_server, tuning=tuning, **fast_expiry)
+    survivor = daphne_factory(tuned=True, redis=shared_redis, tuning=tuning, **fast_expiry)
+    doomed = daphne_factory(tuned=True, redis=shared_redis, tuning=tuning, **fast_expiry)
     live = await subscribe(survivor, "dying", 5)
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:dying") == "5")
-    layer = producer(redis_server, group_expiry=4, expiry=3)
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:dying") == "5")
+    layer = producer(shared_redis, group_expiry=4, expiry=3)
     await broadcast("dying", "warm-up", layer=layer)  # Redis caches the send script
-    memory_before = channel_layer_memory(redis_server)
-    keys_before = layer_keys(redis_server)
+    memory_before = channel_layer_memory(shared_redis)
+    keys_before = layer_keys(shared_redis)
     ghosts = await subscribe(doomed, "dying", 200)
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:dying") == "205")
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:dying") == "205")
     await asyncio.sleep(2)  # refreshes run: memberships outlive group_expiry while alive
-    assert redis_server.cli("ZCARD", "asgi:group:dying") == "205"
+    assert shared_redis.cli("ZCARD", "asgi:group:dying") == "205"
     os.kill(doomed.pid, signal.SIGKILL)
     started = time.monotonic()
-    while redis_server.cli("ZCARD", "asgi:group:dying") != "5":
+    while shared_redis.cli("ZCARD", "asgi:group:dying") != "5":
         assert time.monotonic() - started < 10, "dead members still in the group"
         await broadcast("dying", "tick", on_full="drop", layer=layer)
         await asyncio.sleep(0.25)
     purged_after = time.monotonic() - started
     report = await broadcast("dying", "after", on_full="drop", layer=layer)
     assert (report.receivers, report.processes, report.complete) == (5, 1, True)
-    wait_until(lambda: not redis_server.keys("asgispecific.*"), timeout=10)
+    await wait_until(lambda: not shared_redis.keys("asgispecific.*"), timeout=10)
     print(
         f"dead members purged {purged_after:.1f} s after SIGKILL; redis memory "
-        f"{memory_before} -> {channel_layer_memory(redis_server)} bytes"
+        f"{memory_before} -> {channel_layer_memory(shared_redis)} bytes"
     )
-    assert layer_keys(redis_server) == keys_before
+    assert layer_keys(shared_redis) == keys_before
     # A sorted set that once held 205 members keeps Redis' larger encoding.
-    assert channel_layer_memory(redis_server) <= memory_before + 4 * 1024
+    assert channel_layer_memory(shared_redis) <= memory_before + 4 * 1024
     for ws in live:
         assert await recv_data(ws) in ("warm-up", "tick", "after")
         # Unread ticks filled the client's queue (websockets pauses reading at 16),
@@ -187,12 +192,13 @@ async def test_members_of_a_killed_process_expire(daphne_factory, redis_server):
     await layer.close_pools()
 
 
+@pytest.mark.slow
 async def test_idle_process_keeps_consumers_with_redis_py_default_timeouts(
-    daphne_factory, redis_server
+    daphne_factory, shared_redis
 ):
     """redis-py 8's socket timeout (5 s) fires on every idle blocking read; plain
     Channels loses a consumer (and leaks its membership) each time."""
-    daphne = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
+    daphne = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET)
     clients = await subscribe(daphne, "idle", 20)
     await asyncio.sleep(IDLE_SECONDS)
     stats = daphne.stats()
@@ -203,8 +209,8 @@ async def test_idle_process_keeps_consumers_with_redis_py_default_timeouts(
     )
     assert sum(timeouts.values()) >= IDLE_SECONDS // 10  # they happened, and were absorbed
     assert stats["connections"] == 20
-    assert redis_server.cli("ZCARD", "asgi:group:idle") == "20"
-    layer = producer(redis_server)
+    assert shared_redis.cli("ZCARD", "asgi:group:idle") == "20"
+    layer = producer(shared_redis)
     report = await broadcast("idle", "still there?", layer=layer)
     assert report.delivered == 20
     for ws in clients:
@@ -213,14 +219,15 @@ async def test_idle_process_keeps_consumers_with_redis_py_default_timeouts(
     await layer.close_pools()
 
 
+@pytest.mark.slow
 async def test_redis_restart_is_survived(daphne_factory, redis_server, tmp_path):
-    from .conftest import start_redis, stop_process
+    from tests.support.processes import start_redis, stop_process
 
     daphne = daphne_factory(
         tuned=True, redis=redis_server, tuning={**QUIET, "GROUP_REFRESH_INTERVAL": 1}
     )
     clients = await subscribe(daphne, "phoenix", 5)
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:phoenix") == "5")
+    await wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:phoenix") == "5")
     layer = producer(redis_server)
     await broadcast("phoenix", "before", layer=layer)
     stop_process(redis_server.proc)
@@ -231,7 +238,7 @@ async def test_redis_restart_is_survived(daphne_factory, redis_server, tmp_path)
     restarted = start_redis(tmp_path, port=redis_server.port)
     redis_server.proc = restarted.proc  # the fixture stops this one
     # Memberships were lost with Redis; the refresh (1 s) puts them back.
-    wait_until(lambda: restarted.cli("ZCARD", "asgi:group:phoenix") == "5", timeout=15)
+    await wait_until(lambda: restarted.cli("ZCARD", "asgi:group:phoenix") == "5", timeout=15)
     report = await broadcast("phoenix", "after", layer=layer)
     assert report.delivered == 5
     for ws in clients:
@@ -240,12 +247,12 @@ async def test_redis_restart_is_survived(daphne_factory, redis_server, tmp_path)
     await layer.close_pools()
 
 
-async def test_two_processes_one_group_report(daphne_factory, redis_server):
-    first = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
-    second = daphne_factory(tuned=False, redis=redis_server, tuning=QUIET)
+async def test_two_processes_one_group_report(daphne_factory, shared_redis):
+    first = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET)
+    second = daphne_factory(tuned=False, redis=shared_redis, tuning=QUIET)
     clients = await subscribe(first, "pair", 3) + await subscribe(second, "pair", 2)
-    wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:pair") == "5")
-    layer = producer(redis_server)
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:pair") == "5")
+    layer = producer(shared_redis)
     report = await broadcast("pair", {"n": 1}, layer=layer)
     assert (report.receivers, report.processes, report.delivered) == (5, 2, 5)
     batch = await broadcast_many("pair", [f"b{i}" for i in range(50)], layer=layer)

@@ -9,8 +9,7 @@ import shutil
 import subprocess
 
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
-
-from .conftest import REPO
+from tests.support.processes import REPO
 
 NODE = shutil.which("node") or "node"
 

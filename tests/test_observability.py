@@ -18,8 +18,7 @@ from channels_tuning.observability.stats import TRAFFIC
 from channels_tuning.runtime.registry import ConnectionRegistry
 from channels_tuning.runtime.scheduler import Scheduler
 from channels_tuning.testing import assert_no_leaks, find_leaks
-
-from .test_consumers import Echo, Grouped, communicator
+from tests.support.consumers import Echo, Grouped, communicator
 
 
 def scrape() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -238,11 +238,11 @@ async def test_protobuf_consumer_closes_bad_frames_with_documented_codes(frame, 
 # ------------------------------------------------------------- serializer
 
 
-async def test_redis_serializer_carries_frames_byte_for_byte(redis_server):
+async def test_redis_serializer_carries_frames_byte_for_byte(shared_redis):
     from channels_tuning.broadcast import FRAME_TYPE
     from channels_tuning.layers import RedisChannelLayer
 
-    layer = RedisChannelLayer(hosts=[redis_server.url], serializer_format="channels_tuning")
+    layer = RedisChannelLayer(hosts=[shared_redis.url], serializer_format="channels_tuning")
     frame = ProtoEcho.codec.encode(StringValue(value="x" * 100), topic="room")
     try:
         channel = await layer.new_channel()

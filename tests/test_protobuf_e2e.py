@@ -25,8 +25,8 @@ async def recv_data(ws) -> object:
 
 
 @pytest.mark.parametrize("layer", ["memory", "redis"])
-async def test_typed_replies_broadcasts_and_bad_frames(daphne_factory, redis_server, layer):
-    daphne = daphne_factory(tuned=True, redis=redis_server if layer == "redis" else None)
+async def test_typed_replies_broadcasts_and_bad_frames(daphne_factory, shared_redis, layer):
+    daphne = daphne_factory(tuned=True, redis=shared_redis if layer == "redis" else None)
     alice = await websockets.connect(daphne.ws("/ws/proto/room/"))
     bob = await websockets.connect(daphne.ws("/ws/proto/room/"))
 

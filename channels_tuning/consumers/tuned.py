@@ -61,7 +61,7 @@ class TunedJsonWebsocketConsumer(TunedWebsocketConsumer):
 
 
 class TunedProtobufWebsocketConsumer(CodecMixin, TunedWebsocketConsumer):
-    """Protobuf messages in binary envelopes (``channels_tuning/proto/envelope.proto``).
+    """Protobuf messages in binary envelopes (``channels_tuning/wire/proto/envelope.proto``).
 
     Declare ``message_class`` (one type) or ``message_types`` (type URL to class);
     override ``receive_message(message, received)``; send with ``send_message(msg)``.

@@ -21,6 +21,7 @@ import enum
 from typing import Any
 
 from ..exceptions import QueueOverflow
+from ..wire.closecodes import CloseCode
 from .policies import AdmissionContext, Message, PolicyChain, classify
 from .queue import REASON_CLOSED, REASON_SLOW_CONSUMER, OutboundQueue
 from .settings import ConnectionSettings
@@ -32,7 +33,7 @@ CLOSING = ConnectionState.CLOSING
 CLOSED = ConnectionState.CLOSED
 
 #: Close code sent when the outbound queue overflows under ``disconnect``.
-SLOW_CONSUMER_CODE = 4001
+SLOW_CONSUMER_CODE = int(CloseCode.SLOW_CONSUMER)
 
 
 class Action(enum.Enum):

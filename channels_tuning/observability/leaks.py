@@ -22,7 +22,7 @@ SERVICE_TASK_PREFIXES = (
 
 
 def extra_tasks(task_groups: list[dict[str, Any]]) -> int:
-    """Tasks (from :func:`procstats.task_summary`) beyond what an idle process keeps."""
+    """Tasks (from :func:`.snapshot.task_summary`) beyond what an idle process keeps."""
     return sum(
         group["count"]
         for group in task_groups

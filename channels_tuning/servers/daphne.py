@@ -221,7 +221,6 @@ class TunedServer(Server):
         )
         super().__init__(*args, **kwargs)
         self._ports: list[Any] = []
-        self._draining = False
         # Every private hook checked once, before the first connection: a changed
         # upstream is logged with its fallback instead of failing silently.
         self.compat_problems = compat.self_check()
@@ -271,7 +270,6 @@ class TunedServer(Server):
         return defer.Deferred.fromFuture(asyncio.ensure_future(self._drain()))
 
     async def _drain(self) -> None:
-        self._draining = True
         if self.signal_handlers:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, _exit_now)

@@ -4,8 +4,9 @@ Three cases, from best to worst guarantees:
 
 ``FLOW``
     channels-tuning's daphne server (:mod:`channels_tuning.servers.daphne`): ``send``
-    is a :class:`FlowControlledSend` that writes synchronously and knows when the
-    client's TCP buffer is above its high-water mark, so the consumer can queue
+    is a :class:`~channels_tuning.servers.daphne.FlowControlledSend`, which writes
+    synchronously and knows when the client's TCP buffer is above its high-water
+    mark, so the consumer can queue
     (bounded) instead of letting Twisted buffer without limit.
 ``DAPHNE``
     Plain daphne: ``send`` never waits for the socket (daphne #170). Writes are
@@ -19,8 +20,8 @@ Three cases, from best to worst guarantees:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, runtime_checkable
+from collections.abc import Callable
+from typing import Any, Final
 
 from ..checks import server_without_flow_control
 from ..compat import autobahn, daphne
@@ -30,22 +31,7 @@ GENERIC: Final = 0
 DAPHNE: Final = 1
 FLOW: Final = 2
 
-SEND_MODE_NAMES: Final = {GENERIC: "generic", DAPHNE: "daphne", FLOW: "flow"}
 _SERVER_KINDS: Final = {GENERIC: "other ASGI server", DAPHNE: "daphne", FLOW: "tuned daphne"}
-
-
-@runtime_checkable
-class FlowControlledSend(Protocol):
-    """The ``send`` callable given to applications by the tuned daphne server."""
-
-    paused: bool
-    closed: bool
-
-    def __call__(self, message: dict[str, Any]) -> Awaitable[None]: ...
-
-    def write_nowait(self, message: dict[str, Any]) -> None: ...
-
-    async def wait_writable(self) -> bool: ...
 
 
 def detect_send_mode(send: Callable[..., Any]) -> int:

@@ -1,7 +1,7 @@
 """Every WebSocket close code the package sends, and how loudly each is logged.
 
 The README's close-code table is generated from the same facts; clients decide
-from the code whether to reconnect (see ``RECONNECT_ADVICE``).
+from the code whether to reconnect (the table is :mod:`channels_tuning.wire.reconnect`).
 """
 
 from __future__ import annotations
@@ -44,23 +44,6 @@ class CloseCode(IntEnum):
 #: close frame: the client vanished, or the application task was cancelled.
 #: RFC 6455 reserves it: it is never sent on the wire.
 ABNORMAL_CLOSURE: Final = 1006
-
-#: Whether a well-behaved client should reconnect after each code (the clients'
-#: machine-readable version of this is :data:`channels_tuning.wire.reconnect.POLICY`).
-RECONNECT_ADVICE: Final[dict[int, str]] = {
-    CloseCode.NORMAL: "no (the server meant it)",
-    CloseCode.GOING_AWAY: "yes, at once (with jitter)",
-    CloseCode.UNSUPPORTED_DATA: "no: fix the client",
-    CloseCode.INVALID_PAYLOAD: "no: fix the client",
-    CloseCode.POLICY_VIOLATION: "yes, after a long delay",
-    CloseCode.MESSAGE_TOO_BIG: "no: fix the client",
-    CloseCode.INTERNAL_ERROR: "yes, with backoff",
-    CloseCode.SERVICE_RESTART: "yes, with backoff",
-    CloseCode.TRY_AGAIN_LATER: "yes, after a longer delay",
-    CloseCode.HEARTBEAT_TIMEOUT: "yes, with backoff",
-    CloseCode.SLOW_CONSUMER: "yes, with backoff",
-    CloseCode.INBOX_OVERFLOW: "yes, with backoff",
-}
 
 # Closes that are part of normal operation log at INFO, client faults at WARNING,
 # server faults at ERROR.

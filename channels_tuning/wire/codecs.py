@@ -5,7 +5,7 @@ One small interface, two implementations; a consumer picks one (``codec = ...``)
 - :class:`JsonCodec` (text frames): ``{"kind":"data","topic":"room","seq":3,"data":{...}}``,
   empty fields omitted;
 - :class:`ProtobufCodec` (binary frames): a ``channels_tuning.Envelope``
-  (``channels_tuning/proto/envelope.proto``) whose ``payload`` is the user's message.
+  (``channels_tuning/wire/proto/envelope.proto``) whose ``payload`` is the user's message.
 
 Heartbeats, limits, backpressure and stats do not depend on the codec: they act on
 frames before decoding and after encoding. :meth:`Codec.decode` raises

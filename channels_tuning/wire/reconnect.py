@@ -42,6 +42,14 @@ POLICY: Final[dict[int, Reconnect]] = {
 }
 DEFAULT: Final = Reconnect.BACKOFF
 
+#: The README's "client should reconnect" column, per action.
+ADVICE: Final[dict[Reconnect, str]] = {
+    Reconnect.STOP: "no",
+    Reconnect.NOW: "yes, at once (with jitter)",
+    Reconnect.LATER: "yes, after a longer delay",
+    Reconnect.BACKOFF: "yes, with backoff",
+}
+
 #: The code a client reports when the connection was lost without a close frame.
 ABNORMAL: Final = ABNORMAL_CLOSURE
 

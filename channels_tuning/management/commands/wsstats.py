@@ -1,6 +1,6 @@
 """``manage.py wsstats``: every live WebSocket server process of this project.
 
-Reads the snapshots the processes publish (see ``channels_tuning.procstats``); exits
+Reads the snapshots the processes publish (see ``channels_tuning.observability.snapshot``); exits
 with status 1 and a clear message when no server process is publishing.
 
     manage.py wsstats              table of processes and a totals row
@@ -23,7 +23,7 @@ from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
 from channels_tuning.conf import project_settings
-from channels_tuning.observability import snapshot as procstats
+from channels_tuning.observability import snapshot
 from channels_tuning.observability.leaks import redis_memberships, snapshot_problems
 
 
@@ -154,10 +154,10 @@ def _duration(seconds: float) -> str:
 
 
 def read_snapshots() -> list[dict[str, Any]]:
-    backend = procstats.backend_for(project_settings(), get_channel_layer())
+    backend = snapshot.backend_for(project_settings(), get_channel_layer())
     if backend is None:
         return []
-    if isinstance(backend, procstats.RedisBackend):
+    if isinstance(backend, snapshot.RedisBackend):
 
         async def read() -> list[dict[str, Any]]:
             try:

@@ -1,4 +1,4 @@
-// Type declarations for envelope.js (channels_tuning/proto/envelope.proto).
+// Type declarations for envelope.js (channels_tuning/wire/proto/envelope.proto).
 
 export declare const Kind: Readonly<{ DATA: 1; PING: 2; PONG: 3; ACK: 4; ERROR: 5 }>;
 export type KindName = "data" | "ping" | "pong" | "ack" | "error";

@@ -1,4 +1,4 @@
-// The channels-tuning envelope (channels_tuning/proto/envelope.proto), encoded and
+// The channels-tuning envelope (channels_tuning/wire/proto/envelope.proto), encoded and
 // decoded by hand: eight fields do not need a protobuf runtime in the browser.
 // Output is byte-identical to Python's protobuf for the same field values (fields in
 // number order, defaults omitted), and `kind` is always written, so a frame is never

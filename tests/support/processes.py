@@ -1,0 +1,208 @@
+"""Real processes for end-to-end tests and benchmarks: redis-server and daphne (plain
+or ``channels-tuning-daphne``) on free ports of 127.0.0.1, stopped by their PID."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent
+START_TIMEOUT = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"process exited early ({proc.returncode}):\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"port {port} not open after {START_TIMEOUT}s:\n{log.read_text()}")
+
+
+def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15) -> None:
+    """End a process this test rig started (by its PID), escalating to SIGKILL."""
+    if proc.poll() is None:
+        os.kill(proc.pid, sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
+@dataclass
+class RedisServer:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def cli(self, *args: str) -> str:
+        return subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+
+    def keys(self, pattern: str) -> list[str]:
+        out = self.cli("--scan", "--pattern", pattern)
+        return [line for line in out.splitlines() if line]
+
+
+def start_redis(tmp: Path, port: int | None = None) -> RedisServer:
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = port or free_port()
+    log = tmp / f"redis-{port}.log"
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp),
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, proc, log)
+    return RedisServer(port, proc, log)
+
+
+@dataclass
+class DaphneProcess:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stats(self, gc_collect: bool = False, reset_gc_max: bool = False) -> dict:
+        query = "?gc=1" if gc_collect else "?reset_gc_max=1" if reset_gc_max else ""
+        url = f"http://127.0.0.1:{self.port}/_stats{query}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        """GET /metrics (django-prometheus) as {(sample name, labels): value}."""
+        from prometheus_client.parser import text_string_to_metric_families
+
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            text = response.read().decode()
+        return {
+            (sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+        }
+
+    def counter(self, name: str, labels: str) -> int:
+        return int(self.stats()["counters"][name].get(labels, 0))
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+
+def start_daphne(
+    log_dir: Path,
+    *,
+    tuned: bool = False,
+    redis: RedisServer | None = None,
+    tuning: dict | None = None,
+    extra_args: tuple[str, ...] = (),
+    port: int | None = None,
+    **env: str,
+) -> DaphneProcess:
+    """Start daphne (or ``channels-tuning-daphne``) on tests.e2e_asgi on a free port
+    (or on ``port``: a restart on the same address)."""
+    port = port or free_port()
+    log = log_dir / f"daphne-{port}.log"
+    full_env = dict(os.environ)
+    full_env.pop("REDIS_URL", None)
+    full_env.update(
+        DJANGO_SETTINGS_MODULE="example_project.settings",
+        PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+        CHANNELS_TUNING_JSON=json.dumps(tuning or {}),
+        CT_LOG_LEVEL="INFO",
+        **env,
+    )
+    prepend = full_env.pop("PYTHONPATH_PREPEND", None)
+    if prepend:  # a sitecustomize that patches an upstream library (tests/test_compat.py)
+        full_env["PYTHONPATH"] = os.pathsep.join([prepend, full_env["PYTHONPATH"]])
+    if redis is not None:
+        full_env["REDIS_URL"] = redis.url
+    entry = (
+        "import channels_tuning.server as m; m.main()"
+        if tuned
+        else "import daphne.cli as m; m.CommandLineInterface.entrypoint()"
+    )
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            entry,
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            *extra_args,
+            "tests.e2e_asgi:application",
+        ],
+        cwd=REPO,
+        env=full_env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, proc, log)
+    return DaphneProcess(port, proc, log, full_env)
+
+
+def run_wsstats(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """``manage.py wsstats`` of the example project, with a server's environment."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "example_project" / "manage.py"), "wsstats", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )

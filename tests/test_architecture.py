@@ -1,0 +1,182 @@
+"""The layout rules of docs/architecture.md, checked so they cannot drift."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGE = REPO / "channels_tuning"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def module_level_imports(path: Path) -> set[str]:
+    """channels_tuning modules imported at module level (not inside functions, not
+    under ``if TYPE_CHECKING``)."""
+    tree = ast.parse(path.read_text())
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("channels_tuning"):
+                found.add(target)
+                found.update(f"{target}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("channels_tuning"))
+    return found
+
+
+def package_graph() -> dict[str, set[str]]:
+    modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+    return {
+        name: {target for target in module_level_imports(path) if target in modules} - {name}
+        for name, path in modules.items()
+    }
+
+
+def test_no_import_cycles_in_the_package():
+    graph = package_graph()
+    # A package's __init__ re-exporting its own submodules is not a cycle of code.
+    for name in graph:
+        graph[name] = {t for t in graph[name] if not name.startswith(t + ".")}
+    state: dict[str, int] = {}
+    cycles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for target in graph[node]:
+            if state.get(target) == 1:
+                cycles.append([*stack[stack.index(target) :], target])
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+@pytest.mark.parametrize(
+    ("package", "forbidden"),
+    [
+        ("channels_tuning.core", ("channels_tuning.consumers", "channels_tuning.servers")),
+        ("channels_tuning.wire", ("channels_tuning.core", "channels_tuning.consumers")),
+        ("channels_tuning.compat", ("channels_tuning.consumers", "channels_tuning.layers")),
+        ("channels_tuning.observability", ("channels_tuning.consumers",)),
+        ("channels_tuning.layers", ("channels_tuning.consumers",)),
+        ("channels_tuning.client", ("channels_tuning.consumers", "channels_tuning.layers")),
+    ],
+)
+def test_imports_go_one_way(package, forbidden):
+    graph = package_graph()
+    offending = {
+        (name, target)
+        for name, targets in graph.items()
+        if name.startswith(package)
+        for target in targets
+        if target.startswith(forbidden)
+    }
+    assert offending == set()
+
+
+def loaded_modules(statement: str) -> list[str]:
+    code = f"import sys; {statement}; print('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
+    )
+    return out.stdout.split()
+
+
+def test_the_python_client_loads_no_django_channels_or_redis():
+    modules = loaded_modules("import channels_tuning.client")
+    heavy = [m for m in modules if m.split(".")[0] in ("django", "channels", "redis", "daphne")]
+    assert heavy == []
+    # websockets, protobuf (for the protobuf codec) and the standard library.
+    print(f"import channels_tuning.client loads {len(modules)} modules")
+
+
+def test_tests_do_not_import_each_other_and_benchmarks_not_the_conftest():
+    for path in (REPO / "tests").glob("test_*.py"):
+        for target in module_level_imports_any(path):
+            assert not target.startswith(("tests.test_", "tests.conftest")), (path, target)
+    for path in (REPO / "benchmarks").glob("*.py"):
+        for target in module_level_imports_any(path):
+            assert not target.startswith(("tests.conftest", "tests.test_")), (path, target)
+
+
+def module_level_imports_any(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                found.add("tests." + (node.module or ""))
+            elif node.module:
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return found
+
+
+def test_close_codes_are_named_only_in_closecodes():
+    """1006 and 1012 (and the other codes the package sends) come from wire.closecodes."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "closecodes.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in (1006, 1012, 1013, 4000, 4001):
+                offenders.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_the_version_is_defined_once():
+    import re
+
+    import channels_tuning
+
+    pyproject = (REPO / "pyproject.toml").read_text()
+    assert re.search(r'^dynamic = \["version"\]$', pyproject, re.M)
+    assert not re.search(r'^version = "', pyproject, re.M)
+    assert 'version = { attr = "channels_tuning.__version__" }' in pyproject
+
+    assert channels_tuning.__version__.count(".") == 2
+
+
+def test_readme_close_code_table_matches_the_code():
+    import logging
+    import re
+
+    from channels_tuning.wire.closecodes import LOG_LEVELS, CloseCode
+    from channels_tuning.wire.reconnect import ADVICE, policy_for
+
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Close codes") : readme.index("## Heartbeat wire format")]
+    rows = re.findall(r"^\| (\d{4}) \| .* \| (\w+) \| ([^|]+) \|$", section, re.M)
+    table = {int(code): (level, advice.strip()) for code, level, advice in rows}
+    expected = {
+        int(code): (logging.getLevelName(LOG_LEVELS[code]), ADVICE[policy_for(code)])
+        for code in CloseCode
+    }
+    assert table == expected
+
+
+def test_browser_reconnect_table_is_generated_from_python():
+    from channels_tuning.wire.reconnect import JS_PATH, render_js
+
+    assert JS_PATH.read_text() == render_js(), "stale: run python -m channels_tuning.wire.reconnect"
