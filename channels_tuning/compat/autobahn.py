@@ -23,7 +23,6 @@ objects are left to autobahn. Tested range: autobahn 23 to 26.
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from autobahn.util import encode_truncate
@@ -31,6 +30,7 @@ from autobahn.websocket.compress_deflate import PerMessageDeflate
 from autobahn.websocket.protocol import WebSocketProtocol
 
 from ..exceptions import UpstreamChanged
+from ._checker import Checker, source_of
 
 LIBRARY = "autobahn"
 
@@ -108,51 +108,35 @@ def release_decompressor(protocol: Any) -> None:
         pmce._decompressor = None
 
 
-def _source(obj: Any) -> str:
-    return inspect.getsource(obj)
+#: How check() reads upstream source (a test replaces it to simulate a change).
+_source = source_of
 
 
 def check() -> list[UpstreamChanged]:
     """What no longer matches in the installed autobahn (empty: all hooks hold)."""
-    problems: list[UpstreamChanged] = []
-
-    def changed(symbol: str, detail: str) -> None:
-        problems.append(UpstreamChanged(LIBRARY, symbol, detail))
-
-    for name in ("sendCloseFrame", "sendPreparedMessage", "sendMessage", "_connectionMade"):
-        if not callable(getattr(WebSocketProtocol, name, None)):
-            changed(f"WebSocketProtocol.{name}", "missing")
-    for name in ("STATE_CONNECTING", "STATE_OPEN"):
-        if not hasattr(WebSocketProtocol, name):
-            changed(f"WebSocketProtocol.{name}", "missing")
-    # Attributes set per connection: look for them in the methods that set them.
-    try:
-        made = _source(WebSocketProtocol._connectionMade)
-    except (OSError, TypeError, AttributeError) as exc:
-        changed("WebSocketProtocol._connectionMade", f"source unavailable: {exc}")
-    else:
-        for attribute in ("self.send_queue", "self._perMessageCompress"):
-            if attribute not in made:
-                changed(f"WebSocketProtocol.{attribute[5:]}", "no longer set in _connectionMade")
-    try:
-        prepared_source = _source(WebSocketProtocol.sendPreparedMessage)
-    except (OSError, TypeError, AttributeError) as exc:
-        changed("WebSocketProtocol.sendPreparedMessage", f"source unavailable: {exc}")
-    else:
-        if "payloadHybi" not in prepared_source or "_perMessageCompress" not in prepared_source:
-            changed(
-                "WebSocketProtocol.sendPreparedMessage",
-                "no longer writes prepared.payloadHybi when deflate is off",
-            )
-    try:
-        deflate_source = _source(PerMessageDeflate)
-    except (OSError, TypeError) as exc:
-        changed("PerMessageDeflate", f"source unavailable: {exc}")
-    else:
-        for attribute in ("self._compressor", "self._decompressor", "client_no_context_takeover"):
-            if attribute not in deflate_source:
-                changed(f"PerMessageDeflate.{attribute.removeprefix('self.')}", "missing")
-    return problems
+    checker = Checker(LIBRARY, source=lambda obj: _source(obj))
+    protocol = WebSocketProtocol
+    checker.callables(
+        protocol,
+        "WebSocketProtocol",
+        ("sendCloseFrame", "sendPreparedMessage", "sendMessage", "_connectionMade"),
+    )
+    checker.attributes(protocol, "WebSocketProtocol", ("STATE_CONNECTING", "STATE_OPEN"))
+    # Attributes set per connection: look for them in the method that sets them.
+    for attribute in ("send_queue", "_perMessageCompress"):
+        checker.contains(
+            getattr(protocol, "_connectionMade", None),
+            f"WebSocketProtocol.{attribute}",
+            [f"self.{attribute} ="],
+        )
+    checker.contains(
+        getattr(protocol, "sendPreparedMessage", None),
+        "WebSocketProtocol.sendPreparedMessage",
+        ["self._perMessageCompress is None", "preparedMsg.payloadHybi"],
+    )
+    for attribute in ("_compressor", "_decompressor", "client_no_context_takeover"):
+        checker.contains(PerMessageDeflate, f"PerMessageDeflate.{attribute}", [f"self.{attribute}"])
+    return checker.problems
 
 
 def apply(problems: list[UpstreamChanged]) -> None:

@@ -30,6 +30,7 @@ from typing import Any
 from channels_redis.core import RedisChannelLayer
 
 from ..exceptions import UpstreamChanged
+from ._checker import Checker
 
 LIBRARY = "channels-redis"
 
@@ -106,44 +107,25 @@ def receive_buffers(layer: Any) -> Any:
 
 def check() -> list[UpstreamChanged]:
     """What no longer matches in the installed channels-redis (empty: all hooks hold)."""
-    problems: list[UpstreamChanged] = []
-
-    def changed(symbol: str, detail: str) -> None:
-        problems.append(UpstreamChanged(LIBRARY, symbol, detail))
-
-    for name in (
-        "consistent_hash",
-        "connection",
-        "receive_single",
-        "_map_channel_keys_to_connection",
-    ):
-        if not callable(getattr(RedisChannelLayer, name, None)):
-            changed(f"RedisChannelLayer.{name}", "missing")
-    try:
-        params = list(
-            inspect.signature(RedisChannelLayer._map_channel_keys_to_connection).parameters
-        )
+    checker = Checker(LIBRARY)
+    layer = RedisChannelLayer
+    checker.callables(
+        layer,
+        "RedisChannelLayer",
+        ("consistent_hash", "connection", "receive_single", "_map_channel_keys_to_connection"),
+    )
+    mapper = getattr(layer, "_map_channel_keys_to_connection", None)
+    if mapper is not None:
+        params = list(inspect.signature(mapper).parameters)
         if params[1:] != ["channel_names", "message"]:
-            changed("RedisChannelLayer._map_channel_keys_to_connection", f"signature {params}")
-    except (AttributeError, ValueError, TypeError) as exc:
-        changed("RedisChannelLayer._map_channel_keys_to_connection", str(exc))
-    try:
-        source = inspect.getsource(RedisChannelLayer.group_send)
-    except (OSError, TypeError) as exc:
-        changed("RedisChannelLayer.group_send", f"source unavailable: {exc}")
-    else:
-        normalized = " ".join(source.split())
-        for fragment in UPSTREAM_GROUP_SEND_FRAGMENTS:
-            if " ".join(fragment.split()) not in normalized:
-                changed("RedisChannelLayer.group_send", f"no longer contains {fragment!r}")
-    try:
-        init_source = inspect.getsource(RedisChannelLayer.__init__)
-    except (OSError, TypeError) as exc:
-        changed("RedisChannelLayer.__init__", f"source unavailable: {exc}")
-    else:
-        if "self.receive_buffer" not in init_source:
-            changed("RedisChannelLayer.receive_buffer", "no longer set in __init__")
-    return problems
+            checker.changed(
+                "RedisChannelLayer._map_channel_keys_to_connection", f"signature {params}"
+            )
+    checker.contains(
+        layer.group_send, "RedisChannelLayer.group_send", UPSTREAM_GROUP_SEND_FRAGMENTS
+    )
+    checker.contains(layer.__init__, "RedisChannelLayer.receive_buffer", ["self.receive_buffer ="])
+    return checker.problems
 
 
 def apply(problems: list[UpstreamChanged]) -> None:

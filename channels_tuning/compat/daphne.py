@@ -33,10 +33,10 @@ daphne 4.1 to 4.2.
 from __future__ import annotations
 
 import functools
-import inspect
 from typing import Any
 
 from ..exceptions import UpstreamChanged
+from ._checker import Checker
 
 LIBRARY = "daphne"
 
@@ -64,52 +64,36 @@ def is_writable(server: Any, protocol: Any) -> bool:
 
 
 def check() -> list[UpstreamChanged]:
-    problems: list[UpstreamChanged] = []
+    checker = Checker(LIBRARY)
+    # Imported here, not at the top: importing daphne.server installs Twisted's
+    # asyncio reactor, which a process under another server must not do.
+    from daphne import server as daphne_server
+    from daphne.cli import CommandLineInterface
 
-    def changed(symbol: str, detail: str) -> None:
-        problems.append(UpstreamChanged(LIBRARY, symbol, detail))
-
-    try:
-        from daphne import server as daphne_server  # installs no reactor by itself
-    except ImportError as exc:  # pragma: no cover
-        changed("daphne.server", f"import failed: {exc}")
-        return problems
-    server_class = daphne_server.Server
-    for name in ("create_application", "handle_reply", "kill_all_applications", "listen_success"):
-        if not callable(getattr(server_class, name, None)):
-            changed(f"Server.{name}", "missing")
-    try:
-        create = inspect.getsource(server_class.create_application)
-    except (OSError, TypeError, AttributeError) as exc:
-        changed("Server.create_application", f"source unavailable: {exc}")
-    else:
-        normalized = " ".join(create.split())
-        for fragment in (
+    server = daphne_server.Server
+    checker.callables(
+        server,
+        "Server",
+        ("create_application", "handle_reply", "kill_all_applications", "listen_success"),
+    )
+    checker.contains(
+        server.create_application,
+        "Server.create_application",
+        [
             'assert "application_instance" not in self.connections[protocol]',
             'self.connections[protocol]["application_instance"] = asyncio.ensure_future(',
             "receive=input_queue.get,",
             "send=partial(self.handle_reply, protocol),",
             "return input_queue",
-        ):
-            if fragment not in normalized:
-                changed("Server.create_application", f"no longer contains {fragment!r}")
-    try:
-        reply = inspect.getsource(server_class.handle_reply)
-        run = inspect.getsource(server_class.run)
-    except (OSError, TypeError, AttributeError) as exc:
-        changed("Server.handle_reply/run", f"source unavailable: {exc}")
-    else:
-        if '"disconnected"' not in reply:
-            changed("Server.handle_reply", 'no longer checks connections[protocol]["disconnected"]')
-        if "self.ws_factory = " not in run:
-            changed("Server.run", "no longer assigns self.ws_factory")
-    if server_class.handle_reply.__qualname__ != "Server.handle_reply":
-        changed("Server.handle_reply", "renamed: plain daphne's send is not recognised")
-    from daphne.cli import CommandLineInterface
-
-    if getattr(CommandLineInterface, "server_class", None) is not server_class:
-        changed("CommandLineInterface.server_class", "missing")
-    return problems
+        ],
+    )
+    checker.contains(server.handle_reply, "Server.handle_reply", ['"disconnected"'])
+    checker.contains(server.run, "Server.run", ["self.ws_factory = "])
+    if server.handle_reply.__qualname__ != "Server.handle_reply":
+        checker.changed("Server.handle_reply", "renamed: plain daphne's send is not recognised")
+    if getattr(CommandLineInterface, "server_class", None) is not server:
+        checker.changed("CommandLineInterface.server_class", "missing")
+    return checker.problems
 
 
 def apply(problems: list[UpstreamChanged]) -> None:

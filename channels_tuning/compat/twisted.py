@@ -26,12 +26,12 @@ Fallback when :func:`check` fails: transports are left as Twisted made them
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from twisted.internet import abstract, tcp
 
 from ..exceptions import UpstreamChanged
+from ._checker import Checker
 
 LIBRARY = "Twisted"
 
@@ -73,25 +73,17 @@ def make_eager(transport: Any) -> bool:
 
 
 def check() -> list[UpstreamChanged]:
-    problems: list[UpstreamChanged] = []
-
-    def changed(symbol: str, detail: str) -> None:
-        problems.append(UpstreamChanged(LIBRARY, symbol, detail))
-
+    checker = Checker(LIBRARY)
     # Its own method: FileDescriptor's inherited one only raises NotImplementedError.
     if not callable(tcp.Connection.__dict__.get("writeSomeData")):
-        changed("tcp.Connection.writeSomeData", "missing")
+        checker.changed("tcp.Connection.writeSomeData", "missing")
     if getattr(tcp.Server, "__slots__", None):
-        changed("tcp.Server", "has __slots__: __class__ cannot be switched")
-    try:
-        source = inspect.getsource(abstract.FileDescriptor)
-    except (OSError, TypeError) as exc:
-        changed("abstract.FileDescriptor", f"source unavailable: {exc}")
-    else:
-        for attribute in ("dataBuffer", "_tempDataBuffer", "_writeDisconnected", "disconnecting"):
-            if f"self.{attribute}" not in source and f"{attribute} =" not in source:
-                changed(f"FileDescriptor.{attribute}", "missing")
-    return problems
+        checker.changed("tcp.Server", "has __slots__: __class__ cannot be switched")
+    for attribute in ("dataBuffer", "_tempDataBuffer", "_writeDisconnected", "disconnecting"):
+        checker.contains(
+            abstract.FileDescriptor, f"FileDescriptor.{attribute}", [f"self.{attribute}"]
+        )
+    return checker.problems
 
 
 def apply(problems: list[UpstreamChanged]) -> None:
