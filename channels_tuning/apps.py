@@ -6,13 +6,18 @@ class ChannelsTuningConfig(AppConfig):
     verbose_name = "Channels tuning"
 
     def ready(self) -> None:
-        from . import (
-            checks,  # noqa: F401  (registers the system checks)
-        )
+        from . import checks  # noqa: F401  (registers the system checks)
         from .conf import project_settings
         from .layers import serializers  # noqa: F401  (registers the channels-redis serializer)
+        from .observability.stats import GROUP_LABELS
 
         tuning = project_settings()
+        GROUP_LABELS.configure(bool(tuning["PROMETHEUS_GROUP_LABELS"]), tuning["GROUP_LABEL_LIMIT"])
+        # Plain daphne's shutdown must wait for every cancelled application (it is
+        # already imported when daphne's CLI or runserver loads the project).
+        from .compat import daphne
+
+        daphne.install_shutdown_fix()
         if tuning["PROMETHEUS"]:
             from .observability import prometheus
 

@@ -141,7 +141,10 @@ def _check_group_expiry(layers: dict[str, Any]) -> list[Any]:
         backend = layer.get("BACKEND", "")
         if not backend.endswith(".RedisChannelLayer"):
             continue  # only channels-redis' core layer keeps expiring memberships
-        expiry = (layer.get("CONFIG") or {}).get("group_expiry", 86400)
+        config = layer.get("CONFIG") or {}
+        if "group_expiry" not in config and backend.startswith("channels_tuning."):
+            continue  # derived from GROUP_REFRESH_INTERVAL (layers.membership)
+        expiry = config.get("group_expiry", 86400)
         if expiry <= 2 * interval:
             problems.append(
                 Error(

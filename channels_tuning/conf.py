@@ -80,6 +80,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     # Add a "group" label to the group-send metrics. Off by default: one series per
     # group is unbounded cardinality.
     "PROMETHEUS_GROUP_LABELS": False,
+    # With group labels on: distinct groups labelled per process; beyond, "other"
+    # (group names come from clients: the label set must stay bounded).
+    "GROUP_LABEL_LIMIT": 1000,
     # Frames kept by tracemalloc (wsstats --memory). None: tracemalloc off (it is costly).
     "TRACEMALLOC": None,
 }
@@ -102,6 +105,7 @@ POSITIVE_KEYS: Final = (
     "STATS_INTERVAL",
     "TRACEMALLOC",
     "GC_COLLECT_INTERVAL",
+    "GROUP_LABEL_LIMIT",
 )
 # Keys whose value must always be set.
 REQUIRED_KEYS: Final = (
@@ -109,6 +113,7 @@ REQUIRED_KEYS: Final = (
     "SEND_QUEUE_MAX_MESSAGES",
     "SEND_QUEUE_MAX_BYTES",
     "LAYER_INBOX_MAX",
+    "GROUP_LABEL_LIMIT",
 )
 
 

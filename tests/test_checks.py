@@ -116,9 +116,29 @@ def test_group_expiry_too_short_for_refresh_e006():
     assert ids(check_deployment()) == ["channels_tuning.E006"]
 
 
-@override_settings(CHANNEL_LAYERS=redis_layers(), DEBUG=False)
+@override_settings(CHANNEL_LAYERS=redis_layers(group_expiry=86400), DEBUG=False)
 def test_day_long_group_expiry_w007():
     assert ids(check_deployment()) == ["channels_tuning.W007"]
+
+
+@override_settings(
+    CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.core.RedisChannelLayer"}},
+    DEBUG=False,
+)
+def test_channels_redis_own_layer_keeps_its_day_long_default_w007():
+    assert ids(check_deployment()) == ["channels_tuning.W007"]
+
+
+@override_settings(CHANNEL_LAYERS=redis_layers(), DEBUG=False)
+def test_tuned_layer_without_group_expiry_derives_it_from_the_refresh_interval():
+    from channels_tuning.layers import RedisChannelLayer
+
+    assert ids(check_deployment()) == []
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"])
+    assert layer.group_expiry == 300 and layer.group_expiry_derived
+    with override_settings(CHANNELS_TUNING={"GROUP_REFRESH_INTERVAL": 2}):
+        assert RedisChannelLayer(hosts=["redis://127.0.0.1:1"]).group_expiry == 10
+    assert RedisChannelLayer(hosts=["redis://127.0.0.1:1"], group_expiry=900).group_expiry == 900
 
 
 @override_settings(

@@ -304,8 +304,8 @@ async def test_groups_left_when_application_task_is_cancelled(grouped):
     await comm.send_to(text_data="hang")
     await asyncio.sleep(0.05)
     comm.future.cancel()  # what daphne does to every application on shutdown
-    await comm.future  # cleans up, then returns (see ManagedConnectionMixin.__call__)
-    await asyncio.sleep(0.05)
+    with pytest.raises(asyncio.CancelledError):
+        await comm.future  # cleans up first, then re-raises (asyncio's contract)
     assert group_members("static-group") == {}
     assert group_members("dynamic-group") == {}
     assert grouped.disconnect_codes == [1006]

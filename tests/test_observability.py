@@ -168,3 +168,19 @@ async def test_scheduler_collects_periodically_while_connections_are_open():
     await client.disconnect()
     assert monitor.collections[2] >= before + 2
     gc.collect()
+
+
+def test_group_labels_are_off_by_default_and_capped_when_on():
+    from channels_tuning.observability.stats import GROUP_LABELS, GROUP_LABELS_FOLDED
+
+    assert GROUP_LABELS.label("room-1") == "*"
+    try:
+        GROUP_LABELS.configure(True, limit=3)
+        labels = [GROUP_LABELS.label(f"room-{n}") for n in range(10)]
+        assert labels[:3] == ["room-0", "room-1", "room-2"]
+        assert labels[3:] == ["other"] * 7
+        assert GROUP_LABELS.label("room-1") == "room-1"  # already labelled
+        assert GROUP_LABELS_FOLDED.total() == 7
+        assert len(GROUP_LABELS.seen) == 3
+    finally:
+        GROUP_LABELS.configure(False)

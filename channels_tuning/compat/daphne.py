@@ -22,6 +22,12 @@ upstream symbol                              used for
 ``Server.kill_all_applications``             the graceful drain (shutdown trigger)
 ``Server.listen_success``                    the listening ports, to stop them
 ``CommandLineInterface.server_class``        the tuned server behind the same CLI
+``Server.kill_all_applications`` (plain)     replaced (:func:`install_shutdown_fix`):
+                                             it gathers the cancelled applications,
+                                             so the first that ends *cancelled*
+                                             stops the loop and cuts every other's
+                                             cleanup short; and it raises KeyError
+                                             for an upgrade not yet given its task
 ===========================================  =====================================
 
 Fallback when :func:`check` fails: ``TunedServer`` creates applications as daphne
@@ -32,7 +38,10 @@ daphne 4.1 to 4.2.
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import logging
+import sys
 from typing import Any
 
 from ..exceptions import UpstreamChanged
@@ -40,7 +49,8 @@ from ._checker import Checker
 
 LIBRARY = "daphne"
 
-features = {"create_application": True, "sync_send": True}
+features = {"create_application": True, "sync_send": True, "shutdown_fix": True}
+logger = logging.getLogger("channels_tuning.compat")
 
 
 def is_daphne_send(send: Any) -> bool:
@@ -61,6 +71,56 @@ def is_writable(server: Any, protocol: Any) -> bool:
     """daphne still tracks ``protocol`` and has not seen it disconnect."""
     details = server.connections.get(protocol)
     return details is not None and "disconnected" not in details
+
+
+#: Seconds plain daphne's shutdown waits for cancelled applications to finish their
+#: cleanup (close frames, group_discard) once the fix is installed.
+SHUTDOWN_WAIT = 10.0
+
+
+def install_shutdown_fix() -> bool:
+    """Make plain daphne's shutdown wait for every cancelled application.
+
+    Called when the Django app loads, which under daphne's CLI and runserver is
+    before the server registers its shutdown trigger. Applications that re-raise
+    CancelledError (as asyncio requires, and as tuned consumers do) no longer stop
+    the loop while the others still clean up. Only when daphne is already imported:
+    importing it here would install Twisted's reactor in a process that is not
+    daphne's. False if not installed (daphne absent, or its shutdown changed)."""
+    server_module = sys.modules.get("daphne.server")
+    if server_module is None or not features["shutdown_fix"]:
+        return False
+    server_class = server_module.Server
+    if getattr(server_class.kill_all_applications, "channels_tuning_fix", False):
+        return True
+    problems = [p for p in check() if p.symbol.startswith("Server.kill_all_applications")]
+    if problems:
+        apply(problems)
+        logger.error(
+            "channels_tuning: daphne changed: %s; its shutdown is left as it is", problems[0]
+        )
+        return False
+    original = server_class.kill_all_applications
+
+    def kill_all_applications(self: Any) -> Any:
+        tasks = [details.get("application_instance") for details in self.connections.values()]
+        pending = [task for task in tasks if task is not None and not task.done()]
+        for task in pending:
+            task.cancel()
+        logger.info("Killed %i pending application instances", len(pending))
+
+        async def wait() -> None:
+            if pending:
+                await asyncio.wait(pending, timeout=SHUTDOWN_WAIT)
+
+        from twisted.internet import defer
+
+        return defer.Deferred.fromFuture(asyncio.ensure_future(wait()))
+
+    kill_all_applications.channels_tuning_fix = True  # type: ignore[attr-defined]
+    kill_all_applications.original = original  # type: ignore[attr-defined]
+    server_class.kill_all_applications = kill_all_applications
+    return True
 
 
 def check() -> list[UpstreamChanged]:
@@ -88,6 +148,12 @@ def check() -> list[UpstreamChanged]:
         ],
     )
     checker.contains(server.handle_reply, "Server.handle_reply", ['"disconnected"'])
+    kill = getattr(server.kill_all_applications, "original", server.kill_all_applications)
+    checker.contains(
+        kill,
+        "Server.kill_all_applications",
+        ['details["application_instance"]', "application_instance.cancel()"],
+    )
     checker.contains(server.run, "Server.run", ["self.ws_factory = "])
     if server.handle_reply.__qualname__ != "Server.handle_reply":
         checker.changed("Server.handle_reply", "renamed: plain daphne's send is not recognised")
@@ -104,3 +170,5 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["create_application"] = False
         if problem.symbol.startswith("Server.handle_reply"):
             features["sync_send"] = False
+        if problem.symbol.startswith("Server.kill_all_applications"):
+            features["shutdown_fix"] = False

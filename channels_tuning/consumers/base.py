@@ -134,6 +134,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     _inbox_task: asyncio.Task[None] | None = None
     _layer_task: asyncio.Task[None] | None = None
     _joined: set[str] | None = None
+    #: How many entries of self.groups have been joined (appends beyond are new).
+    _groups_synced: int = 0
     _registered: bool = False
     _disconnect_code: int | None = None
     _cancelled: bool = False
@@ -143,8 +145,10 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     close_flush_timeout: ClassVar[float] = 2.0
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # AsyncWebsocketConsumer.__init__ would give every instance its own empty
-        # ``groups`` list: one more GC-tracked object per connection for nothing.
+        # ``groups`` as in Channels, but always the instance's own list (Channels
+        # shares a class-level list between instances). Groups appended to it are
+        # joined after the handler that appended them (see _join_new_groups).
+        self.groups = list(getattr(type(self), "groups", None) or ())
         registry.instance_created()
 
     def __del__(self) -> None:
@@ -190,12 +194,13 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         except StopConsumer:
             pass
         except asyncio.CancelledError:
-            # The server cancels its applications on shutdown (daphne) or when one
-            # is slow to exit. Not re-raised: daphne gathers the cancelled tasks and
-            # stops the loop as soon as one of them ends *cancelled*, which would cut
-            # every other connection's cleanup short. A second cancel still ends the
-            # task at once (it interrupts the shielded wait below).
+            # The server cancels its applications on shutdown or when one is slow to
+            # exit; whoever wraps the application (asyncio.wait_for, a TaskGroup) may
+            # too. Re-raised after the cleanup below, as asyncio requires. Servers
+            # that stop at the first cancelled application (daphne's shutdown gathers
+            # them) are made to wait for all: channels_tuning.compat.daphne.
             self._cancelled = True
+            raise
         finally:
             # Shielded: the cleanup runs to the end in its own task even if this
             # task is cancelled again.
@@ -208,9 +213,21 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         name = message["type"].replace(".", "_")
         handler = None if name.startswith("_") else getattr(self, name, None)
         if handler is None:
-            raise ValueError(f"No handler for message type {message['type']}")
+            # Plain Channels raises ValueError here, which ends the consumer with
+            # 1011; raised in a layer event's task it would only reach asyncio's
+            # "exception was never retrieved". Said once, and closed the same way.
+            logger.error(
+                "channels_tuning: %s has no handler for message type %r (a typo, or a "
+                "type starting with '_' or '.', which Channels refuses); closing with 1011",
+                self.consumer_label(),
+                message["type"],
+            )
+            self.close_nowait(CloseCode.INTERNAL_ERROR, "no handler for event")
+            return
         try:
             await handler(message)
+            if len(self.groups) != self._groups_synced:
+                await self._join_new_groups()
         except StopConsumer:
             raise
         except Exception:
@@ -262,8 +279,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         registry.add(self)
         self._registered = True
         scheduler.ensure_running(self.tuning.scheduler_tick)
-        for group in self.groups or ():
-            await self.join_group(group)
+        await self._join_new_groups()
         try:
             await self.connect()
         except AcceptConnection:
@@ -355,8 +371,10 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         self._drop_backlog(REASON_CLOSED)
 
     async def release(self) -> None:
-        """Give back what the connection holds: leaves every joined group."""
-        joined, self._joined = self._joined, None
+        """Give back what the connection holds: leaves every joined group (those in
+        ``self.groups``, joined with :meth:`join_group` or the layer's ``group_add``)."""
+        joined = set(self._joined or ()) | set(self.groups or ())
+        self._joined = None
         if not joined or self.channel_layer is None:
             return
         await refresh_finished()
@@ -395,6 +413,40 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
 
     def tracked_groups(self) -> frozenset[str]:
         return frozenset(self._joined or ())
+
+    def track_group(self, group: str) -> None:
+        """Record a membership made elsewhere (the tuned layers call this for
+        ``channel_layer.group_add`` of this consumer's channel): refreshed while the
+        connection lives, left when it ends."""
+        if self._joined is None:
+            self._joined = set()
+        self._joined.add(group)
+
+    def untrack_group(self, group: str) -> None:
+        if self._joined is not None:
+            self._joined.discard(group)
+
+    async def _join_new_groups(self) -> None:
+        """Join what was appended to ``self.groups`` since the last look (at connect,
+        then after each handler): Channels would leave such groups unjoined, yet
+        discard them at disconnect; here they are joined, tracked and left."""
+        groups = self.groups
+        start = self._groups_synced if self._groups_synced <= len(groups) else 0
+        for group in groups[start:]:
+            if self.channel_layer is not None and group not in (self._joined or ()):
+                await self.join_group(group)
+        self._groups_synced = len(groups)
+
+    async def send_json(
+        self, content: Any, close: bool = False, *, coalesce_key: Any = None
+    ) -> None:
+        """Channels' ``send_json`` through the bounded send queue (for a mixin in
+        front of ``AsyncJsonWebsocketConsumer``, whose own ``send_json`` would go
+        around it, and before ``websocket.accept`` on servers whose send waits)."""
+        encode = getattr(self, "encode_json", None)
+        if encode is None:
+            raise TypeError(f"{type(self).__name__} has no encode_json: not a JSON consumer")
+        await self.send(text_data=await encode(content), close=close, coalesce_key=coalesce_key)
 
     # ------------------------------------------------------------- outbound
 

@@ -44,13 +44,6 @@ class TunedJsonWebsocketConsumer(TunedWebsocketConsumer):
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         """Called with each decoded JSON message."""
 
-    async def send_json(
-        self, content: Any, close: bool = False, *, coalesce_key: Any = None
-    ) -> None:
-        await self.send(
-            text_data=await self.encode_json(content), close=close, coalesce_key=coalesce_key
-        )
-
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
         return json.loads(text_data)

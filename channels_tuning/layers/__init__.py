@@ -3,7 +3,8 @@
 - :mod:`.redis` and :mod:`.memory`: the tuned layers (``BACKEND`` paths
   ``channels_tuning.layers.RedisChannelLayer`` / ``InMemoryChannelLayer``);
 - :mod:`.report`: :class:`DeliveryReport`, what a group send reached;
-- :mod:`.broadcast`: ``broadcast()`` with ``on_full`` (encode once, wait for room);
+- :mod:`.sending`: the ``on_full`` policy of ``group_send`` and ``broadcast()``;
+- :mod:`.broadcast`: ``broadcast()``, encoded once;
 - :mod:`.frames`: the ready-frame layer events tuned consumers take as they are;
 - :mod:`.reader`: one task per process reads its channels-redis inbox;
 - :mod:`.membership`: membership refresh, so dead processes' members expire;
@@ -26,13 +27,14 @@ _LOCATIONS = {
     "DeliveryReport": ".report",
     "InMemoryChannelLayer": ".memory",
     "RedisChannelLayer": ".redis",
-    "ReportingGroupSendMixin": ".report",
+    "ReportingGroupSendMixin": ".sending",
 }
 
 if TYPE_CHECKING:
     from .memory import InMemoryChannelLayer
     from .redis import RedisChannelLayer
-    from .report import DeliveryReport, ReportingGroupSendMixin
+    from .report import DeliveryReport
+    from .sending import ReportingGroupSendMixin
 
 
 def __getattr__(name: str) -> Any:

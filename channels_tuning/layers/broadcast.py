@@ -31,7 +31,6 @@ so a burst of producers cannot open unbounded Redis work.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,14 +38,14 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 
 from ..exceptions import DeliveryError, DeliveryTimeout, ReceiversFull
-from ..observability.stats import GROUP_SEND_DROPPED
-from ..runtime.asyncutil import loop_semaphore
 from .frames import FRAME_TYPE, FRAMES_TYPE, encode_frame
 from .report import DeliveryReport
+from .sending import MAX_IN_FLIGHT, send_with_policy
 
 __all__ = [
     "FRAMES_TYPE",
     "FRAME_TYPE",
+    "MAX_IN_FLIGHT",
     "DeliveryError",
     "DeliveryReport",
     "DeliveryTimeout",
@@ -56,10 +55,6 @@ __all__ = [
     "encode_frame",
     "send_to_group",
 ]
-
-MAX_IN_FLIGHT = 64
-_RETRY_FIRST_DELAY = 0.002
-_RETRY_MAX_DELAY = 0.05
 
 
 async def broadcast(
@@ -110,9 +105,8 @@ async def send_to_group(
     layer_alias: str = DEFAULT_CHANNEL_LAYER,
     layer: Any = None,
 ) -> DeliveryReport:
-    """``group_send`` of any layer message with the ``on_full`` policy."""
-    if on_full not in ("wait", "drop", "raise"):
-        raise ValueError(f"on_full must be 'wait', 'drop' or 'raise', not {on_full!r}")
+    """``group_send`` of any layer message with the ``on_full`` policy (``wait``
+    raises :class:`DeliveryTimeout` at the deadline)."""
     if layer is None:
         layer = get_channel_layer(layer_alias)
     if not hasattr(layer, "group_send_report"):
@@ -120,34 +114,6 @@ async def send_to_group(
             f"broadcast needs a channels_tuning.layers layer, not {type(layer).__name__} "
             f"(CHANNEL_LAYERS[{layer_alias!r}]['BACKEND'])"
         )
-    async with loop_semaphore("broadcast", MAX_IN_FLIGHT):
-        report: DeliveryReport = await layer.group_send_report(group, message)
-        if report.complete:
-            return report
-        if on_full == "drop":
-            GROUP_SEND_DROPPED.inc((group, "over_capacity"), report.receivers_over_capacity)
-            return report
-        if on_full == "raise":
-            GROUP_SEND_DROPPED.inc((group, "raised"), report.receivers_over_capacity)
-            raise ReceiversFull(report)
-        await _wait_for_room(layer, group, message, report, timeout)
-        return report
-
-
-async def _wait_for_room(
-    layer: Any, group: str, message: dict[str, Any], report: DeliveryReport, timeout: float
-) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    delay = _RETRY_FIRST_DELAY
-    while report.full:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            GROUP_SEND_DROPPED.inc((group, "deadline"), report.receivers_over_capacity)
-            raise DeliveryTimeout(report)
-        await asyncio.sleep(min(delay, remaining))
-        delay = min(delay * 2, _RETRY_MAX_DELAY)
-        retry = await layer.group_send_report(group, message, only=report.full)
-        report.retries += 1
-        report.full = retry.full
-        report.receivers_over_capacity = retry.receivers_over_capacity
+    return await send_with_policy(
+        layer, group, message, on_full=on_full, timeout=timeout, raise_at_deadline=True
+    )

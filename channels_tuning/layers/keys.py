@@ -9,6 +9,9 @@ key                                holds
                                    ``client_prefix``): every message for any of
                                    its channels
 ``<prefix>:ct:stats:<host>:<pid>`` the process' ``wsstats`` snapshot (with a TTL)
+``<inbox key>:ct:missed``          messages producers could not put in that
+                                   inbox, by reason (collected and deleted by
+                                   the process every stats interval; TTL)
 =================================  ==========================================
 
 ``<prefix>`` is the layer's ``prefix`` setting (``asgi`` by default). The first two
@@ -44,3 +47,8 @@ def channel_key(layer: Any, channel: str) -> str:
 def stats_prefix(layer: Any) -> str:
     """Prefix of the per-process stats keys (``<prefix>:ct:stats:<host>:<pid>``)."""
     return f"{layer.prefix}:ct:stats:"
+
+
+def missed_key(inbox_key: str) -> str:
+    """Counts of messages producers could not write to ``inbox_key`` (a process inbox)."""
+    return f"{inbox_key}:ct:missed"

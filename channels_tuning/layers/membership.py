@@ -18,10 +18,27 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..compat import channels_redis as upstream
+from ..conf import DEFAULTS, project_settings
 from ..observability.stats import LAYER_ERRORS
 from . import keys
 
 logger = logging.getLogger("channels_tuning")
+
+
+#: ``group_expiry`` of a tuned Redis layer whose CONFIG does not set it, in refresh
+#: intervals: long enough that a live membership survives four missed refreshes.
+EXPIRY_IN_REFRESH_INTERVALS = 5
+
+
+def derived_group_expiry() -> int:
+    """The ``group_expiry`` a tuned Redis layer uses when its CONFIG has none."""
+    try:
+        interval = project_settings()["GROUP_REFRESH_INTERVAL"]
+    except Exception:  # Django settings not configured: a layer made by hand
+        interval = DEFAULTS["GROUP_REFRESH_INTERVAL"]
+    if not interval:
+        return 86400  # refresh off: channels-redis' own default
+    return max(1, int(EXPIRY_IN_REFRESH_INTERVALS * interval))
 
 
 async def refresh_memberships(layer: Any, memberships: list[tuple[str, str]]) -> None:

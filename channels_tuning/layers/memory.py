@@ -7,16 +7,25 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 
-from ..observability.stats import GROUP_SENDS
-from .report import DeliveryReport, ReportingGroupSendMixin
+from ..observability.stats import GROUP_SENDS, group_label
+from ..runtime.registry import registry
+from .report import DeliveryReport
+from .sending import ReportingGroupSendMixin
 
 
 class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer):
     """Channels' in-memory layer, with reporting group sends, and direct delivery
     to tuned consumers: no reader task per connection, no deep copy per member."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        on_full: str | None = None,
+        group_send_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.configure_group_send(on_full, group_send_timeout)
         self._receivers: dict[str, Any] = {}
 
     # The interface of channels_tuning.layers.reader.ProcessLayerReader.
@@ -27,6 +36,20 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
         channel = consumer.channel_name
         if self._receivers.get(channel) is consumer:
             del self._receivers[channel]
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """Channels' ``group_add``; a tuned consumer of this process added this way has
+        the membership tracked (left when it ends), as with ``join_group``."""
+        await super().group_add(group, channel)
+        consumer = registry.get(channel)
+        if consumer is not None:
+            consumer.track_group(group)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await super().group_discard(group, channel)
+        consumer = registry.get(channel)
+        if consumer is not None:
+            consumer.untrack_group(group)
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         consumer = self._receivers.get(channel)
@@ -56,5 +79,5 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
                 report.receivers_over_capacity += 1
                 report.full[channel] = [channel]
         report.processes = 1 if report.receivers else 0
-        GROUP_SENDS.inc((group,))
+        GROUP_SENDS.inc((group_label(group),))
         return report

@@ -6,11 +6,15 @@ connection). channels-redis already delivers all of a process's messages
 through one Redis key (``specific.<client_prefix>!``), so one task per process
 pops them and hands each to its consumer by channel name.
 
-That task also isolates consumers from Redis trouble: with redis-py 8 an idle
-blocking read times out every few seconds (channels_redis#422) and a restart
-of Redis raises connection errors. Plain Channels crashes a consumer on each;
-here the reader counts the error, backs off and retries, and every consumer
-stays connected.
+That task also serves plain Channels consumers of the same process (with the tuned
+Redis layer, whose ``receive()`` waits on what this task hands it): one reader pops
+the inbox, so a process that mixes plain and tuned consumers, as a gradual migration
+does, loses nothing to a second reader taking the other side's messages.
+
+It isolates consumers from Redis trouble too: with redis-py 8 an idle blocking read
+times out every few seconds (channels_redis#422) and a restart of Redis raises
+connection errors. Plain Channels crashes a consumer on each; here the reader counts
+the error, backs off and retries, and every consumer stays connected.
 """
 
 from __future__ import annotations
@@ -35,29 +39,55 @@ class ProcessLayerReader:
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self.process_channel = keys.process_channel(layer)
+        #: Tuned consumers by channel: messages are handed to them directly.
         self.consumers: dict[str, Any] = {}
+        #: Channels of plain Channels consumers of this process (they wait in receive()).
+        self.plain_channels: set[str] = set()
         self._task: asyncio.Task[None] | None = None
 
     def attach(self, consumer: Any) -> None:
         self.consumers[consumer.channel_name] = consumer
+        self._ensure_running()
+
+    def detach(self, consumer: Any) -> None:
+        channel = consumer.channel_name
+        if self.consumers.get(channel) is consumer:
+            del self.consumers[channel]
+        self._stop_if_idle()
+
+    async def receive_for_plain_consumer(self, channel: str) -> dict[str, Any]:
+        """A plain consumer's ``receive()``: the next message this task read for it.
+
+        Its channel counts as live from its first receive() until a receive() is
+        cancelled (Channels cancels it when the consumer ends)."""
+        self.plain_channels.add(channel)
+        self._ensure_running()
+        buffers = upstream.receive_buffers(self.layer)
+        try:
+            message: dict[str, Any] = await buffers[channel].get()
+        except asyncio.CancelledError:
+            self.plain_channels.discard(channel)
+            buffers.pop(channel, None)
+            self._stop_if_idle()
+            raise
+        return message
+
+    def _ensure_running(self) -> None:
         task = self._task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="channels_tuning.layer_reader"
             )
 
-    def detach(self, consumer: Any) -> None:
-        channel = consumer.channel_name
-        if self.consumers.get(channel) is consumer:
-            del self.consumers[channel]
-        if not self.consumers and self._task is not None:
+    def _stop_if_idle(self) -> None:
+        if not self.consumers and not self.plain_channels and self._task is not None:
             # No one left to read for: stop, so an idle process keeps no Redis read open.
             self._task.cancel()
             self._task = None
 
     async def _run(self) -> None:
         backoff = 0.1
-        while self.consumers:
+        while self.consumers or self.plain_channels:
             try:
                 target, message = await upstream.receive_single(self.layer, self.process_channel)
             except asyncio.CancelledError:
@@ -89,10 +119,10 @@ class ProcessLayerReader:
         if consumer is not None:
             consumer.deliver_layer_message(message)
             return
-        buffers = upstream.receive_buffers(self.layer)
-        if channel in buffers:
-            # A plain Channels consumer of this process is waiting on this channel.
-            buffers[channel].put_nowait(message)
+        if channel in self.plain_channels:
+            # A plain Channels consumer of this process: its receive() takes it from
+            # channels-redis' bounded per-channel buffer, as channels-redis would.
+            upstream.receive_buffers(self.layer)[channel].put_nowait(message)
         else:
             # Its consumer has gone (a broadcast raced a disconnect).
             DROPPED.inc(("-", "no_receiver"))
@@ -106,6 +136,11 @@ def process_reader_for(layer: Any) -> Any:
     ``attach``/``detach``), or None if each consumer must read its own channel."""
     if hasattr(layer, "attach") and hasattr(layer, "detach"):
         return layer  # channels_tuning.layers.InMemoryChannelLayer delivers directly
+    # Only the tuned Redis layer: it routes plain consumers' receive() through the
+    # reader too. On channels-redis' own layer a reader would race their receive()
+    # for the same inbox, so tuned consumers read their own channels there.
+    if not getattr(layer, "process_reader_capable", False):
+        return None
     if not upstream.is_redis_layer(layer) or not upstream.features["process_reader"]:
         return None
     reader = _readers.get(layer)

@@ -1,35 +1,93 @@
-"""channels-redis' layer whose group sends report what they could not deliver.
+"""channels-redis' layer with group sends that never lose silently.
 
 ``CHANNEL_LAYERS = {"default": {"BACKEND": "channels_tuning.layers.RedisChannelLayer",
-"CONFIG": {...}}}`` takes channels-redis' configuration unchanged.
+"CONFIG": {...}}}`` takes channels-redis' configuration unchanged, plus:
+
+==========================  =========================================================
+CONFIG key                  meaning
+==========================  =========================================================
+``on_full``                 what ``group_send`` does for receivers whose process inbox
+                            is full: ``"wait"`` (default), ``"drop"`` (channels-redis'
+                            behaviour, counted), ``"raise"`` (see :mod:`.sending`)
+``group_send_timeout``      seconds ``"wait"`` waits before dropping and counting (2)
+``group_expiry``            as in channels-redis; **when not given**, derived from
+                            ``GROUP_REFRESH_INTERVAL`` (5 intervals: 300 s by
+                            default) instead of channels-redis' 86 400 s, so
+                            members of a killed process vanish in minutes
+==========================  =========================================================
 
 channels-redis writes one message per receiving *process* (its ``specific.<prefix>!``
 key), and drops it inside its Lua script when that key holds ``capacity`` messages,
-with only an INFO log. Here ``group_send`` returns a :class:`DeliveryReport` and counts
-every receiver that missed the message (``channels_tuning_group_send_dropped_total``);
-:func:`channels_tuning.broadcast.broadcast` uses the report to wait for room instead.
+with only an INFO log. Here ``group_send`` returns a :class:`DeliveryReport`, waits
+for room by default, and counts every receiver that missed a message, in the sender
+and in the receiving process. The expiry of old messages and of old group members
+is done in the same round trips as the send (one pipeline, one script per shard).
 
-The expiry of old messages and of old group members is done in the same round trips
-as the send (one pipeline, one script per shard), not in extra ones.
+In a process that mixes plain Channels consumers and tuned ones, one task reads the
+process inbox for both (:mod:`.reader`): a plain consumer's ``receive()`` waits on
+what that task hands it instead of popping the inbox itself, so neither side takes
+the other's messages.
 """
 
 from __future__ import annotations
 
 import collections
+import logging
 import time
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
 
 from ..compat import channels_redis as upstream
-from ..observability.stats import GROUP_SENDS
+from ..observability.stats import GROUP_SENDS, MISSED, group_label
+from ..runtime.registry import registry
 from . import keys
-from .membership import refresh_memberships
-from .report import DeliveryReport, ReportingGroupSendMixin
+from .membership import derived_group_expiry, refresh_memberships
+from .reader import process_reader_for
+from .report import DeliveryReport
+from .sending import ReportingGroupSendMixin
+
+logger = logging.getLogger("channels_tuning")
+
+#: Seconds a receiving process' missed-message counter lives in Redis if that
+#: process never collects it (it died).
+MISSED_TTL = 600
+
+_COLLECT_MISSED_LUA = """
+local counts = redis.call('HGETALL', KEYS[1])
+redis.call('DEL', KEYS[1])
+return counts
+"""
 
 
 class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
-    """channels-redis' layer with reporting group sends and membership refresh."""
+    """channels-redis' layer with reporting group sends, a default ``on_full="wait"``,
+    a derived ``group_expiry``, and membership refresh."""
+
+    #: The process reader serves this layer's plain ``receive()`` too (see :mod:`.reader`).
+    process_reader_capable = True
+
+    def __init__(
+        self,
+        hosts: Any = None,
+        prefix: str = "asgi",
+        expiry: int = 60,
+        group_expiry: int | None = None,
+        *,
+        on_full: str | None = None,
+        group_send_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        derived = group_expiry is None
+        if group_expiry is None:
+            group_expiry = derived_group_expiry()
+        super().__init__(hosts, prefix, expiry, group_expiry, **kwargs)
+        self.configure_group_send(on_full, group_send_timeout)
+        self.group_expiry_derived = derived
+        if derived:
+            _log_derived_expiry(group_expiry)
+
+    # ------------------------------------------------------------------ sends
 
     async def group_send_report(
         self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None
@@ -61,7 +119,7 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
                 key = shard_keys[int(position) - 1]
                 report.full[key] = channels_by_key[key]
                 report.receivers_over_capacity += len(channels_by_key[key])
-        GROUP_SENDS.inc((group,))
+        GROUP_SENDS.inc((group_label(group),))
         return report
 
     async def _group_members(self, group: str) -> list[str]:
@@ -73,10 +131,71 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         _, members = await pipe.execute()
         return [member.decode("utf8") for member in members]
 
+    # ------------------------------------------------- losses seen by receivers
+
+    async def record_missed(self, full: dict[str, list[str]], reason: str) -> None:
+        """Count, next to each full process inbox, the messages its consumers missed."""
+        by_shard: dict[int, list[tuple[str, int]]] = collections.defaultdict(list)
+        for key, channels in full.items():
+            shard = upstream.shard_of(self, key[len(self.prefix) :])
+            by_shard[shard].append((keys.missed_key(key), len(channels)))
+        for shard, counts in by_shard.items():
+            pipe = upstream.connection(self, shard).pipeline(transaction=False)
+            for missed_key, count in counts:
+                pipe.hincrby(missed_key, reason, count)
+                pipe.expire(missed_key, MISSED_TTL)
+            await pipe.execute()
+
+    async def collect_missed(self) -> int:
+        """Move this process' missed-message counts from Redis into its counters."""
+        process = keys.process_channel(self)
+        key = keys.missed_key(keys.channel_key(self, process))
+        connection = upstream.connection(self, upstream.shard_of(self, process))
+        flat = await connection.eval(_COLLECT_MISSED_LUA, 1, key)
+        total = 0
+        for field, value in zip(flat[::2], flat[1::2], strict=True):
+            reason = field.decode() if isinstance(field, bytes) else str(field)
+            MISSED.inc((reason,), int(value))
+            total += int(value)
+        return total
+
+    # -------------------------------------------- plain consumers, one process reader
+
+    async def receive(self, channel: str) -> dict[str, Any]:
+        """channels-redis' ``receive``; for this process' channels, served by the
+        process reader (one task pops the inbox for plain and tuned consumers)."""
+        reader = process_reader_for(self) if "!" in channel else None
+        if reader is None:
+            message: dict[str, Any] = await super().receive(channel)
+            return message
+        return await reader.receive_for_plain_consumer(channel)
+
+    # ---------------------------------------------------- memberships, tracked
+
+    async def group_add(self, group: str, channel: str) -> None:
+        """channels-redis' ``group_add``; a tuned consumer of this process that is
+        added this way (``self.channel_layer.group_add``) has the membership tracked
+        like ``join_group``: refreshed while it lives, left when it ends."""
+        await super().group_add(group, channel)
+        _track(channel, group, add=True)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await super().group_discard(group, channel)
+        _track(channel, group, add=False)
+
     async def refresh_memberships(self, memberships: list[tuple[str, str]]) -> None:
         """Re-add ``(group, channel)`` pairs now and drop members older than
         ``group_expiry`` (see :mod:`channels_tuning.layers.membership`)."""
         await refresh_memberships(self, memberships)
+
+
+def _track(channel: str, group: str, *, add: bool) -> None:
+    consumer = registry.get(channel)
+    if consumer is not None:
+        if add:
+            consumer.track_group(group)
+        else:
+            consumer.untrack_group(group)
 
 
 def _channels_by_key(layer: Any, channels: list[str]) -> dict[str, list[str]]:
@@ -84,3 +203,20 @@ def _channels_by_key(layer: Any, channels: list[str]) -> dict[str, list[str]]:
     for channel in channels:
         by_key[keys.channel_key(layer, channel)].append(channel)
     return by_key
+
+
+_logged_expiry = False
+
+
+def _log_derived_expiry(group_expiry: int) -> None:
+    global _logged_expiry
+    if _logged_expiry:
+        return
+    _logged_expiry = True
+    logger.info(
+        "channels_tuning: group_expiry is not set in the Redis layer's CONFIG: using %d s "
+        "(5 x GROUP_REFRESH_INTERVAL) instead of channels-redis' 86400 s; live memberships "
+        "are refreshed, those of a killed process expire after %d s",
+        group_expiry,
+        group_expiry,
+    )

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
-
-from ..observability.stats import GROUP_SEND_DROPPED
 
 
 @dataclass
@@ -31,20 +28,3 @@ class DeliveryReport:
     @property
     def complete(self) -> bool:
         return self.receivers_over_capacity == 0
-
-
-class ReportingGroupSendMixin:
-    """``group_send`` on top of a layer's ``group_send_report``."""
-
-    async def group_send_report(
-        self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None
-    ) -> DeliveryReport:
-        raise NotImplementedError
-
-    async def group_send(self, group: str, message: dict[str, Any]) -> DeliveryReport:
-        """Send to every member; return what was delivered. Never raises for full
-        receivers: they are counted (reason ``over_capacity``) and reported."""
-        report = await self.group_send_report(group, message)
-        if report.receivers_over_capacity:
-            GROUP_SEND_DROPPED.inc((group, "over_capacity"), report.receivers_over_capacity)
-        return report

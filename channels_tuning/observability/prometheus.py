@@ -19,6 +19,8 @@ channels_tuning_rejected_connections_total                 counter    consumer, 
 channels_tuning_layer_receive_errors_total                 counter    kind
 channels_tuning_group_sends_total                          counter    (group)
 channels_tuning_group_send_dropped_total                   counter    reason, (group)
+channels_tuning_group_messages_missed_total                counter    reason
+channels_tuning_group_labels_folded_total                  counter
 channels_tuning_messages_received_total                    counter
 channels_tuning_messages_sent_total                        counter
 channels_tuning_received_payload_bytes_total               counter
@@ -137,6 +139,8 @@ class ChannelsTuningCollector(Collector):
             stats.DROPPED,
             stats.REJECTED,
             stats.LAYER_ERRORS,
+            stats.MISSED,
+            stats.GROUP_LABELS_FOLDED,
         ):
             yield _counter(counter.name, counter.description, counter.labelnames, counter.items())
         sends, dropped = stats.GROUP_SENDS, stats.GROUP_SEND_DROPPED

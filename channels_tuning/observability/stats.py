@@ -66,7 +66,7 @@ LAYER_ERRORS: Final = Counter(
 
 GROUP_SENDS: Final = Counter(
     "channels_tuning_group_sends_total",
-    "Group sends made through a channels-tuning layer, by group.",
+    "Group sends made through a channels-tuning layer, by group (see group_label).",
     ("group",),
 )
 GROUP_SEND_DROPPED: Final = Counter(
@@ -74,6 +74,52 @@ GROUP_SEND_DROPPED: Final = Counter(
     "Receivers that missed a group send, by group and reason (over_capacity, raised, deadline).",
     ("group", "reason"),
 )
+MISSED: Final = Counter(
+    "channels_tuning_group_messages_missed_total",
+    "Group messages for this process' consumers that producers (any process) could not "
+    "deliver because its layer inbox was full, by reason.",
+    ("reason",),
+)
+GROUP_LABELS_FOLDED: Final = Counter(
+    "channels_tuning_group_labels_folded_total",
+    'Group sends counted under group="other" because GROUP_LABEL_LIMIT distinct groups '
+    "were already labelled.",
+    (),
+)
+
+
+class GroupLabels:
+    """Group names are chosen by clients (rooms): a counter keyed by them would grow
+    without bound. Off (the default), every group counts as ``"*"``; on
+    (``PROMETHEUS_GROUP_LABELS``), the first ``limit`` distinct groups get their own
+    label and the rest ``"other"`` (counted in GROUP_LABELS_FOLDED)."""
+
+    __slots__ = ("enabled", "limit", "seen")
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.limit = 1000
+        self.seen: set[str] = set()
+
+    def configure(self, enabled: bool, limit: int = 1000) -> None:
+        self.enabled = enabled
+        self.limit = limit
+        self.seen.clear()
+
+    def label(self, group: str) -> str:
+        if not self.enabled:
+            return "*"
+        if group in self.seen:
+            return group
+        if len(self.seen) < self.limit:
+            self.seen.add(group)
+            return group
+        GROUP_LABELS_FOLDED.inc(())
+        return "other"
+
+
+GROUP_LABELS: Final = GroupLabels()
+group_label = GROUP_LABELS.label
 
 
 class Traffic:
@@ -106,6 +152,8 @@ ALL_COUNTERS: Final = (
     LAYER_ERRORS,
     GROUP_SENDS,
     GROUP_SEND_DROPPED,
+    MISSED,
+    GROUP_LABELS_FOLDED,
 )
 
 
@@ -125,3 +173,4 @@ def reset() -> None:
     for counter in ALL_COUNTERS:
         counter.clear()
     TRAFFIC.clear()
+    GROUP_LABELS.seen.clear()
