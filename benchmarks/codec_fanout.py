@@ -2,7 +2,7 @@
 frame encoded once (JSON or protobuf), broadcast to 500 subscribers (issue #5).
 
 One tuned daphne per case, the same Redis, the same clients (2 processes, see
-fanout_client.py), 100-byte messages:
+tests/support/fanout_client.py), 100-byte messages:
 
 - json per consumer: ``send_to_group`` of a dict; each consumer's handler runs
   ``json.dumps`` and sends (what a Channels consumer usually does);

@@ -106,7 +106,7 @@ async def run_case(
                 subprocess.Popen(
                     [
                         sys.executable,
-                        str(REPO / "benchmarks" / "fanout_client.py"),
+                        str(REPO / "tests" / "support" / "fanout_client.py"),
                         str(daphne.port),
                         path,
                         str(per_process),

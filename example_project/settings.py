@@ -41,17 +41,17 @@ USE_TZ = True
 
 REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
+    LAYER_CONFIG = {
+        "hosts": [REDIS_URL],
+        "expiry": int(os.environ.get("LAYER_EXPIRY", "60")),
+        # Broadcast frames cross Redis as they are (channels_tuning.serializers).
+        "serializer_format": "channels_tuning",
+    }
+    if "GROUP_EXPIRY" in os.environ:  # otherwise derived: 5 x GROUP_REFRESH_INTERVAL
+        LAYER_CONFIG["group_expiry"] = int(os.environ["GROUP_EXPIRY"])
+    LAYER_CONFIG.update(json.loads(os.environ.get("LAYER_CONFIG_JSON", "{}")))
     CHANNEL_LAYERS = {
-        "default": {
-            "BACKEND": "channels_tuning.layers.RedisChannelLayer",
-            "CONFIG": {
-                "hosts": [REDIS_URL],
-                "group_expiry": int(os.environ.get("GROUP_EXPIRY", "300")),
-                "expiry": int(os.environ.get("LAYER_EXPIRY", "60")),
-                # Broadcast frames cross Redis as they are (channels_tuning.serializers).
-                "serializer_format": "channels_tuning",
-            },
-        }
+        "default": {"BACKEND": "channels_tuning.layers.RedisChannelLayer", "CONFIG": LAYER_CONFIG}
     }
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_tuning.layers.InMemoryChannelLayer"}}

@@ -6,6 +6,8 @@ import collections
 import gc
 import json
 import os
+import re
+from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 
@@ -149,6 +151,19 @@ class BurstConsumer(TunedWebsocketConsumer):
             await self.send(text_data=f"{i:06d}" + "x" * 1018, coalesce_key=i % 3)
 
 
+def readme_quickstart_consumer() -> type:
+    """The README's quickstart ChatConsumer, exactly as written there."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme[readme.index("## Quickstart") :]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code.split("# consumers.py")[1], "README.md#quickstart", "exec"), namespace)
+    return namespace["ChatConsumer"]
+
+
+ReadmeChatConsumer = readme_quickstart_consumer()
+
+
 BURST_CONSUMERS = {
     policy: type(f"Burst_{policy}", (BurstConsumer,), {"overflow_policy": policy})
     for policy in ("disconnect", "drop_oldest", "drop_newest", "coalesce")
@@ -213,6 +228,7 @@ application = ProtocolTypeRouter(
                 ),
                 re_path(r"^ws/plain-group/(?P<group>[\w.-]+)/$", PlainGroupConsumer.as_asgi()),
                 re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
+                re_path(r"^ws/readme-chat/$", ReadmeChatConsumer.as_asgi()),
             ]
         ),
     }

@@ -164,7 +164,9 @@ async def test_groups_attribute_joined_before_connect_and_left_after(flavour):
     async def chat_message(self, event):
         await self.send(text_data=event["text"])
 
-    consumer = make(flavour, {"groups": ["static"], "connect": connect, "chat_message": chat_message})
+    consumer = make(
+        flavour, {"groups": ["static"], "connect": connect, "chat_message": chat_message}
+    )
     c = comm(consumer)
     await c.connect()
     assert seen == [{"static"}, True]
@@ -267,7 +269,7 @@ async def test_unhandled_and_blocked_event_types(flavour, event_type, caplog):
         assert disconnects == [1011]
         assert any("no handler for message type" in r.getMessage() for r in caplog.records)
     else:
-        with pytest.raises(ValueError, match="No handler for message type|Malformed type"):
+        with pytest.raises(ValueError, match=r"No handler for message type|Malformed type"):
             await c.receive_output()
 
 

@@ -593,6 +593,18 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
 
     # ---------------------------------------------------------- layer events
 
+    @property
+    def layer_backlog(self) -> int:
+        """Channel-layer events waiting for this consumer's handlers."""
+        inbox = self._inbox
+        return len(inbox) if inbox is not None else 0
+
+    @property
+    def inbox_high_water(self) -> int:
+        """Backlog at which the process reader stops taking messages from the layer
+        (so producers see a full receiver and wait) rather than let it overflow."""
+        return max(1, self.tuning.layer_inbox_max // 2)
+
     def deliver_layer_message(self, message: Message) -> None:
         """Hand a channel-layer event to this consumer (called by the layer reader).
 

@@ -70,6 +70,11 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
             report.receivers += 1
             consumer = self._receivers.get(channel)
             if consumer is not None:
+                if consumer.layer_backlog >= consumer.inbox_high_water:
+                    # Its handlers are behind: a full receiver, as on Redis.
+                    report.receivers_over_capacity += 1
+                    report.full[channel] = [channel]
+                    continue
                 # One shared message for all local consumers: they never mutate it.
                 consumer.deliver_layer_message(message)
                 continue

@@ -35,6 +35,9 @@ class ProcessLayerReader:
     """Reads ``specific.<client_prefix>!`` of a channels-redis layer for this process."""
 
     max_backoff = 5.0
+    #: Longest pause of the reader for consumers whose handlers fall behind; past
+    #: it, reading resumes and their inboxes' overflow policy applies (4002/drops).
+    max_pause = 2.0
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
@@ -43,6 +46,8 @@ class ProcessLayerReader:
         self.consumers: dict[str, Any] = {}
         #: Channels of plain Channels consumers of this process (they wait in receive()).
         self.plain_channels: set[str] = set()
+        #: Tuned consumers whose handlers' backlog passed its high-water mark.
+        self.congested: dict[str, Any] = {}
         self._task: asyncio.Task[None] | None = None
 
     def attach(self, consumer: Any) -> None:
@@ -53,6 +58,7 @@ class ProcessLayerReader:
         channel = consumer.channel_name
         if self.consumers.get(channel) is consumer:
             del self.consumers[channel]
+        self.congested.pop(channel, None)
         self._stop_if_idle()
 
     async def receive_for_plain_consumer(self, channel: str) -> dict[str, Any]:
@@ -88,6 +94,8 @@ class ProcessLayerReader:
     async def _run(self) -> None:
         backoff = 0.1
         while self.consumers or self.plain_channels:
+            if self.congested:
+                await self._wait_for_handlers()
             try:
                 target, message = await upstream.receive_single(self.layer, self.process_channel)
             except asyncio.CancelledError:
@@ -114,10 +122,27 @@ class ProcessLayerReader:
             else:
                 self._deliver(target, message)
 
+    async def _wait_for_handlers(self) -> None:
+        """Backpressure from handlers to producers: while a consumer's handlers are
+        behind, stop taking messages from Redis, so this process' inbox fills to its
+        ``capacity`` and producers see a full receiver (and wait, or count a loss)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_pause
+        while self.congested and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+            for channel, consumer in list(self.congested.items()):
+                if consumer.closing or consumer.layer_backlog <= consumer.inbox_high_water // 2:
+                    del self.congested[channel]
+        if self.congested:
+            LAYER_ERRORS.inc(("reader_pause_expired",))
+            self.congested.clear()
+
     def _deliver(self, channel: str, message: dict[str, Any]) -> None:
         consumer = self.consumers.get(channel)
         if consumer is not None:
             consumer.deliver_layer_message(message)
+            if consumer.layer_backlog >= consumer.inbox_high_water:
+                self.congested[channel] = consumer
             return
         if channel in self.plain_channels:
             # A plain Channels consumer of this process: its receive() takes it from

@@ -23,6 +23,7 @@ from channels.layers import get_channel_layer
 from ..conf import project_settings
 from ..layers.membership import refresh_tracked_memberships
 from ..observability import gctuning, snapshot
+from ..observability.stats import LAYER_ERRORS
 from .registry import ConnectionRegistry, registry
 
 logger = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ class Scheduler:
         self._stats_interval = 0.0
         self._next_publish = 0.0
         self._gc_interval: float | None = None
+        self._layer: Any = None
+        self._collect_task: asyncio.Task[Any] | None = None
         self._next_gc = 0.0
         #: The event loop the connections live on (set at the first connection).
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -64,7 +67,8 @@ class Scheduler:
         gctuning.apply_tuning(tuning)
         if tuning["TRACEMALLOC"] and not tracemalloc.is_tracing():
             tracemalloc.start(tuning["TRACEMALLOC"])
-        self._stats_backend = snapshot.backend_for(tuning, get_channel_layer())
+        self._layer = get_channel_layer()
+        self._stats_backend = snapshot.backend_for(tuning, self._layer)
         self._stats_interval = tuning["STATS_INTERVAL"] or 0.0
         self._next_publish = 0.0
         self._gc_interval = tuning["GC_COLLECT_INTERVAL"]
@@ -89,12 +93,14 @@ class Scheduler:
                 logger.exception("channels_tuning: tick failed for %r", consumer)
         if self._gc_interval and now >= self._next_gc:
             self._collect_garbage(now, consumers)
-        if self._stats_backend is not None and now >= self._next_publish:
-            self._next_publish = now + self._stats_interval
-            try:
-                snapshot.publisher.publish(self._stats_backend)
-            except Exception:
-                logger.exception("channels_tuning: publishing stats failed")
+        if now >= self._next_publish:
+            self._next_publish = now + (self._stats_interval or 5.0)
+            self._collect_missed()
+            if self._stats_backend is not None:
+                try:
+                    snapshot.publisher.publish(self._stats_backend)
+                except Exception:
+                    logger.exception("channels_tuning: publishing stats failed")
         if now >= self._next_refresh:
             interval = project_settings()["GROUP_REFRESH_INTERVAL"]
             if interval is None:
@@ -103,6 +109,21 @@ class Scheduler:
             if self._next_refresh:  # not at start-up: memberships were just added
                 refresh_tracked_memberships(consumers)
             self._next_refresh = now + interval
+
+    def _collect_missed(self) -> None:
+        """Take this process' missed-message counts from the layer (Redis: written
+        there by producers that found its inbox full) into its counters."""
+        collect = getattr(self._layer, "collect_missed", None)
+        if collect is None or (self._collect_task is not None and not self._collect_task.done()):
+            return
+        self._collect_task = asyncio.get_running_loop().create_task(self._collect(collect))
+
+    @staticmethod
+    async def _collect(collect: Any) -> None:
+        try:
+            await collect()
+        except Exception as exc:  # Redis down: the next interval tries again
+            LAYER_ERRORS.inc((f"missed:{type(exc).__name__}",))
 
     def _collect_garbage(self, now: float, consumers: list[Any]) -> None:
         """The periodic full collection (GC_COLLECT_INTERVAL): at a tick, so never in

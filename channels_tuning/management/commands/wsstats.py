@@ -85,6 +85,7 @@ class Command(BaseCommand):
             "queued",
             "max q",
             "drops",
+            "missed",
             "closes",
             "tasks",
             "rss MB",
@@ -96,8 +97,8 @@ class Command(BaseCommand):
         totals = ["total", f"{len(snaps)} procs", "", ""] + [
             _sum(rows, column) for column in range(4, len(header))
         ]
-        totals[11] = _sum(rows, 11)
-        totals[12] = max((float(r[12]) for r in rows), default=0.0)
+        gen2_max = header.index("gen2 max ms")
+        totals[gen2_max] = max((float(r[gen2_max]) for r in rows), default=0.0)
         table = [header, *rows, tuple(str(t) for t in totals)]
         widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
         for line in table:
@@ -133,6 +134,8 @@ def _row(snap: dict[str, Any]) -> tuple[Any, ...]:
         snap["send_queue"]["queued"],
         snap["send_queue"]["max"],
         sum(counters["channels_tuning_dropped_messages_total"].values()),
+        # Group messages producers could not deliver to this process (inbox full).
+        sum(counters.get("channels_tuning_group_messages_missed_total", {}).values()),
         sum(counters["channels_tuning_closes_total"].values()),
         snap["tasks"],
         round(snap["rss_kb"] / 1024, 1),

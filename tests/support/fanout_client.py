@@ -1,11 +1,11 @@
-"""Lean WebSocket subscribers for benchmarks/fanout.py (a separate process).
+"""Lean WebSocket subscribers for the benchmarks and the burst tests (a separate process).
 
 Opens N connections with a minimal asyncio protocol (handshake, then unmasked
 server frames parsed from the buffer), prints READY, and counts data frames
 ``"<seq> <sent_at>"``: per-message latency is ``now - sent_at``. Prints one JSON
 line when no frame arrived for --quiet seconds after the first one.
 
-    python benchmarks/fanout_client.py PORT PATH N QUIET MAX_WAIT
+    python tests/support/fanout_client.py PORT PATH N QUIET MAX_WAIT
 
 Latencies are sampled (at most 20 000 per process) to keep the report small.
 """
