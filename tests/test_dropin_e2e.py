@@ -104,12 +104,9 @@ async def test_readme_quickstart_group_send_burst(daphne_factory, shared_redis, 
     assert lost > 0, "nothing was full: the test proves nothing"
     assert got == delivered
     # The receiving server counts what its consumers missed; wsstats shows it.
+    missed_total = "channels_tuning_group_messages_missed_total"
     await wait_until(
-        lambda: (
-            daphne.counter("channels_tuning_group_messages_missed_total", "reason=over_capacity")
-            == lost
-        ),
-        timeout=15,
+        lambda: daphne.counter(missed_total, "reason=over_capacity") == lost, timeout=15
     )
     await wait_until(
         lambda: (
