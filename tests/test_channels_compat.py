@@ -26,6 +26,7 @@ from channels_tuning import (
     TunedJsonWebsocketConsumer,
     TunedWebsocketConsumer,
 )
+from channels_tuning.runtime.registry import registry
 
 MIXINS = {
     "heartbeat-mixin": HeartbeatMixin,
@@ -37,13 +38,25 @@ FLAVOURS = ["channels", "tuned", *MIXINS]
 
 pytestmark = pytest.mark.usefixtures("_quiet")
 
+_opened: list[WebsocketCommunicator] = []
+
 
 @pytest.fixture
-def _quiet():
+async def _quiet():
     with override_settings(
         CHANNELS_TUNING={"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "STATS_BACKEND": None}
     ):
         yield
+        # Every application ends within its test, as a real server would end it.
+        while _opened:
+            communicator = _opened.pop()
+            if not communicator.future.done():
+                await communicator.send_input({"type": "websocket.disconnect", "code": 1000})
+                await asyncio.wait({communicator.future}, timeout=2)
+            if not communicator.future.done():
+                communicator.future.cancel()
+                await asyncio.wait({communicator.future}, timeout=2)
+        assert len(registry) == 0, registry.describe()
 
 
 def bases(flavour: str, json_consumer: bool = False) -> tuple[type, ...]:
@@ -60,7 +73,9 @@ def make(flavour: str, body: dict, json_consumer: bool = False) -> type:
 
 
 def comm(consumer: type, path: str = "/ws/", subprotocols=None) -> WebsocketCommunicator:
-    return WebsocketCommunicator(consumer.as_asgi(), path, subprotocols=subprotocols)
+    communicator = WebsocketCommunicator(consumer.as_asgi(), path, subprotocols=subprotocols)
+    _opened.append(communicator)
+    return communicator
 
 
 def is_tuned(flavour: str) -> bool:

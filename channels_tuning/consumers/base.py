@@ -602,8 +602,9 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     @property
     def inbox_high_water(self) -> int:
         """Backlog at which the process reader stops taking messages from the layer
-        (so producers see a full receiver and wait) rather than let it overflow."""
-        return max(1, self.tuning.layer_inbox_max // 2)
+        (so producers see a full receiver and wait) rather than let it overflow: a
+        tenth of ``LAYER_INBOX_MAX``, so the pause ends soon after handlers catch up."""
+        return max(1, self.tuning.layer_inbox_max // 10)
 
     def deliver_layer_message(self, message: Message) -> None:
         """Hand a channel-layer event to this consumer (called by the layer reader).

@@ -9,9 +9,10 @@ key                                holds
                                    ``client_prefix``): every message for any of
                                    its channels
 ``<prefix>:ct:stats:<host>:<pid>`` the process' ``wsstats`` snapshot (with a TTL)
-``<inbox key>:ct:missed``          messages producers could not put in that
-                                   inbox, by reason (collected and deleted by
-                                   the process every stats interval; TTL)
+``<prefix>:ct:missed:<process>``   messages producers could not put in that
+                                   process' inbox, by reason (collected and
+                                   deleted by the process every stats
+                                   interval; TTL); on the inbox's shard
 =================================  ==========================================
 
 ``<prefix>`` is the layer's ``prefix`` setting (``asgi`` by default). The first two
@@ -49,6 +50,7 @@ def stats_prefix(layer: Any) -> str:
     return f"{layer.prefix}:ct:stats:"
 
 
-def missed_key(inbox_key: str) -> str:
-    """Counts of messages producers could not write to ``inbox_key`` (a process inbox)."""
-    return f"{inbox_key}:ct:missed"
+def missed_key(layer: Any, process: str) -> str:
+    """Counts of messages producers could not write to ``process``' inbox
+    (``process``: its channel, ``specific.<client_prefix>!``)."""
+    return f"{layer.prefix}:ct:missed:{process}"

@@ -35,9 +35,9 @@ class ProcessLayerReader:
     """Reads ``specific.<client_prefix>!`` of a channels-redis layer for this process."""
 
     max_backoff = 5.0
-    #: Longest pause of the reader for consumers whose handlers fall behind; past
-    #: it, reading resumes and their inboxes' overflow policy applies (4002/drops).
-    max_pause = 2.0
+    #: A consumer whose handlers make no progress for this long no longer holds the
+    #: reader back: reading resumes and its inbox's overflow policy applies (4002).
+    max_stall = 2.0
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
@@ -46,8 +46,9 @@ class ProcessLayerReader:
         self.consumers: dict[str, Any] = {}
         #: Channels of plain Channels consumers of this process (they wait in receive()).
         self.plain_channels: set[str] = set()
-        #: Tuned consumers whose handlers' backlog passed its high-water mark.
-        self.congested: dict[str, Any] = {}
+        #: Tuned consumers whose handlers' backlog reached its high-water mark, with
+        #: the smallest backlog seen and when it was seen (their progress).
+        self.congested: dict[str, tuple[Any, int, float]] = {}
         self._task: asyncio.Task[None] | None = None
 
     def attach(self, consumer: Any) -> None:
@@ -124,25 +125,32 @@ class ProcessLayerReader:
 
     async def _wait_for_handlers(self) -> None:
         """Backpressure from handlers to producers: while a consumer's handlers are
-        behind, stop taking messages from Redis, so this process' inbox fills to its
-        ``capacity`` and producers see a full receiver (and wait, or count a loss)."""
+        behind, take no more messages from Redis, so this process' inbox fills to its
+        ``capacity`` and producers see a full receiver (and wait, or count a loss).
+        Reading resumes as soon as every such consumer is below its high-water mark,
+        or has made no progress for ``max_stall`` seconds (a stuck handler must not
+        hold the other consumers of the process)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.max_pause
-        while self.congested and loop.time() < deadline:
-            await asyncio.sleep(0.005)
-            for channel, consumer in list(self.congested.items()):
-                if consumer.closing or consumer.layer_backlog <= consumer.inbox_high_water // 2:
+        while self.congested:
+            await asyncio.sleep(0.002)
+            now = loop.time()
+            for channel, (consumer, lowest, since) in list(self.congested.items()):
+                backlog = consumer.layer_backlog
+                if consumer.closing or backlog < consumer.inbox_high_water:
                     del self.congested[channel]
-        if self.congested:
-            LAYER_ERRORS.inc(("reader_pause_expired",))
-            self.congested.clear()
+                elif backlog < lowest:
+                    self.congested[channel] = (consumer, backlog, now)
+                elif now - since > self.max_stall:
+                    del self.congested[channel]
+                    LAYER_ERRORS.inc(("handler_stalled",))
 
     def _deliver(self, channel: str, message: dict[str, Any]) -> None:
         consumer = self.consumers.get(channel)
         if consumer is not None:
             consumer.deliver_layer_message(message)
-            if consumer.layer_backlog >= consumer.inbox_high_water:
-                self.congested[channel] = consumer
+            backlog = consumer.layer_backlog
+            if backlog >= consumer.inbox_high_water and channel not in self.congested:
+                self.congested[channel] = (consumer, backlog, asyncio.get_running_loop().time())
             return
         if channel in self.plain_channels:
             # A plain Channels consumer of this process: its receive() takes it from

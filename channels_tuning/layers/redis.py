@@ -137,8 +137,10 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         """Count, next to each full process inbox, the messages its consumers missed."""
         by_shard: dict[int, list[tuple[str, int]]] = collections.defaultdict(list)
         for key, channels in full.items():
-            shard = upstream.shard_of(self, key[len(self.prefix) :])
-            by_shard[shard].append((keys.missed_key(key), len(channels)))
+            process = key[len(self.prefix) :]  # the inbox key is prefix + process channel
+            by_shard[upstream.shard_of(self, process)].append(
+                (keys.missed_key(self, process), len(channels))
+            )
         for shard, counts in by_shard.items():
             pipe = upstream.connection(self, shard).pipeline(transaction=False)
             for missed_key, count in counts:
@@ -149,7 +151,7 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
     async def collect_missed(self) -> int:
         """Move this process' missed-message counts from Redis into its counters."""
         process = keys.process_channel(self)
-        key = keys.missed_key(keys.channel_key(self, process))
+        key = keys.missed_key(self, process)
         connection = upstream.connection(self, upstream.shard_of(self, process))
         flat = await connection.eval(_COLLECT_MISSED_LUA, 1, key)
         total = 0

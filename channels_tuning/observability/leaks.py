@@ -15,6 +15,7 @@ SERVICE_TASK_PREFIXES = (
     "Scheduler._run",
     "ProcessLayerReader._run",
     "Publisher._publish",
+    "Scheduler._collect",
     "Server.",
     "AsyncioSelectorReactor",
     "_",
