@@ -14,6 +14,9 @@ upstream symbol                                used for
 ``PerMessageDeflate._compressor`` /            free zlib state between messages
 ``_decompressor``                              (no context takeover)
 ``autobahn.util.encode_truncate``              a close reason within 123 bytes
+``WebSocketProtocol.failedByMe``               stop assembling a message of a
+                                               client being closed (the tuned
+                                               protocol's fragment cap)
 =============================================  ===================================
 
 Each hook has a safe fallback: when :func:`check` finds a symbol missing, the
@@ -85,6 +88,12 @@ def write_message(protocol: Any, message: dict[str, Any]) -> None:
         protocol.sendPreparedMessage(prepared)
 
 
+def stop_assembling_messages(protocol: Any) -> None:
+    """Make autobahn ignore the rest of the message being received (its frames and
+    fragments are dropped as they come), as it does after failing a connection."""
+    protocol.failedByMe = True
+
+
 def send_uncompressed(protocol: Any, payload: bytes, binary: bool) -> None:
     protocol.sendMessage(payload, binary, doNotCompress=True)
 
@@ -133,6 +142,11 @@ def check() -> list[UpstreamChanged]:
         getattr(protocol, "sendPreparedMessage", None),
         "WebSocketProtocol.sendPreparedMessage",
         ["self._perMessageCompress is None", "preparedMsg.payloadHybi"],
+    )
+    checker.contains(
+        getattr(protocol, "onMessageFrameData", None),
+        "WebSocketProtocol.failedByMe",
+        ["if not self.failedByMe:"],
     )
     for attribute in ("_compressor", "_decompressor", "client_no_context_takeover"):
         checker.contains(PerMessageDeflate, f"PerMessageDeflate.{attribute}", [f"self.{attribute}"])

@@ -11,6 +11,7 @@ envelopes.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from ..wire.closecodes import CloseCode
@@ -26,18 +27,31 @@ class TunedWebsocketConsumer(
 
 
 class TunedJsonWebsocketConsumer(TunedWebsocketConsumer):
-    """JSON over text frames. Malformed JSON closes with 1007, binary frames with 1003.
+    """JSON over text frames. Frames that are not acceptable JSON close with 1007,
+    binary frames with 1003, each logged in one line (a client's mistake: no traceback).
 
-    Override ``receive_json(content)``; send with ``send_json(content)``.
+    Acceptable: valid JSON, nested at most ``json_max_depth`` deep (64), with finite
+    numbers only (``NaN``, ``Infinity`` and ``1e999999``, which Python's ``json``
+    accepts and would broadcast, are refused). Override ``receive_json(content)``;
+    send with ``send_json(content)``.
     """
 
     accept_binary_frames = False
+    #: Deepest nesting of arrays and objects accepted (deeper: 1007).
+    json_max_depth: int = 64
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        text = text_data or ""
         try:
-            content = await self.decode_json(text_data or "")
-        except ValueError:
-            self.close_nowait(CloseCode.INVALID_PAYLOAD, "malformed JSON")
+            content = await self.decode_json(text)
+        except (ValueError, RecursionError) as error:
+            self.close_nowait(CloseCode.INVALID_PAYLOAD, _json_problem(error))
+            return
+        # The bracket count bounds the depth: the exact walk runs only when it could matter.
+        if text.count("[") + text.count("{") > self.json_max_depth and (
+            json_depth(content) > self.json_max_depth
+        ):
+            self.close_nowait(CloseCode.INVALID_PAYLOAD, "JSON nested too deep")
             return
         await self.receive_json(content)
 
@@ -46,11 +60,45 @@ class TunedJsonWebsocketConsumer(TunedWebsocketConsumer):
 
     @classmethod
     async def decode_json(cls, text_data: str) -> Any:
-        return json.loads(text_data)
+        return json.loads(text_data, parse_constant=_refuse_constant, parse_float=_finite_float)
 
     @classmethod
     async def encode_json(cls, content: Any) -> str:
-        return json.dumps(content, separators=(",", ":"))
+        return json.dumps(content, separators=(",", ":"), allow_nan=False)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("number out of range")
+    return value
+
+
+def _json_problem(error: BaseException) -> str:
+    if isinstance(error, RecursionError):
+        return "JSON nested too deep"
+    message = str(error)
+    if "not a JSON number" in message or "out of range" in message:
+        return "JSON number not finite"
+    return "malformed JSON"
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of a decoded JSON value (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
 
 
 class TunedProtobufWebsocketConsumer(CodecMixin, TunedWebsocketConsumer):

@@ -1,0 +1,113 @@
+"""The tuned server's WebSocket protocol: what a hostile client controls, bounded.
+
+daphne's protocol (autobahn underneath) answers every protocol-level ping with a pong
+written straight to the socket, and assembles a fragmented message from as many
+fragments as the client sends. Both bypass everything the application side bounds:
+measured on plain daphne, one client that sent pings and never read grew the server
+from 76 MB to 342 MB in 30 s, and a message sent as 2-byte fragments cost 28 MB of
+RSS per connection (fragment objects, not bytes). Here, through autobahn's documented
+``onPing`` and ``onMessageFrameBegin`` callbacks:
+
+- **Control frames have a budget**: ``control_frame_rate`` per second with a burst
+  of ``control_frame_burst`` (10 and 20 by default), a token bucket per connection;
+  a client past it is closed with 1008 ("control frame flood"), logged once and
+  counted (``channels_tuning_closes_total{consumer="(server)",code="1008"}``).
+- **Pongs obey flow control**: while the connection's outbound buffer is above its
+  high-water mark (the client is not reading), a ping gets no pong; the skipped pong
+  is counted (``channels_tuning_dropped_messages_total{reason="pong_skipped"}``).
+- **Fragments per message are capped** (``max_fragments``, 1024 by default): past the
+  cap the connection is closed with 1009, before the fragments pile up.
+- **The message-size limit applies while a message arrives**: the server hands the
+  smaller of daphne's ``--websocket-max-message-size`` and ``MAX_MESSAGE_SIZE`` to
+  autobahn, which refuses a longer message (1009) as its frames come in, instead of
+  the consumer refusing it after it was buffered whole.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from ..compat.autobahn import send_close_frame, stop_assembling_messages
+from ..observability.stats import CLOSES, DROPPED
+from ..wire.closecodes import CloseCode
+
+logger = logging.getLogger("channels_tuning.server")
+
+SERVER_LABEL = "(server)"
+
+
+class ProtocolLimits:
+    """The bounds :func:`tuned_protocol` enforces (one instance per server)."""
+
+    __slots__ = ("control_frame_burst", "control_frame_rate", "max_fragments")
+
+    def __init__(
+        self,
+        control_frame_rate: float = 10.0,
+        control_frame_burst: float = 20.0,
+        max_fragments: int = 1024,
+    ) -> None:
+        self.control_frame_rate = control_frame_rate
+        self.control_frame_burst = control_frame_burst
+        self.max_fragments = max_fragments
+
+
+def tuned_protocol(base: type, limits: ProtocolLimits) -> type:
+    """A subclass of daphne's WebSocket protocol class ``base`` with ``limits``."""
+
+    class TunedWebSocketProtocol(base):  # type: ignore[valid-type,misc]
+        # Per-connection state as class defaults: set on an instance only when used,
+        # so a connection that never pings or fragments carries none of it.
+        _ct_tokens: float = limits.control_frame_burst
+        _ct_tokens_at: float = 0.0
+        _ct_fragments: int = 0
+
+        def onPing(self, payload: bytes) -> None:
+            now = time.monotonic()
+            tokens = self._ct_tokens
+            if self._ct_tokens_at:
+                tokens = min(
+                    limits.control_frame_burst,
+                    tokens + (now - self._ct_tokens_at) * limits.control_frame_rate,
+                )
+            self._ct_tokens_at = now
+            if tokens < 1.0:
+                self._ct_tokens = tokens
+                _close(self, CloseCode.POLICY_VIOLATION, "control frame flood")
+                return
+            self._ct_tokens = tokens - 1.0
+            send = getattr(self, "channels_tuning_send", None)
+            if send is not None and send.paused:
+                DROPPED.inc((SERVER_LABEL, "pong_skipped"))
+                return
+            super().onPing(payload)
+
+        def onMessageBegin(self, isBinary: bool) -> None:
+            self._ct_fragments = 0
+            super().onMessageBegin(isBinary)
+
+        def onMessageFrameBegin(self, length: int) -> None:
+            self._ct_fragments += 1
+            if self._ct_fragments > limits.max_fragments:
+                _close(self, CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+                return
+            super().onMessageFrameBegin(length)
+
+    TunedWebSocketProtocol.__qualname__ = f"Tuned{base.__qualname__}"
+    return TunedWebSocketProtocol
+
+
+def _close(protocol: Any, code: int, reason: str) -> None:
+    if getattr(protocol, "_ct_closing", False):
+        return
+    protocol._ct_closing = True
+    CLOSES.inc((SERVER_LABEL, str(int(code))))
+    peer = getattr(protocol, "peer", "?")
+    logger.warning("channels_tuning: closing %s with %d (%s)", peer, int(code), reason)
+    # The client gets its close frame; autobahn drops the connection if it does not
+    # answer within its closing handshake timeout.
+    send_close_frame(protocol, int(code), reason)
+    # Ignore what the client still sends of its message (more fragments).
+    stop_assembling_messages(protocol)
