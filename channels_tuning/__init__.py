@@ -20,6 +20,7 @@ __all__ = [
     "MessageLimitMixin",
     "TunedJsonWebsocketConsumer",
     "TunedProtobufWebsocketConsumer",
+    "TunedURLRouter",
     "TunedWebsocketConsumer",
 ]
 
@@ -33,6 +34,7 @@ _LOCATIONS = {
     "TunedJsonWebsocketConsumer": "channels_tuning.consumers",
     "TunedProtobufWebsocketConsumer": "channels_tuning.consumers",
     "TunedWebsocketConsumer": "channels_tuning.consumers",
+    "TunedURLRouter": "channels_tuning.consumers.routing",
 }
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
         TunedProtobufWebsocketConsumer,
         TunedWebsocketConsumer,
     )
+    from .consumers.routing import TunedURLRouter
     from .wire.closecodes import CloseCode
 
 

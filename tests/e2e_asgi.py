@@ -12,7 +12,7 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 
 from channels.generic.websocket import AsyncWebsocketConsumer
-from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.routing import ProtocolTypeRouter
 from django.core.asgi import get_asgi_application
 from django.urls import re_path
 from google.protobuf.wrappers_pb2 import StringValue
@@ -21,6 +21,7 @@ django_asgi_app = get_asgi_application()
 
 from channels_tuning import (
     TunedProtobufWebsocketConsumer,
+    TunedURLRouter,
     TunedWebsocketConsumer,
 )
 from channels_tuning.broadcast import broadcast
@@ -212,7 +213,7 @@ async def http_app(scope, receive, send):
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": URLRouter(
+        "websocket": TunedURLRouter(
             [
                 *websocket_urlpatterns,
                 re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),

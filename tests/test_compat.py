@@ -110,7 +110,11 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
     problems = autobahn.check()
     assert symbols(problems) == {"WebSocketProtocol.sendPreparedMessage"}
     autobahn.apply(problems)
-    assert autobahn.features == {"prepared_fast_path": False, "release_deflate": True}
+    assert autobahn.features == {
+        "prepared_fast_path": False,
+        "release_deflate": True,
+        "stop_assembling": True,
+    }
 
 
 def test_autobahn_deflate_attributes_renamed(monkeypatch):

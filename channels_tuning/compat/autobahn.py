@@ -38,7 +38,7 @@ from ._checker import Checker, source_of
 LIBRARY = "autobahn"
 
 #: Turned off by the server's self-check when autobahn's internals changed.
-features = {"prepared_fast_path": True, "release_deflate": True}
+features = {"prepared_fast_path": True, "release_deflate": True, "stop_assembling": True}
 
 
 def send_close_frame(protocol: Any, code: int, reason: str | None) -> None:
@@ -91,7 +91,8 @@ def write_message(protocol: Any, message: dict[str, Any]) -> None:
 def stop_assembling_messages(protocol: Any) -> None:
     """Make autobahn ignore the rest of the message being received (its frames and
     fragments are dropped as they come), as it does after failing a connection."""
-    protocol.failedByMe = True
+    if features["stop_assembling"]:
+        protocol.failedByMe = True
 
 
 def send_uncompressed(protocol: Any, payload: bytes, binary: bool) -> None:
@@ -160,5 +161,7 @@ def apply(problems: list[UpstreamChanged]) -> None:
             continue
         if "PerMessageDeflate" in problem.symbol:
             features["release_deflate"] = False
+        elif "failedByMe" in problem.symbol:
+            features["stop_assembling"] = False
         else:
             features["prepared_fast_path"] = False

@@ -48,6 +48,7 @@ from ..compat import autobahn, twisted
 from ..compat import daphne as daphne_hooks
 from ..wire.closecodes import CloseCode
 from .detect import write_to_protocol
+from .wsprotocol import ProtocolLimits, tuned_protocol
 
 __all__ = [
     "INBOUND_HIGH_WATER",
@@ -205,6 +206,21 @@ class _InboundQueue(asyncio.Queue[Any]):
         return item
 
 
+def wire_message_limit(server_limit: int) -> int:
+    """The message-size limit autobahn enforces as frames arrive: the smaller of the
+    server's own (``--websocket-max-message-size``) and ``MAX_MESSAGE_SIZE``. A
+    consumer class that allows more than ``MAX_MESSAGE_SIZE`` is capped by it here."""
+    try:
+        from ..conf import project_settings
+
+        configured = project_settings()["MAX_MESSAGE_SIZE"]
+    except Exception:  # Django not configured: the server's own limit
+        configured = None
+    if not configured:
+        return int(server_limit)
+    return int(min(server_limit, configured)) if server_limit else int(configured)
+
+
 class TunedServer(Server):
     """daphne's ``Server`` with flow control, bounded inbound queues and a graceful drain."""
 
@@ -215,11 +231,21 @@ class TunedServer(Server):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.drain_timeout = kwargs.pop("drain_timeout", self.drain_timeout)
         self.compression: Compression | None = kwargs.pop("compression", None)
+        self.protocol_limits: ProtocolLimits = kwargs.pop("protocol_limits", None) or (
+            ProtocolLimits()
+        )
         self.compression_threshold = self.compression.threshold if self.compression else 0
         self.release_deflate_contexts = bool(
             self.compression and self.compression.no_context_takeover
         )
         super().__init__(*args, **kwargs)
+        # The message-size limit applies while a message arrives, not after autobahn
+        # buffered it whole: the smaller of daphne's option and MAX_MESSAGE_SIZE.
+        # daphne hands both to autobahn (maxMessagePayloadSize, maxFramePayloadSize).
+        limit = wire_message_limit(int(getattr(self, "websocket_max_message_size", 0)))
+        self.websocket_max_message_size = limit
+        frame_limit = int(getattr(self, "websocket_max_frame_size", 0) or limit)
+        self.websocket_max_frame_size = min(frame_limit, limit)
         self._ports: list[Any] = []
         # Every private hook checked once, before the first connection: a changed
         # upstream is logged with its fallback instead of failing silently.
@@ -234,6 +260,10 @@ class TunedServer(Server):
     @ws_factory.setter
     def ws_factory(self, factory: Any) -> None:
         self._ws_factory = factory
+        # Pings get a budget and flow control, fragments a cap (servers.wsprotocol).
+        factory.protocol = tuned_protocol(
+            factory.protocol, self.protocol_limits, self.websocket_max_message_size
+        )
         if self.compression is not None:
             factory.setProtocolOptions(perMessageCompressionAccept=self.compression.accept)
 
@@ -356,6 +386,26 @@ class TunedCommandLineInterface(CommandLineInterface):
             help="keep the deflate window between messages (better ratio, more memory)",
         )
 
+        defaults_limits = ProtocolLimits()
+        group.add_argument(
+            "--ws-control-frame-rate",
+            type=float,
+            default=defaults_limits.control_frame_rate,
+            help="pings a client may send per second (beyond the burst: close 1008)",
+        )
+        group.add_argument(
+            "--ws-control-frame-burst",
+            type=float,
+            default=defaults_limits.control_frame_burst,
+            help="pings a client may send at once",
+        )
+        group.add_argument(
+            "--ws-max-fragments",
+            type=int,
+            default=defaults_limits.max_fragments,
+            help="fragments one message may have (beyond: close 1009)",
+        )
+
     def run(self, args: list[str]) -> None:
         options, _ = self.parser.parse_known_args(args)
         compression = None
@@ -366,8 +416,16 @@ class TunedCommandLineInterface(CommandLineInterface):
                 mem_level=options.ws_compression_mem_level,
                 no_context_takeover=not options.ws_compression_context_takeover,
             )
+        limits = ProtocolLimits(
+            control_frame_rate=options.ws_control_frame_rate,
+            control_frame_burst=options.ws_control_frame_burst,
+            max_fragments=options.ws_max_fragments,
+        )
         self.server_class = functools.partial(
-            TunedServer, compression=compression, drain_timeout=options.drain_timeout
+            TunedServer,
+            compression=compression,
+            drain_timeout=options.drain_timeout,
+            protocol_limits=limits,
         )
         super().run(args)
 

@@ -54,15 +54,17 @@ class ProtocolLimits:
         self.max_fragments = max_fragments
 
 
-def tuned_protocol(base: type, limits: ProtocolLimits) -> type:
-    """A subclass of daphne's WebSocket protocol class ``base`` with ``limits``."""
+def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0) -> type:
+    """A subclass of daphne's WebSocket protocol class ``base`` with ``limits``, and
+    ``max_message_size`` (0: none) checked as each frame of a message begins."""
 
-    class TunedWebSocketProtocol(base):  # type: ignore[valid-type,misc]
+    class TunedWebSocketProtocol(base):
         # Per-connection state as class defaults: set on an instance only when used,
         # so a connection that never pings or fragments carries none of it.
         _ct_tokens: float = limits.control_frame_burst
         _ct_tokens_at: float = 0.0
         _ct_fragments: int = 0
+        _ct_bytes: int = 0
 
         def onPing(self, payload: bytes) -> None:
             now = time.monotonic()
@@ -78,20 +80,28 @@ def tuned_protocol(base: type, limits: ProtocolLimits) -> type:
                 _close(self, CloseCode.POLICY_VIOLATION, "control frame flood")
                 return
             self._ct_tokens = tokens - 1.0
-            send = getattr(self, "channels_tuning_send", None)
-            if send is not None and send.paused:
+            # The transport's producer is the connection's FlowControlledSend: paused
+            # while the client does not read what it was sent.
+            producer = getattr(self.transport, "producer", None)
+            if producer is not None and getattr(producer, "paused", False):
                 DROPPED.inc((SERVER_LABEL, "pong_skipped"))
                 return
             super().onPing(payload)
 
         def onMessageBegin(self, isBinary: bool) -> None:
             self._ct_fragments = 0
+            self._ct_bytes = 0
             super().onMessageBegin(isBinary)
 
         def onMessageFrameBegin(self, length: int) -> None:
             self._ct_fragments += 1
+            self._ct_bytes += length
             if self._ct_fragments > limits.max_fragments:
                 _close(self, CloseCode.MESSAGE_TOO_BIG, "too many fragments")
+                return
+            if max_message_size and self._ct_bytes > max_message_size:
+                # Refused as the frame begins, before its payload is buffered.
+                _close(self, CloseCode.MESSAGE_TOO_BIG, f"message over {max_message_size} bytes")
                 return
             super().onMessageFrameBegin(length)
 

@@ -1,6 +1,6 @@
 """The demo's consumers: a chat room per URL, and an echo endpoint."""
 
-from channels_tuning import TunedJsonWebsocketConsumer, TunedWebsocketConsumer
+from channels_tuning import CloseCode, TunedJsonWebsocketConsumer, TunedWebsocketConsumer
 from channels_tuning.broadcast import broadcast
 
 
@@ -14,6 +14,9 @@ class ChatConsumer(TunedJsonWebsocketConsumer):
         await self.accept()
 
     async def receive_json(self, content, **kwargs):
+        if not isinstance(content, dict):  # any JSON value parses; only objects are ours
+            self.close_nowait(CloseCode.INVALID_PAYLOAD, "a JSON object expected")
+            return
         text = str(content.get("message", ""))[:1000]
         # Encoded once here; every member's process queues the same frame.
         await broadcast(self.room_group, {"type": "message", "message": text})

@@ -50,16 +50,22 @@ def open_non_reading_client(port: int, path: str) -> socket.socket:
     return sock
 
 
-def send_text(sock: socket.socket, text: str) -> None:
-    payload = text.encode()
+def frame(opcode: int, payload: bytes = b"", fin: bool = True) -> bytes:
+    """One masked client frame (opcode 0 continuation, 1 text, 2 binary, 9 ping)."""
     mask = os.urandom(4)
-    header = bytes([0x81])
+    header = bytes([(0x80 if fin else 0) | opcode])
     if len(payload) < 126:
         header += bytes([0x80 | len(payload)])
-    else:
+    elif len(payload) < 1 << 16:
         header += bytes([0x80 | 126]) + struct.pack("!H", len(payload))
+    else:
+        header += bytes([0x80 | 127]) + struct.pack("!Q", len(payload))
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-    sock.sendall(header + mask + masked)
+    return header + mask + masked
+
+
+def send_text(sock: socket.socket, text: str) -> None:
+    sock.sendall(frame(0x1, text.encode()))
 
 
 def read_exact(sock: socket.socket, n: int) -> bytes:

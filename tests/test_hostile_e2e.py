@@ -1,0 +1,149 @@
+"""Hostile clients against the tuned server (issue #12), with raw sockets: what a
+client controls below the application (pings, fragments, paths, JSON) is bounded,
+answered with a documented close code or status, logged once and counted."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import time
+
+import pytest
+import websockets
+
+from tests.support.rawws import frame, handshake, read_any_frame
+from tests.support.waiting import close_code, recv_data
+
+pytestmark = pytest.mark.e2e
+
+QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
+
+
+def read_close_code(sock: socket.socket, timeout: float = 5.0) -> int | None:
+    """Skip frames until the server's close frame; its code (None: no close frame)."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            opcode, _, payload = read_any_frame(sock)
+            if opcode == 8:
+                return int(struct.unpack("!H", payload[:2])[0])
+    except (AssertionError, OSError):
+        return None
+
+
+async def test_ping_flood_is_closed_1008_and_costs_little(daphne_factory):
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    rss_before = daphne.rss_kb()
+    # A client that sends pings as fast as it can and never reads.
+    sock, _ = handshake(daphne.port, "/ws/echo/", rcvbuf=4096)
+    burst = frame(0x9, b"x" * 125) * 2000
+    with contextlib.suppress(OSError):  # the server may close it mid-flood
+        sock.sendall(burst)
+    assert read_close_code(sock) == 1008
+    sock.close()
+    # Within its budget (10/s, burst 20) a client's pings are answered.
+    polite, _ = handshake(daphne.port, "/ws/echo/")
+    for _ in range(5):
+        polite.sendall(frame(0x9, b"hi"))
+        opcode, _, payload = read_any_frame(polite)
+        assert (opcode, payload) == (0xA, b"hi")
+    polite.close()
+    counters = daphne.stats()["counters"]["channels_tuning_closes_total"]
+    assert counters == {"consumer=(server),code=1008": 1}
+    assert daphne.log.read_text().count("control frame flood") == 1
+    assert daphne.rss_kb() - rss_before < 8 * 1024
+
+
+async def test_flooders_do_not_slow_a_reading_client(daphne_factory):
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    flooders = [handshake(daphne.port, "/ws/echo/")[0] for _ in range(4)]
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        latencies = []
+        for i in range(20):
+            for sock in flooders:
+                with contextlib.suppress(OSError):
+                    sock.sendall(frame(0x9, b"p" * 100) * 50)
+            started = time.monotonic()
+            await ws.send(str(i))
+            assert await recv_data(ws) == str(i)
+            latencies.append(time.monotonic() - started)
+    latencies.sort()
+    print(
+        f"echo latency while 4 clients flood pings: p50 {latencies[10] * 1000:.1f} ms, "
+        f"max {latencies[-1] * 1000:.1f} ms"
+    )
+    assert latencies[-1] < 0.5
+    for sock in flooders:
+        assert read_close_code(sock) == 1008
+        sock.close()
+
+
+async def test_fragmented_oversize_message_is_refused_while_it_arrives(daphne_factory):
+    """MAX_MESSAGE_SIZE 64 KiB is enforced by the server as frames begin: a message
+    in 2-byte fragments is closed 1009 at the fragment cap (1024), and one frame
+    announcing 1 MiB is closed before its payload is read."""
+    daphne = daphne_factory(tuned=True, tuning={**QUIET, "MAX_MESSAGE_SIZE": 65536})
+    rss_before = daphne.rss_kb()
+    socks = []
+    for _ in range(6):
+        sock, _ = handshake(daphne.port, "/ws/echo/")
+        fragments = [frame(0x1, b"ab", fin=False)] + [frame(0x0, b"ab", fin=False)] * 3000
+        with contextlib.suppress(OSError):
+            sock.sendall(b"".join(fragments))
+        assert read_close_code(sock) == 1009
+        socks.append(sock)
+    big, _ = handshake(daphne.port, "/ws/echo/")
+    header = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1 << 20) + b"\x00\x00\x00\x00"
+    big.sendall(header + b"\x00" * 1024)  # the rest is never sent
+    assert read_close_code(big) == 1009
+    for sock in [*socks, big]:
+        sock.close()
+    growth = daphne.rss_kb() - rss_before
+    print(f"6 fragment attacks and a 1 MiB announcement: RSS +{growth / 1024:.1f} MB")
+    assert growth < 8 * 1024  # plain daphne: about 28 MB per attacking connection
+    counters = daphne.stats()["counters"]["channels_tuning_closes_total"]
+    assert counters == {"consumer=(server),code=1009": 7}
+    # A message just under the limit still goes through, in fragments or not.
+    async with websockets.connect(daphne.ws("/ws/echo/"), max_size=None) as ws:
+        await ws.send(["x" * 30000, "y" * 30000])  # websockets sends fragments
+        assert await recv_data(ws) == "x" * 30000 + "y" * 30000
+
+
+async def test_unknown_paths_get_one_log_line_not_a_traceback(daphne_factory):
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    for path in ("/ws/nowhere/", "/ws/%C3%A9t%C3%A9/", "/ws/" + "a" * 500 + "/"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(daphne.ws(path))
+        assert refused.value.response.status_code == 403
+    for _ in range(50):
+        with pytest.raises(websockets.InvalidStatus):
+            await websockets.connect(daphne.ws("/ws/probe/"))
+    log = daphne.log.read_text()
+    assert "Traceback" not in log
+    assert 1 <= log.count("refused: no_route") <= 3  # rate-limited: once a second
+    counters = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+    assert counters == {"consumer=(router),reason=no_route": 53}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("[" * 2000 + "]" * 2000, "JSON nested too deep"),
+        ("[" * 100 + "]" * 100, "JSON nested too deep"),
+        ('{"message": NaN}', "JSON number not finite"),
+        ('{"message": 1e999999}', "JSON number not finite"),
+        ("[1, 2, 3]", "a JSON object expected"),
+    ],
+)
+async def test_json_that_is_not_acceptable_gets_1007_without_traceback(
+    daphne_factory, payload, reason
+):
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    async with websockets.connect(daphne.ws("/ws/chat/room/"), max_size=None) as ws:
+        await ws.send(payload)
+        assert await close_code(ws) == 1007
+        assert ws.close_reason == reason
+    log = daphne.log.read_text()
+    assert "Traceback" not in log
+    assert reason in log
