@@ -13,7 +13,7 @@ import pytest
 import websockets
 
 from tests.support.rawws import frame, handshake, read_any_frame
-from tests.support.waiting import close_code, recv_data
+from tests.support.waiting import close_code, recv_data, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -147,3 +147,37 @@ async def test_json_that_is_not_acceptable_gets_1007_without_traceback(
     log = daphne.log.read_text()
     assert "Traceback" not in log
     assert reason in log
+
+
+async def test_planted_symlink_stats_directory_is_refused(daphne_factory, tmp_path):
+    """A local user who plants the stats directory as a symlink to a directory of the
+    server's user gets nothing written there; the server says so and serves on."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.json").write_text("untouched")
+    planted = tmp_path / "stats"
+    planted.symlink_to(victim)
+    daphne = daphne_factory(
+        tuned=True, tuning={**QUIET, "STATS_DIR": str(planted), "STATS_INTERVAL": 0.2}
+    )
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        await ws.send("still serving")
+        assert await recv_data(ws) == "still serving"
+        await wait_until(lambda: "stats not published" in daphne.log.read_text())
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.json"]
+    assert (victim / "precious.json").read_text() == "untouched"
+    log = daphne.log.read_text()
+    assert "is a symlink" in log and "Traceback" not in log
+
+
+async def test_stats_files_are_private(daphne_factory, tmp_path):
+    stats = tmp_path / "stats"
+    daphne = daphne_factory(
+        tuned=True, tuning={**QUIET, "STATS_DIR": str(stats), "STATS_INTERVAL": 0.2}
+    )
+    async with websockets.connect(daphne.ws("/ws/echo/")):
+        await wait_until(lambda: any(stats.glob("*.json")))
+    assert oct(stats.stat().st_mode & 0o777) == "0o700"
+    (snapshot,) = stats.glob("*.json")
+    assert oct(snapshot.stat().st_mode & 0o777) == "0o600"
+    assert not list(stats.glob("*.tmp")) and not list(stats.glob(".*.tmp"))

@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import gc
 import json
 import os
+import secrets
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -167,19 +170,58 @@ def _layer_prefix() -> str | None:
 # ------------------------------------------------------------------ backends
 
 
-class FileBackend:
-    """One JSON file per process in a directory."""
+class UnsafeStatsDirectory(Exception):
+    """The stats directory is a symlink, not ours, or open to other users."""
 
-    def __init__(self, directory: Path, ttl: float) -> None:
+
+def private_directory(directory: Path, *, with_parent: bool = False) -> Path:
+    """Create ``directory`` private to this user (0700), or check that an existing one
+    is safe: a real directory, owned by us, writable by no one else. A planted symlink
+    or someone else's directory raises, so that a local user cannot make the server
+    write where it should not. ``with_parent``: the parent too (the default
+    ``channels_tuning-<uid>`` directory under the shared temporary directory)."""
+    uid = os.geteuid()
+    for path in (directory.parent, directory) if with_parent else (directory,):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        info = os.lstat(path)
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            raise UnsafeStatsDirectory(f"{path} is a symlink or not a directory")
+        if info.st_uid != uid:
+            raise UnsafeStatsDirectory(f"{path} belongs to uid {info.st_uid}, not {uid}")
+        if info.st_mode & 0o022:
+            raise UnsafeStatsDirectory(f"{path} is writable by others (mode {info.st_mode:o})")
+    return directory
+
+
+class FileBackend:
+    """One JSON file per process in a private directory (0700, files 0600).
+
+    Files are written to a fresh temporary name (O_CREAT | O_EXCL | O_NOFOLLOW: never
+    through a link, never over an existing file), then renamed over the snapshot, so
+    readers never see half a file."""
+
+    def __init__(self, directory: Path, ttl: float, *, default: bool = False) -> None:
         self.directory = directory
         self.ttl = ttl
+        self.default = default
+        self._checked = False
 
     def publish(self, snap: dict[str, Any]) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self._checked:
+            private_directory(self.directory, with_parent=self.default)
+            self._checked = True
         path = self.directory / f"{snap['host']}-{snap['pid']}.json"
-        temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(snap))
-        temporary.replace(path)  # readers never see half a file
+        temporary = self.directory / f".{snap['pid']}-{secrets.token_hex(8)}.tmp"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+        fd = os.open(temporary, flags, 0o600)
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(json.dumps(snap))
+            os.replace(temporary, path)
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def read(self) -> list[dict[str, Any]]:
         live = []
@@ -226,8 +268,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def default_stats_dir() -> Path:
+    """``<tempdir>/channels_tuning-<uid>/<settings module>``: per user, created 0700."""
     module = (getattr(django_settings, "SETTINGS_MODULE", None) or "default").replace(".", "_")
-    return Path(tempfile.gettempdir()) / "channels_tuning" / module
+    return Path(tempfile.gettempdir()) / f"channels_tuning-{os.geteuid()}" / module
 
 
 def backend_for(tuning: dict[str, Any], layer: Any) -> FileBackend | RedisBackend | None:
@@ -241,8 +284,9 @@ def backend_for(tuning: dict[str, Any], layer: Any) -> FileBackend | RedisBacken
     redis_capable = layer is not None and hasattr(layer, "client_prefix")
     if choice == "redis" or (choice == "auto" and redis_capable):
         return RedisBackend(layer, ttl)
-    directory = Path(tuning["STATS_DIR"]) if tuning["STATS_DIR"] else default_stats_dir()
-    return FileBackend(directory, ttl)
+    if tuning["STATS_DIR"]:
+        return FileBackend(Path(tuning["STATS_DIR"]), ttl)
+    return FileBackend(default_stats_dir(), ttl, default=True)
 
 
 class Publisher:

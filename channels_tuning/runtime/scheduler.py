@@ -99,6 +99,10 @@ class Scheduler:
             if self._stats_backend is not None:
                 try:
                     snapshot.publisher.publish(self._stats_backend)
+                except snapshot.UnsafeStatsDirectory as exc:
+                    # Refused, not worked around: publishing stays off in this process.
+                    logger.error("channels_tuning: stats not published: %s", exc)
+                    self._stats_backend = None
                 except Exception:
                     logger.exception("channels_tuning: publishing stats failed")
         if now >= self._next_refresh:
