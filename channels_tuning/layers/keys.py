@@ -9,6 +9,10 @@ key                                holds
                                    ``client_prefix``): every message for any of
                                    its channels
 ``<prefix>:ct:stats:<host>:<pid>`` the process' ``wsstats`` snapshot (with a TTL)
+``<prefix>:ct:alive``              set on each shard by the servers whenever
+                                   they (re)add memberships: missing means
+                                   the shard lost its state (a restart) and
+                                   memberships are not back yet
 ``<prefix>:ct:missed:<process>``   messages producers could not put in that
                                    process' inbox, by reason (collected and
                                    deleted by the process every stats
@@ -54,3 +58,8 @@ def missed_key(layer: Any, process: str) -> str:
     """Counts of messages producers could not write to ``process``' inbox
     (``process``: its channel, ``specific.<client_prefix>!``)."""
     return f"{layer.prefix}:ct:missed:{process}"
+
+
+def alive_key(layer: Any) -> str:
+    """Marker that a shard holds the servers' memberships (see the table above)."""
+    return f"{layer.prefix}:ct:alive"

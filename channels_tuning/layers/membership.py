@@ -57,6 +57,8 @@ async def refresh_memberships(layer: Any, memberships: list[tuple[str, str]]) ->
             pipe.zremrangebyscore(key, min=0, max=int(now) - layer.group_expiry)
             pipe.zadd(key, dict.fromkeys(channels, now))
             pipe.expire(key, layer.group_expiry)
+        # Last: a producer that sees the marker sees these memberships too.
+        pipe.set(keys.alive_key(layer), "1")
         await pipe.execute()
 
 
@@ -77,6 +79,22 @@ def refresh_tracked_memberships(consumers: Iterable[Any]) -> None:
             by_layer[layer].extend((group, consumer.channel_name) for group in groups)
     if by_layer:
         _refresh_task = asyncio.get_running_loop().create_task(_refresh(by_layer))
+
+
+async def restore_memberships(layer: Any, consumers: Iterable[Any]) -> int:
+    """Re-add every membership ``consumers`` track in ``layer`` at once (after Redis
+    lost them in a restart); return how many. Raises while Redis is unreachable."""
+    memberships = [
+        (group, consumer.channel_name)
+        for consumer in consumers
+        for group in consumer.tracked_groups()
+    ]
+    if memberships:
+        await refresh_memberships(layer, memberships)
+    else:
+        for index in range(layer.ring_size):
+            await upstream.connection(layer, index).set(keys.alive_key(layer), "1")
+    return len(memberships)
 
 
 async def refresh_finished() -> None:

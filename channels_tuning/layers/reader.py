@@ -27,6 +27,7 @@ from typing import Any
 from ..compat import channels_redis as upstream
 from ..observability.stats import DROPPED, LAYER_ERRORS
 from . import keys
+from .membership import restore_memberships
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,9 @@ logger = logging.getLogger(__name__)
 class ProcessLayerReader:
     """Reads ``specific.<client_prefix>!`` of a channels-redis layer for this process."""
 
-    max_backoff = 5.0
+    #: Longest wait between attempts to read again after a Redis error: delivery
+    #: resumes within about this long of Redis accepting connections again.
+    max_backoff = 1.0
     #: A consumer whose handlers make no progress for this long no longer holds the
     #: reader back: reading resumes and its inbox's overflow policy applies (4002).
     max_stall = 2.0
@@ -50,6 +53,7 @@ class ProcessLayerReader:
         #: the smallest backlog seen and when it was seen (their progress).
         self.congested: dict[str, tuple[Any, int, float]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._restore: asyncio.Task[None] | None = None
 
     def attach(self, consumer: Any) -> None:
         self.consumers[consumer.channel_name] = consumer
@@ -79,6 +83,27 @@ class ProcessLayerReader:
             raise
         return message
 
+    def _start_restore(self) -> None:
+        if self._restore is None or self._restore.done():
+            self._restore = asyncio.get_running_loop().create_task(
+                self._restore_memberships(), name="channels_tuning.restore_memberships"
+            )
+
+    async def _restore_memberships(self) -> None:
+        """Re-add this process' memberships once Redis answers again (every 0.25 s)."""
+        while self.consumers:
+            try:
+                restored = await restore_memberships(self.layer, list(self.consumers.values()))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                await asyncio.sleep(0.25)
+                continue
+            logger.warning(
+                "channels_tuning: Redis answers again; re-added %d group memberships", restored
+            )
+            return
+
     def _ensure_running(self) -> None:
         task = self._task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
@@ -88,6 +113,9 @@ class ProcessLayerReader:
 
     def _stop_if_idle(self) -> None:
         if not self.consumers and not self.plain_channels and self._task is not None:
+            if self._restore is not None:
+                self._restore.cancel()
+                self._restore = None
             # No one left to read for: stop, so an idle process keeps no Redis read open.
             self._task.cancel()
             self._task = None
@@ -113,6 +141,9 @@ class ProcessLayerReader:
                     exc,
                     backoff,
                 )
+                # Redis may be restarting: its memberships would be gone with it.
+                # Put them back as soon as it answers, not at the next refresh.
+                self._start_restore()
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self.max_backoff)
                 continue

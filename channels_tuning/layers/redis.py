@@ -84,6 +84,9 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         super().__init__(hosts, prefix, expiry, group_expiry, **kwargs)
         self.configure_group_send(on_full, group_send_timeout)
         self.group_expiry_derived = derived
+        #: Shards on which this process has seen the servers' marker (keys.alive_key).
+        self._alive_seen: set[int] = set()
+        self._alive_set_at: dict[int, float] = {}
         if derived:
             _log_derived_expiry(group_expiry)
 
@@ -97,7 +100,10 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         assert self.require_valid_group_name(group), "Group name not valid"
         report = DeliveryReport(group)
         if only is None:
-            channels = await self._group_members(group)
+            channels, alive = await self._group_members(group)
+            report.state_lost = self._state_lost(group, alive) if not channels else False
+            if alive:
+                self._alive_seen.add(upstream.shard_of(self, group))
         else:
             channels = [channel for names in only.values() for channel in names]
         report.receivers = len(channels)
@@ -122,14 +128,25 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         GROUP_SENDS.inc((group_label(group),))
         return report
 
-    async def _group_members(self, group: str) -> list[str]:
+    async def _group_members(self, group: str) -> tuple[list[str], bool]:
+        """The group's members, and whether its shard holds the servers' marker."""
         key = keys.group_key(self, group)
         connection = upstream.connection(self, upstream.shard_of(self, group))
         pipe = connection.pipeline(transaction=False)
         pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
         pipe.zrange(key, 0, -1)
-        _, members = await pipe.execute()
-        return [member.decode("utf8") for member in members]
+        pipe.exists(keys.alive_key(self))
+        _, members, alive = await pipe.execute()
+        return [member.decode("utf8") for member in members], bool(alive)
+
+    def _state_lost(self, group: str, alive: bool) -> bool:
+        """An empty group on a shard that lost the servers' marker since this process
+        last saw it: Redis restarted and the memberships are not back yet."""
+        shard = upstream.shard_of(self, group)
+        if alive:
+            self._alive_seen.add(shard)
+            return False
+        return shard in self._alive_seen
 
     # ------------------------------------------------- losses seen by receivers
 
@@ -180,6 +197,10 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         like ``join_group``: refreshed while it lives, left when it ends."""
         await super().group_add(group, channel)
         _track(channel, group, add=True)
+        shard = upstream.shard_of(self, group)
+        if time.monotonic() - self._alive_set_at.get(shard, -60.0) > 30.0:
+            self._alive_set_at[shard] = time.monotonic()
+            await upstream.connection(self, shard).set(keys.alive_key(self), "1")
 
     async def group_discard(self, group: str, channel: str) -> None:
         await super().group_discard(group, channel)

@@ -18,6 +18,9 @@ class DeliveryReport:
     receivers_over_capacity: int = 0
     #: Sends retried because receivers were full (``broadcast(on_full="wait")``).
     retries: int = 0
+    #: The group had no member because its Redis shard lost its state (a restart:
+    #: memberships not back yet). The message reached no one, and is counted.
+    state_lost: bool = False
     #: Per process key still full: the channels behind it (for retries).
     full: dict[str, list[str]] = field(default_factory=dict, repr=False)
 

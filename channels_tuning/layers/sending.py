@@ -71,6 +71,9 @@ async def send_with_policy(
     check_policy(on_full, timeout)
     async with loop_semaphore("group_send", MAX_IN_FLIGHT):
         report: DeliveryReport = await layer.group_send_report(group, message)
+        if report.state_lost:
+            # Redis restarted: the group's members are not back yet. Nobody got it.
+            GROUP_SEND_DROPPED.inc((group_label(group), "redis_state_lost"))
         if report.complete:
             return report
         if on_full == "drop":
