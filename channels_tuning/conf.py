@@ -34,6 +34,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "MAX_CONNECTIONS": None,
     # Accepted connections per process for one consumer class. None: no limit.
     "MAX_CONNECTIONS_PER_CONSUMER": None,
+    # Accepted connections per process for one user (authenticated: scope["user"];
+    # anonymous: the client's address), all tuned consumers. None: no limit.
+    "MAX_CONNECTIONS_PER_USER": None,
     # Largest inbound message in bytes (close 1009). None: only daphne's own limit (1 MiB).
     "MAX_MESSAGE_SIZE": 1024 * 1024,
     # Inbound messages per second per connection, token bucket (close 1008). None: no limit.
@@ -94,6 +97,7 @@ POSITIVE_KEYS: Final = (
     "SCHEDULER_TICK",
     "MAX_CONNECTIONS",
     "MAX_CONNECTIONS_PER_CONSUMER",
+    "MAX_CONNECTIONS_PER_USER",
     "MAX_MESSAGE_SIZE",
     "RATE_LIMIT",
     "RATE_BURST",

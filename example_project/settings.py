@@ -8,18 +8,30 @@ overrides ``CHANNELS_TUNING`` keys, e.g. '{"HEARTBEAT_INTERVAL": 5}'.
 
 import json
 import os
+import secrets
+import sys
 from pathlib import Path
 
 BASE_DIR = Path(__file__).resolve().parent
 
-SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY", "demo-only-not-secret")
-DEBUG = os.environ.get("DJANGO_DEBUG", "1") == "1"
-ALLOWED_HOSTS = ["127.0.0.1", "localhost", "[::1]"]
+# No fixed secret: one is generated for this run unless DJANGO_SECRET_KEY is set
+# (sessions and signed values then do not survive a restart, which a demo can afford).
+SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or secrets.token_urlsafe(50)
+if "DJANGO_SECRET_KEY" not in os.environ:
+    sys.stderr.write("example_project: DJANGO_SECRET_KEY not set; using a random one\n")
+# Off unless asked for (DJANGO_DEBUG=1): DEBUG pages show settings and code.
+DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
+ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
+# Who may read /metrics: these client addresses (a Prometheus server's), nobody else.
+METRICS_ALLOWED_ADDRESSES = os.environ.get("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1").split(",")
 
 INSTALLED_APPS = [
     # Before daphne, so manage.py runserver uses the flow-controlled server.
     "channels_tuning",
     "daphne",
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
     "django.contrib.staticfiles",
     "channels",
     "django_prometheus",
@@ -57,6 +69,8 @@ else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_tuning.layers.InMemoryChannelLayer"}}
 
 CHANNELS_TUNING = {
+    # One user (or, anonymous, one address) cannot take every slot of the process.
+    "MAX_CONNECTIONS_PER_USER": 20,
     "HEARTBEAT_INTERVAL": 25,
     "IDLE_TIMEOUT": 60,
     "MAX_MESSAGE_SIZE": 64 * 1024,

@@ -340,3 +340,30 @@ async def test_json_consumer_send_json_is_compact():
     await comm.send_to(text_data=json.dumps({"a": [1, 2]}))
     assert await comm.receive_from() == '{"a":[1,2]}'
     await comm.disconnect()
+
+
+@override_settings(CHANNELS_TUNING={"MAX_CONNECTIONS_PER_USER": 2, "HEARTBEAT_INTERVAL": None})
+async def test_per_user_limit_counts_one_client_address_across_tabs():
+    """One user with a script or many tabs cannot take every slot of the process."""
+
+    def from_address(address: str) -> WebsocketCommunicator:
+        c = communicator(Echo)
+        c.scope["client"] = (address, 50000)
+        return c
+
+    first, second = from_address("10.0.0.1"), from_address("10.0.0.1")
+    assert (await first.connect())[0] and (await second.connect())[0]
+    third = from_address("10.0.0.1")
+    assert (await third.connect())[0]  # accepted, then told to come back later
+    assert await third.receive_output() == {
+        "type": "websocket.close",
+        "code": 1013,
+        "reason": "user connection limit",
+    }
+    other = from_address("10.0.0.2")
+    assert (await other.connect())[0]
+    await other.send_to(text_data="hi")
+    assert await other.receive_from() == "hi"
+    for c in (first, second, third, other):
+        await c.disconnect()
+    assert REJECTED.get(("Echo", "user connection limit")) == 1

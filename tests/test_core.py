@@ -323,3 +323,13 @@ def test_core_imports_no_asyncio_django_channels_or_twisted():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_per_user_connection_limit():
+    chain = PolicyChain([ConnectionLimitPolicy(per_process=None, per_class=None, per_owner=2)])
+    core = ConnectionCore(SETTINGS, chain, 0.0)
+    assert core.admit(AdmissionContext(100, 100, owner_connections=1)) is None
+    assert core.admit(AdmissionContext(0, 0, owner_connections=2)) == (
+        1013,
+        "user connection limit",
+    )

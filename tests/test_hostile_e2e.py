@@ -5,9 +5,11 @@ answered with a documented close code or status, logged once and counted."""
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import struct
 import time
+import urllib.request
 
 import pytest
 import websockets
@@ -181,3 +183,37 @@ async def test_stats_files_are_private(daphne_factory, tmp_path):
     (snapshot,) = stats.glob("*.json")
     assert oct(snapshot.stat().st_mode & 0o777) == "0o600"
     assert not list(stats.glob("*.tmp")) and not list(stats.glob(".*.tmp"))
+
+
+async def test_the_example_refuses_foreign_origins_and_limits_one_address(daphne_factory):
+    """The example project as shipped: a page on another site cannot open a socket
+    with the user's cookies (Origin checked against ALLOWED_HOSTS), one address gets
+    at most MAX_CONNECTIONS_PER_USER connections, /metrics answers loopback only."""
+    daphne = daphne_factory(
+        tuned=True,
+        application="example_project.asgi:application",
+        tuning={"MAX_CONNECTIONS_PER_USER": 3},
+    )
+    url = daphne.ws("/ws/echo/")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, origin="https://evil.example")
+    assert refused.value.response.status_code == 403
+    same_site = [await websockets.connect(url, origin="http://127.0.0.1") for _ in range(3)]
+    async with websockets.connect(url, origin="http://127.0.0.1") as fourth:
+        assert await close_code(fourth) == 1013
+        assert fourth.close_reason == "user connection limit"
+    await same_site[0].send("hi")
+    assert await recv_data(same_site[0]) == "hi"
+    for ws in same_site:
+        await ws.close()
+    assert "Traceback" not in daphne.log.read_text()
+    with urllib.request.urlopen(f"http://127.0.0.1:{daphne.port}/metrics", timeout=5) as r:
+        assert b"channels_tuning_connections_total" in r.read()
+    # From another address (127.0.0.2 is loopback too, but not in the allowed list).
+    other = http.client.HTTPConnection(
+        "127.0.0.1", daphne.port, timeout=5, source_address=("127.0.0.2", 0)
+    )
+    other.request("GET", "/metrics")
+    response = other.getresponse()
+    assert response.status == 403 and b"channels_tuning" not in response.read()
+    other.close()

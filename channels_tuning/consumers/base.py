@@ -127,6 +127,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     tuning: ConnectionSettings
     core: ConnectionCore
     registry_key: str = ""
+    #: Whom the connection counts against for per-user limits (connection_owner()).
+    owner_key: str = ""
     connected_at: float = 0.0
     _send_mode: int = detect.GENERIC
     _writer: asyncio.Task[None] | None = None
@@ -264,7 +266,25 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         The admission policies decide (connection limits); override to add a check
         of your own (call ``super()`` first). It runs before anything is allocated
         for the connection."""
-        return self.core.admit(AdmissionContext(registry.count(), registry.count(type(self))))
+        if self.tuning.max_connections_per_user is not None:
+            # Only then: resolving scope["user"] may cost a session lookup.
+            self.owner_key = self.connection_owner()
+        return self.core.admit(
+            AdmissionContext(
+                registry.count(), registry.count(type(self)), registry.count_owner(self.owner_key)
+            )
+        )
+
+    def connection_owner(self) -> str:
+        """Who this connection counts against for ``MAX_CONNECTIONS_PER_USER``: the
+        authenticated user (``scope["user"]``, from Channels' AuthMiddlewareStack), else
+        the client's address (behind a proxy, run daphne with --proxy-headers).
+        Override to count by something else (an API key, a tenant)."""
+        user = self.scope.get("user")
+        if user is not None and getattr(user, "is_authenticated", False):
+            return f"user:{user.pk}"
+        client = self.scope.get("client") or ("?",)
+        return f"addr:{client[0]}"
 
     async def websocket_connect(self, message: Message) -> None:
         refusal = self.admission_refusal()

@@ -51,12 +51,14 @@ class HeartbeatMixin(ManagedConnectionMixin):
 
 
 class ConnectionLimitMixin(ManagedConnectionMixin):
-    """Refuse connections beyond ``max_connections`` (process) or
-    ``max_connections_per_consumer`` (this class) with close code 1013."""
+    """Refuse connections beyond ``max_connections`` (process),
+    ``max_connections_per_consumer`` (this class) or ``max_connections_per_user``
+    (one user or client address: :meth:`connection_owner`) with close code 1013."""
 
     policy_classes: ClassVar[tuple[type[Policy], ...]] = (ConnectionLimitPolicy,)
     max_connections: Any = FROM_SETTINGS
     max_connections_per_consumer: Any = FROM_SETTINGS
+    max_connections_per_user: Any = FROM_SETTINGS
 
 
 class MessageLimitMixin(ManagedConnectionMixin):

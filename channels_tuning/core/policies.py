@@ -89,6 +89,8 @@ class AdmissionContext:
     process_connections: int
     #: Connections registered for this consumer class.
     class_connections: int
+    #: Connections registered for the new connection's owner (its user, or address).
+    owner_connections: int = 0
 
 
 class Policy:
@@ -277,26 +279,35 @@ class LifetimePolicy(Policy):
 
 
 class ConnectionLimitPolicy(Policy):
-    """Refuse connections beyond ``max_connections`` (process) or
-    ``max_connections_per_consumer`` (this class) with 1013."""
+    """Refuse connections beyond ``max_connections`` (process),
+    ``max_connections_per_consumer`` (this class) or ``max_connections_per_user`` (one
+    user, or one client address for anonymous users) with 1013."""
 
     name = "connection_limit"
 
-    def __init__(self, per_process: int | None, per_class: int | None) -> None:
+    def __init__(
+        self, per_process: int | None, per_class: int | None, per_owner: int | None = None
+    ) -> None:
         self.per_process = per_process
         self.per_class = per_class
+        self.per_owner = per_owner
 
     @classmethod
     def configure(cls, settings: ConnectionSettings, consumer_class: type) -> Policy | None:
-        if settings.max_connections is None and settings.max_connections_per_consumer is None:
-            return None
-        return cls(settings.max_connections, settings.max_connections_per_consumer)
+        limits = (
+            settings.max_connections,
+            settings.max_connections_per_consumer,
+            settings.max_connections_per_user,
+        )
+        return None if limits == (None, None, None) else cls(*limits)
 
     def admit(self, context: AdmissionContext) -> tuple[int, str] | None:
         if self.per_process is not None and context.process_connections >= self.per_process:
             return CloseCode.TRY_AGAIN_LATER, "process connection limit"
         if self.per_class is not None and context.class_connections >= self.per_class:
             return CloseCode.TRY_AGAIN_LATER, "consumer connection limit"
+        if self.per_owner is not None and context.owner_connections >= self.per_owner:
+            return CloseCode.TRY_AGAIN_LATER, "user connection limit"
         return None
 
 

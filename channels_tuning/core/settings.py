@@ -15,6 +15,7 @@ class ConnectionSettings:
     scheduler_tick: float = 1.0
     max_connections: int | None = None
     max_connections_per_consumer: int | None = None
+    max_connections_per_user: int | None = None
     max_message_size: int | None = 1024 * 1024
     rate_limit: float | None = None
     rate_burst: float | None = None

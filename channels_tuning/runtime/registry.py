@@ -32,6 +32,8 @@ class ConnectionRegistry:
     def __init__(self) -> None:
         self._connections: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
         self._counts: dict[type, int] = {}
+        #: Connections per owner (``owner_key``: the user, or the client's address).
+        self._owners: dict[str, int] = {}
         self._total = 0
         self.started_at = time.time()
         #: Tuned consumer instances not yet freed (``wsstats`` compares it with the
@@ -51,6 +53,9 @@ class ConnectionRegistry:
         cls = type(consumer)
         self._counts[cls] = self._counts.get(cls, 0) + 1
         self._total += 1
+        owner = getattr(consumer, "owner_key", "")
+        if owner:
+            self._owners[owner] = self._owners.get(owner, 0) + 1
 
     def discard(self, consumer: RegisteredConsumer) -> None:
         if self._connections.get(consumer.registry_key) is not consumer:
@@ -63,9 +68,20 @@ class ConnectionRegistry:
         else:
             del self._counts[cls]
         self._total -= 1
+        owner = getattr(consumer, "owner_key", "")
+        if owner:
+            left = self._owners.get(owner, 0) - 1
+            if left > 0:
+                self._owners[owner] = left
+            else:
+                self._owners.pop(owner, None)
 
     def get(self, key: str) -> Any | None:
         return self._connections.get(key)
+
+    def count_owner(self, owner: str) -> int:
+        """Registered connections of one owner (a user, or a client address)."""
+        return self._owners.get(owner, 0)
 
     def count(self, consumer_class: type | None = None) -> int:
         """Registered connections, of one class or of all."""

@@ -151,10 +151,13 @@ def start_daphne(
     tuning: dict | None = None,
     extra_args: tuple[str, ...] = (),
     port: int | None = None,
+    application: str = "tests.e2e_asgi:application",
     **env: str,
 ) -> DaphneProcess:
-    """Start daphne (or ``channels-tuning-daphne``) on tests.e2e_asgi on a free port
-    (or on ``port``: a restart on the same address)."""
+    """Start daphne (or ``channels-tuning-daphne``) on ``application`` (the tests'
+    ASGI app by default, on the example project's settings) on a free port (or on
+    ``port``: a restart on the same address). The example's per-user connection
+    limit is off unless ``tuning`` sets it: the tests connect from one address."""
     port = port or free_port()
     log = log_dir / f"daphne-{port}.log"
     full_env = dict(os.environ)
@@ -162,7 +165,7 @@ def start_daphne(
     full_env.update(
         DJANGO_SETTINGS_MODULE="example_project.settings",
         PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
-        CHANNELS_TUNING_JSON=json.dumps(tuning or {}),
+        CHANNELS_TUNING_JSON=json.dumps({"MAX_CONNECTIONS_PER_USER": None, **(tuning or {})}),
         CT_LOG_LEVEL="INFO",
         **env,
     )
@@ -186,7 +189,7 @@ def start_daphne(
             "-p",
             str(port),
             *extra_args,
-            "tests.e2e_asgi:application",
+            application,
         ],
         cwd=REPO,
         env=full_env,
