@@ -4,6 +4,7 @@ answered with a documented close code or status, logged once and counted."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import http.client
 import socket
@@ -217,3 +218,77 @@ async def test_the_example_refuses_foreign_origins_and_limits_one_address(daphne
     response = other.getresponse()
     assert response.status == 403 and b"channels_tuning" not in response.read()
     other.close()
+
+
+async def idle_sockets(port: int, count: int) -> list[socket.socket]:
+    """``count`` TCP connections that send nothing, opened 40 at a time so that the
+    server's listen backlog (daphne's: 50) lets every one of them be accepted."""
+    socks = []
+    for n in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        socks.append(sock)
+        if n % 40 == 39:
+            await asyncio.sleep(0.03)
+    return socks
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False  # still open, nothing to read
+    except OSError:
+        return True  # reset
+
+
+async def test_half_open_sockets_are_closed_at_the_handshake_deadline(daphne_factory):
+    """5000 TCP connections that never send a request and 50 slowloris handshakes (a
+    byte every 0.3 s): closed after --handshake-timeout (1.5 s here) while a normal
+    client connects and talks."""
+    daphne = daphne_factory(
+        tuned=True,
+        tuning=QUIET,
+        extra_args=("--handshake-timeout", "1.5", "--max-half-open", "6000"),
+    )
+    idle = await idle_sockets(daphne.port, 5000)
+    slow = await idle_sockets(daphne.port, 50)
+    request = b"GET /ws/echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        for i in range(8):  # 2.4 s of slowloris bytes, echoing meanwhile
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.send(request[i : i + 1])
+            await ws.send(str(i))
+            assert await recv_data(ws) == str(i)
+            await asyncio.sleep(0.3)
+        # The normal client's own handshake finished in time: it is still open.
+        await ws.send("still here")
+        assert await recv_data(ws) == "still here"
+    await wait_until(lambda: all(closed_by_server(s) for s in idle + slow), timeout=10)
+    for sock in idle + slow:
+        sock.close()
+    rejected = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+    assert rejected == {"consumer=(server),reason=handshake_timeout": 5050}
+    assert daphne.log.read_text().count("refused: handshake_timeout") <= 6  # rate-limited
+
+
+async def test_half_open_cap_refuses_beyond_it(daphne_factory):
+    daphne = daphne_factory(
+        tuned=True,
+        tuning=QUIET,
+        extra_args=("--handshake-timeout", "30", "--max-half-open", "100"),
+    )
+    idle = await idle_sockets(daphne.port, 150)
+    # /_stats is a connection too: it cannot get in while the cap is reached.
+    await wait_until(lambda: sum(closed_by_server(s) for s in idle) == 50)
+    for sock in idle:
+        sock.close()
+    await wait_until(
+        lambda: (
+            daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+            == {"consumer=(server),reason=half_open_limit": 50}
+        )
+    )

@@ -18,7 +18,10 @@ upstream symbol                              used for
 ``Server.handle_reply`` as a ``partial``     recognising plain daphne's ``send``
                                              (by name: importing daphne.server
                                              would install its reactor)
-``Server.ws_factory`` assigned in ``run()``  switching permessage-deflate on
+``Server.ws_factory`` assigned in ``run()``  switching permessage-deflate on,
+                                             the tuned WebSocket protocol
+``Server.http_factory`` assigned in ``run()`` the handshake deadline and the cap
+                                             on half-open connections
 ``Server.kill_all_applications``             the graceful drain (shutdown trigger)
 ``Server.listen_success``                    the listening ports, to stop them
 ``CommandLineInterface.server_class``        the tuned server behind the same CLI
@@ -154,7 +157,9 @@ def check() -> list[UpstreamChanged]:
         "Server.kill_all_applications",
         ['details["application_instance"]', "application_instance.cancel()"],
     )
-    checker.contains(server.run, "Server.run", ["self.ws_factory = "])
+    checker.contains(
+        server.run, "Server.run", ["self.ws_factory = ", "self.http_factory = HTTPFactory(self)"]
+    )
     if server.handle_reply.__qualname__ != "Server.handle_reply":
         checker.changed("Server.handle_reply", "renamed: plain daphne's send is not recognised")
     if getattr(CommandLineInterface, "server_class", None) is not server:

@@ -17,6 +17,9 @@ upstream symbol                                    used for
 ``FileDescriptor.dataBuffer``, ``_tempDataBuffer``  "nothing queued ahead"
 ``FileDescriptor._writeDisconnected``,             "still writable"
 ``disconnecting``, ``connected``
+``web.http._GenericHTTPChannelProtocol._channel``  the TCP transport of a connection
+                                                   still in its HTTP handshake (the
+                                                   handshake deadline aborts it)
 =================================================  ================================
 
 Fallback when :func:`check` fails: transports are left as Twisted made them
@@ -72,6 +75,13 @@ def make_eager(transport: Any) -> bool:
     return True
 
 
+def connection_transport(protocol: Any) -> Any:
+    """The transport under the protocol Twisted's HTTP factory built (it wraps the
+    HTTPChannel, which holds the transport), or None."""
+    channel = getattr(protocol, "_channel", protocol)
+    return getattr(channel, "transport", None)
+
+
 def check() -> list[UpstreamChanged]:
     checker = Checker(LIBRARY)
     # Its own method: FileDescriptor's inherited one only raises NotImplementedError.
@@ -83,6 +93,13 @@ def check() -> list[UpstreamChanged]:
         checker.contains(
             abstract.FileDescriptor, f"FileDescriptor.{attribute}", [f"self.{attribute}"]
         )
+    from twisted.web import http
+
+    wrapper = getattr(http, "_GenericHTTPChannelProtocol", None)
+    if wrapper is None:
+        checker.changed("web.http._GenericHTTPChannelProtocol", "missing")
+    else:
+        checker.contains(wrapper, "web.http._GenericHTTPChannelProtocol._channel", ["_channel"])
     return checker.problems
 
 

@@ -33,19 +33,22 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from autobahn.websocket.compress import PerMessageDeflateOffer, PerMessageDeflateOfferAccept
 from daphne.cli import CommandLineInterface
+from daphne.http_protocol import HTTPFactory, WebRequest
 from daphne.server import Server
-from twisted.internet import defer
+from twisted.internet import defer, reactor
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from .. import compat
 from ..compat import autobahn, twisted
 from ..compat import daphne as daphne_hooks
+from ..observability.stats import REJECTED
 from ..wire.closecodes import CloseCode
 from .detect import write_to_protocol
 from .wsprotocol import ProtocolLimits, tuned_protocol
@@ -206,6 +209,87 @@ class _InboundQueue(asyncio.Queue[Any]):
         return item
 
 
+class _HandshakeRequest(WebRequest):
+    """daphne's request, telling the factory when a connection's first request
+    arrived whole (its handshake is over: the deadline no longer applies)."""
+
+    def process(self) -> Any:
+        factory = getattr(self.channel, "factory", None)
+        if isinstance(factory, TunedHTTPFactory):
+            factory.handshake_done(self.transport)
+        return super().process()
+
+
+class TunedHTTPFactory(HTTPFactory):
+    """daphne's HTTP factory with a deadline for the opening handshake and an
+    optional cap on connections still in it.
+
+    A TCP connection that has not sent a whole first request (the WebSocket upgrade,
+    or any HTTP request) within ``handshake_timeout`` seconds is aborted: idle sockets
+    and slowloris handshakes (1 byte a second) would otherwise hold a file descriptor
+    each for as long as the client likes, below anything ``MAX_CONNECTIONS`` sees.
+    With ``max_half_open``, connections beyond that many in their handshake are
+    refused at once. Both are logged (one line a second at most) and counted
+    (``rejected_connections_total{consumer="(server)",reason=...}``)."""
+
+    def __init__(self, server: Any, handshake_timeout: float, max_half_open: int | None) -> None:
+        super().__init__(server)
+        self.handshake_timeout = handshake_timeout
+        self.max_half_open = max_half_open
+        #: Connections in their handshake (protocol -> client address).
+        self.half_open: dict[Any, Any] = {}
+        #: Transports whose first request arrived (until their deadline passes).
+        self._done: set[Any] = set()
+        self._last_log = 0.0
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if self.max_half_open is not None and len(self.half_open) >= self.max_half_open:
+            self._forget_finished()
+            if len(self.half_open) >= self.max_half_open:
+                self._refused("half_open_limit", addr)
+                return None
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = _HandshakeRequest
+        self.half_open[protocol] = addr
+        if self.handshake_timeout:
+            # daphne.server (imported above) installed Twisted's asyncio reactor first.
+            cast(Any, reactor).callLater(self.handshake_timeout, self._deadline, protocol)
+        return protocol
+
+    def _forget_finished(self) -> None:
+        """Drop connections that are gone or whose request arrived (done at the cap
+        only: an entry otherwise leaves at its deadline)."""
+        for protocol in list(self.half_open):
+            transport = twisted.connection_transport(protocol)
+            if transport is None or not transport.connected or transport in self._done:
+                del self.half_open[protocol]
+
+    def handshake_done(self, transport: Any) -> None:
+        """A whole first request arrived on ``transport``: its handshake is over.
+        (The request knows the TCP transport, not the protocol object built here,
+        which Twisted wraps; the deadline looks the transport up.)"""
+        self._done.add(transport)
+
+    def _deadline(self, protocol: Any) -> None:
+        addr = self.half_open.pop(protocol, None)
+        transport = twisted.connection_transport(protocol)
+        if transport is None:
+            return
+        if transport in self._done:
+            self._done.discard(transport)
+            return
+        if addr is not None and getattr(transport, "connected", False):
+            self._refused("handshake_timeout", addr)
+            transport.abortConnection()
+
+    def _refused(self, reason: str, addr: Any) -> None:
+        REJECTED.inc(("(server)", reason))
+        now = time.monotonic()
+        if now - self._last_log >= 1.0:
+            self._last_log = now
+            logger.warning("channels_tuning: connection from %s refused: %s", addr, reason)
+
+
 def wire_message_limit(server_limit: int) -> int:
     """The message-size limit autobahn enforces as frames arrive: the smaller of the
     server's own (``--websocket-max-message-size``) and ``MAX_MESSAGE_SIZE``. A
@@ -234,6 +318,8 @@ class TunedServer(Server):
         self.protocol_limits: ProtocolLimits = kwargs.pop("protocol_limits", None) or (
             ProtocolLimits()
         )
+        self.handshake_timeout: float = kwargs.pop("handshake_timeout", 10.0)
+        self.max_half_open: int | None = kwargs.pop("max_half_open", None)
         self.compression_threshold = self.compression.threshold if self.compression else 0
         self.release_deflate_contexts = bool(
             self.compression and self.compression.no_context_takeover
@@ -266,6 +352,17 @@ class TunedServer(Server):
         )
         if self.compression is not None:
             factory.setProtocolOptions(perMessageCompressionAccept=self.compression.accept)
+
+    # daphne builds its HTTP factory inside run() too: ours adds the handshake deadline.
+    @property
+    def http_factory(self) -> Any:
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory: Any) -> None:
+        if type(factory) is HTTPFactory and daphne_hooks.features["create_application"]:
+            factory = TunedHTTPFactory(self, self.handshake_timeout, self.max_half_open)
+        self._http_factory = factory
 
     def listen_success(self, port: Any) -> None:
         self._ports.append(port)
@@ -400,6 +497,18 @@ class TunedCommandLineInterface(CommandLineInterface):
             help="pings a client may send at once",
         )
         group.add_argument(
+            "--handshake-timeout",
+            type=float,
+            default=10.0,
+            help="seconds a connection has to send a whole first request (0: no limit)",
+        )
+        group.add_argument(
+            "--max-half-open",
+            type=int,
+            default=None,
+            help="connections still in their handshake beyond which new ones are refused",
+        )
+        group.add_argument(
             "--ws-max-fragments",
             type=int,
             default=defaults_limits.max_fragments,
@@ -426,6 +535,8 @@ class TunedCommandLineInterface(CommandLineInterface):
             compression=compression,
             drain_timeout=options.drain_timeout,
             protocol_limits=limits,
+            handshake_timeout=options.handshake_timeout,
+            max_half_open=options.max_half_open,
         )
         super().run(args)
 
