@@ -49,7 +49,8 @@ class LimitedConsumer(EchoConsumer):
 
 
 class GroupConsumer(TunedWebsocketConsumer):
-    """Joins the group named in the URL; ``{"join": g}`` / ``{"leave": g}`` change it."""
+    """Joins the group named in the URL; ``{"join": g}``, ``{"join_many": [g, ...]}`` and
+    ``{"leave": g}`` change it."""
 
     async def connect(self):
         await self.join_group(self.scope["url_route"]["kwargs"]["group"])
@@ -59,6 +60,8 @@ class GroupConsumer(TunedWebsocketConsumer):
         command = json.loads(text_data)
         if "join" in command:
             await self.join_group(command["join"])
+        for group in command.get("join_many", ()):
+            await self.join_group(group)
         if "leave" in command:
             await self.leave_group(command["leave"])
         if "crash" in command:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import http.client
+import json
 import socket
 import struct
 import time
@@ -15,6 +16,7 @@ import urllib.request
 import pytest
 import websockets
 
+from tests.support.processes import run_wsstats
 from tests.support.rawws import frame, handshake, read_any_frame
 from tests.support.waiting import close_code, recv_data, wait_until
 
@@ -292,3 +294,41 @@ async def test_half_open_cap_refuses_beyond_it(daphne_factory):
             == {"consumer=(server),reason=half_open_limit": 50}
         )
     )
+
+
+@pytest.mark.slow
+async def test_100k_client_chosen_groups_on_a_real_server(daphne_factory, shared_redis):
+    """One client joins 100 000 groups of its choosing (the example lets any room name
+    in), on a tuned server publishing stats every 0.5 s through Redis: the process'
+    counters keep one series, its snapshot stays small, a second client's echo stays
+    quick, and RSS grows by what 100 000 memberships need, not more."""
+    daphne = daphne_factory(tuned=True, redis=shared_redis, tuning={**QUIET, "STATS_INTERVAL": 0.5})
+    rss_before = daphne.rss_kb()
+    async with websockets.connect(daphne.ws("/ws/group/g-0/"), max_size=None) as joiner:
+        for start in range(0, 100_000, 5000):
+            names = [f"room-{n}" for n in range(start, start + 5000)]
+            await joiner.send(json.dumps({"join_many": names}))
+            assert await recv_data(joiner, timeout=60) == "ok"
+        async with websockets.connect(daphne.ws("/ws/echo/")) as echo:
+            latencies = []
+            for i in range(30):  # 3 s: six snapshot publishes with 100 001 memberships
+                started = time.monotonic()
+                await echo.send(str(i))
+                assert await recv_data(echo) == str(i)
+                latencies.append(time.monotonic() - started)
+                await asyncio.sleep(0.1)
+        snapshots = json.loads(run_wsstats(daphne.env, "--json").stdout)
+        rss_after = daphne.rss_kb()
+    (snap,) = snapshots
+    size = len(json.dumps(snap))
+    latencies.sort()
+    print(
+        f"100 000 groups: RSS +{(rss_after - rss_before) / 1024:.1f} MB, snapshot {size} "
+        f"bytes, echo p50 {latencies[15] * 1000:.1f} ms max {latencies[-1] * 1000:.1f} ms"
+    )
+    assert snap["memberships"] == 100_001
+    assert size < 64 * 1024
+    assert latencies[-1] < 0.25
+    assert rss_after - rss_before < 64 * 1024
+    counters = snap["counters"]
+    assert all(len(series) <= 2 for series in counters.values()), counters

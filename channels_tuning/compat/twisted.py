@@ -75,11 +75,15 @@ def make_eager(transport: Any) -> bool:
     return True
 
 
+def http_channel(protocol: Any) -> Any:
+    """The HTTPChannel inside the protocol Twisted's HTTP factory built (a wrapper
+    that can switch protocols); requests know this channel as ``request.channel``."""
+    return getattr(protocol, "_channel", protocol)
+
+
 def connection_transport(protocol: Any) -> Any:
-    """The transport under the protocol Twisted's HTTP factory built (it wraps the
-    HTTPChannel, which holds the transport), or None."""
-    channel = getattr(protocol, "_channel", protocol)
-    return getattr(channel, "transport", None)
+    """The transport under the protocol Twisted's HTTP factory built, or None."""
+    return getattr(http_channel(protocol), "transport", None)
 
 
 def check() -> list[UpstreamChanged]:

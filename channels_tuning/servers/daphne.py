@@ -216,7 +216,7 @@ class _HandshakeRequest(WebRequest):
     def process(self) -> Any:
         factory = getattr(self.channel, "factory", None)
         if isinstance(factory, TunedHTTPFactory):
-            factory.handshake_done(self.transport)
+            factory.handshake_done(self.channel)
         return super().process()
 
 
@@ -236,49 +236,49 @@ class TunedHTTPFactory(HTTPFactory):
         super().__init__(server)
         self.handshake_timeout = handshake_timeout
         self.max_half_open = max_half_open
-        #: Connections in their handshake (protocol -> client address).
-        self.half_open: dict[Any, Any] = {}
-        #: Transports whose first request arrived (until their deadline passes).
-        self._done: set[Any] = set()
+        #: Connections in their handshake: their HTTP channel -> (protocol, deadline
+        #: timer). An entry leaves when the first request arrives (timer cancelled:
+        #: nothing is kept for a connection past its handshake), at its deadline, or,
+        #: at the cap, when its transport is found gone.
+        self.half_open: dict[Any, tuple[Any, Any]] = {}
         self._last_log = 0.0
 
     def buildProtocol(self, addr: Any) -> Any:
         if self.max_half_open is not None and len(self.half_open) >= self.max_half_open:
-            self._forget_finished()
+            self._forget_gone()
             if len(self.half_open) >= self.max_half_open:
                 self._refused("half_open_limit", addr)
                 return None
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = _HandshakeRequest
-        self.half_open[protocol] = addr
+        timer = None
         if self.handshake_timeout:
             # daphne.server (imported above) installed Twisted's asyncio reactor first.
-            cast(Any, reactor).callLater(self.handshake_timeout, self._deadline, protocol)
+            timer = cast(Any, reactor).callLater(
+                self.handshake_timeout, self._deadline, protocol, addr
+            )
+        self.half_open[twisted.http_channel(protocol)] = (protocol, timer)
         return protocol
 
-    def _forget_finished(self) -> None:
-        """Drop connections that are gone or whose request arrived (done at the cap
-        only: an entry otherwise leaves at its deadline)."""
-        for protocol in list(self.half_open):
+    def handshake_done(self, channel: Any) -> None:
+        entry = self.half_open.pop(channel, None)
+        if entry is not None and entry[1] is not None and entry[1].active():
+            entry[1].cancel()
+
+    def _forget_gone(self) -> None:
+        """At the cap: drop entries whose connection the client already closed."""
+        for channel, (protocol, timer) in list(self.half_open.items()):
             transport = twisted.connection_transport(protocol)
-            if transport is None or not transport.connected or transport in self._done:
-                del self.half_open[protocol]
+            if transport is None or not transport.connected:
+                del self.half_open[channel]
+                if timer is not None and timer.active():
+                    timer.cancel()
 
-    def handshake_done(self, transport: Any) -> None:
-        """A whole first request arrived on ``transport``: its handshake is over.
-        (The request knows the TCP transport, not the protocol object built here,
-        which Twisted wraps; the deadline looks the transport up.)"""
-        self._done.add(transport)
-
-    def _deadline(self, protocol: Any) -> None:
-        addr = self.half_open.pop(protocol, None)
+    def _deadline(self, protocol: Any, addr: Any) -> None:
+        if self.half_open.pop(twisted.http_channel(protocol), None) is None:
+            return  # its request arrived, or it was forgotten at the cap
         transport = twisted.connection_transport(protocol)
-        if transport is None:
-            return
-        if transport in self._done:
-            self._done.discard(transport)
-            return
-        if addr is not None and getattr(transport, "connected", False):
+        if transport is not None and getattr(transport, "connected", False):
             self._refused("handshake_timeout", addr)
             transport.abortConnection()
 
