@@ -305,8 +305,8 @@ async def test_100k_client_chosen_groups_on_a_real_server(daphne_factory, shared
     daphne = daphne_factory(tuned=True, redis=shared_redis, tuning={**QUIET, "STATS_INTERVAL": 0.5})
     rss_before = daphne.rss_kb()
     async with websockets.connect(daphne.ws("/ws/group/g-0/"), max_size=None) as joiner:
-        for start in range(0, 100_000, 5000):
-            names = [f"room-{n}" for n in range(start, start + 5000)]
+        for start in range(0, 100_000, 2000):
+            names = [f"room-{n}" for n in range(start, start + 2000)]
             await joiner.send(json.dumps({"join_many": names}))
             assert await recv_data(joiner, timeout=60) == "ok"
         async with websockets.connect(daphne.ws("/ws/echo/")) as echo:
