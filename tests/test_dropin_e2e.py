@@ -48,10 +48,12 @@ def start_subscribers(port: int, path: str, count: int) -> list[subprocess.Popen
     return clients
 
 
-def received(clients: list[subprocess.Popen]) -> int:
-    return sum(
-        json.loads(client.communicate(timeout=300)[0].splitlines()[-1])["got"] for client in clients
-    )
+def received(clients: list[subprocess.Popen]) -> tuple[int, float]:
+    """Frames the subscriber processes counted, and the longest silence one saw."""
+    reports = [
+        json.loads(client.communicate(timeout=300)[0].splitlines()[-1]) for client in clients
+    ]
+    return sum(r["got"] for r in reports), max(r["max_gap"] for r in reports)
 
 
 async def burst(layer: RedisChannelLayer, messages: int) -> tuple[int, int]:
@@ -90,21 +92,22 @@ async def test_readme_quickstart_group_send_burst(daphne_factory, shared_redis, 
         started = time.monotonic()
         delivered, lost = await burst(layer, messages)
         elapsed = time.monotonic() - started
-        got = received(clients)
+        got, max_gap = received(clients)
         await layer.close_pools()
     finally:
         for client in clients:
             if client.poll() is None:
                 client.kill()
     sent = subscribers * messages
-    counters = daphne.stats()["counters"]
-    assert counters["channels_tuning_closes_total"] == {}, counters
-    assert counters["channels_tuning_dropped_messages_total"] == {}, counters
     print(
         f"quickstart burst ({on_full}): received {got}/{sent} "
-        f"({100 * got / sent:.1f} %), reported lost {lost}, producer {elapsed:.1f} s"
+        f"({100 * got / sent:.1f} %), reported lost {lost}, producer {elapsed:.1f} s, "
+        f"longest silence at a subscriber process {max_gap:.1f} s"
     )
+    counters = daphne.stats()["counters"]
     assert delivered + lost == sent
+    assert counters["channels_tuning_closes_total"] == {}, counters
+    assert counters["channels_tuning_dropped_messages_total"] == {}, counters
     if on_full == "default":
         assert (got, lost) == (sent, 0), counters
         return

@@ -66,6 +66,12 @@ class Subscriber(asyncio.Protocol):
                 break
             payload = buffer[pos + header : pos + header + length]
             pos += header + length
+            if opcode == 9 and self.transport is not None:
+                # A protocol ping (daphne's keepalive, every 20 s): answer it, as every
+                # client library does, or the server drops the connection at 50 s.
+                mask = os.urandom(4)
+                masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+                self.transport.write(bytes([0x8A, 0x80 | len(payload)]) + mask + masked)
             if opcode in (1, 2) and payload not in HEARTBEATS:
                 # "<seq> <sent_at> xxx…" as a text frame, inside JSON, or inside a
                 # protobuf envelope: found by pattern in every case.
@@ -73,6 +79,9 @@ class Subscriber(asyncio.Protocol):
                 if found is not None:
                     self.stats["got"] += 1
                     self.stats["latencies"].append(now - float(found.group(1)))
+                    if self.stats["last"]:
+                        gap = now - self.stats["last"]
+                        self.stats["max_gap"] = max(self.stats["max_gap"], gap)
                     self.stats["last"] = now
         self.buffer = buffer[pos:]
 
@@ -81,7 +90,7 @@ async def main() -> None:
     port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     quiet, max_wait = float(sys.argv[4]), float(sys.argv[5])
     loop = asyncio.get_running_loop()
-    stats: dict = {"got": 0, "latencies": [], "last": 0.0}
+    stats: dict = {"got": 0, "latencies": [], "last": 0.0, "max_gap": 0.0}
     for _ in range(count):
         handshake = loop.create_future()
         transport, _ = await loop.create_connection(
@@ -102,7 +111,8 @@ async def main() -> None:
         await asyncio.sleep(0.2)
     latencies = stats["latencies"]
     step = max(1, len(latencies) // 20_000)
-    print(json.dumps({"got": stats["got"], "latencies": latencies[::step]}), flush=True)
+    report = {"got": stats["got"], "latencies": latencies[::step], "max_gap": stats["max_gap"]}
+    print(json.dumps(report), flush=True)
 
 
 if __name__ == "__main__":
