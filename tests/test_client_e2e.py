@@ -73,6 +73,7 @@ async def test_survives_a_restart_and_bounds_its_outbox(tmp_path):
         stop_process(daphne.proc)
 
 
+@pytest.mark.slow
 async def test_a_frozen_server_is_detected_by_missing_heartbeats(daphne_factory):
     daphne = daphne_factory(tuned=True, tuning=FAST_HEARTBEAT)
     client = ReconnectingClient(

@@ -139,6 +139,7 @@ async def read_all(ws, count: int, timeout: float = 60) -> list[str]:
     return frames
 
 
+@pytest.mark.slow
 async def test_a_process_mixing_plain_and_tuned_consumers_loses_nothing(
     daphne_factory, shared_redis
 ):

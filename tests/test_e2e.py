@@ -24,6 +24,7 @@ pytestmark = pytest.mark.e2e
 FAST = {"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
 async def test_heartbeat_pings_and_idle_close(daphne_factory, tuned):
     daphne = daphne_factory(tuned=tuned, tuning=FAST)
@@ -122,6 +123,7 @@ async def test_two_processes_share_groups_through_redis(daphne_factory, shared_r
     assert shared_redis.cli("ZCARD", "asgi:group:chat.e2e-room") == "0"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
 async def test_idle_connection_cost_with_redis_layer(daphne_factory, shared_redis, tuned):
     """Issue bound: at most 2 asyncio tasks and 110 GC-tracked objects per idle

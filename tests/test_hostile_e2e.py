@@ -246,6 +246,7 @@ def closed_by_server(sock: socket.socket) -> bool:
         return True  # reset
 
 
+@pytest.mark.slow
 async def test_half_open_sockets_are_closed_at_the_handshake_deadline(daphne_factory):
     """5000 TCP connections that never send a request and 50 slowloris handshakes (a
     byte every 0.3 s): closed after --handshake-timeout (1.5 s here) while a normal
