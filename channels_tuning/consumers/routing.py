@@ -19,11 +19,11 @@ Use it where Channels' ``URLRouter`` is the outermost router::
 from __future__ import annotations
 
 import logging
-import time
 from typing import Any
 
 from channels.routing import URLRouter
 
+from ..observability.ratelog import RateLimitedLog
 from ..observability.stats import REJECTED
 
 logger = logging.getLogger("channels_tuning.routing")
@@ -32,24 +32,7 @@ ROUTER_LABEL = "(router)"
 _NO_ROUTE = "No route found for path"
 
 
-class _RateLimitedLog:
-    """At most one line a second; the next line says how many were not logged."""
-
-    def __init__(self) -> None:
-        self.last = 0.0
-        self.suppressed = 0
-
-    def warning(self, message: str, *args: Any) -> None:
-        now = time.monotonic()
-        if now - self.last < 1.0:
-            self.suppressed += 1
-            return
-        suffix = f" ({self.suppressed} more not logged)" if self.suppressed else ""
-        self.last, self.suppressed = now, 0
-        logger.warning(message + suffix, *args)
-
-
-_log = _RateLimitedLog()
+_log = RateLimitedLog(logger)
 
 
 class TunedURLRouter(URLRouter):

@@ -33,7 +33,6 @@ import logging
 import os
 import signal
 import sys
-import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -48,6 +47,7 @@ from zope.interface import implementer
 from .. import compat
 from ..compat import autobahn, twisted
 from ..compat import daphne as daphne_hooks
+from ..observability.ratelog import RateLimitedLog
 from ..observability.stats import REJECTED
 from ..wire.closecodes import CloseCode
 from .detect import write_to_protocol
@@ -241,7 +241,7 @@ class TunedHTTPFactory(HTTPFactory):
         #: nothing is kept for a connection past its handshake), at its deadline, or,
         #: at the cap, when its transport is found gone.
         self.half_open: dict[Any, tuple[Any, Any]] = {}
-        self._last_log = 0.0
+        self._log = RateLimitedLog(logger)
 
     def buildProtocol(self, addr: Any) -> Any:
         if self.max_half_open is not None and len(self.half_open) >= self.max_half_open:
@@ -284,10 +284,7 @@ class TunedHTTPFactory(HTTPFactory):
 
     def _refused(self, reason: str, addr: Any) -> None:
         REJECTED.inc(("(server)", reason))
-        now = time.monotonic()
-        if now - self._last_log >= 1.0:
-            self._last_log = now
-            logger.warning("channels_tuning: connection from %s refused: %s", addr, reason)
+        self._log.warning("channels_tuning: connection from %s refused: %s", addr, reason)
 
 
 def wire_message_limit(server_limit: int) -> int:

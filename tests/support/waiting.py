@@ -36,15 +36,6 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
-def wait_until_sync(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-    """The same for plain (non-async) tests."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not reached in {timeout} s")
-        time.sleep(0.1)
-
-
 async def close_code(ws: Any, timeout: float = 5.0) -> int:
     """Read (and ignore) frames until the server closes; return its close code."""
 
