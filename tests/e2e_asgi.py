@@ -29,6 +29,7 @@ from channels_tuning.observability import stats
 from channels_tuning.observability.gctuning import monitor
 from channels_tuning.observability.snapshot import compat_status
 from channels_tuning.runtime.registry import registry
+from channels_tuning.servers.lifespan import Lifespan
 from example_project.chat.consumers import EchoConsumer
 from example_project.chat.routing import websocket_urlpatterns
 
@@ -215,6 +216,7 @@ async def http_app(scope, receive, send):
 
 application = ProtocolTypeRouter(
     {
+        "lifespan": Lifespan(),
         "http": http_app,
         "websocket": TunedURLRouter(
             [

@@ -62,6 +62,7 @@ from ..observability.stats import ACCEPTED, CLOSES, DROPPED, REJECTED, TRAFFIC
 from ..runtime.asyncutil import loop_semaphore
 from ..runtime.registry import registry
 from ..runtime.scheduler import scheduler
+from ..runtime.shutdown import track_cleanup
 from ..servers import detect
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode, log_level
 
@@ -141,6 +142,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     _registered: bool = False
     _disconnect_code: int | None = None
     _cancelled: bool = False
+    #: When the writer task began waiting in a server's ``send`` (0: not waiting).
+    _send_waiting_since: float = 0.0
 
     #: Seconds the cleanup waits for queued frames (a close among them) to be written
     #: when the application ends while the connection is still open.
@@ -207,6 +210,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             # Shielded: the cleanup runs to the end in its own task even if this
             # task is cancelled again.
             cleanup = asyncio.get_running_loop().create_task(self._teardown())
+            track_cleanup(cleanup)
             await asyncio.shield(cleanup)
 
     async def dispatch(self, message: Message) -> None:
@@ -327,6 +331,29 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         core.tick(now)
         if core.has_actions:
             self._perform(core.take_actions())
+        waiting_since = self._send_waiting_since
+        if (
+            waiting_since
+            and core.state is ConnectionState.CLOSING
+            and now - waiting_since > self.close_flush_timeout
+        ):
+            self._abort_stalled(now - waiting_since)
+
+    def _abort_stalled(self, waited: float) -> None:
+        """The connection is closing but the server's ``send`` has not returned for
+        ``waited`` seconds: the client stopped reading, and the close frame queued
+        behind its backlog will never be written. Drop the TCP connection (servers
+        whose ``send`` waits: uvicorn, hypercorn), so the socket and the server's
+        buffers are freed now rather than when the client goes."""
+        self._send_waiting_since = 0.0  # once
+        aborted = detect.abort_connection(self.base_send)
+        logger.info(
+            "channels_tuning: %s %s stopped reading; %s after %.1f s",
+            self.consumer_label(),
+            self.registry_key,
+            "connection aborted" if aborted else "the server offers no abort, left to it",
+            waited,
+        )
 
     async def websocket_receive(self, message: Message) -> None:
         core = self.core
@@ -598,7 +625,9 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
                 else:
                     message = queue.get()
                     _count_out(message)
+                    self._send_waiting_since = time.monotonic()
                     await self.base_send(message)
+                    self._send_waiting_since = 0.0
         except Exception:
             logger.debug("channels_tuning: write to %s failed", self.registry_key, exc_info=True)
         finally:

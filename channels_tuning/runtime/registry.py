@@ -25,6 +25,10 @@ class RegisteredConsumer(Protocol):
 
     def on_tick(self, now: float) -> None: ...
 
+    def close_nowait(
+        self, code: int, reason: str | None = None, *, urgent: bool = False
+    ) -> None: ...
+
 
 class ConnectionRegistry:
     """Live connections of this process, keyed by channel name (or a local key)."""

@@ -36,8 +36,20 @@ _SERVER_KINDS: Final = {GENERIC: "other ASGI server", DAPHNE: "daphne", FLOW: "t
 
 def detect_send_mode(send: Callable[..., Any]) -> int:
     mode = _detect(send)
-    registry.server_kind = _SERVER_KINDS[mode]
+    registry.server_kind = _SERVER_KINDS[mode] if mode != GENERIC else server_name(send)
     return mode
+
+
+def server_name(send: Callable[..., Any]) -> str:
+    """The top-level package that ``send`` comes from ("uvicorn", "hypercorn"...),
+    or "other ASGI server"."""
+    owner = getattr(send, "__self__", send)
+    package = (getattr(type(owner), "__module__", None) or "").partition(".")[0]
+    return package if package in KNOWN_GENERIC_SERVERS else _SERVER_KINDS[GENERIC]
+
+
+#: ASGI servers whose ``send`` waits for the socket, named in stats and checks.
+KNOWN_GENERIC_SERVERS: Final = frozenset({"uvicorn", "hypercorn"})
 
 
 def _detect(send: Callable[..., Any]) -> int:
@@ -82,3 +94,22 @@ def write_to_daphne(send: Any, message: dict[str, Any]) -> None:
     protocol = daphne.protocol_of(send)
     if daphne.is_writable(send.func.__self__, protocol):
         write_to_protocol(protocol, message)
+
+
+def abort_connection(send: Callable[..., Any]) -> bool:
+    """Drop the TCP connection behind a waiting server's ``send`` at once (no close
+    handshake). Used only when a close frame could not be written within
+    ``close_flush_timeout``: the client stopped reading. False if the server is
+    unknown or its hook is off (:mod:`channels_tuning.compat`)."""
+    name = server_name(send)
+    if name == "uvicorn":
+        from ..compat import uvicorn as hooks
+    elif name == "hypercorn":
+        from ..compat import hypercorn as hooks  # type: ignore[no-redef]
+    else:
+        return False
+    transport = hooks.transport_of(send)
+    if transport is None:
+        return False
+    transport.abort()
+    return True

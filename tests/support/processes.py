@@ -106,10 +106,20 @@ class DaphneProcess:
     proc: subprocess.Popen
     log: Path
     env: dict[str, str] = field(default_factory=dict)
+    server: str = "daphne"
+    _app_pid: int | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def app_pid(self) -> int:
+        """The process that runs the application: the server's own, except under
+        hypercorn, whose command starts its worker as a child process."""
+        if self._app_pid is None:
+            self._app_pid = int(self.stats()["pid"])
+        return self._app_pid
 
     def ws(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
@@ -137,16 +147,48 @@ class DaphneProcess:
         return int(self.stats()["counters"][name].get(labels, 0))
 
     def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+        for line in Path(f"/proc/{self.app_pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
+
+
+#: The ASGI servers the tests start, by the name the README's server table uses.
+SERVERS = ("daphne", "tuned", "uvicorn", "hypercorn")
+
+
+def _server_command(server: str, port: int, application: str, extra_args: tuple[str, ...]):
+    if server == "daphne":
+        entry = "import daphne.cli as m; m.CommandLineInterface.entrypoint()"
+        return ["-c", entry, "-b", "127.0.0.1", "-p", str(port), *extra_args, application]
+    if server == "tuned":
+        entry = "import channels_tuning.server as m; m.main()"
+        return ["-c", entry, "-b", "127.0.0.1", "-p", str(port), *extra_args, application]
+    if server == "uvicorn":
+        # --lifespan on: the application's lifespan handler must work (it is mapped).
+        return [
+            "-m",
+            "uvicorn",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--lifespan",
+            "on",
+            "--no-access-log",
+            *extra_args,
+            application,
+        ]
+    if server == "hypercorn":
+        return ["-m", "hypercorn", "-b", f"127.0.0.1:{port}", *extra_args, application]
+    raise ValueError(f"unknown server {server!r}; one of {SERVERS}")
 
 
 def start_daphne(
     log_dir: Path,
     *,
     tuned: bool = False,
+    server: str | None = None,
     redis: RedisServer | None = None,
     tuning: dict | None = None,
     extra_args: tuple[str, ...] = (),
@@ -154,12 +196,14 @@ def start_daphne(
     application: str = "tests.e2e_asgi:application",
     **env: str,
 ) -> DaphneProcess:
-    """Start daphne (or ``channels-tuning-daphne``) on ``application`` (the tests'
-    ASGI app by default, on the example project's settings) on a free port (or on
-    ``port``: a restart on the same address). The example's per-user connection
-    limit is off unless ``tuning`` sets it: the tests connect from one address."""
+    """Start daphne (or ``channels-tuning-daphne`` with ``tuned``, or any of
+    :data:`SERVERS` with ``server``) on ``application`` (the tests' ASGI app by
+    default, on the example project's settings) on a free port (or on ``port``: a
+    restart on the same address). The example's per-user connection limit is off
+    unless ``tuning`` sets it: the tests connect from one address."""
+    server = server or ("tuned" if tuned else "daphne")
     port = port or free_port()
-    log = log_dir / f"daphne-{port}.log"
+    log = log_dir / f"{server}-{port}.log"
     full_env = dict(os.environ)
     full_env.pop("REDIS_URL", None)
     full_env.update(
@@ -174,30 +218,15 @@ def start_daphne(
         full_env["PYTHONPATH"] = os.pathsep.join([prepend, full_env["PYTHONPATH"]])
     if redis is not None:
         full_env["REDIS_URL"] = redis.url
-    entry = (
-        "import channels_tuning.server as m; m.main()"
-        if tuned
-        else "import daphne.cli as m; m.CommandLineInterface.entrypoint()"
-    )
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            entry,
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(port),
-            *extra_args,
-            application,
-        ],
+        [sys.executable, *_server_command(server, port, application, extra_args)],
         cwd=REPO,
         env=full_env,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
     )
     wait_for_port(port, proc, log)
-    return DaphneProcess(port, proc, log, full_env)
+    return DaphneProcess(port, proc, log, full_env, server)
 
 
 def run_wsstats(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

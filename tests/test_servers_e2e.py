@@ -1,0 +1,212 @@
+"""The same tuned consumers on every server the README's server table names: plain
+daphne, ``channels-tuning-daphne``, uvicorn and hypercorn, each a real process on
+127.0.0.1, with real redis-server where groups are involved.
+
+Each test is one row of the README's "Guarantees by server" table; its parameters
+are the columns. A server where a guarantee does not hold is asserted to fail it
+(so the table cannot claim too little either)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import pytest
+import websockets
+
+from channels_tuning.broadcast import broadcast
+from channels_tuning.layers import RedisChannelLayer as TunedRedisChannelLayer
+from channels_tuning.wire.heartbeat import PING_TEXT, PONG_TEXT
+from tests.support.processes import SERVERS, run_wsstats
+from tests.support.rawws import open_non_reading_client
+from tests.support.waiting import close_code, recv_data, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("server", SERVERS)]
+
+#: How ``wsstats`` names each server (detected from the connections' ``send``).
+SERVER_NAMES = {
+    "daphne": "daphne",
+    "tuned": "tuned daphne",
+    "uvicorn": "uvicorn",
+    "hypercorn": "hypercorn",
+}
+FAST = {"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5}
+
+
+async def test_idle_client_closed_with_4000(daphne_factory, server):
+    """Row "heartbeat and idle timeout": a client that never answers the pings is
+    closed with 4000 once IDLE_TIMEOUT has passed; one that answers stays open."""
+    proc = daphne_factory(server=server, tuning=FAST)
+    async with websockets.connect(proc.ws("/ws/echo/"), ping_interval=None) as silent:
+        started = time.monotonic()
+        assert await asyncio.wait_for(silent.recv(), 2) == PING_TEXT
+        assert await close_code(silent) == 4000
+        assert 1.4 <= time.monotonic() - started <= 3.0
+    async with websockets.connect(proc.ws("/ws/echo/"), ping_interval=None) as answering:
+        deadline = time.monotonic() + 3.5  # well past IDLE_TIMEOUT
+        while time.monotonic() < deadline:
+            assert await asyncio.wait_for(answering.recv(), 2) == PING_TEXT
+            await answering.send(PONG_TEXT)
+        await answering.send("alive")
+        assert await recv_data(answering) == "alive"
+    assert proc.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4000") == 1
+
+
+async def test_limits_close_with_documented_codes(daphne_factory, server):
+    """Row "limits": message size (1009), message rate (1008), connections (1013)."""
+    proc = daphne_factory(
+        server=server, tuning={"MAX_MESSAGE_SIZE": 1000, "RATE_LIMIT": 10, "RATE_BURST": 5}
+    )
+    async with websockets.connect(proc.ws("/ws/echo/")) as ws:
+        await ws.send("x" * 1000)
+        assert await recv_data(ws) == "x" * 1000
+        await ws.send("x" * 1001)
+        assert await close_code(ws) == 1009
+    async with websockets.connect(proc.ws("/ws/echo/")) as ws:
+        for i in range(50):
+            await ws.send(str(i))
+        assert await close_code(ws) == 1008
+    clients = [await websockets.connect(proc.ws("/ws/limited/")) for _ in range(3)]
+    async with websockets.connect(proc.ws("/ws/limited/")) as extra:
+        assert await close_code(extra) == 1013
+    for client in clients:
+        await client.close()
+    await wait_until(lambda: proc.stats()["connections"] == 0)
+    closes = proc.stats()["counters"]["channels_tuning_closes_total"]
+    # The tuned server refuses the oversized frame as it begins (counted as the server's).
+    size_label = "(server)" if server == "tuned" else "EchoConsumer"
+    assert closes[f"consumer={size_label},code=1009"] == 1
+    assert closes["consumer=EchoConsumer,code=1008"] == 1
+    assert closes["consumer=LimitedConsumer,code=1013"] == 1
+
+
+async def test_group_memberships_left_on_every_exit(daphne_factory, shared_redis, server):
+    """Row "group hygiene": memberships are left on a normal close, on an abrupt
+    disconnect and after a handler crash (1011)."""
+    proc = daphne_factory(server=server, redis=shared_redis)
+    key = f"asgi:group:hygiene-{server}"
+    clients = [await websockets.connect(proc.ws(f"/ws/group/hygiene-{server}/")) for _ in range(3)]
+    await wait_until(lambda: shared_redis.cli("ZCARD", key) == "3")
+    await clients[0].close()
+    clients[1].transport.abort()
+    await clients[2].send('{"crash": true}')
+    assert await close_code(clients[2]) == 1011
+    await wait_until(lambda: shared_redis.cli("ZCARD", key) == "0")
+    await wait_until(lambda: proc.stats()["connections"] == 0)
+
+
+async def test_stats_wsstats_metrics_and_gc_settings(daphne_factory, shared_redis, server):
+    """Row "observability": the process's stats (``wsstats``), ``/metrics`` and the
+    GC settings apply whatever the server."""
+    proc = daphne_factory(server=server, redis=shared_redis, tuning={"STATS_INTERVAL": 0.5})
+    async with websockets.connect(proc.ws("/ws/echo/")) as ws:
+        await ws.send("hello")
+        assert await recv_data(ws) == "hello"
+        stats = proc.stats()
+        assert stats["connections"] == 1
+        assert stats["gc"]["threshold"][0] == 50_000  # the package's GC default
+        metrics = proc.metrics()
+        labels = frozenset({("consumer", "EchoConsumer")})
+        assert metrics[("channels_tuning_open_connections", labels)] == 1
+
+        def snapshot() -> dict:
+            result = run_wsstats(proc.env, "--json")
+            found = json.loads(result.stdout) if result.returncode == 0 else []
+            return found[0] if found else {}
+
+        await wait_until(lambda: snapshot().get("connections") == 1)
+        snap = snapshot()
+        assert (snap["pid"], snap["server"]) == (proc.app_pid, SERVER_NAMES[server])
+        assert str(proc.app_pid) in run_wsstats(proc.env).stdout
+
+
+@pytest.mark.slow
+async def test_sigterm_closes_every_client_and_leaves_groups(daphne_factory, shared_redis, server):
+    """Row "graceful shutdown": SIGTERM with 200 clients: each gets a close code
+    (1012 from the package or the server), no membership is left in Redis, and the
+    process exits within its shutdown timeouts."""
+    proc = daphne_factory(server=server, redis=shared_redis)
+    key = f"asgi:group:term-{server}"
+    clients = [await websockets.connect(proc.ws(f"/ws/group/term-{server}/")) for _ in range(200)]
+    await wait_until(lambda: shared_redis.cli("ZCARD", key) == "200")
+    started = time.monotonic()
+    os.kill(proc.pid, signal.SIGTERM)
+    codes = await asyncio.gather(*(close_code(ws, timeout=20) for ws in clients))
+    closed_after = time.monotonic() - started
+    # uvicorn ends by re-raising the signal it handled, after its shutdown.
+    assert await asyncio.to_thread(proc.proc.wait, 20) in (0, -signal.SIGTERM)
+    exited_after = time.monotonic() - started
+    print(f"{server}: clients closed within {closed_after:.1f} s, exit after {exited_after:.1f} s")
+    assert set(codes) == {1012}
+    assert shared_redis.cli("ZCARD", key) == "0"
+    # hypercorn logs its own CancelledError tracebacks for the connections it cancels
+    # at --graceful-timeout; none may come from the package.
+    assert not [line for line in traceback_lines(proc.log.read_text()) if "channels_tuning" in line]
+
+
+def traceback_lines(log: str) -> list[str]:
+    """The indented lines (frames and their code) of every traceback in ``log``."""
+    lines = []
+    for block in log.split("Traceback (most recent call last):")[1:]:
+        for line in block.splitlines()[1:]:
+            if not line.startswith(" "):
+                break
+            lines.append(line)
+    return lines
+
+
+@pytest.mark.slow
+async def test_non_reading_client_bounded_and_others_served(daphne_factory, shared_redis, server):
+    """Row "bounded memory behind a slow client": one client never reads while
+    500 x 1 KiB/s are broadcast for 12 s. The server's RSS stays within a few MB,
+    the slow client is closed with 4001 (its socket let go), and a normal client on
+    the same process gets every message in order. Plain daphne buffers for the slow
+    client without bound and never closes it (daphne #170): asserted as the one
+    server where this does not hold."""
+    proc = daphne_factory(server=server, redis=shared_redis)
+    group = f"feed-{server}"
+    normal = await websockets.connect(proc.ws(f"/ws/group/{group}/"), max_size=None)
+    slow = open_non_reading_client(proc.port, f"/ws/group/{group}/")
+    await wait_until(lambda: shared_redis.cli("ZCARD", f"asgi:group:{group}") == "2")
+    await asyncio.sleep(0.5)
+    rss_start = proc.rss_kb()
+    layer = TunedRedisChannelLayer(hosts=[shared_redis.url])
+    total, rate = 6000, 500
+    received: list[int] = []
+
+    async def read_normal() -> None:
+        while len(received) < total:
+            frame = await recv_data(normal, timeout=10)
+            received.append(int(frame[:6]))
+
+    reader = asyncio.ensure_future(read_normal())
+    peak = rss_start
+    started = time.monotonic()
+    for i in range(total):
+        await broadcast(group, f"{i:06d}" + "x" * 1018, on_full="wait", timeout=10, layer=layer)
+        if i % 50 == 49:
+            peak = max(peak, proc.rss_kb())
+            delay = started + (i + 1) / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    await asyncio.wait_for(reader, 20)
+    peak = max(peak, proc.rss_kb())
+    growth_mb = (peak - rss_start) / 1024
+    print(f"{server}: RSS +{growth_mb:.1f} MB behind a non-reading client")
+    assert received == list(range(total))
+    slow_closed = proc.counter("channels_tuning_closes_total", "consumer=GroupConsumer,code=4001")
+    if server == "daphne":
+        # Never closed: everything for the slow client is buffered (in Twisted, then
+        # in the kernel's socket buffers) for as long as it stays connected.
+        assert slow_closed == 0 and proc.stats()["connections"] == 2
+    else:
+        assert growth_mb < 4
+        assert slow_closed == 1
+        # The slow socket is let go (aborted if the close cannot be written).
+        await wait_until(lambda: proc.stats()["connections"] == 1, timeout=15)
+    slow.close()
+    await normal.close()
+    await layer.close_pools()
