@@ -15,6 +15,7 @@ __all__ = [
     "CloseCode",
     "ConnectionLimitMixin",
     "HeartbeatMixin",
+    "Lifespan",
     "ManagedConnectionMixin",
     "MaxLifetimeMixin",
     "MessageLimitMixin",
@@ -28,6 +29,7 @@ _LOCATIONS = {
     "CloseCode": "channels_tuning.wire.closecodes",
     "ConnectionLimitMixin": "channels_tuning.consumers",
     "HeartbeatMixin": "channels_tuning.consumers",
+    "Lifespan": "channels_tuning.servers.lifespan",
     "ManagedConnectionMixin": "channels_tuning.consumers",
     "MaxLifetimeMixin": "channels_tuning.consumers",
     "MessageLimitMixin": "channels_tuning.consumers",
@@ -49,6 +51,7 @@ if TYPE_CHECKING:
         TunedWebsocketConsumer,
     )
     from .consumers.routing import TunedURLRouter
+    from .servers.lifespan import Lifespan
     from .wire.closecodes import CloseCode
 
 

@@ -22,6 +22,11 @@ channels_tuning.W007   a Redis layer's ``group_expiry`` is over 20 refresh inter
 channels_tuning.W006   the process serves WebSockets with plain daphne (no send flow
                        control); stated in the server's log at the first connection,
                        since the check framework does not run inside daphne
+channels_tuning.W008   uvicorn or hypercorn serves WebSockets and no
+                       :class:`~channels_tuning.Lifespan` is mapped (in the log, at the
+                       first connection)
+channels_tuning.I001   ``check --deploy``: for each server installed, which guarantees
+                       hold there (:mod:`channels_tuning.servers.guarantees`)
 =====================  ===========================================================
 """
 
@@ -31,7 +36,7 @@ import os
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Tags, Warning, register
+from django.core.checks import Error, Info, Tags, Warning, register
 
 from .conf import (
     DEFAULTS,
@@ -178,6 +183,37 @@ def server_without_flow_control(server: str) -> Warning:
         "'channels_tuning' before 'daphne' in INSTALLED_APPS for runserver.",
         id="channels_tuning.W006",
     )
+
+
+def lifespan_not_mapped(server: str) -> Warning:
+    return Warning(
+        f"WebSockets are served by {server} and the application maps no "
+        "channels_tuning Lifespan: on SIGTERM the server may exit before connections "
+        "have left their groups.",
+        hint='Add "lifespan": channels_tuning.Lifespan() to the ProtocolTypeRouter.',
+        id="channels_tuning.W008",
+    )
+
+
+@register(Tags.compatibility, deploy=True)
+def check_servers(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``manage.py check --deploy``: for each ASGI server installed, which of the
+    package's guarantees hold there (channels_tuning.I001)."""
+    from importlib.util import find_spec
+
+    from .servers.guarantees import summary
+
+    servers = [
+        server
+        for server, module in (
+            ("tuned", "daphne"),
+            ("daphne", "daphne"),
+            ("uvicorn", "uvicorn"),
+            ("hypercorn", "hypercorn"),
+        )
+        if find_spec(module) is not None
+    ]
+    return [Info(summary(server), id="channels_tuning.I001") for server in servers]
 
 
 def _looks_multi_process() -> bool:

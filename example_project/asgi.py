@@ -18,11 +18,14 @@ from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 
-from channels_tuning import TunedURLRouter
+from channels_tuning import Lifespan, TunedURLRouter
 from example_project.chat.routing import websocket_urlpatterns
 
 application = ProtocolTypeRouter(
     {
+        # For uvicorn and hypercorn: on shutdown, close with 1012 and wait for every
+        # connection to leave its groups (daphne has no lifespan; harmless there).
+        "lifespan": Lifespan(),
         "http": django_asgi_app,
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(TunedURLRouter(websocket_urlpatterns))

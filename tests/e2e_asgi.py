@@ -20,6 +20,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 django_asgi_app = get_asgi_application()
 
 from channels_tuning import (
+    Lifespan,
     TunedProtobufWebsocketConsumer,
     TunedURLRouter,
     TunedWebsocketConsumer,
@@ -29,7 +30,6 @@ from channels_tuning.observability import stats
 from channels_tuning.observability.gctuning import monitor
 from channels_tuning.observability.snapshot import compat_status
 from channels_tuning.runtime.registry import registry
-from channels_tuning.servers.lifespan import Lifespan
 from example_project.chat.consumers import EchoConsumer
 from example_project.chat.routing import websocket_urlpatterns
 

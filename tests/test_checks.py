@@ -93,17 +93,17 @@ def test_missing_channels_and_app_order_w003_w005():
 def test_plain_daphne_warning_w006_can_be_silenced(caplog):
     from channels_tuning.servers import detect as transport
 
-    transport._warned = False
+    transport._announced = False
     with caplog.at_level("WARNING", logger="channels_tuning"):
-        transport.warn_if_not_flow_controlled(transport.DAPHNE)
-        transport.warn_if_not_flow_controlled(transport.DAPHNE)  # once per process
+        transport.announce_server(transport.DAPHNE)
+        transport.announce_server(transport.DAPHNE)  # once per process
     assert [r.getMessage().count("channels_tuning.W006") for r in caplog.records] == [1]
     caplog.clear()
-    transport._warned = False
+    transport._announced = False
     with override_settings(SILENCED_SYSTEM_CHECKS=["channels_tuning.W006"]):
-        transport.warn_if_not_flow_controlled(transport.DAPHNE)
-    transport.warn_if_not_flow_controlled(transport.FLOW)
-    transport.warn_if_not_flow_controlled(transport.GENERIC)
+        transport.announce_server(transport.DAPHNE)
+    transport.announce_server(transport.FLOW)
+    transport.announce_server(transport.GENERIC)
     assert caplog.records == []
 
 

@@ -1,4 +1,5 @@
-"""Canaries: every private hook into daphne, autobahn, Twisted and channels-redis.
+"""Canaries: every private hook into daphne, autobahn, Twisted, channels-redis,
+uvicorn and hypercorn.
 
 Each hook's ``check()`` must pass on the installed versions, and must fail, naming
 the upstream symbol, when that symbol changes (simulated here by patching the real
@@ -19,7 +20,7 @@ from channels_redis.core import RedisChannelLayer
 from daphne.server import Server
 from twisted.internet import tcp
 
-from channels_tuning.compat import autobahn, channels_redis, daphne, twisted
+from channels_tuning.compat import autobahn, channels_redis, daphne, hypercorn, twisted, uvicorn
 from channels_tuning.exceptions import UpstreamChanged
 from channels_tuning.layers import keys
 
@@ -28,6 +29,8 @@ LIBRARIES = {
     "autobahn": autobahn,
     "twisted": twisted,
     "channels_redis": channels_redis,
+    "uvicorn": uvicorn,
+    "hypercorn": hypercorn,
 }
 
 
@@ -223,6 +226,73 @@ async def test_tuned_server_self_check_passes_and_switches_transports(daphne_fac
     assert compat["twisted"] == {"eager_write": True}
     assert compat["eager_transports"] >= 1
     assert "changed" not in server.log.read_text()
+
+
+# ------------------------------------------------------------ uvicorn, hypercorn
+
+
+class _Protocol:
+    """Stands for a server's WebSocket protocol: ``send`` bound to it, a transport."""
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    async def send(self, message):
+        pass
+
+
+class _Transport:
+    def abort(self):
+        pass
+
+
+def test_uvicorn_protocol_stops_keeping_its_transport(monkeypatch):
+    monkeypatch.setattr(uvicorn, "_source", lambda obj: "def connection_made(self, t): pass")
+    problems = uvicorn.check()
+    assert "WebSocketsSansIOProtocol.connection_made" in symbols(problems)
+    assert "WSProtocol.connection_made" in symbols(problems)
+    send = _Protocol(_Transport()).send
+    assert uvicorn.transport_of(send) is not None
+    uvicorn.apply(problems)
+    assert uvicorn.features == {"abort": False}
+    assert uvicorn.transport_of(send) is None
+
+
+def test_hypercorn_tcp_server_stops_writing_through_its_writer(monkeypatch):
+    from hypercorn.asyncio.tcp_server import TCPServer
+
+    real = hypercorn._source
+    monkeypatch.setattr(
+        hypercorn,
+        "_source",
+        lambda obj: (
+            "async def protocol_send(self, e): pass"
+            if obj is TCPServer.protocol_send
+            else real(obj)
+        ),
+    )
+    problems = hypercorn.check()
+    assert symbols(problems) == {"TCPServer.protocol_send"}
+    hypercorn.apply(problems)
+    assert hypercorn.features == {"abort": False}
+
+
+@pytest.mark.e2e
+async def test_changed_uvicorn_is_logged_at_the_first_connection(daphne_factory, tmp_path):
+    patch = tmp_path / "patch"
+    patch.mkdir()
+    (patch / "sitecustomize.py").write_text(
+        "from uvicorn.protocols.websockets import websockets_sansio_impl as m\n"
+        "original = m.WebSocketsSansIOProtocol.connection_made\n"
+        "def connection_made(self, transport):\n"
+        "    original(self, transport)\n"
+        "m.WebSocketsSansIOProtocol.connection_made = connection_made\n"
+    )
+    server = daphne_factory(server="uvicorn", PYTHONPATH_PREPEND=str(patch))
+    await _echo(server.ws("/ws/echo/"))
+    log = server.log.read_text()
+    assert log.count("uvicorn changed: WebSocketsSansIOProtocol.connection_made") == 1
+    assert "WebSockets served by uvicorn: 6 of 7 guarantees hold" in log
 
 
 @pytest.mark.e2e

@@ -17,24 +17,12 @@ import pytest
 import websockets
 
 from tests.support.processes import run_wsstats
-from tests.support.rawws import frame, handshake, read_any_frame
+from tests.support.rawws import frame, handshake, read_any_frame, read_close_code
 from tests.support.waiting import close_code, recv_data, wait_until
 
 pytestmark = pytest.mark.e2e
 
 QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
-
-
-def read_close_code(sock: socket.socket, timeout: float = 5.0) -> int | None:
-    """Skip frames until the server's close frame; its code (None: no close frame)."""
-    sock.settimeout(timeout)
-    try:
-        while True:
-            opcode, _, payload = read_any_frame(sock)
-            if opcode == 8:
-                return int(struct.unpack("!H", payload[:2])[0])
-    except (AssertionError, OSError):
-        return None
 
 
 async def test_ping_flood_is_closed_1008_and_costs_little(daphne_factory):

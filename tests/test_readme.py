@@ -35,3 +35,14 @@ async def test_quickstart_consumer_chats_as_written():
         assert await bob.receive_json_from(timeout=2) == {"text": "hello"}
         await alice.disconnect()
         await bob.disconnect()
+
+
+def test_server_guarantee_table_is_the_code_and_each_row_has_its_test():
+    from channels_tuning.servers.guarantees import GUARANTEES, markdown_table
+
+    assert markdown_table() in README.read_text()
+    tests = (README.parent / "tests" / "test_servers_e2e.py").read_text()
+    # The module is parametrized over every server, so each row's test runs on each.
+    assert 'pytest.mark.parametrize("server", SERVERS)' in tests
+    for guarantee in GUARANTEES:
+        assert f"async def {guarantee.test}(" in tests, guarantee.title

@@ -9,6 +9,7 @@ are the columns. A server where a guarantee does not hold is asserted to fail it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer as TunedRedisChannelLayer
 from channels_tuning.wire.heartbeat import PING_TEXT, PONG_TEXT
 from tests.support.processes import SERVERS, run_wsstats
-from tests.support.rawws import open_non_reading_client
+from tests.support.rawws import frame, handshake, open_non_reading_client, read_close_code
 from tests.support.waiting import close_code, recv_data, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("server", SERVERS)]
@@ -33,6 +34,7 @@ SERVER_NAMES = {
     "uvicorn": "uvicorn",
     "hypercorn": "hypercorn",
 }
+QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
 FAST = {"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5}
 
 
@@ -121,6 +123,18 @@ async def test_stats_wsstats_metrics_and_gc_settings(daphne_factory, shared_redi
         snap = snapshot()
         assert (snap["pid"], snap["server"]) == (proc.app_pid, SERVER_NAMES[server])
         assert str(proc.app_pid) in run_wsstats(proc.env).stdout
+
+
+async def test_ping_flood_closed_with_1008(daphne_factory, server):
+    """Row "ping flood": 2000 protocol pings from a client that never reads. Only the
+    tuned server bounds them (1008); the others answer every one."""
+    proc = daphne_factory(server=server, tuning=QUIET)
+    sock, _ = handshake(proc.port, "/ws/echo/", rcvbuf=4096)
+    with contextlib.suppress(OSError):  # the tuned server closes it mid-flood
+        sock.sendall(frame(0x9, b"x" * 125) * 2000)
+    code = await asyncio.to_thread(read_close_code, sock, 3.0)
+    sock.close()
+    assert code == (1008 if server == "tuned" else None)
 
 
 @pytest.mark.slow

@@ -45,6 +45,24 @@ def self_check(*, server: bool = True) -> list[UpstreamChanged]:
             found = module.check()
             module.apply(found)
             problems.extend(found)
+    _log(problems)
+    _checked = problems
+    return problems
+
+
+def self_check_server(name: str) -> list[UpstreamChanged]:
+    """Check the hooks into one of the optional servers ("uvicorn", "hypercorn"),
+    once, when a process first serves a connection through it."""
+    from importlib import import_module
+
+    module = import_module(f"{__name__}.{name}")
+    problems: list[UpstreamChanged] = module.check()
+    module.apply(problems)
+    _log(problems)
+    return problems
+
+
+def _log(problems: list[UpstreamChanged]) -> None:
     for problem in problems:
         logger.error(
             "channels_tuning: %s changed: %s (%s). The hook that relies on it is off and "
@@ -54,5 +72,3 @@ def self_check(*, server: bool = True) -> list[UpstreamChanged]:
             problem.detail,
             problem.library.lower().replace("-", "_"),
         )
-    _checked = problems
-    return problems

@@ -189,7 +189,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
         self._send_mode = detect.detect_send_mode(send)
-        detect.warn_if_not_flow_controlled(self._send_mode)
+        detect.announce_server(self._send_mode)
         self.connected_at = self.core.last_seen
         self.registry_key = self.channel_name or f"local.{id(self):x}"
         self._attach_layer()

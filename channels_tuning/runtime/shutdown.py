@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+from ..wire.closecodes import CloseCode
 from .registry import registry
 
 _cleanups: set[asyncio.Task[None]] = set()
@@ -26,8 +27,8 @@ def cleanups_in_flight() -> int:
     return len(_cleanups)
 
 
-async def close_all_connections(timeout: float, code: int = 1012) -> int:
-    """Close every registered connection with ``code`` (1012: service restart) and
+async def close_all_connections(timeout: float, code: int = CloseCode.SERVICE_RESTART) -> int:
+    """Close every registered connection with ``code`` (service restart) and
     wait up to ``timeout`` seconds for every cleanup in flight, including those of
     connections that ended before this call. Returns how many were still running."""
     for consumer in registry:

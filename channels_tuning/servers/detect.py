@@ -23,9 +23,11 @@ import logging
 from collections.abc import Callable
 from typing import Any, Final
 
-from ..checks import server_without_flow_control
+from ..checks import lifespan_not_mapped, server_without_flow_control
 from ..compat import autobahn, daphne
 from ..runtime.registry import registry
+from .guarantees import DETECTED_AS, summary
+from .lifespan import Lifespan
 
 GENERIC: Final = 0
 DAPHNE: Final = 1
@@ -60,22 +62,37 @@ def _detect(send: Callable[..., Any]) -> int:
     return GENERIC
 
 
-_warned = False
+_announced = False
 
 
-def warn_if_not_flow_controlled(mode: int) -> None:
-    """Once per process under plain daphne, state system check channels_tuning.W006
-    in the log (unless listed in SILENCED_SYSTEM_CHECKS).
+def announce_server(mode: int) -> None:
+    """Once per process, at the first connection: say in the log which server
+    serves it and which guarantees hold there (:mod:`.guarantees`).
 
-    Only plain daphne: other servers' ``send`` may wait for the socket (uvicorn
-    does), and then the writer task applies backpressure through it."""
-    global _warned
-    if mode != DAPHNE or _warned:
+    Plain daphne is a warning, system check channels_tuning.W006 (unless listed in
+    SILENCED_SYSTEM_CHECKS). Under uvicorn and hypercorn, their private hooks are
+    checked (:mod:`channels_tuning.compat`), and a missing :class:`.Lifespan` is a
+    warning: without it, their shutdown does not wait for connections' cleanups."""
+    global _announced
+    if _announced:
         return
-    _warned = True
-    warning = server_without_flow_control("plain daphne")
-    if not warning.is_silenced():
-        logging.getLogger("channels_tuning").warning("%s", warning)
+    _announced = True
+    log = logging.getLogger("channels_tuning")
+    if mode == DAPHNE:
+        warning = server_without_flow_control("plain daphne")
+        if not warning.is_silenced():
+            log.warning("%s", warning)
+        return
+    server = DETECTED_AS.get(registry.server_kind)
+    if server is None:
+        return  # a test communicator, or a server the package does not know
+    log.info("channels_tuning: %s", summary(server))
+    if server in KNOWN_GENERIC_SERVERS:
+        from ..compat import self_check_server
+
+        self_check_server(server)
+        if not Lifespan.started:
+            log.warning("channels_tuning: %s", lifespan_not_mapped(server))
 
 
 def write_to_protocol(protocol: Any, message: dict[str, Any]) -> None:

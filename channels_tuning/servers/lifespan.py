@@ -43,6 +43,9 @@ logger = logging.getLogger("channels_tuning")
 class Lifespan:
     """ASGI application for ``scope["type"] == "lifespan"``."""
 
+    #: True once a server has started a Lifespan in this process.
+    started = False
+
     def __init__(self, shutdown_timeout: float = 10.0) -> None:
         #: Seconds the shutdown waits for connections' cleanups before acknowledging.
         self.shutdown_timeout = shutdown_timeout
@@ -53,6 +56,7 @@ class Lifespan:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                Lifespan.started = True
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 left = await close_all_connections(self.shutdown_timeout)

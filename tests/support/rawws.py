@@ -121,3 +121,15 @@ def read_burst(sock: socket.socket) -> tuple[list[int], int | None]:
         if not chunk:
             return numbers, None
         buffer += chunk
+
+
+def read_close_code(sock: socket.socket, timeout: float = 5.0) -> int | None:
+    """Skip frames until the server's close frame; its code (None: no close frame)."""
+    sock.settimeout(timeout)
+    try:
+        while True:
+            opcode, _, payload = read_any_frame(sock)
+            if opcode == 8:
+                return int(struct.unpack("!H", payload[:2])[0])
+    except (AssertionError, OSError):
+        return None
