@@ -160,3 +160,38 @@ def test_gc_threshold_e007(bad):
 def test_gc_threshold_accepts_none_and_integer_tuples(good):
     with override_settings(CHANNELS_TUNING={"GC_THRESHOLD": good}):
         assert ids(check_settings()) == []
+
+
+def test_first_connection_names_the_server_its_guarantees_and_a_missing_lifespan(
+    caplog, monkeypatch
+):
+    from channels_tuning.runtime.registry import registry
+    from channels_tuning.servers import detect
+    from channels_tuning.servers.lifespan import Lifespan
+
+    monkeypatch.setattr(detect, "_announced", False)
+    monkeypatch.setattr(registry, "server_kind", "hypercorn")
+    monkeypatch.setattr(Lifespan, "started", False)
+    with caplog.at_level("INFO", logger="channels_tuning"):
+        detect.announce_server(detect.GENERIC)
+        detect.announce_server(detect.GENERIC)  # once per process
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages[0] == (
+        "channels_tuning: WebSockets served by hypercorn: 6 of 7 guarantees hold; "
+        "not: A client's ping flood is closed with 1008"
+    )
+    assert "channels_tuning.W008" in messages[1]
+    assert len(messages) == 2
+
+
+def test_check_deploy_lists_each_installed_server():
+    from channels_tuning.checks import check_servers
+
+    found = {message.msg.split(":")[0] for message in check_servers()}
+    assert found == {
+        "WebSockets served by daphne",
+        "WebSockets served by channels-tuning-daphne",
+        "WebSockets served by uvicorn",
+        "WebSockets served by hypercorn",
+    }
+    assert {message.id for message in check_servers()} == {"channels_tuning.I001"}

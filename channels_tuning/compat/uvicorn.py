@@ -11,7 +11,7 @@ protocols (``WebSocketsSansIOProtocol``,       frame cannot be written: uvicorn'
 
 Without the hook (``check()`` found a change) a stalled connection is left to
 uvicorn: its keepalive ping timeout closes it, but asyncio's ``transport.close()``
-keeps the socket until the client reads or goes away. Tested range: uvicorn 0.30
+keeps the socket until the client reads or goes away. Tested range: uvicorn 0.50
 to 0.54.
 """
 

@@ -63,3 +63,10 @@ def missed_key(layer: Any, process: str) -> str:
 def alive_key(layer: Any) -> str:
     """Marker that a shard holds the servers' memberships (see the table above)."""
     return f"{layer.prefix}:ct:alive"
+
+
+def require_valid_group_name(layer: Any, group: str) -> None:
+    """Channels' group-name check (TypeError for an invalid name), by its 4.2.1+
+    name ``require_valid_group_name`` or, on channels 4.0 to 4.2.0, ``valid_group_name``."""
+    check = getattr(layer, "require_valid_group_name", None) or layer.valid_group_name
+    check(group)

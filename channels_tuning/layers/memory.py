@@ -9,6 +9,7 @@ from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 
 from ..observability.stats import GROUP_SENDS, group_label
 from ..runtime.registry import registry
+from . import keys
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
 
@@ -62,7 +63,7 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
         self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None
     ) -> DeliveryReport:
         assert isinstance(message, dict), "Message is not a dict"
-        self.require_valid_group_name(group)
+        keys.require_valid_group_name(self, group)
         self._clean_expired()
         report = DeliveryReport(group)
         channels = list(self.groups.get(group, {})) if only is None else list(only)

@@ -97,7 +97,7 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
     ) -> DeliveryReport:
         """One attempt, nothing counted as dropped. ``only``: retry just these keys
         (from an earlier report's ``full``) instead of the whole group."""
-        assert self.require_valid_group_name(group), "Group name not valid"
+        keys.require_valid_group_name(self, group)
         report = DeliveryReport(group)
         if only is None:
             channels, alive = await self._group_members(group)

@@ -2,8 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -57,4 +56,4 @@ class LayerFrame(_message.Message):
     has_coalesce_key: bool
     channels: _containers.RepeatedScalarFieldContainer[str]
     channels_is_list: bool
-    def __init__(self, binary: _Optional[bytes] = ..., text: _Optional[str] = ..., is_text: _Optional[bool] = ..., coalesce_key: _Optional[str] = ..., has_coalesce_key: _Optional[bool] = ..., channels: _Optional[_Iterable[str]] = ..., channels_is_list: _Optional[bool] = ...) -> None: ...
+    def __init__(self, binary: _Optional[bytes] = ..., text: _Optional[str] = ..., is_text: bool = ..., coalesce_key: _Optional[str] = ..., has_coalesce_key: bool = ..., channels: _Optional[_Iterable[str]] = ..., channels_is_list: bool = ...) -> None: ...
