@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import time
 
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
@@ -164,7 +165,11 @@ async def test_scheduler_collects_periodically_while_connections_are_open():
 
     scheduler._task = None  # a fresh start reads the overridden settings
     await client.connect()
-    await asyncio.sleep(0.3)
+    # At least two collections, 0.05 s apart; up to 5 s on a loaded machine (the
+    # newest edge once saw none within a fixed 0.3 s while CI ran beside it).
+    deadline = time.monotonic() + 5
+    while monitor.collections[2] < before + 2 and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
     await client.disconnect()
     assert monitor.collections[2] >= before + 2
     gc.collect()
