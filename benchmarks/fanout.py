@@ -14,6 +14,7 @@ Prints delivered/expected, deliveries per second, latency p50/p99, daphne CPU
 seconds per 10 000 deliveries (and µs per delivery), and the ratios.
 
     python benchmarks/fanout.py [--subscribers 500] [--messages 2000] [--paced 200 --rate 5]
+    python benchmarks/fanout.py --servers    # the tuned consumers on each ASGI server
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from channels_redis.core import RedisChannelLayer as PlainRedisLayer  # noqa: E4
 
 from channels_tuning.broadcast import broadcast  # noqa: E402
 from channels_tuning.layers import RedisChannelLayer  # noqa: E402
+from channels_tuning.servers.guarantees import SERVER_TITLES  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
 CLIENT_PROCESSES = 2
@@ -78,14 +80,18 @@ async def run_case(
     tuning: dict | None = None,
     route: str | None = None,
     publish=None,
+    server: str | None = None,
 ) -> dict:
-    """One daphne, ``subscribers`` clients on ``route`` (default: the plain or tuned
-    group consumer), and ``messages`` published by ``publish(layer, group, i)``
-    (default: channels-redis group_send for plain, ``broadcast()`` for tuned)."""
+    """One server process, ``subscribers`` clients on ``route`` (default: the plain or
+    tuned group consumer), and ``messages`` published by ``publish(layer, group, i)``
+    (default: channels-redis group_send for plain, ``broadcast()`` for tuned).
+    ``server``: one of tests.support.processes.SERVERS (default: daphne for plain,
+    channels-tuning-daphne for tuned); the consumers are tuned unless ``kind`` is plain."""
     tuned = kind != "plain"
     daphne = start_daphne(
         tmp,
         tuned=tuned,
+        server=server,
         redis=redis,
         tuning={
             "HEARTBEAT_INTERVAL": None,
@@ -126,7 +132,7 @@ async def run_case(
             RedisChannelLayer(hosts=[redis.url]) if tuned else PlainRedisLayer(hosts=[redis.url])
         )
         gc_before = gc_totals(daphne, reset_max=True)
-        cpu_before, started = cpu_seconds(daphne.pid), time.monotonic()
+        cpu_before, started = cpu_seconds(daphne.app_pid), time.monotonic()
         for i in range(messages):
             await publish(layer, group, i)
             if rate:
@@ -134,7 +140,7 @@ async def run_case(
         reports = [
             json.loads(client.communicate(timeout=600)[0].splitlines()[-1]) for client in clients
         ]
-        cpu = cpu_seconds(daphne.pid) - cpu_before
+        cpu = cpu_seconds(daphne.app_pid) - cpu_before
         last = max(0.0, time.monotonic() - started - 3.0)  # minus the clients' quiet wait
         gc_after = gc_totals(daphne)
         drops = sum(daphne.stats()["counters"]["channels_tuning_dropped_messages_total"].values())
@@ -172,7 +178,7 @@ def table(title: str, rows: list[dict]) -> None:
     print(f"\n{title}")
     print(
         "| consumers | delivered/expected | dropped (counted) | deliveries/s | p50 ms | p99 ms "
-        "| daphne CPU s per 10k deliveries | µs CPU per delivery |"
+        "| server CPU s per 10k deliveries | µs CPU per delivery |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
@@ -181,6 +187,15 @@ def table(title: str, rows: list[dict]) -> None:
             f"| {r['consumer_drops']} | {r['deliveries_per_s']:.0f} | {r['p50_ms']:.1f} "
             f"| {r['p99_ms']:.1f} | {r['cpu_per_10k']:.2f} | {r['us_per_delivery']:.1f} |"
         )
+    if len(rows) != 2:
+        base = rows[0]
+        for r in rows[1:]:
+            print(
+                f"{r['kind']} / {base['kind']}: deliveries/s "
+                f"{r['deliveries_per_s'] / max(base['deliveries_per_s'], 1):.2f}x, "
+                f"CPU per delivery {r['us_per_delivery'] / base['us_per_delivery']:.2f}x"
+            )
+        return
     plain, tuned = rows
     print(
         f"ratios tuned/plain: delivered {tuned['got'] / max(plain['got'], 1):.1f}x, "
@@ -195,10 +210,38 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--paced", type=int, default=200, help="messages in the paced run")
     parser.add_argument("--rate", type=float, default=5.0, help="messages/s in the paced run")
+    parser.add_argument(
+        "--servers",
+        action="store_true",
+        help="instead: the tuned consumers and broadcast() on each server (daphne, "
+        "channels-tuning-daphne, uvicorn, hypercorn), the burst only",
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         redis = start_redis(tmp)
+        if options.servers:
+            try:
+                rows = [
+                    await run_case(
+                        SERVER_TITLES[server],
+                        redis,
+                        options.subscribers,
+                        options.messages,
+                        None,
+                        tmp,
+                        server=server,
+                    )
+                    for server in ("tuned", "daphne", "uvicorn", "hypercorn")
+                ]
+            finally:
+                stop_process(redis.proc)
+            table(
+                f"tuned consumers, {options.subscribers} subscribers, {options.messages} x 100 B "
+                "by broadcast(), unthrottled, per server",
+                rows,
+            )
+            return
         try:
             burst = [
                 await run_case(kind, redis, options.subscribers, options.messages, None, tmp)

@@ -58,6 +58,7 @@ from ..core.queue import REASON_CLOSED, REASON_INBOX_FULL
 from ..layers.frames import FRAME_TYPE, FRAMES_TYPE
 from ..layers.membership import refresh_finished
 from ..layers.reader import process_reader_for
+from ..observability.ratelog import RateLimitedLog
 from ..observability.stats import ACCEPTED, CLOSES, DROPPED, REJECTED, TRAFFIC
 from ..runtime.asyncutil import loop_semaphore
 from ..runtime.registry import registry
@@ -67,6 +68,8 @@ from ..servers import detect
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode, log_level
 
 logger = logging.getLogger("channels_tuning")
+#: Clients decide how often a close stalls: a line a second at most.
+_stalled_log = RateLimitedLog(logger, level=logging.INFO)
 
 Message = dict[str, Any]
 
@@ -347,7 +350,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         buffers are freed now rather than when the client goes."""
         self._send_waiting_since = 0.0  # once
         aborted = detect.abort_connection(self.base_send)
-        logger.info(
+        _stalled_log.log(
             "channels_tuning: %s %s stopped reading; %s after %.1f s",
             self.consumer_label(),
             self.registry_key,

@@ -55,7 +55,7 @@ async def refuse(scope: dict[str, Any], receive: Any, send: Any, reason: str) ->
     """Answer a connection no route takes, and say so once (rate-limited)."""
     REJECTED.inc((ROUTER_LABEL, reason))
     path = scope.get("path", "")
-    _log.warning(
+    _log.log(
         "channels_tuning: %s %r from %s refused: %s",
         scope.get("type"),
         path[:200],

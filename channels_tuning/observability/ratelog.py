@@ -12,19 +12,22 @@ from typing import Any
 
 
 class RateLimitedLog:
-    """``warning()`` at most once per ``interval`` seconds on ``logger``."""
+    """``log()`` at ``level`` at most once per ``interval`` seconds on ``logger``."""
 
-    def __init__(self, logger: logging.Logger, interval: float = 1.0) -> None:
+    def __init__(
+        self, logger: logging.Logger, interval: float = 1.0, level: int = logging.WARNING
+    ) -> None:
         self.logger = logger
         self.interval = interval
+        self.level = level
         self.last = float("-inf")
         self.suppressed = 0
 
-    def warning(self, message: str, *args: Any) -> None:
+    def log(self, message: str, *args: Any) -> None:
         now = time.monotonic()
         if now - self.last < self.interval:
             self.suppressed += 1
             return
         suffix = f" ({self.suppressed} more not logged)" if self.suppressed else ""
         self.last, self.suppressed = now, 0
-        self.logger.warning(message + suffix, *args)
+        self.logger.log(self.level, message + suffix, *args)

@@ -284,7 +284,7 @@ class TunedHTTPFactory(HTTPFactory):
 
     def _refused(self, reason: str, addr: Any) -> None:
         REJECTED.inc(("(server)", reason))
-        self._log.warning("channels_tuning: connection from %s refused: %s", addr, reason)
+        self._log.log("channels_tuning: connection from %s refused: %s", addr, reason)
 
 
 def wire_message_limit(server_limit: int) -> int:
