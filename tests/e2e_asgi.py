@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import re
+import socket
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
@@ -175,6 +176,18 @@ BURST_CONSUMERS = {
 }
 
 
+def send_buffers() -> list[int]:
+    """SO_SNDBUF of each tuned connection's socket on the tuned server (the kernel
+    reports twice the size set)."""
+    sizes = []
+    for consumer in registry:
+        protocol = getattr(consumer.base_send, "protocol", None)
+        if protocol is not None:
+            handle = protocol.transport.getHandle()
+            sizes.append(handle.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+    return sizes
+
+
 async def stats_app(scope, receive, send):
     """GET /_stats: what the tests assert about this process (JSON)."""
     if scope["type"] != "http":
@@ -196,6 +209,7 @@ async def stats_app(scope, receive, send):
             "counters": stats.snapshot(),
             "gc": monitor.snapshot(),
             "compat": compat_status(),
+            "send_buffers": send_buffers(),
         }
     ).encode()
     await send(

@@ -18,6 +18,9 @@ What it changes, for WebSocket connections only (HTTP is daphne's, untouched):
   when ``INBOUND_HIGH_WATER`` frames are waiting for the application, the
   server stops reading the socket (TCP pushes back on the client) until the
   application has caught up to a quarter of that.
+- **Bounded kernel buffers** (``--ws-send-buffer``): each WebSocket's SO_SNDBUF is
+  fixed (64 KiB by default) instead of autotuned up to 4 MB: with eager writes the
+  kernel's buffer is the first a burst fills, outside the process and its bounds.
 - **Opt-in permessage-deflate** (``--ws-compression``), see :class:`Compression`.
 - **Graceful drain** on SIGTERM/SIGINT: stop listening, close every WebSocket
   with 1012 in batches, give applications ``--drain-timeout`` seconds to run
@@ -32,6 +35,7 @@ import functools
 import logging
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from typing import Any, cast
@@ -302,6 +306,22 @@ def wire_message_limit(server_limit: int) -> int:
     return int(min(server_limit, configured)) if server_limit else int(configured)
 
 
+#: SO_SNDBUF of each WebSocket's socket (the kernel doubles it for its bookkeeping).
+#: Left to the kernel, TCP autotuning grows a slow client's send buffer to several MB
+#: (2.8 MB measured on loopback, tcp_wmem's ceiling is 4 MB): memory outside the
+#: process, outside the send queue's bound, per slow client. 64 KiB keeps a fast
+#: client's throughput on a LAN (see docs and benchmarks/slow_readers.py).
+DEFAULT_SEND_BUFFER = 64 * 1024
+
+
+def set_send_buffer(transport: Any, size: int) -> None:
+    """Fix the kernel's send buffer of a connection's socket at ``size`` bytes."""
+    try:
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        logger.debug("channels_tuning: could not set SO_SNDBUF", exc_info=True)
+
+
 class TunedServer(Server):
     """daphne's ``Server`` with flow control, bounded inbound queues and a graceful drain."""
 
@@ -317,6 +337,7 @@ class TunedServer(Server):
         )
         self.handshake_timeout: float = kwargs.pop("handshake_timeout", 10.0)
         self.max_half_open: int | None = kwargs.pop("max_half_open", None)
+        self.send_buffer: int = kwargs.pop("send_buffer", DEFAULT_SEND_BUFFER)
         self.compression_threshold = self.compression.threshold if self.compression else 0
         self.release_deflate_contexts = bool(
             self.compression and self.compression.no_context_takeover
@@ -373,6 +394,8 @@ class TunedServer(Server):
         assert "application_instance" not in self.connections[protocol]
         transport = protocol.transport
         twisted.make_eager(transport)
+        if self.send_buffer:
+            set_send_buffer(transport, self.send_buffer)
         send = FlowControlledSend(self, protocol)
         # daphne's HTTPChannel registered itself as the producer before the upgrade.
         transport.unregisterProducer()
@@ -506,6 +529,12 @@ class TunedCommandLineInterface(CommandLineInterface):
             help="connections still in their handshake beyond which new ones are refused",
         )
         group.add_argument(
+            "--ws-send-buffer",
+            type=int,
+            default=DEFAULT_SEND_BUFFER,
+            help="SO_SNDBUF of each WebSocket's socket in bytes (0: the kernel's autotuning)",
+        )
+        group.add_argument(
             "--ws-max-fragments",
             type=int,
             default=defaults_limits.max_fragments,
@@ -534,6 +563,7 @@ class TunedCommandLineInterface(CommandLineInterface):
             protocol_limits=limits,
             handshake_timeout=options.handshake_timeout,
             max_half_open=options.max_half_open,
+            send_buffer=options.ws_send_buffer,
         )
         super().run(args)
 
