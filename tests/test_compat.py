@@ -9,6 +9,7 @@ and a changed upstream is logged with its fallback taking over."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import urllib.request
 from pathlib import Path
@@ -82,11 +83,31 @@ def test_channels_redis_receive_single_removed_turns_the_process_reader_off(monk
     problems = channels_redis.check()
     assert "RedisChannelLayer.receive_single" in symbols(problems)
     channels_redis.apply(problems)
-    assert channels_redis.features == {"process_reader": False, "reporting_send": True}
+    assert channels_redis.features == {
+        "process_reader": False,
+        "reporting_send": True,
+        "receive_waiting": False,
+    }
     from channels_tuning.layers.reader import process_reader_for
 
     layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"])
     assert process_reader_for(layer) is None  # each consumer reads its own channel
+
+
+def test_channels_redis_inbox_layout_changed_turns_batched_reads_off(monkeypatch):
+    # An upstream receive_single that no longer unpacks __asgi_channel__ the same way.
+    real = inspect.getsource
+
+    def source(obj):
+        text = real(obj)
+        return text.replace("__asgi_channel__", "__channel__") if "receive_single" in text else text
+
+    monkeypatch.setattr(inspect, "getsource", source)
+    problems = channels_redis.check()
+    assert symbols(problems) == {channels_redis.INBOX_LAYOUT}
+    channels_redis.apply(problems)
+    assert channels_redis.features["receive_waiting"] is False
+    assert channels_redis.features["process_reader"] is True  # one message at a time
 
 
 def test_key_layout_matches_channels_redis():

@@ -13,6 +13,8 @@ upstream symbol                          used for
 ``RedisChannelLayer._map_channel_keys_   one serialized message per receiving
 to_connection``                          process key, with its capacity
 ``RedisChannelLayer.receive_single``     pop this process' inbox (one reader task)
+inbox key, members, ``__asgi_channel__``  pop what is waiting in it, many at once
+                                         (``receive_waiting``, during bursts)
 ``RedisChannelLayer.receive_buffer``     hand a message to a plain consumer of the
                                          same process that is waiting in receive()
 ``RedisChannelLayer.group_send``'s Lua   the capacity rule our reporting copy keeps
@@ -38,7 +40,7 @@ LIBRARY = "channels-redis"
 #: process reader each tuned consumer reads its own channel (Channels' way: more
 #: tasks, same messages). Reporting group sends have no fallback that could keep
 #: their promise: they raise UpstreamChanged instead of losing messages unseen.
-features = {"process_reader": True, "reporting_send": True}
+features = {"process_reader": True, "reporting_send": True, "receive_waiting": True}
 
 # Our copy of channels-redis' group_send script (channels_redis/core.py), changed
 # to drop expired messages in the same call and to return *which* keys were full.
@@ -100,6 +102,30 @@ async def receive_single(layer: Any, channel: str) -> tuple[Any, dict[str, Any]]
     return received
 
 
+#: The symbol a change of the inbox's key, members or envelope is reported under.
+INBOX_LAYOUT = "RedisChannelLayer inbox layout (receive_single)"
+
+
+async def receive_waiting(layer: Any, channel: str, limit: int) -> list[tuple[Any, dict[str, Any]]]:
+    """Up to ``limit`` messages already waiting in a process channel, in one round
+    trip and without waiting (``ZPOPMIN key count``), decoded as ``receive_single``
+    decodes one: during a burst the reader takes them together, and each subscriber's
+    frames are written with one system call. Not through channels-redis' backup queue:
+    the reader hands them on synchronously, so only a process killed between the pop
+    and the hand-off loses them, as it would lose what it had already read."""
+    if not features["receive_waiting"]:
+        return []
+    popped = await layer.connection(layer.consistent_hash(channel)).zpopmin(
+        layer.prefix + channel, limit
+    )
+    received = []
+    for member, _score in popped:
+        message = layer.deserialize(member)
+        target = message.pop("__asgi_channel__", channel)
+        received.append((target, message))
+    return received
+
+
 def receive_buffers(layer: Any) -> Any:
     """channels-redis' per-channel buffers of messages for plain consumers."""
     return layer.receive_buffer
@@ -125,6 +151,16 @@ def check() -> list[UpstreamChanged]:
         layer.group_send, "RedisChannelLayer.group_send", UPSTREAM_GROUP_SEND_FRAGMENTS
     )
     checker.contains(layer.__init__, "RedisChannelLayer.receive_buffer", ["self.receive_buffer ="])
+    # receive_waiting pops what receive_single would: the same key, members, envelope.
+    checker.contains(
+        getattr(layer, "receive_single", None),
+        INBOX_LAYOUT,
+        [
+            "channel_key = self.prefix + channel",
+            "message = self.deserialize(content)",
+            'channel = message["__asgi_channel__"]',
+        ],
+    )
     return checker.problems
 
 
@@ -132,7 +168,9 @@ def apply(problems: list[UpstreamChanged]) -> None:
     for problem in problems:
         if problem.library != LIBRARY:
             continue
-        if "receive" in problem.symbol:
+        if problem.symbol == INBOX_LAYOUT:
+            features["receive_waiting"] = False
+        elif "receive" in problem.symbol:
             features["process_reader"] = False
         else:
             features["reporting_send"] = False

@@ -34,6 +34,7 @@ from typing import Any
 from twisted.internet import abstract, tcp
 
 from ..exceptions import UpstreamChanged
+from ..runtime import writebatch
 from ._checker import Checker
 
 LIBRARY = "Twisted"
@@ -44,9 +45,36 @@ switched = 0
 
 
 class EagerWriteServer(tcp.Server):
-    """Twisted's TCP server transport, writing the way asyncio's transports do."""
+    """Twisted's TCP server transport, writing the way asyncio's transports do; during
+    a batch (:mod:`channels_tuning.runtime.writebatch`) its writes are held and go
+    out together when the batch ends."""
+
+    #: Writes held during the current batch (None: none held).
+    _held_writes: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
+        batch = writebatch.held
+        if batch is not None and data:
+            held = self._held_writes
+            if held is None:
+                self._held_writes = [data]
+                batch.append(self)
+            else:
+                held.append(data)
+            return
+        self._write_eagerly(data)
+
+    def flush_held(self) -> None:
+        held = self._held_writes
+        if held is not None:
+            self._held_writes = None
+            self._write_eagerly(held[0] if len(held) == 1 else b"".join(held))
+
+    def loseConnection(self, *args: Any, **kwargs: Any) -> None:
+        self.flush_held()  # a close frame may be among them
+        super().loseConnection(*args, **kwargs)
+
+    def _write_eagerly(self, data: bytes) -> None:
         if (
             data
             and self.connected
