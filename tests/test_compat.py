@@ -334,3 +334,34 @@ async def test_changed_upstream_is_logged_and_its_fallback_used(daphne_factory, 
     log = server.log.read_text()
     assert "Twisted changed: tcp.Server" in log and "fallback" in log
     assert log.count("Twisted changed") == 1
+
+
+def _eager_transport(sent: list[bytes]):
+    transport = twisted.EagerWriteServer.__new__(twisted.EagerWriteServer)
+    transport.connected, transport.disconnecting, transport._writeDisconnected = 1, 0, False
+    transport.dataBuffer, transport._tempDataBuffer = b"", []
+
+    def write_some_data(data):
+        sent.append(bytes(data))
+        return len(data)
+
+    transport.writeSomeData = write_some_data
+    return transport
+
+
+def test_writes_held_in_a_batch_leave_in_one_call_in_order():
+    from channels_tuning.runtime.writebatch import coalesced_writes
+
+    sent_a: list[bytes] = []
+    sent_b: list[bytes] = []
+    a, b = _eager_transport(sent_a), _eager_transport(sent_b)
+    a.write(b"before")
+    with coalesced_writes():
+        for frame in (b"1", b"2", b"3"):
+            a.write(frame)
+            b.write(frame)
+        assert sent_a == [b"before"] and sent_b == []  # held until the batch ends
+    assert sent_a == [b"before", b"123"]
+    assert sent_b == [b"123"]
+    a.write(b"after")  # outside a batch: at once
+    assert sent_a[-1] == b"after"
