@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import sys
 import tempfile
@@ -34,16 +33,13 @@ from tests.support.processes import (  # noqa: E402
     start_daphne,
     start_redis,
     stop_process,
+    tcp_kernel_bytes,
 )
 from tests.support.rawws import open_non_reading_client  # noqa: E402
 
 
 def tcp_kernel_mb() -> float:
-    for line in Path("/proc/net/sockstat").read_text().splitlines():
-        if line.startswith("TCP:"):
-            fields = line.split()
-            return int(fields[fields.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-    return 0.0
+    return tcp_kernel_bytes() / 2**20
 
 
 async def run_case(

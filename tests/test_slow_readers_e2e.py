@@ -7,9 +7,7 @@ on the same process receives everything."""
 from __future__ import annotations
 
 import asyncio
-import os
 import time
-from pathlib import Path
 
 import pytest
 import websockets
@@ -17,21 +15,13 @@ import websockets
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer as TunedRedisChannelLayer
 from channels_tuning.servers.daphne import DEFAULT_SEND_BUFFER
+from tests.support.processes import tcp_kernel_bytes
 from tests.support.rawws import open_non_reading_client
 from tests.support.waiting import recv_data, wait_until
 
 pytestmark = pytest.mark.e2e
 
 QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
-
-
-def tcp_kernel_bytes() -> int:
-    """Memory the kernel holds for all TCP sockets (``/proc/net/sockstat``, in pages)."""
-    for line in Path("/proc/net/sockstat").read_text().splitlines():
-        if line.startswith("TCP:"):
-            fields = line.split()
-            return int(fields[fields.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE")
-    raise RuntimeError("no TCP line in /proc/net/sockstat")
 
 
 async def test_send_buffer_is_fixed_on_websocket_sockets(daphne_factory):

@@ -190,7 +190,7 @@ class ProtobufCodec(Codec[P]):
         # one for the payload, no pool, no extra calls (measured in benchmarks/codecs.py).
         if self._pool is not None:
             return self._decode_pooled(frame)
-        if type(frame) is not bytes and not isinstance(frame, bytes):
+        if not isinstance(frame, bytes):
             raise DecodeError("protobuf frames are binary")
         try:
             envelope = _envelope_from_string(frame)

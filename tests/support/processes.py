@@ -238,3 +238,13 @@ def run_wsstats(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[
         text=True,
         timeout=30,
     )
+
+
+def tcp_kernel_bytes() -> int:
+    """Memory the kernel holds for all TCP sockets of the machine
+    (``/proc/net/sockstat``, counted in pages)."""
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()
+            return int(fields[fields.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE")
+    raise RuntimeError("no TCP line in /proc/net/sockstat")
