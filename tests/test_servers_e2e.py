@@ -137,7 +137,17 @@ async def test_ping_flood_closed_with_1008(daphne_factory, server):
         sock.sendall(frame(0x9, b"x" * 125) * 2000)
     code = await asyncio.to_thread(read_close_code, sock, 3.0)
     sock.close()
-    assert code == (1008 if server == "tuned" else None)
+    def closed_1008() -> int:
+        return proc.counter("channels_tuning_closes_total", "consumer=(server),code=1008")
+
+    if server == "tuned":
+        # The close frame can be lost to the reset that follows it while the client's
+        # flood is still unread by the server (seen once on the oldest edge): the
+        # server's own count is what says it closed with 1008.
+        assert code in (1008, None), code
+        await wait_until(lambda: closed_1008() == 1)
+    else:
+        assert code is None and closed_1008() == 0, code
 
 
 @pytest.mark.slow
