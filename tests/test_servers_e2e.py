@@ -137,6 +137,7 @@ async def test_ping_flood_closed_with_1008(daphne_factory, server):
         sock.sendall(frame(0x9, b"x" * 125) * 2000)
     code = await asyncio.to_thread(read_close_code, sock, 3.0)
     sock.close()
+
     def closed_1008() -> int:
         return proc.counter("channels_tuning_closes_total", "consumer=(server),code=1008")
 
