@@ -21,6 +21,7 @@ import collections
 import contextlib
 import gc
 import json
+import math
 import os
 import secrets
 import socket
@@ -248,7 +249,7 @@ class RedisBackend:
 
     async def publish(self, snap: dict[str, Any]) -> None:
         key = f"{self.prefix}{snap['host']}:{snap['pid']}"
-        await self.layer.connection(0).set(key, json.dumps(snap), ex=max(1, int(self.ttl)))
+        await self.layer.connection(0).set(key, json.dumps(snap), px=math.ceil(self.ttl * 1000))
 
     async def read(self) -> list[dict[str, Any]]:
         connection = self.layer.connection(0)
@@ -280,7 +281,10 @@ def backend_for(tuning: dict[str, Any], layer: Any) -> FileBackend | RedisBacken
     interval = tuning["STATS_INTERVAL"]
     if choice is None or interval is None:
         return None
-    ttl = 3 * interval
+    # Snapshots are published at the scheduler's tick (1 s at most), so an interval
+    # below one second publishes once a tick: the staleness bound follows the slower
+    # of the two, and allows two missed publications before a process is "gone".
+    ttl = 3 * max(interval, 1.0)
     redis_capable = layer is not None and hasattr(layer, "client_prefix")
     if choice == "redis" or (choice == "auto" and redis_capable):
         return RedisBackend(layer, ttl)
