@@ -30,11 +30,14 @@ import tempfile
 import time
 from pathlib import Path
 
+import websockets
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from channels_redis.core import RedisChannelLayer as PlainRedisLayer  # noqa: E402
 
+from benchmarks.ceiling import start_ceiling  # noqa: E402
 from channels_tuning.broadcast import broadcast  # noqa: E402
 from channels_tuning.layers import RedisChannelLayer  # noqa: E402
 from channels_tuning.servers.guarantees import SERVER_TITLES  # noqa: E402
@@ -53,7 +56,10 @@ def payload(i: int) -> str:
 
 
 def gc_totals(daphne, reset_max: bool = False) -> dict:
-    generations = daphne.stats(reset_gc_max=reset_max)["gc"]["generations"]
+    stats = daphne.stats(reset_gc_max=reset_max)
+    if "gc" not in stats:  # the websockets ceiling does not monitor its collector
+        return {"collections": [0, 0, 0], "pause_ms": 0.0, "gen2_ms": 0.0, "gen2_max_ms": 0.0}
+    generations = stats["gc"]["generations"]
     return {
         "collections": [g["collections"] for g in generations],
         "pause_ms": sum(g["pause_total_ms"] for g in generations),
@@ -102,8 +108,54 @@ async def run_case(
     )
     group = f"fan-{kind.replace(' ', '-')}-{int(time.time())}"
     route = route or ("/ws/group/" if tuned else "/ws/plain-group/")
-    path = f"{route}{group}/"
     publish = publish or (publish_tuned if tuned else publish_plain)
+    layer = RedisChannelLayer(hosts=[redis.url]) if tuned else PlainRedisLayer(hosts=[redis.url])
+
+    async def subscribed() -> bool:
+        return int(redis.cli("ZCARD", f"asgi:group:{group}")) >= subscribers
+
+    try:
+        row = await drive(
+            daphne,
+            f"{route}{group}/",
+            subscribers,
+            messages,
+            rate,
+            subscribed,
+            lambda i: publish(layer, group, i),
+        )
+        row["consumer_drops"] = sum(
+            daphne.stats()["counters"]["channels_tuning_dropped_messages_total"].values()
+        )
+    finally:
+        await layer.close_pools()
+        stop_process(daphne.proc)
+    return {"kind": kind, **row}
+
+
+async def run_ceiling(subscribers: int, messages: int, rate: float | None, tmp: Path) -> dict:
+    """The same burst on the ``websockets`` ceiling (benchmarks/ceiling.py): the producer
+    sends each message over a WebSocket and the server calls ``websockets.broadcast``."""
+    server = start_ceiling(tmp)
+    try:
+        async with websockets.connect(server.ws("/pub"), max_queue=None) as producer:
+
+            async def subscribed() -> bool:
+                return server.stats()["connections"] >= subscribers
+
+            async def publish(i: int) -> None:
+                await producer.send(payload(i))
+
+            row = await drive(server, "/sub", subscribers, messages, rate, subscribed, publish)
+    finally:
+        stop_process(server.proc)
+    return {"kind": "websockets (ceiling)", "consumer_drops": 0, **row}
+
+
+async def drive(server, path, subscribers, messages, rate, subscribed, publish) -> dict:
+    """Subscribers in CLIENT_PROCESSES client processes on ``server`` at ``path``; once
+    ``subscribed()``, ``publish(i)`` for each message (at ``rate`` per second, or
+    unthrottled): what the clients got, how fast, and the server's CPU and GC."""
     clients = []
     try:
         per_process = subscribers // CLIENT_PROCESSES
@@ -113,7 +165,7 @@ async def run_case(
                     [
                         sys.executable,
                         str(REPO / "tests" / "support" / "fanout_client.py"),
-                        str(daphne.port),
+                        str(server.port),
                         path,
                         str(per_process),
                         "3",
@@ -125,38 +177,30 @@ async def run_case(
             )
         for client in clients:
             assert client.stdout is not None and client.stdout.readline().strip() == "READY"
-        while int(redis.cli("ZCARD", f"asgi:group:{group}")) < per_process * CLIENT_PROCESSES:
+        while not await subscribed():
             await asyncio.sleep(0.1)
-        idle_objects = daphne.stats(gc_collect=True)["gc_objects"]
-        layer = (
-            RedisChannelLayer(hosts=[redis.url]) if tuned else PlainRedisLayer(hosts=[redis.url])
-        )
-        gc_before = gc_totals(daphne, reset_max=True)
-        cpu_before, started = cpu_seconds(daphne.app_pid), time.monotonic()
+        idle_objects = server.stats(gc_collect=True)["gc_objects"]
+        gc_before = gc_totals(server, reset_max=True)
+        cpu_before, started = cpu_seconds(server.app_pid), time.monotonic()
         for i in range(messages):
-            await publish(layer, group, i)
+            await publish(i)
             if rate:
                 await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
         reports = [
             json.loads(client.communicate(timeout=600)[0].splitlines()[-1]) for client in clients
         ]
-        cpu = cpu_seconds(daphne.app_pid) - cpu_before
+        cpu = cpu_seconds(server.app_pid) - cpu_before
         last = max(0.0, time.monotonic() - started - 3.0)  # minus the clients' quiet wait
-        gc_after = gc_totals(daphne)
-        drops = sum(daphne.stats()["counters"]["channels_tuning_dropped_messages_total"].values())
-        await layer.close_pools()
+        gc_after = gc_totals(server)
     finally:
         for client in clients:
             if client.poll() is None:
                 client.kill()
-        stop_process(daphne.proc)
     got = sum(r["got"] for r in reports)
     latencies = sorted(x for r in reports for x in r["latencies"]) or [0.0]
     return {
-        "kind": kind,
-        "expected": messages * subscribers,
+        "expected": messages * per_process * CLIENT_PROCESSES,
         "got": got,
-        "consumer_drops": drops,
         "deliveries_per_s": got / last if last else 0.0,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
@@ -187,21 +231,21 @@ def table(title: str, rows: list[dict]) -> None:
             f"| {r['consumer_drops']} | {r['deliveries_per_s']:.0f} | {r['p50_ms']:.1f} "
             f"| {r['p99_ms']:.1f} | {r['cpu_per_10k']:.2f} | {r['us_per_delivery']:.1f} |"
         )
-    if len(rows) != 2:
-        base = rows[0]
-        for r in rows[1:]:
-            print(
-                f"{r['kind']} / {base['kind']}: deliveries/s "
-                f"{r['deliveries_per_s'] / max(base['deliveries_per_s'], 1):.2f}x, "
-                f"CPU per delivery {r['us_per_delivery'] / base['us_per_delivery']:.2f}x"
-            )
-        return
-    plain, tuned = rows
-    print(
-        f"ratios tuned/plain: delivered {tuned['got'] / max(plain['got'], 1):.1f}x, "
-        f"deliveries/s {tuned['deliveries_per_s'] / max(plain['deliveries_per_s'], 1):.1f}x, "
-        f"CPU per delivery {plain['us_per_delivery'] / tuned['us_per_delivery']:.1f}x less"
-    )
+    base = rows[0]
+    for r in rows[1:]:
+        print(
+            f"{r['kind']} / {base['kind']}: delivered {r['got'] / max(base['got'], 1):.2f}x, "
+            f"deliveries/s {r['deliveries_per_s'] / max(base['deliveries_per_s'], 1):.2f}x, "
+            f"CPU per delivery {r['us_per_delivery'] / base['us_per_delivery']:.2f}x"
+        )
+    by_kind = {r["kind"]: r for r in rows}
+    tuned, ceiling = by_kind.get("tuned"), by_kind.get("websockets (ceiling)")
+    if tuned and ceiling:
+        print(
+            f"tuned / websockets (ceiling): "
+            f"deliveries/s {tuned['deliveries_per_s'] / max(ceiling['deliveries_per_s'], 1):.2f}x, "
+            f"CPU per delivery {tuned['us_per_delivery'] / ceiling['us_per_delivery']:.2f}x"
+        )
 
 
 async def main() -> None:
@@ -247,6 +291,7 @@ async def main() -> None:
                 await run_case(kind, redis, options.subscribers, options.messages, None, tmp)
                 for kind in ("plain", "tuned")
             ]
+            burst.append(await run_ceiling(options.subscribers, options.messages, None, tmp))
             paced = [
                 await run_case(kind, redis, options.subscribers, options.paced, options.rate, tmp)
                 for kind in ("plain", "tuned")

@@ -8,7 +8,8 @@ to the group, unthrottled. Each case is a fresh daphne:
   (``--plain``; the slow reference, about 50 s at 5000 x 20);
 - tuned, CPython's GC defaults: ``channels-tuning-daphne``, ``TunedWebsocketConsumer``,
   ``broadcast()``; ``GC_THRESHOLD`` None, ``GC_FREEZE`` False;
-- tuned + GC settings: ``GC_FREEZE`` True and ``GC_THRESHOLD`` (50000, 20, 100).
+- tuned, ``GC_THRESHOLD`` (50000, 20, 100) without ``GC_FREEZE``: what the freeze adds;
+- tuned, the package's defaults: ``GC_FREEZE`` True and that ``GC_THRESHOLD``.
 
 Prints per case: GC-tracked objects while idle, collections per generation during
 the burst, time in the collector and its share of the burst window, the longest and
@@ -37,8 +38,9 @@ from tests.support.processes import start_redis, stop_process  # noqa: E402
 TUNED_GC = {"GC_FREEZE": True, "GC_THRESHOLD": [50_000, 20, 100]}
 CASES = {
     "plain": ("plain", {}),
-    "tuned, GC defaults": ("tuned", {}),
-    "tuned + GC settings": ("tuned", TUNED_GC),
+    "tuned, CPython's GC defaults": ("tuned", {"GC_FREEZE": False, "GC_THRESHOLD": None}),
+    "tuned, GC_THRESHOLD without GC_FREEZE": ("tuned", {**TUNED_GC, "GC_FREEZE": False}),
+    "tuned, package defaults (GC_THRESHOLD + GC_FREEZE)": ("tuned", TUNED_GC),
 }
 
 

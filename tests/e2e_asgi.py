@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import tracemalloc
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
@@ -182,10 +183,23 @@ def send_buffers() -> list[int]:
     sizes = []
     for consumer in registry:
         protocol = getattr(consumer.base_send, "protocol", None)
-        if protocol is not None:
-            handle = protocol.transport.getHandle()
+        # A connection whose socket is already closed (its consumer not yet cleaned
+        # up) has none: Twisted deletes the attribute in connectionLost.
+        handle = getattr(getattr(protocol, "transport", None), "socket", None)
+        if handle is not None:
             sizes.append(handle.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
     return sizes
+
+
+def traced_by_file() -> dict[str, int]:
+    """Bytes held by allocation file when tracemalloc runs (CHANNELS_TUNING["TRACEMALLOC"]):
+    where the memory of a connection is (benchmarks/connections.py --breakdown)."""
+    if not tracemalloc.is_tracing():
+        return {}
+    return {
+        stat.traceback[0].filename: stat.size
+        for stat in tracemalloc.take_snapshot().statistics("filename")
+    }
 
 
 async def stats_app(scope, receive, send):
@@ -210,6 +224,7 @@ async def stats_app(scope, receive, send):
             "gc": monitor.snapshot(),
             "compat": compat_status(),
             "send_buffers": send_buffers(),
+            "traced": traced_by_file(),
         }
     ).encode()
     await send(

@@ -5,7 +5,10 @@ server frames parsed from the buffer), prints READY, and counts data frames
 ``"<seq> <sent_at>"``: per-message latency is ``now - sent_at``. Prints one JSON
 line when no frame arrived for --quiet seconds after the first one.
 
-    python tests/support/fanout_client.py PORT PATH N QUIET MAX_WAIT
+    python tests/support/fanout_client.py PORT PATH N QUIET MAX_WAIT [IN_FLIGHT]
+
+With IN_FLIGHT (handshakes in progress at once; 1 by default), it first prints
+``HANDSHAKES <N> <seconds>``: the connection benchmark's handshake rate.
 
 Latencies are sampled (at most 20 000 per process) to keep the report small.
 """
@@ -89,20 +92,29 @@ class Subscriber(asyncio.Protocol):
 async def main() -> None:
     port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     quiet, max_wait = float(sys.argv[4]), float(sys.argv[5])
+    in_flight = int(sys.argv[6]) if len(sys.argv) > 6 else 1
     loop = asyncio.get_running_loop()
     stats: dict = {"got": 0, "latencies": [], "last": 0.0, "max_gap": 0.0}
-    for _ in range(count):
-        handshake = loop.create_future()
-        transport, _ = await loop.create_connection(
-            lambda h=handshake: Subscriber(stats, h), "127.0.0.1", port
-        )
-        key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
-            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            "Sec-WebSocket-Version: 13\r\n\r\n".encode()
-        )
-        assert await handshake
+    slots = asyncio.Semaphore(in_flight)
+
+    async def connect() -> None:
+        async with slots:
+            handshake = loop.create_future()
+            transport, _ = await loop.create_connection(
+                lambda: Subscriber(stats, handshake), "127.0.0.1", port
+            )
+            key = base64.b64encode(os.urandom(16)).decode()
+            transport.write(
+                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+            )
+            assert await handshake
+
+    started = time.perf_counter()
+    await asyncio.gather(*(connect() for _ in range(count)))
+    if in_flight > 1:  # the handshake benchmark: how long the upgrades took
+        print(f"HANDSHAKES {count} {time.perf_counter() - started:.4f}", flush=True)
     print("READY", flush=True)
     started = time.time()
     while time.time() - started < max_wait and (

@@ -1,0 +1,133 @@
+"""The ceiling the benchmarks compare against: a minimal server on the ``websockets``
+library, with no Django, no ASGI and no channel layer.
+
+What a hand-written asyncio WebSocket server costs on this machine, for the same
+workloads the package is measured on (issue #16): idle connections, handshakes, and a
+broadcast burst. Anything the package does above this is the price of Django, ASGI and
+the channel layer; the benchmarks print the ratio.
+
+- ``/pub``: every text frame received is sent to every other connection with
+  ``websockets.broadcast`` (encoded once, written without waiting: the library's own
+  fan-out primitive, the fastest path it has);
+- any other WebSocket path: a subscriber that receives broadcasts and otherwise idles;
+- ``GET /_stats``: pid, open connections, asyncio tasks and GC-tracked objects
+  (``?gc=1`` collects first), the same keys as the tests' ``/_stats``.
+
+Keepalive pings are off (``ping_interval=None``), as the package's benchmarks turn its
+heartbeats off: an idle connection here is the library's minimum.
+
+    python benchmarks/ceiling.py PORT
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import http
+import json
+import os
+import sys
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+
+import websockets
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.http11 import Request, Response
+
+REPO = Path(__file__).resolve().parent.parent
+SUBSCRIBERS: set[ServerConnection] = set()
+
+
+def stats_response(connection: ServerConnection, request: Request) -> Response | None:
+    if not request.path.startswith("/_stats"):
+        return None  # a WebSocket upgrade
+    if request.path.endswith("gc=1"):
+        gc.collect()
+    body = json.dumps(
+        {
+            "pid": os.getpid(),
+            "server": f"websockets {websockets.__version__}",
+            "connections": len(SUBSCRIBERS),
+            "tasks": len(asyncio.all_tasks()),
+            "gc_objects": len(gc.get_objects()),
+        }
+    )
+    response = connection.respond(http.HTTPStatus.OK, body)
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+async def handler(connection: ServerConnection) -> None:
+    path = connection.request.path if connection.request else "/"
+    if path.startswith("/pub"):
+        async for message in connection:
+            broadcast(SUBSCRIBERS, message)
+        return
+    SUBSCRIBERS.add(connection)
+    try:
+        await connection.wait_closed()
+    finally:
+        SUBSCRIBERS.discard(connection)
+
+
+async def main(port: int) -> None:
+    async with serve(
+        handler,
+        "127.0.0.1",
+        port,
+        process_request=stats_response,
+        ping_interval=None,
+        compression=None,
+        backlog=1024,
+    ) as server:
+        await server.serve_forever()
+
+
+@dataclass
+class CeilingProcess:
+    """The ceiling server started by a benchmark, with DaphneProcess' interface."""
+
+    port: int
+    proc: Popen
+    server: str = "websockets"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    app_pid = pid
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def stats(self, gc_collect: bool = False, reset_gc_max: bool = False) -> dict:
+        url = f"http://127.0.0.1:{self.port}/_stats{'?gc=1' if gc_collect else ''}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.loads(response.read())
+
+    def rss_kb(self) -> int:
+        for line in Path(f"/proc/{self.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+
+def start_ceiling(log_dir: Path) -> CeilingProcess:
+    sys.path.insert(0, str(REPO))
+    from tests.support.processes import free_port, wait_for_port
+
+    port = free_port()
+    log = log_dir / f"websockets-{port}.log"
+    proc = Popen(
+        [sys.executable, str(Path(__file__).resolve()), str(port)],
+        stdout=log.open("w"),
+        stderr=log.open("a"),
+    )
+    wait_for_port(port, proc, log)
+    return CeilingProcess(port, proc)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1])))

@@ -1,0 +1,193 @@
+"""Connection benchmark: handshakes per second and the cost of an idle connection,
+plain Channels, channels-tuning and the ``websockets`` ceiling side by side in one run.
+
+Per server: one process (plain: ``daphne`` with a plain ``AsyncWebsocketConsumer``
+that joins a group on the Redis layer; tuned: ``channels-tuning-daphne`` with a
+``TunedWebsocketConsumer`` joining a group, package defaults (heartbeats on);
+ceiling: ``benchmarks/ceiling.py``). After 5 warm-up connections and a collection, a
+client process opens N connections with K handshakes in flight (the rate is N over the
+time the client took), and they stay open, idle: RSS growth, asyncio tasks and
+GC-tracked objects per connection are read after a collection.
+
+``--breakdown`` runs the package once more with tracemalloc on (it costs memory of its
+own, so never in the run above) and prints the bytes per connection by source file:
+where an idle connection's memory is.
+
+    python benchmarks/connections.py [--connections 2000] [--in-flight 50] [--breakdown]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.ceiling import start_ceiling  # noqa: E402
+from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
+
+KINDS = ("plain", "tuned", "websockets")
+ROUTES = {"plain": "/ws/plain-group/idle/", "tuned": "/ws/group/idle/", "websockets": "/idle"}
+
+
+def open_connections(port: int, path: str, count: int, in_flight: int) -> tuple:
+    """A client process holding ``count`` connections; (process, handshakes per second)."""
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            str(REPO / "tests" / "support" / "fanout_client.py"),
+            str(port),
+            path,
+            str(count),
+            "3",
+            "3600",
+            str(in_flight),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None
+    line = client.stdout.readline().split()
+    assert line[0] == "HANDSHAKES", line
+    assert client.stdout.readline().strip() == "READY"
+    return client, int(line[1]) / float(line[2])
+
+
+def start(kind: str, redis, tmp: Path, tuning: dict | None = None):
+    if kind == "websockets":
+        return start_ceiling(tmp)
+    return start_daphne(tmp, tuned=kind == "tuned", redis=redis, tuning=tuning)
+
+
+async def measure(kind: str, redis, tmp: Path, count: int, in_flight: int) -> dict:
+    server = start(kind, redis, tmp)
+    clients = []
+    try:
+        warm, _ = open_connections(server.port, ROUTES[kind], 5, 2)
+        clients.append(warm)
+        await asyncio.sleep(1.0)
+        before, rss_before = server.stats(gc_collect=True), server.rss_kb()
+        client, rate = open_connections(server.port, ROUTES[kind], count, in_flight)
+        clients.append(client)
+        await asyncio.sleep(2.0)  # the last upgrades settle (group joins, first ticks)
+        after, rss_after = server.stats(gc_collect=True), server.rss_kb()
+        assert after["connections"] - before["connections"] == count, (before, after)
+    finally:
+        for client in clients:
+            client.kill()
+            client.wait()
+        stop_process(server.proc)
+    return {
+        "kind": kind,
+        "handshakes_per_s": rate,
+        "kb": (rss_after - rss_before) / count,
+        "tasks": (after["tasks"] - before["tasks"]) / count,
+        "objects": (after["gc_objects"] - before["gc_objects"]) / count,
+        "types": Counter(after.get("gc_types", {})) - Counter(before.get("gc_types", {})),
+    }
+
+
+def package_of(filename: str) -> str:
+    """A short owner for a source file: the top-level package (or the stdlib module)."""
+    parts = Path(filename).parts
+    for marker in ("site-packages", "lib-dynload"):
+        if marker in parts:
+            rest = parts[parts.index(marker) + 1 :]
+            return rest[0].removesuffix(".py") if rest else filename
+    if "channels_tuning" in parts:
+        return "channels_tuning"
+    if "tests" in parts or "example_project" in parts:
+        return "example/tests"
+    return f"stdlib:{Path(filename).stem}"
+
+
+async def breakdown(redis, tmp: Path, count: int) -> list[tuple[str, float]]:
+    server = start("tuned", redis, tmp, tuning={"TRACEMALLOC": 1})
+    clients = []
+    try:
+        warm, _ = open_connections(server.port, ROUTES["tuned"], 5, 2)
+        clients.append(warm)
+        await asyncio.sleep(1.0)
+        before = server.stats(gc_collect=True)["traced"]
+        client, _ = open_connections(server.port, ROUTES["tuned"], count, 50)
+        clients.append(client)
+        await asyncio.sleep(2.0)
+        after = server.stats(gc_collect=True)["traced"]
+    finally:
+        for client in clients:
+            client.kill()
+            client.wait()
+        stop_process(server.proc)
+    by_owner: Counter[str] = Counter()
+    for filename in set(before) | set(after):
+        by_owner[package_of(filename)] += after.get(filename, 0) - before.get(filename, 0)
+    return [(owner, size / count) for owner, size in by_owner.most_common()]
+
+
+def table(rows: list[dict], count: int, in_flight: int) -> str:
+    by_kind = {row["kind"]: row for row in rows}
+    lines = [
+        f"| {count} connections, {in_flight} handshakes in flight | "
+        + " | ".join(by_kind)
+        + " | tuned/plain | tuned/websockets |",
+        "|---" * (len(by_kind) + 3) + "|",
+    ]
+    metrics = (
+        ("handshakes per second", "handshakes_per_s", "{:.0f}"),
+        ("idle RSS per connection, KB", "kb", "{:.1f}"),
+        ("asyncio tasks per connection", "tasks", "{:.2f}"),
+        ("GC-tracked objects per connection", "objects", "{:.0f}"),
+    )
+    for title, key, fmt in metrics:
+        cells = [fmt.format(by_kind[kind][key]) for kind in by_kind]
+        ratios = []
+        for other in ("plain", "websockets"):
+            if "tuned" in by_kind and other in by_kind and by_kind[other][key]:
+                ratios.append(f"{by_kind['tuned'][key] / by_kind[other][key]:.2f}")
+            else:
+                ratios.append("")
+        lines.append(f"| {title} | " + " | ".join(cells + ratios) + " |")
+    return "\n".join(lines)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--connections", type=int, default=2000)
+    parser.add_argument("--in-flight", type=int, default=50)
+    parser.add_argument("--kinds", default=",".join(KINDS), help="of " + ",".join(KINDS))
+    parser.add_argument("--breakdown", action="store_true", help="tracemalloc by source file")
+    parser.add_argument("--types", action="store_true", help="GC-tracked objects by type")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory)
+        redis = start_redis(tmp)
+        try:
+            rows = []
+            for kind in args.kinds.split(","):
+                started = time.monotonic()
+                rows.append(await measure(kind, redis, tmp, args.connections, args.in_flight))
+                print(f"{kind}: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
+            print(table(rows, args.connections, args.in_flight))
+            if args.types:
+                for row in rows:
+                    print(f"\n{row['kind']}: GC-tracked objects per connection by type")
+                    for name, n in row["types"].most_common(15):
+                        print(f"  {n / args.connections:6.2f}  {name}")
+            if args.breakdown:
+                print("\ntuned: traced bytes per idle connection by source")
+                for owner, size in await breakdown(redis, tmp, args.connections):
+                    if abs(size) >= 10:
+                        print(f"  {size:8.0f}  {owner}")
+        finally:
+            stop_process(redis.proc)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
