@@ -34,7 +34,7 @@ from benchmarks.ceiling import start_ceiling  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
 KINDS = ("plain", "tuned", "websockets")
-ROUTES = {"plain": "/ws/plain-group/idle/", "tuned": "/ws/group/idle/", "websockets": "/idle"}
+ROUTES = {"plain": "/ws/plain-group/{}/", "tuned": "/ws/group/{}/", "websockets": "/{}"}
 
 
 def open_connections(port: int, path: str, count: int, in_flight: int) -> tuple:
@@ -68,17 +68,23 @@ def start(kind: str, redis, tmp: Path, tuning: dict | None = None):
 
 async def measure(kind: str, redis, tmp: Path, count: int, in_flight: int) -> dict:
     server = start(kind, redis, tmp)
+    group = f"idle-{kind}-{time.monotonic_ns()}"
+    path = ROUTES[kind].format(group)
     clients = []
     try:
-        warm, _ = open_connections(server.port, ROUTES[kind], 5, 2)
+        warm, _ = open_connections(server.port, path, 5, 2)
         clients.append(warm)
         await asyncio.sleep(1.0)
         before, rss_before = server.stats(gc_collect=True), server.rss_kb()
-        client, rate = open_connections(server.port, ROUTES[kind], count, in_flight)
+        client, rate = open_connections(server.port, path, count, in_flight)
         clients.append(client)
         await asyncio.sleep(2.0)  # the last upgrades settle (group joins, first ticks)
         after, rss_after = server.stats(gc_collect=True), server.rss_kb()
-        assert after["connections"] - before["connections"] == count, (before, after)
+        if kind == "websockets":
+            held = after["connections"]
+        else:  # every consumer joined the group (the plain ones are not in the registry)
+            held = int(redis.cli("ZCARD", f"asgi:group:{group}"))
+        assert held == count + 5, f"{kind}: {held} connections held, not {count + 5}"
     finally:
         for client in clients:
             client.kill()
@@ -108,15 +114,16 @@ def package_of(filename: str) -> str:
     return f"stdlib:{Path(filename).stem}"
 
 
-async def breakdown(redis, tmp: Path, count: int) -> list[tuple[str, float]]:
+async def breakdown(redis, tmp: Path, count: int) -> tuple[list, list]:
     server = start("tuned", redis, tmp, tuning={"TRACEMALLOC": 1})
+    path = ROUTES["tuned"].format(f"idle-traced-{time.monotonic_ns()}")
     clients = []
     try:
-        warm, _ = open_connections(server.port, ROUTES["tuned"], 5, 2)
+        warm, _ = open_connections(server.port, path, 5, 2)
         clients.append(warm)
         await asyncio.sleep(1.0)
         before = server.stats(gc_collect=True)["traced"]
-        client, _ = open_connections(server.port, ROUTES["tuned"], count, 50)
+        client, _ = open_connections(server.port, path, count, 50)
         clients.append(client)
         await asyncio.sleep(2.0)
         after = server.stats(gc_collect=True)["traced"]
@@ -126,9 +133,16 @@ async def breakdown(redis, tmp: Path, count: int) -> list[tuple[str, float]]:
             client.wait()
         stop_process(server.proc)
     by_owner: Counter[str] = Counter()
-    for filename in set(before) | set(after):
-        by_owner[package_of(filename)] += after.get(filename, 0) - before.get(filename, 0)
-    return [(owner, size / count) for owner, size in by_owner.most_common()]
+    by_site: Counter[str] = Counter()
+    for site in set(before) | set(after):
+        grown = after.get(site, 0) - before.get(site, 0)
+        filename, _, line = site.rpartition(":")
+        by_owner[package_of(filename)] += grown
+        by_site[f"{package_of(filename)} {Path(filename).name}:{line}"] += grown
+    return (
+        [(owner, size / count) for owner, size in by_owner.most_common()],
+        [(site, size / count) for site, size in by_site.most_common(25)],
+    )
 
 
 def table(rows: list[dict], count: int, in_flight: int) -> str:
@@ -181,10 +195,14 @@ async def main() -> None:
                     for name, n in row["types"].most_common(15):
                         print(f"  {n / args.connections:6.2f}  {name}")
             if args.breakdown:
-                print("\ntuned: traced bytes per idle connection by source")
-                for owner, size in await breakdown(redis, tmp, args.connections):
+                owners, sites = await breakdown(redis, tmp, args.connections)
+                print("\ntuned: traced bytes per idle connection by package")
+                for owner, size in owners:
                     if abs(size) >= 10:
                         print(f"  {size:8.0f}  {owner}")
+                print("\ntuned: the 25 largest allocation sites, bytes per idle connection")
+                for site, size in sites:
+                    print(f"  {size:8.0f}  {site}")
         finally:
             stop_process(redis.proc)
 

@@ -8,6 +8,7 @@ import json
 import os
 import re
 import socket
+import sys
 import tracemalloc
 from pathlib import Path
 
@@ -191,14 +192,29 @@ def send_buffers() -> list[int]:
     return sizes
 
 
+def protocol_dict_sizes() -> dict[str, int]:
+    """Attributes and bytes of the first tuned connection's WebSocket protocol
+    instance ``__dict__`` (daphne's protocol on autobahn's): most of an idle
+    connection's memory on a Twisted server."""
+    for consumer in registry:
+        protocol = getattr(consumer.base_send, "protocol", None)
+        if protocol is not None:
+            return {
+                "attributes": len(vars(protocol)),
+                "bytes": sys.getsizeof(vars(protocol)),
+            }
+    return {}
+
+
 def traced_by_file() -> dict[str, int]:
-    """Bytes held by allocation file when tracemalloc runs (CHANNELS_TUNING["TRACEMALLOC"]):
-    where the memory of a connection is (benchmarks/connections.py --breakdown)."""
+    """Bytes held by allocation site ("file:line") when tracemalloc runs
+    (CHANNELS_TUNING["TRACEMALLOC"]): where the memory of a connection is
+    (benchmarks/connections.py --breakdown)."""
     if not tracemalloc.is_tracing():
         return {}
     return {
-        stat.traceback[0].filename: stat.size
-        for stat in tracemalloc.take_snapshot().statistics("filename")
+        f"{stat.traceback[0].filename}:{stat.traceback[0].lineno}": stat.size
+        for stat in tracemalloc.take_snapshot().statistics("lineno")
     }
 
 
@@ -225,6 +241,7 @@ async def stats_app(scope, receive, send):
             "compat": compat_status(),
             "send_buffers": send_buffers(),
             "traced": traced_by_file(),
+            "protocol_dict": protocol_dict_sizes(),
         }
     ).encode()
     await send(

@@ -15,15 +15,18 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress_deflate import PerMessageDeflate
 from autobahn.websocket.protocol import WebSocketProtocol
 from channels_redis.core import RedisChannelLayer
 from daphne.server import Server
 from twisted.internet import tcp
+from twisted.internet.testing import StringTransport
 
 from channels_tuning.compat import autobahn, channels_redis, daphne, hypercorn, twisted, uvicorn
 from channels_tuning.exceptions import UpstreamChanged
 from channels_tuning.layers import keys
+from channels_tuning.servers.wsprotocol import ProtocolLimits, tuned_protocol
 
 LIBRARIES = {
     "daphne": daphne,
@@ -138,7 +141,50 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
         "prepared_fast_path": False,
         "release_deflate": True,
         "stop_assembling": True,
+        "shared_options": True,
     }
+
+
+def tuned_server_protocol(**options):
+    """A connection of the tuned protocol on autobahn's server factory with
+    ``options``, made on an in-memory transport."""
+    factory = WebSocketServerFactory()
+    factory.protocol = tuned_protocol(WebSocketServerProtocol, ProtocolLimits())
+    factory.setProtocolOptions(**options)
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    return protocol
+
+
+def test_autobahn_protocol_options_shared_by_the_class():
+    """The factory's options are read through the protocol class, with their values
+    (a function option stays a plain function), and none is copied per connection."""
+
+    def accept(offers):
+        return ("accepted", offers)
+
+    protocol = tuned_server_protocol(autoPingInterval=7, perMessageCompressionAccept=accept)
+    assert not [name for name in protocol.CONFIG_ATTRS if name in vars(protocol)]
+    assert protocol.autoPingInterval == 7
+    assert protocol.perMessageCompressionAccept([1]) == ("accepted", [1])
+    assert len(vars(protocol)) <= 85 - 29  # 29 options fewer than autobahn's own copy
+
+
+def test_autobahn_options_copied_per_connection_again(monkeypatch):
+    """If autobahn copied its options unconditionally, sharing them would change
+    nothing but could hide a changed contract: the check says so and it is off."""
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn,
+        "_source",
+        lambda obj: real(obj).replace("if not hasattr(self, configAttr):", "if True:"),
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.CONFIG_ATTRS"}
+    autobahn.apply(problems)
+    assert autobahn.features["shared_options"] is False
+    protocol = tuned_server_protocol(autoPingInterval=7)
+    assert "autoPingInterval" in vars(protocol)  # autobahn's own per-connection copy
 
 
 def test_autobahn_deflate_attributes_renamed(monkeypatch):

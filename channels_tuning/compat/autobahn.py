@@ -17,6 +17,9 @@ upstream symbol                                used for
 ``WebSocketProtocol.failedByMe``               stop assembling a message of a
                                                client being closed (the tuned
                                                protocol's fragment cap)
+``CONFIG_ATTRS``, ``_connectionMade``'s        the factory's options as class
+``hasattr(self, configAttr)``                  attributes of the protocol: not
+                                               copied into every connection
 =============================================  ===================================
 
 Each hook has a safe fallback: when :func:`check` finds a symbol missing, the
@@ -30,7 +33,7 @@ from typing import Any
 
 from autobahn.util import encode_truncate
 from autobahn.websocket.compress_deflate import PerMessageDeflate
-from autobahn.websocket.protocol import WebSocketProtocol
+from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
 
 from ..exceptions import UpstreamChanged
 from ._checker import Checker, source_of
@@ -38,7 +41,31 @@ from ._checker import Checker, source_of
 LIBRARY = "autobahn"
 
 #: Turned off by the server's self-check when autobahn's internals changed.
-features = {"prepared_fast_path": True, "release_deflate": True, "stop_assembling": True}
+features = {
+    "prepared_fast_path": True,
+    "release_deflate": True,
+    "stop_assembling": True,
+    "shared_options": True,
+}
+
+
+def share_protocol_options(protocol_class: type, factory: Any) -> None:
+    """Make the factory's protocol options class attributes of ``protocol_class``.
+
+    autobahn copies each of its ~29 options (``CONFIG_ATTRS``) from the factory into
+    every connection's ``__dict__`` unless the protocol already has the attribute.
+    Those copies push a daphne connection's dict past 85 keys, into a table twice
+    the size: 3.3 KB per connection instead of 1.6 (benchmarks/connections.py
+    --breakdown). Same values, read through the class; an option autobahn or the
+    application sets on one connection still goes into that connection's dict.
+    Call it once the factory's options are final (at the first connection)."""
+    if not features["shared_options"]:
+        return
+    for name in protocol_class.CONFIG_ATTRS:  # type: ignore[attr-defined]
+        if not hasattr(protocol_class, name):
+            value = getattr(factory, name)
+            # A function option (perMessageCompressionAccept) must not become a method.
+            setattr(protocol_class, name, staticmethod(value) if callable(value) else value)
 
 
 def send_close_frame(protocol: Any, code: int, reason: str | None) -> None:
@@ -149,6 +176,12 @@ def check() -> list[UpstreamChanged]:
         "WebSocketProtocol.failedByMe",
         ["if not self.failedByMe:"],
     )
+    checker.attributes(WebSocketServerProtocol, "WebSocketServerProtocol", ("CONFIG_ATTRS",))
+    checker.contains(
+        getattr(protocol, "_connectionMade", None),
+        "WebSocketProtocol.CONFIG_ATTRS",
+        ["for configAttr in self.CONFIG_ATTRS", "if not hasattr(self, configAttr)"],
+    )
     for attribute in ("_compressor", "_decompressor", "client_no_context_takeover"):
         checker.contains(PerMessageDeflate, f"PerMessageDeflate.{attribute}", [f"self.{attribute}"])
     return checker.problems
@@ -163,5 +196,7 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["release_deflate"] = False
         elif "failedByMe" in problem.symbol:
             features["stop_assembling"] = False
+        elif "CONFIG_ATTRS" in problem.symbol:  # a server or the base class
+            features["shared_options"] = False
         else:
             features["prepared_fast_path"] = False

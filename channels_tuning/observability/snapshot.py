@@ -55,15 +55,19 @@ def rss_kb() -> int:
 
 
 def _await_location(coro: Any) -> str:
-    """Where a coroutine is suspended: the innermost frame of its await chain."""
-    frame_owner, location = coro, "?"
-    while frame_owner is not None:
-        frame = getattr(frame_owner, "cr_frame", None) or getattr(frame_owner, "gi_frame", None)
-        if frame is not None:
-            location = f"{frame.f_code.co_filename.rsplit('/', 2)[-1]}:{frame.f_lineno}"
-        frame_owner = getattr(frame_owner, "cr_await", None) or getattr(
-            frame_owner, "gi_yieldfrom", None
-        )
+    """Where a coroutine is suspended: the innermost coroutine of its await chain, as
+    ``file:function``.
+
+    Read from code objects, never ``cr_frame``: on CPython 3.11+ asking a suspended
+    coroutine for its frame creates a frame object that then lives as long as the
+    coroutine (1.6 KB per idle connection, published every STATS_INTERVAL)."""
+    owner, location = coro, "?"
+    while owner is not None:
+        code = getattr(owner, "cr_code", None) or getattr(owner, "gi_code", None)
+        if code is not None:
+            name = getattr(code, "co_qualname", code.co_name)
+            location = f"{code.co_filename.rsplit('/', 2)[-1]}:{name}"
+        owner = getattr(owner, "cr_await", None) or getattr(owner, "gi_yieldfrom", None)
     return location
 
 

@@ -29,7 +29,11 @@ import logging
 import time
 from typing import Any
 
-from ..compat.autobahn import send_close_frame, stop_assembling_messages
+from ..compat.autobahn import (
+    send_close_frame,
+    share_protocol_options,
+    stop_assembling_messages,
+)
 from ..observability.stats import CLOSES, DROPPED
 from ..wire.closecodes import CloseCode
 
@@ -65,6 +69,15 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
         _ct_tokens_at: float = 0.0
         _ct_fragments: int = 0
         _ct_bytes: int = 0
+        _ct_options_shared: bool = False
+
+        def connectionMade(self) -> None:
+            cls = type(self)
+            if not cls._ct_options_shared:
+                # daphne sets the factory's options after building it: final now.
+                share_protocol_options(cls, self.factory)
+                cls._ct_options_shared = True
+            super().connectionMade()
 
         def onPing(self, payload: bytes) -> None:
             now = time.monotonic()
