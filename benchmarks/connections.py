@@ -31,10 +31,19 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.ceiling import start_ceiling  # noqa: E402
+from benchmarks.fanout import cpu_seconds  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
 KINDS = ("plain", "tuned", "websockets")
-ROUTES = {"plain": "/ws/plain-group/{}/", "tuned": "/ws/group/{}/", "websockets": "/{}"}
+#: Also measurable (--kinds): the tuned consumers on uvicorn and hypercorn.
+OTHER_SERVERS = ("uvicorn", "hypercorn")
+ROUTES = {
+    "plain": "/ws/plain-group/{}/",
+    "tuned": "/ws/group/{}/",
+    "websockets": "/{}",
+    "uvicorn": "/ws/group/{}/",
+    "hypercorn": "/ws/group/{}/",
+}
 
 
 def open_connections(port: int, path: str, count: int, in_flight: int) -> tuple:
@@ -63,6 +72,8 @@ def open_connections(port: int, path: str, count: int, in_flight: int) -> tuple:
 def start(kind: str, redis, tmp: Path, tuning: dict | None = None):
     if kind == "websockets":
         return start_ceiling(tmp)
+    if kind in OTHER_SERVERS:
+        return start_daphne(tmp, server=kind, redis=redis, tuning=tuning)
     return start_daphne(tmp, tuned=kind == "tuned", redis=redis, tuning=tuning)
 
 
@@ -76,7 +87,9 @@ async def measure(kind: str, redis, tmp: Path, count: int, in_flight: int) -> di
         clients.append(warm)
         await asyncio.sleep(1.0)
         before, rss_before = server.stats(gc_collect=True), server.rss_kb()
+        cpu_before = cpu_seconds(server.app_pid)
         client, rate = open_connections(server.port, path, count, in_flight)
+        handshake_cpu = cpu_seconds(server.app_pid) - cpu_before
         clients.append(client)
         await asyncio.sleep(2.0)  # the last upgrades settle (group joins, first ticks)
         after, rss_after = server.stats(gc_collect=True), server.rss_kb()
@@ -93,6 +106,7 @@ async def measure(kind: str, redis, tmp: Path, count: int, in_flight: int) -> di
     return {
         "kind": kind,
         "handshakes_per_s": rate,
+        "handshake_cpu_us": handshake_cpu / count * 1e6,
         "kb": (rss_after - rss_before) / count,
         "tasks": (after["tasks"] - before["tasks"]) / count,
         "objects": (after["gc_objects"] - before["gc_objects"]) / count,
@@ -155,6 +169,7 @@ def table(rows: list[dict], count: int, in_flight: int) -> str:
     ]
     metrics = (
         ("handshakes per second", "handshakes_per_s", "{:.0f}"),
+        ("server CPU per handshake, µs", "handshake_cpu_us", "{:.0f}"),
         ("idle RSS per connection, KB", "kb", "{:.1f}"),
         ("asyncio tasks per connection", "tasks", "{:.2f}"),
         ("GC-tracked objects per connection", "objects", "{:.0f}"),
@@ -175,7 +190,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=50)
-    parser.add_argument("--kinds", default=",".join(KINDS), help="of " + ",".join(KINDS))
+    parser.add_argument(
+        "--kinds", default=",".join(KINDS), help="of " + ",".join(KINDS + OTHER_SERVERS)
+    )
     parser.add_argument("--breakdown", action="store_true", help="tracemalloc by source file")
     parser.add_argument("--types", action="store_true", help="GC-tracked objects by type")
     args = parser.parse_args()

@@ -142,6 +142,7 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
         "release_deflate": True,
         "stop_assembling": True,
         "shared_options": True,
+        "lazy_option_log": True,
     }
 
 
@@ -168,6 +169,34 @@ def test_autobahn_protocol_options_shared_by_the_class():
     assert protocol.autoPingInterval == 7
     assert protocol.perMessageCompressionAccept([1]) == ("accepted", [1])
     assert len(vars(protocol)) <= 85 - 29  # 29 options fewer than autobahn's own copy
+
+
+def test_autobahn_option_log_formatted_only_when_written(monkeypatch, caplog):
+    """The lazy pformat gives autobahn's debug line the same text, and nothing is
+    formatted when the line is not written."""
+    monkeypatch.setattr(autobahn.autobahn_protocol_module, "pformat", autobahn.pformat)
+    autobahn.defer_option_log()
+    lazy = autobahn.autobahn_protocol_module.pformat([("autoPingInterval", 7, "Factory")])
+    assert isinstance(lazy, autobahn._LazyPformat)
+    assert f"{lazy}" == autobahn.pformat([("autoPingInterval", 7, "Factory")])
+    assert autobahn.autobahn_protocol_module.pformat is autobahn._LazyPformat
+    calls = []
+    monkeypatch.setattr(autobahn, "pformat", lambda obj: calls.append(obj) or "")
+    tuned_server_protocol(autoPingInterval=7)  # autobahn's debug log is off
+    assert calls == []
+
+
+def test_autobahn_option_log_changed(monkeypatch):
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn,
+        "_source",
+        lambda obj: real(obj).replace("attrs=pformat(configAttrLog)", "attrs=configAttrLog"),
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol._connectionMade pformat"}
+    autobahn.apply(problems)
+    assert autobahn.features["lazy_option_log"] is False
 
 
 def test_autobahn_options_copied_per_connection_again(monkeypatch):

@@ -17,6 +17,8 @@ upstream symbol                                used for
 ``WebSocketProtocol.failedByMe``               stop assembling a message of a
                                                client being closed (the tuned
                                                protocol's fragment cap)
+``protocol.pformat`` in ``_connectionMade``    formatted only when autobahn's
+                                               debug log is on
 ``CONFIG_ATTRS``, ``_connectionMade``'s        the factory's options as class
 ``hasattr(self, configAttr)``                  attributes of the protocol: not
                                                copied into every connection
@@ -29,8 +31,10 @@ objects are left to autobahn. Tested range: autobahn 23 to 26.
 
 from __future__ import annotations
 
+from pprint import pformat
 from typing import Any
 
+import autobahn.websocket.protocol as autobahn_protocol_module
 from autobahn.util import encode_truncate
 from autobahn.websocket.compress_deflate import PerMessageDeflate
 from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
@@ -46,7 +50,36 @@ features = {
     "release_deflate": True,
     "stop_assembling": True,
     "shared_options": True,
+    "lazy_option_log": True,
 }
+
+
+class _LazyPformat:
+    """``pformat(obj)``, computed only when the log line is formatted."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def __str__(self) -> str:
+        return pformat(self.obj)
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(pformat(self.obj), spec)
+
+
+def defer_option_log() -> None:
+    """Stop autobahn from pretty-printing its ~29 options at every connection.
+
+    ``_connectionMade`` calls ``log.debug("{attrs}", attrs=pformat(...))``: the
+    argument is built whether or not debug logging is on, 4 % of the tuned
+    server's CPU during a reconnect storm (py-spy, benchmarks/connections.py). The
+    module's ``pformat`` becomes a lazy one: the same text when the line is logged."""
+    if features["lazy_option_log"]:
+        autobahn_protocol_module.pformat = _LazyPformat  # type: ignore[assignment]
 
 
 def share_protocol_options(protocol_class: type, factory: Any) -> None:
@@ -182,6 +215,12 @@ def check() -> list[UpstreamChanged]:
         "WebSocketProtocol.CONFIG_ATTRS",
         ["for configAttr in self.CONFIG_ATTRS", "if not hasattr(self, configAttr)"],
     )
+    checker.attributes(autobahn_protocol_module, "autobahn.websocket.protocol", ("pformat",))
+    checker.contains(
+        getattr(protocol, "_connectionMade", None),
+        "WebSocketProtocol._connectionMade pformat",
+        ["attrs=pformat(configAttrLog)"],
+    )
     for attribute in ("_compressor", "_decompressor", "client_no_context_takeover"):
         checker.contains(PerMessageDeflate, f"PerMessageDeflate.{attribute}", [f"self.{attribute}"])
     return checker.problems
@@ -196,6 +235,8 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["release_deflate"] = False
         elif "failedByMe" in problem.symbol:
             features["stop_assembling"] = False
+        elif "pformat" in problem.symbol:
+            features["lazy_option_log"] = False
         elif "CONFIG_ATTRS" in problem.symbol:  # a server or the base class
             features["shared_options"] = False
         else:

@@ -70,3 +70,9 @@ def require_valid_group_name(layer: Any, group: str) -> None:
     name ``require_valid_group_name`` or, on channels 4.0 to 4.2.0, ``valid_group_name``."""
     check = getattr(layer, "require_valid_group_name", None) or layer.valid_group_name
     check(group)
+
+
+def require_valid_channel_name(layer: Any, channel: str) -> None:
+    """Channels' channel-name check, by either of its names (see above)."""
+    check = getattr(layer, "require_valid_channel_name", None) or layer.valid_channel_name
+    check(channel)

@@ -62,6 +62,66 @@ async def refresh_memberships(layer: Any, memberships: list[tuple[str, str]]) ->
         await pipe.execute()
 
 
+class GroupAddBatches:
+    """``group_add`` as a group commit: the memberships added while one pipeline is
+    in flight to a shard go together in the next, one ``ZADD`` per group and its
+    ``EXPIRE``, instead of two round trips per membership.
+
+    A reconnect storm is thousands of ``group_add`` calls at once: with channels-redis
+    each is a ``ZADD`` and an ``EXPIRE`` awaited in turn, and redis-py's work per
+    command (pool, retry, parsing) was 21 % of the server's CPU during 2000
+    handshakes (py-spy, benchmarks/connections.py). Alone, a ``group_add`` costs what
+    it did (one pipeline, one round trip); it returns once its membership is in
+    Redis, and a failed pipeline raises in every ``group_add`` it carried.
+
+    One per layer and event loop (a batch's futures and task belong to its loop)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self._pending: dict[int, list[tuple[str, str, asyncio.Future[None]]]] = {}
+        self._flushing: dict[int, asyncio.Task[None]] = {}
+
+    async def add(self, group: str, channel: str) -> None:
+        loop = asyncio.get_running_loop()
+        shard = upstream.shard_of(self.layer, group)
+        waiter: asyncio.Future[None] = loop.create_future()
+        self._pending.setdefault(shard, []).append((group, channel, waiter))
+        if shard not in self._flushing:
+            self._flushing[shard] = loop.create_task(
+                self._flush(shard), name="channels_tuning.group_add"
+            )
+        await waiter
+
+    async def _flush(self, shard: int) -> None:
+        try:
+            while batch := self._pending.pop(shard, None):
+                try:
+                    await self._write(shard, batch)
+                except Exception as exc:
+                    for _, _, waiter in batch:
+                        if not waiter.done():  # not cancelled with its caller
+                            waiter.set_exception(exc)
+                else:
+                    for _, _, waiter in batch:
+                        if not waiter.done():
+                            waiter.set_result(None)
+        finally:
+            del self._flushing[shard]
+
+    async def _write(self, shard: int, batch: list[tuple[str, str, asyncio.Future[None]]]) -> None:
+        layer = self.layer
+        now = time.time()
+        members: dict[str, dict[str, float]] = collections.defaultdict(dict)
+        for group, channel, _ in batch:
+            members[group][channel] = now
+        pipe = upstream.connection(layer, shard).pipeline(transaction=False)
+        for group, channels in members.items():
+            key = keys.group_key(layer, group)
+            pipe.zadd(key, channels)
+            pipe.expire(key, layer.group_expiry)
+        await pipe.execute()
+
+
 _refresh_task: asyncio.Task[None] | None = None
 
 

@@ -31,9 +31,11 @@ the other's messages.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
+import weakref
 from typing import Any
 
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
@@ -42,7 +44,7 @@ from ..compat import channels_redis as upstream
 from ..observability.stats import GROUP_SENDS, MISSED, group_label
 from ..runtime.registry import registry
 from . import keys
-from .membership import derived_group_expiry, refresh_memberships
+from .membership import GroupAddBatches, derived_group_expiry, refresh_memberships
 from .reader import process_reader_for
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
@@ -87,6 +89,9 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         #: Shards on which this process has seen the servers' marker (keys.alive_key).
         self._alive_seen: set[int] = set()
         self._alive_set_at: dict[int, float] = {}
+        self._group_adds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupAddBatches] = (
+            weakref.WeakKeyDictionary()
+        )
         if derived:
             _log_derived_expiry(group_expiry)
 
@@ -195,7 +200,13 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         """channels-redis' ``group_add``; a tuned consumer of this process that is
         added this way (``self.channel_layer.group_add``) has the membership tracked
         like ``join_group``: refreshed while it lives, left when it ends."""
-        await super().group_add(group, channel)
+        keys.require_valid_group_name(self, group)
+        keys.require_valid_channel_name(self, channel)
+        loop = asyncio.get_running_loop()
+        batches = self._group_adds.get(loop)
+        if batches is None:
+            batches = self._group_adds[loop] = GroupAddBatches(self)
+        await batches.add(group, channel)  # channels-redis' ZADD + EXPIRE, batched
         _track(channel, group, add=True)
         shard = upstream.shard_of(self, group)
         if time.monotonic() - self._alive_set_at.get(shard, -60.0) > 30.0:

@@ -387,6 +387,7 @@ class TunedServer(Server):
         # Every private hook checked once, before the first connection: a changed
         # upstream is logged with its fallback instead of failing silently.
         self.compat_problems = compat.self_check()
+        autobahn.defer_option_log()
 
     # daphne builds its WebSocket factory inside run(); hook its assignment to
     # switch compression on before the first connection.
