@@ -283,3 +283,45 @@ async def test_two_processes_one_group_report(daphne_factory, shared_redis):
         assert [await recv_data(ws) for _ in range(50)] == [f"b{i}" for i in range(50)]
         await ws.close()
     await layer.close_pools()
+
+
+def zadd_calls(redis) -> int:
+    stats = redis.cli("INFO", "commandstats")
+    line = next((x for x in stats.splitlines() if x.startswith("cmdstat_zadd:")), "")
+    return int(line.split("calls=")[1].split(",")[0]) if line else 0
+
+
+async def test_concurrent_group_adds_share_pipelines(shared_redis):
+    """A reconnect storm's joins: 200 concurrent ``group_add`` calls are all in Redis
+    when they return, with the group's expiry, in far fewer ZADDs than members."""
+    layer = RedisChannelLayer(hosts=[shared_redis.url], group_expiry=120)
+    channels = [await layer.new_channel() for _ in range(200)]
+    before = zadd_calls(shared_redis)
+    await asyncio.gather(*(layer.group_add("storm", channel) for channel in channels))
+    assert shared_redis.cli("ZCARD", "asgi:group:storm") == "200"
+    assert 0 < int(shared_redis.cli("TTL", "asgi:group:storm")) <= 120
+    calls = zadd_calls(shared_redis) - before
+    print(f"200 group_add: {calls} ZADD commands")
+    assert calls <= 20
+    await layer.group_add("storm-alone", channels[0])  # alone: added as before
+    assert shared_redis.cli("ZSCORE", "asgi:group:storm-alone", channels[0]) != ""
+    await layer.close_pools()
+
+
+async def test_group_adds_fail_together_when_redis_is_gone(redis_server, tmp_path):
+    """Every ``group_add`` a failed pipeline carried raises (none is lost silently),
+    and the next ones work again once Redis is back."""
+    from tests.support.processes import start_redis, stop_process
+
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    channels = [await layer.new_channel() for _ in range(20)]
+    await layer.group_add("warm", channels[0])
+    stop_process(redis_server.proc)
+    results = await asyncio.gather(
+        *(layer.group_add("gone", channel) for channel in channels), return_exceptions=True
+    )
+    assert all(isinstance(result, Exception) for result in results), results
+    redis_server.proc = start_redis(tmp_path, port=redis_server.port).proc
+    await asyncio.gather(*(layer.group_add("back", channel) for channel in channels))
+    assert redis_server.cli("ZCARD", "asgi:group:back") == "20"
+    await layer.close_pools()
