@@ -1,0 +1,312 @@
+"""One command for the table the README quotes: every row of issue #16 side by side in
+one run, plain Channels, channels-tuning and the ``websockets`` ceiling where it applies,
+with ratios and the machine it ran on.
+
+    python -m benchmarks.report             # full counts, about 10 minutes
+    python -m benchmarks.report --quick     # small counts, about a minute (CI runs it)
+    python -m benchmarks.report --write     # also rewrite docs/benchmarks.md and the
+                                            # README's table between its markers
+
+Rows (each from the benchmark named, run in this process' sitting):
+
+- connections: handshakes per second and server CPU per handshake, idle RSS, tasks
+  and GC-tracked objects per connection (``benchmarks/connections.py``);
+- broadcast burst, 500 subscribers x 2000 x 100 B: server CPU per delivery,
+  deliveries per second, delivered (``benchmarks/fanout.py``);
+- slow reader, 500 x 1 KiB/s: peak RSS growth and kernel TCP memory growth
+  (``benchmarks/slow_reader.py``);
+- codec, a 5-field message: protobuf against JSON (``benchmarks/codecs.py``);
+- GC at 5000 idle connections during a burst: time in the collector and the longest
+  gen2 pause, with and without ``GC_FREEZE`` (``benchmarks/gc_pause.py``).
+
+Progress goes to stderr, one line per step with the time it took.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import re
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks import codecs as codec_benchmark  # noqa: E402
+from benchmarks import connections, fanout, gc_pause, slow_reader  # noqa: E402
+from tests.support.processes import start_redis, stop_process  # noqa: E402
+
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+
+
+@dataclass(frozen=True)
+class Counts:
+    connections: int = 2000
+    in_flight: int = 50
+    subscribers: int = 500
+    messages: int = 2000
+    slow_seconds: float = 30.0
+    slow_rate: int = 500
+    codec_calls: int = 200_000
+    gc_subscribers: int = 5000
+    gc_messages: int = 100
+
+
+QUICK = Counts(
+    connections=200,
+    in_flight=20,
+    subscribers=50,
+    messages=100,
+    slow_seconds=4.0,
+    slow_rate=100,
+    codec_calls=2000,
+    gc_subscribers=200,
+    gc_messages=10,
+)
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    try:
+        found = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        cpu = found.group(1).strip() if found else cpu
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}, loopback"
+    )
+
+
+class Progress:
+    def __init__(self, steps: int) -> None:
+        self.steps, self.done, self.began = steps, 0, time.monotonic()
+
+    def step(self, title: str) -> Progress:
+        self.title, self.started = title, time.monotonic()
+        print(f"[{self.done + 1}/{self.steps}] {title} ...", file=sys.stderr, flush=True)
+        return self
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        self.done += 1
+        took, total = time.monotonic() - self.started, time.monotonic() - self.began
+        print(f"      {self.title}: {took:.0f} s ({total:.0f} s so far)", file=sys.stderr)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else ""
+
+
+async def measure(counts: Counts) -> list[tuple[str, str, str, str, str, str]]:
+    """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets)."""
+    progress = Progress(10)
+    rows: list[tuple[str, str, str, str, str, str]] = []
+
+    def row(title: str, plain: float | None, tuned: float, ceiling: float | None, fmt: str):
+        def cell(value: float | None) -> str:
+            return "—" if value is None else fmt.format(value)
+
+        rows.append(
+            (
+                title,
+                cell(plain),
+                cell(tuned),
+                cell(ceiling),
+                ratio(tuned, plain) if plain is not None else "",
+                ratio(tuned, ceiling) if ceiling is not None else "",
+            )
+        )
+
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory)
+        redis = start_redis(tmp)
+        try:
+            held = {}
+            for kind in connections.KINDS:
+                with progress.step(f"{counts.connections} connections, {kind}"):
+                    held[kind] = await connections.measure(
+                        kind, redis, tmp, counts.connections, counts.in_flight
+                    )
+            n = counts.connections
+            for title, key, fmt in (
+                (f"idle memory per connection ({n} idle), KB", "kb", "{:.1f}"),
+                ("asyncio tasks per idle connection", "tasks", "{:.2f}"),
+                ("GC-tracked objects per idle connection", "objects", "{:.0f}"),
+                (
+                    f"handshakes per second ({n}, {counts.in_flight} in flight)",
+                    "handshakes_per_s",
+                    "{:.0f}",
+                ),
+                ("server CPU per handshake, µs", "handshake_cpu_us", "{:.0f}"),
+            ):
+                row(
+                    title,
+                    held["plain"][key],
+                    held["tuned"][key],
+                    held["websockets"][key],
+                    fmt,
+                )
+
+            burst = {}
+            shape = f"{counts.subscribers} × {counts.messages} × 100 B"
+            for kind in ("plain", "tuned"):
+                with progress.step(f"burst {shape}, {kind}"):
+                    burst[kind] = await fanout.run_case(
+                        kind, redis, counts.subscribers, counts.messages, None, tmp
+                    )
+            with progress.step(f"burst {shape}, websockets"):
+                burst["websockets"] = await fanout.run_ceiling(
+                    counts.subscribers, counts.messages, None, tmp
+                )
+            row(
+                f"burst {shape}: server CPU per delivery, µs",
+                burst["plain"]["us_per_delivery"],
+                burst["tuned"]["us_per_delivery"],
+                burst["websockets"]["us_per_delivery"],
+                "{:.1f}",
+            )
+            row(
+                "same: deliveries per second",
+                burst["plain"]["deliveries_per_s"],
+                burst["tuned"]["deliveries_per_s"],
+                burst["websockets"]["deliveries_per_s"],
+                "{:.0f}",
+            )
+            row(
+                "same: delivered, %",
+                100 * burst["plain"]["got"] / burst["plain"]["expected"],
+                100 * burst["tuned"]["got"] / burst["tuned"]["expected"],
+                100 * burst["websockets"]["got"] / burst["websockets"]["expected"],
+                "{:.1f}",
+            )
+
+            slow = {}
+            common = (redis, counts.slow_seconds, counts.slow_rate, tmp, 1)
+            for kind, tuned, path in (
+                ("plain", False, "/ws/plain-group/"),
+                ("tuned", True, "/ws/group/"),
+            ):
+                with progress.step(f"slow reader {counts.slow_seconds:.0f} s, {kind}"):
+                    slow[kind] = await slow_reader.run_case(kind, tuned, path, *common)
+            reader = f"slow reader, {counts.slow_rate} × 1 KiB/s for {counts.slow_seconds:.0f} s"
+            row(
+                f"{reader}: peak RSS growth, MB",
+                slow["plain"]["growth"],
+                slow["tuned"]["growth"],
+                None,
+                "{:.1f}",
+            )
+            row(
+                "same: kernel TCP memory growth, MB",
+                slow["plain"]["kernel_growth"],
+                slow["tuned"]["kernel_growth"],
+                None,
+                "{:.1f}",
+            )
+
+            with progress.step(f"GC at {counts.gc_subscribers} connections, with and without"):
+                gc_rows = {}
+                for name in (
+                    "tuned, GC_THRESHOLD without GC_FREEZE",
+                    "tuned, package defaults (GC_THRESHOLD + GC_FREEZE)",
+                ):
+                    kind, tuning = gc_pause.CASES[name]
+                    gc_rows[name] = await fanout.run_case(
+                        kind,
+                        redis,
+                        counts.gc_subscribers,
+                        counts.gc_messages,
+                        None,
+                        tmp,
+                        tuning,
+                    )
+        finally:
+            stop_process(redis.proc)
+
+    with progress.step(f"codecs, {counts.codec_calls} calls per case"):
+        timing = {
+            name: (wire, micros)
+            for name, wire, micros, _, _ in codec_benchmark.run(100, counts.codec_calls)
+        }
+    json_wire, json_encode = timing["json encode"]
+    proto_wire, proto_encode = timing["protobuf encode"]
+    rows.append(
+        (
+            "codec, 5-field message: protobuf speed-up over JSON, encode / decode / "
+            "decode reading every field; bytes",
+            "—",
+            f"×{json_encode / proto_encode:.1f} / "
+            f"×{timing['json decode'][1] / timing['protobuf decode'][1]:.1f} / "
+            f"×{timing['json decode'][1] / timing['protobuf decode, every field read'][1]:.1f}"
+            f"; {proto_wire / json_wire:.2f} of the bytes",
+            "—",
+            "",
+            "",
+        )
+    )
+    no_freeze = gc_rows["tuned, GC_THRESHOLD without GC_FREEZE"]
+    frozen = gc_rows["tuned, package defaults (GC_THRESHOLD + GC_FREEZE)"]
+    for label, case in (("without GC_FREEZE", no_freeze), ("with GC_FREEZE", frozen)):
+        share = case["gc_ms"] / 1000 / case["window_s"] if case["window_s"] else 0.0
+        rows.append(
+            (
+                f"GC, {counts.gc_subscribers} idle + burst of {counts.gc_messages}, {label}: "
+                "share of the burst in the collector; longest gen2 pause",
+                "—",
+                f"{100 * share:.1f} %; {case['gen2_max_ms']:.0f} ms"
+                f" ({'/'.join(map(str, case['gc_collections']))} collections)",
+                "—",
+                "",
+                "",
+            )
+        )
+    return rows
+
+
+def markdown(rows: list[tuple[str, str, str, str, str, str]], counts: Counts) -> str:
+    lines = [
+        f"Measured by `python -m benchmarks.report` on {machine()}, "
+        f"{time.strftime('%Y-%m-%d')}. One server process each, Redis layer, clients "
+        "in other processes on the same machine.",
+        "",
+        "| workload | plain Channels | channels-tuning | websockets (ceiling) "
+        "| tuned / plain | tuned / websockets |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def replace_between_markers(path: Path, block: str) -> None:
+    text = path.read_text()
+    begin, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    path.write_text(text[:begin] + "\n" + block + text[end:])
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
+    parser.add_argument("--write", action="store_true", help="update docs and README")
+    options = parser.parse_args()
+    counts = QUICK if options.quick else Counts()
+    rows = await measure(counts)
+    table = markdown(rows, counts)
+    print(table)
+    if options.write:
+        if options.quick:
+            raise SystemExit("--write takes full counts: run without --quick")
+        replace_between_markers(REPO / "docs" / "benchmarks.md", table)
+        replace_between_markers(REPO / "README.md", table)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
