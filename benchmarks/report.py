@@ -157,7 +157,7 @@ async def measure(counts: Counts) -> list[tuple[str, str, str, str, str, str]]:
                 )
 
             burst = {}
-            shape = f"{counts.subscribers} × {counts.messages} × 100 B"
+            shape = f"{counts.subscribers} x {counts.messages} x 100 B"
             for kind in ("plain", "tuned"):
                 with progress.step(f"burst {shape}, {kind}"):
                     burst[kind] = await fanout.run_case(
@@ -197,7 +197,7 @@ async def measure(counts: Counts) -> list[tuple[str, str, str, str, str, str]]:
             ):
                 with progress.step(f"slow reader {counts.slow_seconds:.0f} s, {kind}"):
                     slow[kind] = await slow_reader.run_case(kind, tuned, path, *common)
-            reader = f"slow reader, {counts.slow_rate} × 1 KiB/s for {counts.slow_seconds:.0f} s"
+            reader = f"slow reader, {counts.slow_rate} x 1 KiB/s for {counts.slow_seconds:.0f} s"
             row(
                 f"{reader}: peak RSS growth, MB",
                 slow["plain"]["growth"],
@@ -244,9 +244,9 @@ async def measure(counts: Counts) -> list[tuple[str, str, str, str, str, str]]:
             "codec, 5-field message: protobuf speed-up over JSON, encode / decode / "
             "decode reading every field; bytes",
             "—",
-            f"×{json_encode / proto_encode:.1f} / "
-            f"×{timing['json decode'][1] / timing['protobuf decode'][1]:.1f} / "
-            f"×{timing['json decode'][1] / timing['protobuf decode, every field read'][1]:.1f}"
+            f"x{json_encode / proto_encode:.1f} / "
+            f"x{timing['json decode'][1] / timing['protobuf decode'][1]:.1f} / "
+            f"x{timing['json decode'][1] / timing['protobuf decode, every field read'][1]:.1f}"
             f"; {proto_wire / json_wire:.2f} of the bytes",
             "—",
             "",
@@ -260,10 +260,11 @@ async def measure(counts: Counts) -> list[tuple[str, str, str, str, str, str]]:
         rows.append(
             (
                 f"GC, {counts.gc_subscribers} idle + burst of {counts.gc_messages}, {label}: "
-                "share of the burst in the collector; longest gen2 pause",
+                "share of the burst in the collector (gen0/1/2 collections); longest gen2 "
+                "pause in the burst; a full collection after it",
                 "—",
-                f"{100 * share:.1f} %; {case['gen2_max_ms']:.0f} ms"
-                f" ({'/'.join(map(str, case['gc_collections']))} collections)",
+                f"{100 * share:.1f} % ({'/'.join(map(str, case['gc_collections']))}); "
+                f"{case['gen2_max_ms']:.0f} ms; {case['full_collection_ms']:.0f} ms",
                 "—",
                 "",
                 "",

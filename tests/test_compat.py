@@ -274,6 +274,25 @@ def test_daphne_create_application_changed(monkeypatch):
     assert daphne.features["create_application"] is False
 
 
+def test_daphne_reads_its_input_queue_otherwise(monkeypatch):
+    """The tuned server's one-reader input queue has only ``put_nowait``: if daphne's
+    protocol called anything else on it, its own asyncio.Queue is used again."""
+    from daphne import ws_protocol
+
+    real = daphne._source
+    monkeypatch.setattr(
+        daphne,
+        "_source",
+        lambda obj: (
+            real(obj) + "\nself.application_queue.qsize()\n" if obj is ws_protocol else real(obj)
+        ),
+    )
+    problems = daphne.check()
+    assert symbols(problems) == {"Server.create_application queue"}
+    daphne.apply(problems)
+    assert daphne.features["create_application"] is False
+
+
 def test_daphne_handle_reply_renamed(monkeypatch):
     async def reply(self, protocol, message):  # same behaviour, another name
         return None

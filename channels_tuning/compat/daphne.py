@@ -13,7 +13,10 @@ upstream symbol                              used for
                                              keeps its contract: ``connections
                                              [protocol]["application_instance"]``
                                              holds the task, the input queue is
-                                             returned
+                                             returned; daphne's protocols only
+                                             call its ``put_nowait`` (so a
+                                             one-reader queue replaces
+                                             ``asyncio.Queue``)
 ``Server.connections`` (``"disconnected"``)  whether a protocol may still be written
 ``Server.handle_reply`` as a ``partial``     recognising plain daphne's ``send``
                                              (by name: importing daphne.server
@@ -44,11 +47,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import sys
 from typing import Any
 
 from ..exceptions import UpstreamChanged
-from ._checker import Checker
+from ._checker import Checker, source_of
 
 LIBRARY = "daphne"
 
@@ -126,8 +130,12 @@ def install_shutdown_fix() -> bool:
     return True
 
 
+#: How check() reads upstream source (a test replaces it to simulate a change).
+_source = source_of
+
+
 def check() -> list[UpstreamChanged]:
-    checker = Checker(LIBRARY)
+    checker = Checker(LIBRARY, source=lambda obj: _source(obj))
     # Imported here, not at the top: importing daphne.server installs Twisted's
     # asyncio reactor, which a process under another server must not do.
     from daphne import server as daphne_server
@@ -160,6 +168,14 @@ def check() -> list[UpstreamChanged]:
     checker.contains(
         server.run, "Server.run", ["self.ws_factory = ", "self.http_factory = HTTPFactory(self)"]
     )
+    from daphne import ws_protocol
+
+    uses = re.findall(r"application_queue\.(\w+)", checker.source(ws_protocol, "ws_protocol") or "")
+    if set(uses) - {"put_nowait"}:
+        checker.changed(
+            "Server.create_application queue",
+            f"daphne's WebSocket protocol calls {sorted(set(uses))} on the input queue",
+        )
     if server.handle_reply.__qualname__ != "Server.handle_reply":
         checker.changed("Server.handle_reply", "renamed: plain daphne's send is not recognised")
     if getattr(CommandLineInterface, "server_class", None) is not server:

@@ -1,0 +1,46 @@
+"""The benchmarks cannot rot: the report runs end to end with small counts (real
+servers, real Redis), and the table the README shows is the one the report wrote."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+
+
+def block(path: Path) -> str:
+    text = path.read_text()
+    return text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
+
+
+def test_readme_table_is_the_reports():
+    readme, docs = block(REPO / "README.md"), block(REPO / "docs" / "benchmarks.md")
+    assert readme == docs
+    assert "| workload | plain Channels | channels-tuning | websockets (ceiling)" in readme
+    assert "python -m benchmarks.report" in readme
+
+
+@pytest.mark.slow
+def test_report_runs_with_small_counts():
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.report", "--quick"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    titles = [row.split(" | ")[0] for row in rows[1:]]
+    for expected in ("idle memory", "handshakes per second", "burst", "slow reader", "codec"):
+        assert any(expected in title for title in titles), (expected, titles)
+    delivered = next(row for row in rows if "delivered, %" in row)
+    # Every message reached every subscriber in the quick burst, on all three servers.
+    assert re.findall(r"\| (\d+\.\d) ", delivered)[:3] == ["100.0"] * 3, delivered
+    assert "[10/10]" in result.stderr  # the progress display
