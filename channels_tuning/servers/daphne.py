@@ -22,7 +22,10 @@ What it changes, for WebSocket connections only (HTTP is daphne's, untouched):
   fixed (64 KiB by default) instead of autotuned up to 4 MB: with eager writes the
   kernel's buffer is the first a burst fills, outside the process and its bounds.
 - **Opt-in permessage-deflate** (``--ws-compression``), see :class:`Compression`.
-- **Graceful drain** on SIGTERM/SIGINT: stop listening, close every WebSocket
+- **A health endpoint** for load balancers (``--health-path``, ``/_ct/health``):
+  200 while serving, 503 while draining or full; see :mod:`.health`.
+- **Graceful drain** on SIGTERM/SIGINT: health check 503 (and ``--drain-health-delay``
+  seconds of serving, for the balancer to notice), then stop listening, close every WebSocket
   with 1012 in batches, give applications ``--drain-timeout`` seconds to run
   their disconnect handlers (group cleanup), then cancel what is left and exit.
   A second signal exits at once.
@@ -37,6 +40,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -55,6 +59,7 @@ from ..observability.ratelog import RateLimitedLog
 from ..observability.stats import REJECTED
 from ..wire.closecodes import CloseCode
 from .detect import write_to_protocol
+from .health import DEFAULT_HEALTH_PATH, Health
 from .wsprotocol import ProtocolLimits, tuned_protocol
 
 __all__ = [
@@ -254,7 +259,18 @@ class _HandshakeRequest(WebRequest):
         factory = getattr(self.channel, "factory", None)
         if isinstance(factory, TunedHTTPFactory):
             factory.handshake_done(self.channel)
+            server = factory.server
+            if server.health_path and self.path == server.health_path:
+                return self._answer_health(server.health)
         return super().process()
+
+    def _answer_health(self, health: Health) -> None:
+        """The load balancer's check, answered here (servers.health), not by Django."""
+        self.request_start = time.time()  # what daphne's access log reads
+        status, body = health.verdict()
+        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        self.handle_reply({"type": "http.response.start", "status": status, "headers": headers})
+        self.handle_reply({"type": "http.response.body", "body": body})
 
 
 class TunedHTTPFactory(HTTPFactory):
@@ -371,6 +387,10 @@ class TunedServer(Server):
         self.handshake_timeout: float = kwargs.pop("handshake_timeout", 10.0)
         self.max_half_open: int | None = kwargs.pop("max_half_open", None)
         self.send_buffer: int = kwargs.pop("send_buffer", DEFAULT_SEND_BUFFER)
+        health_path: str = kwargs.pop("health_path", DEFAULT_HEALTH_PATH)
+        self.health_path = health_path.encode() if health_path else b""
+        self.drain_health_delay: float = kwargs.pop("drain_health_delay", 0.0)
+        self.health = Health()
         self.compression_threshold = self.compression.threshold if self.compression else 0
         self.release_deflate_contexts = bool(
             self.compression and self.compression.no_context_takeover
@@ -454,6 +474,14 @@ class TunedServer(Server):
         if self.signal_handlers:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, _exit_now)
+        # Readiness off first: the balancer's health check sees 503 and stops sending
+        # new clients here while the server still serves (servers.health).
+        self.health.draining = True
+        if self.drain_health_delay > 0:
+            logger.info(
+                "Draining: health check answers 503; closing in %.1f s", self.drain_health_delay
+            )
+            await asyncio.sleep(self.drain_health_delay)
         for port in self._ports:
             port.stopListening()
         websockets = [
@@ -509,6 +537,19 @@ class TunedCommandLineInterface(CommandLineInterface):
             type=float,
             default=TunedServer.drain_timeout,
             help="seconds disconnect handlers get after the 1012 closes on SIGTERM",
+        )
+        group.add_argument(
+            "--health-path",
+            default=DEFAULT_HEALTH_PATH,
+            help="path answered 200 while serving, 503 while draining or full, for a load "
+            "balancer's health check ('' turns it off)",
+        )
+        group.add_argument(
+            "--drain-health-delay",
+            type=float,
+            default=0.0,
+            help="seconds between SIGTERM (health check 503) and the drain (stop listening, "
+            "1012 closes): the balancer's check interval times its fall count",
         )
         group.add_argument(
             "--ws-compression",
@@ -598,6 +639,8 @@ class TunedCommandLineInterface(CommandLineInterface):
             handshake_timeout=options.handshake_timeout,
             max_half_open=options.max_half_open,
             send_buffer=options.ws_send_buffer,
+            health_path=options.health_path,
+            drain_health_delay=options.drain_health_delay,
         )
         super().run(args)
 

@@ -1,0 +1,65 @@
+"""HAProxy (the Debian package) started by the tests with the README's configuration,
+its ports replaced by free ones and its servers by the tests' processes."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import shutil
+import subprocess
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from .processes import REPO, free_port, wait_for_port
+
+
+def readme_config() -> str:
+    """The ``haproxy`` block of the README's deploying section, as written."""
+    text = (REPO / "README.md").read_text()
+    return re.search(r"```haproxy\n(.*?)```", text, re.S).group(1)
+
+
+@dataclass
+class HAProxy:
+    port: int
+    stats_port: int
+    proc: subprocess.Popen
+    log: Path
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+    def server_states(self) -> dict[str, str]:
+        """``{server name: status}`` of the backend ("UP", "DOWN", ...), from HAProxy's
+        own stats page."""
+        url = f"http://127.0.0.1:{self.stats_port}/stats;csv"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            rows = csv.DictReader(io.StringIO(response.read().decode().lstrip("# ")))
+            return {
+                row["svname"]: row["status"]
+                for row in rows
+                if row["pxname"] == "channels" and row["svname"] not in ("FRONTEND", "BACKEND")
+            }
+
+
+def start_haproxy(tmp: Path, backend_ports: list[int]) -> HAProxy:
+    binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
+    config = readme_config()
+    port, stats_port = free_port(), free_port()
+    config = config.replace("bind 127.0.0.1:8000", f"bind 127.0.0.1:{port}")
+    config = config.replace("bind 127.0.0.1:8404", f"bind 127.0.0.1:{stats_port}")
+    servers = "".join(
+        f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backend_ports, start=1)
+    )
+    config = re.sub(r"(    server s\d+ 127\.0\.0\.1:\d+\n)+", servers, config)
+    path = tmp / f"haproxy-{port}.cfg"
+    path.write_text(config)
+    log = tmp / f"haproxy-{port}.log"
+    # -db: stay in the foreground (the tests end it by its PID).
+    proc = subprocess.Popen(
+        [binary, "-db", "-f", str(path)], stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    wait_for_port(port, proc, log)
+    return HAProxy(port, stats_port, proc, log)

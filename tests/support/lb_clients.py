@@ -1,0 +1,72 @@
+"""N ``ReconnectingClient``s (the package's Python client) in one process, for the
+load-balancer tests: each subscribes through the URL, records what it receives and
+when it was connected, and reconnects as the package's backoff says.
+
+    python tests/support/lb_clients.py URL N
+
+Prints ``READY`` once every client is open, then runs until its stdin closes and
+prints one JSON report: per client, the sequence numbers it received (frames
+``"<seq> ..."``), when it opened (``opens``), when it lost its connection
+(``closes``: time and code), and the backoff delays it waited (``delays``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from channels_tuning.client import Backoff, ReconnectingClient
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.opens: list[float] = []
+        self.closes: list[tuple[float, int]] = []
+        self.delays: list[float] = []
+
+    def on_open(self) -> None:
+        self.opens.append(time.time())
+
+    def on_message(self, message: str) -> None:
+        self.seqs.append(int(message.split(" ", 1)[0]))
+
+    def on_reconnecting(self, delay: float, attempt: int, code: int) -> None:
+        self.closes.append((time.time(), code))
+        self.delays.append(delay)
+
+
+async def main() -> None:
+    url, count = sys.argv[1], int(sys.argv[2])
+    recorders = [Recorder() for _ in range(count)]
+    clients = [
+        ReconnectingClient(
+            url,
+            backoff=Backoff(initial_delay=0.5, max_delay=5.0),
+            on_open=r.on_open,
+            on_message=r.on_message,
+            on_reconnecting=r.on_reconnecting,
+        )
+        for r in recorders
+    ]
+    for client in clients:
+        client.start()
+        await asyncio.sleep(0.002)  # a steady arrival, not 600 SYNs at once
+    await asyncio.gather(*(client.wait_open(timeout=60) for client in clients))
+    print("READY", flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    await asyncio.gather(*(client.close() for client in clients))
+    report = [
+        {"seqs": r.seqs, "opens": r.opens, "closes": r.closes, "delays": r.delays}
+        for r in recorders
+    ]
+    print(json.dumps(report), flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
