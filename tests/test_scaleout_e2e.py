@@ -136,6 +136,7 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
             timeout=30,
         )
         all_back_after = time.time() - stopped_at
+        after = member_processes(redis_server, group)
         await asyncio.sleep(2)
         stop.set()
         await producer
@@ -148,7 +149,6 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
             clients.kill()
         stop_process(balancer.proc)
 
-    after = member_processes(redis_server, group)
     assert len(after) == SERVERS - 1 and set(after) < set(before), (before, after)
 
     moved = [client for client in report if client["closes"]]
