@@ -2,7 +2,8 @@
 
 With no environment it runs on the in-memory channel layer (one process, no
 Redis). ``REDIS_URL=redis://127.0.0.1:6379/0`` switches to channels-redis so
-several daphne processes share groups. ``CHANNELS_TUNING_JSON`` (a JSON object)
+several daphne processes share groups (several URLs, comma-separated: groups and
+channels sharded over those Redis servers). ``CHANNELS_TUNING_JSON`` (a JSON object)
 overrides ``CHANNELS_TUNING`` keys, e.g. '{"HEARTBEAT_INTERVAL": 5}'.
 """
 
@@ -54,7 +55,9 @@ USE_TZ = True
 REDIS_URL = os.environ.get("REDIS_URL")
 if REDIS_URL:
     LAYER_CONFIG = {
-        "hosts": [REDIS_URL],
+        # Several URLs, comma-separated: channels-redis shards channels and groups
+        # over them (consistent hashing).
+        "hosts": [url.strip() for url in REDIS_URL.split(",")],
         "expiry": int(os.environ.get("LAYER_EXPIRY", "60")),
         # Broadcast frames cross Redis as they are (channels_tuning.serializers).
         "serializer_format": "channels_tuning",
