@@ -162,17 +162,31 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
     back = [client["opens"][1] - stopped_at for client in moved]
 
     missing_outside_gaps = 0
+    examples = []
     for client in report:
         seqs = client["seqs"]
         assert seqs == sorted(set(seqs)), "a message twice or out of order"
         window = None
         if client["closes"]:
-            # Messages sent from just before the 1012 until the client was subscribed again.
-            window = (client["closes"][0][0] - 0.5, client["opens"][1] + 0.5)
+            # Its server serves it fully until the health delay is over; from then until
+            # the client is subscribed elsewhere, it is in no group. (The client's own
+            # close time is later than the server's: it is taken once the closing
+            # handshake is over, in a client process sharing 2 cores with 5 others.)
+            window = (stopped_at + HEALTH_DELAY - 0.3, client["opens"][1] + 0.5)
         got = set(seqs)
         for seq, at in sent.items():
             if seq not in got and not (window and window[0] <= at <= window[1]):
                 missing_outside_gaps += 1
+                if len(examples) < 10:
+                    examples.append(
+                        f"seq {seq} sent at {at - stopped_at:+.2f} s, client "
+                        f"{'moved, window ' if window else 'not moved'}"
+                        + (
+                            f"{window[0] - stopped_at:+.2f}..{window[1] - stopped_at:+.2f}"
+                            if window
+                            else ""
+                        )
+                    )
     missed_in_gaps = sum(len(sent) - len(client["seqs"]) for client in moved)
     print(
         f"\n{CLIENTS} clients over {SERVERS} servers {spread}; SIGTERM to one with "
@@ -183,6 +197,6 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
         f"jitter over 0.5 s); {len(sent)} messages sent, {missed_in_gaps} deliveries "
         f"missed in reconnect gaps, 0 elsewhere"
     )
-    assert missing_outside_gaps == 0
+    assert missing_outside_gaps == 0, examples
     assert not_delivered == 0
     assert all_back_after < HEALTH_DELAY + 10

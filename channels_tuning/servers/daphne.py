@@ -261,14 +261,30 @@ class _HandshakeRequest(WebRequest):
             factory.handshake_done(self.channel)
             server = factory.server
             if server.health_path and self.path == server.health_path:
-                return self._answer_health(server.health)
+                status, body = server.health.verdict()
+                return self._answer(status, body, b"application/json")
+            if server.health.draining and self._is_websocket_upgrade():
+                # Draining: a new WebSocket would get 1012 moments later. 503 instead,
+                # which a balancer retries on another server (HAProxy "retry-on 503",
+                # nginx "proxy_next_upstream http_503"): the client never sees it.
+                REJECTED.inc(("(server)", "draining"))
+                return self._answer(503, b"draining\n", b"text/plain", retry_after=b"1")
         return super().process()
 
-    def _answer_health(self, health: Health) -> None:
-        """The load balancer's check, answered here (servers.health), not by Django."""
+    def _is_websocket_upgrade(self) -> bool:
+        upgrade = self.requestHeaders.getRawHeaders(b"upgrade") or [b""]
+        return upgrade[0].lower() == b"websocket"
+
+    def _answer(
+        self, status: int, body: bytes, content_type: bytes, retry_after: bytes | None = None
+    ) -> None:
+        """An answer from the server itself, before Django (health, draining)."""
         self.request_start = time.time()  # what daphne's access log reads
-        status, body = health.verdict()
-        headers = [(b"content-type", b"application/json"), (b"cache-control", b"no-store")]
+        if hasattr(self.client, "host"):
+            self.client_addr = [str(self.client.host), self.client.port]
+        headers = [(b"content-type", content_type), (b"cache-control", b"no-store")]
+        if retry_after is not None:
+            headers.append((b"retry-after", retry_after))
         self.handle_reply({"type": "http.response.start", "status": status, "headers": headers})
         self.handle_reply({"type": "http.response.body", "body": body})
 
