@@ -18,7 +18,7 @@ import pytest
 
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer
-from tests.support.haproxy import start_haproxy
+from tests.support.balancers import start_haproxy, start_nginx
 from tests.support.processes import REPO, stop_process
 from tests.support.waiting import wait_until
 
@@ -200,3 +200,50 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
     assert missing_outside_gaps == 0, examples
     assert not_delivered == 0
     assert all_back_after < HEALTH_DELAY + 10
+
+
+async def test_nginx_upgrade_and_drain(daphne_factory, redis_server, tmp_path):
+    """The README's nginx configuration: WebSockets pass through; while one server
+    drains, the new handshakes it answers 503 are retried on the other (the clients
+    never see it), its clients get 1012 and reconnect through nginx, and once it has
+    exited the refused connection is retried too."""
+    import websockets
+
+    servers = [
+        daphne_factory(tuned=True, redis=redis_server, extra_args=("--drain-health-delay", "1.5"))
+        for _ in range(2)
+    ]
+    balancer = start_nginx(tmp_path, [server.port for server in servers])
+    path = "/ws/group/via-nginx/"
+    try:
+        async with websockets.connect(balancer.ws("/ws/echo/")) as ws:
+            await ws.send("through nginx")
+            assert await ws.recv() == "through nginx"
+        clients = [await websockets.connect(balancer.ws(path)) for _ in range(20)]
+        spread = [health(server.port)[1]["connections"] for server in servers]
+        assert spread == [10, 10], spread  # least_conn
+        victim, other = servers
+        os.kill(victim.pid, signal.SIGTERM)
+        await wait_until(lambda: health(victim.port)[0] == 503, timeout=2)
+        during = [await websockets.connect(balancer.ws(path)) for _ in range(10)]
+        assert health(other.port)[1]["connections"] == 20  # the victim's 503s, retried
+        closing = {asyncio.ensure_future(ws.wait_closed()): ws for ws in clients}
+        done: set[asyncio.Future] = set()
+        while len(done) < 10:
+            finished, _ = await asyncio.wait(
+                set(closing) - done, timeout=10, return_when=asyncio.FIRST_COMPLETED
+            )
+            assert finished, f"only {len(done)} clients closed"
+            done |= finished
+        assert await asyncio.to_thread(victim.proc.wait, 15) == 0
+        codes = sorted(closing[task].close_code for task in closing if task.done())
+        assert codes == [1012] * 10, codes  # the victim's clients, and only they
+        after = [await websockets.connect(balancer.ws(path)) for _ in range(10)]
+        assert health(other.port)[1]["connections"] == 30
+        await wait_until(lambda: redis_server.cli("ZCARD", "asgi:group:via-nginx") == "30")
+        for task in closing:
+            task.cancel()
+        for ws in during + after + clients:
+            await ws.close()
+    finally:
+        stop_process(balancer.proc)

@@ -1,5 +1,6 @@
-"""HAProxy (the Debian package) started by the tests with the README's configuration,
-its ports replaced by free ones and its servers by the tests' processes."""
+"""HAProxy and nginx (the Debian packages) started by the tests with the README's
+configurations, their ports replaced by free ones and their servers by the tests'
+processes."""
 
 from __future__ import annotations
 
@@ -63,3 +64,49 @@ def start_haproxy(tmp: Path, backend_ports: list[int]) -> HAProxy:
     )
     wait_for_port(port, proc, log)
     return HAProxy(port, stats_port, proc, log)
+
+
+def readme_nginx_config() -> str:
+    """The ``nginx`` block of the README's deploying section, as written."""
+    text = (REPO / "README.md").read_text()
+    return re.search(r"```nginx\n(.*?)```", text, re.S).group(1)
+
+
+@dataclass
+class Nginx:
+    port: int
+    proc: subprocess.Popen
+    log: Path
+
+    def ws(self, path: str) -> str:
+        return f"ws://127.0.0.1:{self.port}{path}"
+
+
+def start_nginx(tmp: Path, backend_ports: list[int]) -> Nginx:
+    """nginx in the foreground with the README's server block inside a minimal main
+    configuration (its files under ``tmp``)."""
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    port = free_port()
+    site = readme_nginx_config().replace("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{port};")
+    servers = "".join(f"    server 127.0.0.1:{p};\n" for p in backend_ports)
+    site = re.sub(r"(    server 127\.0\.0\.1:\d+;\n)+", servers, site)
+    root = tmp / f"nginx-{port}"
+    root.mkdir()
+    temp_paths = "".join(
+        f"    {name}_temp_path {root}/{name};\n"
+        for name in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    )
+    config = (
+        f"daemon off;\nworker_processes 1;\npid {root}/nginx.pid;\n"
+        f"error_log {root}/error.log info;\n"
+        "events { worker_connections 4096; }\n"
+        f"http {{\n    access_log {root}/access.log;\n{temp_paths}{site}}}\n"
+    )
+    path = root / "nginx.conf"
+    path.write_text(config)
+    log = root / "stderr.log"
+    proc = subprocess.Popen(
+        [binary, "-p", str(root), "-c", str(path)], stdout=log.open("w"), stderr=subprocess.STDOUT
+    )
+    wait_for_port(port, proc, log)
+    return Nginx(port, proc, log)
