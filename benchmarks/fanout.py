@@ -15,6 +15,7 @@ seconds per 10 000 deliveries (and µs per delivery), and the ratios.
 
     python benchmarks/fanout.py [--subscribers 500] [--messages 2000] [--paced 200 --rate 5]
     python benchmarks/fanout.py --servers    # the tuned consumers on each ASGI server
+    python benchmarks/fanout.py --processes 1,2,3    # sizing: N server processes
 """
 
 from __future__ import annotations
@@ -87,36 +88,41 @@ async def run_case(
     route: str | None = None,
     publish=None,
     server: str | None = None,
+    processes: int = 1,
 ) -> dict:
-    """One server process, ``subscribers`` clients on ``route`` (default: the plain or
-    tuned group consumer), and ``messages`` published by ``publish(layer, group, i)``
-    (default: channels-redis group_send for plain, ``broadcast()`` for tuned).
-    ``server``: one of tests.support.processes.SERVERS (default: daphne for plain,
-    channels-tuning-daphne for tuned); the consumers are tuned unless ``kind`` is plain."""
+    """``processes`` server processes (one by default), ``subscribers`` clients spread
+    over them on ``route`` (default: the plain or tuned group consumer), and
+    ``messages`` published by ``publish(layer, group, i)`` (default: channels-redis
+    group_send for plain, ``broadcast()`` for tuned). ``server``: one of
+    tests.support.processes.SERVERS (default: daphne for plain, channels-tuning-daphne
+    for tuned); the consumers are tuned unless ``kind`` is plain."""
     tuned = kind != "plain"
-    daphne = start_daphne(
-        tmp,
-        tuned=tuned,
-        server=server,
-        redis=redis,
-        tuning={
-            "HEARTBEAT_INTERVAL": None,
-            "IDLE_TIMEOUT": None,
-            "RATE_LIMIT": None,
-            **(tuning or {}),
-        },
-    )
+    servers = [
+        start_daphne(
+            tmp,
+            tuned=tuned,
+            server=server,
+            redis=redis,
+            tuning={
+                "HEARTBEAT_INTERVAL": None,
+                "IDLE_TIMEOUT": None,
+                "RATE_LIMIT": None,
+                **(tuning or {}),
+            },
+        )
+        for _ in range(processes)
+    ]
     group = f"fan-{kind.replace(' ', '-')}-{int(time.time())}"
     route = route or ("/ws/group/" if tuned else "/ws/plain-group/")
     publish = publish or (publish_tuned if tuned else publish_plain)
     layer = RedisChannelLayer(hosts=[redis.url]) if tuned else PlainRedisLayer(hosts=[redis.url])
 
-    async def subscribed() -> bool:
-        return int(redis.cli("ZCARD", f"asgi:group:{group}")) >= subscribers
+    async def subscribed(expected: int) -> bool:
+        return int(redis.cli("ZCARD", f"asgi:group:{group}")) >= expected
 
     try:
         row = await drive(
-            daphne,
+            servers,
             f"{route}{group}/",
             subscribers,
             messages,
@@ -125,11 +131,13 @@ async def run_case(
             lambda i: publish(layer, group, i),
         )
         row["consumer_drops"] = sum(
-            daphne.stats()["counters"]["channels_tuning_dropped_messages_total"].values()
+            sum(s.stats()["counters"]["channels_tuning_dropped_messages_total"].values())
+            for s in servers
         )
     finally:
         await layer.close_pools()
-        stop_process(daphne.proc)
+        for each in servers:
+            stop_process(each.proc)
     return {"kind": kind, **row}
 
 
@@ -140,32 +148,35 @@ async def run_ceiling(subscribers: int, messages: int, rate: float | None, tmp: 
     try:
         async with websockets.connect(server.ws("/pub"), max_queue=None) as producer:
 
-            async def subscribed() -> bool:
-                return server.stats()["connections"] >= subscribers
+            async def subscribed(expected: int) -> bool:
+                return server.stats()["connections"] >= expected
 
             async def publish(i: int) -> None:
                 await producer.send(payload(i))
 
-            row = await drive(server, "/sub", subscribers, messages, rate, subscribed, publish)
+            row = await drive([server], "/sub", subscribers, messages, rate, subscribed, publish)
     finally:
         stop_process(server.proc)
     return {"kind": "websockets (ceiling)", "consumer_drops": 0, **row}
 
 
-async def drive(server, path, subscribers, messages, rate, subscribed, publish) -> dict:
-    """Subscribers in CLIENT_PROCESSES client processes on ``server`` at ``path``; once
-    ``subscribed()``, ``publish(i)`` for each message (at ``rate`` per second, or
-    unthrottled): what the clients got, how fast, and the server's CPU and GC."""
+async def drive(servers, path, subscribers, messages, rate, subscribed, publish) -> dict:
+    """Subscribers in client processes (at least CLIENT_PROCESSES, one per server at
+    least) spread over ``servers`` at ``path``; once ``subscribed(n)`` (n: the
+    subscribers started), ``publish(i)`` for
+    each message (at ``rate`` per second, or unthrottled): what the clients got, how
+    fast, and the servers' CPU (summed) and GC."""
     clients = []
+    targets = [servers[i % len(servers)] for i in range(max(CLIENT_PROCESSES, len(servers)))]
     try:
-        per_process = subscribers // CLIENT_PROCESSES
-        for _ in range(CLIENT_PROCESSES):
+        per_process = subscribers // len(targets)
+        for target in targets:
             clients.append(
                 subprocess.Popen(
                     [
                         sys.executable,
                         str(REPO / "tests" / "support" / "fanout_client.py"),
-                        str(server.port),
+                        str(target.port),
                         path,
                         str(per_process),
                         "3",
@@ -177,11 +188,15 @@ async def drive(server, path, subscribers, messages, rate, subscribed, publish) 
             )
         for client in clients:
             assert client.stdout is not None and client.stdout.readline().strip() == "READY"
-        while not await subscribed():
+        while not await subscribed(per_process * len(targets)):
             await asyncio.sleep(0.1)
-        idle_objects = server.stats(gc_collect=True)["gc_objects"]
-        gc_before = gc_totals(server, reset_max=True)
-        cpu_before, started = cpu_seconds(server.app_pid), time.monotonic()
+        idle_objects = sum(s.stats(gc_collect=True)["gc_objects"] for s in servers)
+        gc_before = [gc_totals(s, reset_max=True) for s in servers]
+
+        def cpu() -> float:
+            return sum(cpu_seconds(s.app_pid) for s in servers)
+
+        cpu_before, started = cpu(), time.monotonic()
         for i in range(messages):
             await publish(i)
             if rate:
@@ -189,13 +204,14 @@ async def drive(server, path, subscribers, messages, rate, subscribed, publish) 
         reports = [
             json.loads(client.communicate(timeout=600)[0].splitlines()[-1]) for client in clients
         ]
-        cpu = cpu_seconds(server.app_pid) - cpu_before
+        cpu_used = cpu() - cpu_before
         last = max(0.0, time.monotonic() - started - 3.0)  # minus the clients' quiet wait
-        gc_after = gc_totals(server)
+        gc_after = [gc_totals(s) for s in servers]
         # A full collection now, as GC_COLLECT_INTERVAL runs one (GC_FREEZE shortens it).
-        gc_totals(server, reset_max=True)
-        server.stats(gc_collect=True)
-        full_collection_ms = gc_totals(server)["gen2_max_ms"]
+        for s in servers:
+            gc_totals(s, reset_max=True)
+            s.stats(gc_collect=True)
+        full_collection_ms = max(gc_totals(s)["gen2_max_ms"] for s in servers)
     finally:
         for client in clients:
             if client.poll() is None:
@@ -203,21 +219,29 @@ async def drive(server, path, subscribers, messages, rate, subscribed, publish) 
     got = sum(r["got"] for r in reports)
     latencies = sorted(x for r in reports for x in r["latencies"]) or [0.0]
     return {
-        "expected": messages * per_process * CLIENT_PROCESSES,
+        "expected": messages * per_process * len(targets),
         "got": got,
         "deliveries_per_s": got / last if last else 0.0,
         "p50_ms": statistics.median(latencies) * 1000,
         "p99_ms": latencies[int(len(latencies) * 0.99) - 1] * 1000,
-        "cpu_s": cpu,
-        "cpu_per_10k": cpu / got * 10_000 if got else float("nan"),
-        "us_per_delivery": cpu / got * 1e6 if got else float("nan"),
+        "cpu_s": cpu_used,
+        "cpu_per_10k": cpu_used / got * 10_000 if got else float("nan"),
+        "us_per_delivery": cpu_used / got * 1e6 if got else float("nan"),
         "window_s": last,
         "gc_collections": [
-            a - b for a, b in zip(gc_after["collections"], gc_before["collections"], strict=True)
+            sum(
+                after["collections"][g] - before["collections"][g]
+                for before, after in zip(gc_before, gc_after, strict=True)
+            )
+            for g in range(3)
         ],
-        "gc_ms": gc_after["pause_ms"] - gc_before["pause_ms"],
-        "gen2_ms": gc_after["gen2_ms"] - gc_before["gen2_ms"],
-        "gen2_max_ms": gc_after["gen2_max_ms"],
+        "gc_ms": sum(
+            a["pause_ms"] - b["pause_ms"] for b, a in zip(gc_before, gc_after, strict=True)
+        ),
+        "gen2_ms": sum(
+            a["gen2_ms"] - b["gen2_ms"] for b, a in zip(gc_before, gc_after, strict=True)
+        ),
+        "gen2_max_ms": max(a["gen2_max_ms"] for a in gc_after),
         "idle_objects": idle_objects,
         "full_collection_ms": full_collection_ms,
     }
@@ -260,6 +284,12 @@ async def main() -> None:
     parser.add_argument("--paced", type=int, default=200, help="messages in the paced run")
     parser.add_argument("--rate", type=float, default=5.0, help="messages/s in the paced run")
     parser.add_argument(
+        "--processes",
+        default=None,
+        help="instead: the tuned burst on 1, 2, ... server processes behind one Redis "
+        "(e.g. 1,2,3), for sizing",
+    )
+    parser.add_argument(
         "--servers",
         action="store_true",
         help="instead: the tuned consumers and broadcast() on each server (daphne, "
@@ -269,6 +299,28 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         redis = start_redis(tmp)
+        if options.processes:
+            try:
+                rows = []
+                for count in map(int, options.processes.split(",")):
+                    row = await run_case(
+                        "tuned",
+                        redis,
+                        options.subscribers,
+                        options.messages,
+                        None,
+                        tmp,
+                        processes=count,
+                    )
+                    rows.append({**row, "kind": f"{count} process{'es' if count > 1 else ''}"})
+            finally:
+                stop_process(redis.proc)
+            table(
+                f"tuned, {options.subscribers} subscribers spread over N server processes, "
+                f"{options.messages} x 100 B by broadcast(), unthrottled, one Redis",
+                rows,
+            )
+            return
         if options.servers:
             try:
                 rows = [
