@@ -53,11 +53,24 @@ STATIC_URL = "/static/"
 USE_TZ = True
 
 REDIS_URL = os.environ.get("REDIS_URL")
-if REDIS_URL:
-    LAYER_CONFIG = {
+# REDIS_SENTINELS=host:port,host:port (and REDIS_MASTER_NAME): the primary is the one
+# those sentinels name, and follows their failovers (channels-redis' sentinel hosts).
+REDIS_SENTINELS = os.environ.get("REDIS_SENTINELS")
+if REDIS_URL or REDIS_SENTINELS:
+    if REDIS_SENTINELS:
+        sentinels = [tuple(a.rsplit(":", 1)) for a in REDIS_SENTINELS.split(",")]
+        hosts: list = [
+            {
+                "sentinels": [(host, int(port)) for host, port in sentinels],
+                "master_name": os.environ.get("REDIS_MASTER_NAME", "main"),
+            }
+        ]
+    else:
         # Several URLs, comma-separated: channels-redis shards channels and groups
         # over them (consistent hashing).
-        "hosts": [url.strip() for url in REDIS_URL.split(",")],
+        hosts = [url.strip() for url in REDIS_URL.split(",")]
+    LAYER_CONFIG = {
+        "hosts": hosts,
         "expiry": int(os.environ.get("LAYER_EXPIRY", "60")),
         # Broadcast frames cross Redis as they are (channels_tuning.serializers).
         "serializer_format": "channels_tuning",

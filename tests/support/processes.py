@@ -73,7 +73,8 @@ class RedisServer:
         return [line for line in out.splitlines() if line]
 
 
-def start_redis(tmp: Path, port: int | None = None) -> RedisServer:
+def start_redis(tmp: Path, port: int | None = None, *extra: str) -> RedisServer:
+    """redis-server on 127.0.0.1 (``extra``: more options, e.g. ``--replicaof``)."""
     server = shutil.which("redis-server")
     if server is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -92,9 +93,33 @@ def start_redis(tmp: Path, port: int | None = None) -> RedisServer:
             "no",
             "--dir",
             str(tmp),
+            *extra,
         ],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, proc, log)
+    return RedisServer(port, proc, log)
+
+
+def start_sentinel(tmp: Path, master: RedisServer, name: str = "main") -> RedisServer:
+    """A Redis Sentinel (redis-server in sentinel mode, from the same package)
+    watching ``master`` with a quorum of one and a 1 s down-after: fast failovers."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    config = tmp / f"sentinel-{port}.conf"  # sentinel rewrites its configuration
+    config.write_text(
+        f"port {port}\nbind 127.0.0.1\ndir {tmp}\n"
+        f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n"
+        f"sentinel down-after-milliseconds {name} 1000\n"
+        f"sentinel failover-timeout {name} 5000\n"
+        f"sentinel parallel-syncs {name} 1\n"
+    )
+    log = tmp / f"sentinel-{port}.log"
+    proc = subprocess.Popen(
+        [server, str(config), "--sentinel"], stdout=log.open("w"), stderr=subprocess.STDOUT
     )
     wait_for_port(port, proc, log)
     return RedisServer(port, proc, log)
