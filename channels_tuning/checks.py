@@ -25,6 +25,8 @@ channels_tuning.W006   the process serves WebSockets with plain daphne (no send 
 channels_tuning.W008   uvicorn or hypercorn serves WebSockets and no
                        :class:`~channels_tuning.Lifespan` is mapped (in the log, at the
                        first connection)
+channels_tuning.W009   channels-redis' own pub/sub layer: unbounded per-channel queues
+                       (use ``channels_tuning.layers.RedisPubSubChannelLayer``)
 channels_tuning.I001   ``check --deploy``: for each server installed, which guarantees
                        hold there (:mod:`channels_tuning.servers.guarantees`)
 =====================  ===========================================================
@@ -252,6 +254,18 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
     problems.extend(_check_group_expiry(layers))
+    for alias, layer in layers.items():
+        if layer.get("BACKEND") == "channels_redis.pubsub.RedisPubSubChannelLayer":
+            problems.append(
+                Warning(
+                    f"CHANNEL_LAYERS[{alias!r}] is channels-redis' pub/sub layer: each "
+                    "process queues every message for every consumer without a bound "
+                    "(a burst is held in memory; latency grows with it).",
+                    hint="Use 'channels_tuning.layers.RedisPubSubChannelLayer' (same "
+                    "CONFIG): bounded delivery, drops counted.",
+                    id="channels_tuning.W009",
+                )
+            )
     backend = layers.get("default", {}).get("BACKEND", "")
     if backend.endswith("InMemoryChannelLayer") and (_looks_multi_process() or not settings.DEBUG):
         problems.append(

@@ -78,9 +78,11 @@ if REDIS_URL or REDIS_SENTINELS:
     if "GROUP_EXPIRY" in os.environ:  # otherwise derived: 5 x GROUP_REFRESH_INTERVAL
         LAYER_CONFIG["group_expiry"] = int(os.environ["GROUP_EXPIRY"])
     LAYER_CONFIG.update(json.loads(os.environ.get("LAYER_CONFIG_JSON", "{}")))
-    CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_tuning.layers.RedisChannelLayer", "CONFIG": LAYER_CONFIG}
-    }
+    backend = "channels_tuning.layers.RedisChannelLayer"
+    if os.environ.get("REDIS_PUBSUB"):  # channels-redis' pub/sub layer, tuned
+        backend = "channels_tuning.layers.RedisPubSubChannelLayer"
+        LAYER_CONFIG.pop("expiry")  # the pub/sub layer keeps nothing in Redis
+    CHANNEL_LAYERS = {"default": {"BACKEND": backend, "CONFIG": LAYER_CONFIG}}
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels_tuning.layers.InMemoryChannelLayer"}}
 

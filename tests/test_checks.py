@@ -195,3 +195,19 @@ def test_check_deploy_lists_each_installed_server():
         "WebSockets served by hypercorn",
     }
     assert {message.id for message in check_servers()} == {"channels_tuning.I001"}
+
+
+@override_settings(
+    CHANNEL_LAYERS={"default": {"BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer"}},
+    DEBUG=False,
+)
+def test_channels_redis_pubsub_layer_w009():
+    assert ids(check_deployment()) == ["channels_tuning.W009"]
+
+
+@override_settings(
+    CHANNEL_LAYERS={"default": {"BACKEND": "channels_tuning.layers.RedisPubSubChannelLayer"}},
+    DEBUG=False,
+)
+def test_tuned_pubsub_layer_passes():
+    assert ids(check_deployment()) == []

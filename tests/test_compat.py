@@ -90,6 +90,7 @@ def test_channels_redis_receive_single_removed_turns_the_process_reader_off(monk
         "process_reader": False,
         "reporting_send": True,
         "receive_waiting": False,
+        "pubsub_delivery": True,
     }
     from channels_tuning.layers.reader import process_reader_for
 
@@ -111,6 +112,38 @@ def test_channels_redis_inbox_layout_changed_turns_batched_reads_off(monkeypatch
     channels_redis.apply(problems)
     assert channels_redis.features["receive_waiting"] is False
     assert channels_redis.features["process_reader"] is True  # one message at a time
+
+
+def test_channels_redis_pubsub_internals_changed(monkeypatch):
+    """The tuned pub/sub layer then uses channels-redis' own per-loop layer and its
+    consumers read their channels through receive(); nothing else is switched off."""
+    from channels_redis.pubsub import RedisSingleShardConnection
+
+    from channels_tuning.layers import RedisPubSubChannelLayer
+    from channels_tuning.layers.reader import process_reader_for
+
+    monkeypatch.delattr(RedisSingleShardConnection, "_receive_message")
+    problems = channels_redis.check()
+    assert symbols(problems) == {f"{channels_redis.PUBSUB}._receive_message"}
+    channels_redis.apply(problems)
+    assert channels_redis.features == {
+        "process_reader": True,
+        "reporting_send": True,
+        "receive_waiting": True,
+        "pubsub_delivery": False,
+    }
+    layer = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1"])
+    assert process_reader_for(layer) is None
+
+
+async def test_pubsub_layer_hands_messages_to_tuned_consumers_directly():
+    from channels_tuning.layers import RedisPubSubChannelLayer
+    from channels_tuning.layers.pubsub import TunedPubSubLoopLayer
+    from channels_tuning.layers.reader import process_reader_for
+
+    layer = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1"])
+    assert process_reader_for(layer) is layer
+    assert isinstance(layer._get_layer(), TunedPubSubLoopLayer)
 
 
 def test_key_layout_matches_channels_redis():

@@ -19,6 +19,18 @@ inbox key, members, ``__asgi_channel__``  pop what is waiting in it, many at onc
                                          same process that is waiting in receive()
 ``RedisChannelLayer.group_send``'s Lua   the capacity rule our reporting copy keeps
                                          (ZCOUNT < capacity, then ZADD and EXPIRE)
+``pubsub.RedisPubSubChannelLayer``       the tuned pub/sub layer (layers/pubsub.py):
+``._get_layer``, ``_layers``, ``_args``  its per-loop layer is ours;
+``RedisPubSubLoopLayer.channels``,       bounded queues for plain consumers, tuned
+``groups``, ``_shards``,                 consumers handed messages as they arrive,
+``_subscribe_to_channel``,               group channels named and sharded as
+``_get_shard``,                          upstream does;
+``_get_group_channel_name``
+``RedisSingleShardConnection``           the subscriber connection: deliveries,
+``._receive_message``, ``_do_receiving``,  publish's receiver count, errors
+``_ensure_redis``, ``_lock``, ``_redis``,  counted
+``_pubsub``, ``host``
+``utils._wrap_close``                    closing the per-loop layer with its loop
 =======================================  =========================================
 
 Tested range: channels-redis 4.2 to 4.3 (``pyproject.toml`` bounds it below 5).
@@ -40,7 +52,16 @@ LIBRARY = "channels-redis"
 #: process reader each tuned consumer reads its own channel (Channels' way: more
 #: tasks, same messages). Reporting group sends have no fallback that could keep
 #: their promise: they raise UpstreamChanged instead of losing messages unseen.
-features = {"process_reader": True, "reporting_send": True, "receive_waiting": True}
+features = {
+    "process_reader": True,
+    "reporting_send": True,
+    "receive_waiting": True,
+    # Off: the tuned pub/sub layer uses channels-redis' own per-loop layer (unbounded
+    # queues, one deserialization per consumer), and says so at start.
+    "pubsub_delivery": True,
+}
+
+PUBSUB = "pubsub internals"
 
 # Our copy of channels-redis' group_send script (channels_redis/core.py), changed
 # to drop expired messages in the same call and to return *which* keys were full.
@@ -161,14 +182,55 @@ def check() -> list[UpstreamChanged]:
             'channel = message["__asgi_channel__"]',
         ],
     )
+    _check_pubsub(checker)
     return checker.problems
+
+
+def _check_pubsub(checker: Checker) -> None:
+    from channels_redis import pubsub, utils
+
+    checker.callables(pubsub.RedisPubSubChannelLayer, PUBSUB, ("_get_layer",))
+    checker.contains(
+        pubsub.RedisPubSubChannelLayer.__init__,
+        PUBSUB,
+        ["self._args = args", "self._kwargs = kwargs", "self._layers = {}"],
+    )
+    loop_layer = pubsub.RedisPubSubLoopLayer
+    checker.callables(
+        loop_layer, PUBSUB, ("_subscribe_to_channel", "_get_shard", "_get_group_channel_name")
+    )
+    checker.contains(
+        loop_layer.__init__,
+        PUBSUB,
+        ["self.channels = {}", "self.groups = {}", "self._shards = ["],
+    )
+    shard = pubsub.RedisSingleShardConnection
+    checker.callables(
+        shard, PUBSUB, ("_receive_message", "_do_receiving", "_ensure_redis", "subscribe")
+    )
+    checker.contains(
+        shard.__init__,
+        PUBSUB,
+        ["self.host = host", "self._lock =", "self._redis = None", "self._pubsub = None"],
+    )
+    checker.contains(shard._ensure_redis, PUBSUB, ["self._pubsub = self._redis.pubsub()"])
+    checker.callables(utils, PUBSUB, ("_wrap_close",))
+
+
+def wrap_close(layer: Any, loop: Any) -> None:
+    """Close ``layer``'s per-loop layer when ``loop`` closes, as channels-redis does."""
+    from channels_redis.utils import _wrap_close
+
+    _wrap_close(layer, loop)
 
 
 def apply(problems: list[UpstreamChanged]) -> None:
     for problem in problems:
         if problem.library != LIBRARY:
             continue
-        if problem.symbol == INBOX_LAYOUT:
+        if problem.symbol.startswith(PUBSUB):
+            features["pubsub_delivery"] = False
+        elif problem.symbol == INBOX_LAYOUT:
             features["receive_waiting"] = False
         elif "receive" in problem.symbol:
             features["process_reader"] = False

@@ -1,7 +1,8 @@
 """Channel layers and fan-out: group sends that report, and broadcasts that wait.
 
-- :mod:`.redis` and :mod:`.memory`: the tuned layers (``BACKEND`` paths
-  ``channels_tuning.layers.RedisChannelLayer`` / ``InMemoryChannelLayer``);
+- :mod:`.redis`, :mod:`.pubsub` and :mod:`.memory`: the tuned layers (``BACKEND``
+  paths ``channels_tuning.layers.RedisChannelLayer`` / ``RedisPubSubChannelLayer`` /
+  ``InMemoryChannelLayer``);
 - :mod:`.report`: :class:`DeliveryReport`, what a group send reached;
 - :mod:`.sending`: the ``on_full`` policy of ``group_send`` and ``broadcast()``;
 - :mod:`.broadcast`: ``broadcast()``, encoded once;
@@ -19,7 +20,13 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["DeliveryReport", "InMemoryChannelLayer", "RedisChannelLayer", "ReportingGroupSendMixin"]
+__all__ = [
+    "DeliveryReport",
+    "InMemoryChannelLayer",
+    "RedisChannelLayer",
+    "RedisPubSubChannelLayer",
+    "ReportingGroupSendMixin",
+]
 
 # Lazy, so that importing a small part (frames, keys) loads neither channels-redis
 # nor redis-py: CHANNEL_LAYERS' BACKEND paths still resolve as before.
@@ -27,11 +34,13 @@ _LOCATIONS = {
     "DeliveryReport": ".report",
     "InMemoryChannelLayer": ".memory",
     "RedisChannelLayer": ".redis",
+    "RedisPubSubChannelLayer": ".pubsub",
     "ReportingGroupSendMixin": ".sending",
 }
 
 if TYPE_CHECKING:
     from .memory import InMemoryChannelLayer
+    from .pubsub import RedisPubSubChannelLayer
     from .redis import RedisChannelLayer
     from .report import DeliveryReport
     from .sending import ReportingGroupSendMixin

@@ -229,7 +229,9 @@ def process_reader_for(layer: Any) -> Any:
     """What delivers ``layer``'s messages to this process' consumers (an object with
     ``attach``/``detach``), or None if each consumer must read its own channel."""
     if hasattr(layer, "attach") and hasattr(layer, "detach"):
-        return layer  # channels_tuning.layers.InMemoryChannelLayer delivers directly
+        # The tuned in-memory and pub/sub layers deliver directly (the pub/sub one
+        # unless channels-redis' internals changed: compat.channels_redis).
+        return layer if getattr(layer, "process_delivery", True) else None
     # Only the tuned Redis layer: it routes plain consumers' receive() through the
     # reader too. On channels-redis' own layer a reader would race their receive()
     # for the same inbox, so tuned consumers read their own channels there.

@@ -21,6 +21,9 @@ class DeliveryReport:
     #: The group had no member because its Redis shard lost its state (a restart:
     #: memberships not back yet). The message reached no one, and is counted.
     state_lost: bool = False
+    #: False on the pub/sub layer: Redis reports the processes it reached, not the
+    #: consumers (``receivers`` and ``delivered`` are then 0, meaning unknown).
+    receivers_known: bool = True
     #: Per process key still full: the channels behind it (for retries).
     full: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
