@@ -14,17 +14,18 @@ own, so never in the run above) and prints the bytes per connection by source fi
 where an idle connection's memory is.
 
     python benchmarks/connections.py [--connections 2000] [--in-flight 50] [--breakdown]
+                                     [--profile]   # py-spy during the handshakes
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
+from contextlib import nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -32,7 +33,13 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.ceiling import start_ceiling  # noqa: E402
 from benchmarks.fanout import cpu_seconds  # noqa: E402
-from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
+from benchmarks.profiling import sampled  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    start_daphne,
+    start_redis,
+    start_subscribers,
+    stop_process,
+)
 
 KINDS = ("plain", "tuned", "websockets")
 #: Also measurable (--kinds): the tuned consumers on uvicorn and hypercorn.
@@ -48,20 +55,7 @@ ROUTES = {
 
 def open_connections(port: int, path: str, count: int, in_flight: int) -> tuple:
     """A client process holding ``count`` connections; (process, handshakes per second)."""
-    client = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "tests" / "support" / "fanout_client.py"),
-            str(port),
-            path,
-            str(count),
-            "3",
-            "3600",
-            str(in_flight),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    client = start_subscribers(port, path, count, max_wait=3600, in_flight=in_flight)
     assert client.stdout is not None
     line = client.stdout.readline().split()
     assert line[0] == "HANDSHAKES", line
@@ -77,7 +71,9 @@ def start(kind: str, redis, tmp: Path, tuning: dict | None = None):
     return start_daphne(tmp, tuned=kind == "tuned", redis=redis, tuning=tuning)
 
 
-async def measure(kind: str, redis, tmp: Path, count: int, in_flight: int) -> dict:
+async def measure(
+    kind: str, redis, tmp: Path, count: int, in_flight: int, profile: bool = False
+) -> dict:
     server = start(kind, redis, tmp)
     group = f"idle-{kind}-{time.monotonic_ns()}"
     path = ROUTES[kind].format(group)
@@ -88,7 +84,8 @@ async def measure(kind: str, redis, tmp: Path, count: int, in_flight: int) -> di
         await asyncio.sleep(1.0)
         before, rss_before = server.stats(gc_collect=True), server.rss_kb()
         cpu_before = cpu_seconds(server.app_pid)
-        client, rate = open_connections(server.port, path, count, in_flight)
+        with sampled(server.app_pid) if profile else nullcontext() as samples:
+            client, rate = open_connections(server.port, path, count, in_flight)
         handshake_cpu = cpu_seconds(server.app_pid) - cpu_before
         clients.append(client)
         await asyncio.sleep(2.0)  # the last upgrades settle (group joins, first ticks)
@@ -111,6 +108,7 @@ async def measure(kind: str, redis, tmp: Path, count: int, in_flight: int) -> di
         "tasks": (after["tasks"] - before["tasks"]) / count,
         "objects": (after["gc_objects"] - before["gc_objects"]) / count,
         "types": Counter(after.get("gc_types", {})) - Counter(before.get("gc_types", {})),
+        "profile": samples.summary() if samples is not None else "",
     }
 
 
@@ -195,6 +193,9 @@ async def main() -> None:
     )
     parser.add_argument("--breakdown", action="store_true", help="tracemalloc by source file")
     parser.add_argument("--types", action="store_true", help="GC-tracked objects by type")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy on each server during the handshakes"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
@@ -203,9 +204,15 @@ async def main() -> None:
             rows = []
             for kind in args.kinds.split(","):
                 started = time.monotonic()
-                rows.append(await measure(kind, redis, tmp, args.connections, args.in_flight))
+                rows.append(
+                    await measure(kind, redis, tmp, args.connections, args.in_flight, args.profile)
+                )
                 print(f"{kind}: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
             print(table(rows, args.connections, args.in_flight))
+            if args.profile:
+                for row in rows:
+                    print(f"\n{row['kind']}: where the server's CPU went during the handshakes")
+                    print(row["profile"])
             if args.types:
                 for row in rows:
                     print(f"\n{row['kind']}: GC-tracked objects per connection by type")

@@ -16,6 +16,7 @@ seconds per 10 000 deliveries (and µs per delivery), and the ratios.
     python benchmarks/fanout.py [--subscribers 500] [--messages 2000] [--paced 200 --rate 5]
     python benchmarks/fanout.py --servers    # the tuned consumers on each ASGI server
     python benchmarks/fanout.py --processes 1,2,3    # sizing: N server processes
+    python benchmarks/fanout.py --processes 2 --shards 2    # Redis sharded over 2 servers
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,7 +42,12 @@ from benchmarks.ceiling import start_ceiling  # noqa: E402
 from channels_tuning.broadcast import broadcast  # noqa: E402
 from channels_tuning.layers import RedisChannelLayer  # noqa: E402
 from channels_tuning.servers.guarantees import SERVER_TITLES  # noqa: E402
-from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    start_daphne,
+    start_redis,
+    start_subscribers,
+    stop_process,
+)
 
 CLIENT_PROCESSES = 2
 
@@ -97,28 +102,33 @@ async def run_case(
     tests.support.processes.SERVERS (default: daphne for plain, channels-tuning-daphne
     for tuned); the consumers are tuned unless ``kind`` is plain."""
     tuned = kind != "plain"
+    # ``redis``: one server, or a list of them: shards (channels-redis' hosts list).
+    shards = redis if isinstance(redis, list) else [redis]
+    urls = ",".join(shard.url for shard in shards)
     servers = [
         start_daphne(
             tmp,
             tuned=tuned,
             server=server,
-            redis=redis,
             tuning={
                 "HEARTBEAT_INTERVAL": None,
                 "IDLE_TIMEOUT": None,
                 "RATE_LIMIT": None,
                 **(tuning or {}),
             },
+            REDIS_URL=urls,
         )
         for _ in range(processes)
     ]
     group = f"fan-{kind.replace(' ', '-')}-{int(time.time())}"
     route = route or ("/ws/group/" if tuned else "/ws/plain-group/")
     publish = publish or (publish_tuned if tuned else publish_plain)
-    layer = RedisChannelLayer(hosts=[redis.url]) if tuned else PlainRedisLayer(hosts=[redis.url])
+    hosts = [shard.url for shard in shards]
+    layer = RedisChannelLayer(hosts=hosts) if tuned else PlainRedisLayer(hosts=hosts)
+    group_shard = shards[layer.consistent_hash(group)]
 
     async def subscribed(expected: int) -> bool:
-        return int(redis.cli("ZCARD", f"asgi:group:{group}")) >= expected
+        return int(group_shard.cli("ZCARD", f"asgi:group:{group}")) >= expected
 
     try:
         row = await drive(
@@ -170,22 +180,9 @@ async def drive(servers, path, subscribers, messages, rate, subscribed, publish)
     targets = [servers[i % len(servers)] for i in range(max(CLIENT_PROCESSES, len(servers)))]
     try:
         per_process = subscribers // len(targets)
+        # Started together, then each waited for: their handshakes overlap.
         for target in targets:
-            clients.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        str(REPO / "tests" / "support" / "fanout_client.py"),
-                        str(target.port),
-                        path,
-                        str(per_process),
-                        "3",
-                        "400",
-                    ],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                )
-            )
+            clients.append(start_subscribers(target.port, path, per_process, wait_ready=False))
         for client in clients:
             assert client.stdout is not None and client.stdout.readline().strip() == "READY"
         while not await subscribed(per_process * len(targets)):
@@ -284,6 +281,12 @@ async def main() -> None:
     parser.add_argument("--paced", type=int, default=200, help="messages in the paced run")
     parser.add_argument("--rate", type=float, default=5.0, help="messages/s in the paced run")
     parser.add_argument(
+        "--shards",
+        type=int,
+        default=1,
+        help="with --processes: Redis servers the layer shards over (channels-redis hosts)",
+    )
+    parser.add_argument(
         "--processes",
         default=None,
         help="instead: the tuned burst on 1, 2, ... server processes behind one Redis "
@@ -300,12 +303,13 @@ async def main() -> None:
         tmp = Path(name)
         redis = start_redis(tmp)
         if options.processes:
+            shards = [redis] + [start_redis(tmp) for _ in range(options.shards - 1)]
             try:
                 rows = []
                 for count in map(int, options.processes.split(",")):
                     row = await run_case(
                         "tuned",
-                        redis,
+                        shards if len(shards) > 1 else redis,
                         options.subscribers,
                         options.messages,
                         None,
@@ -314,10 +318,12 @@ async def main() -> None:
                     )
                     rows.append({**row, "kind": f"{count} process{'es' if count > 1 else ''}"})
             finally:
-                stop_process(redis.proc)
+                for shard in shards:
+                    stop_process(shard.proc)
             table(
                 f"tuned, {options.subscribers} subscribers spread over N server processes, "
-                f"{options.messages} x 100 B by broadcast(), unthrottled, one Redis",
+                f"{options.messages} x 100 B by broadcast(), unthrottled, "
+                f"{options.shards} Redis server(s)",
                 rows,
             )
             return

@@ -9,14 +9,13 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import pytest
 import websockets
 
 from channels_tuning.layers import RedisChannelLayer
-from tests.support.processes import REPO, run_wsstats
+from tests.support.processes import run_wsstats, start_subscribers
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -25,27 +24,13 @@ QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "STATS_INTERVAL": 0.5
 CLIENT_PROCESSES = 2
 
 
-def start_subscribers(port: int, path: str, count: int) -> list[subprocess.Popen]:
-    """Lean subscriber processes (tests/support/fanout_client.py), READY when connected."""
-    clients = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "tests" / "support" / "fanout_client.py"),
-                str(port),
-                path,
-                str(count // CLIENT_PROCESSES),
-                "10",  # seconds without a frame before a client reports: the end
-                "240",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+def subscriber_processes(port: int, path: str, count: int) -> list[subprocess.Popen]:
+    """Lean subscriber processes (tests/support/fanout_client.py), READY when connected;
+    10 s without a frame is the end of a burst for them."""
+    return [
+        start_subscribers(port, path, count // CLIENT_PROCESSES, quiet=10, max_wait=240)
         for _ in range(CLIENT_PROCESSES)
     ]
-    for client in clients:
-        assert client.stdout is not None and client.stdout.readline().strip() == "READY"
-    return clients
 
 
 def received(clients: list[subprocess.Popen]) -> tuple[int, float]:
@@ -82,7 +67,7 @@ async def test_readme_quickstart_group_send_burst(daphne_factory, shared_redis, 
     # ending connections with 4001. The layer's configuration is the default.
     tuning = {**QUIET, "SEND_QUEUE_MAX_MESSAGES": 20_000, "SEND_QUEUE_MAX_BYTES": 8 << 20}
     daphne = daphne_factory(tuned=True, redis=shared_redis, tuning=tuning)
-    clients = start_subscribers(daphne.port, "/ws/readme-chat/", subscribers)
+    clients = subscriber_processes(daphne.port, "/ws/readme-chat/", subscribers)
     try:
         await wait_until(
             lambda: shared_redis.cli("ZCARD", "asgi:group:chat.lobby") == str(subscribers)

@@ -10,8 +10,6 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
 
 import pytest
@@ -19,7 +17,7 @@ import websockets
 
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisPubSubChannelLayer
-from tests.support.processes import REPO
+from tests.support.processes import start_subscribers
 from tests.support.rawws import open_non_reading_client
 from tests.support.waiting import recv_data, wait_until
 
@@ -51,25 +49,11 @@ async def test_burst_within_bounds_and_every_drop_counted(daphne_factory, shared
     server = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET, **PUBSUB)
     group, subscribers, messages = "ps-burst", 500, 2000
     clients = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                str(REPO / "tests" / "support" / "fanout_client.py"),
-                str(server.port),
-                f"/ws/group/{group}/",
-                str(subscribers // 2),
-                "3",
-                "120",
-            ],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        start_subscribers(server.port, f"/ws/group/{group}/", subscribers // 2, max_wait=120)
         for _ in range(2)
     ]
     layer = producer(shared_redis)
     try:
-        for client in clients:
-            assert client.stdout is not None and client.stdout.readline().strip() == "READY"
         await wait_until(lambda: server.stats()["connections"] == subscribers)
         await wait_until(lambda: subscribed(shared_redis, group) == 1)
         reports = [

@@ -9,15 +9,13 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer
-from tests.support.processes import REPO, run_wsstats, start_redis, stop_process
+from tests.support.processes import run_wsstats, start_redis, start_subscribers, stop_process
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.e2e
@@ -49,24 +47,6 @@ def zcard(shards, layer, group: str) -> int:
     return int(shards[layer.consistent_hash(group)].cli("ZCARD", f"asgi:group:{group}"))
 
 
-def start_subscribers(port: int, path: str, count: int) -> subprocess.Popen:
-    client = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "tests" / "support" / "fanout_client.py"),
-            str(port),
-            path,
-            str(count),
-            "2",
-            "120",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert client.stdout is not None and client.stdout.readline().strip() == "READY"
-    return client
-
-
 async def test_broadcast_refresh_and_wsstats_across_two_shards(daphne_factory, shards):
     """500 subscribers over 2 processes in 4 groups (2 on each shard): every broadcast
     reaches every subscriber and its report counts them; memberships on both shards
@@ -82,7 +62,11 @@ async def test_broadcast_refresh_and_wsstats_across_two_shards(daphne_factory, s
     try:
         for process in processes:
             for group in groups:
-                clients.append(start_subscribers(process.port, f"/ws/group/{group}/", per_client))
+                clients.append(
+                    start_subscribers(
+                        process.port, f"/ws/group/{group}/", per_client, quiet=2, max_wait=120
+                    )
+                )
         members = 2 * per_client
         await wait_until(lambda: all(zcard(shards, layer, g) == members for g in groups))
 
@@ -137,8 +121,12 @@ async def test_members_of_a_killed_process_expire_on_both_shards(daphne_factory,
     clients = []
     try:
         for group in groups:
-            clients.append(start_subscribers(survivor.port, f"/ws/group/{group}/", 5))
-            clients.append(start_subscribers(doomed.port, f"/ws/group/{group}/", 100))
+            clients.append(
+                start_subscribers(survivor.port, f"/ws/group/{group}/", 5, quiet=2, max_wait=120)
+            )
+            clients.append(
+                start_subscribers(doomed.port, f"/ws/group/{group}/", 100, quiet=2, max_wait=120)
+            )
         await wait_until(lambda: all(zcard(shards, layer, g) == 105 for g in groups))
         await asyncio.sleep(2)  # refreshes keep live memberships past the expiry
         assert all(zcard(shards, layer, g) == 105 for g in groups)

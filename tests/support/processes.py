@@ -273,3 +273,30 @@ def tcp_kernel_bytes() -> int:
             fields = line.split()
             return int(fields[fields.index("mem") + 1]) * os.sysconf("SC_PAGE_SIZE")
     raise RuntimeError("no TCP line in /proc/net/sockstat")
+
+
+def start_subscribers(
+    port: int,
+    path: str,
+    count: int,
+    *,
+    quiet: float = 3,
+    max_wait: float = 400,
+    in_flight: int | None = None,
+    wait_ready: bool = True,
+) -> subprocess.Popen[str]:
+    """A lean subscriber process (``tests/support/fanout_client.py``) holding ``count``
+    connections to ``path``; it reports (one JSON line) after ``quiet`` seconds without
+    a frame. With ``in_flight`` it first prints ``HANDSHAKES <n> <seconds>``; with
+    ``wait_ready`` this returns once every connection is open (READY)."""
+    args = [str(port), path, str(count), str(quiet), str(max_wait)]
+    if in_flight is not None:
+        args.append(str(in_flight))
+    client = subprocess.Popen(
+        [sys.executable, str(REPO / "tests" / "support" / "fanout_client.py"), *args],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    if wait_ready and in_flight is None:
+        assert client.stdout is not None and client.stdout.readline().strip() == "READY"
+    return client
