@@ -1,7 +1,8 @@
 """Where a server process spends its CPU during a benchmark step: py-spy samples it
 (``pip install py-spy``, in the ``dev`` extra; it needs ptrace, so run as root or with
-``kernel.yama.ptrace_scope=0``) and the stacks are summed by package, so a profile is
-one command away from each number it explains.
+``kernel.yama.ptrace_scope=0``) and the samples are summed by the package of the
+function running (own time) and by step (inclusive), so a profile is one command away
+from each number it explains.
 
     with sampled(server.app_pid) as profile:
         ...  # the step
@@ -20,19 +21,34 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: Buckets a stack is counted in when one of its frames' files contains the marker.
-CATEGORIES = {
-    "Twisted HTTP (web/http.py)": "twisted/web/http.py",
-    "autobahn": "autobahn/",
-    "daphne": "daphne/",
-    "channels_tuning": "channels_tuning/",
-    "Channels routing": "channels/routing.py",
-    "Django URL resolver": "django/urls/",
-    "redis-py": "redis/",
-    "channels-redis": "channels_redis/",
-    "pprint": "pprint.py",
-    "socket send/recv": "socket.py",
+#: Steps whose inclusive share is printed (a sample counts once per step it is in).
+STEPS = {
+    "HTTP request parsed and processed (Twisted, daphne)": "HTTPChannel.dataReceived",
+    "autobahn's opening handshake": "WebSocketServerProtocol.processHandshake",
+    "autobahn's per-connection set-up": "WebSocketProtocol._connectionMade",
+    "daphne's onConnect (scope, application)": "WebSocketProtocol.onConnect",
+    "Channels' routers": "URLRouter.__call__",
+    "the consumer (tuned)": "ManagedConnectionMixin.__call__",
+    "group_add": ".group_add",
+    "access log": "AccessLogGenerator",
 }
+
+
+def owner(frame: str) -> str:
+    """The package a py-spy frame ``"function (path:line)"`` belongs to."""
+    # py-spy names installed files by their import path ("daphne/server.py",
+    # "asyncio/events.py", "socket.py") and others by their full path.
+    path = frame.rpartition(" (")[2].rsplit(":", 1)[0]
+    parts = Path(path).parts
+    if "site-packages" in parts:
+        parts = parts[parts.index("site-packages") + 1 :]
+    if "channels_tuning" in parts:
+        return "channels_tuning"
+    if "tests" in parts or "example_project" in parts:
+        return "the test application"
+    if not parts or Path(path).is_absolute():
+        return path or "?"
+    return parts[0].removesuffix(".py")
 
 
 @dataclass
@@ -48,21 +64,26 @@ class Profile:
             if count.isdigit():
                 self.stacks[stack] += int(count)
 
-    def summary(self, top: int = 15) -> str:
+    def summary(self, top: int = 12) -> str:
         total = sum(self.stacks.values())
         if not total:
             return "  (no samples: py-spy missing or not permitted)"
-        by_category: Counter[str] = Counter()
-        by_function: Counter[str] = Counter()
+        own: Counter[str] = Counter()
+        steps: Counter[str] = Counter()
+        functions: Counter[str] = Counter()
         for stack, count in self.stacks.items():
-            for name, marker in CATEGORIES.items():
+            frames = stack.split(";")
+            own[owner(frames[-1])] += count
+            functions[frames[-1].split(" (")[0]] += count
+            for name, marker in STEPS.items():
                 if marker in stack:
-                    by_category[name] += count
-            by_function[stack.split(";")[-1].split(" (")[0]] += count
-        lines = [f"  {total} samples; a stack counts in every bucket it passes through"]
-        lines += [f"  {100 * n / total:5.1f} %  {name}" for name, n in by_category.most_common()]
+                    steps[name] += count
+        lines = [f"  {total} samples; own time by package:"]
+        lines += [f"  {100 * n / total:5.1f} %  {name}" for name, n in own.most_common(top)]
+        lines.append("  steps, inclusive (a sample counts in every step it is inside):")
+        lines += [f"  {100 * n / total:5.1f} %  {name}" for name, n in steps.most_common()]
         lines.append("  functions by own time:")
-        lines += [f"  {100 * n / total:5.1f} %  {name}" for name, n in by_function.most_common(top)]
+        lines += [f"  {100 * n / total:5.1f} %  {name}" for name, n in functions.most_common(top)]
         return "\n".join(lines)
 
 
