@@ -325,3 +325,50 @@ async def test_group_adds_fail_together_when_redis_is_gone(redis_server, tmp_pat
     await asyncio.gather(*(layer.group_add("back", channel) for channel in channels))
     assert redis_server.cli("ZCARD", "asgi:group:back") == "20"
     await layer.close_pools()
+
+
+async def test_broadcasts_to_a_killed_process_are_counted(daphne_factory, shared_redis):
+    """SIGKILL one of two processes: within LIVENESS_TTL (+ a tick) of the kill, group
+    sends stop writing to its inbox and count its members as gone
+    (``group_send_dropped_total{reason="process_gone"}``); the survivor's members
+    still get every message. Before that, its inbox takes them silently: the bound
+    of that window is the liveness TTL, not the group expiry."""
+    from channels_tuning.layers.redis import LIVENESS_TTL
+    from channels_tuning.observability.stats import GROUP_SEND_DROPPED, group_label
+
+    def seen() -> int:
+        return len(shared_redis.keys("asgi:ct:seen:*"))
+
+    seen_before = seen()
+    survivor = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET)
+    doomed = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET)
+    live = await subscribe(survivor, "killed-counted", 3)
+    ghosts = await subscribe(doomed, "killed-counted", 7)
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:killed-counted") == "10")
+    await wait_until(lambda: seen() == seen_before + 2)  # both said they are alive
+    layer = producer(shared_redis)
+    report = await broadcast("killed-counted", "0", layer=layer)
+    assert (report.delivered, report.receivers_gone) == (10, 0)
+    label = (group_label("killed-counted"), "process_gone")
+    before = GROUP_SEND_DROPPED.get(label)
+    os.kill(doomed.pid, signal.SIGKILL)
+    killed_at = time.monotonic()
+    sent = 1
+    while True:
+        report = await broadcast("killed-counted", str(sent), on_full="drop", layer=layer)
+        sent += 1
+        if report.receivers_gone:
+            break
+        assert time.monotonic() - killed_at < LIVENESS_TTL + 3, "the dead process is not seen"
+        await asyncio.sleep(0.2)
+    detected_after = time.monotonic() - killed_at
+    print(f"\nkilled process seen as gone {detected_after:.1f} s after SIGKILL")
+    assert (report.receivers, report.receivers_gone, report.delivered) == (10, 7, 3)
+    assert report.processes == 1 and report.complete
+    assert GROUP_SEND_DROPPED.get(label) - before == 7
+    for ws in live:
+        assert await read_numbers(ws, sent) == list(range(sent))
+        await ws.close()
+    for ws in ghosts:
+        ws.transport.abort()
+    await layer.close_pools()

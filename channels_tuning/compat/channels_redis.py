@@ -64,21 +64,30 @@ features = {
 PUBSUB = "pubsub internals"
 
 # Our copy of channels-redis' group_send script (channels_redis/core.py), changed
-# to drop expired messages in the same call and to return *which* keys were full.
+# to drop expired messages in the same call, to return *which* keys were full, and to
+# skip (and return) the inboxes of processes that are gone. KEYS: n inbox keys, then
+# their processes' live keys, then their seen keys (layers.keys); ARGV: n messages,
+# n capacities, now, expiry. Returns {full positions, gone positions}.
 GROUP_SEND_LUA = """
 local full = {}
+local gone = {}
+local n = #KEYS / 3
 local now = tonumber(ARGV[#ARGV - 1])
 local expiry = tonumber(ARGV[#ARGV])
-for i = 1, #KEYS do
-    redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, now - expiry)
-    if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + #KEYS]) then
-        redis.call('ZADD', KEYS[i], now, ARGV[i])
-        redis.call('EXPIRE', KEYS[i], expiry)
+for i = 1, n do
+    if redis.call('EXISTS', KEYS[i + n]) == 0 and redis.call('EXISTS', KEYS[i + 2 * n]) == 1 then
+        gone[#gone + 1] = i
     else
-        full[#full + 1] = i
+        redis.call('ZREMRANGEBYSCORE', KEYS[i], 0, now - expiry)
+        if redis.call('ZCOUNT', KEYS[i], '-inf', '+inf') < tonumber(ARGV[i + n]) then
+            redis.call('ZADD', KEYS[i], now, ARGV[i])
+            redis.call('EXPIRE', KEYS[i], expiry)
+        else
+            full[#full + 1] = i
+        end
     end
 end
-return full
+return {full, gone}
 """
 
 #: Fragments of upstream's group_send that GROUP_SEND_LUA must stay equivalent to.

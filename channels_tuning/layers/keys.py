@@ -60,6 +60,17 @@ def missed_key(layer: Any, process: str) -> str:
     return f"{layer.prefix}:ct:missed:{process}"
 
 
+def live_key(layer: Any, process: str) -> str:
+    """Set by a server process at each tick with a short TTL: it reads its inbox."""
+    return f"{layer.prefix}:ct:live:{process}"
+
+
+def seen_key(layer: Any, process: str) -> str:
+    """Set with ``live_key`` but kept for ``group_expiry``: the process once said it
+    was alive, so a missing ``live_key`` means it is gone (not that it never says)."""
+    return f"{layer.prefix}:ct:seen:{process}"
+
+
 def alive_key(layer: Any) -> str:
     """Marker that a shard holds the servers' memberships (see the table above)."""
     return f"{layer.prefix}:ct:alive"

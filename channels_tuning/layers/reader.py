@@ -62,6 +62,7 @@ class ProcessLayerReader:
         #: the smallest backlog seen and when it was seen (their progress).
         self.congested: dict[str, tuple[Any, int, float]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._liveness: asyncio.Task[None] | None = None
         self._restore: asyncio.Task[None] | None = None
         #: The last batch found more messages waiting: look again.
         self._more_waiting = False
@@ -118,9 +119,25 @@ class ProcessLayerReader:
     def _ensure_running(self) -> None:
         task = self._task
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
-            self._task = asyncio.get_running_loop().create_task(
-                self._run(), name="channels_tuning.layer_reader"
-            )
+            loop = asyncio.get_running_loop()
+            self._task = loop.create_task(self._run(), name="channels_tuning.layer_reader")
+            if self._liveness is not None:
+                self._liveness.cancel()
+            self._liveness = loop.create_task(self._say_alive(), name="channels_tuning.alive")
+
+    async def _say_alive(self) -> None:
+        """While this process reads its inbox, say so every second (``mark_alive``):
+        producers then skip and count the inboxes of processes that stopped (killed,
+        or stalled past the liveness TTL) instead of writing into them unseen."""
+        mark = getattr(self.layer, "mark_alive", None)
+        if mark is None:
+            return
+        while True:
+            try:
+                await mark()
+            except Exception as exc:  # Redis down: said again at the next second
+                LAYER_ERRORS.inc((f"alive:{type(exc).__name__}",))
+            await asyncio.sleep(1.0)
 
     def _stop_if_idle(self) -> None:
         if not self.consumers and not self.plain_channels and self._task is not None:
@@ -130,6 +147,9 @@ class ProcessLayerReader:
             # No one left to read for: stop, so an idle process keeps no Redis read open.
             self._task.cancel()
             self._task = None
+            if self._liveness is not None:
+                self._liveness.cancel()
+                self._liveness = None
 
     async def _run(self) -> None:
         backoff = 0.1

@@ -122,14 +122,19 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
             args: list[Any] = [key_message[key] for key in shard_keys]
             args += [key_capacity[key] for key in shard_keys]
             args += [time.time(), self.expiry]
-            full = await upstream.connection(self, index).eval(
-                upstream.GROUP_SEND_LUA, len(shard_keys), *shard_keys, *args
+            processes = [key[len(self.prefix) :] for key in shard_keys]
+            liveness = [keys.live_key(self, p) for p in processes]
+            liveness += [keys.seen_key(self, p) for p in processes]
+            full, gone = await upstream.connection(self, index).eval(
+                upstream.GROUP_SEND_LUA, 3 * len(shard_keys), *shard_keys, *liveness, *args
             )
-            report.processes += len(shard_keys)
+            report.processes += len(shard_keys) - len(gone)
             for position in full:
                 key = shard_keys[int(position) - 1]
                 report.full[key] = channels_by_key[key]
                 report.receivers_over_capacity += len(channels_by_key[key])
+            for position in gone:
+                report.receivers_gone += len(channels_by_key[shard_keys[int(position) - 1]])
         GROUP_SENDS.inc((group_label(group),))
         return report
 
@@ -152,6 +157,16 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
             self._alive_seen.add(shard)
             return False
         return shard in self._alive_seen
+
+    async def mark_alive(self) -> None:
+        """Say that this process reads its inbox (at each scheduler tick): producers
+        skip and count the inboxes of processes that stopped saying so."""
+        process = keys.process_channel(self)
+        connection = upstream.connection(self, upstream.shard_of(self, process))
+        pipe = connection.pipeline(transaction=False)
+        pipe.set(keys.live_key(self, process), "1", px=int(LIVENESS_TTL * 1000))
+        pipe.set(keys.seen_key(self, process), "1", ex=max(self.group_expiry, 60))
+        await pipe.execute()
 
     # ------------------------------------------------- losses seen by receivers
 
@@ -221,6 +236,11 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         """Re-add ``(group, channel)`` pairs now and drop members older than
         ``group_expiry`` (see :mod:`channels_tuning.layers.membership`)."""
         await refresh_memberships(self, memberships)
+
+
+#: Seconds a server process' liveness key outlives its last tick (ticks are 1 s apart).
+#: A process killed, or whose event loop stalls this long, is "gone" to producers.
+LIVENESS_TTL = 5.0
 
 
 def _track(channel: str, group: str, *, add: bool) -> None:

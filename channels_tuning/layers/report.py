@@ -24,12 +24,15 @@ class DeliveryReport:
     #: False on the pub/sub layer: Redis reports the processes it reached, not the
     #: consumers (``receivers`` and ``delivered`` are then 0, meaning unknown).
     receivers_known: bool = True
+    #: Channels whose server process is gone (its liveness key expired: killed, or
+    #: its event loop stalled for LIVENESS_TTL): not written, counted by the sender.
+    receivers_gone: int = 0
     #: Per process key still full: the channels behind it (for retries).
     full: dict[str, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def delivered(self) -> int:
-        return self.receivers - self.receivers_over_capacity
+        return self.receivers - self.receivers_over_capacity - self.receivers_gone
 
     @property
     def complete(self) -> bool:

@@ -71,6 +71,9 @@ async def send_with_policy(
     check_policy(on_full, timeout)
     async with loop_semaphore("group_send", MAX_IN_FLIGHT):
         report: DeliveryReport = await layer.group_send_report(group, message)
+        if report.receivers_gone:
+            # Their server process is gone: nobody reads that inbox any more.
+            GROUP_SEND_DROPPED.inc((group_label(group), "process_gone"), report.receivers_gone)
         if report.state_lost:
             # Redis restarted: the group's members are not back yet. Nobody got it.
             GROUP_SEND_DROPPED.inc((group_label(group), "redis_state_lost"))
@@ -106,6 +109,9 @@ async def _wait_for_room(
         report.retries += 1
         report.full = retry.full
         report.receivers_over_capacity = retry.receivers_over_capacity
+        if retry.receivers_gone:  # a full receiver's process died while we waited
+            report.receivers_gone += retry.receivers_gone
+            GROUP_SEND_DROPPED.inc((group_label(group), "process_gone"), retry.receivers_gone)
     return True
 
 

@@ -14,6 +14,8 @@ from ..layers import keys
 SERVICE_TASK_PREFIXES = (
     "Scheduler._run",
     "ProcessLayerReader._run",
+    "ProcessLayerReader._say_alive",
+    "GroupAddBatches._flush",
     "Publisher._publish",
     "Scheduler._collect",
     "Server.",

@@ -71,7 +71,8 @@ GROUP_SENDS: Final = Counter(
 )
 GROUP_SEND_DROPPED: Final = Counter(
     "channels_tuning_group_send_dropped_total",
-    "Receivers that missed a group send, by group and reason (over_capacity, raised, deadline).",
+    "Receivers that missed a group send, by group and reason (over_capacity, raised, "
+    "deadline, process_gone, redis_state_lost).",
     ("group", "reason"),
 )
 MISSED: Final = Counter(

@@ -118,7 +118,7 @@ class Scheduler:
         """Take this process' missed-message counts from the layer (Redis: written
         there by producers that found its inbox full) into its counters."""
         collect = getattr(self._layer, "collect_missed", None)
-        if collect is None or (self._collect_task is not None and not self._collect_task.done()):
+        if collect is None or _in_flight(self._collect_task):
             return
         self._collect_task = asyncio.get_running_loop().create_task(self._collect(collect))
 
@@ -143,3 +143,8 @@ class Scheduler:
 
 #: The scheduler of this process.
 scheduler = Scheduler(registry)
+
+
+def _in_flight(task: asyncio.Task[Any] | None) -> bool:
+    """A task still running on this loop (one left on a closed loop does not count)."""
+    return task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop()
