@@ -366,9 +366,56 @@ async def test_broadcasts_to_a_killed_process_are_counted(daphne_factory, shared
     assert (report.receivers, report.receivers_gone, report.delivered) == (10, 7, 3)
     assert report.processes == 1 and report.complete
     assert GROUP_SEND_DROPPED.get(label) - before == 7
+    # Counted once: the dead members are removed from the group with it.
+    assert shared_redis.cli("ZCARD", "asgi:group:killed-counted") == "3"
+    report = await broadcast("killed-counted", str(sent), layer=layer)
+    sent += 1
+    assert (report.receivers, report.receivers_gone, report.delivered) == (3, 0, 3)
     for ws in live:
         assert await read_numbers(ws, sent) == list(range(sent))
         await ws.close()
     for ws in ghosts:
+        ws.transport.abort()
+    await layer.close_pools()
+
+
+async def test_a_stalled_process_is_counted_then_rejoins(daphne_factory, shared_redis):
+    """A server process stopped (SIGSTOP) past the liveness TTL is taken for gone:
+    sends to its members are counted (``process_gone``) and its members removed. When
+    it runs again (SIGCONT) it notices within a second and re-adds its memberships, and
+    its clients get the messages sent from then on."""
+    from channels_tuning.layers.redis import LIVENESS_TTL
+
+    other = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET)
+    stalled = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET)
+    live = await subscribe(other, "stalled", 2)
+    paused = await subscribe(stalled, "stalled", 4)
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:stalled") == "6")
+    layer = producer(shared_redis)
+    await asyncio.sleep(1.5)  # both processes have said they are alive
+    os.kill(stalled.pid, signal.SIGSTOP)
+    try:
+        gone = 0
+        started = time.monotonic()
+        while not gone:
+            assert time.monotonic() - started < LIVENESS_TTL + 3
+            gone = (
+                await broadcast("stalled", "during", on_full="drop", layer=layer)
+            ).receivers_gone
+            await asyncio.sleep(0.2)
+        assert gone == 4
+        assert shared_redis.cli("ZCARD", "asgi:group:stalled") == "2"
+    finally:
+        os.kill(stalled.pid, signal.SIGCONT)
+    await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:stalled") == "6", timeout=5)
+    report = await broadcast("stalled", "after", layer=layer)
+    assert (report.receivers, report.delivered, report.receivers_gone) == (6, 6, 0)
+    for ws in paused:
+        # What its inbox took before it was taken for gone arrives first, then "after".
+        frames = [await recv_data(ws)]
+        while frames[-1] != "after":
+            frames.append(await recv_data(ws))
+        assert set(frames[:-1]) <= {"during"}
+    for ws in live + paused:
         ws.transport.abort()
     await layer.close_pools()

@@ -102,7 +102,8 @@ class ProcessLayerReader:
             )
 
     async def _restore_memberships(self) -> None:
-        """Re-add this process' memberships once Redis answers again (every 0.25 s)."""
+        """Re-add this process' memberships (after Redis lost them, or after producers
+        took this process for gone) as soon as Redis answers (tried every 0.25 s)."""
         while self.consumers:
             try:
                 restored = await restore_memberships(self.layer, list(self.consumers.values()))
@@ -111,9 +112,7 @@ class ProcessLayerReader:
             except Exception:
                 await asyncio.sleep(0.25)
                 continue
-            logger.warning(
-                "channels_tuning: Redis answers again; re-added %d group memberships", restored
-            )
+            logger.warning("channels_tuning: re-added %d group memberships", restored)
             return
 
     def _ensure_running(self) -> None:
@@ -132,9 +131,16 @@ class ProcessLayerReader:
         mark = getattr(self.layer, "mark_alive", None)
         if mark is None:
             return
+        said = False
         while True:
             try:
-                await mark()
+                was_alive = await mark()
+                if said and not was_alive:
+                    # Our key had expired (the loop stalled, or Redis was away): producers
+                    # counted us as gone and removed our members. Re-add them now.
+                    LAYER_ERRORS.inc(("seen_as_gone",))
+                    self._start_restore()
+                said = True
             except Exception as exc:  # Redis down: said again at the next second
                 LAYER_ERRORS.inc((f"alive:{type(exc).__name__}",))
             await asyncio.sleep(1.0)

@@ -118,6 +118,7 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
             self, channels, message
         )
         channels_by_key = _channels_by_key(self, channels)
+        dead_members: list[str] = []
         for index, shard_keys in by_connection.items():
             args: list[Any] = [key_message[key] for key in shard_keys]
             args += [key_capacity[key] for key in shard_keys]
@@ -134,7 +135,15 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
                 report.full[key] = channels_by_key[key]
                 report.receivers_over_capacity += len(channels_by_key[key])
             for position in gone:
-                report.receivers_gone += len(channels_by_key[shard_keys[int(position) - 1]])
+                dead = channels_by_key[shard_keys[int(position) - 1]]
+                report.receivers_gone += len(dead)
+                dead_members.extend(dead)
+        if dead_members:
+            # Counted once, not at every send until group_expiry: their clients have
+            # reconnected elsewhere by now. A process that was only stalled re-adds
+            # them itself when it next says it is alive (reader._say_alive).
+            connection = upstream.connection(self, upstream.shard_of(self, group))
+            await connection.zrem(keys.group_key(self, group), *dead_members)
         GROUP_SENDS.inc((group_label(group),))
         return report
 
@@ -158,15 +167,18 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
             return False
         return shard in self._alive_seen
 
-    async def mark_alive(self) -> None:
-        """Say that this process reads its inbox (at each scheduler tick): producers
-        skip and count the inboxes of processes that stopped saying so."""
+    async def mark_alive(self) -> bool:
+        """Say that this process reads its inbox (every second, from its reader):
+        producers skip and count the inboxes of processes that stopped saying so.
+        Returns whether the previous word was still valid (False: taken for gone)."""
         process = keys.process_channel(self)
         connection = upstream.connection(self, upstream.shard_of(self, process))
         pipe = connection.pipeline(transaction=False)
+        pipe.exists(keys.live_key(self, process))
         pipe.set(keys.live_key(self, process), "1", px=int(LIVENESS_TTL * 1000))
         pipe.set(keys.seen_key(self, process), "1", ex=max(self.group_expiry, 60))
-        await pipe.execute()
+        was_alive, _, _ = await pipe.execute()
+        return bool(was_alive)
 
     # ------------------------------------------------- losses seen by receivers
 
