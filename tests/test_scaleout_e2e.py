@@ -247,3 +247,102 @@ async def test_nginx_upgrade_and_drain(daphne_factory, redis_server, tmp_path):
             await ws.close()
     finally:
         stop_process(balancer.proc)
+
+
+@pytest.mark.slow
+async def test_killed_server_behind_haproxy(daphne_factory, redis_server, tmp_path):
+    """The same deployment, SIGKILL instead of SIGTERM. Its clients see 1006 and
+    reconnect through HAProxy to the others; within the liveness TTL (5 s) producers
+    take the dead process for gone: its members are counted once as ``process_gone``
+    and removed (not left for ``group_expiry``). What its clients missed lies between
+    the kill and their reconnection: those messages went into the dead inbox unseen,
+    the one silent window, bounded by the TTL."""
+    from channels_tuning.layers.redis import LIVENESS_TTL
+
+    group = "killed"
+    servers = [daphne_factory(tuned=True, redis=redis_server) for _ in range(SERVERS)]
+    balancer = start_haproxy(tmp_path, [server.port for server in servers])
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    clients = None
+    try:
+        await wait_until(lambda: set(balancer.server_states().values()) == {"UP"})
+        clients = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tests" / "support" / "lb_clients.py"),
+                balancer.ws(f"/ws/group/{group}/"),
+                str(CLIENTS),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert clients.stdout is not None
+        assert await asyncio.to_thread(clients.stdout.readline) == "READY\n"
+        await wait_until(lambda: redis_server.cli("ZCARD", f"asgi:group:{group}") == str(CLIENTS))
+        sent: dict[int, float] = {}
+        gone_counted = 0
+        stop = asyncio.Event()
+
+        async def produce() -> None:
+            nonlocal gone_counted
+            seq, began = 0, time.monotonic()
+            while not stop.is_set():
+                sent[seq] = time.time()
+                report = await broadcast(group, f"{seq} x", on_full="wait", timeout=10, layer=layer)
+                gone_counted += report.receivers_gone
+                seq += 1
+                await asyncio.sleep(max(0.0, began + seq / RATE - time.monotonic()))
+
+        producer = asyncio.ensure_future(produce())
+        await asyncio.sleep(2)
+        victim = servers[0]
+        victim_connections = health(victim.port)[1]["connections"]
+        killed_at = time.time()
+        os.kill(victim.pid, signal.SIGKILL)
+        await wait_until(
+            lambda: (
+                len(member_processes(redis_server, group)) == SERVERS - 1
+                and redis_server.cli("ZCARD", f"asgi:group:{group}") == str(CLIENTS)
+            ),
+            timeout=LIVENESS_TTL + 20,
+        )
+        settled_after = time.time() - killed_at
+        await asyncio.sleep(2)
+        stop.set()
+        await producer
+        await asyncio.sleep(1)
+        output, _ = await asyncio.to_thread(clients.communicate, "", 60)
+        report = json.loads(output.splitlines()[-1])
+    finally:
+        await layer.close_pools()
+        if clients is not None and clients.poll() is None:
+            clients.kill()
+        stop_process(balancer.proc)
+
+    moved = [client for client in report if client["closes"]]
+    assert len(moved) == victim_connections
+    assert all(client["closes"][0][1] == 1006 for client in moved)
+    assert gone_counted == victim_connections  # each dead membership counted once
+    back = [client["opens"][-1] - killed_at for client in moved]
+    silent = outside = 0
+    for client in report:
+        seqs = client["seqs"]
+        assert seqs == sorted(set(seqs)), "a message twice or out of order"
+        got = set(seqs)
+        window = (killed_at - 0.3, client["opens"][-1] + 0.5) if client["closes"] else None
+        for seq, at in sent.items():
+            if seq in got:
+                continue
+            if window and window[0] <= at <= window[1]:
+                silent += 1
+            else:
+                outside += 1
+    print(
+        f"\nSIGKILL to a server with {victim_connections} of {CLIENTS} clients: they were "
+        f"back {min(back):.1f}-{max(back):.1f} s after the kill; the dead process' members "
+        f"were counted ({gone_counted}) and removed {settled_after:.1f} s after it; "
+        f"{silent} deliveries missed between the kill and each client's return, 0 elsewhere"
+    )
+    assert outside == 0
+    assert max(back) < LIVENESS_TTL + 10
