@@ -326,6 +326,19 @@ def test_daphne_reads_its_input_queue_otherwise(monkeypatch):
     assert daphne.features["create_application"] is False
 
 
+def test_daphne_request_reply_path_changed(monkeypatch):
+    """The tuned server's own answers (health check, 503 while draining) go through
+    daphne's WebRequest reply path; if it changed, they are left to daphne."""
+    from daphne.http_protocol import WebRequest
+
+    monkeypatch.delattr(WebRequest, "handle_reply")
+    problems = daphne.check()
+    assert "WebRequest.handle_reply" in symbols(problems)
+    daphne.apply(problems)
+    assert daphne.features["own_answers"] is False
+    assert daphne.features["create_application"] is True
+
+
 def test_daphne_handle_reply_renamed(monkeypatch):
     async def reply(self, protocol, message):  # same behaviour, another name
         return None

@@ -27,6 +27,9 @@ upstream symbol                              used for
                                              on half-open connections
 ``Server.kill_all_applications``             the graceful drain (shutdown trigger)
 ``Server.listen_success``                    the listening ports, to stop them
+``WebRequest.handle_reply``, its              the tuned server's own answers (health
+``request_start`` and ``client_addr``         check, 503 while draining), written
+                                             through daphne's reply path
 ``CommandLineInterface.server_class``        the tuned server behind the same CLI
 ``Server.kill_all_applications`` (plain)     replaced (:func:`install_shutdown_fix`):
                                              it gathers the cancelled applications,
@@ -56,7 +59,14 @@ from ._checker import Checker, source_of
 
 LIBRARY = "daphne"
 
-features = {"create_application": True, "sync_send": True, "shutdown_fix": True}
+features = {
+    "create_application": True,
+    "sync_send": True,
+    "shutdown_fix": True,
+    # Off: the tuned server leaves health checks and handshakes while draining to
+    # daphne and the application (no 503s of its own).
+    "own_answers": True,
+}
 logger = logging.getLogger("channels_tuning.compat")
 
 
@@ -176,6 +186,17 @@ def check() -> list[UpstreamChanged]:
             "Server.create_application queue",
             f"daphne's WebSocket protocol calls {sorted(set(uses))} on the input queue",
         )
+    from daphne.http_protocol import WebRequest
+
+    checker.callables(WebRequest, "WebRequest", ("handle_reply", "process"))
+    checker.contains(
+        getattr(WebRequest, "process", None),
+        "WebRequest.process",
+        ["self.request_start = time.time()", "self.client_addr = ["],
+    )
+    checker.contains(
+        getattr(WebRequest, "handle_reply", None), "WebRequest.handle_reply", ["self.client_addr"]
+    )
     if server.handle_reply.__qualname__ != "Server.handle_reply":
         checker.changed("Server.handle_reply", "renamed: plain daphne's send is not recognised")
     if getattr(CommandLineInterface, "server_class", None) is not server:
@@ -191,5 +212,7 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["create_application"] = False
         if problem.symbol.startswith("Server.handle_reply"):
             features["sync_send"] = False
+        if problem.symbol.startswith("WebRequest."):
+            features["own_answers"] = False
         if problem.symbol.startswith("Server.kill_all_applications"):
             features["shutdown_fix"] = False

@@ -25,6 +25,7 @@ are channels-redis' layout, reached through :mod:`channels_tuning.compat.channel
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 
@@ -81,6 +82,12 @@ def _checks_of(layer: Any) -> Any:
     ``BaseChannelLayer`` (channels-redis' pub/sub layer), Channels' own rules."""
     if hasattr(layer, "require_valid_group_name") or hasattr(layer, "valid_group_name"):
         return layer
+    return _channels_rules()
+
+
+@functools.cache
+def _channels_rules() -> Any:
+    """One ``BaseChannelLayer`` whose name checks are Channels' rules (made once)."""
     from channels.layers import BaseChannelLayer
 
     return BaseChannelLayer()

@@ -260,6 +260,8 @@ class _HandshakeRequest(WebRequest):
         if isinstance(factory, TunedHTTPFactory):
             factory.handshake_done(self.channel)
             server = factory.server
+            if not daphne_hooks.features["own_answers"]:
+                return super().process()
             if server.health_path and self.path == server.health_path:
                 status, body = server.health.verdict()
                 return self._answer(status, body, b"application/json")
