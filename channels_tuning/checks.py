@@ -9,6 +9,7 @@ channels_tuning.E003   ``IDLE_TIMEOUT`` is not longer than ``HEARTBEAT_INTERVAL`
 channels_tuning.E004   ``OVERFLOW_POLICY`` is not one of the policies
 channels_tuning.E005   ``LIFETIME_JITTER`` is not within [0, 1)
 channels_tuning.E007   ``GC_THRESHOLD`` is not None or 1-3 non-negative integers
+channels_tuning.E008   ``HISTORY`` is not a dict of patterns to ``{"size": int >= 1, "ttl": seconds}``
 channels_tuning.W001   unknown key in ``CHANNELS_TUNING`` (a typo is silently ignored)
 channels_tuning.W002   in-memory channel layer while the project looks multi-process
 channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APPS``
@@ -128,6 +129,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="channels_tuning.E007",
             )
         )
+    problems += _check_history(merged["HISTORY"])
     if idle is None:
         problems.append(
             Warning(
@@ -136,6 +138,30 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="channels_tuning.W004",
             )
         )
+    return problems
+
+
+def _check_history(history: Any) -> list[Any]:
+    from .layers.history import HistoryPolicy
+
+    if not isinstance(history, dict):
+        return [Error(f"HISTORY must be a dict, not {history!r}.", id="channels_tuning.E008")]
+    problems = []
+    for pattern, value in history.items():
+        try:
+            if not isinstance(pattern, str) or not isinstance(value, dict):
+                raise ValueError("a pattern (str) to a dict")
+            HistoryPolicy(value.get("size"), value.get("ttl"))
+            if set(value) - {"size", "ttl"}:
+                raise ValueError(f"unknown keys {sorted(set(value) - {'size', 'ttl'})}")
+        except ValueError as error:
+            problems.append(
+                Error(
+                    f"HISTORY[{pattern!r}] is invalid: {error}.",
+                    hint='e.g. {"chat.*": {"size": 1000, "ttl": 300}}',
+                    id="channels_tuning.E008",
+                )
+            )
     return problems
 
 

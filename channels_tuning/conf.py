@@ -88,6 +88,10 @@ DEFAULTS: Final[dict[str, Any]] = {
     "GROUP_LABEL_LIMIT": 1000,
     # Frames kept by tracemalloc (wsstats --memory). None: tracemalloc off (it is costly).
     "TRACEMALLOC": None,
+    # Groups whose broadcasts are numbered and kept, so that reconnecting clients get
+    # what they missed: {"<fnmatch pattern>": {"size": messages, "ttl": seconds}}
+    # (channels_tuning.layers.history). Empty: no group has history.
+    "HISTORY": {},
 }
 
 # Keys that are numbers which must be positive when set (None allowed).

@@ -70,3 +70,7 @@ class UpstreamChanged(ChannelsTuningError, RuntimeError):
         self.library = library
         self.symbol = symbol
         self.detail = detail
+
+
+class RecoveryRequestError(ChannelsTuningError, ValueError):
+    """A client's ``ct_recover`` request the server cannot read (closed with 1008)."""

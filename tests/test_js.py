@@ -29,7 +29,7 @@ def test_node_test_suite_passes():
 def random_envelope(rng: random.Random) -> Envelope:
     text = lambda: "".join(rng.choice("aé✓ z") for _ in range(rng.randrange(6)))  # noqa: E731
     return Envelope(
-        kind=rng.randrange(1, 6),
+        kind=rng.randrange(1, 8),
         seq=rng.choice([0, 1, rng.randrange(2**64)]),
         topic=text(),
         payload=rng.randbytes(rng.randrange(5)),
@@ -37,6 +37,9 @@ def random_envelope(rng: random.Random) -> Envelope:
         sent_at_ms=rng.choice([0, -1, rng.randrange(-(2**63), 2**63)]),
         error_code=rng.choice([0, rng.randrange(2**32)]),
         error=text(),
+        offset=rng.choice([0, 1, rng.randrange(2**53)]),
+        epoch=rng.choice(["", "9f3a61c2"]),
+        recovered=rng.random() < 0.5,
     )
 
 
@@ -57,6 +60,9 @@ def test_js_and_python_envelopes_are_byte_identical():
                     "sentAtMs": str(envelope.sent_at_ms),
                     "errorCode": envelope.error_code,
                     "error": envelope.error,
+                    "offset": str(envelope.offset),
+                    "epoch": envelope.epoch,
+                    "recovered": envelope.recovered,
                 }
             }
         )
@@ -80,6 +86,11 @@ def test_js_and_python_envelopes_are_byte_identical():
             envelope.topic,
             envelope.type_url,
             envelope.error,
+        )
+        assert (str(decoded["offset"]), decoded["epoch"], decoded["recovered"]) == (
+            str(envelope.offset),
+            envelope.epoch,
+            envelope.recovered,
         )
         assert (decoded["payload"], decoded["errorCode"]) == (
             envelope.payload.hex(),

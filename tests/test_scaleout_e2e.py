@@ -4,119 +4,30 @@ Redis: the health endpoint, and a rolling restart under a producer (issue #15)."
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
-from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer
 from tests.support.balancers import start_haproxy, start_nginx
-from tests.support.processes import REPO, stop_process
+from tests.support.fleet import (
+    Producer,
+    check_order_and_gaps,
+    health,
+    lb_clients_report,
+    member_processes,
+    start_lb_clients,
+)
+from tests.support.processes import stop_process
 from tests.support.waiting import wait_until
 
 SERVERS = 3
 CLIENTS = 600
 RATE = 20  # messages per second from the producer
 HEALTH_DELAY = 2.0  # --drain-health-delay: above HAProxy's 2 checks x 500 ms
-
-
-def health(port: int) -> tuple[int, dict]:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_ct/health", timeout=5) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
-def member_processes(redis, group: str) -> dict[str, int]:
-    """Members of ``group`` by the server process whose channel they are."""
-    members = redis.cli("ZRANGE", f"asgi:group:{group}", "0", "-1").split()
-    counts: dict[str, int] = {}
-    for channel in members:
-        process = channel.split("!", 1)[0]
-        counts[process] = counts.get(process, 0) + 1
-    return counts
-
-
-async def start_lb_clients(balancer, group: str) -> subprocess.Popen:
-    """CLIENTS of the package's Python client (tests/support/lb_clients.py) in one
-    process, subscribed to ``group`` through the balancer; returns once all are open."""
-    clients = subprocess.Popen(
-        [
-            sys.executable,
-            str(REPO / "tests" / "support" / "lb_clients.py"),
-            balancer.ws(f"/ws/group/{group}/"),
-            str(CLIENTS),
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert clients.stdout is not None
-    assert await asyncio.to_thread(clients.stdout.readline) == "READY\n"
-    return clients
-
-
-async def lb_clients_report(clients: subprocess.Popen) -> list[dict]:
-    """Close the clients (stdin) and read what each received and when it was open."""
-    output, _ = await asyncio.to_thread(clients.communicate, "", 60)
-    return json.loads(output.splitlines()[-1])
-
-
-class Producer:
-    """``broadcast(on_full="wait")`` of ``"<seq> x"`` at RATE per second until stopped,
-    remembering when each was sent and what the reports said."""
-
-    def __init__(self, layer: RedisChannelLayer, group: str) -> None:
-        self.layer, self.group = layer, group
-        self.sent: dict[int, float] = {}
-        self.over_capacity = 0
-        self.gone = 0
-        self._stop = asyncio.Event()
-        self._task = asyncio.ensure_future(self._run())
-
-    async def _run(self) -> None:
-        seq, began = 0, time.monotonic()
-        while not self._stop.is_set():
-            self.sent[seq] = time.time()
-            report = await broadcast(
-                self.group, f"{seq} x", on_full="wait", timeout=10, layer=self.layer
-            )
-            self.over_capacity += report.receivers_over_capacity
-            self.gone += report.receivers_gone
-            seq += 1
-            await asyncio.sleep(max(0.0, began + seq / RATE - time.monotonic()))
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await self._task
-
-
-def check_order_and_gaps(report: list[dict], sent: dict[int, float], window) -> tuple[int, list]:
-    """Every client's messages in order and once; a message it lacks must have been sent
-    inside ``window(client)`` (None: the client was never disconnected). Returns the
-    deliveries missed inside the windows and examples of those missed outside."""
-    inside, outside = 0, []
-    for client in report:
-        seqs = client["seqs"]
-        assert seqs == sorted(set(seqs)), "a message twice or out of order"
-        got, span = set(seqs), window(client)
-        for seq, at in sent.items():
-            if seq in got:
-                continue
-            if span and span[0] <= at <= span[1]:
-                inside += 1
-            else:
-                outside.append(f"seq {seq} sent at {at:.2f}, window {span}")
-    return inside, outside
 
 
 async def test_health_endpoint_answers_before_django(daphne_factory):
@@ -164,12 +75,12 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
     layer = RedisChannelLayer(hosts=[redis_server.url])
     try:
         await wait_until(lambda: set(balancer.server_states().values()) == {"UP"})
-        clients = await start_lb_clients(balancer, group)
+        clients = await start_lb_clients(balancer, group, CLIENTS)
         await wait_until(lambda: redis_server.cli("ZCARD", f"asgi:group:{group}") == str(CLIENTS))
         spread = [health(server.port)[1]["connections"] for server in servers]
         before = member_processes(redis_server, group)
         assert len(before) == SERVERS and min(spread) > 0, spread
-        producer = Producer(layer, group)
+        producer = Producer(layer, group, RATE)
         await asyncio.sleep(2)
         victim = servers[0]
         victim_connections = health(victim.port)[1]["connections"]
@@ -293,9 +204,9 @@ async def test_killed_server_behind_haproxy(daphne_factory, redis_server, tmp_pa
     clients = None
     try:
         await wait_until(lambda: set(balancer.server_states().values()) == {"UP"})
-        clients = await start_lb_clients(balancer, group)
+        clients = await start_lb_clients(balancer, group, CLIENTS)
         await wait_until(lambda: redis_server.cli("ZCARD", f"asgi:group:{group}") == str(CLIENTS))
-        producer = Producer(layer, group)
+        producer = Producer(layer, group, RATE)
         await asyncio.sleep(2)
         victim = servers[0]
         victim_connections = health(victim.port)[1]["connections"]

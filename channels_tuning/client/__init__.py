@@ -25,6 +25,15 @@ lost connections
 
 The backoff goes back to its start once a connection has stayed open for
 ``stable_after`` seconds. ``max_attempts`` failed attempts in a row stop the client.
+
+Recovery (groups with ``HISTORY`` on the server, :mod:`channels_tuning.wire.offsets`):
+the client keeps the epoch and last offset of every topic it gets numbered messages
+for (``positions``), asks for what it missed when it reconnects, and drops a message
+it already has (``duplicates``). A ``subscribed`` message with ``recovered`` false is
+passed on like any message (and to ``on_recovery``): messages were lost for good and
+the application should reload its state (counted in ``gaps`` when the client had a
+position). Needs a codec (``"json"`` or a Codec): raw frames are not read.
+
 The browser client (``static/channels_tuning/client.js``) behaves the same way.
 """
 
@@ -36,6 +45,7 @@ import json
 import logging
 import random
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -45,6 +55,7 @@ import websockets
 
 from ..wire.codecs import Codec
 from ..wire.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
+from ..wire.offsets import RECOVER_PARAMETER, StreamPosition, recover_parameter
 from ..wire.reconnect import ABNORMAL, Reconnect, codes, policy_for
 
 logger = logging.getLogger("channels_tuning.client")
@@ -124,6 +135,8 @@ class ReconnectingClient:
         on_message: Callable[[Any], Any] | None = None,
         on_reconnecting: Callable[[float, int, int], Any] | None = None,
         on_close: Callable[[int, str], Any] | None = None,
+        recover: bool = True,
+        on_recovery: Callable[[str, bool], Any] | None = None,
     ) -> None:
         self.url = url
         self.codec = codec
@@ -152,6 +165,14 @@ class ReconnectingClient:
         self._task: asyncio.Task[None] | None = None
         self._opened = asyncio.Event()
         self._stopping = False
+        self.recover, self.on_recovery = recover, on_recovery
+        #: What the client has of each topic with history (its last epoch and offset).
+        self.positions: dict[str, StreamPosition] = {}
+        #: Numbered messages received twice (dropped, not passed on).
+        self.duplicates = 0
+        #: Times numbered messages were lost for good (``recovered`` false after the
+        #: client had a position, or an offset that jumped).
+        self.gaps = 0
 
     # ---------------------------------------------------------------- control
 
@@ -252,7 +273,7 @@ class ReconnectingClient:
         self.state = "connecting" if not self.connections else "reconnecting"
         try:
             ws = await websockets.connect(
-                self.url,
+                self.connect_url(),
                 open_timeout=self.open_timeout,
                 ping_interval=None,  # liveness is the server's application-level heartbeat
                 max_queue=None,
@@ -271,6 +292,54 @@ class ReconnectingClient:
         await self._read(ws)
         self._opened.clear()
         return opened_at
+
+    def connect_url(self) -> str:
+        """The URL of the next attempt: ``url`` with a recovery request per topic."""
+        if not (self.recover and self.positions):
+            return self.url
+        parts = urllib.parse.urlsplit(self.url)
+        query = [
+            (name, value)
+            for name, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+            if name != RECOVER_PARAMETER
+        ]
+        query += [
+            (RECOVER_PARAMETER, recover_parameter(topic, position))
+            for topic, position in self.positions.items()
+        ]
+        return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(query)))
+
+    def _track(self, message: Any) -> bool:
+        """Keep the topic's position; False for a message the client already has."""
+        if isinstance(message, dict):
+            kind, topic = message.get("kind"), message.get("topic")
+            offset, epoch = message.get("offset"), message.get("epoch")
+            recovered = message.get("recovered") is True
+        else:
+            kind, topic = getattr(message, "kind", None), getattr(message, "topic", None)
+            offset, epoch = getattr(message, "offset", 0), getattr(message, "epoch", "")
+            recovered = bool(getattr(message, "recovered", False))
+        if kind not in ("data", "subscribed") or not topic or not epoch:
+            return True
+        if not isinstance(offset, int) or not isinstance(topic, str) or not isinstance(epoch, str):
+            return True
+        known = self.positions.get(topic)
+        if kind == "subscribed":
+            if not recovered or known is None or known.epoch != epoch:
+                if known is not None:
+                    self.gaps += 1
+                self.positions[topic] = StreamPosition(epoch, offset)
+            if self.on_recovery is not None:
+                self.on_recovery(topic, recovered)
+            return True
+        if known is not None and known.epoch == epoch:
+            if offset <= known.offset:
+                self.duplicates += 1
+                return False
+            if offset > known.offset + 1:
+                self.gaps += 1
+        self.positions[topic] = StreamPosition(epoch, offset)
+        return True
 
     async def _flush_outbox(self, ws: Any) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -312,6 +381,8 @@ class ReconnectingClient:
                 return
             if message.kind == "pong":
                 return
+        if self.recover and not self._track(message):
+            return
         if self.on_message is not None:
             await self._call(self.on_message, message)
             return

@@ -55,7 +55,9 @@ from ..core import (
 )
 from ..core.policies import PolicyChain, ordered_policy_classes
 from ..core.queue import REASON_CLOSED, REASON_INBOX_FULL
+from ..exceptions import RecoveryRequestError
 from ..layers.frames import FRAME_TYPE, FRAMES_TYPE
+from ..layers.history import history_policy
 from ..layers.membership import refresh_finished
 from ..layers.reader import process_reader_for
 from ..observability.ratelog import RateLimitedLog
@@ -66,6 +68,8 @@ from ..runtime.scheduler import scheduler
 from ..runtime.shutdown import track_cleanup
 from ..servers import detect
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode, log_level
+from ..wire.offsets import StreamPosition, parse_recover_requests
+from .recovery import GroupStreams
 
 logger = logging.getLogger("channels_tuning")
 #: Clients decide how often a close stalls: a line a second at most.
@@ -140,6 +144,10 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     _inbox_task: asyncio.Task[None] | None = None
     _layer_task: asyncio.Task[None] | None = None
     _joined: set[str] | None = None
+    #: Groups with history this connection joined (None: none yet).
+    _group_streams: GroupStreams | None = None
+    #: The client's recovery requests (``ct_recover``), by group.
+    _recover_requests: dict[str, StreamPosition] | None = None
     #: How many entries of self.groups have been joined (appends beyond are new).
     _groups_synced: int = 0
     _registered: bool = False
@@ -282,6 +290,17 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             )
         )
 
+    def _read_recover_requests(self) -> tuple[int, str] | None:
+        """Parse the client's ``ct_recover`` requests; a refusal if unreadable."""
+        try:
+            requests = parse_recover_requests(self.scope.get("query_string", b""))
+        except RecoveryRequestError as error:
+            logger.info("channels_tuning: refused %s: %s", self.consumer_label(), error)
+            return int(CloseCode.POLICY_VIOLATION), "bad_recovery_request"
+        if requests:
+            self._recover_requests = requests
+        return None
+
     def connection_owner(self) -> str:
         """Who this connection counts against for ``MAX_CONNECTIONS_PER_USER``: the
         authenticated user (``scope["user"]``, from Channels' AuthMiddlewareStack), else
@@ -294,7 +313,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         return f"addr:{client[0]}"
 
     async def websocket_connect(self, message: Message) -> None:
-        refusal = self.admission_refusal()
+        refusal = self.admission_refusal() or self._read_recover_requests()
         if refusal is not None:
             code, reason = refusal
             REJECTED.inc((self.consumer_label(), reason))
@@ -322,6 +341,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         ACCEPTED.inc((self.consumer_label(),))
         now = time.monotonic()
         self.core.accept(now)
+        if self._group_streams is not None:
+            self._group_streams.accepted()
         self.on_accepted(now)
 
     def on_accepted(self, now: float) -> None:
@@ -447,15 +468,33 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         """Join ``group``; it is left automatically when the connection ends."""
         if self.channel_layer is None:
             raise RuntimeError("join_group() needs a channel layer (CHANNEL_LAYERS)")
-        async with group_ops_limiter():
-            await self.channel_layer.group_add(group, self.channel_name)
+        policy = history_policy(group)
+        streams = None
+        if policy is not None and getattr(self.channel_layer, "history", None) is not None:
+            # A group with history: hold live messages until the client has been
+            # told where the group stands (and got what it missed).
+            streams = self._group_streams
+            if streams is None:
+                streams = self._group_streams = GroupStreams(self, self._recover_requests or {})
+            streams.start(group)
+        try:
+            async with group_ops_limiter():
+                await self.channel_layer.group_add(group, self.channel_name)
+        except BaseException:
+            if streams is not None:
+                streams.forget(group)
+            raise
         if self._joined is None:
             self._joined = set()
         self._joined.add(group)
+        if streams is not None and policy is not None:
+            await streams.joined(group, policy)
 
     async def leave_group(self, group: str) -> None:
         if self._joined is not None:
             self._joined.discard(group)
+        if self._group_streams is not None:
+            self._group_streams.forget(group)
         if self.channel_layer is not None:
             await refresh_finished()
             async with group_ops_limiter():
@@ -666,6 +705,9 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         every local member and never mutated)."""
         kind = message["type"]
         if kind == FRAME_TYPE:
+            if "offset" in message and self._group_streams is not None:
+                self._group_streams.deliver(message)  # in order, exactly once
+                return
             self.send_nowait(message["frame"], message.get("key"))
             return
         if kind == FRAMES_TYPE:

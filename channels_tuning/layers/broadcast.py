@@ -27,10 +27,18 @@ handler call, task or ``json.dumps`` per consumer. Members must be tuned consume
 
 At most ``MAX_IN_FLIGHT`` broadcasts per process run at once; more wait their turn,
 so a burst of producers cannot open unbounded Redis work.
+
+To a group with history (the ``HISTORY`` setting, :mod:`.history`) the payload is first
+appended to the group's history, which numbers it, and clients get it in an envelope
+with its offset and epoch (:mod:`channels_tuning.wire.offsets`): ``bytes`` in a binary
+protobuf ``Envelope``, anything else as the JSON envelope's ``data`` (a ``str`` as a
+JSON string). One more Redis round trip per broadcast; no ``coalesce_key`` there
+(coalescing would cut the numbered sequence).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -38,7 +46,9 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 
 from ..exceptions import DeliveryError, DeliveryTimeout, ReceiversFull
+from ..wire.offsets import data_frame
 from .frames import FRAME_TYPE, FRAMES_TYPE, encode_frame
+from .history import history_policy
 from .report import DeliveryReport
 from .sending import MAX_IN_FLIGHT, send_with_policy
 
@@ -71,9 +81,17 @@ async def broadcast(
 
     ``layer``: a layer instance to use instead of ``CHANNEL_LAYERS[layer_alias]``
     (a producer outside Django, a test)."""
-    message: dict[str, Any] = {"type": FRAME_TYPE, "frame": encode_frame(payload)}
-    if coalesce_key is not None:
-        message["key"] = coalesce_key
+    if layer is None:
+        layer = get_channel_layer(layer_alias)
+    policy = history_policy(group)
+    if policy is not None:
+        if coalesce_key is not None:
+            raise ValueError(f"group {group!r} has history: broadcast() takes no coalesce_key")
+        message = await _numbered(layer, group, payload, policy)
+    else:
+        message = {"type": FRAME_TYPE, "frame": encode_frame(payload)}
+        if coalesce_key is not None:
+            message["key"] = coalesce_key
     return await send_to_group(
         group, message, on_full=on_full, timeout=timeout, layer_alias=layer_alias, layer=layer
     )
@@ -89,11 +107,51 @@ async def broadcast_many(
     layer: Any = None,
 ) -> DeliveryReport:
     """Send several frames to ``group`` in one layer message: one Redis round trip
-    and one slot of each receiving process' capacity for the whole batch."""
+    and one slot of each receiving process' capacity for the whole batch (to a group
+    with history: one broadcast each, so that each has its offset)."""
+    if history_policy(group) is not None:
+        # One report for the batch: receivers as for one message, losses summed.
+        total = DeliveryReport(group)
+        for payload in payloads:
+            report = await broadcast(
+                group,
+                payload,
+                on_full=on_full,
+                timeout=timeout,
+                layer_alias=layer_alias,
+                layer=layer,
+            )
+            total.receivers = max(total.receivers, report.receivers)
+            total.processes = max(total.processes, report.processes)
+            total.receivers_over_capacity += report.receivers_over_capacity
+            total.receivers_gone += report.receivers_gone
+            total.retries += report.retries
+            total.state_lost = total.state_lost or report.state_lost
+        return total
     message = {"type": FRAMES_TYPE, "frames": [encode_frame(p) for p in payloads]}
     return await send_to_group(
         group, message, on_full=on_full, timeout=timeout, layer_alias=layer_alias, layer=layer
     )
+
+
+async def _numbered(layer: Any, group: str, payload: Any, policy: Any) -> dict[str, Any]:
+    """Append ``payload`` to ``group``'s history; the layer message with its offset."""
+    history = getattr(layer, "history", None)
+    if history is None:
+        raise TypeError(
+            f"group {group!r} has HISTORY, which {type(layer).__name__} does not keep "
+            "(the tuned Redis and in-memory layers do)"
+        )
+    binary = isinstance(payload, (bytes, bytearray, memoryview))
+    data = bytes(payload) if binary else json.dumps(payload, separators=(",", ":")).encode()
+    offset, epoch = await history.append(group, data, binary, policy)
+    return {
+        "type": FRAME_TYPE,
+        "frame": data_frame(group, offset, epoch, data, binary=binary),
+        "group": group,
+        "offset": offset,
+        "epoch": epoch,
+    }
 
 
 async def send_to_group(

@@ -10,6 +10,7 @@ from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 from ..observability.stats import GROUP_SENDS, group_label
 from ..runtime.registry import registry
 from . import keys
+from .history import MemoryHistory
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
 
@@ -28,6 +29,8 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
         super().__init__(*args, **kwargs)
         self.configure_group_send(on_full, group_send_timeout)
         self._receivers: dict[str, Any] = {}
+        #: Groups' recent broadcasts (groups with HISTORY), in this process.
+        self.history = MemoryHistory()
 
     # The interface of channels_tuning.layers.reader.ProcessLayerReader.
     def attach(self, consumer: Any) -> None:

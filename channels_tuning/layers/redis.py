@@ -44,6 +44,7 @@ from ..compat import channels_redis as upstream
 from ..observability.stats import GROUP_SENDS, MISSED, group_label
 from ..runtime.registry import registry
 from . import keys
+from .history import RedisHistory
 from .membership import GroupAddBatches, derived_group_expiry, refresh_memberships
 from .reader import process_reader_for
 from .report import DeliveryReport
@@ -86,6 +87,8 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         super().__init__(hosts, prefix, expiry, group_expiry, **kwargs)
         self.configure_group_send(on_full, group_send_timeout)
         self.group_expiry_derived = derived
+        #: Groups' recent broadcasts (groups with HISTORY), on each group's shard.
+        self.history = RedisHistory(self)
         #: Shards on which this process has seen the servers' marker (keys.alive_key).
         self._alive_seen: set[int] = set()
         self._alive_set_at: dict[int, float] = {}

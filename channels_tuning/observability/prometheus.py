@@ -141,6 +141,8 @@ class ChannelsTuningCollector(Collector):
             stats.LAYER_ERRORS,
             stats.MISSED,
             stats.GROUP_LABELS_FOLDED,
+            stats.RECOVERY,
+            stats.REPLAYED,
         ):
             yield _counter(counter.name, counter.description, counter.labelnames, counter.items())
         sends, dropped = stats.GROUP_SENDS, stats.GROUP_SEND_DROPPED

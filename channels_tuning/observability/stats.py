@@ -88,6 +88,21 @@ GROUP_LABELS_FOLDED: Final = Counter(
     (),
 )
 
+RECOVERY: Final = Counter(
+    "channels_tuning_recovery_total",
+    "Group-history events of tuned consumers, by outcome: recovered / not_recovered "
+    "(a client's request at join), gap_filled / gap_lost (messages that arrived out of "
+    "order, filled from the history or no longer kept), duplicate (arrived after its "
+    "gap was filled: not sent twice), epoch_changed (history lost while connected), "
+    "failed (the history could not be read).",
+    ("outcome",),
+)
+REPLAYED: Final = Counter(
+    "channels_tuning_replayed_messages_total",
+    "Messages sent to clients from a group's history (recovery and gap fills).",
+    (),
+)
+
 
 class GroupLabels:
     """Group names are chosen by clients (rooms): a counter keyed by them would grow
@@ -155,6 +170,8 @@ ALL_COUNTERS: Final = (
     GROUP_SEND_DROPPED,
     MISSED,
     GROUP_LABELS_FOLDED,
+    RECOVERY,
+    REPLAYED,
 )
 
 

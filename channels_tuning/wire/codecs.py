@@ -65,6 +65,11 @@ class Received(Generic[M]):
     sent_at_ms: int = 0
     error_code: int = 0
     error: str = ""
+    #: A group message's place in the group's history (:mod:`.offsets`), 0 when unused.
+    offset: int = 0
+    epoch: str = ""
+    #: ``subscribed``: whether what the client missed follows.
+    recovered: bool = False
 
 
 class Codec(Generic[M]):
@@ -127,6 +132,9 @@ class JsonCodec(Codec[Any]):
                 _int(envelope.get("sent_at_ms", 0)),
                 _int(envelope.get("error_code", 0)),
                 _str(envelope.get("error", "")),
+                _int(envelope.get("offset", 0)),
+                _str(envelope.get("epoch", "")),
+                envelope.get("recovered") is True,
             )
         except TypeError as error:
             raise DecodeError(str(error)) from None
@@ -256,6 +264,9 @@ class _EnvelopeReceived(Received[M]):
     sent_at_ms = _envelope_field("sent_at_ms")
     error_code = _envelope_field("error_code")
     error = _envelope_field("error")
+    offset = _envelope_field("offset")
+    epoch = _envelope_field("epoch")
+    recovered = _envelope_field("recovered")
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, field.name) for field in fields(Received))

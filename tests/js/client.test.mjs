@@ -139,3 +139,39 @@ test("json envelopes: data wrapped, pings answered, pongs swallowed", async () =
   assert.deepEqual(messages, [{ kind: "data", seq: 0, topic: "room", data: { text: "yo" } }]);
   client.close();
 });
+
+test("recovery: keeps each topic's position, asks for it on reconnect, drops duplicates", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws) => ws.open());
+  const client = new ChannelsTuningClient("ws://x/ws/chat/a/?room=1&ct_recover=old:e:1", {
+    ...fast, codec: "json", WebSocket: FakeWebSocket,
+  });
+  const messages = [];
+  const recoveries = [];
+  client.addEventListener("message", (e) => messages.push(e.detail));
+  client.addEventListener("recovery", (e) => recoveries.push(e.detail));
+  client.start();
+  await sleep(1);
+  const data = (offset) => JSON.stringify({ kind: "data", topic: "chat.a", offset, epoch: "ab", data: offset });
+  sockets[0].receive(JSON.stringify({ kind: "subscribed", topic: "chat.a", offset: 4, epoch: "ab", recovered: false }));
+  sockets[0].receive(data(5));
+  sockets[0].receive(data(6));
+  sockets[0].receive(data(6)); // a duplicate: dropped
+  sockets[0].receive('{"plain":true}'); // not numbered: passed on as it is
+  assert.deepEqual(messages.map((m) => m.offset ?? "plain"), [4, 5, 6, "plain"]);
+  assert.equal(client.duplicates, 1);
+  assert.deepEqual(client.positions.get("chat.a"), { epoch: "ab", offset: 6 });
+  sockets[0].serverClose(1012);
+  await sleep(30);
+  // The reconnect asks for what it missed (and drops the stale parameter it was given).
+  assert.equal(sockets[1].url, "ws://x/ws/chat/a/?room=1&ct_recover=chat.a%3Aab%3A6");
+  sockets[1].receive(JSON.stringify({ kind: "subscribed", topic: "chat.a", offset: 8, epoch: "ab", recovered: true }));
+  sockets[1].receive(data(7));
+  sockets[1].receive(data(8));
+  assert.equal(client.gaps, 0);
+  // History lost: told, and counted as a gap; the position starts again.
+  sockets[1].receive(JSON.stringify({ kind: "subscribed", topic: "chat.a", offset: 0, epoch: "cd", recovered: false }));
+  assert.equal(client.gaps, 1);
+  assert.deepEqual(recoveries.map((r) => r.recovered), [false, true, false]);
+  assert.deepEqual(client.positions.get("chat.a"), { epoch: "cd", offset: 0 });
+  client.close();
+});

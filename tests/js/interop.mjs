@@ -9,7 +9,7 @@ for await (const line of lines) {
   const request = JSON.parse(line);
   if (request.encode) {
     const fields = { ...request.encode, payload: Buffer.from(request.encode.payload ?? "", "hex") };
-    for (const key of ["seq", "sentAtMs"]) if (key in fields) fields[key] = BigInt(fields[key]);
+    for (const key of ["seq", "sentAtMs", "offset"]) if (key in fields) fields[key] = BigInt(fields[key]);
     console.log(JSON.stringify(Buffer.from(encodeEnvelope(fields)).toString("hex")));
   } else {
     const envelope = decodeEnvelope(Buffer.from(request.decode, "hex"));

@@ -2,12 +2,17 @@
 load-balancer tests: each subscribes through the URL, records what it receives and
 when it was connected, and reconnects as the package's backoff says.
 
-    python tests/support/lb_clients.py URL N
+    python tests/support/lb_clients.py URL N [json]
 
 Prints ``READY`` once every client is open, then runs until its stdin closes and
 prints one JSON report: per client, the sequence numbers it received (frames
 ``"<seq> ..."``), when it opened (``opens``), when it lost its connection
 (``closes``: time and code), and the backoff delays it waited (``delays``).
+
+With ``json`` (groups with history): the frames are JSON envelopes whose ``data`` is
+``"<seq> ..."``; the report adds, per client, each ``subscribed`` message's
+``recovered`` with its arrival time, when each message arrived, and the client's
+``duplicates`` and ``gaps``.
 """
 
 from __future__ import annotations
@@ -29,12 +34,22 @@ class Recorder:
         self.opens: list[float] = []
         self.closes: list[tuple[float, int]] = []
         self.delays: list[float] = []
+        self.recovered: list[tuple[float, bool]] = []
+        self.last_message_at = 0.0
+        self.arrivals: list[float] = []
 
     def on_open(self) -> None:
         self.opens.append(time.time())
 
-    def on_message(self, message: str) -> None:
+    def on_message(self, message: str | dict) -> None:
+        self.last_message_at = time.time()
+        if isinstance(message, dict):
+            if message.get("kind") == "subscribed":
+                self.recovered.append((time.time(), message["recovered"]))
+                return
+            message = message["data"]
         self.seqs.append(int(message.split(" ", 1)[0]))
+        self.arrivals.append(self.last_message_at)
 
     def on_reconnecting(self, delay: float, attempt: int, code: int) -> None:
         self.closes.append((time.time(), code))
@@ -43,10 +58,12 @@ class Recorder:
 
 async def main() -> None:
     url, count = sys.argv[1], int(sys.argv[2])
+    codec = sys.argv[3] if len(sys.argv) > 3 else None
     recorders = [Recorder() for _ in range(count)]
     clients = [
         ReconnectingClient(
             url,
+            codec=codec,
             backoff=Backoff(initial_delay=0.5, max_delay=5.0),
             on_open=r.on_open,
             on_message=r.on_message,
@@ -62,8 +79,18 @@ async def main() -> None:
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     await asyncio.gather(*(client.close() for client in clients))
     report = [
-        {"seqs": r.seqs, "opens": r.opens, "closes": r.closes, "delays": r.delays}
-        for r in recorders
+        {
+            "seqs": r.seqs,
+            "opens": r.opens,
+            "closes": r.closes,
+            "delays": r.delays,
+            "recovered": r.recovered,
+            "last_message_at": r.last_message_at,
+            "arrivals": r.arrivals,
+            "duplicates": c.duplicates,
+            "gaps": c.gaps,
+        }
+        for r, c in zip(recorders, clients, strict=True)
     ]
     print(json.dumps(report), flush=True)
 

@@ -38,6 +38,8 @@ export interface ClientOptions {
   maxQueue?: number;
   /** Reconnect at once when the page becomes visible again. Default false. */
   reconnectOnVisible?: boolean;
+  /** Keep each topic's last offset and ask for what was missed on reconnect. Default true. */
+  recover?: boolean;
   protocols?: string | string[];
   /** WebSocket implementation (tests, Node). Default globalThis.WebSocket. */
   WebSocket?: typeof WebSocket;
@@ -47,12 +49,17 @@ export interface ClientOptions {
 
 export interface ReconnectingDetail { delay: number; attempt: number; code: number }
 export interface CloseDetail { code: number; reason: string; willReconnect: boolean }
+export interface RecoveryDetail { topic: string; recovered: boolean; offset: number; epoch: string }
+export interface StreamPosition { epoch: string; offset: number }
+/** `url` with one ct_recover parameter per topic (replacing those there). */
+export declare function recoverUrl(url: string, positions: Map<string, StreamPosition>): string;
 
 export interface ClientEvent<T> extends Event { detail: T }
 
 export interface ChannelsTuningClientEventMap {
   open: ClientEvent<{ connections: number }>;
   message: ClientEvent<unknown>;
+  recovery: ClientEvent<RecoveryDetail>;
   reconnecting: ClientEvent<ReconnectingDetail>;
   close: ClientEvent<CloseDetail>;
   state: ClientEvent<ClientState>;
@@ -74,6 +81,12 @@ export declare class ChannelsTuningClient extends EventTarget {
   readonly connections: number;
   /** Messages dropped from the full queue while disconnected. */
   readonly dropped: number;
+  /** Numbered messages received twice (dropped, not emitted). */
+  readonly duplicates: number;
+  /** Times numbered messages were lost for good (recovered: false after having some). */
+  readonly gaps: number;
+  /** What the client has of each topic with history. */
+  readonly positions: ReadonlyMap<string, StreamPosition>;
   readonly outbox: ReadonlyArray<string | ArrayBuffer | Uint8Array>;
   /** Epoch ms of the next attempt while reconnecting, else null. */
   readonly nextRetryAt: number | null;

@@ -21,8 +21,14 @@
 //   With `reconnectOnVisible`, a page coming back into view reconnects at once.
 // - Messages sent while disconnected wait in a queue of `maxQueue`; when it is full
 //   the oldest is dropped (counted in `dropped`).
-// Events: "open", "message" (detail: the message), "reconnecting" (detail: {delay,
-// attempt, code}), "close" (detail: {code, reason, willReconnect}), "state".
+// - Recovery (groups with HISTORY on the server): the client keeps the last offset and
+//   epoch of each topic it gets numbered messages for, asks for what it missed when it
+//   reconnects (`?ct_recover=topic:epoch:offset` in the URL), and drops a message it
+//   already has. A "subscribed" message with `recovered: false` (also a "recovery"
+//   event) means messages were lost for good: reload the state. Off with `recover: false`.
+// Events: "open", "message" (detail: the message), "recovery" (detail: {topic,
+// recovered, offset, epoch}), "reconnecting" (detail: {delay, attempt, code}),
+// "close" (detail: {code, reason, willReconnect}), "state".
 
 import { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.js";
 import { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY } from "./reconnect_policy.js";
@@ -52,8 +58,29 @@ export const DEFAULTS = Object.freeze({
   deadAfter: 60000,
   maxQueue: 100,
   reconnectOnVisible: false,
+  recover: true,
   protocols: undefined,
 });
+
+/** `url` with one ct_recover parameter per topic position (replacing any there). */
+export function recoverUrl(url, positions) {
+  const [base, hash = ""] = url.split("#", 2);
+  const [path, query = ""] = base.split("?", 2);
+  const params = query.split("&").filter((p) => p && !p.startsWith("ct_recover="));
+  for (const [topic, { epoch, offset }] of positions) {
+    params.push(`ct_recover=${encodeURIComponent(`${topic}:${epoch}:${offset}`)}`);
+  }
+  return path + (params.length ? `?${params.join("&")}` : "") + (hash ? `#${hash}` : "");
+}
+
+/** The recovery fields of a decoded message, or null (JSON objects and envelopes). */
+export function positionOf(message) {
+  if (message === null || typeof message !== "object") return null;
+  const { kind, topic, offset, epoch } = message;
+  if ((kind !== "data" && kind !== "subscribed") || typeof topic !== "string" || !topic) return null;
+  if (typeof epoch !== "string" || !epoch || (typeof offset !== "number" && typeof offset !== "bigint")) return null;
+  return { kind, topic, offset: Number(offset), epoch, recovered: message.recovered === true };
+}
 
 /** The upper bound of attempt n's delay (ms). */
 export function backoffCap(attempt, { initialDelay, factor, maxDelay } = DEFAULTS) {
@@ -91,6 +118,9 @@ export class ChannelsTuningClient extends EventTarget {
     this.attempt = 0;
     this.connections = 0;
     this.dropped = 0;
+    this.duplicates = 0; // numbered messages received twice (dropped)
+    this.gaps = 0; // numbered messages missing (the server said recovered: false, or a jump)
+    this.positions = new Map(); // topic -> {epoch, offset}: what the client has
     this.outbox = [];
     this.nextRetryAt = null; // epoch ms of the next attempt while reconnecting
     this._ws = null;
@@ -161,7 +191,8 @@ export class ChannelsTuningClient extends EventTarget {
     this._setState(this.connections ? "reconnecting" : "connecting");
     let ws;
     try {
-      ws = new this.WebSocket(this.url, this.options.protocols);
+      const url = this.options.recover && this.positions.size ? recoverUrl(this.url, this.positions) : this.url;
+      ws = new this.WebSocket(url, this.options.protocols);
     } catch (error) {
       this._handleClose(ABNORMAL, String(error));
       return;
@@ -230,7 +261,34 @@ export class ChannelsTuningClient extends EventTarget {
       }
       if (message.kind === "pong") return;
     }
+    if (this.options.recover && !this._track(message)) return;
     emit(this, "message", message);
+  }
+
+  /** Keep the topic's position; false for a message the client already has. */
+  _track(message) {
+    const position = positionOf(message);
+    if (position === null) return true;
+    const { kind, topic, offset, epoch } = position;
+    const known = this.positions.get(topic);
+    if (kind === "subscribed") {
+      // recovered: the missed messages follow, from our offset; else start from here.
+      if (!position.recovered || !known || known.epoch !== epoch) {
+        if (known) this.gaps += 1;
+        this.positions.set(topic, { epoch, offset });
+      }
+      emit(this, "recovery", { topic, recovered: position.recovered, offset, epoch });
+      return true;
+    }
+    if (known && known.epoch === epoch) {
+      if (offset <= known.offset) {
+        this.duplicates += 1;
+        return false;
+      }
+      if (offset > known.offset + 1) this.gaps += 1;
+    }
+    this.positions.set(topic, { epoch, offset });
+    return true;
   }
 
   _handleClose(code, reason) {

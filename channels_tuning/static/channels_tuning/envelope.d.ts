@@ -1,7 +1,7 @@
 // Type declarations for envelope.js (channels_tuning/wire/proto/envelope.proto).
 
-export declare const Kind: Readonly<{ DATA: 1; PING: 2; PONG: 3; ACK: 4; ERROR: 5 }>;
-export type KindName = "data" | "ping" | "pong" | "ack" | "error";
+export declare const Kind: Readonly<{ DATA: 1; PING: 2; PONG: 3; ACK: 4; ERROR: 5; SUBSCRIBED: 6; PRESENCE: 7 }>;
+export type KindName = "data" | "ping" | "pong" | "ack" | "error" | "subscribed" | "presence";
 
 export interface EnvelopeFields {
   kind?: KindName | number;
@@ -12,6 +12,9 @@ export interface EnvelopeFields {
   sentAtMs?: number | bigint;
   errorCode?: number;
   error?: string;
+  offset?: number | bigint;
+  epoch?: string;
+  recovered?: boolean;
 }
 
 export interface Envelope {
@@ -24,6 +27,11 @@ export interface Envelope {
   sentAtMs: number | bigint;
   errorCode: number;
   error: string;
+  /** Place in the topic's history (groups with HISTORY), 0 when unused. */
+  offset: number | bigint;
+  epoch: string;
+  /** kind "subscribed": whether what the client missed follows. */
+  recovered: boolean;
 }
 
 export declare class EnvelopeDecodeError extends Error {}

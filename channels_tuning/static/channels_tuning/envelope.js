@@ -1,10 +1,10 @@
 // The channels-tuning envelope (channels_tuning/wire/proto/envelope.proto), encoded and
-// decoded by hand: eight fields do not need a protobuf runtime in the browser.
+// decoded by hand: eleven fields do not need a protobuf runtime in the browser.
 // Output is byte-identical to Python's protobuf for the same field values (fields in
 // number order, defaults omitted), and `kind` is always written, so a frame is never
 // empty and never starts with 0x00 (the heartbeat frames 00 09 / 00 0a).
 
-export const Kind = Object.freeze({ DATA: 1, PING: 2, PONG: 3, ACK: 4, ERROR: 5 });
+export const Kind = Object.freeze({ DATA: 1, PING: 2, PONG: 3, ACK: 4, ERROR: 5, SUBSCRIBED: 6, PRESENCE: 7 });
 const KIND_NAMES = new Map(Object.entries(Kind).map(([name, n]) => [n, name.toLowerCase()]));
 
 export class EnvelopeDecodeError extends Error {
@@ -28,6 +28,9 @@ const FIELDS = [
   [6, "sentAtMs", "int64"],
   [7, "errorCode", "uint32"],
   [8, "error", "string"],
+  [9, "offset", "uint64"],
+  [10, "epoch", "string"],
+  [11, "recovered", "bool"],
 ];
 
 /**
@@ -49,7 +52,7 @@ export function encodeEnvelope(fields = {}) {
       writeVarint(out, BigInt(bytes.length));
       for (const b of bytes) out.push(b);
     } else {
-      let n = BigInt(value);
+      let n = type === "bool" ? (value ? 1n : 0n) : BigInt(value);
       if (n === 0n) continue;
       if (type === "int64") n = BigInt.asUintN(64, n);
       else if (n < 0n) throw new RangeError(`${name} must not be negative`);
@@ -65,7 +68,7 @@ export function decodeEnvelope(data) {
   const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
   const envelope = {
     kind: "data", seq: 0, topic: "", payload: new Uint8Array(0), typeUrl: "",
-    sentAtMs: 0, errorCode: 0, error: "",
+    sentAtMs: 0, errorCode: 0, error: "", offset: 0, epoch: "", recovered: false,
   };
   let kindNumber = 0;
   const reader = { bytes, pos: 0 };
@@ -83,6 +86,7 @@ export function decodeEnvelope(data) {
       if (name === "kind") kindNumber = Number(BigInt.asUintN(32, value));
       else if (type === "int64") envelope[name] = toNumber(BigInt.asIntN(64, value));
       else if (type === "uint32") envelope[name] = Number(BigInt.asUintN(32, value));
+      else if (type === "bool") envelope[name] = value !== 0n;
       else envelope[name] = toNumber(value);
     } else if (wireType === 2) {
       const length = Number(readVarint(reader));

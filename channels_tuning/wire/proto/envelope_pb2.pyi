@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Optional as _Op
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("kind", "seq", "topic", "payload", "type_url", "sent_at_ms", "error_code", "error")
+    __slots__ = ("kind", "seq", "topic", "payload", "type_url", "sent_at_ms", "error_code", "error", "offset", "epoch", "recovered")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[Envelope.Kind]
@@ -16,12 +16,16 @@ class Envelope(_message.Message):
         PONG: _ClassVar[Envelope.Kind]
         ACK: _ClassVar[Envelope.Kind]
         ERROR: _ClassVar[Envelope.Kind]
+        SUBSCRIBED: _ClassVar[Envelope.Kind]
+        PRESENCE: _ClassVar[Envelope.Kind]
     KIND_UNSPECIFIED: Envelope.Kind
     DATA: Envelope.Kind
     PING: Envelope.Kind
     PONG: Envelope.Kind
     ACK: Envelope.Kind
     ERROR: Envelope.Kind
+    SUBSCRIBED: Envelope.Kind
+    PRESENCE: Envelope.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +34,9 @@ class Envelope(_message.Message):
     SENT_AT_MS_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    RECOVERED_FIELD_NUMBER: _ClassVar[int]
     kind: Envelope.Kind
     seq: int
     topic: str
@@ -38,7 +45,10 @@ class Envelope(_message.Message):
     sent_at_ms: int
     error_code: int
     error: str
-    def __init__(self, kind: _Optional[_Union[Envelope.Kind, str]] = ..., seq: _Optional[int] = ..., topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., type_url: _Optional[str] = ..., sent_at_ms: _Optional[int] = ..., error_code: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
+    offset: int
+    epoch: str
+    recovered: bool
+    def __init__(self, kind: _Optional[_Union[Envelope.Kind, str]] = ..., seq: _Optional[int] = ..., topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., type_url: _Optional[str] = ..., sent_at_ms: _Optional[int] = ..., error_code: _Optional[int] = ..., error: _Optional[str] = ..., offset: _Optional[int] = ..., epoch: _Optional[str] = ..., recovered: bool = ...) -> None: ...
 
 class LayerFrame(_message.Message):
     __slots__ = ("binary", "text", "is_text", "coalesce_key", "has_coalesce_key", "channels", "channels_is_list")

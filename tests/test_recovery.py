@@ -1,0 +1,276 @@
+"""Group history and recovery: offsets, replay on join, order and exactly-once, bad
+requests. Unit level on the in-memory layer; the Redis layer and real servers are in
+``tests/test_recovery_e2e.py``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+
+from channels_tuning import TunedJsonWebsocketConsumer, TunedWebsocketConsumer
+from channels_tuning.broadcast import broadcast, broadcast_many
+from channels_tuning.core.offsets import GroupStream, Offer
+from channels_tuning.exceptions import RecoveryRequestError
+from channels_tuning.layers.frames import FRAME_TYPE
+from channels_tuning.layers.history import HistoryPolicy, MemoryHistory
+from channels_tuning.observability.stats import RECOVERY, REJECTED, REPLAYED
+from channels_tuning.runtime.registry import registry
+from channels_tuning.wire.codecs import ProtobufCodec
+from channels_tuning.wire.offsets import (
+    MAX_RECOVER_REQUESTS,
+    StreamPosition,
+    data_frame,
+    parse_recover_requests,
+)
+from channels_tuning.wire.proto.envelope_pb2 import Envelope
+
+HISTORY = {"CHANNELS_TUNING": {"HISTORY": {"room.*": {"size": 5, "ttl": 60}}}}
+
+
+class Member(TunedWebsocketConsumer):
+    heartbeat_interval = None
+
+    async def connect(self):
+        await self.join_group("room.a")
+        await self.accept()
+
+
+class JoinsTwo(TunedJsonWebsocketConsumer):
+    heartbeat_interval = None
+    groups = ["room.b", "plain"]
+
+
+@pytest.fixture(autouse=True)
+async def _fresh_layer():
+    layer = get_channel_layer()
+    await layer.flush()
+    layer.history = MemoryHistory()
+    with override_settings(**HISTORY):
+        yield
+    await layer.flush()
+
+
+async def connect(path="/", consumer=Member):
+    comm = WebsocketCommunicator(consumer.as_asgi(), path)
+    assert (await comm.connect())[0]
+    return comm
+
+
+async def frames(comm, count):
+    return [json.loads((await comm.receive_output(timeout=2))["text"]) for _ in range(count)]
+
+
+# ------------------------------------------------------------------ sans-I/O
+
+
+def test_group_stream_sends_in_order_once_and_holds_after_a_gap():
+    stream = GroupStream()
+    assert stream.offer("e", 1, "f1") is Offer.HOLD  # joining: held
+    assert stream.resume("e", 0) == [("e", 1, "f1")]
+    assert stream.offer("e", 1, "f1") is Offer.SEND
+    assert stream.offer("e", 1, "f1") is Offer.DUPLICATE
+    assert stream.offer("e", 3, "f3") is Offer.GAP  # 2 is missing: fetch it
+    assert stream.offer("e", 4, "f4") is Offer.HOLD
+    assert stream.offer("e", 2, "f2") is Offer.HOLD  # the late one, held too
+    held = stream.resume("e", 2)  # the gap fill sent 2
+    assert [stream.offer(*item) for item in held] == [Offer.SEND, Offer.SEND, Offer.DUPLICATE]
+    assert stream.offset == 4
+    assert stream.offer("new", 1, "g1") is Offer.RESET
+    assert (stream.epoch, stream.offset) == ("new", 1)
+
+
+def test_recover_requests_are_parsed_and_bounded():
+    assert parse_recover_requests(b"") == {}
+    assert parse_recover_requests(b"x=1&ct_recover=room.a:9f3a:12&ct_recover=b-c_d:1:0") == {
+        "room.a": StreamPosition("9f3a", 12),
+        "b-c_d": StreamPosition("1", 0),
+    }
+    for bad in (
+        "ct_recover=room.a:9f3a",
+        "ct_recover=room.a:9f3a:-1",
+        "ct_recover=room.a:9f3a:1e9",
+        "ct_recover=room.a:9F3A:1",
+        "ct_recover=room+a:9f3a:1",
+        "ct_recover=room.a:9f3a:99999999999999999",
+        "ct_recover=" + "a" * 100 + ":e:1",
+        "&".join(f"ct_recover=g{i}:e:1" for i in range(MAX_RECOVER_REQUESTS + 1)),
+    ):
+        with pytest.raises(RecoveryRequestError):
+            parse_recover_requests(bad)
+
+
+def test_data_frames_carry_offset_and_epoch_in_both_encodings():
+    text = data_frame("room.a", 7, "ab12", b'{"x":1}', binary=False)["text"]
+    assert json.loads(text) == {
+        "kind": "data",
+        "topic": "room.a",
+        "offset": 7,
+        "epoch": "ab12",
+        "data": {"x": 1},
+    }
+    payload = Envelope(kind=Envelope.ACK, seq=3).SerializeToString()  # any message type
+    received = ProtobufCodec(Envelope).decode(
+        data_frame("room.a", 7, "ab12", payload, binary=True)["bytes"]
+    )
+    assert (received.kind, received.topic, received.offset, received.epoch) == (
+        "data",
+        "room.a",
+        7,
+        "ab12",
+    )
+    assert received.message.seq == 3
+
+
+# ------------------------------------------------------------- with consumers
+
+
+async def test_join_says_where_the_group_stands_then_numbers_broadcasts():
+    comm = await connect()
+    (subscribed,) = await frames(comm, 1)
+    assert subscribed["kind"] == "subscribed" and subscribed["topic"] == "room.a"
+    assert subscribed["offset"] == 0 and subscribed["recovered"] is False
+    epoch = subscribed["epoch"]
+    await broadcast("room.a", {"n": 1})
+    await broadcast("room.a", "two")
+    data = await frames(comm, 2)
+    assert [(d["offset"], d["epoch"], d["data"]) for d in data] == [
+        (1, epoch, {"n": 1}),
+        (2, epoch, "two"),
+    ]
+    await comm.disconnect()
+
+
+async def test_a_reconnecting_client_gets_what_it_missed_before_live_messages():
+    comm = await connect()
+    epoch = (await frames(comm, 1))[0]["epoch"]
+    await broadcast("room.a", 1)
+    await frames(comm, 1)
+    await comm.disconnect()
+    for n in (2, 3, 4):  # sent while the client was away
+        await broadcast("room.a", n)
+    comm = await connect(f"/?ct_recover=room.a:{epoch}:1")
+    subscribed, *replay = await frames(comm, 4)
+    assert (subscribed["kind"], subscribed["recovered"], subscribed["offset"]) == (
+        "subscribed",
+        True,
+        4,
+    )
+    assert [(d["offset"], d["data"]) for d in replay] == [(2, 2), (3, 3), (4, 4)]
+    await broadcast("room.a", 5)
+    assert [d["offset"] for d in await frames(comm, 1)] == [5]
+    assert await comm.receive_nothing(0.05)
+    assert RECOVERY.get(("recovered",)) == 1 and REPLAYED.total() == 3
+    await comm.disconnect()
+
+
+@pytest.mark.parametrize(
+    "request_for",
+    [
+        "too_old",  # 7 missed, 5 kept
+        "other_epoch",  # forged, or the history was lost
+        "future",  # an offset the group never reached
+    ],
+)
+async def test_what_cannot_be_recovered_is_said(request_for):
+    comm = await connect()
+    epoch = (await frames(comm, 1))[0]["epoch"]
+    await comm.disconnect()
+    for n in range(1, 8):
+        await broadcast("room.a", n)
+    since = {"too_old": f"{epoch}:0", "other_epoch": "beef:6", "future": f"{epoch}:99"}
+    comm = await connect(f"/?ct_recover=room.a:{since[request_for]}")
+    (subscribed,) = await frames(comm, 1)
+    assert (subscribed["recovered"], subscribed["offset"], subscribed["epoch"]) == (
+        False,
+        7,
+        epoch,
+    )
+    assert await comm.receive_nothing(0.05)  # nothing replayed: the app must reload
+    assert RECOVERY.get(("not_recovered",)) == 1
+    await comm.disconnect()
+
+
+async def test_requests_for_groups_not_joined_are_never_answered():
+    await broadcast("room.secret", "for members only")
+    comm = await connect("/?ct_recover=room.secret:abcd:0")
+    (subscribed,) = await frames(comm, 1)
+    assert subscribed["topic"] == "room.a"
+    assert await comm.receive_nothing(0.05)
+    await comm.disconnect()
+
+
+async def test_an_unreadable_request_is_closed_with_1008_and_counted():
+    comm = WebsocketCommunicator(Member.as_asgi(), "/?ct_recover=room.a:oops")
+    connected, _ = await comm.connect()
+    # Accepted, then closed: a browser sees the close code, not an HTTP status.
+    assert connected
+    assert (await comm.receive_output(timeout=1)) == {
+        "type": "websocket.close",
+        "code": 1008,
+        "reason": "bad_recovery_request",
+    }
+    assert REJECTED.get(("Member", "bad_recovery_request")) == 1
+    await comm.disconnect()
+
+
+async def test_reordered_messages_reach_the_client_in_order_exactly_once():
+    comm = await connect()
+    epoch = (await frames(comm, 1))[0]["epoch"]
+    layer = get_channel_layer()
+    policy = HistoryPolicy(5, 60)
+    # Two producers took offsets 1 and 2; the message of 2 arrives first.
+    messages = []
+    for n in (1, 2):
+        data = json.dumps(n).encode()
+        offset, epoch = await layer.history.append("room.a", data, False, policy)
+        messages.append(
+            {
+                "type": FRAME_TYPE,
+                "frame": data_frame("room.a", offset, epoch, data, binary=False),
+                "group": "room.a",
+                "offset": offset,
+                "epoch": epoch,
+            }
+        )
+    consumer = next(iter(registry))
+    consumer.deliver_layer_message(messages[1])
+    consumer.deliver_layer_message(messages[0])  # late: already sent by the gap fill
+    assert [d["offset"] for d in await frames(comm, 2)] == [1, 2]
+    assert await comm.receive_nothing(0.05)
+    assert RECOVERY.get(("gap_filled",)) == 1 and RECOVERY.get(("duplicate",)) == 1
+    await comm.disconnect()
+
+
+async def test_groups_class_attribute_and_batches_are_numbered_too():
+    comm = await connect(consumer=JoinsTwo)
+    (subscribed,) = await frames(comm, 1)
+    assert subscribed["topic"] == "room.b"  # "plain" has no history: nothing said
+    report = await broadcast_many("room.b", ["a", "b"])
+    assert report.receivers == 1 and report.complete
+    assert [(d["offset"], d["data"]) for d in await frames(comm, 2)] == [(1, "a"), (2, "b")]
+    await broadcast("plain", {"raw": True})  # no history: the payload as it is
+    assert json.loads((await comm.receive_output(timeout=1))["text"]) == {"raw": True}
+    with pytest.raises(ValueError, match="coalesce_key"):
+        await broadcast("room.b", "x", coalesce_key="k")
+    await comm.disconnect()
+
+
+async def test_history_is_trimmed_to_size_and_expires_with_its_epoch():
+    history = MemoryHistory()
+    policy = HistoryPolicy(3, 60)
+    for n in range(5):
+        await history.append("g", str(n).encode(), False, policy)
+    assert [e[0] for e in await history.fetch("g", 1, 5)] == [3, 4, 5]
+    short = HistoryPolicy(3, 0.01)
+    _, epoch = await history.append("h", b"1", False, short)
+    import asyncio
+
+    await asyncio.sleep(0.02)
+    offset, new_epoch = await history.append("h", b"2", False, short)
+    assert (offset, new_epoch != epoch) == (1, True)
+    with pytest.raises(ValueError):
+        HistoryPolicy(0, 1)
