@@ -9,7 +9,7 @@ channels_tuning.E003   ``IDLE_TIMEOUT`` is not longer than ``HEARTBEAT_INTERVAL`
 channels_tuning.E004   ``OVERFLOW_POLICY`` is not one of the policies
 channels_tuning.E005   ``LIFETIME_JITTER`` is not within [0, 1)
 channels_tuning.E007   ``GC_THRESHOLD`` is not None or 1-3 non-negative integers
-channels_tuning.E008   ``HISTORY`` is not a dict of patterns to ``{"size": int >= 1, "ttl": seconds}``
+channels_tuning.E008   ``HISTORY`` is not a dict of patterns to ``{"size": n, "ttl": seconds}``
 channels_tuning.W001   unknown key in ``CHANNELS_TUNING`` (a typo is silently ignored)
 channels_tuning.W002   in-memory channel layer while the project looks multi-process
 channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APPS``
@@ -151,7 +151,7 @@ def _check_history(history: Any) -> list[Any]:
         try:
             if not isinstance(pattern, str) or not isinstance(value, dict):
                 raise ValueError("a pattern (str) to a dict")
-            HistoryPolicy(value.get("size"), value.get("ttl"))
+            HistoryPolicy(value.get("size", 0), value.get("ttl", 0))
             if set(value) - {"size", "ttl"}:
                 raise ValueError(f"unknown keys {sorted(set(value) - {'size', 'ttl'})}")
         except ValueError as error:

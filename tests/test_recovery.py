@@ -274,3 +274,21 @@ async def test_history_is_trimmed_to_size_and_expires_with_its_epoch():
     assert (offset, new_epoch != epoch) == (1, True)
     with pytest.raises(ValueError):
         HistoryPolicy(0, 1)
+
+
+@pytest.mark.parametrize(
+    "history, problem",
+    [
+        ({"chat.*": {"size": 10, "ttl": 5}}, None),
+        ([("chat.*", 1)], "must be a dict"),
+        ({"chat.*": {"size": 0, "ttl": 5}}, "size must be an integer >= 1"),
+        ({"chat.*": {"size": 10}}, "ttl must be a number"),
+        ({"chat.*": {"size": 10, "ttl": 5, "max": 1}}, "unknown keys"),
+    ],
+)
+def test_history_setting_is_checked(history, problem):
+    from channels_tuning.checks import check_settings
+
+    with override_settings(CHANNELS_TUNING={"HISTORY": history}):
+        errors = [p for p in check_settings() if p.id == "channels_tuning.E008"]
+    assert [problem in e.msg for e in errors] == ([True] if problem else [])
