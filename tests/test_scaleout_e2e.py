@@ -10,6 +10,8 @@ import statistics
 import time
 
 import pytest
+from django.conf import settings
+from django.test import override_settings
 
 from channels_tuning.layers import RedisChannelLayer
 from tests.support.balancers import start_haproxy, start_nginx
@@ -28,6 +30,14 @@ SERVERS = 3
 CLIENTS = 600
 RATE = 20  # messages per second from the producer
 HEALTH_DELAY = 2.0  # --drain-health-delay: above HAProxy's 2 checks x 500 ms
+#: With history (the ``recovery`` runs): the clients' reconnect gaps are recovered.
+HISTORY = {"HISTORY": {"rec.*": {"size": 1000, "ttl": 300}}}
+
+
+def with_history(recovery: bool):
+    """The test process' settings for the producer (broadcast() reads HISTORY)."""
+    tuning = HISTORY if recovery else {}
+    return override_settings(CHANNELS_TUNING={**settings.CHANNELS_TUNING, **tuning})
 
 
 async def test_health_endpoint_answers_before_django(daphne_factory):
@@ -56,26 +66,33 @@ async def test_health_endpoint_full_at_max_connections(daphne_factory):
 
 
 @pytest.mark.slow
-async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_path):
+@pytest.mark.parametrize("recovery", [False, True], ids=["plain", "recovery"])
+async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_path, recovery):
     """Three servers behind HAProxy, 600 clients (the package's Python client), a
     producer broadcasting 20 messages/s. SIGTERM to one server: HAProxy takes it out
     of rotation on its health check before it stops listening, so each of its clients
     reconnects on its first attempt, to the others; every client gets every message
     except those sent while it was reconnecting, in order and once; the producer is
-    told of no message dropped; no membership of the stopped process is left."""
-    group = "rolling"
+    told of no message dropped; no membership of the stopped process is left. With
+    history (``recovery``): not even those, each moved client is told ``recovered``."""
+    group = "rec.rolling" if recovery else "rolling"
     servers = [
         daphne_factory(
-            tuned=True, redis=redis_server, extra_args=("--drain-health-delay", str(HEALTH_DELAY))
+            tuned=True,
+            redis=redis_server,
+            extra_args=("--drain-health-delay", str(HEALTH_DELAY)),
+            tuning=HISTORY if recovery else None,
         )
         for _ in range(SERVERS)
     ]
     balancer = start_haproxy(tmp_path, [server.port for server in servers])
     clients = None
     layer = RedisChannelLayer(hosts=[redis_server.url])
+    history_settings = with_history(recovery)
+    history_settings.enable()
     try:
         await wait_until(lambda: set(balancer.server_states().values()) == {"UP"})
-        clients = await start_lb_clients(balancer, group, CLIENTS)
+        clients = await start_lb_clients(balancer, group, CLIENTS, "json" if recovery else None)
         await wait_until(lambda: redis_server.cli("ZCARD", f"asgi:group:{group}") == str(CLIENTS))
         spread = [health(server.port)[1]["connections"] for server in servers]
         before = member_processes(redis_server, group)
@@ -99,6 +116,7 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
         await asyncio.sleep(1)  # the last messages arrive
         report = await lb_clients_report(clients)
     finally:
+        history_settings.disable()
         await layer.close_pools()
         if clients is not None and clients.poll() is None:
             clients.kill()
@@ -121,7 +139,8 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
         # the client is subscribed elsewhere, it is in no group. (The client's own
         # close time is later than the server's: it is taken once the closing
         # handshake is over, in a client process sharing 2 cores with 5 others.)
-        if not client["closes"]:
+        # With history, the reconnect recovers those: no window.
+        if not client["closes"] or recovery:
             return None
         return (stopped_at + HEALTH_DELAY - 0.3, client["opens"][1] + 0.5)
 
@@ -138,6 +157,11 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
     assert not outside, outside[:10]
     assert producer.over_capacity == 0
     assert all_back_after < HEALTH_DELAY + 10
+    if recovery:
+        assert missed_in_gaps == 0
+        for client in moved:
+            assert [flag for _, flag in client["recovered"]] == [False, True]
+            assert client["duplicates"] == client["gaps"] == 0
 
 
 async def test_nginx_upgrade_and_drain(daphne_factory, redis_server, tmp_path):
@@ -188,23 +212,30 @@ async def test_nginx_upgrade_and_drain(daphne_factory, redis_server, tmp_path):
 
 
 @pytest.mark.slow
-async def test_killed_server_behind_haproxy(daphne_factory, redis_server, tmp_path):
+@pytest.mark.parametrize("recovery", [False, True], ids=["plain", "recovery"])
+async def test_killed_server_behind_haproxy(daphne_factory, redis_server, tmp_path, recovery):
     """The same deployment, SIGKILL instead of SIGTERM. Its clients see 1006 and
     reconnect through HAProxy to the others; within the liveness TTL (5 s) producers
     take the dead process for gone: its members are counted once as ``process_gone``
     and removed (not left for ``group_expiry``). What its clients missed lies between
     the kill and their reconnection: those messages went into the dead inbox unseen,
-    the one silent window, bounded by the TTL."""
+    the one silent window, bounded by the TTL. With history (``recovery``), the clients
+    recover them when they reconnect: every client gets every message, once, in order."""
     from channels_tuning.layers.redis import LIVENESS_TTL
 
-    group = "killed"
-    servers = [daphne_factory(tuned=True, redis=redis_server) for _ in range(SERVERS)]
+    group = "rec.killed" if recovery else "killed"
+    servers = [
+        daphne_factory(tuned=True, redis=redis_server, tuning=HISTORY if recovery else None)
+        for _ in range(SERVERS)
+    ]
     balancer = start_haproxy(tmp_path, [server.port for server in servers])
     layer = RedisChannelLayer(hosts=[redis_server.url])
+    history_settings = with_history(recovery)
+    history_settings.enable()
     clients = None
     try:
         await wait_until(lambda: set(balancer.server_states().values()) == {"UP"})
-        clients = await start_lb_clients(balancer, group, CLIENTS)
+        clients = await start_lb_clients(balancer, group, CLIENTS, "json" if recovery else None)
         await wait_until(lambda: redis_server.cli("ZCARD", f"asgi:group:{group}") == str(CLIENTS))
         producer = Producer(layer, group, RATE)
         await asyncio.sleep(2)
@@ -225,6 +256,7 @@ async def test_killed_server_behind_haproxy(daphne_factory, redis_server, tmp_pa
         await asyncio.sleep(1)
         report = await lb_clients_report(clients)
     finally:
+        history_settings.disable()
         await layer.close_pools()
         if clients is not None and clients.poll() is None:
             clients.kill()
@@ -237,6 +269,8 @@ async def test_killed_server_behind_haproxy(daphne_factory, redis_server, tmp_pa
     back = [client["opens"][-1] - killed_at for client in moved]
 
     def window(client: dict) -> tuple[float, float] | None:
+        if recovery:
+            return None  # recovered on reconnect: nothing may be missing
         return (killed_at - 0.3, client["opens"][-1] + 0.5) if client["closes"] else None
 
     silent, outside = check_order_and_gaps(report, producer.sent, window)
@@ -248,3 +282,8 @@ async def test_killed_server_behind_haproxy(daphne_factory, redis_server, tmp_pa
     )
     assert not outside, outside[:10]
     assert max(back) < LIVENESS_TTL + 10
+    if recovery:
+        assert silent == 0
+        for client in moved:
+            assert [flag for _, flag in client["recovered"]] == [False, True]
+            assert client["duplicates"] == client["gaps"] == 0
