@@ -10,6 +10,7 @@ channels_tuning.E004   ``OVERFLOW_POLICY`` is not one of the policies
 channels_tuning.E005   ``LIFETIME_JITTER`` is not within [0, 1)
 channels_tuning.E007   ``GC_THRESHOLD`` is not None or 1-3 non-negative integers
 channels_tuning.E008   ``HISTORY`` is not a dict of patterns to ``{"size": n, "ttl": seconds}``
+channels_tuning.E009   ``PRESENCE`` is not a dict of patterns to ``{"events": bool}``
 channels_tuning.W001   unknown key in ``CHANNELS_TUNING`` (a typo is silently ignored)
 channels_tuning.W002   in-memory channel layer while the project looks multi-process
 channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APPS``
@@ -130,6 +131,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     problems += _check_history(merged["HISTORY"])
+    problems += _check_presence(merged["PRESENCE"])
     if idle is None:
         problems.append(
             Warning(
@@ -163,6 +165,25 @@ def _check_history(history: Any) -> list[Any]:
                 )
             )
     return problems
+
+
+def _check_presence(presence: Any) -> list[Any]:
+    valid = isinstance(presence, dict) and all(
+        isinstance(pattern, str)
+        and isinstance(value, dict)
+        and set(value) <= {"events"}
+        and isinstance(value.get("events", False), bool)
+        for pattern, value in presence.items()
+    )
+    if valid:
+        return []
+    return [
+        Error(
+            f"PRESENCE must map group patterns to {{'events': bool}}, not {presence!r}.",
+            hint='e.g. {"chat.*": {"events": True}}',
+            id="channels_tuning.E009",
+        )
+    ]
 
 
 def _check_group_expiry(layers: dict[str, Any]) -> list[Any]:

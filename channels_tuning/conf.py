@@ -92,6 +92,12 @@ DEFAULTS: Final[dict[str, Any]] = {
     # what they missed: {"<fnmatch pattern>": {"size": messages, "ttl": seconds}}
     # (channels_tuning.layers.history). Empty: no group has history.
     "HISTORY": {},
+    # Groups whose members are listed (presence(), presence_count()):
+    # {"<fnmatch pattern>": {"events": bool}} (channels_tuning.layers.presence).
+    "PRESENCE": {},
+    # Seconds a presence entry outlives a process that died or lost Redis (live
+    # processes push it forward every PRESENCE_TTL / 3 seconds).
+    "PRESENCE_TTL": 10.0,
 }
 
 # Keys that are numbers which must be positive when set (None allowed).
@@ -114,6 +120,7 @@ POSITIVE_KEYS: Final = (
     "TRACEMALLOC",
     "GC_COLLECT_INTERVAL",
     "GROUP_LABEL_LIMIT",
+    "PRESENCE_TTL",
 )
 # Keys whose value must always be set.
 REQUIRED_KEYS: Final = (
@@ -122,6 +129,7 @@ REQUIRED_KEYS: Final = (
     "SEND_QUEUE_MAX_BYTES",
     "LAYER_INBOX_MAX",
     "GROUP_LABEL_LIMIT",
+    "PRESENCE_TTL",
 )
 
 

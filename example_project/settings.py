@@ -94,6 +94,11 @@ CHANNELS_TUNING = {
     "MAX_MESSAGE_SIZE": 64 * 1024,
     "RATE_LIMIT": 20,
     "RATE_BURST": 40,
+    # Rooms keep their last 500 messages for an hour: a page that reconnects gets what
+    # it missed (kept in Redis across server restarts; in memory without Redis).
+    "HISTORY": {"chat.*": {"size": 500, "ttl": 3600}},
+    # Who is in each room, with join/leave events for the page's "online" list.
+    "PRESENCE": {"chat.*": {"events": True}},
 }
 CHANNELS_TUNING.update(json.loads(os.environ.get("CHANNELS_TUNING_JSON", "{}")))
 

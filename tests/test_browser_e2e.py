@@ -66,3 +66,79 @@ async def test_page_reconnects_with_growing_delays_after_daphne_dies(tmp_path):
             await browser.close()
             stop_process(daphne.proc)
     await asyncio.sleep(0)
+
+
+@pytest.mark.slow
+async def test_page_lists_who_is_online_and_recovers_a_gap_free_log(tmp_path, redis_server):
+    """The example room has history and presence (its settings). The page shows who is
+    online (updated by the room's join/leave events); a producer broadcasts 20 messages/s
+    while the server is SIGKILLed and restarted: after the page reconnects, its message
+    list holds every message once, in order, and the client was told ``recovered``; the
+    killed process' entries leave the online list within PRESENCE_TTL."""
+    from django.conf import settings
+    from django.test import override_settings
+    from playwright.async_api import async_playwright, expect
+
+    from channels_tuning.broadcast import broadcast
+    from channels_tuning.layers import RedisChannelLayer
+    from example_project import settings as example
+
+    room, group = "gapfree", "chat.gapfree"
+    # Entries of the killed process expire after 3 s, and their leaves are announced.
+    presence_ttl = {"PRESENCE_TTL": 3}
+    daphne = start_daphne(tmp_path, tuned=True, redis=redis_server, tuning=presence_ttl)
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    sent: list[str] = []
+
+    async def produce(stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            text = f"m{len(sent)}"
+            await broadcast(group, {"type": "message", "message": text}, layer=layer, timeout=10)
+            sent.append(text)
+            await asyncio.sleep(0.05)
+
+    tuning = {**settings.CHANNELS_TUNING, "HISTORY": example.CHANNELS_TUNING["HISTORY"]}
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{daphne.port}/?room={room}")
+            await expect(page.locator("#state")).to_have_text("connected", timeout=10_000)
+            online = page.locator("#online")
+            await expect(online).to_contain_text("Online (1): guest-")
+            async with ReconnectingClient(daphne.ws(f"/ws/chat/{room}/"), codec="json") as other:
+                await other.wait_open(5)
+                await expect(online).to_contain_text("Online (2): guest-")  # a join event
+
+                with override_settings(CHANNELS_TUNING=tuning):
+                    stop = asyncio.Event()
+                    producer = asyncio.ensure_future(produce(stop))
+                    await asyncio.sleep(1)
+                    os.kill(daphne.pid, signal.SIGKILL)
+                    daphne.proc.wait(5)
+                    await asyncio.sleep(1)
+                    daphne = start_daphne(
+                        tmp_path,
+                        tuned=True,
+                        redis=redis_server,
+                        tuning=presence_ttl,
+                        port=daphne.port,
+                    )
+                    await expect(page.locator("#state")).to_have_text("connected", timeout=30_000)
+                    await asyncio.sleep(1)
+                    stop.set()
+                    await producer
+                lines = page.locator("#log p")
+                await expect(lines).to_have_count(len(sent), timeout=10_000)
+                assert await lines.all_text_contents() == sent  # every message, once, in order
+                recoveries = await page.evaluate("window.chat.recoveries")
+                assert [r["recovered"] for r in recoveries] == [False, True]
+                # The killed process' two entries expire and are announced as left.
+                await expect(online).to_contain_text("Online (2): guest-", timeout=6_000)
+                ARTIFACTS.mkdir(exist_ok=True)
+                await page.screenshot(path=str(ARTIFACTS / "browser-recovered.png"))
+            await expect(online).to_contain_text("Online (1): guest-", timeout=5_000)  # a leave
+        finally:
+            await browser.close()
+            await layer.close_pools()
+            stop_process(daphne.proc)

@@ -17,7 +17,7 @@ from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer as TunedRedisChannelLayer
 from channels_tuning.wire.heartbeat import PING_TEXT, PONG_TEXT
 from tests.support.rawws import handshake, read_burst, send_text
-from tests.support.waiting import close_code, recv_data, wait_until
+from tests.support.waiting import close_code, recv_chat, recv_data, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -111,10 +111,10 @@ async def test_two_processes_share_groups_through_redis(daphne_factory, shared_r
     await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:chat.e2e-room") == "3")
     await a1.send(json.dumps({"message": "from process one"}))
     for ws in (a1, a2, b1):
-        assert json.loads(await recv_data(ws)) == {"type": "message", "message": "from process one"}
+        assert await recv_chat(ws) == {"type": "message", "message": "from process one"}
     await b1.send(json.dumps({"message": "from process two"}))
     for ws in (a1, a2, b1):
-        assert json.loads(await recv_data(ws))["message"] == "from process two"
+        assert (await recv_chat(ws))["message"] == "from process two"
     for ws in (a1, a2, b1):
         await ws.close()
     await wait_until(

@@ -59,6 +59,7 @@ from ..exceptions import RecoveryRequestError
 from ..layers.frames import FRAME_TYPE, FRAMES_TYPE
 from ..layers.history import history_policy
 from ..layers.membership import refresh_finished
+from ..layers.presence import presence_policy
 from ..layers.reader import process_reader_for
 from ..observability.ratelog import RateLimitedLog
 from ..observability.stats import ACCEPTED, CLOSES, DROPPED, REJECTED, TRAFFIC
@@ -446,6 +447,10 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         ``self.groups``, joined with :meth:`join_group` or the layer's ``group_add``)."""
         joined = set(self._joined or ()) | set(self.groups or ())
         self._joined = None
+        # GroupStreams refers back to this consumer: a cycle, which the first
+        # connection of a process would keep forever once gc.freeze() (GC_FREEZE) has
+        # moved it to the permanent generation. Broken here instead.
+        self._group_streams = None
         if not joined or self.channel_layer is None:
             return
         await refresh_finished()
@@ -453,6 +458,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             try:
                 async with group_ops_limiter():
                     await self.channel_layer.group_discard(group, self.channel_name)
+                    await self._leave_presence(group)
             except Exception:
                 # Redis down: the membership expires with group_expiry instead.
                 logger.warning(
@@ -487,8 +493,27 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         if self._joined is None:
             self._joined = set()
         self._joined.add(group)
+        presence = presence_policy(group)
+        if presence is not None and getattr(self.channel_layer, "presence", None) is not None:
+            await self.channel_layer.presence.add(
+                group, self.channel_name, self.presence_identity(), presence
+            )
         if streams is not None and policy is not None:
             await streams.joined(group, policy)
+
+    def presence_identity(self) -> str:
+        """Who this connection is in the presence of its groups (``PRESENCE``): the
+        authenticated user's id, else the channel name. Override to show a name."""
+        user = self.scope.get("user")
+        if user is not None and getattr(user, "is_authenticated", False):
+            return str(user.pk)
+        return str(self.channel_name)
+
+    async def _leave_presence(self, group: str) -> None:
+        presence = presence_policy(group)
+        store = getattr(self.channel_layer, "presence", None)
+        if presence is not None and store is not None:
+            await store.remove(group, self.channel_name, presence)
 
     async def leave_group(self, group: str) -> None:
         if self._joined is not None:
@@ -499,6 +524,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             await refresh_finished()
             async with group_ops_limiter():
                 await self.channel_layer.group_discard(group, self.channel_name)
+                await self._leave_presence(group)
 
     def tracked_groups(self) -> frozenset[str]:
         return frozenset(self._joined or ())

@@ -100,9 +100,14 @@ def history_policy(group: str) -> HistoryPolicy | None:
 
 
 def _load_patterns() -> list[tuple[str, HistoryPolicy]]:
+    from django.core.exceptions import ImproperlyConfigured
+
     from ..conf import project_settings
 
-    configured = project_settings().get("HISTORY") or {}
+    try:
+        configured = project_settings().get("HISTORY") or {}
+    except ImproperlyConfigured:  # a producer outside Django: no group has history
+        return []
     return [
         (pattern, HistoryPolicy(int(value["size"]), float(value["ttl"])))
         for pattern, value in configured.items()

@@ -11,6 +11,7 @@ from ..observability.stats import GROUP_SENDS, group_label
 from ..runtime.registry import registry
 from . import keys
 from .history import MemoryHistory
+from .presence import MemoryPresence
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
 
@@ -31,6 +32,8 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
         self._receivers: dict[str, Any] = {}
         #: Groups' recent broadcasts (groups with HISTORY), in this process.
         self.history = MemoryHistory()
+        #: Who is in groups with presence (this process is the whole world).
+        self.presence = MemoryPresence(self)
 
     # The interface of channels_tuning.layers.reader.ProcessLayerReader.
     def attach(self, consumer: Any) -> None:

@@ -46,6 +46,7 @@ from ..runtime.registry import registry
 from . import keys
 from .history import RedisHistory
 from .membership import GroupAddBatches, derived_group_expiry, refresh_memberships
+from .presence import RedisPresence
 from .reader import process_reader_for
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
@@ -89,6 +90,8 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         self.group_expiry_derived = derived
         #: Groups' recent broadcasts (groups with HISTORY), on each group's shard.
         self.history = RedisHistory(self)
+        #: Who is in groups with presence, across processes.
+        self.presence = RedisPresence(self)
         #: Shards on which this process has seen the servers' marker (keys.alive_key).
         self._alive_seen: set[int] = set()
         self._alive_set_at: dict[int, float] = {}

@@ -16,6 +16,7 @@ SERVICE_TASK_PREFIXES = (
     "ProcessLayerReader._run",
     "ProcessLayerReader._say_alive",
     "GroupAddBatches._flush",
+    "PresenceStore._run",  # ends about a second after the last presence entry
     "Publisher._publish",
     "Scheduler._collect",
     "Server.",

@@ -143,6 +143,7 @@ class ChannelsTuningCollector(Collector):
             stats.GROUP_LABELS_FOLDED,
             stats.RECOVERY,
             stats.REPLAYED,
+            stats.PRESENCE_EVENTS,
         ):
             yield _counter(counter.name, counter.description, counter.labelnames, counter.items())
         sends, dropped = stats.GROUP_SENDS, stats.GROUP_SEND_DROPPED

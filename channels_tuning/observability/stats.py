@@ -103,6 +103,14 @@ REPLAYED: Final = Counter(
     (),
 )
 
+PRESENCE_EVENTS: Final = Counter(
+    "channels_tuning_presence_events_total",
+    "Join/leave event frames of groups with presence events, by outcome: sent (one "
+    "per process, group and second at most), coalesced (joins and leaves cancelled "
+    "out: nothing sent), failed.",
+    ("outcome",),
+)
+
 
 class GroupLabels:
     """Group names are chosen by clients (rooms): a counter keyed by them would grow
@@ -172,6 +180,7 @@ ALL_COUNTERS: Final = (
     GROUP_LABELS_FOLDED,
     RECOVERY,
     REPLAYED,
+    PRESENCE_EVENTS,
 )
 
 

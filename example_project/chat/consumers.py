@@ -2,16 +2,29 @@
 
 from channels_tuning import CloseCode, TunedJsonWebsocketConsumer, TunedWebsocketConsumer
 from channels_tuning.broadcast import broadcast
+from channels_tuning.presence import presence
 
 
 class ChatConsumer(TunedJsonWebsocketConsumer):
-    """Join ``chat.<room>``; every message a client sends is broadcast to the room."""
+    """Join ``chat.<room>``; every message a client sends is broadcast to the room.
+
+    Rooms have history and presence (``HISTORY`` and ``PRESENCE`` in the settings): a
+    client that reconnects gets what it missed, and the page lists who is online (the
+    list at connect, then the room's coalesced join/leave events)."""
 
     async def connect(self):
         self.room_group = "chat." + self.scope["url_route"]["kwargs"]["room"]
         # Left automatically when the connection ends, however it ends.
         await self.join_group(self.room_group)
         await self.accept()
+        online = sorted({entry.identity for entry in await presence(self.room_group)})
+        await self.send_json({"type": "online", "who": online})
+
+    def presence_identity(self):
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            return user.get_username()
+        return "guest-" + self.channel_name[-6:]
 
     async def receive_json(self, content, **kwargs):
         if not isinstance(content, dict):  # any JSON value parses; only objects are ours

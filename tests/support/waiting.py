@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -56,3 +57,12 @@ async def recv_data(ws: Any, timeout: float = 5.0) -> Any:
         frame = await asyncio.wait_for(ws.recv(), timeout)
         if frame != PING_TEXT:
             return frame
+
+
+async def recv_chat(ws: Any, timeout: float = 5.0) -> Any:
+    """The example chat's next room message (its envelope's ``data``): the room's
+    ``subscribed``, presence and online-list frames are skipped."""
+    while True:
+        message = json.loads(await recv_data(ws, timeout))
+        if message.get("kind") == "data":
+            return message["data"]

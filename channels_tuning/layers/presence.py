@@ -1,0 +1,313 @@
+"""Presence: who is connected to a group, across every server process.
+
+Opt-in per group with the ``PRESENCE`` setting (``fnmatch`` patterns)::
+
+    CHANNELS_TUNING = {"PRESENCE": {"chat.*": {"events": True}}, "PRESENCE_TTL": 10}
+
+A tuned consumer that joins such a group (``join_group`` or ``groups``) is entered
+with its identity (``presence_identity()``: the authenticated user's id, else the
+channel name) and removed when it leaves or ends. Read it anywhere::
+
+    from channels_tuning.presence import presence, presence_count
+    await presence_count("chat.lobby")   # one ZCOUNT: no member list is fetched
+    await presence("chat.lobby")         # [PresenceEntry(identity, channel), ...]
+
+**How long an entry outlives its connection.** A clean close removes it at once. A
+process that dies (SIGKILL, power loss) or loses Redis cannot remove its entries:
+each entry carries an expiry ``PRESENCE_TTL`` seconds ahead, which its live process
+pushes forward every ``PRESENCE_TTL / 3`` seconds, so a dead process' entries are gone
+from ``presence`` and ``presence_count`` within ``PRESENCE_TTL`` seconds.
+
+**Join/leave events** (``"events": True``, off by default) are sent to the group's
+members as one JSON text frame per process per group per second at most::
+
+    {"kind":"presence","topic":"chat.lobby","data":{"joined":["42"],"left":["7"]}}
+
+coalesced: a connection that leaves and joins again within the second (a reconnect)
+cancels out, so a reconnect storm is not an event storm. A process that is killed
+cannot say that its connections left: the first live process whose refresh finds
+their entries expired removes them and sends their leave event, within
+``PRESENCE_TTL`` plus a third of it.
+
+On Redis: one sorted set per group, ``<prefix>:ct:pres:<group>`` on the group's shard,
+member ``<channel> <identity>``, score the entry's expiry in ms. Memory per entry:
+see ``docs/recovery.md`` (``python benchmarks/history.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import fnmatch
+import json
+import logging
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from django.core.signals import setting_changed
+
+from ..compat import channels_redis as upstream
+from ..observability.stats import LAYER_ERRORS, PRESENCE_EVENTS
+from .frames import FRAME_TYPE
+
+logger = logging.getLogger("channels_tuning")
+
+__all__ = [
+    "MemoryPresence",
+    "PresenceEntry",
+    "PresencePolicy",
+    "PresenceStore",
+    "RedisPresence",
+    "presence_policy",
+]
+
+#: Seconds between two event frames of one process for one group.
+EVENT_INTERVAL = 1.0
+
+
+class PresenceEntry(NamedTuple):
+    identity: str
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresencePolicy:
+    #: Send coalesced join/leave events to the group's members.
+    events: bool = False
+
+
+_policies: dict[str, PresencePolicy | None] = {}
+_patterns: list[tuple[str, PresencePolicy]] | None = None
+
+
+def presence_policy(group: str) -> PresencePolicy | None:
+    """The ``PRESENCE`` setting's policy for ``group`` (the first matching pattern)."""
+    try:
+        return _policies[group]
+    except KeyError:
+        pass
+    global _patterns
+    if _patterns is None:
+        from django.core.exceptions import ImproperlyConfigured
+
+        from ..conf import project_settings
+
+        try:
+            configured = project_settings().get("PRESENCE") or {}
+        except ImproperlyConfigured:  # outside Django: no group has presence
+            configured = {}
+        _patterns = [
+            (pattern, PresencePolicy(bool((value or {}).get("events", False))))
+            for pattern, value in configured.items()
+        ]
+    policy = next((p for pattern, p in _patterns if fnmatch.fnmatchcase(group, pattern)), None)
+    if len(_policies) < 10_000:
+        _policies[group] = policy
+    return policy
+
+
+def presence_ttl() -> float:
+    from ..conf import project_settings
+
+    return float(project_settings()["PRESENCE_TTL"])  # only used where settings exist
+
+
+def _clear(*, setting: str, **kwargs: Any) -> None:
+    global _patterns
+    if setting == "CHANNELS_TUNING":
+        _patterns = None
+        _policies.clear()
+
+
+setting_changed.connect(_clear)
+
+
+class PresenceStore:
+    """This process' presence entries, the periodic refresh, and coalesced events.
+
+    Subclasses store the entries (:class:`RedisPresence`, :class:`MemoryPresence`)."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        #: This process' entries: group -> channel -> identity.
+        self.local: dict[str, dict[str, str]] = collections.defaultdict(dict)
+        #: Net joins (+) and leaves (-) per group and identity since the last event.
+        self._pending: dict[str, collections.Counter[str]] = {}
+        self._tasks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Task[None]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def add(self, group: str, channel: str, identity: str, policy: PresencePolicy) -> None:
+        self.local[group][channel] = identity
+        await self._store_add(group, channel, identity)
+        if policy.events:
+            self._pending.setdefault(group, collections.Counter())[identity] += 1
+        self._ensure_running()
+
+    async def remove(self, group: str, channel: str, policy: PresencePolicy) -> None:
+        members = self.local.get(group)
+        identity = members.pop(channel, None) if members is not None else None
+        if members is not None and not members:
+            del self.local[group]
+        if identity is None:
+            return
+        if policy.events:
+            self._pending.setdefault(group, collections.Counter())[identity] -= 1
+        await self._store_remove(group, channel, identity)
+
+    async def count(self, group: str) -> int:
+        raise NotImplementedError
+
+    async def members(self, group: str) -> list[PresenceEntry]:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------- storage
+
+    async def _store_add(self, group: str, channel: str, identity: str) -> None:
+        raise NotImplementedError
+
+    async def _store_remove(self, group: str, channel: str, identity: str) -> None:
+        raise NotImplementedError
+
+    async def _refresh(self) -> None:
+        """Push the expiry of every local entry forward."""
+
+    # ------------------------------------------------------- refresh, events
+
+    def _ensure_running(self) -> None:
+        loop = asyncio.get_running_loop()
+        task = self._tasks.get(loop)
+        if task is None or task.done():
+            self._tasks[loop] = loop.create_task(self._run(), name="channels_tuning.presence")
+
+    async def _run(self) -> None:
+        last_refresh = time.monotonic()
+        while self.local or self._pending:
+            await asyncio.sleep(EVENT_INTERVAL)
+            await self._send_events()
+            if time.monotonic() - last_refresh >= presence_ttl() / 3:
+                last_refresh = time.monotonic()
+                try:
+                    await self._refresh()
+                except Exception as error:  # Redis away: entries expire if it lasts
+                    LAYER_ERRORS.inc((f"presence:{type(error).__name__}",))
+
+    async def _send_events(self) -> None:
+        pending, self._pending = self._pending, {}
+        for group, changes in pending.items():
+            joined = sorted(identity for identity, n in changes.items() if n > 0)
+            left = sorted(identity for identity, n in changes.items() if n < 0)
+            if not joined and not left:
+                PRESENCE_EVENTS.inc(("coalesced",))
+                continue  # a reconnect within the second: nothing to say
+            text = json.dumps(
+                {"kind": "presence", "topic": group, "data": {"joined": joined, "left": left}},
+                separators=(",", ":"),
+            )
+            message = {"type": FRAME_TYPE, "frame": {"type": "websocket.send", "text": text}}
+            try:
+                from .sending import send_with_policy
+
+                await send_with_policy(
+                    self.layer, group, message, on_full="drop", timeout=0, raise_at_deadline=False
+                )
+                PRESENCE_EVENTS.inc(("sent",))
+            except Exception as error:
+                PRESENCE_EVENTS.inc(("failed",))
+                logger.warning("channels_tuning: presence event to %s failed: %r", group, error)
+
+
+class MemoryPresence(PresenceStore):
+    """Presence of the in-memory layer: this process is the whole world."""
+
+    async def count(self, group: str) -> int:
+        return len(self.local.get(group, ()))
+
+    async def members(self, group: str) -> list[PresenceEntry]:
+        return [PresenceEntry(i, c) for c, i in self.local.get(group, {}).items()]
+
+    async def _store_add(self, group: str, channel: str, identity: str) -> None:
+        pass
+
+    async def _store_remove(self, group: str, channel: str, identity: str) -> None:
+        pass
+
+
+class RedisPresence(PresenceStore):
+    """Presence in Redis (see the module doc)."""
+
+    def _where(self, group: str) -> tuple[Any, str]:
+        layer = self.layer
+        connection = upstream.connection(layer, upstream.shard_of(layer, group))
+        return connection, f"{layer.prefix}:ct:pres:{group}"
+
+    @staticmethod
+    def _member(channel: str, identity: str) -> str:
+        return f"{channel} {identity}"
+
+    async def _store_add(self, group: str, channel: str, identity: str) -> None:
+        connection, key = self._where(group)
+        ttl_ms = int(presence_ttl() * 1000)
+        pipe = connection.pipeline(transaction=False)
+        pipe.zadd(key, {self._member(channel, identity): int(time.time() * 1000) + ttl_ms})
+        pipe.pexpire(key, 2 * ttl_ms)  # a group nobody refreshes any more goes away
+        await pipe.execute()
+
+    async def _store_remove(self, group: str, channel: str, identity: str) -> None:
+        connection, key = self._where(group)
+        await connection.zrem(key, self._member(channel, identity))
+
+    async def count(self, group: str) -> int:
+        connection, key = self._where(group)
+        return int(await connection.zcount(key, int(time.time() * 1000), "+inf"))
+
+    async def members(self, group: str) -> list[PresenceEntry]:
+        connection, key = self._where(group)
+        raw = await connection.zrangebyscore(key, int(time.time() * 1000), "+inf")
+        entries = []
+        for member in raw:
+            channel, _, identity = member.decode().partition(" ")
+            entries.append(PresenceEntry(identity, channel))
+        return entries
+
+    async def _refresh(self) -> None:
+        """Push this process' entries forward; remove the expired entries of dead
+        processes and announce them as left (only one process gets each: the script
+        that removes them is atomic)."""
+        now = time.time()
+        expires = int((now + presence_ttl()) * 1000)
+        by_shard: dict[int, list[tuple[str, dict[str, int]]]] = collections.defaultdict(list)
+        for group, members in list(self.local.items()):
+            _, key = self._where(group)
+            entries = {self._member(c, i): expires for c, i in members.items()}
+            by_shard[upstream.shard_of(self.layer, group)].append((key, entries))
+        ttl_ms = int(presence_ttl() * 1000)
+        for shard, groups in by_shard.items():
+            pipe = upstream.connection(self.layer, shard).pipeline(transaction=False)
+            for key, entries in groups:
+                pipe.eval(_TAKE_EXPIRED_LUA, 1, key, int(now * 1000))  # the dead's entries
+                pipe.zadd(key, entries)
+                pipe.pexpire(key, 2 * ttl_ms)
+            results = await pipe.execute()
+            for (key, _), expired in zip(groups, results[::3], strict=True):
+                if expired:
+                    self._announce_expired(key, expired)
+
+    def _announce_expired(self, key: str, expired: list[bytes]) -> None:
+        group = key[len(f"{self.layer.prefix}:ct:pres:") :]
+        policy = presence_policy(group)
+        if policy is None or not policy.events:
+            return
+        changes = self._pending.setdefault(group, collections.Counter())
+        for member in expired:
+            changes[member.decode().partition(" ")[2]] -= 1
+
+
+# KEYS: a group's presence set. ARGV: now in ms. Removes and returns expired entries.
+_TAKE_EXPIRED_LUA = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) end
+return gone
+"""
