@@ -29,6 +29,8 @@ channels_tuning.W008   uvicorn or hypercorn serves WebSockets and no
                        first connection)
 channels_tuning.W009   channels-redis' own pub/sub layer: unbounded per-channel queues
                        (use ``channels_tuning.layers.RedisPubSubChannelLayer``)
+channels_tuning.W010   ``HISTORY`` or ``PRESENCE`` is set and the default layer keeps
+                       neither (only the tuned Redis and in-memory layers do)
 channels_tuning.I001   ``check --deploy``: for each server installed, which guarantees
                        hold there (:mod:`channels_tuning.servers.guarantees`)
 =====================  ===========================================================
@@ -314,6 +316,21 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 )
             )
     backend = layers.get("default", {}).get("BACKEND", "")
+    merged = project_settings()
+    keeping = (
+        "channels_tuning.layers.RedisChannelLayer",
+        "channels_tuning.layers.InMemoryChannelLayer",
+    )
+    if (merged.get("HISTORY") or merged.get("PRESENCE")) and backend and backend not in keeping:
+        problems.append(
+            Warning(
+                f"HISTORY or PRESENCE is set, but the default layer ({backend}) keeps "
+                "neither: broadcast() to those groups and presence() raise TypeError.",
+                hint="Use channels_tuning.layers.RedisChannelLayer (or InMemoryChannelLayer "
+                "for one process).",
+                id="channels_tuning.W010",
+            )
+        )
     if backend.endswith("InMemoryChannelLayer") and (_looks_multi_process() or not settings.DEBUG):
         problems.append(
             Warning(

@@ -138,3 +138,57 @@ async def test_presence_across_processes_kill_and_reconnect_storm(tmp_path, redi
     assert len(left) == len(set(left)) == 1250 and not set(left) & set(joined)
     assert len(storm) <= span + 2
     assert sum(len(report) for report in reports) == 1500
+
+
+async def test_a_stalled_process_leaves_presence_and_comes_back(tmp_path, redis_server):
+    """SIGSTOP (a process cut off from Redis, or whose loop is stuck): its entries are
+    gone within PRESENCE_TTL and announced as left; after SIGCONT its next refresh puts
+    them back and announces them as joined."""
+    servers = [
+        start_daphne(tmp_path, tuned=True, redis=redis_server, tuning=PRESENCE) for _ in range(2)
+    ]
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    fleets: list = []
+    watcher = None
+    try:
+        with override_settings(CHANNELS_TUNING={**settings.CHANNELS_TUNING, **PRESENCE}):
+            for server in servers:
+                fleets.append(await start_lb_clients(server, GROUP, 50))
+            watcher = Watcher(servers[0].ws(f"/ws/group/{GROUP}/"))
+            await count_until(layer, 101, timeout=10)
+            await asyncio.sleep(1.5)
+            start = len(watcher.events)
+            os.kill(servers[1].pid, signal.SIGSTOP)
+            stopped_at = time.monotonic()
+            await count_until(layer, 51, timeout=PRESENCE["PRESENCE_TTL"] + 5)
+            gone_after = time.monotonic() - stopped_at
+
+            def announced(kind: str) -> int:
+                return sum(len(event[kind]) for _, event in watcher.events[start:])
+
+            # The live process' next refresh removes them and announces them.
+            await wait_until(lambda: announced("left") >= 50, timeout=5)
+            os.kill(servers[1].pid, signal.SIGCONT)
+            back_after = await count_until(layer, 101, timeout=PRESENCE["PRESENCE_TTL"] + 5)
+            await wait_until(lambda: announced("joined") >= 50, timeout=5)
+            await asyncio.sleep(1.5)
+            events = [event for _, event in watcher.events[start:]]
+    finally:
+        if watcher is not None:
+            await watcher.close()
+        for fleet in fleets:
+            if fleet.poll() is None:
+                await lb_clients_report(fleet)
+        await layer.close_pools()
+        for server in servers:
+            os.kill(server.pid, signal.SIGCONT)
+            server.proc.kill()
+            server.proc.wait(10)
+    left = [identity for event in events for identity in event["left"]]
+    joined = [identity for event in events for identity in event["joined"]]
+    print(
+        f"\nSIGSTOP: the stalled process' 50 entries gone after {gone_after:.1f} s, back "
+        f"{back_after:.1f} s after SIGCONT; events: {len(left)} left, {len(joined)} joined"
+    )
+    assert gone_after <= PRESENCE["PRESENCE_TTL"] + 1.5
+    assert sorted(left) == sorted(joined) and len(left) == 50

@@ -11,7 +11,11 @@ from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
-from channels_tuning import TunedJsonWebsocketConsumer, TunedWebsocketConsumer
+from channels_tuning import (
+    TunedJsonWebsocketConsumer,
+    TunedProtobufWebsocketConsumer,
+    TunedWebsocketConsumer,
+)
 from channels_tuning.broadcast import broadcast, broadcast_many
 from channels_tuning.core.offsets import GroupStream, Offer
 from channels_tuning.exceptions import RecoveryRequestError
@@ -292,3 +296,57 @@ def test_history_setting_is_checked(history, problem):
     with override_settings(CHANNELS_TUNING={"HISTORY": history}):
         errors = [p for p in check_settings() if p.id == "channels_tuning.E008"]
     assert [problem in e.msg for e in errors] == ([True] if problem else [])
+
+
+class ProtoMember(TunedProtobufWebsocketConsumer):
+    heartbeat_interval = None
+    message_class = Envelope  # any protobuf message type will do
+    groups = ["room.p"]
+
+
+async def test_binary_payloads_and_protobuf_consumers_get_binary_envelopes():
+    comm = WebsocketCommunicator(ProtoMember.as_asgi(), "/")
+    assert (await comm.connect())[0]
+    codec = ProtobufCodec(Envelope)
+    subscribed = codec.decode((await comm.receive_output(timeout=1))["bytes"])
+    assert (subscribed.kind, subscribed.topic, subscribed.offset) == ("subscribed", "room.p", 0)
+    payload = Envelope(kind=Envelope.ACK, seq=9).SerializeToString()
+    await broadcast("room.p", payload)
+    received = codec.decode((await comm.receive_output(timeout=1))["bytes"])
+    assert (received.offset, received.epoch, received.message.seq) == (1, subscribed.epoch, 9)
+    await comm.disconnect()
+
+
+def test_python_client_keeps_positions_and_asks_for_them():
+    from channels_tuning.client import ReconnectingClient
+
+    client = ReconnectingClient("ws://h/ws/chat/a/?x=1&ct_recover=stale:e:1", codec="json")
+    assert client.connect_url() == "ws://h/ws/chat/a/?x=1&ct_recover=stale:e:1"  # nothing kept
+    subscribed = {"kind": "subscribed", "topic": "chat.a", "offset": 4, "epoch": "ab"}
+    assert client._track({**subscribed, "recovered": False})
+    data = {"kind": "data", "topic": "chat.a", "epoch": "ab"}
+    assert client._track({**data, "offset": 5}) and not client._track({**data, "offset": 5})
+    assert client._track({"plain": True})  # not numbered: passed on
+    assert client.duplicates == 1 and client.positions["chat.a"] == StreamPosition("ab", 5)
+    assert client.connect_url() == "ws://h/ws/chat/a/?x=1&ct_recover=chat.a%3Aab%3A5"
+    # The same with the protobuf codec's Received objects.
+    proto = ProtobufCodec(Envelope)
+    frame = data_frame("chat.b", 1, "cd", Envelope(kind=1).SerializeToString(), binary=True)
+    assert client._track(proto.decode(frame["bytes"]))
+    assert client.positions["chat.b"] == StreamPosition("cd", 1)
+    # History lost: told recovered false, counted as a gap, the position starts again.
+    assert client._track({**subscribed, "epoch": "zz", "offset": 0, "recovered": False})
+    assert client.gaps == 1 and client.positions["chat.a"] == StreamPosition("zz", 0)
+
+
+def test_history_with_a_layer_that_keeps_none_is_warned():
+    from channels_tuning.checks import check_deployment
+
+    layers = {"default": {"BACKEND": "channels_tuning.layers.RedisPubSubChannelLayer"}}
+    with override_settings(
+        CHANNEL_LAYERS=layers, CHANNELS_TUNING={"HISTORY": {"a.*": {"size": 1, "ttl": 1}}}
+    ):
+        assert "channels_tuning.W010" in [p.id for p in check_deployment()]
+    layers = {"default": {"BACKEND": "channels_tuning.layers.RedisChannelLayer"}}
+    with override_settings(CHANNEL_LAYERS=layers, CHANNELS_TUNING={"PRESENCE": {"a.*": {}}}):
+        assert "channels_tuning.W010" not in [p.id for p in check_deployment()]

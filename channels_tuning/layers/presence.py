@@ -16,7 +16,9 @@ channel name) and removed when it leaves or ends. Read it anywhere::
 process that dies (SIGKILL, power loss) or loses Redis cannot remove its entries:
 each entry carries an expiry ``PRESENCE_TTL`` seconds ahead, which its live process
 pushes forward every ``PRESENCE_TTL / 3`` seconds, so a dead process' entries are gone
-from ``presence`` and ``presence_count`` within ``PRESENCE_TTL`` seconds.
+from ``presence`` and ``presence_count`` within ``PRESENCE_TTL`` seconds. A process
+that was only stalled (or cut off from Redis) puts its entries back at its next
+refresh, and they are announced as joined again.
 
 **Join/leave events** (``"events": True``, off by default) are sent to the group's
 members as one JSON text frame per process per group per second at most::
@@ -278,24 +280,24 @@ class RedisPresence(PresenceStore):
         that removes them is atomic)."""
         now = time.time()
         expires = int((now + presence_ttl()) * 1000)
-        by_shard: dict[int, list[tuple[str, dict[str, int]]]] = collections.defaultdict(list)
+        by_shard: dict[int, list[tuple[str, list[str]]]] = collections.defaultdict(list)
         for group, members in list(self.local.items()):
             _, key = self._where(group)
-            entries = {self._member(c, i): expires for c, i in members.items()}
+            entries = [self._member(c, i) for c, i in members.items()]
             by_shard[upstream.shard_of(self.layer, group)].append((key, entries))
         ttl_ms = int(presence_ttl() * 1000)
         for shard, groups in by_shard.items():
             pipe = upstream.connection(self.layer, shard).pipeline(transaction=False)
             for key, entries in groups:
-                pipe.eval(_TAKE_EXPIRED_LUA, 1, key, int(now * 1000))  # the dead's entries
-                pipe.zadd(key, entries)
-                pipe.pexpire(key, 2 * ttl_ms)
+                pipe.eval(_REFRESH_LUA, 1, key, int(now * 1000), expires, 2 * ttl_ms, *entries)
             results = await pipe.execute()
-            for (key, _), expired in zip(groups, results[::3], strict=True):
-                if expired:
-                    self._announce_expired(key, expired)
+            for (key, _), (expired, added) in zip(groups, results, strict=True):
+                if expired or added:
+                    self._announce(key, expired, added)
 
-    def _announce_expired(self, key: str, expired: list[bytes]) -> None:
+    def _announce(self, key: str, expired: list[bytes], added: list[bytes]) -> None:
+        """Entries that expired (a dead or stalled process') left; entries of this
+        process that the refresh had to add again (it was taken for dead) joined."""
         group = key[len(f"{self.layer.prefix}:ct:pres:") :]
         policy = presence_policy(group)
         if policy is None or not policy.events:
@@ -303,11 +305,20 @@ class RedisPresence(PresenceStore):
         changes = self._pending.setdefault(group, collections.Counter())
         for member in expired:
             changes[member.decode().partition(" ")[2]] -= 1
+        for member in added:
+            changes[member.decode().partition(" ")[2]] += 1
 
 
-# KEYS: a group's presence set. ARGV: now in ms. Removes and returns expired entries.
-_TAKE_EXPIRED_LUA = """
+# KEYS: a group's presence set. ARGV: now (ms), the new expiry (ms), the key's TTL (ms),
+# this process' members. Removes and returns the expired entries, pushes this
+# process' entries forward and returns those that were missing.
+_REFRESH_LUA = """
 local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
 if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1]) end
-return gone
+local added = {}
+for i = 4, #ARGV do
+  if redis.call('ZADD', KEYS[1], ARGV[2], ARGV[i]) == 1 then added[#added + 1] = ARGV[i] end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {gone, added}
 """
