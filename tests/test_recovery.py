@@ -4,6 +4,7 @@ requests. Unit level on the in-memory layer; the Redis layer and real servers ar
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -269,13 +270,16 @@ async def test_history_is_trimmed_to_size_and_expires_with_its_epoch():
     for n in range(5):
         await history.append("g", str(n).encode(), False, policy)
     assert [e[0] for e in await history.fetch("g", 1, 5)] == [3, 4, 5]
-    short = HistoryPolicy(3, 0.01)
+    # Entries older than ttl are gone; the epoch and offset stay (a client that
+    # missed nothing recovers; one that missed an aged-out message does not).
+    short = HistoryPolicy(3, 0.05)
     _, epoch = await history.append("h", b"1", False, short)
-    import asyncio
-
-    await asyncio.sleep(0.02)
-    offset, new_epoch = await history.append("h", b"2", False, short)
-    assert (offset, new_epoch != epoch) == (1, True)
+    await asyncio.sleep(0.1)
+    offset, same_epoch = await history.append("h", b"2", False, short)
+    assert (offset, same_epoch) == (2, epoch)
+    assert [e[0] for e in await history.fetch("h", 1, 2)] == [2]
+    assert (await history.recover("h", StreamPosition(epoch, 1), short)).recovered
+    assert not (await history.recover("h", StreamPosition(epoch, 0), short)).recovered
     with pytest.raises(ValueError):
         HistoryPolicy(0, 1)
 
@@ -350,3 +354,52 @@ def test_history_with_a_layer_that_keeps_none_is_warned():
     layers = {"default": {"BACKEND": "channels_tuning.layers.RedisChannelLayer"}}
     with override_settings(CHANNEL_LAYERS=layers, CHANNELS_TUNING={"PRESENCE": {"a.*": {}}}):
         assert "channels_tuning.W010" not in [p.id for p in check_deployment()]
+
+
+async def test_redis_history_numbers_trims_recovers_and_changes_epoch(redis_server):
+    from channels_tuning.layers import RedisChannelLayer
+
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    history, policy = layer.history, HistoryPolicy(3, 60)
+    try:
+        positions = [
+            await history.append("g", f"{n}".encode(), n % 2 == 0, policy) for n in range(5)
+        ]
+        epoch = positions[0][1]
+        assert positions == [(n, epoch) for n in range(1, 6)]
+        assert await history.fetch("g", 1, 5) == [
+            (3, b"2", True),
+            (4, b"3", False),
+            (5, b"4", True),
+        ]
+        assert redis_server.cli("XLEN", "asgi:ct:hist:g") == "3"  # trimmed exactly to size
+        recovery = await history.recover("g", StreamPosition(epoch, 3), policy)
+        assert (recovery.recovered, recovery.offset, [e[0] for e in recovery.entries]) == (
+            True,
+            5,
+            [4, 5],
+        )
+        assert not (
+            await history.recover("g", StreamPosition(epoch, 1), policy)
+        ).recovered  # too old
+        assert not (
+            await history.recover("g", StreamPosition(epoch, 6), policy)
+        ).recovered  # future
+        assert not (await history.recover("g", StreamPosition("beef", 4), policy)).recovered
+        assert (
+            await history.recover("g", StreamPosition(epoch, 5), policy)
+        ).recovered  # up to date
+        # Entries older than ttl are trimmed as broadcasts arrive, and refused.
+        short = HistoryPolicy(100, 0.2)
+        _, e2 = await history.append("h", b"1", False, short)
+        await asyncio.sleep(0.3)
+        await history.append("h", b"2", False, short)
+        assert [e[0] for e in await history.fetch("h", 1, 2)] == [2]
+        assert not (await history.recover("h", StreamPosition(e2, 0), short)).recovered
+        assert (await history.recover("h", StreamPosition(e2, 1), short)).recovered
+        # Redis lost everything (a restart without persistence): a new epoch.
+        redis_server.cli("FLUSHALL")
+        offset, new_epoch = await history.append("g", b"x", False, policy)
+        assert (offset, new_epoch != epoch) == (1, True)
+    finally:
+        await layer.close_pools()

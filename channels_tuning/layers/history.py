@@ -6,9 +6,10 @@ to how much is kept::
 
     CHANNELS_TUNING = {"HISTORY": {"chat.*": {"size": 1000, "ttl": 300}}}
 
-keeps, for every ``chat.*`` group, its last 1000 broadcasts, for as long as the group
-has a broadcast at least every 300 s (the whole history, epoch included, expires
-``ttl`` seconds after the last one: Centrifugo's ``history_size``/``history_ttl``).
+keeps, for every ``chat.*`` group, its last 1000 broadcasts and none older than 300 s
+(Centrifugo's ``history_size`` and ``history_ttl``). The group's epoch and last offset
+outlive the messages (:data:`META_TTL_FACTOR` times ``ttl``, at least a day): a client
+that comes back after a quiet hour and missed nothing is told ``recovered: true``.
 
 :func:`~channels_tuning.broadcast.broadcast` to such a group first appends the payload
 here, which assigns it the next offset of the group's epoch, then sends it to the
@@ -19,7 +20,10 @@ producers cause by reordering (:mod:`channels_tuning.consumers.recovery`).
 On Redis (the group's shard): a hash ``<prefix>:ct:hmeta:<group>`` holds the epoch and
 the last offset, a stream ``<prefix>:ct:hist:<group>`` the entries with the offset as
 their id (``<offset>-0``, so ``XRANGE`` by offset needs no index), trimmed exactly to
-``size`` by ``XADD MAXLEN``. One script per broadcast: one round trip. In memory
+``size`` by ``XADD MAXLEN``; entries older than ``ttl`` are trimmed from the head as
+broadcasts arrive, the stream expires ``ttl`` after the last one, and a recovery that
+would need an entry older than ``ttl`` is refused. One script per broadcast: one round
+trip. In memory
 (the in-memory layer): the same in a deque per group, gone with the process.
 
 Measured (``python benchmarks/history.py``): see ``docs/recovery.md``.
@@ -68,6 +72,14 @@ class HistoryPolicy:
 
 #: An entry: (offset, payload as stored, binary).
 Entry = tuple[int, bytes, bool]
+
+#: The epoch and last offset of a group live this many times ``ttl`` (at least a day)
+#: after its last broadcast.
+META_TTL_FACTOR = 10
+
+
+def meta_ttl(policy: HistoryPolicy) -> float:
+    return max(META_TTL_FACTOR * policy.ttl, 86400.0)
 
 
 @dataclass(slots=True)
@@ -183,7 +195,8 @@ class MemoryHistory(History):
         epoch: str
         offset: int = 0
         last_at: float = 0.0
-        entries: deque[Entry] = field(default_factory=deque)
+        #: (offset, payload, binary, time.monotonic() of the broadcast)
+        entries: deque[tuple[int, bytes, bool, float]] = field(default_factory=deque)
 
     def __init__(self) -> None:
         self._groups: dict[str, MemoryHistory._Group] = {}
@@ -191,8 +204,11 @@ class MemoryHistory(History):
     def _group(self, group: str, policy: HistoryPolicy) -> MemoryHistory._Group:
         state = self._groups.get(group)
         now = time.monotonic()
-        if state is None or now - state.last_at > policy.ttl:
+        if state is None or now - state.last_at > meta_ttl(policy):
             state = self._groups[group] = self._Group(new_epoch(), last_at=now)
+        entries, cutoff = state.entries, now - policy.ttl
+        while entries and entries[0][3] < cutoff:
+            entries.popleft()
         return state
 
     async def append(
@@ -201,7 +217,7 @@ class MemoryHistory(History):
         state = self._group(group, policy)
         state.offset += 1
         state.last_at = time.monotonic()
-        state.entries.append((state.offset, payload, binary))
+        state.entries.append((state.offset, payload, binary, state.last_at))
         while len(state.entries) > policy.size:
             state.entries.popleft()
         return state.offset, state.epoch
@@ -212,7 +228,7 @@ class MemoryHistory(History):
         state = self._group(group, policy)
         if since is None or since.epoch != state.epoch or since.offset > state.offset:
             return Recovery(state.epoch, state.offset, False)
-        entries = [entry for entry in state.entries if entry[0] > since.offset]
+        entries = [entry[:3] for entry in state.entries if entry[0] > since.offset]
         complete = len(entries) == state.offset - since.offset
         return Recovery(state.epoch, state.offset, complete, entries if complete else [])
 
@@ -220,10 +236,12 @@ class MemoryHistory(History):
         state = self._groups.get(group)
         if state is None:
             return []
-        return [entry for entry in state.entries if first <= entry[0] <= last]
+        return [entry[:3] for entry in state.entries if first <= entry[0] <= last]
 
 
-# KEYS: meta hash, stream. ARGV: epoch if new, payload, binary flag, size, ttl in ms.
+# Entries are d (payload), b (binary flag), t (time in ms): field 6 is the time.
+# KEYS: meta hash, stream. ARGV: epoch if new, payload, binary flag, size, ttl in ms,
+# meta ttl in ms, now in ms.
 _APPEND_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
@@ -232,14 +250,22 @@ if not epoch then
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0', 'd', ARGV[2], 'b', ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0',
+           'd', ARGV[2], 'b', ARGV[3], 't', ARGV[7])
+local cutoff = tonumber(ARGV[7]) - tonumber(ARGV[5])
+for i = 1, 16 do
+  local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+  if #head == 0 or tonumber(head[1][2][6]) >= cutoff then break end
+  redis.call('XDEL', KEYS[2], head[1][1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {offset, epoch}
 """
 
 # KEYS: meta hash, stream. ARGV: epoch if new, the client's epoch ('' none), its
-# offset (-1 none), size, ttl in ms. Returns {epoch, offset, recovered, entries}.
+# offset (-1 none), size, meta ttl in ms, oldest time kept in ms.
+# Returns {epoch, offset, recovered, entries}.
 _RECOVER_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
@@ -255,6 +281,7 @@ if since == top then return {epoch, top, 1, {}} end
 if top - since > tonumber(ARGV[4]) then return {epoch, top, 0, {}} end
 local entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')
 if #entries ~= top - since then return {epoch, top, 0, {}} end
+if tonumber(entries[1][2][6]) < tonumber(ARGV[6]) then return {epoch, top, 0, {}} end
 return {epoch, top, 1, entries}
 """
 
@@ -262,7 +289,12 @@ return {epoch, top, 1, entries}
 def _entries(raw: list[Any]) -> list[Entry]:
     entries: list[Entry] = []
     for entry_id, values in raw:
-        fields = dict(zip(values[::2], values[1::2], strict=True))
+        # XRANGE through redis-py gives a dict; inside a script's reply, a flat list.
+        fields = (
+            values
+            if isinstance(values, dict)
+            else dict(zip(values[::2], values[1::2], strict=True))
+        )
         offset = int(entry_id.split(b"-", 1)[0])
         entries.append((offset, fields[b"d"], fields[b"b"] == b"1"))
     return entries
@@ -294,6 +326,8 @@ class RedisHistory(History):
             "1" if binary else "0",
             policy.size,
             int(policy.ttl * 1000),
+            int(meta_ttl(policy) * 1000),
+            int(time.time() * 1000),
         )
         return int(offset), epoch.decode()
 
@@ -310,7 +344,8 @@ class RedisHistory(History):
             since.epoch if since else "",
             since.offset if since else -1,
             policy.size,
-            int(policy.ttl * 1000),
+            int(meta_ttl(policy) * 1000),
+            int((time.time() - policy.ttl) * 1000),
         )
         return Recovery(epoch.decode(), int(top), bool(recovered), _entries(raw))
 
