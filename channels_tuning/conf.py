@@ -9,16 +9,21 @@ them costs nothing per connection; the cache is cleared when Django's
 
 from __future__ import annotations
 
+import fnmatch
+from collections.abc import Callable
 from dataclasses import fields
-from typing import Any, Final
+from typing import Any, Final, Generic, TypeVar
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.core.signals import setting_changed
 
 from .core.queue import OVERFLOW_POLICIES
 from .core.settings import ConnectionSettings
 
 SETTING_NAME: Final = "CHANNELS_TUNING"
+
+T = TypeVar("T")
 
 #: Defaults for every key of ``settings.CHANNELS_TUNING``.
 DEFAULTS: Final[dict[str, Any]] = {
@@ -167,6 +172,7 @@ __all__ = [
     "FROM_SETTINGS",
     "OVERFLOW_POLICIES",
     "ConsumerSettings",
+    "GroupPatterns",
     "project_settings",
     "settings_for",
 ]
@@ -191,6 +197,47 @@ def settings_for(consumer_class: type) -> ConsumerSettings:
     resolved = ConsumerSettings(**values)
     _cache[consumer_class] = resolved
     return resolved
+
+
+class GroupPatterns(Generic[T]):
+    """A ``CHANNELS_TUNING`` key that maps ``fnmatch`` patterns of group names to a
+    policy (``HISTORY``, ``PRESENCE``): ``patterns(group)`` is the first matching
+    pattern's policy, or None. Parsed once, cached per group (a bounded cache: group
+    names come from clients), cleared when the setting changes. Outside Django (a
+    producer without settings) no group matches."""
+
+    cache_limit = 10_000
+
+    def __init__(self, key: str, parse: Callable[[Any], T]) -> None:
+        self.key, self.parse = key, parse
+        self._patterns: list[tuple[str, T]] | None = None
+        self._by_group: dict[str, T | None] = {}
+        setting_changed.connect(self._clear, weak=False)
+
+    def __call__(self, group: str) -> T | None:
+        try:
+            return self._by_group[group]
+        except KeyError:
+            pass
+        patterns = self._patterns
+        if patterns is None:
+            patterns = self._patterns = self._load()
+        found = next((p for pattern, p in patterns if fnmatch.fnmatchcase(group, pattern)), None)
+        if len(self._by_group) < self.cache_limit:
+            self._by_group[group] = found
+        return found
+
+    def _load(self) -> list[tuple[str, T]]:
+        try:
+            configured = project_settings().get(self.key) or {}
+        except ImproperlyConfigured:
+            return []
+        return [(pattern, self.parse(value)) for pattern, value in configured.items()]
+
+    def _clear(self, *, setting: str, **kwargs: Any) -> None:
+        if setting == SETTING_NAME:
+            self._patterns = None
+            self._by_group.clear()
 
 
 def _clear_cache(*, setting: str, **kwargs: Any) -> None:

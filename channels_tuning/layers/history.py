@@ -32,16 +32,14 @@ Measured (``python benchmarks/history.py``): see ``docs/recovery.md``.
 from __future__ import annotations
 
 import asyncio
-import fnmatch
 import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from django.core.signals import setting_changed
-
 from ..compat import channels_redis as upstream
+from ..conf import GroupPatterns
 from ..wire.offsets import StreamPosition
 
 __all__ = [
@@ -92,48 +90,10 @@ class Recovery:
     entries: list[Entry] = field(default_factory=list)
 
 
-_policies: dict[str, HistoryPolicy | None] = {}
-_patterns: list[tuple[str, HistoryPolicy]] | None = None
-
-
-def history_policy(group: str) -> HistoryPolicy | None:
-    """The ``HISTORY`` setting's policy for ``group`` (the first matching pattern)."""
-    try:
-        return _policies[group]
-    except KeyError:
-        pass
-    global _patterns
-    if _patterns is None:
-        _patterns = _load_patterns()
-    policy = next((p for pattern, p in _patterns if fnmatch.fnmatchcase(group, pattern)), None)
-    if len(_policies) < 10_000:  # group names come from clients: the cache stays bounded
-        _policies[group] = policy
-    return policy
-
-
-def _load_patterns() -> list[tuple[str, HistoryPolicy]]:
-    from django.core.exceptions import ImproperlyConfigured
-
-    from ..conf import project_settings
-
-    try:
-        configured = project_settings().get("HISTORY") or {}
-    except ImproperlyConfigured:  # a producer outside Django: no group has history
-        return []
-    return [
-        (pattern, HistoryPolicy(int(value["size"]), float(value["ttl"])))
-        for pattern, value in configured.items()
-    ]
-
-
-def _clear(*, setting: str, **kwargs: Any) -> None:
-    global _patterns
-    if setting == "CHANNELS_TUNING":
-        _patterns = None
-        _policies.clear()
-
-
-setting_changed.connect(_clear)
+#: The ``HISTORY`` setting's policy for a group (the first matching pattern), or None.
+history_policy: GroupPatterns[HistoryPolicy] = GroupPatterns(
+    "HISTORY", lambda value: HistoryPolicy(int(value["size"]), float(value["ttl"]))
+)
 
 
 def new_epoch() -> str:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import fnmatch
 import json
 import logging
 import time
@@ -48,9 +47,8 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from django.core.signals import setting_changed
-
 from ..compat import channels_redis as upstream
+from ..conf import GroupPatterns
 from ..observability.stats import LAYER_ERRORS, PRESENCE_EVENTS
 from .frames import FRAME_TYPE
 
@@ -80,50 +78,16 @@ class PresencePolicy:
     events: bool = False
 
 
-_policies: dict[str, PresencePolicy | None] = {}
-_patterns: list[tuple[str, PresencePolicy]] | None = None
-
-
-def presence_policy(group: str) -> PresencePolicy | None:
-    """The ``PRESENCE`` setting's policy for ``group`` (the first matching pattern)."""
-    try:
-        return _policies[group]
-    except KeyError:
-        pass
-    global _patterns
-    if _patterns is None:
-        from django.core.exceptions import ImproperlyConfigured
-
-        from ..conf import project_settings
-
-        try:
-            configured = project_settings().get("PRESENCE") or {}
-        except ImproperlyConfigured:  # outside Django: no group has presence
-            configured = {}
-        _patterns = [
-            (pattern, PresencePolicy(bool((value or {}).get("events", False))))
-            for pattern, value in configured.items()
-        ]
-    policy = next((p for pattern, p in _patterns if fnmatch.fnmatchcase(group, pattern)), None)
-    if len(_policies) < 10_000:
-        _policies[group] = policy
-    return policy
+#: The ``PRESENCE`` setting's policy for a group (the first matching pattern), or None.
+presence_policy: GroupPatterns[PresencePolicy] = GroupPatterns(
+    "PRESENCE", lambda value: PresencePolicy(bool((value or {}).get("events", False)))
+)
 
 
 def presence_ttl() -> float:
     from ..conf import project_settings
 
     return float(project_settings()["PRESENCE_TTL"])  # only used where settings exist
-
-
-def _clear(*, setting: str, **kwargs: Any) -> None:
-    global _patterns
-    if setting == "CHANNELS_TUNING":
-        _patterns = None
-        _policies.clear()
-
-
-setting_changed.connect(_clear)
 
 
 class PresenceStore:
