@@ -64,9 +64,16 @@ def payload(i: int) -> str:
 def gc_totals(daphne, reset_max: bool = False) -> dict:
     stats = daphne.stats(reset_gc_max=reset_max)
     if "gc" not in stats:  # the websockets ceiling does not monitor its collector
-        return {"collections": [0, 0, 0], "pause_ms": 0.0, "gen2_ms": 0.0, "gen2_max_ms": 0.0}
+        return {
+            "collections": [0, 0, 0],
+            "pause_ms": 0.0,
+            "gen2_ms": 0.0,
+            "gen2_max_ms": 0.0,
+            "histogram": [[], [], []],
+        }
     generations = stats["gc"]["generations"]
     return {
+        "histogram": [g["histogram"] for g in generations],
         "collections": [g["collections"] for g in generations],
         "pause_ms": sum(g["pause_total_ms"] for g in generations),
         "gen2_ms": generations[2]["pause_total_ms"],
@@ -239,6 +246,19 @@ async def drive(servers, path, subscribers, messages, rate, subscribed, publish)
             a["gen2_ms"] - b["gen2_ms"] for b, a in zip(gc_before, gc_after, strict=True)
         ),
         "gen2_max_ms": max(a["gen2_max_ms"] for a in gc_after),
+        # For the report's plots: the latency distribution (101 quantiles, ms) and the
+        # GC pauses of the burst by generation (counts per PAUSE_BUCKETS bucket).
+        "latency_quantiles_ms": [
+            latencies[round(q / 100 * (len(latencies) - 1))] * 1000 for q in range(101)
+        ],
+        "gc_histogram": [
+            [
+                sum(a["histogram"][g][b] for a in gc_after)
+                - sum(x["histogram"][g][b] for x in gc_before)
+                for b in range(len(gc_after[0]["histogram"][g]))
+            ]
+            for g in range(3)
+        ],
         "idle_objects": idle_objects,
         "full_collection_ms": full_collection_ms,
     }

@@ -5,7 +5,9 @@ with ratios and the machine it ran on.
     python -m benchmarks.report             # full counts, about 10 minutes
     python -m benchmarks.report --quick     # small counts, about a minute (CI runs it)
     python -m benchmarks.report --write     # also rewrite docs/benchmarks.md and the
-                                            # README's table between its markers
+                                            # README's table between its markers, and
+                                            # the plots in docs/_static/benchmarks/
+    python -m benchmarks.report --quick --plots DIR   # plots of a smoke run, in DIR
 
 Rows (each from the benchmark named, run in this process' sitting):
 
@@ -43,6 +45,8 @@ from benchmarks import connections, fanout, gc_pause, slow_reader  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+#: Where --write puts the plots (the docs' benchmarks page and the README show them).
+PLOTS = REPO / "docs" / "_static" / "benchmarks"
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,9 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else ""
 
 
-async def measure(counts: Counts) -> list[tuple[str, str, str, str, str, str]]:
-    """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets)."""
+async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, str]], dict]:
+    """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets), and
+    the measurements behind them (for the plots)."""
     progress = Progress(10)
     rows: list[tuple[str, str, str, str, str, str]] = []
 
@@ -270,7 +275,29 @@ async def measure(counts: Counts) -> list[tuple[str, str, str, str, str, str]]:
                 "",
             )
         )
-    return rows
+    raw = {"slow": slow, "burst": burst, "gc": gc_rows, "shape": shape}
+    return rows, raw
+
+
+def write_plots(raw: dict, out: Path) -> list[Path]:
+    """The report's PNGs (benchmarks/plots.py) in ``out``."""
+    from benchmarks import plots
+    from channels_tuning.observability.gctuning import PAUSE_BUCKETS
+
+    out.mkdir(parents=True, exist_ok=True)
+    return [
+        plots.slow_reader_rss(raw["slow"], 2.0, out),
+        plots.burst_latency(raw["burst"], raw["shape"], out),
+        plots.burst_throughput(raw["burst"], raw["shape"], out),
+        plots.gc_pauses(
+            {
+                "without GC_FREEZE": raw["gc"]["tuned, GC_THRESHOLD without GC_FREEZE"],
+                "with GC_FREEZE": raw["gc"]["tuned, package defaults (GC_THRESHOLD + GC_FREEZE)"],
+            },
+            PAUSE_BUCKETS,
+            out,
+        ),
+    ]
 
 
 def markdown(rows: list[tuple[str, str, str, str, str, str]], counts: Counts) -> str:
@@ -297,14 +324,19 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     parser.add_argument("--write", action="store_true", help="update docs and README")
+    parser.add_argument("--plots", type=Path, help="write the plots (PNG) into this directory")
     options = parser.parse_args()
     counts = QUICK if options.quick else Counts()
-    rows = await measure(counts)
+    if options.write and options.quick:
+        raise SystemExit("--write takes full counts: run without --quick")
+    rows, raw = await measure(counts)
     table = markdown(rows, counts)
     print(table)
+    plots_dir = options.plots or (PLOTS if options.write else None)
+    if plots_dir is not None:
+        for path in write_plots(raw, plots_dir):
+            print(f"plot: {path}", file=sys.stderr)
     if options.write:
-        if options.quick:
-            raise SystemExit("--write takes full counts: run without --quick")
         replace_between_markers(REPO / "docs" / "benchmarks.md", table)
         replace_between_markers(REPO / "README.md", table)
 

@@ -39,6 +39,8 @@ channels_tuning.I001   ``check --deploy``: for each server installed, which guar
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -342,3 +344,22 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return problems
+
+
+def documented_checks() -> list[tuple[str, str]]:
+    """``(id, problem)`` rows of the table in this module's docstring (the
+    documentation's checks reference is written from it)."""
+    rows: list[tuple[str, str]] = []
+    for line in (__doc__ or "").splitlines():
+        match = re.match(r"(channels_tuning\.[EWI]\d{3})\s+(.*)", line)
+        if match:
+            rows.append((match.group(1), match.group(2)))
+        elif rows and line.startswith(" " * 10) and not line.strip().startswith("="):
+            rows[-1] = (rows[-1][0], rows[-1][1] + " " + line.strip())
+    return rows
+
+
+def check_ids_in_code() -> set[str]:
+    """Every check id this module can report."""
+    source = Path(__file__).read_text()
+    return set(re.findall(r'id="(channels_tuning\.[EWI]\d{3})"', source))

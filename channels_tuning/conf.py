@@ -52,8 +52,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     "MAX_LIFETIME": None,
     # Fraction of MAX_LIFETIME taken off at random per connection, so reconnects spread out.
     "LIFETIME_JITTER": 0.1,
-    # Bound of each connection's outbound queue, in messages and in bytes.
+    # Bound of each connection's outbound queue, in messages...
     "SEND_QUEUE_MAX_MESSAGES": 1000,
+    # ...and in bytes of payload (the worst case of a process: connections x this).
     "SEND_QUEUE_MAX_BYTES": 1024 * 1024,
     # What happens when the outbound queue is full: one of OVERFLOW_POLICIES.
     "OVERFLOW_POLICY": "disconnect",

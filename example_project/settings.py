@@ -48,7 +48,22 @@ TEMPLATES = [
         "OPTIONS": {},
     }
 ]
-DATABASES: dict = {}
+# No database: the demo runs without one. DJANGO_DB_PATH (an SQLite file) gives it one,
+# for the staff-only live view of the server processes (/ws-stats/) and its test.
+DATABASES: dict = (
+    {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["DJANGO_DB_PATH"]}}
+    if os.environ.get("DJANGO_DB_PATH")
+    else {}
+)
+# Sessions and users for HTTP views only with a database to keep them in.
+MIDDLEWARE = (
+    [
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+    ]
+    if DATABASES
+    else []
+)
 STATIC_URL = "/static/"
 USE_TZ = True
 

@@ -27,9 +27,9 @@ def test_readme_table_is_the_reports():
 
 
 @pytest.mark.slow
-def test_report_runs_with_small_counts():
+def test_report_runs_with_small_counts(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.report", "--quick"],
+        [sys.executable, "-m", "benchmarks.report", "--quick", "--plots", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -44,3 +44,13 @@ def test_report_runs_with_small_counts():
     # Every message reached every subscriber in the quick burst, on all three servers.
     assert re.findall(r"\| (\d+\.\d) ", delivered)[:3] == ["100.0"] * 3, delivered
     assert "[10/10]" in result.stderr  # the progress display
+    # The plots: four PNG files, each a real picture (PNG signature, not empty).
+    pngs = sorted(path.name for path in tmp_path.glob("*.png"))
+    assert pngs == [
+        "burst-latency.png",
+        "burst-throughput.png",
+        "gc-pauses.png",
+        "slow-reader-rss.png",
+    ]
+    for path in tmp_path.glob("*.png"):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000

@@ -224,3 +224,14 @@ async def test_100k_distinct_groups_keep_counters_and_snapshots_small():
     for n in range(100_000):
         consumer.untrack_group(f"room-{n}")
     await comm.disconnect()
+
+
+def test_django_prometheus_metric_namespace_prefixes_the_packages_metrics():
+    from django.test import override_settings
+
+    with override_settings(PROMETHEUS_METRIC_NAMESPACE="myapp"):
+        names = {name for name, _ in scrape()}
+    assert "myapp_channels_tuning_messages_received_total" in names
+    assert "myapp_channels_tuning_gc_pause_seconds_bucket" in names
+    assert not any(name.startswith("channels_tuning_") for name in names)
+    assert "channels_tuning_messages_received_total" in {name for name, _ in scrape()}

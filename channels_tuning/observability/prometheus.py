@@ -9,34 +9,9 @@ loop, the connection registry.
 Labels are low-cardinality: consumer class, close code, drop reason, generation.
 Group sends carry a ``group`` label only with ``PROMETHEUS_GROUP_LABELS``.
 
-=========================================================  =========  ======================
-metric                                                     type       labels
-=========================================================  =========  ======================
-channels_tuning_connections_total                          counter    consumer
-channels_tuning_closes_total                               counter    consumer, code
-channels_tuning_dropped_messages_total                     counter    consumer, reason
-channels_tuning_rejected_connections_total                 counter    consumer, reason
-channels_tuning_layer_receive_errors_total                 counter    kind
-channels_tuning_group_sends_total                          counter    (group)
-channels_tuning_group_send_dropped_total                   counter    reason, (group)
-channels_tuning_group_messages_missed_total                counter    reason
-channels_tuning_group_labels_folded_total                  counter
-channels_tuning_messages_received_total                    counter
-channels_tuning_messages_sent_total                        counter
-channels_tuning_received_payload_bytes_total               counter
-channels_tuning_sent_payload_bytes_total                   counter
-channels_tuning_gc_collections_total                       counter    generation
-channels_tuning_gc_pause_seconds                           histogram  generation
-channels_tuning_gc_tracked_objects                         gauge
-channels_tuning_open_connections                           gauge      consumer
-channels_tuning_consumer_instances                         gauge
-channels_tuning_send_queue_messages                        gauge
-channels_tuning_send_queue_depth                           gaugehist
-channels_tuning_group_memberships                          gauge
-channels_tuning_asyncio_tasks                              gauge
-channels_tuning_python_allocated_blocks                    gauge
-channels_tuning_info                                       info       server
-=========================================================  =========  ======================
+Every metric, with its type, labels and meaning, is listed in the documentation's
+metrics reference, generated from :meth:`ChannelsTuningCollector.describe` (a test
+checks that a real scrape exports nothing the reference lacks).
 
 RSS, CPU and open files are prometheus_client's own ``process_*`` metrics.
 """
@@ -119,20 +94,43 @@ class ChannelsTuningCollector(Collector):
     def __init__(self, group_labels: bool = False) -> None:
         self.group_labels = group_labels
 
-    def collect(self) -> Iterator[Metric]:
-        yield from self._counters()
+    def describe(self) -> Iterator[Metric]:
+        """Every metric :meth:`collect` can export, each with one example sample (label
+        values ``"..."``): what the documentation's metrics reference is generated from.
+        prometheus_client reads the names from it when the collector is registered."""
+        yield from self._counters(example=True)
         yield from self._traffic()
         yield from self._gc()
-        yield InfoMetricFamily(
+        yield self._info()
+        yield from self._loop_gauges(
+            {"by_consumer": {"...": 0}, "depths": [], "memberships": 0, "tasks": 0}
+        )
+
+    def _info(self) -> Metric:
+        return InfoMetricFamily(
             "channels_tuning",
             "The WebSocket server of this process.",
             {"server": registry.server_kind},
         )
+
+    def collect(self) -> Iterator[Metric]:
+        namespace = _namespace()
+        for family in self._collect():
+            yield _with_namespace(family, namespace) if namespace else family
+
+    def _collect(self) -> Iterator[Metric]:
+        yield from self._counters()
+        yield from self._traffic()
+        yield from self._gc()
+        yield self._info()
         gauges = on_server_loop(loop_gauges)
         if gauges is not None:
             yield from self._loop_gauges(gauges)
 
-    def _counters(self) -> Iterator[Metric]:
+    def _counters(self, example: bool = False) -> Iterator[Metric]:
+        def items(counter: stats.Counter) -> Any:
+            return [(("...",) * len(counter.labelnames), 0)] if example else counter.items()
+
         for counter in (
             stats.ACCEPTED,
             stats.CLOSES,
@@ -145,16 +143,16 @@ class ChannelsTuningCollector(Collector):
             stats.REPLAYED,
             stats.PRESENCE_EVENTS,
         ):
-            yield _counter(counter.name, counter.description, counter.labelnames, counter.items())
+            yield _counter(counter.name, counter.description, counter.labelnames, items(counter))
         sends, dropped = stats.GROUP_SENDS, stats.GROUP_SEND_DROPPED
         if self.group_labels:
-            yield _counter(sends.name, sends.description, sends.labelnames, sends.items())
-            yield _counter(dropped.name, dropped.description, dropped.labelnames, dropped.items())
+            yield _counter(sends.name, sends.description, sends.labelnames, items(sends))
+            yield _counter(dropped.name, dropped.description, dropped.labelnames, items(dropped))
             return
         yield _counter(
             sends.name, "Group sends through a channels-tuning layer.", (), [((), sends.total())]
         )
-        by_reason: dict[tuple[str, ...], int] = {}
+        by_reason: dict[tuple[str, ...], int] = {("...",): 0} if example else {}
         for (_, reason), value in dropped.items():
             by_reason[(reason,)] = by_reason.get((reason,), 0) + value
         yield _counter(
@@ -206,6 +204,14 @@ class ChannelsTuningCollector(Collector):
             "Objects the collector tracks in generations 0-2 (frozen ones excluded).",
             value=sum(gc.get_count()),
         )
+        from .snapshot import publisher  # lazy: snapshot imports this module's users
+
+        yield GaugeMetricFamily(
+            "channels_tuning_stats_published_timestamp_seconds",
+            "Unix time of this process' last wsstats snapshot that reached its backend "
+            "(0: none yet, or STATS_BACKEND off).",
+            value=publisher.last_published,
+        )
         yield GaugeMetricFamily(
             "channels_tuning_python_allocated_blocks",
             "Memory blocks allocated by the Python allocator (sys.getallocatedblocks).",
@@ -252,6 +258,25 @@ class ChannelsTuningCollector(Collector):
             "Tasks on the server's event loop.",
             value=gauges["tasks"],
         )
+
+
+def _namespace() -> str:
+    """django-prometheus' ``PROMETHEUS_METRIC_NAMESPACE``: it prefixes its own metrics
+    with it, and so the package's (``myapp_channels_tuning_...``)."""
+    from django.conf import settings
+
+    try:
+        return str(getattr(settings, "PROMETHEUS_METRIC_NAMESPACE", "") or "")
+    except Exception:  # settings not configured: no namespace
+        return ""
+
+
+def _with_namespace(family: Metric, namespace: str) -> Metric:
+    family.name = f"{namespace}_{family.name}"
+    family.samples = [
+        sample._replace(name=f"{namespace}_{sample.name}") for sample in family.samples
+    ]
+    return family
 
 
 def _bound(bound: float) -> str:

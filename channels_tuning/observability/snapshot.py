@@ -302,17 +302,23 @@ class Publisher:
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
+        #: Unix time of the last snapshot that reached its backend (0: none yet):
+        #: ``channels_tuning_stats_published_timestamp_seconds``, for the stale-
+        #: publisher alert (wsstats would show the process as gone).
+        self.last_published = 0.0
 
     def publish(self, backend: FileBackend | RedisBackend) -> None:
         snap = snapshot()
         if isinstance(backend, FileBackend):
             backend.publish(snap)
+            self.last_published = time.time()
         elif self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._publish(backend, snap))
 
     async def _publish(self, backend: RedisBackend, snap: dict[str, Any]) -> None:
         try:
             await backend.publish(snap)
+            self.last_published = time.time()
         except Exception as exc:  # Redis down: the next interval tries again
             stats.LAYER_ERRORS.inc((f"stats:{type(exc).__name__}",))
 

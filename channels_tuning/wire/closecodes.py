@@ -22,7 +22,8 @@ class CloseCode(IntEnum):
     UNSUPPORTED_DATA = 1003
     #: The frame could not be decoded (malformed JSON, invalid protobuf).
     INVALID_PAYLOAD = 1007
-    #: The client sent messages faster than the consumer's rate limit.
+    #: The client broke a policy: messages faster than the rate limit, or a recovery
+    #: request (``ct_recover``) that cannot be read.
     POLICY_VIOLATION = 1008
     #: An inbound message was larger than ``max_message_size``.
     MESSAGE_TOO_BIG = 1009

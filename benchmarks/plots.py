@@ -1,0 +1,104 @@
+"""The benchmark report's pictures (matplotlib, no display needed), from what
+``benchmarks.report`` measured in one sitting:
+
+- ``slow-reader-rss.png``: the server's RSS over time behind a client that reads nothing;
+- ``burst-latency.png``: the distribution of delivery latency in the broadcast burst;
+- ``burst-throughput.png``: deliveries per second and server CPU per delivery;
+- ``gc-pauses.png``: GC pauses during the burst at thousands of connections, by
+  generation, with and without ``GC_FREEZE``.
+
+Written to ``docs/_static/benchmarks/`` by ``python -m benchmarks.report --write``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on a server
+import matplotlib.pyplot as plt
+
+COLORS = {"plain": "#c0504d", "tuned": "#2a6bb0", "websockets": "#8a8a8a"}
+LABELS = {
+    "plain": "plain Channels",
+    "tuned": "channels-tuning",
+    "websockets": "websockets (ceiling)",
+}
+
+
+def _save(figure: Any, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def slow_reader_rss(slow: dict[str, dict], seconds_per_point: float, out: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    for kind, case in slow.items():
+        curve = [case["start"], *case["curve"]]
+        times = [i * seconds_per_point for i in range(len(curve))]
+        axes.plot(times, curve, label=LABELS[kind], color=COLORS[kind], linewidth=2)
+    axes.set_xlabel("seconds")
+    axes.set_ylabel("server RSS, MB")
+    axes.set_title("Behind one client that stops reading")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return _save(figure, out / "slow-reader-rss.png")
+
+
+def burst_latency(burst: dict[str, dict], shape: str, out: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    for kind, case in burst.items():
+        quantiles = case["latency_quantiles_ms"]
+        axes.plot(quantiles, range(len(quantiles)), label=LABELS[kind], color=COLORS[kind])
+    axes.set_xscale("log")
+    axes.set_xlabel("delivery latency, ms (log)")
+    axes.set_ylabel("% of delivered messages")
+    axes.set_title(f"Broadcast burst {shape}: latency")
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return _save(figure, out / "burst-latency.png")
+
+
+def burst_throughput(burst: dict[str, dict], shape: str, out: Path) -> Path:
+    figure, (left, right) = plt.subplots(1, 2, figsize=(7.6, 3.2))
+    kinds = list(burst)
+    names = [LABELS[k].replace(" ", "\n", 1) for k in kinds]
+    colors = [COLORS[k] for k in kinds]
+    left.bar(names, [burst[k]["deliveries_per_s"] / 1000 for k in kinds], color=colors)
+    left.set_ylabel("thousand deliveries / s")
+    delivered = [100 * burst[k]["got"] / burst[k]["expected"] for k in kinds]
+    for i, share in enumerate(delivered):
+        left.annotate(f"{share:.0f} % delivered", (i, 0), ha="center", va="bottom", fontsize=8)
+    right.bar(names, [burst[k]["us_per_delivery"] for k in kinds], color=colors)
+    right.set_ylabel("server CPU per delivery, µs")
+    for axes in (left, right):
+        axes.tick_params(axis="x", labelsize=8)
+        axes.grid(alpha=0.3, axis="y")
+    figure.suptitle(f"Broadcast burst {shape}")
+    return _save(figure, out / "burst-throughput.png")
+
+
+def gc_pauses(cases: dict[str, dict], buckets: tuple[float, ...], out: Path) -> Path:
+    figure, axes = plt.subplots(figsize=(6.4, 3.4))
+    labels = [f"≤{b * 1000:g} ms" for b in buckets] + [f">{buckets[-1] * 1000:g} ms"]
+    width = 0.8 / (3 * len(cases))
+    for c, (name, case) in enumerate(cases.items()):
+        for generation in range(3):
+            counts = case["gc_histogram"][generation] or [0] * len(labels)
+            offset = (c * 3 + generation) * width
+            axes.bar(
+                [i + offset for i in range(len(labels))],
+                counts,
+                width,
+                label=f"gen {generation}, {name}",
+                alpha=0.9 if c else 0.5,
+            )
+    axes.set_xticks([i + 0.4 for i in range(len(labels))], labels, fontsize=7, rotation=30)
+    axes.set_ylabel("collections")
+    axes.set_title("GC pauses during the burst")
+    axes.legend(fontsize=7, ncol=2)
+    return _save(figure, out / "gc-pauses.png")

@@ -1,0 +1,98 @@
+"""A live view of the server processes, for projects without Prometheus.
+
+Off unless its URLs are included, and for staff only::
+
+    # urls.py
+    path("ws-stats/", include("channels_tuning.urls")),
+
+``ws-stats/`` is a page that draws, per server process, the last minutes of
+connections, queued frames, dropped frames per second and the longest GC pause, from
+the snapshots every process publishes for ``manage.py wsstats`` (``STATS_BACKEND``),
+polled every ``STATS_INTERVAL``; ``ws-stats/snapshots.json`` is what it polls.
+Anonymous users are sent to ``LOGIN_URL``, authenticated users who are not staff get
+403, and the JSON answers 403 to both: it carries a chosen subset of each snapshot
+(no allocation sites, task names or upstream internals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.http import (
+    HttpRequest,
+    HttpResponse,
+    HttpResponseForbidden,
+    HttpResponseRedirect,
+    JsonResponse,
+)
+from django.shortcuts import render, resolve_url
+from django.utils.http import urlencode
+
+from .conf import project_settings
+from .observability import snapshot
+
+__all__ = ["live", "live_snapshots"]
+
+
+async def _access(request: HttpRequest) -> str:
+    """ "staff", "anonymous" or "forbidden" (the user resolves from the session)."""
+
+    def check() -> str:
+        user = getattr(request, "user", None)  # None: no AuthenticationMiddleware
+        if user is None or not user.is_authenticated:
+            return "anonymous"
+        staff = getattr(user, "is_active", False) and getattr(user, "is_staff", False)
+        return "staff" if staff else "forbidden"
+
+    return await sync_to_async(check)()
+
+
+async def live(request: HttpRequest) -> HttpResponse:
+    access = await _access(request)
+    if access == "anonymous":
+        # As django.contrib.auth's redirect_to_login, without importing its models (a
+        # project may not install django.contrib.auth: then everyone is anonymous).
+        login = resolve_url(settings.LOGIN_URL)
+        return HttpResponseRedirect(f"{login}?{urlencode({'next': request.get_full_path()})}")
+    if access != "staff":
+        return HttpResponseForbidden("staff only\n")
+    interval = float(project_settings()["STATS_INTERVAL"])
+    context = {
+        "interval_ms": int(interval * 1000),
+        # Next to the page, wherever the project mounted it.
+        "snapshots_url": request.path.rstrip("/") + "/snapshots.json",
+    }
+    return render(request, "channels_tuning/live.html", context)
+
+
+async def live_snapshots(request: HttpRequest) -> HttpResponse:
+    if await _access(request) != "staff":
+        return HttpResponseForbidden("staff only\n")
+    backend = snapshot.backend_for(project_settings(), get_channel_layer())
+    if backend is None:
+        snaps: list[dict[str, Any]] = []
+    elif isinstance(backend, snapshot.RedisBackend):
+        snaps = await backend.read()  # on this server's loop: its own Redis pools
+    else:
+        snaps = await asyncio.to_thread(backend.read)
+    return JsonResponse({"processes": [summary(snap) for snap in snaps]})
+
+
+def summary(snap: dict[str, Any]) -> dict[str, Any]:
+    """What the page draws, and nothing more."""
+    counters = snap.get("counters", {})
+    generations = snap.get("gc", {}).get("generations", [])
+    return {
+        "process": f"{snap['host']}:{snap['pid']}",
+        "server": snap.get("server", ""),
+        "published_at": snap.get("published_at", 0),
+        "connections": snap.get("connections", 0),
+        "queued": snap.get("send_queue", {}).get("queued", 0),
+        "dropped": sum(counters.get("channels_tuning_dropped_messages_total", {}).values()),
+        "gc_pause_max_ms": max((g.get("pause_max_ms", 0) for g in generations), default=0),
+        "rss_kb": snap.get("rss_kb", 0),
+    }
