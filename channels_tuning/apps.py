@@ -21,4 +21,8 @@ class ChannelsTuningConfig(AppConfig):
         if tuning["PROMETHEUS"]:
             from .observability import prometheus
 
-            prometheus.register(group_labels=bool(tuning["PROMETHEUS_GROUP_LABELS"]))
+            collector = prometheus.register(group_labels=bool(tuning["PROMETHEUS_GROUP_LABELS"]))
+            from .observability import multiprocess
+
+            if multiprocess.enabled():
+                multiprocess.install(collector)

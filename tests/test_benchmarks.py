@@ -54,3 +54,15 @@ def test_report_runs_with_small_counts(tmp_path):
     ]
     for path in tmp_path.glob("*.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_plots_shown_are_the_reports_and_exist():
+    """The README and the docs' benchmarks page show the report's committed plots."""
+    readme = (REPO / "README.md").read_text()
+    docs = (REPO / "docs" / "benchmarks.md").read_text()
+    shown = re.findall(r"\((docs/_static/benchmarks/[\w-]+\.png)\)", readme)
+    assert len(shown) >= 2
+    for path in shown:
+        assert (REPO / path).read_bytes()[:4] == b"\x89PNG", path
+    for name in ("slow-reader-rss", "burst-latency", "burst-throughput", "gc-pauses"):
+        assert f"_static/benchmarks/{name}.png" in docs

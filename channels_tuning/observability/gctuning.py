@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import time
+from collections.abc import Callable
 from typing import Any, Final
 
 #: Upper bounds (seconds) of the pause histogram buckets; the last bucket is +Inf.
@@ -34,6 +35,8 @@ class GCMonitor:
         self.histogram = [[0] * (len(PAUSE_BUCKETS) + 1) for _ in range(3)]
         self._started = 0.0
         self.installed = False
+        #: Called with (generation, seconds) after each collection (multiprocess export).
+        self.observer: Callable[[int, float], None] | None = None
 
     def install(self) -> None:
         if not self.installed:
@@ -59,6 +62,8 @@ class GCMonitor:
         while bucket < len(PAUSE_BUCKETS) and pause > PAUSE_BUCKETS[bucket]:
             bucket += 1
         self.histogram[generation][bucket] += 1
+        if self.observer is not None:
+            self.observer(generation, pause)
 
     def snapshot(self) -> dict[str, Any]:
         return {

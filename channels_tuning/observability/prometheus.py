@@ -106,6 +106,20 @@ class ChannelsTuningCollector(Collector):
             {"by_consumer": {"...": 0}, "depths": [], "memberships": 0, "tasks": 0}
         )
 
+    def mirrored_families(self) -> Iterator[Metric]:
+        """What :mod:`.multiprocess` copies: counters and gauges, without the GC pause
+        histogram (observed as it happens there), the info metric and the gauge
+        histogram. Called on the server's event loop."""
+        for family in self._counters():
+            yield family
+        yield from self._traffic()
+        for family in self._gc():
+            if family.type in ("counter", "gauge"):
+                yield family
+        for family in self._loop_gauges(loop_gauges()):
+            if family.type == "gauge":
+                yield family
+
     def _info(self) -> Metric:
         return InfoMetricFamily(
             "channels_tuning",

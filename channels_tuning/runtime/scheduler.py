@@ -91,6 +91,13 @@ class Scheduler:
             except Exception:
                 # One broken consumer must not stop heartbeats for all the others.
                 logger.exception("channels_tuning: tick failed for %r", consumer)
+        from ..observability import multiprocess  # lazy: it imports the Prometheus exporter
+
+        if multiprocess.mirror is not None:
+            try:
+                multiprocess.mirror.sync()
+            except Exception:
+                logger.exception("channels_tuning: copying metrics for multiprocess mode failed")
         if self._gc_interval and now >= self._next_gc:
             self._collect_garbage(now, consumers)
         if now >= self._next_publish:
