@@ -403,3 +403,27 @@ async def test_redis_history_numbers_trims_recovers_and_changes_epoch(redis_serv
         assert (offset, new_epoch != epoch) == (1, True)
     finally:
         await layer.close_pools()
+
+
+async def test_messages_numbered_after_the_read_reach_the_joining_connection():
+    """The position is read before the membership is added. A message numbered between
+    the read and the membership (its send reached the group before this member was in
+    it) is fetched from the history when the next live one shows the gap."""
+    layer = get_channel_layer()
+    add = layer.group_add
+
+    async def slow_group_add(group, channel):
+        await broadcast("room.a", "between")  # numbered 1, sent before the membership
+        await add(group, channel)
+
+    layer.group_add = slow_group_add
+    try:
+        comm = await connect()
+    finally:
+        layer.group_add = add
+    await broadcast("room.a", "after")  # numbered 2: live, and shows the gap
+    subscribed, *data = await frames(comm, 3)
+    assert (subscribed["kind"], subscribed["offset"]) == ("subscribed", 0)
+    assert [(d["offset"], d["data"]) for d in data] == [(1, "between"), (2, "after")]
+    assert RECOVERY.get(("gap_filled",)) == 1
+    await comm.disconnect()

@@ -5,6 +5,7 @@ clients are on is SIGKILLed and started again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import statistics
@@ -124,11 +125,11 @@ async def test_history_shorter_than_the_outage_says_not_recovered(tmp_path, redi
     told ``recovered: false`` (and counts a gap); the messages after it arrive in order."""
     report, producer, _ = await kill_and_restart(tmp_path, redis_server, 20, 2.0)
     for client in report:
-        assert [recovered for _, recovered in client["recovered"]] == [False, False], (
-            {k: v for k, v in client.items() if k != "seqs"},
-            "see the report above",
-        )
-        assert client["gaps"] == 1 and client["duplicates"] == 0
+        # The first join, then the reconnect: both false (a reconnect storm can add one
+        # more: more than 20 messages numbered while its membership waited its turn).
+        told = [recovered for _, recovered in client["recovered"]]
+        assert len(told) >= 2 and not any(told), {k: v for k, v in client.items() if k != "seqs"}
+        assert client["gaps"] == len(told) - 1 and client["duplicates"] == 0
         seqs = client["seqs"]
         assert seqs == sorted(set(seqs))
         sent_after = [s for s, at in producer.sent.items() if at > client["opens"][1] + 0.5]
@@ -153,7 +154,16 @@ async def test_concurrent_producers_reach_every_client_in_offset_order(tmp_path,
                     await broadcast(group, f"{index * per_producer + n} x", layer=layer)
 
             await asyncio.gather(*(produce(i, layer) for i, layer in enumerate(layers)))
-            await asyncio.sleep(1.5)
+            # Every frame handed to the clients' sockets (50 subscribed + 50 x 800), then
+            # a moment for the client process to read them: on a loaded machine the
+            # gap fills and the writes can take seconds after the last broadcast.
+            sent_key = ("channels_tuning_messages_sent_total", frozenset())
+            with contextlib.suppress(AssertionError):  # if not, the report says what is missing
+                await wait_until(
+                    lambda: server.metrics().get(sent_key, 0) >= 50 * (8 * per_producer + 1),
+                    timeout=30,
+                )
+            await asyncio.sleep(1.0)
             report = await lb_clients_report(clients)
             recovery = server.stats()["counters"]["channels_tuning_recovery_total"]
     finally:
@@ -164,7 +174,8 @@ async def test_concurrent_producers_reach_every_client_in_offset_order(tmp_path,
         stop_process(server.proc)
     every = set(range(8 * per_producer))
     for client in report:
-        assert len(client["seqs"]) == len(every) and set(client["seqs"]) == every
+        missing = sorted(every - set(client["seqs"]))
+        assert len(client["seqs"]) == len(every) and not missing, (missing[:20], recovery)
         assert client["duplicates"] == client["gaps"] == 0
     # The offsets the clients saw are consecutive (their tracking counted no gap), and
     # each producer's own messages kept their order.

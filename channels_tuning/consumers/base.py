@@ -482,7 +482,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             streams = self._group_streams
             if streams is None:
                 streams = self._group_streams = GroupStreams(self, self._recover_requests or {})
-            streams.start(group)
+            await streams.start(group, policy)
         try:
             async with group_ops_limiter():
                 await self.channel_layer.group_add(group, self.channel_name)
@@ -498,8 +498,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             await self.channel_layer.presence.add(
                 group, self.channel_name, self.presence_identity(), presence
             )
-        if streams is not None and policy is not None:
-            await streams.joined(group, policy)
+        if streams is not None:
+            streams.joined(group)
 
     def presence_identity(self) -> str:
         """Who this connection is in the presence of its groups (``PRESENCE``): the

@@ -4,13 +4,16 @@ For each group with history it joins (``join_group`` or ``groups``), a consumer 
 one :class:`~channels_tuning.core.offsets.GroupStream`. Joining goes:
 
 1. the stream starts holding: live messages arriving from now on wait;
-2. the membership is added (live messages may arrive from here);
-3. once the connection is accepted, the group's position is read from the history,
-   with the entries after the client's ``ct_recover`` offset if all are still kept
-   (one round trip: :meth:`~channels_tuning.layers.history.History.recover`);
-4. the client gets ``subscribed`` (epoch, offset, recovered), then the replay, then
-   the held live messages after the replay's last offset (older ones are dropped:
-   the replay had them).
+2. the group's position is read from the history, with the entries after the
+   client's ``ct_recover`` offset if all are still kept (one round trip:
+   :meth:`~channels_tuning.layers.history.History.recover`), *before* the
+   membership: every message numbered after the read is then this connection's;
+3. the membership is added (live messages may arrive from here);
+4. once the connection is accepted, the client gets ``subscribed`` (epoch, offset,
+   recovered), then the replay, then the held live messages after the read's offset
+   (older ones are dropped: the replay had them, or they were numbered before the
+   join); a message numbered after the read but sent before the membership is
+   fetched from the history when the next one shows the gap.
 
 Afterwards, a message that arrives after a gap (reordered by concurrent producers,
 or dropped at a full inbox) is held with everything after it while the gap is
@@ -27,7 +30,7 @@ from typing import Any
 
 from ..core.offsets import GroupStream, Offer
 from ..core.state import ConnectionState
-from ..layers.history import HistoryPolicy
+from ..layers.history import HistoryPolicy, Recovery
 from ..observability.stats import RECOVERY, REPLAYED
 from ..wire.offsets import StreamPosition, data_frame, subscribed_frame
 
@@ -46,7 +49,7 @@ def _spawn(coroutine: Any) -> None:
 class GroupStreams:
     """The streams of one connection, by group; created at its first such join."""
 
-    __slots__ = ("binary", "consumer", "requests", "streams", "waiting")
+    __slots__ = ("binary", "consumer", "read", "requests", "streams", "waiting")
 
     def __init__(self, consumer: Any, requests: dict[str, StreamPosition]) -> None:
         self.consumer = consumer
@@ -54,37 +57,24 @@ class GroupStreams:
         self.binary = not type(consumer).accept_text_frames
         self.requests = requests
         self.streams: dict[str, GroupStream] = {}
-        #: Groups joined before the connection was accepted: recovered at accept.
-        self.waiting: list[tuple[str, HistoryPolicy]] = []
+        #: Where each joining group stood when read (None: unreadable), until announced.
+        self.read: dict[str, Recovery | None] = {}
+        #: Groups joined before the connection was accepted: announced at accept.
+        self.waiting: list[str] = []
 
     # ------------------------------------------------------------- joining
 
-    def start(self, group: str) -> GroupStream:
-        """Before the membership is added: hold what arrives from now on."""
-        stream = self.streams[group] = GroupStream()
-        return stream
+    async def start(self, group: str, policy: HistoryPolicy) -> None:
+        """Before the membership is added: hold what arrives from now on, and read
+        where the group stands (with what the client missed, if it asked).
 
-    def forget(self, group: str) -> None:
-        self.streams.pop(group, None)
-
-    async def joined(self, group: str, policy: HistoryPolicy) -> None:
-        """After the membership is added: recover now, or at accept."""
-        if self.consumer.core.state is ConnectionState.CONNECTING:
-            self.waiting.append((group, policy))
-            return
-        await self._recover(group, policy)
-
-    def accepted(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        for group, policy in waiting:
-            _spawn(self._recover(group, policy))
-
-    async def _recover(self, group: str, policy: HistoryPolicy) -> None:
-        stream = self.streams.get(group)
-        if stream is None:
-            return  # left meanwhile
+        Read *before* the membership, so that every message numbered after the read
+        reaches this connection: live if its send came after the membership, from
+        the history (a gap fill at the next live message) if it came before. Read
+        after, a loaded server would number messages that were sent to this member
+        as already known to it, and drop them."""
+        self.streams[group] = GroupStream()
         since = self.requests.pop(group, None)
-        send = self.consumer.send_nowait
         try:
             recovery = await self.consumer.channel_layer.history.recover(group, since, policy)
         except Exception as error:
@@ -92,17 +82,42 @@ class GroupStreams:
             # this connection, which tells the client recovered: false.
             RECOVERY.inc(("failed",))
             logger.warning("channels_tuning: history of %s unreadable: %r", group, error)
-            self._release(group, stream, "", 0)
+            self.read[group] = None
             return
         if since is not None:
             RECOVERY.inc(("recovered" if recovery.recovered else "not_recovered",))
-        binary = self.binary
+        self.read[group] = recovery
+
+    def forget(self, group: str) -> None:
+        self.streams.pop(group, None)
+        self.read.pop(group, None)
+
+    def joined(self, group: str) -> None:
+        """After the membership is added: tell the client now, or at accept (frames
+        cannot precede the accept)."""
+        if self.consumer.core.state is ConnectionState.CONNECTING:
+            self.waiting.append(group)
+            return
+        self._announce(group)
+
+    def accepted(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for group in waiting:
+            self._announce(group)
+
+    def _announce(self, group: str) -> None:
+        """``subscribed``, the replay, then what was held: in order, once."""
+        stream = self.streams.get(group)
+        if stream is None or group not in self.read:
+            return  # left meanwhile
+        recovery = self.read.pop(group)
+        if recovery is None:
+            self._release(group, stream, "", 0)  # the history could not be read
+            return
+        send, epoch = self.consumer.send_nowait, recovery.epoch
         send(
-            subscribed_frame(
-                group, recovery.offset, recovery.epoch, recovery.recovered, binary=binary
-            )
+            subscribed_frame(group, recovery.offset, epoch, recovery.recovered, binary=self.binary)
         )
-        epoch = recovery.epoch
         for offset, data, is_binary in recovery.entries:
             send(data_frame(group, offset, epoch, data, binary=is_binary))
         if recovery.entries:

@@ -48,7 +48,27 @@ def _panel(
     y: int,
     width: int = 12,
     stack: bool = False,
+    heatmap: bool = False,
 ) -> dict[str, Any]:
+    if heatmap:
+        # Bucket counts over time (Prometheus histogram buckets, not re-bucketed).
+        return {
+            "type": "heatmap",
+            "title": title,
+            "description": description,
+            "datasource": {"type": "prometheus", "uid": "${datasource}"},
+            "gridPos": {"h": 8, "w": width, "x": x, "y": y},
+            "options": {
+                "calculate": False,
+                "yAxis": {"unit": unit},
+                "cellGap": 1,
+                "color": {"mode": "scheme", "scheme": "Blues"},
+            },
+            "targets": [
+                {**_target(expr, legend, chr(ord("A") + i)), "format": "heatmap"}
+                for i, (expr, legend) in enumerate(targets)
+            ],
+        }
     return {
         "type": "timeseries",
         "title": title,
@@ -163,6 +183,19 @@ def panels() -> list[dict[str, Any]]:
                 )
             ],
             {"unit": "s"},
+        ),
+        (
+            "GC pause distribution",
+            "Collections per pause-duration bucket over time, all generations (the "
+            "histogram channels_tuning_gc_pause_seconds): where the pauses fall.",
+            [
+                (
+                    "sum by (le) "
+                    f"(increase(channels_tuning_gc_pause_seconds_bucket{{{s}}}[{RATE}]))",
+                    "{{le}}",
+                )
+            ],
+            {"unit": "s", "heatmap": True},
         ),
         (
             "GC collections by generation",
