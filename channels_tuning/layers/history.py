@@ -199,16 +199,22 @@ class MemoryHistory(History):
         return [entry[:3] for entry in state.entries if first <= entry[0] <= last]
 
 
-# Entries are d (payload), b (binary flag), t (time in ms): field 6 is the time.
-# KEYS: meta hash, stream. ARGV: epoch if new, payload, binary flag, size, ttl in ms,
-# meta ttl in ms, now in ms.
-_APPEND_LUA = """
+# Both scripts start here: the group's epoch, made (with an empty stream and offset 0)
+# from ARGV[1] if the group has none. KEYS: meta hash, stream. Ends inside the "if".
+_EPOCH_LUA = """
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[1]
   redis.call('DEL', KEYS[2])
   redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
-end
+"""
+
+# Entries are d (payload), b (binary flag), t (time in ms): field 6 is the time.
+# KEYS: meta hash, stream. ARGV: epoch if new, payload, binary flag, size, ttl in ms,
+# meta ttl in ms, now in ms.
+_APPEND_LUA = (
+    _EPOCH_LUA
+    + """end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[4], offset .. '-0',
            'd', ARGV[2], 'b', ARGV[3], 't', ARGV[7])
@@ -222,17 +228,14 @@ redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PEXPIRE', KEYS[2], ARGV[5])
 return {offset, epoch}
 """
+)
 
 # KEYS: meta hash, stream. ARGV: epoch if new, the client's epoch ('' none), its
 # offset (-1 none), size, meta ttl in ms, oldest time kept in ms.
 # Returns {epoch, offset, recovered, entries}.
-_RECOVER_LUA = """
-local epoch = redis.call('HGET', KEYS[1], 'e')
-if not epoch then
-  epoch = ARGV[1]
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'e', epoch, 'o', 0)
-  redis.call('PEXPIRE', KEYS[1], ARGV[5])
+_RECOVER_LUA = (
+    _EPOCH_LUA
+    + """  redis.call('PEXPIRE', KEYS[1], ARGV[5])
 end
 local top = tonumber(redis.call('HGET', KEYS[1], 'o'))
 local since = tonumber(ARGV[3])
@@ -244,6 +247,7 @@ if #entries ~= top - since then return {epoch, top, 0, {}} end
 if tonumber(entries[1][2][6]) < tonumber(ARGV[6]) then return {epoch, top, 0, {}} end
 return {epoch, top, 1, entries}
 """
+)
 
 
 def _entries(raw: list[Any]) -> list[Entry]:

@@ -50,31 +50,29 @@ def _panel(
     stack: bool = False,
     heatmap: bool = False,
 ) -> dict[str, Any]:
+    common = {
+        "title": title,
+        "description": description,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"h": 8, "w": width, "x": x, "y": y},
+    }
+    refs = [(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(targets)]
     if heatmap:
         # Bucket counts over time (Prometheus histogram buckets, not re-bucketed).
         return {
             "type": "heatmap",
-            "title": title,
-            "description": description,
-            "datasource": {"type": "prometheus", "uid": "${datasource}"},
-            "gridPos": {"h": 8, "w": width, "x": x, "y": y},
+            **common,
             "options": {
                 "calculate": False,
                 "yAxis": {"unit": unit},
                 "cellGap": 1,
                 "color": {"mode": "scheme", "scheme": "Blues"},
             },
-            "targets": [
-                {**_target(expr, legend, chr(ord("A") + i)), "format": "heatmap"}
-                for i, (expr, legend) in enumerate(targets)
-            ],
+            "targets": [{**_target(*ref), "format": "heatmap"} for ref in refs],
         }
     return {
         "type": "timeseries",
-        "title": title,
-        "description": description,
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "gridPos": {"h": 8, "w": width, "x": x, "y": y},
+        **common,
         "fieldConfig": {
             "defaults": {
                 "unit": unit,
@@ -83,9 +81,7 @@ def _panel(
             "overrides": [],
         },
         "options": {"legend": {"displayMode": "table", "placement": "bottom", "calcs": ["max"]}},
-        "targets": [
-            _target(expr, legend, chr(ord("A") + i)) for i, (expr, legend) in enumerate(targets)
-        ],
+        "targets": [_target(*ref) for ref in refs],
     }
 
 
