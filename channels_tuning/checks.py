@@ -11,6 +11,7 @@ channels_tuning.E005   ``LIFETIME_JITTER`` is not within [0, 1)
 channels_tuning.E007   ``GC_THRESHOLD`` is not None or 1-3 non-negative integers
 channels_tuning.E008   ``HISTORY`` is not a dict of patterns to ``{"size": n, "ttl": seconds}``
 channels_tuning.E009   ``PRESENCE`` is not a dict of patterns to ``{"events": bool}``
+channels_tuning.E010   ``CLIENT_PROTOCOL`` is not "negotiate" or "always"
 channels_tuning.W001   unknown key in ``CHANNELS_TUNING`` (a typo is silently ignored)
 channels_tuning.W002   in-memory channel layer while the project looks multi-process
 channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APPS``
@@ -54,6 +55,7 @@ from .conf import (
     SETTING_NAME,
     project_settings,
 )
+from .wire.subprotocol import CLIENT_PROTOCOL_CHOICES
 
 
 def _is_number(value: Any) -> bool:
@@ -115,6 +117,14 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 f"OVERFLOW_POLICY must be one of {', '.join(OVERFLOW_POLICIES)}, "
                 f"not {merged['OVERFLOW_POLICY']!r}.",
                 id="channels_tuning.E004",
+            )
+        )
+    if merged["CLIENT_PROTOCOL"] not in CLIENT_PROTOCOL_CHOICES:
+        problems.append(
+            Error(
+                f"CLIENT_PROTOCOL must be one of {', '.join(CLIENT_PROTOCOL_CHOICES)}, "
+                f"not {merged['CLIENT_PROTOCOL']!r}.",
+                id="channels_tuning.E010",
             )
         )
     jitter = merged["LIFETIME_JITTER"]

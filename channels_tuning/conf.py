@@ -27,11 +27,19 @@ T = TypeVar("T")
 
 #: Defaults for every key of ``settings.CHANNELS_TUNING``.
 DEFAULTS: Final[dict[str, Any]] = {
-    # Seconds between application-level pings sent by the server. None: no pings.
+    # Seconds between application-level pings ({"type":"ct.ping"}) sent to clients
+    # that speak channels-tuning's protocol (CLIENT_PROTOCOL). None: no pings.
     "HEARTBEAT_INTERVAL": 25.0,
-    # Close a connection that sent no frame at all for this long (close code 4000).
-    # None: never. Must be longer than HEARTBEAT_INTERVAL.
+    # Close a connection whose client showed no sign of life for this long (close code
+    # 4000): any frame, and on channels-tuning-daphne the pongs that answer the
+    # server's protocol pings (its --ping-interval, 20 s by default). None: never.
+    # Must be longer than HEARTBEAT_INTERVAL.
     "IDLE_TIMEOUT": 60.0,
+    # Which clients get heartbeat frames, history envelopes, subscribed and presence
+    # frames: "negotiate" (those that offer the channels-tuning.v1 subprotocol, as the
+    # package's clients do; every other page gets only what its consumer sends) or
+    # "always" (every client: the behaviour of 0.1, for older package clients).
+    "CLIENT_PROTOCOL": "negotiate",
     # Resolution in seconds of the one per-process scheduler that drives
     # heartbeats, idle timeouts and lifetimes for every connection.
     "SCHEDULER_TICK": 1.0,

@@ -177,8 +177,9 @@ def test_first_connection_names_the_server_its_guarantees_and_a_missing_lifespan
         detect.announce_server(detect.GENERIC)  # once per process
     messages = [record.getMessage() for record in caplog.records]
     assert messages[0] == (
-        "channels_tuning: WebSockets served by hypercorn: 6 of 7 guarantees hold; "
-        "not: A client's ping flood is closed with 1008"
+        "channels_tuning: WebSockets served by hypercorn: 7 of 9 guarantees hold; "
+        "not: A plain client that vanished (answers no protocol ping) is closed; "
+        "A client's ping flood is closed with 1008"
     )
     assert "channels_tuning.W008" in messages[1]
     assert len(messages) == 2

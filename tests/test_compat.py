@@ -24,11 +24,13 @@ from twisted.internet import tcp
 from twisted.internet.testing import StringTransport
 
 from channels_tuning.compat import autobahn, channels_redis, daphne, hypercorn, twisted, uvicorn
+from channels_tuning.compat import channels as channels_hooks
 from channels_tuning.exceptions import UpstreamChanged
 from channels_tuning.layers import keys
 from channels_tuning.servers.wsprotocol import ProtocolLimits, tuned_protocol
 
 LIBRARIES = {
+    "channels": channels_hooks,
     "daphne": daphne,
     "autobahn": autobahn,
     "twisted": twisted,
@@ -438,6 +440,62 @@ def test_hypercorn_tcp_server_stops_writing_through_its_writer(monkeypatch):
     assert hypercorn.features == {"abort": False}
 
 
+# ------------------------------------------------------------------- channels
+
+
+SCOPE = {"type": "websocket", "cookies": {}}
+
+
+def test_channels_session_wrapper_is_looked_through():
+    """Canary of compat.channels: the server's send under Channels' SessionMiddleware
+    wrapper (two deep, as nested session middlewares make it)."""
+    from channels.sessions import InstanceSessionWrapper
+
+    async def server_send(message):
+        pass
+
+    inner = InstanceSessionWrapper(SCOPE, server_send)
+    outer = InstanceSessionWrapper(SCOPE, inner.send)
+    assert channels_hooks.unwrap_send(outer.send) is server_send
+    assert channels_hooks.unwrap_send(server_send) is server_send
+
+
+def test_channels_session_wrapper_changed_turns_the_unwrapping_off(monkeypatch):
+    real = channels_hooks.Checker
+    monkeypatch.setattr(
+        channels_hooks,
+        "Checker",
+        lambda library: _Changed(real(library), "return await self.real_send(message)"),
+    )
+    problems = channels_hooks.check()
+    assert symbols(problems) == {"InstanceSessionWrapper.send"}
+    channels_hooks.apply(problems)
+    assert channels_hooks.features == {"unwrap_session_send": False}
+
+    async def server_send(message):
+        pass
+
+    from channels.sessions import InstanceSessionWrapper
+
+    wrapped = InstanceSessionWrapper(SCOPE, server_send).send
+    assert channels_hooks.unwrap_send(wrapped) is wrapped  # the fallback: the generic path
+
+
+class _Changed:
+    """A Checker whose view of upstream source lacks ``fragment``."""
+
+    def __init__(self, checker, fragment: str) -> None:
+        self._checker, self._fragment = checker, fragment
+
+    def __getattr__(self, name):
+        return getattr(self._checker, name)
+
+    def contains(self, obj, symbol, fragments):
+        self._checker.contains(obj, symbol, [f for f in fragments if f != self._fragment])
+        if self._fragment in fragments:
+            self._checker.changed(symbol, f"no longer contains {self._fragment!r}")
+
+
 @pytest.mark.e2e
 async def test_changed_uvicorn_is_logged_at_the_first_connection(daphne_factory, tmp_path):
     patch = tmp_path / "patch"
@@ -453,7 +511,7 @@ async def test_changed_uvicorn_is_logged_at_the_first_connection(daphne_factory,
     await _echo(server.ws("/ws/echo/"))
     log = server.log.read_text()
     assert log.count("uvicorn changed: WebSocketsSansIOProtocol.connection_made") == 1
-    assert "WebSockets served by uvicorn: 6 of 7 guarantees hold" in log
+    assert "WebSockets served by uvicorn: 8 of 9 guarantees hold" in log
 
 
 @pytest.mark.e2e

@@ -14,6 +14,7 @@ from channels_tuning import TunedJsonWebsocketConsumer
 from channels_tuning.observability.stats import CLOSES, DROPPED, REJECTED
 from channels_tuning.runtime.registry import registry
 from channels_tuning.wire.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 from tests.support.consumers import Echo, Grouped, communicator
 
 FAST = {"SCHEDULER_TICK": 0.02, "HEARTBEAT_INTERVAL": 0.1, "IDLE_TIMEOUT": 0.35}
@@ -62,7 +63,7 @@ def group_members(group: str) -> dict:
 
 @override_settings(CHANNELS_TUNING=FAST)
 async def test_server_sends_pings_and_swallows_pongs():
-    comm = communicator(Echo)
+    comm = communicator(Echo, tuned_client=True)
     assert (await comm.connect())[0]
     assert await comm.receive_from(timeout=1) == PING_TEXT
     await comm.send_to(text_data=PONG_TEXT)  # swallowed, not echoed
@@ -78,7 +79,7 @@ async def test_server_sends_pings_and_swallows_pongs():
 
 @override_settings(CHANNELS_TUNING=FAST)
 async def test_client_ping_gets_pong_in_same_form():
-    comm = communicator(Echo)
+    comm = communicator(Echo, tuned_client=True)
     await comm.connect()
     await comm.send_to(text_data=PING_TEXT)
     frames = [await comm.receive_output(timeout=1) for _ in range(2)]
@@ -91,7 +92,7 @@ async def test_client_ping_gets_pong_in_same_form():
 
 @override_settings(CHANNELS_TUNING=FAST)
 async def test_silent_client_is_closed_with_4000_and_counted():
-    comm = communicator(Echo)
+    comm = communicator(Echo, tuned_client=True)
     await comm.connect()
     started = asyncio.get_running_loop().time()
     await expect_close(comm, 4000)
@@ -102,7 +103,7 @@ async def test_silent_client_is_closed_with_4000_and_counted():
 
 @override_settings(CHANNELS_TUNING=FAST)
 async def test_answering_pings_keeps_connection_past_idle_timeout():
-    comm = communicator(Echo)
+    comm = communicator(Echo, tuned_client=True)
     await comm.connect()
     deadline = asyncio.get_running_loop().time() + 1.0  # ~3 idle timeouts
     while asyncio.get_running_loop().time() < deadline:
@@ -118,7 +119,7 @@ async def test_answering_pings_keeps_connection_past_idle_timeout():
 
 @override_settings(CHANNELS_TUNING=FAST)
 async def test_binary_consumer_pings_in_binary():
-    comm = communicator(BinaryOnly)
+    comm = communicator(BinaryOnly, tuned_client=True)
     await comm.connect()
     assert (await comm.receive_output(timeout=1))["bytes"] == PING_BYTES
     await comm.send_to(bytes_data=PONG_BYTES)  # swallowed, not echoed
@@ -129,6 +130,37 @@ async def test_binary_consumer_pings_in_binary():
     assert set(received) <= {b"data", PING_BYTES}, received
     await comm.send_to(text_data="text")  # text to a binary-only consumer: 1003
     await expect_close(comm, 1003)
+
+
+@override_settings(CHANNELS_TUNING=FAST)
+async def test_a_plain_client_gets_only_what_the_consumer_sends():
+    """No ``ct.ping`` to a page that did not offer the channels-tuning subprotocol, and
+    its own ``{"type":"ct.ping"}`` is data like any other (echoed here)."""
+    comm = communicator(Echo)
+    connected, subprotocol = await comm.connect()
+    assert connected and subprotocol is None
+    assert await comm.receive_nothing(timeout=1.0)  # 3 heartbeat intervals, 2 idle timeouts
+    await comm.send_to(text_data=PING_TEXT)
+    assert await comm.receive_from(timeout=1) == PING_TEXT  # the echo, not a pong
+    await comm.disconnect()
+    assert CLOSES.total() == 0
+
+
+@override_settings(CHANNELS_TUNING=FAST)
+async def test_the_channels_tuning_subprotocol_is_selected_when_offered():
+    comm = communicator(Echo, tuned_client=True)
+    connected, subprotocol = await comm.connect()
+    assert connected and subprotocol == SUBPROTOCOL
+    await comm.disconnect()
+
+
+@override_settings(CHANNELS_TUNING={**FAST, "CLIENT_PROTOCOL": "always"})
+async def test_client_protocol_always_treats_every_client_as_a_tuned_one():
+    comm = communicator(Echo)
+    connected, subprotocol = await comm.connect()
+    assert connected and subprotocol is None  # nothing offered, nothing selected
+    assert await comm.receive_from(timeout=1) == PING_TEXT
+    await comm.disconnect()
 
 
 # ------------------------------------------------------------------------ limits

@@ -23,6 +23,7 @@ from channels_tuning.core import (
     FrameTypePolicy,
     HeartbeatPolicy,
     LifetimePolicy,
+    Liveness,
     MessageSizePolicy,
     Outcome,
     RateLimitPolicy,
@@ -198,6 +199,39 @@ def test_heartbeat_pings_on_schedule_and_closes_silent_clients():
     core.tick(44.0)
     assert closes(core) == [4000]
     core.tick(100.0)  # closed: timers stop
+    assert not core.has_actions
+
+
+def test_a_plain_client_on_a_server_that_reports_pongs_gets_no_frames():
+    """Liveness.TRANSPORT: nothing a page could see is sent; the transport's protocol
+    pongs keep the client alive; silence still closes with 4000."""
+    core = make()
+    core.liveness = Liveness.TRANSPORT
+    for second in range(1, 24):  # idle_timeout is 25 s, heartbeat_interval 10 s
+        core.tick(float(second))
+    assert not core.has_actions  # no ct.ping, ever
+    core.note_activity(20.0)  # the browser answered the server's protocol ping
+    core.tick(44.9)
+    assert not core.has_actions
+    core.note_activity(10.0)  # an older report changes nothing
+    core.tick(45.0)
+    assert closes(core) == [4000]
+
+
+def test_a_plain_client_behind_a_server_that_keeps_pongs_is_never_closed_for_silence():
+    core = make()
+    core.liveness = Liveness.SERVER
+    for second in range(1, 1000, 7):
+        core.tick(float(second))
+    assert not core.has_actions
+    assert core.state is ConnectionState.OPEN
+
+
+def test_heartbeat_frames_from_a_plain_client_are_its_data():
+    core = make(settings=replace(SETTINGS, rate_limit=None))
+    core.liveness = Liveness.TRANSPORT
+    assert core.receive_frame(text(PING_TEXT), 1.0)  # delivered, not answered
+    assert core.receive_frame(text(PONG_TEXT), 2.0)
     assert not core.has_actions
 
 

@@ -17,6 +17,7 @@ from channels_tuning.observability.dashboard import (
     expressions,
     render,
 )
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 from tests.support.rawws import handshake, read_burst, send_text
 from tests.support.waiting import recv_data, wait_until
 
@@ -69,8 +70,10 @@ async def test_every_metric_and_label_they_use_is_in_a_real_scrape(daphne_factor
     room, group = "dash", "chat.dash"
     # Chat clients (the example room has history and presence): joins, a recovery
     # request that cannot be met, presence events, broadcasts.
-    alice = await websockets.connect(server.ws(f"/ws/chat/{room}/"))
-    bob = await websockets.connect(server.ws(f"/ws/chat/{room}/?ct_recover={group}:beef:1"))
+    alice = await websockets.connect(server.ws(f"/ws/chat/{room}/"), subprotocols=[SUBPROTOCOL])
+    bob = await websockets.connect(
+        server.ws(f"/ws/chat/{room}/?ct_recover={group}:beef:1"), subprotocols=[SUBPROTOCOL]
+    )
     members = redis_server.cli("ZRANGE", f"asgi:group:{group}", "0", "-1").split()
     process = members[0].split("!", 1)[0] + "!"
     # A member of a process that died (it once said it was alive, no longer does): the

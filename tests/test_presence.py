@@ -16,6 +16,7 @@ from channels_tuning.layers import presence as presence_module
 from channels_tuning.layers.presence import MemoryPresence
 from channels_tuning.observability.stats import PRESENCE_EVENTS
 from channels_tuning.presence import presence, presence_count
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 
 SETTINGS = {
     "CHANNELS_TUNING": {
@@ -48,7 +49,7 @@ async def _fresh_layer(monkeypatch):
 
 
 async def connect(group, who):
-    comm = WebsocketCommunicator(Member.as_asgi(), "/")
+    comm = WebsocketCommunicator(Member.as_asgi(), "/", subprotocols=[SUBPROTOCOL])
     comm.scope["url_route"] = {"kwargs": {"group": group, "who": who}}
     assert (await comm.connect())[0]
     return comm

@@ -23,6 +23,7 @@ from channels_tuning.pooling import BufferPool, ObjectPool
 from channels_tuning.wire.heartbeat import PING_BYTES, PONG_BYTES
 from channels_tuning.wire.proto import generate
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 
 PROTO_DIR = Path(generate.__file__).parent
 
@@ -215,7 +216,7 @@ class ProtoEcho(TunedProtobufWebsocketConsumer):
 
 
 async def test_protobuf_consumer_echoes_typed_messages_and_answers_pings():
-    client = WebsocketCommunicator(ProtoEcho.as_asgi(), "/ws/")
+    client = WebsocketCommunicator(ProtoEcho.as_asgi(), "/ws/", subprotocols=[SUBPROTOCOL])
     await client.connect()
     codec = ProtoEcho.codec
     await client.send_to(bytes_data=codec.encode(StringValue(value="abc"), seq=4))

@@ -32,6 +32,7 @@ from channels_tuning.wire.offsets import (
     parse_recover_requests,
 )
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 
 HISTORY = {"CHANNELS_TUNING": {"HISTORY": {"room.*": {"size": 5, "ttl": 60}}}}
 
@@ -60,7 +61,7 @@ async def _fresh_layer():
 
 
 async def connect(path="/", consumer=Member):
-    comm = WebsocketCommunicator(consumer.as_asgi(), path)
+    comm = WebsocketCommunicator(consumer.as_asgi(), path, subprotocols=[SUBPROTOCOL])
     assert (await comm.connect())[0]
     return comm
 
@@ -209,7 +210,9 @@ async def test_requests_for_groups_not_joined_are_never_answered():
 
 
 async def test_an_unreadable_request_is_closed_with_1008_and_counted():
-    comm = WebsocketCommunicator(Member.as_asgi(), "/?ct_recover=room.a:oops")
+    comm = WebsocketCommunicator(
+        Member.as_asgi(), "/?ct_recover=room.a:oops", subprotocols=[SUBPROTOCOL]
+    )
     connected, _ = await comm.connect()
     # Accepted, then closed: a browser sees the close code, not an HTTP status.
     assert connected
@@ -309,7 +312,7 @@ class ProtoMember(TunedProtobufWebsocketConsumer):
 
 
 async def test_binary_payloads_and_protobuf_consumers_get_binary_envelopes():
-    comm = WebsocketCommunicator(ProtoMember.as_asgi(), "/")
+    comm = WebsocketCommunicator(ProtoMember.as_asgi(), "/", subprotocols=[SUBPROTOCOL])
     assert (await comm.connect())[0]
     codec = ProtobufCodec(Envelope)
     subscribed = codec.decode((await comm.receive_output(timeout=1))["bytes"])

@@ -20,9 +20,17 @@ import websockets
 
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer as TunedRedisChannelLayer
+from channels_tuning.servers.guarantees import GUARANTEES
 from channels_tuning.wire.heartbeat import PING_TEXT, PONG_TEXT
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 from tests.support.processes import SERVERS, run_wsstats
-from tests.support.rawws import frame, handshake, open_non_reading_client, read_close_code
+from tests.support.rawws import (
+    frame,
+    handshake,
+    open_non_reading_client,
+    read_any_frame,
+    read_close_code,
+)
 from tests.support.waiting import close_code, recv_data, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.parametrize("server", SERVERS)]
@@ -42,12 +50,13 @@ async def test_idle_client_closed_with_4000(daphne_factory, server):
     """Row "heartbeat and idle timeout": a client that never answers the pings is
     closed with 4000 once IDLE_TIMEOUT has passed; one that answers stays open."""
     proc = daphne_factory(server=server, tuning=FAST)
-    async with websockets.connect(proc.ws("/ws/echo/"), ping_interval=None) as silent:
+    tuned = {"ping_interval": None, "subprotocols": [SUBPROTOCOL]}
+    async with websockets.connect(proc.ws("/ws/echo/"), **tuned) as silent:
         started = time.monotonic()
         assert await asyncio.wait_for(silent.recv(), 2) == PING_TEXT
         assert await close_code(silent) == 4000
         assert 1.4 <= time.monotonic() - started <= 3.0
-    async with websockets.connect(proc.ws("/ws/echo/"), ping_interval=None) as answering:
+    async with websockets.connect(proc.ws("/ws/echo/"), **tuned) as answering:
         deadline = time.monotonic() + 3.5  # well past IDLE_TIMEOUT
         while time.monotonic() < deadline:
             assert await asyncio.wait_for(answering.recv(), 2) == PING_TEXT
@@ -55,6 +64,87 @@ async def test_idle_client_closed_with_4000(daphne_factory, server):
         await answering.send("alive")
         assert await recv_data(answering) == "alive"
     assert proc.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4000") == 1
+
+
+async def test_a_plain_page_that_only_reads_stays_connected_and_sees_no_heartbeat(
+    daphne_factory, server
+):
+    """Row "heartbeat and idle timeout", plain pages: a client that did not offer the
+    channels-tuning subprotocol and never sends data (a dashboard, a person reading)
+    gets no frame it did not ask for and stays connected past 3 x IDLE_TIMEOUT, alive
+    by the protocol pongs its WebSocket stack sends (the tuned server pings every
+    --ping-interval; daphne checks every 2 s), or left to the server's keepalive."""
+    idle = 3.0
+    pings = ("--ping-interval", "1") if server in ("daphne", "tuned") else ()
+    proc = daphne_factory(
+        server=server,
+        tuning={"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": idle},
+        extra_args=pings,
+    )
+    # ping_interval=None: the client sends no keepalive of its own (as a browser).
+    async with websockets.connect(proc.ws("/ws/echo/"), ping_interval=None) as page:
+        assert page.subprotocol is None
+        with pytest.raises(asyncio.TimeoutError):
+            frame = await asyncio.wait_for(page.recv(), 3 * idle)
+            pytest.fail(f"a plain page got a frame it did not ask for: {frame!r}")
+        await page.send('{"type":"ct.ping"}')  # its own data: echoed, not answered
+        assert await asyncio.wait_for(page.recv(), 2) == '{"type":"ct.ping"}'
+    assert proc.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4000") == 0
+
+
+#: Each server's own keepalive, shortened: daphne pings a connection silent for
+#: --ping-interval (checked every 2 s) and drops it --ping-timeout later; uvicorn the
+#: same with --ws-ping-*; hypercorn pings only with --websocket-ping-interval (off by
+#: default: its "no" cell).
+SHORT_KEEPALIVE = {
+    "daphne": ("--ping-interval", "1", "--ping-timeout", "2"),
+    "tuned": ("--ping-interval", "1"),
+    "uvicorn": ("--ws-ping-interval", "1", "--ws-ping-timeout", "2"),
+    "hypercorn": (),
+}
+
+
+def _wait_for_end(sock, seconds: float) -> tuple[bool, int | None]:
+    """Read (never answering a ping) until the server closes or drops the connection:
+    (ended, close code or None)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        sock.settimeout(max(0.1, deadline - time.monotonic()))
+        try:
+            opcode, _, payload = read_any_frame(sock)
+        except TimeoutError:
+            return False, None
+        except (AssertionError, OSError):
+            return True, None  # dropped without a close frame
+        if opcode == 8:
+            return True, int.from_bytes(payload[:2], "big")
+    return False, None
+
+
+async def test_a_vanished_plain_client_is_closed_by_a_keepalive(daphne_factory, server):
+    """Row "a plain client that vanished": one that never answers a protocol ping (its
+    browser frozen, its network gone) is closed: with 4000 after IDLE_TIMEOUT by the
+    consumer on the tuned server (it sees pongs), by the server's own keepalive on
+    daphne and uvicorn; hypercorn does not ping by default."""
+    idle = 3.0
+    proc = daphne_factory(
+        server=server,
+        tuning={"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": idle},
+        extra_args=SHORT_KEEPALIVE[server],
+    )
+    sock, _ = await asyncio.to_thread(handshake, proc.port, "/ws/echo/")
+    try:
+        started = time.monotonic()
+        ended, code = await asyncio.to_thread(_wait_for_end, sock, 9.0)
+        elapsed = time.monotonic() - started
+    finally:
+        sock.close()
+    row = next(
+        g for g in GUARANTEES if g.test == "test_a_vanished_plain_client_is_closed_by_a_keepalive"
+    )
+    assert ended == row.holds(server), (server, elapsed, code)
+    if server == "tuned":
+        assert code == 4000 and idle <= elapsed <= idle + 1.5, (code, elapsed)
 
 
 async def test_limits_close_with_documented_codes(daphne_factory, server):

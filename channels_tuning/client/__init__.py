@@ -1,6 +1,8 @@
 """An asyncio client for channels-tuning servers, on the ``websockets`` library.
 
-It answers the server's heartbeat pings, notices a dead server when no frame
+It offers the ``channels-tuning.v1`` subprotocol (so that a tuned consumer sends it
+heartbeats and envelopes, :mod:`channels_tuning.wire.subprotocol`), answers the
+server's heartbeat pings, notices a dead server when no frame
 arrives for ``dead_after`` seconds, and reconnects with exponential backoff and
 full jitter. It keeps a bounded queue of outgoing messages while disconnected::
 
@@ -52,11 +54,13 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import websockets
+from websockets.typing import Subprotocol
 
 from ..wire.codecs import Codec
 from ..wire.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
 from ..wire.offsets import RECOVER_PARAMETER, StreamPosition, recover_parameter
 from ..wire.reconnect import ABNORMAL, Reconnect, codes, policy_for
+from ..wire.subprotocol import SUBPROTOCOL
 
 logger = logging.getLogger("channels_tuning.client")
 
@@ -276,6 +280,9 @@ class ReconnectingClient:
                 self.connect_url(),
                 open_timeout=self.open_timeout,
                 ping_interval=None,  # liveness is the server's application-level heartbeat
+                # Asks for that heartbeat, envelopes and subscribed frames
+                # (channels_tuning.wire.subprotocol); a plain server ignores it.
+                subprotocols=[Subprotocol(SUBPROTOCOL)],
                 max_queue=None,
             )
         except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as error:

@@ -34,10 +34,13 @@ def self_check(*, server: bool = True) -> list[UpstreamChanged]:
     global _checked
     if _checked is not None:
         return _checked
-    from . import channels_redis
+    from . import channels, channels_redis
 
-    problems = channels_redis.check()
-    channels_redis.apply(problems)
+    problems = []
+    for layer_side in (channels, channels_redis):
+        found = layer_side.check()
+        layer_side.apply(found)
+        problems.extend(found)
     if server:
         from . import autobahn, daphne, twisted
 

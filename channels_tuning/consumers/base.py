@@ -50,19 +50,20 @@ from ..core import (
     ConnectionCore,
     ConnectionSettings,
     ConnectionState,
+    Liveness,
     Outcome,
     Policy,
 )
 from ..core.policies import PolicyChain, ordered_policy_classes
 from ..core.queue import REASON_CLOSED, REASON_INBOX_FULL
 from ..exceptions import RecoveryRequestError
-from ..layers.frames import FRAME_TYPE, FRAMES_TYPE
+from ..layers.frames import FRAME_TYPE, FRAMES_TYPE, payload_frame
 from ..layers.history import history_policy
 from ..layers.membership import refresh_finished
 from ..layers.presence import presence_policy
 from ..layers.reader import process_reader_for
 from ..observability.ratelog import RateLimitedLog
-from ..observability.stats import ACCEPTED, CLOSES, DROPPED, REJECTED, TRAFFIC
+from ..observability.stats import ACCEPTED, CLOSES, DROPPED, LAYER_ERRORS, REJECTED, TRAFFIC
 from ..runtime.asyncutil import loop_semaphore
 from ..runtime.registry import registry
 from ..runtime.scheduler import scheduler
@@ -70,11 +71,15 @@ from ..runtime.shutdown import track_cleanup
 from ..servers import detect
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode, log_level
 from ..wire.offsets import StreamPosition, parse_recover_requests
+from ..wire.subprotocol import SUBPROTOCOL, offers_subprotocol, speaks_tuned_protocol
 from .recovery import GroupStreams
 
 logger = logging.getLogger("channels_tuning")
 #: Clients decide how often a close stalls: a line a second at most.
 _stalled_log = RateLimitedLog(logger, level=logging.INFO)
+#: Redis decides how often a read fails (every 5 s of quiet with redis-py 8): a line
+#: a minute at most; every failure is counted in channels_tuning_layer_errors_total.
+_reader_log = RateLimitedLog(logger, interval=60.0, level=logging.WARNING)
 
 Message = dict[str, Any]
 
@@ -140,6 +145,12 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     owner_key: str = ""
     connected_at: float = 0.0
     _send_mode: int = detect.GENERIC
+    #: The server's own send under Channels' session wrapper (GENERIC servers only).
+    _server_send: Any = None
+    #: The client offered the channels-tuning subprotocol (or CLIENT_PROTOCOL is
+    #: "always"): it gets heartbeat frames, history envelopes, subscribed and presence
+    #: frames. Any other client gets exactly what the consumer sends.
+    tuned_client: bool = False
     _writer: asyncio.Task[None] | None = None
     _inbox: deque[Message] | None = None
     _inbox_task: asyncio.Task[None] | None = None
@@ -200,8 +211,21 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
-        self._send_mode = detect.detect_send_mode(send)
-        detect.announce_server(self._send_mode)
+        server_send = detect.server_send(scope, send)
+        self._send_mode = mode = detect.detect_send_mode(server_send)
+        if mode != detect.GENERIC:
+            self.base_send = server_send  # written synchronously, past any middleware
+        elif server_send is not send:
+            self._server_send = server_send  # for abort_connection only
+        detect.announce_server(mode)
+        detect.announce_path(type(self), mode, server_send, self.tuning.idle_timeout)
+        self.tuned_client = speaks_tuned_protocol(scope, self.tuning.client_protocol)
+        if self.tuned_client:
+            self.core.liveness = Liveness.APPLICATION
+        elif mode == detect.FLOW:
+            self.core.liveness = Liveness.TRANSPORT
+        else:
+            self.core.liveness = Liveness.SERVER
         self.connected_at = self.core.last_seen
         self.registry_key = self.channel_name or f"local.{id(self):x}"
         self._attach_layer()
@@ -335,6 +359,10 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             await self.close()
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
+        if subprotocol is None and self.tuned_client and offers_subprotocol(self.scope):
+            # The client offered channels-tuning.v1 and waits to see it selected
+            # (a browser fails a handshake that answers none of what it offered).
+            subprotocol = SUBPROTOCOL
         message: Message = {"type": "websocket.accept", "subprotocol": subprotocol}
         if headers:
             message["headers"] = list(headers)
@@ -353,6 +381,9 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         """Called by the process scheduler every tick: ticks the core (heartbeat,
         idle timeout, lifetime). Override to add timers; call ``super()``."""
         core = self.core
+        if core.liveness is Liveness.TRANSPORT:
+            # The tuned server's send notes the client's protocol pongs and pings.
+            core.note_activity(self.base_send.last_activity)
         core.tick(now)
         if core.has_actions:
             self._perform(core.take_actions())
@@ -371,7 +402,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         whose ``send`` waits: uvicorn, hypercorn), so the socket and the server's
         buffers are freed now rather than when the client goes."""
         self._send_waiting_since = 0.0  # once
-        aborted = detect.abort_connection(self.base_send)
+        aborted = detect.abort_connection(self._server_send or self.base_send)
         _stalled_log.log(
             "channels_tuning: %s %s stopped reading; %s after %.1f s",
             self.consumer_label(),
@@ -476,7 +507,11 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             raise RuntimeError("join_group() needs a channel layer (CHANNEL_LAYERS)")
         policy = history_policy(group)
         streams = None
-        if policy is not None and getattr(self.channel_layer, "history", None) is not None:
+        if (
+            policy is not None
+            and self.tuned_client
+            and getattr(self.channel_layer, "history", None) is not None
+        ):
             # A group with history: hold live messages until the client has been
             # told where the group stands (and got what it missed).
             streams = self._group_streams
@@ -731,9 +766,16 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         every local member and never mutated)."""
         kind = message["type"]
         if kind == FRAME_TYPE:
-            if "offset" in message and self._group_streams is not None:
-                self._group_streams.deliver(message)  # in order, exactly once
-                return
+            if "offset" in message:
+                if self._group_streams is not None:
+                    self._group_streams.deliver(message)  # in order, exactly once
+                    return
+                if not self.tuned_client:
+                    # A plain page gets what broadcast() was given, not the envelope.
+                    self.send_nowait(payload_frame(message), message.get("key"))
+                    return
+            elif not self.tuned_client and message.get("control"):
+                return  # presence events: only for clients that asked for them
             self.send_nowait(message["frame"], message.get("key"))
             return
         if kind == FRAMES_TYPE:
@@ -783,11 +825,30 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             self._layer_task = None
 
     async def _read_own_channel(self) -> None:
-        # Layers without a process-wide channel (in-memory, third-party) need one
-        # reader per connection.
+        # Layers without a process-wide channel (channels-redis' own, third-party)
+        # need one reader per connection. A failed read is counted and retried: with
+        # redis-py 8, channels-redis' blocking read times out after 5 s of quiet
+        # (channels_redis#422), and a reader task that ended there would leave its
+        # consumer connected and deaf (plain Channels ends the consumer instead).
         layer, channel = self.channel_layer, self.channel_name
+        backoff = 0.0
         while True:
-            self.deliver_layer_message(await layer.receive(channel))
+            try:
+                message = await layer.receive(channel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:
+                LAYER_ERRORS.inc((f"receive:{type(error).__name__}",))
+                _reader_log.log(
+                    "channels_tuning: %s could not read its channel (%r); retrying",
+                    self.consumer_label(),
+                    error,
+                )
+                await asyncio.sleep(backoff)
+                backoff = min(1.0, backoff * 2 or 0.05)
+                continue
+            backoff = 0.0
+            self.deliver_layer_message(message)
 
     # ------------------------------------------------------------- helpers
 

@@ -26,7 +26,7 @@ from .policies import (
 )
 from .queue import OVERFLOW_POLICIES, OutboundQueue, message_size
 from .settings import ConnectionSettings
-from .state import ConnectionState
+from .state import ConnectionState, Liveness
 
 __all__ = [
     "BUILTIN_ORDER",
@@ -41,6 +41,7 @@ __all__ = [
     "FrameTypePolicy",
     "HeartbeatPolicy",
     "LifetimePolicy",
+    "Liveness",
     "MessageSizePolicy",
     "OutboundQueue",
     "Outcome",

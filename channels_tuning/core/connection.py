@@ -22,15 +22,16 @@ from typing import Any
 
 from ..exceptions import QueueOverflow
 from ..wire.closecodes import CloseCode
-from .policies import AdmissionContext, Message, PolicyChain, classify
+from .policies import AdmissionContext, FrameKind, Message, PolicyChain, classify
 from .queue import REASON_CLOSED, REASON_SLOW_CONSUMER, OutboundQueue
 from .settings import ConnectionSettings
-from .state import ConnectionState
+from .state import ConnectionState, Liveness
 
 CONNECTING = ConnectionState.CONNECTING
 OPEN = ConnectionState.OPEN
 CLOSING = ConnectionState.CLOSING
 CLOSED = ConnectionState.CLOSED
+APPLICATION = Liveness.APPLICATION
 
 #: Close code sent when the outbound queue overflows under ``disconnect``.
 SLOW_CONSUMER_CODE = int(CloseCode.SLOW_CONSUMER)
@@ -69,6 +70,7 @@ class ConnectionCore:
         "extra",
         "last_drop",
         "last_seen",
+        "liveness",
         "next_ping",
         "queue",
         "settings",
@@ -85,6 +87,8 @@ class ConnectionCore:
         self.accepted_at: float | None = None
         #: When the client last sent any frame (the connection's start until then).
         self.last_seen = now
+        #: Which heartbeat level watches this client (set by the I/O side at start).
+        self.liveness = Liveness.APPLICATION
         #: The close code the server sent, once it closed.
         self.close_code: int | None = None
         #: The backlog: created only when the client falls behind.
@@ -122,11 +126,18 @@ class ConnectionCore:
         self.last_seen = now
         frame_policies = self.chain.frame
         if frame_policies:
-            kind = classify(message)
+            # Only a client that speaks channels-tuning's protocol sends heartbeat
+            # frames: for any other, {"type":"ct.ping"} is the application's data.
+            kind = classify(message) if self.liveness is APPLICATION else FrameKind.DATA
             for policy in frame_policies:
                 if not policy.on_frame(self, message, kind, now):
                     return False
         return True
+
+    def note_activity(self, at: float) -> None:
+        """The transport saw the client alive at ``at`` (a protocol pong or ping)."""
+        if at > self.last_seen:
+            self.last_seen = at
 
     def tick(self, now: float) -> None:
         """The scheduler's tick: policies check their timers."""

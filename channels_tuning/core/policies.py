@@ -45,6 +45,7 @@ from ..wire.heartbeat import (
     PONG_TEXT_MESSAGE,
 )
 from .settings import ConnectionSettings
+from .state import Liveness
 
 if TYPE_CHECKING:
     from .connection import ConnectionCore
@@ -216,8 +217,10 @@ class RateLimitPolicy(Policy):
 
 
 class HeartbeatPolicy(Policy):
-    """A ping every ``interval`` seconds; close with 4000 after ``idle_timeout`` seconds
-    without any client frame. Swallows pongs, answers the client's pings."""
+    """Close with 4000 after ``idle_timeout`` seconds without a sign of life; to a
+    client that speaks channels-tuning's protocol, a ping every ``interval`` seconds
+    (its pongs swallowed, its pings answered). What a sign of life is, per client:
+    :class:`~channels_tuning.core.state.Liveness`."""
 
     name = "heartbeat"
 
@@ -245,9 +248,14 @@ class HeartbeatPolicy(Policy):
         return False
 
     def on_tick(self, core: ConnectionCore, now: float) -> None:
+        liveness = core.liveness
+        if liveness is Liveness.SERVER:
+            return  # the server's keepalive watches this client; it is silent here
         if self.idle_timeout is not None and now - core.last_seen >= self.idle_timeout:
             core.close(CloseCode.HEARTBEAT_TIMEOUT, "heartbeat timeout")
             return
+        if liveness is not Liveness.APPLICATION:
+            return  # the server's protocol pings, answered by the client's stack
         if self.interval is not None and now >= core.next_ping:
             core.next_ping = now + self.interval
             core.emit_send(self.ping)

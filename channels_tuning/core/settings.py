@@ -25,3 +25,4 @@ class ConnectionSettings:
     send_queue_max_bytes: int = 1024 * 1024
     overflow_policy: str = "disconnect"
     layer_inbox_max: int = 1000
+    client_protocol: str = "negotiate"

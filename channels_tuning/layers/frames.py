@@ -10,9 +10,11 @@ consumer side needs neither Channels' layer registry nor Redis to recognise one.
 from __future__ import annotations
 
 import json
-from typing import Any, Final
+from typing import Any, Final, cast
 
-#: Layer message types carrying ready frames (handled by tuned consumers).
+#: Layer message types carrying ready frames (handled by tuned consumers). A message
+#: with ``"control": True`` (presence events) goes only to clients that speak
+#: channels-tuning's protocol (:mod:`channels_tuning.wire.subprotocol`).
 FRAME_TYPE: Final = "channels_tuning.frame"
 FRAMES_TYPE: Final = "channels_tuning.frames"
 
@@ -25,3 +27,15 @@ def encode_frame(payload: Any) -> dict[str, Any]:
     if isinstance(payload, (bytes, bytearray, memoryview)):
         return {"type": "websocket.send", "bytes": bytes(payload)}
     return {"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))}
+
+
+def payload_frame(message: dict[str, Any]) -> dict[str, Any]:
+    """The plain frame of a numbered :data:`FRAME_TYPE` message (history): its payload
+    without the envelope, for clients that did not ask for envelopes. Worked out once
+    per process and message (kept in the message, which every local member shares)."""
+    plain = message.get("plain")
+    if plain is None:
+        from ..wire.offsets import payload_of
+
+        plain = message["plain"] = payload_of(message["frame"])
+    return cast("dict[str, Any]", plain)

@@ -172,7 +172,11 @@ class PresenceStore:
                 {"kind": "presence", "topic": group, "data": {"joined": joined, "left": left}},
                 separators=(",", ":"),
             )
-            message = {"type": FRAME_TYPE, "frame": {"type": "websocket.send", "text": text}}
+            message = {
+                "type": FRAME_TYPE,
+                "frame": {"type": "websocket.send", "text": text},
+                "control": True,  # not for plain pages: wire.subprotocol
+            }
             try:
                 from .sending import send_with_policy
 

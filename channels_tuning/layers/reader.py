@@ -20,7 +20,9 @@ the error, backs off and retries, and every consumer stays connected.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
+import time
 import weakref
 from typing import Any
 
@@ -50,6 +52,12 @@ class ProcessLayerReader:
     #: Messages handed on together at most, their frames written to each subscriber
     #: with one system call (:mod:`channels_tuning.runtime.writebatch`).
     batch_limit = 64
+    #: Channels of this process whose messages wait for a first ``receive()`` (as
+    #: channels-redis keeps them), at most; beyond, a message is dropped and counted.
+    max_unclaimed_channels = 1000
+    #: Channels recently left by their consumer, remembered so that a message that
+    #: raced the disconnect is dropped (and counted) at once instead of waiting.
+    max_gone_channels = 10_000
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
@@ -66,6 +74,11 @@ class ProcessLayerReader:
         self._restore: asyncio.Task[None] | None = None
         #: The last batch found more messages waiting: look again.
         self._more_waiting = False
+        #: Messages for channels of this process no one reads yet, by channel: (when
+        #: the first arrived, the messages). Bounded; expired after the layer's expiry.
+        self._unclaimed: dict[str, tuple[float, list[dict[str, Any]]]] = {}
+        self._pruned_at = 0.0
+        self._gone: collections.OrderedDict[str, None] = collections.OrderedDict()
 
     def attach(self, consumer: Any) -> None:
         self.consumers[consumer.channel_name] = consumer
@@ -75,6 +88,7 @@ class ProcessLayerReader:
         channel = consumer.channel_name
         if self.consumers.get(channel) is consumer:
             del self.consumers[channel]
+            self._forget(channel)
         self.congested.pop(channel, None)
         self._stop_if_idle()
 
@@ -86,11 +100,16 @@ class ProcessLayerReader:
         self.plain_channels.add(channel)
         self._ensure_running()
         buffers = upstream.receive_buffers(self.layer)
+        held = self._unclaimed.pop(channel, None)
+        if held is not None:
+            for waiting in held[1]:
+                buffers[channel].put_nowait(waiting)
         try:
             message: dict[str, Any] = await buffers[channel].get()
         except asyncio.CancelledError:
             self.plain_channels.discard(channel)
             buffers.pop(channel, None)
+            self._forget(channel)
             self._stop_if_idle()
             raise
         return message
@@ -243,9 +262,46 @@ class ProcessLayerReader:
             # A plain Channels consumer of this process: its receive() takes it from
             # channels-redis' bounded per-channel buffer, as channels-redis would.
             upstream.receive_buffers(self.layer)[channel].put_nowait(message)
-        else:
+        elif channel in self._gone:
             # Its consumer has gone (a broadcast raced a disconnect).
             DROPPED.inc(("-", "no_receiver"))
+        else:
+            self._hold(channel, message)
+
+    def _hold(self, channel: str, message: dict[str, Any]) -> None:
+        """A message for a channel of this process that nobody reads yet (a worker's
+        ``new_channel()`` before its first ``receive()``): kept for that receive, as
+        channels-redis keeps it, but bounded (per channel by the layer's capacity, in
+        channels, and in time by its expiry) and counted when dropped."""
+        now = time.monotonic()
+        if now - self._pruned_at > 1.0:
+            self._prune(now)
+        entry = self._unclaimed.get(channel)
+        if entry is None:
+            if len(self._unclaimed) >= self.max_unclaimed_channels:
+                DROPPED.inc(("-", "no_receiver"))
+                return
+            entry = self._unclaimed[channel] = (now, [])
+        if len(entry[1]) >= self.layer.get_capacity(channel):
+            DROPPED.inc(("-", "no_receiver"))
+            return
+        entry[1].append(message)
+
+    def _prune(self, now: float) -> None:
+        self._pruned_at = now
+        expiry = float(getattr(self.layer, "expiry", 60))
+        for channel, (since, messages) in list(self._unclaimed.items()):
+            if now - since > expiry:
+                del self._unclaimed[channel]
+                DROPPED.inc(("-", "no_receiver"), len(messages))
+
+    def _forget(self, channel: str) -> None:
+        """``channel``'s reader has gone: later messages for it are dropped at once."""
+        self._unclaimed.pop(channel, None)
+        gone = self._gone
+        gone[channel] = None
+        if len(gone) > self.max_gone_channels:
+            gone.popitem(last=False)
 
 
 _readers: weakref.WeakKeyDictionary[Any, ProcessLayerReader] = weakref.WeakKeyDictionary()

@@ -219,10 +219,14 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
     # -------------------------------------------- plain consumers, one process reader
 
     async def receive(self, channel: str) -> dict[str, Any]:
-        """channels-redis' ``receive``; for this process' channels, served by the
-        process reader (one task pops the inbox for plain and tuned consumers)."""
+        """channels-redis' ``receive``; for this process' ``specific.`` channels,
+        served by the process reader (one task pops the inbox for plain and tuned
+        consumers). Other process-local channels (``new_channel(prefix="x")``) have
+        an inbox of their own, read as channels-redis reads it; an invalid name
+        raises at once, as there."""
+        keys.require_valid_channel_name(self, channel)
         reader = process_reader_for(self) if "!" in channel else None
-        if reader is None:
+        if reader is None or not channel.startswith(reader.process_channel):
             message: dict[str, Any] = await super().receive(channel)
             return message
         return await reader.receive_for_plain_consumer(channel)

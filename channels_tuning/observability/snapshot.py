@@ -112,6 +112,7 @@ def snapshot() -> dict[str, Any]:
         "pid": os.getpid(),
         "host": HOST,
         "server": registry.server_kind,
+        "paths": dict(registry.paths),
         "published_at": time.time(),
         "uptime": time.time() - STARTED_AT,
         "connections": len(registry),

@@ -45,6 +45,8 @@ class ConnectionRegistry:
         self.instances = 0
         #: What served the last connection (for stats): "tuned daphne", "daphne"...
         self.server_kind = "none yet"
+        #: How each consumer class writes, by label: "tuned daphne", "uvicorn"...
+        self.paths: dict[str, str] = {}
 
     def instance_created(self) -> None:
         self.instances += 1

@@ -58,7 +58,7 @@ from ..compat import daphne as daphne_hooks
 from ..observability.ratelog import RateLimitedLog
 from ..observability.stats import REJECTED
 from ..wire.closecodes import CloseCode
-from .detect import write_to_protocol
+from .detect import TRANSPORT_EXTENSION, write_to_protocol
 from .health import DEFAULT_HEALTH_PATH, Health
 from .wsprotocol import ProtocolLimits, tuned_protocol
 
@@ -121,13 +121,18 @@ class FlowControlledSend:
     on its transport (Twisted calls pause/resume as its write buffer fills/drains)."""
 
     channels_tuning_flow_control = True
-    __slots__ = ("_waiter", "closed", "paused", "protocol", "server")
+    __slots__ = ("_waiter", "closed", "last_activity", "paused", "protocol", "server")
 
     def __init__(self, server: Server, protocol: Any) -> None:
         self.server = server
         self.protocol = protocol
         self.paused = False
         self.closed = False
+        #: time.monotonic() of the client's last protocol pong or ping (0: none yet),
+        #: set by the tuned protocol (servers.wsprotocol); read by the consumer's idle
+        #: timeout, so that a page that only reads, whose browser answers the server's
+        #: protocol pings, is alive.
+        self.last_activity = 0.0
         self._waiter: asyncio.Future[None] | None = None
 
     # IPushProducer, called by Twisted
@@ -474,6 +479,9 @@ class TunedServer(Server):
         transport.registerProducer(send, True)
         input_queue = _InboundQueue(protocol, INBOUND_HIGH_WATER, self.release_deflate_contexts)
         scope.setdefault("asgi", {"version": "3.0"})
+        # The consumer finds the flow-controlled send here, however many middlewares
+        # (Channels' AuthMiddlewareStack among them) wrap ``send`` on the way.
+        scope["extensions"] = {**(scope.get("extensions") or {}), TRANSPORT_EXTENSION: send}
         application_instance = self.application(scope=scope, receive=input_queue.get, send=send)
         if protocol not in self.connections:
             return None
@@ -649,8 +657,14 @@ class TunedCommandLineInterface(CommandLineInterface):
             control_frame_burst=options.ws_control_frame_burst,
             max_fragments=options.ws_max_fragments,
         )
+        server_class = type(self).server_class
+        if not (isinstance(server_class, type) and issubclass(server_class, TunedServer)):
+            # A subclass chose a server of its own (daphne's CLI tests do): it gets
+            # daphne's options only, as daphne's CLI would hand them.
+            super().run(args)
+            return
         self.server_class = functools.partial(
-            TunedServer,
+            server_class,
             compression=compression,
             drain_timeout=options.drain_timeout,
             protocol_limits=limits,

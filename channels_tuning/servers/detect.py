@@ -15,16 +15,26 @@ Three cases, from best to worst guarantees:
 ``GENERIC``
     Any other ASGI server or Channels' test communicator: ``send`` may suspend,
     so queued messages are written by a short-lived writer task.
+
+Middlewares wrap ``send`` (Channels' ``AuthMiddlewareStack`` does, through its
+``SessionMiddleware``), so ``send`` alone cannot say which server is underneath. The
+tuned server hands its flow-controlled send to the application in the scope's
+``extensions`` (:data:`TRANSPORT_EXTENSION`), which every middleware passes on; a
+consumer writes to it directly (a middleware's wrapper of ``send`` does not see
+``websocket.send`` messages on that path: listed in the README's differences). For
+the other servers Channels' own session wrapper is looked through
+(:func:`channels_tuning.compat.channels.unwrap_send`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from ..checks import lifespan_not_mapped, server_without_flow_control
 from ..compat import autobahn, daphne
+from ..compat import channels as channels_hooks
 from ..runtime.registry import registry
 from .guarantees import DETECTED_AS, summary
 from .lifespan import Lifespan
@@ -36,10 +46,32 @@ FLOW: Final = 2
 _SERVER_KINDS: Final = {GENERIC: "other ASGI server", DAPHNE: "daphne", FLOW: "tuned daphne"}
 
 
+#: The key of the scope's ``extensions`` under which channels-tuning-daphne puts the
+#: connection's :class:`~channels_tuning.servers.daphne.FlowControlledSend`.
+TRANSPORT_EXTENSION: Final = "channels_tuning.flow_control"
+
+
 def detect_send_mode(send: Callable[..., Any]) -> int:
     mode = _detect(send)
     registry.server_kind = _SERVER_KINDS[mode] if mode != GENERIC else server_name(send)
     return mode
+
+
+def server_send(scope: dict[str, Any], send: Callable[..., Any]) -> Callable[..., Any]:
+    """The server's own ``send`` under any middlewares: the tuned server's
+    flow-controlled send from the scope's extensions, else ``send`` with Channels'
+    session wrappers looked through."""
+    extensions = scope.get("extensions")
+    if extensions:
+        flow = extensions.get(TRANSPORT_EXTENSION)
+        if flow is not None:
+            return cast("Callable[..., Any]", flow)
+    return channels_hooks.unwrap_send(send)
+
+
+def kind_name(mode: int, send: Callable[..., Any]) -> str:
+    """How stats and the log name the server behind ``send`` (see :data:`_SERVER_KINDS`)."""
+    return _SERVER_KINDS[mode] if mode != GENERIC else server_name(send)
 
 
 def server_name(send: Callable[..., Any]) -> str:
@@ -93,6 +125,36 @@ def announce_server(mode: int) -> None:
         self_check_server(server)
         if not Lifespan.started:
             log.warning("channels_tuning: %s", lifespan_not_mapped(server))
+
+
+_paths: dict[type, str] = {}
+
+
+def announce_path(
+    consumer_class: type, mode: int, send: Callable[..., Any], idle_timeout: float | None
+) -> None:
+    """Once per consumer class: say in the log (and in ``wsstats``) which way its
+    connections write, and warn where a configuration falls back or cannot work."""
+    if consumer_class in _paths:
+        return
+    path = _paths[consumer_class] = kind_name(mode, send)
+    label = consumer_class.__qualname__
+    registry.paths[label] = path
+    log = logging.getLogger("channels_tuning")
+    log.info("channels_tuning: %s writes through %s", label, path)
+    if mode != FLOW or idle_timeout is None:
+        return
+    # Plain pages are alive while they answer the server's protocol pings.
+    ping_interval = getattr(getattr(send, "server", None), "ping_interval", None)
+    if isinstance(ping_interval, (int, float)) and ping_interval >= idle_timeout:
+        log.warning(
+            "channels_tuning: the server pings every %s s (--ping-interval) but %s closes "
+            "clients silent for IDLE_TIMEOUT = %s s: pages that only read will be closed "
+            "with 4000; make --ping-interval shorter than IDLE_TIMEOUT",
+            ping_interval,
+            label,
+            idle_timeout,
+        )
 
 
 def write_to_protocol(protocol: Any, message: dict[str, Any]) -> None:

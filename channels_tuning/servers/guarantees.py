@@ -46,9 +46,28 @@ def _everywhere(note: str = "") -> dict[str, tuple[bool, str]]:
 
 GUARANTEES: Final = (
     Guarantee(
-        "Heartbeat pings; a client that stops answering is closed with 4000",
+        "The package's clients (`channels-tuning.v1`): heartbeat pings; a client that "
+        "stops answering is closed with 4000",
         "test_idle_client_closed_with_4000",
         _everywhere(),
+    ),
+    Guarantee(
+        "A plain page that only reads stays connected and gets no frame it did not ask for",
+        "test_a_plain_page_that_only_reads_stays_connected_and_sees_no_heartbeat",
+        _everywhere(),
+    ),
+    Guarantee(
+        "A plain client that vanished (answers no protocol ping) is closed",
+        "test_a_vanished_plain_client_is_closed_by_a_keepalive",
+        {
+            "daphne": (True, "its keepalive drops it: --ping-interval + --ping-timeout (50 s)"),
+            "tuned": (
+                True,
+                "4000 after `IDLE_TIMEOUT` without a pong to its --ping-interval pings",
+            ),
+            "uvicorn": (True, "its keepalive: --ws-ping-interval + --ws-ping-timeout (40 s)"),
+            "hypercorn": (False, "only with --websocket-ping-interval (off by default)"),
+        },
     ),
     Guarantee(
         "Message size (1009), message rate (1008) and connection limits (1013)",

@@ -79,6 +79,13 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
                 cls._ct_options_shared = True
             super().connectionMade()
 
+        def onPong(self, payload: bytes) -> None:
+            # A sign of life for the consumer's idle timeout (core.state.Liveness).
+            producer = getattr(self.transport, "producer", None)
+            if producer is not None:
+                producer.last_activity = time.monotonic()
+            super().onPong(payload)
+
         def onPing(self, payload: bytes) -> None:
             now = time.monotonic()
             tokens = self._ct_tokens
@@ -94,8 +101,11 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
                 return
             self._ct_tokens = tokens - 1.0
             # The transport's producer is the connection's FlowControlledSend: paused
-            # while the client does not read what it was sent.
+            # while the client does not read what it was sent. A client's keepalive
+            # ping (python websockets, mobile libraries) is a sign of life.
             producer = getattr(self.transport, "producer", None)
+            if producer is not None:
+                producer.last_activity = now
             if producer is not None and getattr(producer, "paused", False):
                 DROPPED.inc((SERVER_LABEL, "pong_skipped"))
                 return

@@ -47,6 +47,7 @@ __all__ = [
     "StreamPosition",
     "data_frame",
     "parse_recover_requests",
+    "payload_of",
     "recover_parameter",
     "subscribed_frame",
 ]
@@ -114,6 +115,23 @@ def data_frame(
     text = data.decode() if isinstance(data, bytes) else data
     head = f'{{"kind":"data","topic":{json.dumps(group)},"offset":{offset},"epoch":"{epoch}"'
     return {"type": "websocket.send", "text": f'{head},"data":{text}}}'}
+
+
+def payload_of(frame: dict[str, object]) -> dict[str, object]:
+    """The frame that ``broadcast()`` sends without history, from one made by
+    :func:`data_frame`: what a client that did not ask for envelopes gets."""
+    data = frame.get("bytes")
+    if isinstance(data, bytes):
+        return {"type": "websocket.send", "bytes": Envelope.FromString(data).payload}
+    text = frame["text"]
+    assert isinstance(text, str)
+    # The head holds the topic (a group name: no quote or colon inside), the offset
+    # and the epoch: the first ',"data":' is the payload's start.
+    start = text.index(',"data":') + len(',"data":')
+    payload = text[start:-1]
+    if payload.startswith('"'):
+        return {"type": "websocket.send", "text": json.loads(payload)}  # a str payload
+    return {"type": "websocket.send", "text": payload}
 
 
 def subscribed_frame(

@@ -147,8 +147,11 @@ test("recovery: keeps each topic's position, asks for it on reconnect, drops dup
   });
   const messages = [];
   const recoveries = [];
-  client.addEventListener("message", (e) => messages.push(e.detail));
+  const subscribed = [];
+  // Numbered messages arrive unwrapped: the detail is the data, the event says where.
+  client.addEventListener("message", (e) => messages.push({ detail: e.detail, offset: e.offset }));
   client.addEventListener("recovery", (e) => recoveries.push(e.detail));
+  client.addEventListener("subscribed", (e) => subscribed.push(e.detail.offset));
   client.start();
   await sleep(1);
   const data = (offset) => JSON.stringify({ kind: "data", topic: "chat.a", offset, epoch: "ab", data: offset });
@@ -157,7 +160,12 @@ test("recovery: keeps each topic's position, asks for it on reconnect, drops dup
   sockets[0].receive(data(6));
   sockets[0].receive(data(6)); // a duplicate: dropped
   sockets[0].receive('{"plain":true}'); // not numbered: passed on as it is
-  assert.deepEqual(messages.map((m) => m.offset ?? "plain"), [4, 5, 6, "plain"]);
+  assert.deepEqual(messages, [
+    { detail: 5, offset: 5 },
+    { detail: 6, offset: 6 },
+    { detail: { plain: true }, offset: undefined },
+  ]);
+  assert.deepEqual(subscribed, [4]); // a subscribed frame is no message
   assert.equal(client.duplicates, 1);
   assert.deepEqual(client.positions.get("chat.a"), { epoch: "ab", offset: 6 });
   sockets[0].serverClose(1012);
@@ -173,5 +181,40 @@ test("recovery: keeps each topic's position, asks for it on reconnect, drops dup
   assert.equal(client.gaps, 1);
   assert.deepEqual(recoveries.map((r) => r.recovered), [false, true, false]);
   assert.deepEqual(client.positions.get("chat.a"), { epoch: "cd", offset: 0 });
+  client.close();
+});
+
+test("offers the channels-tuning subprotocol first, then the application's own", async () => {
+  const offered = [];
+  class Recording {
+    constructor(url, protocols) { offered.push(protocols); queueMicrotask(() => this.onopen?.()); }
+    send() {}
+    close() {}
+  }
+  for (const protocols of [undefined, "chat.v2", ["a", "channels-tuning.v1", "b"]]) {
+    const client = new ChannelsTuningClient("ws://x/", { ...fast, protocols, WebSocket: Recording });
+    client.start();
+    client.close();
+  }
+  assert.deepEqual(offered, [
+    ["channels-tuning.v1"],
+    ["channels-tuning.v1", "chat.v2"],
+    ["channels-tuning.v1", "a", "b"],
+  ]);
+});
+
+test("presence frames are presence events, not messages", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws) => ws.open());
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, codec: "json", WebSocket: FakeWebSocket });
+  const messages = [];
+  const presence = [];
+  client.addEventListener("message", (e) => messages.push(e.detail));
+  client.addEventListener("presence", (e) => presence.push(e.detail));
+  client.start();
+  await sleep(1);
+  sockets[0].receive('{"kind":"presence","topic":"chat.a","data":{"joined":["7"],"left":["3"]}}');
+  sockets[0].receive('{"type":"chat","message":"hi"}');
+  assert.deepEqual(presence, [{ topic: "chat.a", joined: ["7"], left: ["3"] }]);
+  assert.deepEqual(messages, [{ type: "chat", message: "hi" }]);
   client.close();
 });

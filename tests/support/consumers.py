@@ -7,6 +7,7 @@ import asyncio
 from channels.testing import WebsocketCommunicator
 
 from channels_tuning import TunedWebsocketConsumer
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 
 
 class Echo(TunedWebsocketConsumer):
@@ -41,5 +42,10 @@ class Grouped(TunedWebsocketConsumer):
         Grouped.disconnect_codes.append(code)
 
 
-def communicator(consumer: type, path: str = "/ws/") -> WebsocketCommunicator:
-    return WebsocketCommunicator(consumer.as_asgi(), path)
+def communicator(
+    consumer: type, path: str = "/ws/", *, tuned_client: bool = False
+) -> WebsocketCommunicator:
+    """Channels' communicator; ``tuned_client``: it offers the channels-tuning.v1
+    subprotocol, as the package's clients do (heartbeat frames, envelopes)."""
+    subprotocols = [SUBPROTOCOL] if tuned_client else None
+    return WebsocketCommunicator(consumer.as_asgi(), path, subprotocols=subprotocols)

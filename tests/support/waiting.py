@@ -60,9 +60,12 @@ async def recv_data(ws: Any, timeout: float = 5.0) -> Any:
 
 
 async def recv_chat(ws: Any, timeout: float = 5.0) -> Any:
-    """The example chat's next room message (its envelope's ``data``): the room's
-    ``subscribed``, presence and online-list frames are skipped."""
+    """The example chat's next room message: its envelope's ``data`` for a client that
+    offered the channels-tuning subprotocol, the message itself for a plain one; the
+    room's ``subscribed``, presence and online-list frames are skipped."""
     while True:
         message = json.loads(await recv_data(ws, timeout))
         if message.get("kind") == "data":
             return message["data"]
+        if message.get("type") == "message":
+            return message

@@ -103,6 +103,13 @@ class Command(BaseCommand):
         widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
         for line in table:
             self.stdout.write("  ".join(str(v).rjust(w) for v, w in zip(line, widths, strict=True)))
+        # Which way each consumer class writes: behind a middleware that hides the
+        # server, a class would run the generic path; this says so per class.
+        for snap in snaps:
+            paths = snap.get("paths") or {}
+            if paths:
+                listed = ", ".join(f"{label}: {path}" for label, path in sorted(paths.items()))
+                self.stdout.write(f"pid {snap['pid']} writes: {listed}")
 
     def _tasks(self, snaps: list[dict[str, Any]]) -> None:
         for snap in snaps:

@@ -6,6 +6,10 @@ export type { Envelope, EnvelopeFields } from "./envelope.js";
 
 export declare const PING_TEXT: string;
 export declare const PONG_TEXT: string;
+/** "channels-tuning.v1": offered first in every handshake. */
+export declare const SUBPROTOCOL: string;
+/** SUBPROTOCOL followed by the application's own subprotocols. */
+export declare function offeredProtocols(protocols?: string | string[]): string[];
 export type ReconnectAction = "stop" | "now" | "later" | "backoff";
 /** Close code -> action, generated from channels_tuning/wire/reconnect.py. */
 export declare const RECONNECT_POLICY: Readonly<Record<string, ReconnectAction>>;
@@ -40,6 +44,7 @@ export interface ClientOptions {
   reconnectOnVisible?: boolean;
   /** Keep each topic's last offset and ask for what was missed on reconnect. Default true. */
   recover?: boolean;
+  /** The application's own subprotocols, offered after "channels-tuning.v1". */
   protocols?: string | string[];
   /** WebSocket implementation (tests, Node). Default globalThis.WebSocket. */
   WebSocket?: typeof WebSocket;
@@ -50,6 +55,9 @@ export interface ClientOptions {
 export interface ReconnectingDetail { delay: number; attempt: number; code: number }
 export interface CloseDetail { code: number; reason: string; willReconnect: boolean }
 export interface RecoveryDetail { topic: string; recovered: boolean; offset: number; epoch: string }
+export interface PresenceDetail { topic: string; joined: string[]; left: string[] }
+/** A "message" event; for a numbered message (codec "json"), where it stands. */
+export interface MessageEvent_ extends ClientEvent<unknown> { topic?: string; offset?: number; epoch?: string }
 export interface StreamPosition { epoch: string; offset: number }
 /** `url` with one ct_recover parameter per topic (replacing those there). */
 export declare function recoverUrl(url: string, positions: Map<string, StreamPosition>): string;
@@ -58,8 +66,10 @@ export interface ClientEvent<T> extends Event { detail: T }
 
 export interface ChannelsTuningClientEventMap {
   open: ClientEvent<{ connections: number }>;
-  message: ClientEvent<unknown>;
+  message: MessageEvent_;
+  subscribed: ClientEvent<RecoveryDetail>;
   recovery: ClientEvent<RecoveryDetail>;
+  presence: ClientEvent<PresenceDetail>;
   reconnecting: ClientEvent<ReconnectingDetail>;
   close: ClientEvent<CloseDetail>;
   state: ClientEvent<ClientState>;

@@ -7,6 +7,9 @@
 //   client.start();
 //   client.send({ message: "hello" });
 //
+// - Offers the "channels-tuning.v1" subprotocol (before any of `protocols`): a tuned
+//   consumer then sends it heartbeats, history envelopes, "subscribed" and "presence"
+//   frames; a plain page that does not offer it gets only what its consumer sends.
 // - Answers the server's heartbeat pings ({"type":"ct.ping"} and the binary 00 09),
 //   and protobuf envelopes of kind "ping".
 // - Treats the server as dead when no frame arrived for `deadAfter` ms, and reconnects.
@@ -26,9 +29,12 @@
 //   reconnects (`?ct_recover=topic:epoch:offset` in the URL), and drops a message it
 //   already has. A "subscribed" message with `recovered: false` (also a "recovery"
 //   event) means messages were lost for good: reload the state. Off with `recover: false`.
-// Events: "open", "message" (detail: the message), "recovery" (detail: {topic,
-// recovered, offset, epoch}), "reconnecting" (detail: {delay, attempt, code}),
-// "close" (detail: {code, reason, willReconnect}), "state".
+// Events: "open", "message" (detail: the message; with codec "json", a numbered
+// message of a group with history is unwrapped: detail is its data, and the event's
+// `topic`, `offset` and `epoch` say where it stands), "subscribed" and "recovery"
+// (detail: {topic, recovered, offset, epoch}), "presence" (detail: {topic, joined,
+// left}), "reconnecting" (detail: {delay, attempt, code}), "close" (detail: {code,
+// reason, willReconnect}), "state".
 
 import { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.js";
 import { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY } from "./reconnect_policy.js";
@@ -38,6 +44,14 @@ export { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY };
 
 export const PING_TEXT = '{"type":"ct.ping"}';
 export const PONG_TEXT = '{"type":"ct.pong"}';
+/** The subprotocol that asks a tuned consumer for heartbeats and envelopes. */
+export const SUBPROTOCOL = "channels-tuning.v1";
+
+/** What the client offers in the handshake: SUBPROTOCOL, then the application's own. */
+export function offeredProtocols(protocols) {
+  const own = protocols === undefined ? [] : [].concat(protocols);
+  return [SUBPROTOCOL, ...own.filter((p) => p !== SUBPROTOCOL)];
+}
 
 /** What the client does after close `code`: "stop", "now", "later" or "backoff"
  * (the table is generated from channels_tuning/wire/reconnect.py). */
@@ -101,9 +115,10 @@ export function reconnectDelay(code, attempt, options = DEFAULTS, random = Math.
   return backoffDelay(attempt, options, random);
 }
 
-function emit(target, type, detail) {
+function emit(target, type, detail, extra = undefined) {
   const event = new Event(type);
   event.detail = detail; // CustomEvent is not global in every runtime (Node 18)
+  if (extra) Object.assign(event, extra);
   target.dispatchEvent(event);
 }
 
@@ -192,7 +207,7 @@ export class ChannelsTuningClient extends EventTarget {
     let ws;
     try {
       const url = this.options.recover && this.positions.size ? recoverUrl(this.url, this.positions) : this.url;
-      ws = new this.WebSocket(url, this.options.protocols);
+      ws = new this.WebSocket(url, offeredProtocols(this.options.protocols));
     } catch (error) {
       this._handleClose(ABNORMAL, String(error));
       return;
@@ -261,14 +276,29 @@ export class ChannelsTuningClient extends EventTarget {
       }
       if (message.kind === "pong") return;
     }
-    if (this.options.recover && !this._track(message)) return;
+    if (message !== null && typeof message === "object" && message.kind === "presence") {
+      const { joined = [], left = [] } = message.data ?? message;
+      emit(this, "presence", { topic: message.topic, joined, left });
+      return;
+    }
+    const position = positionOf(message);
+    if (position !== null) {
+      if (this.options.recover && !this._track(position)) return;
+      const { kind, topic, offset, epoch, recovered } = position;
+      if (kind === "subscribed") {
+        emit(this, "subscribed", { topic, recovered, offset, epoch });
+        return;
+      }
+      if (codec === "json") {
+        emit(this, "message", message.data, { topic, offset, epoch });
+        return;
+      }
+    }
     emit(this, "message", message);
   }
 
   /** Keep the topic's position; false for a message the client already has. */
-  _track(message) {
-    const position = positionOf(message);
-    if (position === null) return true;
+  _track(position) {
     const { kind, topic, offset, epoch } = position;
     const known = this.positions.get(topic);
     if (kind === "subscribed") {

@@ -1,0 +1,74 @@
+"""The one private detail of Channels the package relies on (Channels is otherwise
+used through its public API only).
+
+===============================================  ====================================
+upstream symbol                                  used for
+===============================================  ====================================
+``channels.sessions.InstanceSessionWrapper``:    finding the server's own ``send``
+its ``send`` ends in ``self.real_send(message)``  under Channels' ``SessionMiddleware``
+                                                 (inside ``AuthMiddlewareStack``), so
+                                                 that plain daphne, uvicorn and
+                                                 hypercorn are recognised behind it
+===============================================  ====================================
+
+channels-tuning-daphne needs no hook: it hands its flow-controlled send to the
+consumer in the scope's ``extensions`` (:mod:`channels_tuning.servers.detect`), which
+every middleware passes on. Without this hook (``check()`` found a change) a consumer
+behind ``AuthMiddlewareStack`` on another server takes the generic path: writes
+through a task, as on any server whose ``send`` waits, and no abort of a stalled
+connection. Tested range: Channels 4.0 to 4.3.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..exceptions import UpstreamChanged
+from ._checker import Checker
+
+LIBRARY = "channels"
+
+features = {"unwrap_session_send": True}
+
+#: Wrappers followed at most (a stack of middlewares is a few deep).
+MAX_DEPTH = 8
+
+
+def _wrapper_class() -> Any:
+    try:
+        from channels.sessions import InstanceSessionWrapper
+    except ImportError:
+        return None
+    return InstanceSessionWrapper
+
+
+def check() -> list[UpstreamChanged]:
+    checker = Checker(LIBRARY)
+    wrapper = _wrapper_class()
+    if wrapper is None:
+        checker.changed("channels.sessions.InstanceSessionWrapper", "missing")
+        return checker.problems
+    checker.contains(
+        wrapper.send, "InstanceSessionWrapper.send", ["return await self.real_send(message)"]
+    )
+    checker.contains(wrapper.__init__, "InstanceSessionWrapper.__init__", ["self.real_send = send"])
+    return checker.problems
+
+
+def apply(problems: list[UpstreamChanged]) -> None:
+    if any(problem.library == LIBRARY for problem in problems):
+        features["unwrap_session_send"] = False
+
+
+def unwrap_send(send: Callable[..., Any]) -> Callable[..., Any]:
+    """The ``send`` under Channels' session wrappers (``send`` itself if none)."""
+    if not features["unwrap_session_send"]:
+        return send
+    wrapper = _wrapper_class()
+    for _ in range(MAX_DEPTH):
+        owner: Any = getattr(send, "__self__", None)
+        if wrapper is None or type(owner) is not wrapper:
+            return send
+        send = owner.real_send
+    return send  # deeper than MAX_DEPTH: the last one found
