@@ -101,13 +101,16 @@ async def run_case(
     publish=None,
     server: str | None = None,
     processes: int = 1,
+    application: str | None = None,
 ) -> dict:
     """``processes`` server processes (one by default), ``subscribers`` clients spread
     over them on ``route`` (default: the plain or tuned group consumer), and
     ``messages`` published by ``publish(layer, group, i)`` (default: channels-redis
     group_send for plain, ``broadcast()`` for tuned). ``server``: one of
     tests.support.processes.SERVERS (default: daphne for plain, channels-tuning-daphne
-    for tuned); the consumers are tuned unless ``kind`` is plain."""
+    for tuned); the consumers are tuned unless ``kind`` is plain. ``application``:
+    another ASGI application of tests.e2e_asgi (``tests.e2e_asgi:application_behind_auth``
+    puts Channels' AuthMiddlewareStack in front)."""
     tuned = kind != "plain"
     # ``redis``: one server, or a list of them: shards (channels-redis' hosts list).
     shards = redis if isinstance(redis, list) else [redis]
@@ -124,6 +127,7 @@ async def run_case(
                 **(tuning or {}),
             },
             REDIS_URL=urls,
+            **({"application": application} if application else {}),
         )
         for _ in range(processes)
     ]

@@ -12,6 +12,7 @@ channels_tuning.E007   ``GC_THRESHOLD`` is not None or 1-3 non-negative integers
 channels_tuning.E008   ``HISTORY`` is not a dict of patterns to ``{"size": n, "ttl": seconds}``
 channels_tuning.E009   ``PRESENCE`` is not a dict of patterns to ``{"events": bool}``
 channels_tuning.E010   ``CLIENT_PROTOCOL`` is not "negotiate" or "always"
+channels_tuning.E011   ``METRICS_ALLOWED_ADDRESSES`` is not a list of addresses or networks
 channels_tuning.W001   unknown key in ``CHANNELS_TUNING`` (a typo is silently ignored)
 channels_tuning.W002   in-memory channel layer while the project looks multi-process
 channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APPS``
@@ -39,6 +40,7 @@ channels_tuning.I001   ``check --deploy``: for each server installed, which guar
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -127,6 +129,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="channels_tuning.E010",
             )
         )
+    problems.extend(_check_networks(merged["METRICS_ALLOWED_ADDRESSES"]))
     jitter = merged["LIFETIME_JITTER"]
     if not (_is_number(jitter) and 0 <= jitter < 1):
         problems.append(
@@ -373,3 +376,22 @@ def check_ids_in_code() -> set[str]:
     """Every check id this module can report."""
     source = Path(__file__).read_text()
     return set(re.findall(r'id="(channels_tuning\.[EWI]\d{3})"', source))
+
+
+def _check_networks(value: Any) -> list[Error]:
+    bad = not isinstance(value, (list, tuple))
+    if not bad:
+        try:
+            for network in value:
+                ipaddress.ip_network(network, strict=False)
+        except (TypeError, ValueError):
+            bad = True
+    if not bad:
+        return []
+    return [
+        Error(
+            f"METRICS_ALLOWED_ADDRESSES must be a list of addresses or networks, not {value!r}.",
+            hint='For example ["127.0.0.0/8", "::1", "10.0.0.0/8"].',
+            id="channels_tuning.E011",
+        )
+    ]

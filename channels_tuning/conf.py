@@ -10,6 +10,8 @@ them costs nothing per connection; the cache is cleared when Django's
 from __future__ import annotations
 
 import fnmatch
+import logging
+import re
 from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, Final, Generic, TypeVar
@@ -100,6 +102,9 @@ DEFAULTS: Final[dict[str, Any]] = {
     # With group labels on: distinct groups labelled per process; beyond, "other"
     # (group names come from clients: the label set must stay bounded).
     "GROUP_LABEL_LIMIT": 1000,
+    # Addresses and networks that channels_tuning.views.metrics (the /metrics view)
+    # answers, besides staff users: loopback by default. Empty: staff only.
+    "METRICS_ALLOWED_ADDRESSES": ["127.0.0.0/8", "::1"],
     # Frames kept by tracemalloc (wsstats --memory). None: tracemalloc off (it is costly).
     "TRACEMALLOC": None,
     # Groups whose broadcasts are numbered and kept, so that reconnecting clients get
@@ -221,6 +226,7 @@ class GroupPatterns(Generic[T]):
         self.key, self.parse = key, parse
         self._patterns: list[tuple[str, T]] | None = None
         self._by_group: dict[str, T | None] = {}
+        self._near_misses_said: set[str] = set()
         setting_changed.connect(self._clear, weak=False)
 
     def __call__(self, group: str) -> T | None:
@@ -232,9 +238,37 @@ class GroupPatterns(Generic[T]):
         if patterns is None:
             patterns = self._patterns = self._load()
         found = next((p for pattern, p in patterns if fnmatch.fnmatchcase(group, pattern)), None)
+        if found is None and patterns:
+            self._say_near_miss(group, [pattern for pattern, _ in patterns])
         if len(self._by_group) < self.cache_limit:
             self._by_group[group] = found
         return found
+
+    def near_miss(self, group: str) -> str | None:
+        """A pattern ``group`` was probably meant to match: same words, another
+        separator (``chat.*`` for ``chat_lobby``, as Channels' tutorial names groups)."""
+        patterns = self._patterns or []
+        words = _words(group)
+        for pattern, _ in patterns:
+            stem = _words(pattern.split("*", 1)[0].split("?", 1)[0].split("[", 1)[0])
+            if stem and words[: len(stem)] == stem:
+                return pattern
+        return None
+
+    def _say_near_miss(self, group: str, patterns: list[str]) -> None:
+        pattern = self.near_miss(group)
+        if pattern is None or pattern in self._near_misses_said:
+            return
+        self._near_misses_said.add(pattern)  # once per pattern: names come from clients
+        logging.getLogger("channels_tuning").warning(
+            "channels_tuning: group %r matches no %s pattern (%s); %r looks meant for it: "
+            "patterns match whole names with fnmatch (Channels' tutorial names groups "
+            "chat_<room>: the pattern is chat_*)",
+            group,
+            self.key,
+            ", ".join(patterns),
+            pattern,
+        )
 
     def _load(self) -> list[tuple[str, T]]:
         try:
@@ -247,6 +281,12 @@ class GroupPatterns(Generic[T]):
         if setting == SETTING_NAME:
             self._patterns = None
             self._by_group.clear()
+            self._near_misses_said.clear()
+
+
+def _words(name: str) -> list[str]:
+    """``"chat_lobby"``, ``"chat.lobby"`` and ``"chat-lobby"`` -> ``["chat", "lobby"]``."""
+    return [word for word in re.split(r"[._\-]+", name) if word]
 
 
 def _clear_cache(*, setting: str, **kwargs: Any) -> None:

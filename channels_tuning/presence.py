@@ -11,6 +11,7 @@ bound on how long one outlives a dead process, are in :mod:`channels_tuning.laye
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from channels import DEFAULT_CHANNEL_LAYER
@@ -21,9 +22,20 @@ from .layers.presence import PresenceEntry, presence_policy
 __all__ = ["PresenceEntry", "presence", "presence_count"]
 
 
+def _suggested_pattern(group: str) -> str:
+    """``"chat_lobby"`` -> ``"chat_*"``: the group's first word and separator."""
+    found = re.match(r"[A-Za-z0-9]+[._-]?", group)
+    return (found.group(0) if found else "") + "*"
+
+
 def _store(group: str, layer_alias: str, layer: Any) -> Any:
     if presence_policy(group) is None:
-        raise ValueError(f"group {group!r} matches no pattern of the PRESENCE setting")
+        near = presence_policy.near_miss(group)
+        hint = f" ({near!r} looks meant for it: patterns match whole names)" if near else ""
+        raise ValueError(
+            f"group {group!r} matches no pattern of CHANNELS_TUNING['PRESENCE']{hint}; "
+            f"add one that matches it, e.g. {_suggested_pattern(group)!r}"
+        )
     if layer is None:
         layer = get_channel_layer(layer_alias)
     store = getattr(layer, "presence", None)

@@ -17,6 +17,7 @@ Anonymous users are sent to ``LOGIN_URL``, authenticated users who are not staff
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -35,7 +36,40 @@ from django.utils.http import urlencode
 from .conf import project_settings
 from .observability import snapshot
 
-__all__ = ["live", "live_snapshots"]
+__all__ = ["live", "live_snapshots", "metrics"]
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """django-prometheus' exposition, for the addresses in
+    ``METRICS_ALLOWED_ADDRESSES`` (loopback by default) and for staff users; 403 to
+    anyone else. Counters name consumers and show traffic: not for the public::
+
+        # urls.py
+        from channels_tuning.views import metrics
+
+        urlpatterns = [path("metrics", metrics, name="prometheus-django-metrics")]
+
+    ``REMOTE_ADDR`` is what the server says the client is: behind a balancer, that
+    is the balancer, unless the server takes the client's address from its
+    forwarding headers (daphne's ``--proxy-headers``)."""
+    user = getattr(request, "user", None)
+    allowed = address_allowed(request.META.get("REMOTE_ADDR", ""))
+    if not allowed and not (user is not None and user.is_active and user.is_staff):
+        return HttpResponseForbidden("metrics are not public\n")
+    from django_prometheus import exports
+
+    response: HttpResponse = exports.ExportToDjangoView(request)
+    return response
+
+
+def address_allowed(address: str) -> bool:
+    """Whether ``address`` is in one of the ``METRICS_ALLOWED_ADDRESSES`` networks."""
+    try:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    networks = project_settings()["METRICS_ALLOWED_ADDRESSES"] or ()
+    return any(ip in ipaddress.ip_network(network, strict=False) for network in networks)
 
 
 async def _access(request: HttpRequest) -> str:

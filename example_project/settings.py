@@ -24,7 +24,6 @@ if "DJANGO_SECRET_KEY" not in os.environ:
 DEBUG = os.environ.get("DJANGO_DEBUG") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]").split(",")
 # Who may read /metrics: these client addresses (a Prometheus server's), nobody else.
-METRICS_ALLOWED_ADDRESSES = os.environ.get("METRICS_ALLOWED_ADDRESSES", "127.0.0.1,::1").split(",")
 
 INSTALLED_APPS = [
     # Before daphne, so manage.py runserver uses the flow-controlled server.
@@ -115,6 +114,10 @@ CHANNELS_TUNING = {
     # Who is in each room, with join/leave events for the page's "online" list.
     "PRESENCE": {"chat.*": {"events": True}},
 }
+if "METRICS_ALLOWED_ADDRESSES" in os.environ:  # /metrics: loopback and staff by default
+    CHANNELS_TUNING["METRICS_ALLOWED_ADDRESSES"] = os.environ["METRICS_ALLOWED_ADDRESSES"].split(
+        ","
+    )
 CHANNELS_TUNING.update(json.loads(os.environ.get("CHANNELS_TUNING_JSON", "{}")))
 
 LOGGING = {

@@ -14,8 +14,10 @@ from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 
+from channels.auth import AuthMiddlewareStack
 from channels.generic.websocket import AsyncWebsocketConsumer
 from channels.routing import ProtocolTypeRouter
+from channels.security.websocket import AllowedHostsOriginValidator
 from django.core.asgi import get_asgi_application
 from django.urls import re_path
 from google.protobuf.wrappers_pb2 import StringValue
@@ -260,28 +262,36 @@ async def http_app(scope, receive, send):
     return await django_asgi_app(scope, receive, send)
 
 
+websocket_router = TunedURLRouter(
+    [
+        *websocket_urlpatterns,
+        re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
+        re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
+        re_path(r"^ws/leaky/$", LeakyConsumer.as_asgi()),
+        re_path(r"^ws/json-per-consumer/(?P<group>[\w.-]+)/$", JsonPerConsumer.as_asgi()),
+        re_path(r"^ws/proto/(?P<group>[\w.-]+)/$", ProtoConsumer.as_asgi()),
+        re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
+        re_path(r"^ws/slow-disconnect/$", SlowDisconnectConsumer.as_asgi()),
+        *(
+            re_path(rf"^ws/burst/{policy}/$", consumer.as_asgi())
+            for policy, consumer in BURST_CONSUMERS.items()
+        ),
+        re_path(r"^ws/plain-group/(?P<group>[\w.-]+)/$", PlainGroupConsumer.as_asgi()),
+        re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
+        re_path(r"^ws/readme-chat/$", ReadmeChatConsumer.as_asgi()),
+    ]
+)
+
 application = ProtocolTypeRouter(
+    {"lifespan": Lifespan(), "http": http_app, "websocket": websocket_router}
+)
+
+#: The same consumers behind the stack Channels' tutorial deploys (its session wrapper
+#: wraps ``send``): ``tests.e2e_asgi:application_behind_auth``.
+application_behind_auth = ProtocolTypeRouter(
     {
         "lifespan": Lifespan(),
         "http": http_app,
-        "websocket": TunedURLRouter(
-            [
-                *websocket_urlpatterns,
-                re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
-                re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
-                re_path(r"^ws/leaky/$", LeakyConsumer.as_asgi()),
-                re_path(r"^ws/json-per-consumer/(?P<group>[\w.-]+)/$", JsonPerConsumer.as_asgi()),
-                re_path(r"^ws/proto/(?P<group>[\w.-]+)/$", ProtoConsumer.as_asgi()),
-                re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
-                re_path(r"^ws/slow-disconnect/$", SlowDisconnectConsumer.as_asgi()),
-                *(
-                    re_path(rf"^ws/burst/{policy}/$", consumer.as_asgi())
-                    for policy, consumer in BURST_CONSUMERS.items()
-                ),
-                re_path(r"^ws/plain-group/(?P<group>[\w.-]+)/$", PlainGroupConsumer.as_asgi()),
-                re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
-                re_path(r"^ws/readme-chat/$", ReadmeChatConsumer.as_asgi()),
-            ]
-        ),
+        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(websocket_router)),
     }
 )

@@ -38,7 +38,14 @@ def test_report_runs_with_small_counts(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     titles = [row.split(" | ")[0] for row in rows[1:]]
-    for expected in ("idle memory", "handshakes per second", "burst", "slow reader", "codec"):
+    for expected in (
+        "idle memory",
+        "handshakes per second",
+        "burst",
+        "behind AuthMiddlewareStack",
+        "slow reader",
+        "codec",
+    ):
         assert any(expected in title for title in titles), (expected, titles)
     delivered = next(row for row in rows if "delivered, %" in row)
     # Every message reached every subscriber in the quick burst, on all three servers.

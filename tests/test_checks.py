@@ -212,3 +212,39 @@ def test_channels_redis_pubsub_layer_w009():
 )
 def test_tuned_pubsub_layer_passes():
     assert ids(check_deployment()) == []
+
+
+def test_each_consumer_class_says_once_how_it_writes_and_warns_where_it_falls_back(
+    caplog, monkeypatch
+):
+    from types import SimpleNamespace
+
+    from channels_tuning.runtime.registry import registry
+    from channels_tuning.servers import detect
+
+    monkeypatch.setattr(detect, "_paths", {})
+    monkeypatch.setattr(registry, "paths", {})
+    monkeypatch.setattr(detect, "tuned_server_running", True)
+
+    class Behind:  # a middleware rebuilt the scope: the tuned server's send is lost
+        pass
+
+    class Flowing:
+        pass
+
+    async def generic_send(message):
+        pass
+
+    slow_pinging = SimpleNamespace(server=SimpleNamespace(ping_interval=120))
+    with caplog.at_level("INFO", logger="channels_tuning"):
+        detect.announce_path(Behind, detect.GENERIC, generic_send, 60.0)
+        detect.announce_path(Behind, detect.GENERIC, generic_send, 60.0)  # once per class
+        detect.announce_path(Flowing, detect.FLOW, slow_pinging, 60.0)
+    messages = [record.getMessage() for record in caplog.records]
+    behind, flowing = Behind.__qualname__, Flowing.__qualname__
+    assert messages[0] == f"channels_tuning: {behind} writes through other ASGI server"
+    assert "runs the generic path although this process is channels-tuning" in messages[1]
+    assert messages[2] == f"channels_tuning: {flowing} writes through tuned daphne"
+    assert "pings every 120 s" in messages[3] and "IDLE_TIMEOUT = 60.0 s" in messages[3]
+    assert len(messages) == 4
+    assert registry.paths == {behind: "other ASGI server", flowing: "tuned daphne"}

@@ -470,7 +470,7 @@ def test_channels_session_wrapper_changed_turns_the_unwrapping_off(monkeypatch):
     problems = channels_hooks.check()
     assert symbols(problems) == {"InstanceSessionWrapper.send"}
     channels_hooks.apply(problems)
-    assert channels_hooks.features == {"unwrap_session_send": False}
+    assert channels_hooks.features == {"unwrap_session_send": False, "clean_expired": True}
 
     async def server_send(message):
         pass

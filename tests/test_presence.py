@@ -13,7 +13,7 @@ from django.test import override_settings
 
 from channels_tuning import TunedWebsocketConsumer
 from channels_tuning.layers import presence as presence_module
-from channels_tuning.layers.presence import MemoryPresence
+from channels_tuning.layers.presence import MemoryPresence, presence_policy
 from channels_tuning.observability.stats import PRESENCE_EVENTS
 from channels_tuning.presence import presence, presence_count
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
@@ -110,3 +110,18 @@ async def test_a_storm_of_reconnects_sends_at_most_one_event_per_interval():
     assert events == PRESENCE_EVENTS.get(("sent",)) < 20
     assert await presence_count("room.b") == 1
     await watcher.disconnect()
+
+
+@override_settings(CHANNELS_TUNING={"PRESENCE": {"chat.*": {"events": False}}})
+async def test_a_group_name_that_misses_a_pattern_is_said_once_and_named_in_errors(caplog):
+    """Channels' tutorial names groups chat_<room>; a "chat.*" pattern matches none."""
+    with pytest.raises(ValueError) as raised:
+        await presence_count("chat_lobby")
+    message = str(raised.value)
+    assert "CHANNELS_TUNING['PRESENCE']" in message
+    assert "'chat.*' looks meant for it" in message and "'chat_*'" in message
+    with caplog.at_level("WARNING", logger="channels_tuning"):
+        for group in ("chat_lobby", "chat_other", "unrelated"):
+            presence_policy(group)
+    warnings = [r.getMessage() for r in caplog.records if "matches no PRESENCE" in r.getMessage()]
+    assert len(warnings) == 1 and "'chat_lobby'" in warnings[0]

@@ -46,3 +46,89 @@ def test_server_guarantee_table_is_the_code_and_each_row_has_its_test():
     assert 'pytest.mark.parametrize("server", SERVERS)' in tests
     for guarantee in GUARANTEES:
         assert f"async def {guarantee.test}(" in tests, guarantee.title
+
+
+def set_up_line() -> str:
+    text = README.read_text()
+    return next(
+        line for line in text.splitlines() if line.endswith("# set up (apt and extras: tests only)")
+    )
+
+
+def test_the_set_up_line_installs_what_the_tests_and_benchmarks_need():
+    """What tests/ and benchmarks/ import comes with the extras the README's set-up line
+    installs (or their dependencies); the executables they look for come with those
+    extras or with its apt-get line. A fresh clone then passes the test command."""
+    import ast
+    import contextlib
+    import importlib.metadata as metadata
+    import sys
+
+    line = set_up_line()
+    extras = set(re.search(r"pip install -e '\.\[([\w,]+)\]'", line).group(1).split(","))
+    apt = set(re.search(r"apt-get install -y ([\w\s.-]+?) &&", line).group(1).split())
+
+    def requirements(dist: str, extras: set[str] = frozenset()) -> set[str]:
+        names = set()
+        for requirement in metadata.requires(dist) or []:
+            name, _, marker = requirement.partition(";")
+            wanted = re.findall(r'extra == "([\w-]+)"', marker)
+            if wanted and not set(wanted) & extras:
+                continue
+            names.add(re.split(r"[\s<>=!~\[(]", name.strip(), maxsplit=1)[0].lower())
+        return names
+
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: pytest's own TOML parser
+        import tomli as tomllib
+    project = tomllib.loads((README.parent / "pyproject.toml").read_text())["project"]
+    declared = list(project["dependencies"])
+    for extra in extras:
+        declared += project["optional-dependencies"][extra]
+
+    installed = set()
+    todo = [re.split(r"[\s<>=!~\[(;]", r.strip(), maxsplit=1)[0].lower() for r in declared]
+    while todo:
+        dist = todo.pop().replace("_", "-")
+        if dist in installed or dist == "channels-tuning":
+            continue
+        installed.add(dist)
+        with contextlib.suppress(metadata.PackageNotFoundError):  # another platform's
+            todo.extend(requirements(dist))
+
+    providers = metadata.packages_distributions()
+    repo = README.parent
+    local = {"tests", "benchmarks", "channels_tuning", "example_project"}
+    local |= {path.stem for path in repo.glob("benchmarks/*.py")}  # run as scripts
+    local.add("tomli")  # this test's fallback on Python 3.10: pytest depends on it there
+    missing = set()
+    for path in [*repo.glob("tests/**/*.py"), *repo.glob("benchmarks/*.py")]:
+        if "published" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in local:
+                    continue
+                dists = {d.lower().replace("_", "-") for d in providers.get(top, [])}
+                if not dists & installed:
+                    missing.add(f"{top} ({path.relative_to(repo)})")
+    assert missing == set()
+
+    for executable, source in {
+        "uv": "uv",
+        "py-spy": "py-spy",
+        "redis-server": "redis-server",
+        "chromium": "chromium",
+        "node": "nodejs",
+        "haproxy": "haproxy",
+        "nginx": "nginx-light",
+    }.items():
+        assert source in installed | apt, executable

@@ -173,6 +173,53 @@ async def test_a_reconnecting_client_gets_what_it_missed_before_live_messages():
     await comm.disconnect()
 
 
+class ChannelsStyleMember(TunedWebsocketConsumer):
+    """Joins as Channels' tutorial does: the layer's own group_add and group_discard."""
+
+    heartbeat_interval = None
+
+    async def connect(self):
+        await self.channel_layer.group_add("room.a", self.channel_name)
+        await self.accept()
+
+    async def disconnect(self, code):
+        await self.channel_layer.group_discard("room.a", self.channel_name)
+
+
+async def test_channels_own_group_add_gets_subscribed_and_recovery_too():
+    comm = await connect(consumer=ChannelsStyleMember)
+    (subscribed,) = await frames(comm, 1)
+    assert (subscribed["kind"], subscribed["topic"]) == ("subscribed", "room.a")
+    epoch = subscribed["epoch"]
+    await broadcast("room.a", 1)
+    assert [d["offset"] for d in await frames(comm, 1)] == [1]
+    await comm.disconnect()
+    for n in (2, 3):
+        await broadcast("room.a", n)
+    comm = await connect(f"/?ct_recover=room.a:{epoch}:1", consumer=ChannelsStyleMember)
+    subscribed, *replay = await frames(comm, 3)
+    assert (subscribed["recovered"], subscribed["offset"]) == (True, 3)
+    assert [(d["offset"], d["data"]) for d in replay] == [(2, 2), (3, 3)]
+    await broadcast("room.a", 4)
+    assert [d["offset"] for d in await frames(comm, 1)] == [4]
+    assert await comm.receive_nothing(0.05)  # once each
+    await comm.disconnect()
+
+
+async def test_a_plain_page_gets_the_payloads_of_a_group_with_history():
+    """No subscribed frame, no envelope: what broadcast() was given."""
+    comm = WebsocketCommunicator(Member.as_asgi(), "/")
+    assert (await comm.connect())[0]
+    await broadcast("room.a", {"message": "hi"})
+    await broadcast("room.a", "a str")
+    await broadcast("room.a", b"\x01bytes")
+    assert json.loads(await comm.receive_from(timeout=1)) == {"message": "hi"}
+    assert await comm.receive_from(timeout=1) == "a str"
+    assert (await comm.receive_output(timeout=1))["bytes"] == b"\x01bytes"
+    assert await comm.receive_nothing(0.05)
+    await comm.disconnect()
+
+
 @pytest.mark.parametrize(
     "request_for",
     [

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.processes import REPO
+from tests.support.processes import REPO, start_sentinel, stop_process
 
 pytestmark = pytest.mark.e2e
 
@@ -144,10 +144,12 @@ def run(directory: Path, files: list[str], env: dict[str, str]) -> dict[str, str
 
 
 def unexplained_failures(outcomes: dict[str, str]) -> dict[str, str]:
+    """Failures not listed in KNOWN_DIFFERENCES, and skips (a suite that skipped its
+    tests proved nothing; the upstream suites skip nothing on this machine)."""
     return {
         test: outcome
         for test, outcome in outcomes.items()
-        if outcome in ("failure", "error") and test not in KNOWN_DIFFERENCES
+        if outcome in ("failure", "error", "skipped") and test not in KNOWN_DIFFERENCES
     }
 
 
@@ -187,6 +189,45 @@ def test_channels_redis_suite_passes_against_the_tuned_layers(sdists, redis_serv
 
 
 @pytest.mark.slow
+def test_channels_redis_sentinel_suite_passes_against_the_tuned_layers(
+    sdists, redis_server, tmp_path
+):
+    """channels-redis' tests/test_sentinel.py and tests/test_pubsub_sentinel.py, through
+    a real Sentinel (master name and password as the suite expects them)."""
+    sentinel = start_sentinel(tmp_path, redis_server, name="sentinel", password="channels_redis")
+    try:
+        address = f'("127.0.0.1", {sentinel.port})'
+        swaps = {
+            "test_sentinel.py": [
+                (
+                    "from channels_redis.core import ChannelFull, RedisChannelLayer",
+                    "from channels_redis.core import ChannelFull\n"
+                    "from tests.upstream.layers import RedisChannelLayer",
+                ),
+                ('("localhost", 26379)', address),
+            ],
+            "test_pubsub_sentinel.py": [
+                (
+                    "from channels_redis.pubsub import RedisPubSubChannelLayer",
+                    "from tests.upstream.layers import RedisPubSubChannelLayer",
+                ),
+                ('("localhost", 26379)', address),
+            ],
+        }
+        directory = tmp_path / "channels_redis_sentinel_tests"
+        prepare(sdists("channels-redis") / "tests", directory, swaps)
+        outcomes = run(
+            directory,
+            ["test_sentinel.py", "test_pubsub_sentinel.py"],
+            {"UPSTREAM_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}"},
+        )
+    finally:
+        stop_process(sentinel.proc)
+    assert len(outcomes) >= 30, outcomes
+    assert unexplained_failures(outcomes) == {}
+
+
+@pytest.mark.slow
 def test_daphne_suite_passes_against_the_tuned_server_and_cli(sdists, tmp_path):
     """daphne's tests of its server, WebSocket and HTTP protocols (run by its own
     testing instance, whose ``Server`` is the tuned one) and of its CLI (with
@@ -211,7 +252,8 @@ def test_daphne_suite_passes_against_the_tuned_server_and_cli(sdists, tmp_path):
         "test_http_request.py",
         "test_http_response.py",
     ]
-    outcomes = run(directory, files, {"TUNED_MARKER": str(marker)})
+    # ASGI_THREADS: daphne's test of its executor size runs only with it set.
+    outcomes = run(directory, files, {"TUNED_MARKER": str(marker), "ASGI_THREADS": "3"})
     assert marker.exists(), "daphne's tests did not run the tuned server"
     assert len(outcomes) >= 50, outcomes
     assert unexplained_failures(outcomes) == {}

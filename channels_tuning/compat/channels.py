@@ -9,6 +9,10 @@ its ``send`` ends in ``self.real_send(message)``  under Channels' ``SessionMiddl
                                                  (inside ``AuthMiddlewareStack``), so
                                                  that plain daphne, uvicorn and
                                                  hypercorn are recognised behind it
+``InMemoryChannelLayer._clean_expired()``       expiring messages and memberships
+                                                 before the tuned in-memory layer's
+                                                 reporting group send, as Channels'
+                                                 own ``group_send`` does
 ===============================================  ====================================
 
 channels-tuning-daphne needs no hook: it hands its flow-controlled send to the
@@ -29,7 +33,7 @@ from ._checker import Checker
 
 LIBRARY = "channels"
 
-features = {"unwrap_session_send": True}
+features = {"unwrap_session_send": True, "clean_expired": True}
 
 #: Wrappers followed at most (a stack of middlewares is a few deep).
 MAX_DEPTH = 8
@@ -53,12 +57,28 @@ def check() -> list[UpstreamChanged]:
         wrapper.send, "InstanceSessionWrapper.send", ["return await self.real_send(message)"]
     )
     checker.contains(wrapper.__init__, "InstanceSessionWrapper.__init__", ["self.real_send = send"])
+    from channels.layers import InMemoryChannelLayer
+
+    checker.callables(InMemoryChannelLayer, "InMemoryChannelLayer", ["_clean_expired"])
     return checker.problems
 
 
 def apply(problems: list[UpstreamChanged]) -> None:
-    if any(problem.library == LIBRARY for problem in problems):
-        features["unwrap_session_send"] = False
+    for problem in problems:
+        if problem.library != LIBRARY:
+            continue
+        if problem.symbol.startswith("InMemoryChannelLayer"):
+            features["clean_expired"] = False
+        else:
+            features["unwrap_session_send"] = False
+
+
+def clean_expired(layer: Any) -> None:
+    """Channels' in-memory layer drops expired messages and memberships. Without the
+    hook, memberships older than ``group_expiry`` stay until Channels' own ``send``
+    or ``receive`` cleans them (its reporting group send would still reach them)."""
+    if features["clean_expired"]:
+        layer._clean_expired()
 
 
 def unwrap_send(send: Callable[..., Any]) -> Callable[..., Any]:

@@ -36,7 +36,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -137,7 +137,9 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
 
     # Per-connection state. Class-level defaults keep instances small: an
     # attribute becomes per-instance only when it is first set.
-    channel_name: str | None = None
+    channel_name: str = ""  # "" until a channel layer gives one
+    #: The channel layer (None without CHANNEL_LAYERS); Channels types it as present.
+    channel_layer: Any
     tuning: ConnectionSettings
     core: ConnectionCore
     registry_key: str = ""
@@ -145,6 +147,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     owner_key: str = ""
     connected_at: float = 0.0
     _send_mode: int = detect.GENERIC
+    #: The server's send written to synchronously (tuned or plain daphne), or None.
+    _flow: Any = None
     #: The server's own send under Channels' session wrapper (GENERIC servers only).
     _server_send: Any = None
     #: The client offered the channels-tuning subprotocol (or CLIENT_PROTOCOL is
@@ -156,6 +160,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     _inbox_task: asyncio.Task[None] | None = None
     _layer_task: asyncio.Task[None] | None = None
     _joined: set[str] | None = None
+    #: Groups join_group() is adding now (the layers' group_add leaves hooks to it).
+    _joining: set[str] | None = None
     #: Groups with history this connection joined (None: none yet).
     _group_streams: GroupStreams | None = None
     #: The client's recovery requests (``ct_recover``), by group.
@@ -203,7 +209,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
 
     # -------------------------------------------------------------------- ASGI
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.scope = scope
         self.tuning = settings_for(type(self))
         self.core = ConnectionCore(self.tuning, self.policy_chain(), time.monotonic())
@@ -215,6 +221,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         self._send_mode = mode = detect.detect_send_mode(server_send)
         if mode != detect.GENERIC:
             self.base_send = server_send  # written synchronously, past any middleware
+            self._flow = server_send
         elif server_send is not send:
             self._server_send = server_send  # for abort_connection only
         detect.announce_server(mode)
@@ -337,7 +344,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         client = self.scope.get("client") or ("?",)
         return f"addr:{client[0]}"
 
-    async def websocket_connect(self, message: Message) -> None:
+    async def websocket_connect(self, message: Any) -> None:
         refusal = self.admission_refusal() or self._read_recover_requests()
         if refusal is not None:
             code, reason = refusal
@@ -383,7 +390,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         core = self.core
         if core.liveness is Liveness.TRANSPORT:
             # The tuned server's send notes the client's protocol pongs and pings.
-            core.note_activity(self.base_send.last_activity)
+            core.note_activity(self._flow.last_activity)
         core.tick(now)
         if core.has_actions:
             self._perform(core.take_actions())
@@ -411,7 +418,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             waited,
         )
 
-    async def websocket_receive(self, message: Message) -> None:
+    async def websocket_receive(self, message: Any) -> None:
         core = self.core
         if core.state is ConnectionState.CLOSING or core.state is ConnectionState.CLOSED:
             return
@@ -431,7 +438,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         policies. A subclass that closes the connection returns False."""
         return True
 
-    async def websocket_disconnect(self, message: Message) -> None:
+    async def websocket_disconnect(self, message: Any) -> None:
         self._disconnect_code = message.get("code", ABNORMAL_CLOSURE)
         raise StopConsumer()
 
@@ -505,8 +512,37 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         """Join ``group``; it is left automatically when the connection ends."""
         if self.channel_layer is None:
             raise RuntimeError("join_group() needs a channel layer (CHANNEL_LAYERS)")
+        joining = self._joining
+        if joining is None:
+            joining = self._joining = set()
+        joining.add(group)  # the tuned layers' group_add then leaves the hooks to us
+        try:
+            await self.membership_starting(group)
+            try:
+                async with group_ops_limiter():
+                    await self.channel_layer.group_add(group, self.channel_name)
+            except BaseException:
+                self.membership_failed(group)
+                raise
+            self.track_group(group)
+            await self.membership_added(group)
+        finally:
+            joining.discard(group)
+
+    # The tuned layers call these around a ``group_add`` of this consumer's channel
+    # made elsewhere (``self.channel_layer.group_add`` in ``connect()``, as Channels'
+    # tutorial does), so that it gets what ``join_group`` gives: recovery and
+    # ``subscribed`` for groups with history, presence.
+
+    def wants_membership_hooks(self, group: str) -> bool:
+        """Whether a layer's ``group_add`` of ``group`` should call the hooks below
+        (not while :meth:`join_group` calls them itself, nor for a group joined)."""
+        return group not in (self._joining or ()) and group not in (self._joined or ())
+
+    async def membership_starting(self, group: str) -> None:
+        """Before the membership is added: a group with history starts holding live
+        messages, and reads where it stands (consumers.recovery)."""
         policy = history_policy(group)
-        streams = None
         if (
             policy is not None
             and self.tuned_client
@@ -518,22 +554,21 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             if streams is None:
                 streams = self._group_streams = GroupStreams(self, self._recover_requests or {})
             await streams.start(group, policy)
-        try:
-            async with group_ops_limiter():
-                await self.channel_layer.group_add(group, self.channel_name)
-        except BaseException:
-            if streams is not None:
-                streams.forget(group)
-            raise
-        if self._joined is None:
-            self._joined = set()
-        self._joined.add(group)
+
+    def membership_failed(self, group: str) -> None:
+        if self._group_streams is not None:
+            self._group_streams.forget(group)
+
+    async def membership_added(self, group: str) -> None:
+        """After the membership is added: presence, then ``subscribed`` (now, or at
+        the accept) and what the client missed."""
         presence = presence_policy(group)
         if presence is not None and getattr(self.channel_layer, "presence", None) is not None:
             await self.channel_layer.presence.add(
                 group, self.channel_name, self.presence_identity(), presence
             )
-        if streams is not None:
+        streams = self._group_streams
+        if streams is not None and group in streams.streams:
             streams.joined(group)
 
     def presence_identity(self) -> str:
@@ -600,7 +635,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
 
     # ------------------------------------------------------------- outbound
 
-    async def send(
+    async def send(  # type: ignore[override]  # as AsyncWebsocketConsumer.send does
         self,
         text_data: str | None = None,
         bytes_data: bytes | None = None,
@@ -688,15 +723,15 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     def _can_write_now(self) -> bool:
         mode = self._send_mode
         if mode == detect.FLOW:
-            return not self.base_send.paused
+            return not self._flow.paused
         return mode == detect.DAPHNE
 
     def _write_now(self, message: Message) -> None:
         _count_out(message)
         if self._send_mode == detect.FLOW:
-            self.base_send.write_nowait(message)
+            self._flow.write_nowait(message)
         else:
-            detect.write_to_daphne(self.base_send, message)
+            detect.write_to_daphne(self._flow, message)
 
     def _send_control(self, message: Message, *, urgent: bool = False) -> None:
         """Accept and close: never dropped, kept in order with data.
@@ -719,17 +754,17 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         try:
             while queue:
                 if self._send_mode == detect.FLOW:
-                    if not await self.base_send.wait_writable():
+                    if not await self._flow.wait_writable():
                         break  # connection lost
-                    while queue and not self.base_send.paused:
+                    while queue and not self._flow.paused:
                         message = queue.get()
                         _count_out(message)
-                        self.base_send.write_nowait(message)
+                        self._flow.write_nowait(message)
                 else:
                     message = queue.get()
                     _count_out(message)
                     self._send_waiting_since = time.monotonic()
-                    await self.base_send(message)
+                    await self.base_send(cast(Any, message))
                     self._send_waiting_since = 0.0
         except Exception:
             logger.debug("channels_tuning: write to %s failed", self.registry_key, exc_info=True)

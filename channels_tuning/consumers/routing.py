@@ -39,7 +39,7 @@ class TunedURLRouter(URLRouter):
     """``URLRouter`` whose unmatched paths get 403 (WebSocket) or 404 (HTTP), one
     rate-limited log line and a counter, instead of a traceback and a 500."""
 
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
             await super().__call__(scope, receive, send)
         except ValueError as error:

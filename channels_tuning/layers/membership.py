@@ -14,12 +14,14 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from ..compat import channels_redis as upstream
 from ..conf import DEFAULTS, project_settings
 from ..observability.stats import LAYER_ERRORS
+from ..runtime.registry import registry
 from . import keys
 
 logger = logging.getLogger("channels_tuning")
@@ -175,3 +177,26 @@ async def _refresh(by_layer: dict[Any, list[tuple[str, str]]]) -> None:
             # Redis down: memberships are refreshed (re-added) by the next round.
             LAYER_ERRORS.inc((f"refresh:{type(exc).__name__}",))
             logger.warning("channels_tuning: membership refresh failed: %s", exc)
+
+
+@asynccontextmanager
+async def membership_hooks(group: str, channel: str) -> AsyncIterator[None]:
+    """Around a tuned layer's ``group_add``: when ``channel`` is a tuned consumer of
+    this process, it is told before (a group with history reads where it stands
+    first) and after (tracked, presence, ``subscribed``), as :meth:`join_group` does,
+    so that Channels' own ``self.channel_layer.group_add`` in ``connect()`` gets the
+    same recovery, presence and hygiene."""
+    consumer: Any = registry.get(channel)
+    hooks = consumer is not None and consumer.wants_membership_hooks(group)
+    if hooks:
+        await consumer.membership_starting(group)
+    try:
+        yield
+    except BaseException:
+        if hooks:
+            consumer.membership_failed(group)
+        raise
+    if consumer is not None:
+        consumer.track_group(group)
+    if hooks:
+        await consumer.membership_added(group)

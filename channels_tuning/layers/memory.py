@@ -7,16 +7,19 @@ from typing import Any
 from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 
+from ..compat import channels as channels_hooks
 from ..observability.stats import GROUP_SENDS, group_label
 from ..runtime.registry import registry
 from . import keys
 from .history import MemoryHistory
+from .membership import membership_hooks
 from .presence import MemoryPresence
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
 
 
-class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer):
+# group_send returns a DeliveryReport where Channels' returns None (README differences).
+class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer):  # type: ignore[misc]
     """Channels' in-memory layer, with reporting group sends, and direct delivery
     to tuned consumers: no reader task per connection, no deep copy per member."""
 
@@ -47,10 +50,8 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
     async def group_add(self, group: str, channel: str) -> None:
         """Channels' ``group_add``; a tuned consumer of this process added this way has
         the membership tracked (left when it ends), as with ``join_group``."""
-        await super().group_add(group, channel)
-        consumer = registry.get(channel)
-        if consumer is not None:
-            consumer.track_group(group)
+        async with membership_hooks(group, channel):
+            await super().group_add(group, channel)
 
     async def group_discard(self, group: str, channel: str) -> None:
         await super().group_discard(group, channel)
@@ -70,7 +71,7 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
     ) -> DeliveryReport:
         assert isinstance(message, dict), "Message is not a dict"
         keys.require_valid_group_name(self, group)
-        self._clean_expired()
+        channels_hooks.clean_expired(self)
         report = DeliveryReport(group)
         channels = list(self.groups.get(group, {})) if only is None else list(only)
         for channel in channels:

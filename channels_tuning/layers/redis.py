@@ -45,7 +45,7 @@ from ..observability.stats import GROUP_SENDS, MISSED, group_label
 from ..runtime.registry import registry
 from . import keys
 from .history import RedisHistory
-from .membership import GroupAddBatches, derived_group_expiry, refresh_memberships
+from .membership import GroupAddBatches, derived_group_expiry, membership_hooks, refresh_memberships
 from .presence import RedisPresence
 from .reader import process_reader_for
 from .report import DeliveryReport
@@ -243,8 +243,8 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         batches = self._group_adds.get(loop)
         if batches is None:
             batches = self._group_adds[loop] = GroupAddBatches(self)
-        await batches.add(group, channel)  # channels-redis' ZADD + EXPIRE, batched
-        _track(channel, group, add=True)
+        async with membership_hooks(group, channel):
+            await batches.add(group, channel)  # channels-redis' ZADD + EXPIRE, batched
         shard = upstream.shard_of(self, group)
         if time.monotonic() - self._alive_set_at.get(shard, -60.0) > 30.0:
             self._alive_set_at[shard] = time.monotonic()
@@ -252,7 +252,7 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
 
     async def group_discard(self, group: str, channel: str) -> None:
         await super().group_discard(group, channel)
-        _track(channel, group, add=False)
+        _untrack(channel, group)
 
     async def refresh_memberships(self, memberships: list[tuple[str, str]]) -> None:
         """Re-add ``(group, channel)`` pairs now and drop members older than
@@ -265,13 +265,10 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
 LIVENESS_TTL = 5.0
 
 
-def _track(channel: str, group: str, *, add: bool) -> None:
+def _untrack(channel: str, group: str) -> None:
     consumer = registry.get(channel)
     if consumer is not None:
-        if add:
-            consumer.track_group(group)
-        else:
-            consumer.untrack_group(group)
+        consumer.untrack_group(group)
 
 
 def _channels_by_key(layer: Any, channels: list[str]) -> dict[str, list[str]]:

@@ -19,7 +19,9 @@ class RegisteredConsumer(Protocol):
 
     registry_key: str
     connected_at: float
-    last_seen: float
+
+    @property
+    def last_seen(self) -> float: ...
 
     def tracked_groups(self) -> frozenset[str]: ...
 

@@ -58,6 +58,7 @@ from ..compat import daphne as daphne_hooks
 from ..observability.ratelog import RateLimitedLog
 from ..observability.stats import REJECTED
 from ..wire.closecodes import CloseCode
+from . import detect
 from .detect import TRANSPORT_EXTENSION, write_to_protocol
 from .health import DEFAULT_HEALTH_PATH, Health
 from .wsprotocol import ProtocolLimits, tuned_protocol
@@ -430,6 +431,7 @@ class TunedServer(Server):
         # Every private hook checked once, before the first connection: a changed
         # upstream is logged with its fallback instead of failing silently.
         self.compat_problems = compat.self_check()
+        detect.tuned_server_running = True
         autobahn.defer_option_log()
 
     # daphne builds its WebSocket factory inside run(); hook its assignment to

@@ -128,6 +128,9 @@ def announce_server(mode: int) -> None:
 
 
 _paths: dict[type, str] = {}
+#: Set by channels-tuning-daphne's server: a consumer that does not find its send in
+#: the scope here has lost it to a middleware.
+tuned_server_running = False
 
 
 def announce_path(
@@ -142,6 +145,15 @@ def announce_path(
     registry.paths[label] = path
     log = logging.getLogger("channels_tuning")
     log.info("channels_tuning: %s writes through %s", label, path)
+    if mode != FLOW and tuned_server_running:
+        log.warning(
+            "channels_tuning: %s runs the generic path although this process is "
+            "channels-tuning-daphne: a middleware in front of it builds a scope without "
+            "the server's extensions (scope['extensions'][%r]); copy the scope "
+            "(dict(scope, ...)) instead, or the send queue has no flow control",
+            label,
+            TRANSPORT_EXTENSION,
+        )
     if mode != FLOW or idle_timeout is None:
         return
     # Plain pages are alive while they answer the server's protocol pings.

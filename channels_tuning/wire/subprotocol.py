@@ -20,7 +20,7 @@ not offer the subprotocol yet.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 #: The subprotocol the package's clients offer.
@@ -32,12 +32,12 @@ ALWAYS: Final = "always"
 CLIENT_PROTOCOL_CHOICES: Final = (NEGOTIATE, ALWAYS)
 
 
-def offers_subprotocol(scope: dict[str, Any]) -> bool:
+def offers_subprotocol(scope: Mapping[str, Any]) -> bool:
     """Whether the client offered :data:`SUBPROTOCOL` in its handshake."""
     offered: Iterable[str] = scope.get("subprotocols") or ()
     return SUBPROTOCOL in offered
 
 
-def speaks_tuned_protocol(scope: dict[str, Any], client_protocol: str) -> bool:
+def speaks_tuned_protocol(scope: Mapping[str, Any], client_protocol: str) -> bool:
     """Whether the connection of ``scope`` gets heartbeat frames and envelopes."""
     return client_protocol == ALWAYS or offers_subprotocol(scope)

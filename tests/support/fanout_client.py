@@ -107,6 +107,9 @@ async def main() -> None:
             transport.write(
                 f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
                 f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
+                # An Origin of the server's own, as a browser page sends (for
+                # AllowedHostsOriginValidator in front of the consumers).
+                f"Origin: http://127.0.0.1:{port}\r\n"
                 "Sec-WebSocket-Version: 13\r\n\r\n".encode()
             )
             assert await handshake

@@ -102,9 +102,12 @@ def start_redis(tmp: Path, port: int | None = None, *extra: str) -> RedisServer:
     return RedisServer(port, proc, log)
 
 
-def start_sentinel(tmp: Path, master: RedisServer, name: str = "main") -> RedisServer:
+def start_sentinel(
+    tmp: Path, master: RedisServer, name: str = "main", password: str | None = None
+) -> RedisServer:
     """A Redis Sentinel (redis-server in sentinel mode, from the same package)
-    watching ``master`` with a quorum of one and a 1 s down-after: fast failovers."""
+    watching ``master`` with a quorum of one and a 1 s down-after: fast failovers.
+    ``password``: what clients of the sentinel itself must give (``requirepass``)."""
     server = shutil.which("redis-server")
     if server is None:
         raise RuntimeError("redis-server is not installed (apt-get install redis-server)")
@@ -115,7 +118,7 @@ def start_sentinel(tmp: Path, master: RedisServer, name: str = "main") -> RedisS
         f"sentinel monitor {name} 127.0.0.1 {master.port} 1\n"
         f"sentinel down-after-milliseconds {name} 1000\n"
         f"sentinel failover-timeout {name} 5000\n"
-        f"sentinel parallel-syncs {name} 1\n"
+        f"sentinel parallel-syncs {name} 1\n" + (f"requirepass {password}\n" if password else "")
     )
     log = tmp / f"sentinel-{port}.log"
     proc = subprocess.Popen(

@@ -6,7 +6,7 @@ from django.http import HttpRequest, HttpResponse
 from django.template import Context, Engine
 from django.urls import path
 
-from example_project.urls import metrics
+from channels_tuning.views import metrics
 
 ROOM = Engine(builtins=["django.template.defaultfilters"]).from_string(
     (Path(__file__).parent / "published" / "room.html").read_text()

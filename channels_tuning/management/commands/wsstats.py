@@ -194,7 +194,7 @@ def leak_problems(snaps: list[dict[str, Any]]) -> list[str]:
 def _redis_memberships(snap: dict[str, Any]) -> list[str]:
     """Group members in Redis that belong to this (idle) process."""
     prefix = snap.get("layer_prefix")
-    layer = get_channel_layer()
+    layer: Any = get_channel_layer()
     if not prefix or not hasattr(layer, "client_prefix"):
         return []
 
