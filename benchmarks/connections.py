@@ -63,18 +63,30 @@ def open_connections(port: int, path: str, count: int, in_flight: int) -> tuple:
     return client, int(line[1]) / float(line[2])
 
 
-def start(kind: str, redis, tmp: Path, tuning: dict | None = None):
+#: The tests' consumers behind AllowedHostsOriginValidator(AuthMiddlewareStack(...)).
+BEHIND_AUTH = "tests.e2e_asgi:application_behind_auth"
+
+
+def start(kind: str, redis, tmp: Path, tuning: dict | None = None, application: str = ""):
     if kind == "websockets":
         return start_ceiling(tmp)
+    extra = {"application": application} if application else {}
     if kind in OTHER_SERVERS:
-        return start_daphne(tmp, server=kind, redis=redis, tuning=tuning)
-    return start_daphne(tmp, tuned=kind == "tuned", redis=redis, tuning=tuning)
+        return start_daphne(tmp, server=kind, redis=redis, tuning=tuning, **extra)
+    return start_daphne(tmp, tuned=kind == "tuned", redis=redis, tuning=tuning, **extra)
 
 
 async def measure(
-    kind: str, redis, tmp: Path, count: int, in_flight: int, profile: bool = False
+    kind: str,
+    redis,
+    tmp: Path,
+    count: int,
+    in_flight: int,
+    profile: bool = False,
+    application: str = "",
 ) -> dict:
-    server = start(kind, redis, tmp)
+    """``application``: another ASGI application of the tests (:data:`BEHIND_AUTH`)."""
+    server = start(kind, redis, tmp, application=application)
     group = f"idle-{kind}-{time.monotonic_ns()}"
     path = ROUTES[kind].format(group)
     clients = []

@@ -113,7 +113,7 @@ def ratio(a: float, b: float) -> str:
 async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, str]], dict]:
     """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets), and
     the measurements behind them (for the plots)."""
-    progress = Progress(12)
+    progress = Progress(14)
     rows: list[tuple[str, str, str, str, str, str]] = []
 
     def row(title: str, plain: float | None, tuned: float, ceiling: float | None, fmt: str):
@@ -160,6 +160,33 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
                     held["websockets"][key],
                     fmt,
                 )
+
+            # The same idle connections behind the stack Channels' tutorial deploys.
+            behind_idle = {}
+            for kind in ("plain", "tuned"):
+                with progress.step(f"{n} connections behind AuthMiddlewareStack, {kind}"):
+                    behind_idle[kind] = await connections.measure(
+                        kind,
+                        redis,
+                        tmp,
+                        n,
+                        counts.in_flight,
+                        application=connections.BEHIND_AUTH,
+                    )
+            row(
+                f"same {n} idle behind AuthMiddlewareStack: memory per connection, KB",
+                behind_idle["plain"]["kb"],
+                behind_idle["tuned"]["kb"],
+                None,
+                "{:.1f}",
+            )
+            row(
+                "same: handshakes per second",
+                behind_idle["plain"]["handshakes_per_s"],
+                behind_idle["tuned"]["handshakes_per_s"],
+                None,
+                "{:.0f}",
+            )
 
             burst = {}
             shape = f"{counts.subscribers} x {counts.messages} x 100 B"

@@ -1,5 +1,8 @@
 """Django system checks for ``CHANNELS_TUNING`` and the deployment around it.
 
+``channels-tuning-daphne`` runs the settings and deployment checks as it starts
+(daphne runs none): an error stops it before it listens, a warning is logged once.
+
 =====================  ===========================================================
 id                     problem
 =====================  ===========================================================
@@ -48,6 +51,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.checks import Error, Info, Tags, Warning, register
+from django.core.exceptions import ImproperlyConfigured
 
 from .conf import (
     DEFAULTS,
@@ -395,3 +399,24 @@ def _check_networks(value: Any) -> list[Error]:
             id="channels_tuning.E011",
         )
     ]
+
+
+def run_at_server_start(log: Any) -> None:
+    """The package's checks, run by ``channels-tuning-daphne`` as it starts (daphne runs
+    no system checks, and most of these only matter in the serving process): errors
+    stop it, warnings are logged once. Silenced ids (``SILENCED_SYSTEM_CHECKS``) are
+    left out. Nothing to check outside a configured Django project."""
+    if not settings.configured:
+        return
+    found = [*check_settings(), *check_deployment()]
+    found = [message for message in found if not message.is_silenced()]
+    errors = [message for message in found if message.is_serious()]
+    for message in found:
+        if message not in errors:
+            log.warning("%s", message)
+    if errors:
+        for message in errors:
+            log.error("%s", message)
+        raise ImproperlyConfigured(
+            "channels-tuning-daphne refuses to start: " + "; ".join(m.msg for m in errors)
+        )

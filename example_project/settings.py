@@ -118,6 +118,10 @@ if "METRICS_ALLOWED_ADDRESSES" in os.environ:  # /metrics: loopback and staff by
     CHANNELS_TUNING["METRICS_ALLOWED_ADDRESSES"] = os.environ["METRICS_ALLOWED_ADDRESSES"].split(
         ","
     )
+if os.environ.get("REDIS_PUBSUB"):
+    # The pub/sub layer keeps no history and no presence (channels_tuning.W010): the
+    # rooms run without them (no recovery, no online list) instead of failing.
+    del CHANNELS_TUNING["HISTORY"], CHANNELS_TUNING["PRESENCE"]
 CHANNELS_TUNING.update(json.loads(os.environ.get("CHANNELS_TUNING_JSON", "{}")))
 
 LOGGING = {

@@ -96,3 +96,16 @@ async def test_max_attempts_stops_reconnecting():
     client.start()
     await asyncio.wait_for(client.wait_closed(), 5)
     assert (client.state, client.attempt, client.connections) == ("closed", 4, 0)
+
+
+def test_keeps_at_most_the_newest_32_topic_positions_and_asks_for_no_more():
+    """A client of a consumer with more history groups than a server accepts recovery
+    requests for must not be refused (1008) on every reconnect."""
+    client = ReconnectingClient("ws://127.0.0.1:1/ws/?room=1", codec="json")
+    for i in range(40):
+        client._track({"kind": "data", "topic": f"t{i}", "offset": 1, "epoch": "e"})
+    client._track({"kind": "data", "topic": "t0", "offset": 2, "epoch": "e"})  # seen again
+    assert len(client.positions) == 32
+    assert "t0" in client.positions and "t8" not in client.positions  # the oldest went
+    assert client.connect_url().count("ct_recover=") == 32
+    assert "room=1" in client.connect_url()

@@ -321,3 +321,58 @@ async def test_100k_client_chosen_groups_on_a_real_server(daphne_factory, shared
     assert rss_after - rss_before < 64 * 1024
     counters = snap["counters"]
     assert all(len(series) <= 2 for series in counters.values()), counters
+
+
+@pytest.mark.parametrize("server", ["tuned", "daphne"])
+async def test_a_client_that_closes_right_after_its_message_costs_no_traceback(
+    daphne_factory, server
+):
+    """Autobahn 7.1.6's shape: a message, then at once a close. The echo's send meets a
+    closing connection: dropped and counted, never raised into the handler (which
+    logged a traceback and attempted 1011)."""
+    proc = daphne_factory(server=server)
+
+    def message_then_close() -> None:
+        sock, _ = handshake(proc.port, "/ws/echo/")
+        with sock:
+            sock.sendall(frame(0x1, b"x" * 1000) + frame(0x8, struct.pack("!H", 1000)))
+            sock.settimeout(5)
+            with contextlib.suppress(OSError):
+                while sock.recv(65536):
+                    pass
+
+    for _ in range(20):
+        await asyncio.to_thread(message_then_close)
+    await asyncio.sleep(0.5)
+    log = proc.log.read_text()
+    assert "Traceback" not in log and "Disconnected" not in log, log[-3000:]
+    assert proc.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=1011") == 0
+
+
+async def test_the_tuned_server_runs_the_checks_at_start(daphne_factory):
+    """daphne runs no system checks: the tuned server runs the package's, and an error
+    stops it before it listens (a warning is logged once)."""
+    with pytest.raises(RuntimeError) as refused:
+        daphne_factory(tuned=True, tuning={"OVERFLOW_POLICY": "nope"})
+    assert "channels_tuning.E004" in str(refused.value)
+    assert "refuses to start" in str(refused.value)
+
+
+async def test_the_example_on_the_pubsub_layer_chats_without_presence(daphne_factory, shared_redis):
+    """REDIS_PUBSUB=1 (the README's switch): the pub/sub layer keeps no presence or
+    history; the rooms run without them instead of closing every connection 1011."""
+    proc = daphne_factory(
+        tuned=True,
+        redis=shared_redis,
+        application="example_project.asgi:application",
+        REDIS_PUBSUB="1",
+    )
+    origin = f"http://127.0.0.1:{proc.port}"
+    async with (
+        websockets.connect(proc.ws("/ws/chat/pubsub/"), origin=origin) as alice,
+        websockets.connect(proc.ws("/ws/chat/pubsub/"), origin=origin) as bob,
+    ):
+        await alice.send(json.dumps({"message": "hi"}))
+        assert json.loads(await recv_data(bob)) == {"type": "message", "message": "hi"}
+    log = proc.log.read_text()
+    assert "Traceback" not in log and "1011" not in log, log[-2000:]

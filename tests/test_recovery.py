@@ -11,6 +11,8 @@ import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from channels_tuning import (
     TunedJsonWebsocketConsumer,
@@ -477,3 +479,35 @@ async def test_messages_numbered_after_the_read_reach_the_joining_connection():
     assert [(d["offset"], d["data"]) for d in data] == [(1, "between"), (2, "after")]
     assert RECOVERY.get(("gap_filled",)) == 1
     await comm.disconnect()
+
+
+@pytest.mark.parametrize("offset", ["²", "①", "٣", "1²", "+1", "-1", " 1", "1 ", "0x1", ""])
+def test_recovery_offsets_are_ascii_digits_only(offset):
+    with pytest.raises(RecoveryRequestError):
+        parse_recover_requests(f"ct_recover=room.a:ab:{offset}".encode())
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.lists(st.text(max_size=60), max_size=40).map(
+            lambda values: "&".join(f"ct_recover={value}" for value in values)
+        ),
+        st.tuples(
+            st.text("abc.-_", min_size=1, max_size=5),
+            st.text("0123456789abcdef", max_size=8),
+            st.text(max_size=20),
+        ).map(lambda parts: "ct_recover=" + ":".join(parts)),
+    )
+)
+def test_the_recovery_request_parser_refuses_or_parses_anything(query):
+    """Whatever a client puts in the query string: a parse, or RecoveryRequestError
+    (the documented 1008), never another exception."""
+    try:
+        requests = parse_recover_requests(query)
+    except RecoveryRequestError:
+        return
+    assert len(requests) <= MAX_RECOVER_REQUESTS
+    for position in requests.values():
+        assert 0 <= position.offset < 2**53

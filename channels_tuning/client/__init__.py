@@ -54,11 +54,16 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import websockets
-from websockets.typing import Subprotocol
+from websockets.typing import Origin, Subprotocol
 
 from ..wire.codecs import Codec
 from ..wire.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
-from ..wire.offsets import RECOVER_PARAMETER, StreamPosition, recover_parameter
+from ..wire.offsets import (
+    MAX_RECOVER_REQUESTS,
+    RECOVER_PARAMETER,
+    StreamPosition,
+    recover_parameter,
+)
 from ..wire.reconnect import ABNORMAL, Reconnect, codes, policy_for
 from ..wire.subprotocol import SUBPROTOCOL
 
@@ -107,6 +112,17 @@ def reconnect_delay(
     return backoff.delay(attempt, rng)
 
 
+#: HTTP answers to a handshake that another attempt would get again: the client stops
+#: (a missing Origin, a forbidden or unknown path, a bad request).
+PERMANENT_REFUSALS: Final = frozenset({400, 401, 403, 404, 405})
+
+
+def _refusal_status(error: BaseException) -> int | None:
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
 class ReconnectingClient:
     """A WebSocket client that stays connected.
 
@@ -141,8 +157,15 @@ class ReconnectingClient:
         on_close: Callable[[int, str], Any] | None = None,
         recover: bool = True,
         on_recovery: Callable[[str, bool], Any] | None = None,
+        origin: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         self.url = url
+        #: The ``Origin`` header (servers behind Channels' AllowedHostsOriginValidator
+        #: refuse a handshake without one) and any other headers of the handshake.
+        self.origin, self.headers = origin, dict(headers or {})
+        #: The HTTP status of a permanent refusal (403, 404...): the client stopped.
+        self.refused_status: int | None = None
         self.codec = codec
         self.backoff = backoff
         self.max_attempts = max_attempts
@@ -283,11 +306,22 @@ class ReconnectingClient:
                 # Asks for that heartbeat, envelopes and subscribed frames
                 # (channels_tuning.wire.subprotocol); a plain server ignores it.
                 subprotocols=[Subprotocol(SUBPROTOCOL)],
+                origin=Origin(self.origin) if self.origin else None,
+                additional_headers=self.headers or None,
                 max_queue=None,
             )
         except (OSError, asyncio.TimeoutError, websockets.InvalidHandshake) as error:
             logger.debug("connect to %s failed: %r", self.url, error)
             self._ws, self.close_code, self.close_reason = None, ABNORMAL, str(error)
+            status = _refusal_status(error)
+            if status in PERMANENT_REFUSALS:
+                # Asking again gets the same answer: stop, and say why.
+                logger.warning(
+                    "%s refused the handshake with HTTP %d: not retrying", self.url, status
+                )
+                self.refused_status = status
+                self.close_reason = f"HTTP {status}: refused, not retried"
+                self._stopping = True
             return None
         self._ws = ws
         self.connections += 1
@@ -299,6 +333,15 @@ class ReconnectingClient:
         await self._read(ws)
         self._opened.clear()
         return opened_at
+
+    def _keep(self, topic: str, position: StreamPosition) -> None:
+        """Remember ``topic``'s position, most recent last; at most as many topics as
+        a server accepts recovery requests for (the oldest is forgotten: a topic the
+        application no longer follows must not get every reconnect refused)."""
+        self.positions.pop(topic, None)
+        self.positions[topic] = position
+        while len(self.positions) > MAX_RECOVER_REQUESTS:
+            del self.positions[next(iter(self.positions))]
 
     def connect_url(self) -> str:
         """The URL of the next attempt: ``url`` with a recovery request per topic."""
@@ -335,7 +378,7 @@ class ReconnectingClient:
             if not recovered or known is None or known.epoch != epoch:
                 if known is not None:
                     self.gaps += 1
-                self.positions[topic] = StreamPosition(epoch, offset)
+                self._keep(topic, StreamPosition(epoch, offset))
             if self.on_recovery is not None:
                 self.on_recovery(topic, recovered)
             return True
@@ -345,7 +388,7 @@ class ReconnectingClient:
                 return False
             if offset > known.offset + 1:
                 self.gaps += 1
-        self.positions[topic] = StreamPosition(epoch, offset)
+        self._keep(topic, StreamPosition(epoch, offset))
         return True
 
     async def _flush_outbox(self, ws: Any) -> None:

@@ -432,6 +432,10 @@ class TunedServer(Server):
         # upstream is logged with its fallback instead of failing silently.
         self.compat_problems = compat.self_check()
         detect.tuned_server_running = True
+        # Checks that matter at run time: daphne runs none (errors stop the server).
+        from ..checks import run_at_server_start
+
+        run_at_server_start(logging.getLogger("channels_tuning"))
         autobahn.defer_option_log()
 
     # daphne builds its WebSocket factory inside run(); hook its assignment to

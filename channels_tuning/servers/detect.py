@@ -35,6 +35,8 @@ from typing import Any, Final, cast
 from ..checks import lifespan_not_mapped, server_without_flow_control
 from ..compat import autobahn, daphne
 from ..compat import channels as channels_hooks
+from ..core.queue import REASON_CLOSED
+from ..observability.stats import DROPPED
 from ..runtime.registry import registry
 from .guarantees import DETECTED_AS, summary
 from .lifespan import Lifespan
@@ -176,6 +178,11 @@ def write_to_protocol(protocol: Any, message: dict[str, Any]) -> None:
         autobahn.send_close_frame(protocol, message.get("code", 1000), message.get("reason"))
     elif kind == "websocket.send" and protocol.state == protocol.STATE_OPEN:
         autobahn.write_message(protocol, message)
+    elif kind == "websocket.send" and protocol.state != protocol.STATE_CONNECTING:
+        # The client closed (or the connection dropped) while this frame was on its
+        # way: dropped and counted, as daphne drops it, not raised into the handler
+        # (autobahn's Disconnected, which would end in a 1011 and a traceback).
+        DROPPED.inc(("-", REASON_CLOSED))
     else:
         protocol.handle_reply(message)
 

@@ -60,6 +60,7 @@ MAX_RECOVER_REQUESTS: Final = 32
 MAX_OFFSET: Final = 2**53 - 1
 
 _EPOCH = re.compile(r"[0-9a-z]{1,32}")
+_OFFSET = re.compile(r"[0-9]{1,16}")
 # Channels' group-name rule (ASCII alphanumerics, hyphens, underscores, periods; < 100).
 _GROUP = re.compile(r"[a-zA-Z0-9_.\-]{1,99}")
 
@@ -93,7 +94,8 @@ def parse_recover_requests(query_string: bytes | str) -> dict[str, StreamPositio
         epoch, _, offset = rest.partition(":")
         if not _GROUP.fullmatch(group) or not _EPOCH.fullmatch(epoch):
             raise RecoveryRequestError("recovery request is not group:epoch:offset")
-        if not offset.isdigit() or len(offset) > 16 or int(offset) > MAX_OFFSET:
+        # ASCII digits only: str.isdigit() also accepts "²" and "①", which int() refuses.
+        if not _OFFSET.fullmatch(offset) or int(offset) > MAX_OFFSET:
             raise RecoveryRequestError("recovery offset is not a small non-negative integer")
         requests[group] = StreamPosition(epoch, int(offset))
     return requests

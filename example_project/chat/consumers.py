@@ -2,6 +2,7 @@
 
 from channels_tuning import CloseCode, TunedJsonWebsocketConsumer, TunedWebsocketConsumer
 from channels_tuning.broadcast import broadcast
+from channels_tuning.layers.presence import presence_policy
 from channels_tuning.presence import presence
 
 
@@ -17,8 +18,9 @@ class ChatConsumer(TunedJsonWebsocketConsumer):
         # Left automatically when the connection ends, however it ends.
         await self.join_group(self.room_group)
         await self.accept()
-        online = sorted({entry.identity for entry in await presence(self.room_group)})
-        await self.send_json({"type": "online", "who": online})
+        if presence_policy(self.room_group) is not None:  # not on the pub/sub layer
+            online = sorted({entry.identity for entry in await presence(self.room_group)})
+            await self.send_json({"type": "online", "who": online})
 
     def presence_identity(self):
         user = self.scope.get("user")

@@ -218,3 +218,21 @@ test("presence frames are presence events, not messages", async () => {
   assert.deepEqual(messages, [{ type: "chat", message: "hi" }]);
   client.close();
 });
+
+test("keeps at most 32 topic positions, the most recent, and asks for no more", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws) => ws.open());
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, codec: "json", WebSocket: FakeWebSocket });
+  client.start();
+  await sleep(1);
+  for (let i = 0; i < 40; i++) {
+    sockets[0].receive(JSON.stringify({ kind: "data", topic: `t${i}`, offset: 1, epoch: "e", data: i }));
+  }
+  sockets[0].receive(JSON.stringify({ kind: "data", topic: "t3", offset: 2, epoch: "e", data: 0 }));
+  assert.equal(client.positions.size, 32);
+  assert.ok(client.positions.has("t3")); // updated: the most recent again
+  assert.ok(!client.positions.has("t4"));
+  sockets[0].serverClose(1012);
+  await sleep(30);
+  assert.equal((sockets[1].url.match(/ct_recover=/g) ?? []).length, 32);
+  client.close();
+});

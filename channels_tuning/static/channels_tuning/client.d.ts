@@ -6,6 +6,8 @@ export type { Envelope, EnvelopeFields } from "./envelope.js";
 
 export declare const PING_TEXT: string;
 export declare const PONG_TEXT: string;
+/** Topics whose positions the client keeps (the newest): what one reconnect may ask for. */
+export declare const MAX_RECOVER_REQUESTS: 32;
 /** "channels-tuning.v1": offered first in every handshake. */
 export declare const SUBPROTOCOL: string;
 /** SUBPROTOCOL followed by the application's own subprotocols. */

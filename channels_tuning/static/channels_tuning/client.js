@@ -44,6 +44,8 @@ export { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY };
 
 export const PING_TEXT = '{"type":"ct.ping"}';
 export const PONG_TEXT = '{"type":"ct.pong"}';
+/** Topics one reconnect may ask to recover (channels_tuning.wire.offsets). */
+export const MAX_RECOVER_REQUESTS = 32;
 /** The subprotocol that asks a tuned consumer for heartbeats and envelopes. */
 export const SUBPROTOCOL = "channels-tuning.v1";
 
@@ -297,6 +299,14 @@ export class ChannelsTuningClient extends EventTarget {
     emit(this, "message", message);
   }
 
+  /** Remember a topic's position, most recent last; at most MAX_RECOVER_REQUESTS
+   * topics (what a server accepts in one URL): the oldest is forgotten. */
+  _keep(topic, position) {
+    this.positions.delete(topic);
+    this.positions.set(topic, position);
+    while (this.positions.size > MAX_RECOVER_REQUESTS) this.positions.delete(this.positions.keys().next().value);
+  }
+
   /** Keep the topic's position; false for a message the client already has. */
   _track(position) {
     const { kind, topic, offset, epoch } = position;
@@ -305,7 +315,7 @@ export class ChannelsTuningClient extends EventTarget {
       // recovered: the missed messages follow, from our offset; else start from here.
       if (!position.recovered || !known || known.epoch !== epoch) {
         if (known) this.gaps += 1;
-        this.positions.set(topic, { epoch, offset });
+        this._keep(topic, { epoch, offset });
       }
       emit(this, "recovery", { topic, recovered: position.recovered, offset, epoch });
       return true;
@@ -317,7 +327,7 @@ export class ChannelsTuningClient extends EventTarget {
       }
       if (offset > known.offset + 1) this.gaps += 1;
     }
-    this.positions.set(topic, { epoch, offset });
+    this._keep(topic, { epoch, offset });
     return true;
   }
 
