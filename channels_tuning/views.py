@@ -113,20 +113,34 @@ async def live_snapshots(request: HttpRequest) -> HttpResponse:
         snaps = await backend.read()  # on this server's loop: its own Redis pools
     else:
         snaps = await asyncio.to_thread(backend.read)
-    return JsonResponse({"processes": [summary(snap) for snap in snaps]})
+    processes = []
+    for snap in snaps:
+        try:
+            processes.append(summary(snap))
+        except (AttributeError, TypeError, ValueError):
+            snapshot.unreadable(snap.get("pid"))  # planted or from another version
+    return JsonResponse({"processes": processes})
 
 
 def summary(snap: dict[str, Any]) -> dict[str, Any]:
-    """What the page draws, and nothing more."""
+    """What the page draws, and nothing more: numbers as numbers, text as text (a
+    snapshot is not trusted; the page escapes the text too)."""
     counters = snap.get("counters", {})
     generations = snap.get("gc", {}).get("generations", [])
+    dropped = counters.get("channels_tuning_dropped_messages_total", {}).values()
     return {
-        "process": f"{snap['host']}:{snap['pid']}",
-        "server": snap.get("server", ""),
-        "published_at": snap.get("published_at", 0),
-        "connections": snap.get("connections", 0),
-        "queued": snap.get("send_queue", {}).get("queued", 0),
-        "dropped": sum(counters.get("channels_tuning_dropped_messages_total", {}).values()),
-        "gc_pause_max_ms": max((g.get("pause_max_ms", 0) for g in generations), default=0),
-        "rss_kb": snap.get("rss_kb", 0),
+        "process": f"{snap['host']}:{int(snap['pid'])}",
+        "server": str(snap.get("server", "")),
+        "published_at": _number(snap.get("published_at", 0)),
+        "connections": _number(snap.get("connections", 0)),
+        "queued": _number(snap.get("send_queue", {}).get("queued", 0)),
+        "dropped": sum(_number(value) for value in dropped),
+        "gc_pause_max_ms": max((_number(g.get("pause_max_ms", 0)) for g in generations), default=0),
+        "rss_kb": _number(snap.get("rss_kb", 0)),
     }
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"not a number: {value!r}")
+    return value

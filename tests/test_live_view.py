@@ -88,6 +88,36 @@ def test_the_data_is_a_chosen_subset_of_each_snapshot():
     assert "secret" not in json.dumps(summary).lower()
 
 
+async def test_planted_snapshots_are_skipped_and_counted_not_served(tmp_path):
+    """Values under the stats keys are not trusted: a non-JSON file, a JSON list, a
+    snapshot with markup for a number are skipped (counted); a host with markup stays
+    text (the page escapes it); the view answers 200."""
+    import time
+
+    from channels_tuning.observability.stats import LAYER_ERRORS
+
+    tmp_path.chmod(0o700)
+    good = {**SNAPSHOT, "published_at": time.time(), "host": "<img src=x onerror=alert(1)>"}
+    (tmp_path / "good.json").write_text(json.dumps(good))
+    (tmp_path / "junk.json").write_text("<script>")
+    (tmp_path / "list.json").write_text("[1, 2]")
+    bad_number = {**SNAPSHOT, "pid": 43, "published_at": time.time(), "connections": "<b>"}
+    (tmp_path / "number.json").write_text(json.dumps(bad_number))
+    staff = request(user(staff=True))
+    with override_settings(CHANNELS_TUNING={"STATS_BACKEND": "files", "STATS_DIR": str(tmp_path)}):
+        response = await views.live_snapshots(staff)
+    assert response.status_code == 200
+    processes = json.loads(response.content)["processes"]
+    assert [p["process"] for p in processes] == ["<img src=x onerror=alert(1)>:42"]
+    assert LAYER_ERRORS.get(("stats_unreadable",)) == 3
+
+
+def test_the_page_escapes_what_snapshots_say():
+    page = (REPO / "channels_tuning/templates/channels_tuning/live.html").read_text()
+    assert "${escape(process)}" in page and "${escape(points.at(-1).server)}" in page
+    assert "${process}" not in page
+
+
 def django_admin(env: dict[str, str], code: str) -> str:
     result = subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); {code}"],

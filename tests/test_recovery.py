@@ -511,3 +511,18 @@ def test_the_recovery_request_parser_refuses_or_parses_anything(query):
     assert len(requests) <= MAX_RECOVER_REQUESTS
     for position in requests.values():
         assert 0 <= position.offset < 2**53
+
+
+async def test_refused_recovery_requests_are_counted_each_and_logged_once_a_second(caplog):
+    """A client decides how often it sends an unreadable request: every one is counted,
+    the log gets a line a second at most."""
+    with caplog.at_level("INFO", logger="channels_tuning"):
+        for _ in range(20):
+            comm = WebsocketCommunicator(Member.as_asgi(), "/?ct_recover=room.a:ab:²")
+            await comm.connect()
+            assert (await comm.receive_output(timeout=1))["code"] == 1008
+            await comm.disconnect()
+    assert REJECTED.get(("Member", "bad_recovery_request")) == 20
+    refused = [r for r in caplog.records if "refused Member" in r.getMessage()]
+    assert len(refused) <= 2  # the test takes well under two seconds
+    assert not any(r.exc_info for r in caplog.records)

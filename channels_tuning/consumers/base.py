@@ -77,6 +77,7 @@ from .recovery import GroupStreams
 logger = logging.getLogger("channels_tuning")
 #: Clients decide how often a close stalls: a line a second at most.
 _stalled_log = RateLimitedLog(logger, level=logging.INFO)
+_refused_log = RateLimitedLog(logger, level=logging.INFO)
 #: Redis decides how often a read fails (every 5 s of quiet with redis-py 8): a line
 #: a minute at most; every failure is counted in channels_tuning_layer_errors_total.
 _reader_log = RateLimitedLog(logger, interval=60.0, level=logging.WARNING)
@@ -327,7 +328,8 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         try:
             requests = parse_recover_requests(self.scope.get("query_string", b""))
         except RecoveryRequestError as error:
-            logger.info("channels_tuning: refused %s: %s", self.consumer_label(), error)
+            # A client decides how often: a line a second at most (every one counted).
+            _refused_log.log("channels_tuning: refused %s: %s", self.consumer_label(), error)
             return int(CloseCode.POLICY_VIOLATION), "bad_recovery_request"
         if requests:
             self._recover_requests = requests

@@ -21,6 +21,7 @@ import collections
 import contextlib
 import gc
 import json
+import logging
 import math
 import os
 import secrets
@@ -39,6 +40,8 @@ from ..layers import keys
 from ..runtime.registry import registry
 from . import stats
 from .gctuning import monitor
+from .ratelog import RateLimitedLog
+from .stats import LAYER_ERRORS
 
 HOST = socket.gethostname()
 STARTED_AT = time.time()
@@ -233,8 +236,9 @@ class FileBackend:
         live = []
         for path in sorted(self.directory.glob("*.json")):
             try:
-                snap = json.loads(path.read_text())
+                snap = readable(json.loads(path.read_text()))
             except (OSError, ValueError):
+                unreadable(path.name)
                 continue
             if snap.get("host") == HOST and not _pid_alive(snap["pid"]):
                 path.unlink(missing_ok=True)  # a dead process of this host
@@ -260,7 +264,38 @@ class RedisBackend:
         connection = self.layer.connection(0)
         keys = [key async for key in connection.scan_iter(match=f"{self.prefix}*")]
         values = await connection.mget(keys) if keys else []
-        return [json.loads(value) for value in values if value]
+        snaps = []
+        for key, value in zip(keys, values, strict=True):
+            if not value:
+                continue  # expired between the scan and the read
+            try:
+                snaps.append(readable(json.loads(value)))
+            except ValueError:
+                unreadable(key)
+        return snaps
+
+
+_unreadable_log = RateLimitedLog(logging.getLogger("channels_tuning"), interval=60.0)
+
+
+def readable(snap: Any) -> dict[str, Any]:
+    """``snap`` if it has the shape a process publishes; ValueError otherwise (a value
+    under the stats keys is not trusted: anyone who can write to Redis or the stats
+    directory can put one there)."""
+    if not (
+        isinstance(snap, dict)
+        and isinstance(snap.get("pid"), int)
+        and isinstance(snap.get("host"), str)
+        and isinstance(snap.get("published_at"), (int, float))
+    ):
+        raise ValueError("not a snapshot")
+    return snap
+
+
+def unreadable(where: Any) -> None:
+    """A value that is no snapshot: skipped, counted, and said (a line a minute)."""
+    LAYER_ERRORS.inc(("stats_unreadable",))
+    _unreadable_log.log("channels_tuning: skipped an unreadable stats snapshot (%r)", where)
 
 
 def _pid_alive(pid: int) -> bool:

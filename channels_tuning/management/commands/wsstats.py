@@ -93,7 +93,13 @@ class Command(BaseCommand):
             "gen2 max ms",
             "gc ms",
         )
-        rows = [_row(snap) for snap in snaps]
+        rows = []
+        for snap in snaps:
+            try:
+                rows.append(_row(snap))
+            except (AttributeError, KeyError, TypeError, ValueError, IndexError):
+                # Not the shape a process publishes (planted, or another version).
+                self.stderr.write(f"pid {snap.get('pid')}: unreadable snapshot skipped")
         totals = ["total", f"{len(snaps)} procs", "", ""] + [
             _sum(rows, column) for column in range(4, len(header))
         ]
