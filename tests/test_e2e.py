@@ -16,19 +16,22 @@ import websockets
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer as TunedRedisChannelLayer
 from channels_tuning.wire.heartbeat import PING_TEXT, PONG_TEXT
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 from tests.support.rawws import handshake, read_burst, send_text
 from tests.support.waiting import close_code, recv_chat, recv_data, wait_until
 
 pytestmark = pytest.mark.e2e
 
 FAST = {"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5}
+#: A client as the package's are: no keepalive of its own, the channels-tuning subprotocol.
+PACKAGE_CLIENT = {"ping_interval": None, "subprotocols": [SUBPROTOCOL]}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
 async def test_heartbeat_pings_and_idle_close(daphne_factory, tuned):
     daphne = daphne_factory(tuned=tuned, tuning=FAST)
-    async with websockets.connect(daphne.ws("/ws/echo/"), ping_interval=None) as ws:
+    async with websockets.connect(daphne.ws("/ws/echo/"), **PACKAGE_CLIENT) as ws:
         started = time.monotonic()
         assert await asyncio.wait_for(ws.recv(), 2) == PING_TEXT
         # Never answer: closed with 4000 once IDLE_TIMEOUT passed (plus a tick).
@@ -42,7 +45,7 @@ async def test_heartbeat_pings_and_idle_close(daphne_factory, tuned):
 @pytest.mark.slow
 async def test_answered_heartbeats_keep_idle_client_open(daphne_factory):
     daphne = daphne_factory(tuned=True, tuning=FAST)
-    async with websockets.connect(daphne.ws("/ws/echo/"), ping_interval=None) as ws:
+    async with websockets.connect(daphne.ws("/ws/echo/"), **PACKAGE_CLIENT) as ws:
         deadline = time.monotonic() + 4.0  # well past IDLE_TIMEOUT
         while time.monotonic() < deadline:
             assert await asyncio.wait_for(ws.recv(), 2) == PING_TEXT

@@ -18,6 +18,7 @@ from django.test import override_settings
 
 from channels_tuning.layers import RedisChannelLayer
 from channels_tuning.presence import presence, presence_count
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 from tests.support.fleet import lb_clients_report, start_lb_clients
 from tests.support.processes import start_daphne
 from tests.support.waiting import wait_until
@@ -36,7 +37,8 @@ class Watcher:
         self._task = asyncio.ensure_future(self._run(url))
 
     async def _run(self, url: str) -> None:
-        async with websockets.connect(url, max_queue=None) as ws:
+        # A package client: presence events go only to those (channels-tuning.v1).
+        async with websockets.connect(url, max_queue=None, subprotocols=[SUBPROTOCOL]) as ws:
             async for frame in ws:
                 if frame.startswith('{"kind":"presence"'):
                     self.events.append((time.time(), json.loads(frame)["data"]))
