@@ -76,6 +76,14 @@ class Command(BaseCommand):
             self.stdout.write("check: no leftovers in idle processes")
 
     def _table(self, snaps: list[dict[str, Any]]) -> None:
+        # Which way each consumer class writes (before the table, whose last line stays
+        # the totals): behind a middleware that hid the server, a class would run the
+        # generic path; this says so per class.
+        for snap in snaps:
+            paths = snap.get("paths") or {}
+            if isinstance(paths, dict) and paths:
+                listed = ", ".join(f"{label}: {path}" for label, path in sorted(paths.items()))
+                self.stdout.write(f"pid {snap['pid']} writes: {listed}")
         header = (
             "pid",
             "host",
@@ -109,13 +117,6 @@ class Command(BaseCommand):
         widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
         for line in table:
             self.stdout.write("  ".join(str(v).rjust(w) for v, w in zip(line, widths, strict=True)))
-        # Which way each consumer class writes: behind a middleware that hides the
-        # server, a class would run the generic path; this says so per class.
-        for snap in snaps:
-            paths = snap.get("paths") or {}
-            if paths:
-                listed = ", ".join(f"{label}: {path}" for label, path in sorted(paths.items()))
-                self.stdout.write(f"pid {snap['pid']} writes: {listed}")
 
     def _tasks(self, snaps: list[dict[str, Any]]) -> None:
         for snap in snaps:
