@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from django.test import override_settings
 
@@ -248,3 +250,17 @@ def test_each_consumer_class_says_once_how_it_writes_and_warns_where_it_falls_ba
     assert "pings every 120 s" in messages[3] and "IDLE_TIMEOUT = 60.0 s" in messages[3]
     assert len(messages) == 4
     assert registry.paths == {behind: "other ASGI server", flowing: "tuned daphne"}
+
+
+@pytest.mark.parametrize(
+    ("urlconf", "said"), [("example_project.urls", False), ("tests.tutorial.urls", True)]
+)
+def test_the_tuned_server_says_at_start_when_the_browser_client_is_not_served(
+    caplog, urlconf, said
+):
+    from channels_tuning.checks import run_at_server_start
+
+    with override_settings(ROOT_URLCONF=urlconf), caplog.at_level("INFO", "channels_tuning"):
+        run_at_server_start(logging.getLogger("channels_tuning"))
+    lines = [r.getMessage() for r in caplog.records if "client.js is not served" in r.getMessage()]
+    assert len(lines) == int(said)
