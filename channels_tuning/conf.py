@@ -104,7 +104,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     "GROUP_LABEL_LIMIT": 1000,
     # Addresses and networks that channels_tuning.views.metrics (the /metrics view)
     # answers, besides staff users: loopback by default. Empty: staff only.
-    "METRICS_ALLOWED_ADDRESSES": ["127.0.0.0/8", "::1"],
+    "METRICS_ALLOWED_ADDRESSES": ["127.0.0.1", "::1"],
     # Frames kept by tracemalloc (wsstats --memory). None: tracemalloc off (it is costly).
     "TRACEMALLOC": None,
     # Groups whose broadcasts are numbered and kept, so that reconnecting clients get

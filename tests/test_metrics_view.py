@@ -21,14 +21,14 @@ def get(address: str, user=None):
     return metrics(request)
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "127.0.0.2", "::1"])
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1"])
 def test_loopback_gets_the_exposition(address):
     response = get(address)
     assert response.status_code == 200
     assert b"channels_tuning_" in response.content
 
 
-@pytest.mark.parametrize("address", ["10.1.2.3", "2001:db8::1", "not-an-address", ""])
+@pytest.mark.parametrize("address", ["127.0.0.2", "10.1.2.3", "2001:db8::1", "not-an-address", ""])
 def test_anyone_else_gets_403(address):
     assert get(address).status_code == 403
     assert get(address, USER).status_code == 403
