@@ -76,14 +76,6 @@ class Command(BaseCommand):
             self.stdout.write("check: no leftovers in idle processes")
 
     def _table(self, snaps: list[dict[str, Any]]) -> None:
-        # Which way each consumer class writes (before the table, whose last line stays
-        # the totals): behind a middleware that hid the server, a class would run the
-        # generic path; this says so per class.
-        for snap in snaps:
-            paths = snap.get("paths") or {}
-            if isinstance(paths, dict) and paths:
-                listed = ", ".join(f"{label}: {path}" for label, path in sorted(paths.items()))
-                self.stdout.write(f"pid {snap['pid']} writes: {listed}")
         header = (
             "pid",
             "host",
@@ -117,6 +109,17 @@ class Command(BaseCommand):
         widths = [max(len(str(line[i])) for line in table) for i in range(len(header))]
         for line in table:
             self.stdout.write("  ".join(str(v).rjust(w) for v, w in zip(line, widths, strict=True)))
+        # A consumer class that writes another way than its process' server (a
+        # middleware hid the server's send: the generic path) is named, after the
+        # table; --json lists every class ("paths").
+        for snap in snaps:
+            paths = snap.get("paths")
+            if not isinstance(paths, dict):
+                continue
+            odd = {label: path for label, path in paths.items() if path != snap.get("server")}
+            if odd:
+                listed = ", ".join(f"{label}: {path}" for label, path in sorted(odd.items()))
+                self.stderr.write(f"pid {snap['pid']}: {listed} (not {snap.get('server')})")
 
     def _tasks(self, snaps: list[dict[str, Any]]) -> None:
         for snap in snaps:
