@@ -100,9 +100,15 @@ async def test_readme_quickstart_group_send_burst(daphne_factory, shared_redis, 
     assert got == delivered
     # The receiving server counts what its consumers missed; wsstats shows it.
     missed_total = "channels_tuning_group_messages_missed_total"
-    await wait_until(
-        lambda: daphne.counter(missed_total, "reason=over_capacity") == lost, timeout=15
-    )
+    try:
+        await wait_until(
+            lambda: daphne.counter(missed_total, "reason=over_capacity") == lost, timeout=15
+        )
+    except AssertionError:
+        raise AssertionError(
+            f"missed {daphne.counter(missed_total, 'reason=over_capacity')} != lost {lost}; "
+            f"{daphne.stats()['counters'].get('channels_tuning_layer_errors_total')}"
+        ) from None
     await wait_until(
         lambda: (
             json.loads(run_wsstats(daphne.env, "--json").stdout)[0]["counters"][missed_total]
