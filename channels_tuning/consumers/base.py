@@ -148,8 +148,9 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     owner_key: str = ""
     connected_at: float = 0.0
     _send_mode: int = detect.GENERIC
-    #: The server's send written to synchronously (tuned or plain daphne), or None.
-    _flow: Any = None
+    #: The server's own send on tuned and plain daphne (written synchronously: a
+    #: FlowControlledSend, or daphne's), else what the middlewares handed over.
+    base_send: Any
     #: The server's own send under Channels' session wrapper (GENERIC servers only).
     _server_send: Any = None
     #: The client offered the channels-tuning subprotocol (or CLIENT_PROTOCOL is
@@ -222,13 +223,12 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         self._send_mode = mode = detect.detect_send_mode(server_send)
         if mode != detect.GENERIC:
             self.base_send = server_send  # written synchronously, past any middleware
-            self._flow = server_send
         elif server_send is not send:
             self._server_send = server_send  # for abort_connection only
         detect.announce_server(mode)
         detect.announce_path(type(self), mode, server_send, self.tuning.idle_timeout)
-        self.tuned_client = speaks_tuned_protocol(scope, self.tuning.client_protocol)
-        if self.tuned_client:
+        if speaks_tuned_protocol(scope, self.tuning.client_protocol):
+            self.tuned_client = True  # set only when true: instances stay small
             self.core.liveness = Liveness.APPLICATION
         elif mode == detect.FLOW:
             self.core.liveness = Liveness.TRANSPORT
@@ -392,7 +392,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         core = self.core
         if core.liveness is Liveness.TRANSPORT:
             # The tuned server's send notes the client's protocol pongs and pings.
-            core.note_activity(self._flow.last_activity)
+            core.note_activity(self.base_send.last_activity)
         core.tick(now)
         if core.has_actions:
             self._perform(core.take_actions())
@@ -725,15 +725,15 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
     def _can_write_now(self) -> bool:
         mode = self._send_mode
         if mode == detect.FLOW:
-            return not self._flow.paused
+            return not self.base_send.paused
         return mode == detect.DAPHNE
 
     def _write_now(self, message: Message) -> None:
         _count_out(message)
         if self._send_mode == detect.FLOW:
-            self._flow.write_nowait(message)
+            self.base_send.write_nowait(message)
         else:
-            detect.write_to_daphne(self._flow, message)
+            detect.write_to_daphne(self.base_send, message)
 
     def _send_control(self, message: Message, *, urgent: bool = False) -> None:
         """Accept and close: never dropped, kept in order with data.
@@ -756,12 +756,12 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
         try:
             while queue:
                 if self._send_mode == detect.FLOW:
-                    if not await self._flow.wait_writable():
+                    if not await self.base_send.wait_writable():
                         break  # connection lost
-                    while queue and not self._flow.paused:
+                    while queue and not self.base_send.paused:
                         message = queue.get()
                         _count_out(message)
-                        self._flow.write_nowait(message)
+                        self.base_send.write_nowait(message)
                 else:
                     message = queue.get()
                     _count_out(message)
