@@ -126,6 +126,9 @@ def _refusal_status(error: BaseException) -> int | None:
 class ReconnectingClient:
     """A WebSocket client that stays connected.
 
+    A handshake refused ``max_refusals`` times in a row with a status in
+    :data:`PERMANENT_REFUSALS` stops the client (``refused_status``, ``close_reason``).
+
     ``codec``: None (frames as they come: ``str`` or ``bytes``), ``"json"`` (any JSON
     value per text frame, what ``TunedJsonWebsocketConsumer`` speaks), or a
     :class:`~channels_tuning.wire.codecs.Codec` (messages in envelopes; received ones are
@@ -137,6 +140,9 @@ class ReconnectingClient:
     (a queue of at most ``max_received``; beyond that the oldest are dropped and
     counted in ``received_dropped``), unless ``on_message`` is set.
     """
+
+    #: Refusals with a permanent status in a row after which the client stops.
+    max_refusals: int = 3
 
     def __init__(
         self,
@@ -166,6 +172,7 @@ class ReconnectingClient:
         self.origin, self.headers = origin, dict(headers or {})
         #: The HTTP status of a permanent refusal (403, 404...): the client stopped.
         self.refused_status: int | None = None
+        self._refusals = 0
         self.codec = codec
         self.backoff = backoff
         self.max_attempts = max_attempts
@@ -315,15 +322,25 @@ class ReconnectingClient:
             self._ws, self.close_code, self.close_reason = None, ABNORMAL, str(error)
             status = _refusal_status(error)
             if status in PERMANENT_REFUSALS:
-                # Asking again gets the same answer: stop, and say why.
-                logger.warning(
-                    "%s refused the handshake with HTTP %d: not retrying", self.url, status
-                )
-                self.refused_status = status
-                self.close_reason = f"HTTP {status}: refused, not retried"
-                self._stopping = True
+                self._refusals += 1
+                if self._refusals >= self.max_refusals:
+                    # Asking again gets the same answer: stop, and say why. (Not at
+                    # the first: daphne also answers 403 when a consumer fails before
+                    # accepting, which can pass.)
+                    logger.warning(
+                        "%s refused the handshake %d times (HTTP %d): not retrying",
+                        self.url,
+                        self._refusals,
+                        status,
+                    )
+                    self.refused_status = status
+                    self.close_reason = f"HTTP {status}: refused, not retried"
+                    self._stopping = True
+            else:
+                self._refusals = 0
             return None
         self._ws = ws
+        self._refusals = 0
         self.connections += 1
         opened_at = time.monotonic()
         self.state = "open"

@@ -555,7 +555,10 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             streams = self._group_streams
             if streams is None:
                 streams = self._group_streams = GroupStreams(self, self._recover_requests or {})
-            await streams.start(group, policy)
+            # Bounded like the membership itself: a reconnect storm's history reads
+            # exhausted redis-py's pool ("Too many connections") and failed joins.
+            async with group_ops_limiter():
+                await streams.start(group, policy)
 
     def membership_failed(self, group: str) -> None:
         if self._group_streams is not None:
