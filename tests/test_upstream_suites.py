@@ -22,7 +22,8 @@ import pytest
 
 from tests.support.processes import REPO, start_sentinel, stop_process
 
-pytestmark = pytest.mark.e2e
+# Whole upstream suites in a subprocess: more than the default per-test timeout.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 #: Upstream test id -> why it fails against the package (a README difference). None yet.
 KNOWN_DIFFERENCES: dict[str, str] = {}
