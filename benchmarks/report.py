@@ -1,12 +1,12 @@
-"""One command for the table the README quotes: every row of issue #16 side by side in
+"""One command for the table of the measurements page: every comparison side by side in
 one run, plain Channels, channels-tuning and the ``websockets`` ceiling where it applies,
 with ratios and the machine it ran on.
 
     python -m benchmarks.report             # full counts, about 10 minutes
     python -m benchmarks.report --quick     # small counts, about a minute (CI runs it)
-    python -m benchmarks.report --write     # also rewrite docs/benchmarks.md and the
-                                            # README's table between its markers, and
-                                            # the plots in docs/_static/benchmarks/
+    python -m benchmarks.report --write     # also rewrite docs/benchmarks.md's table
+                                            # between its markers, and the plots in
+                                            # docs/_static/benchmarks/
     python -m benchmarks.report --quick --plots DIR   # plots of a smoke run, in DIR
 
 Rows (each from the benchmark named, run in this process' sitting):
@@ -45,7 +45,7 @@ from benchmarks import connections, fanout, gc_pause, slow_reader  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
-#: Where --write puts the plots (the docs' benchmarks page and the README show them).
+#: Where --write puts the plots (the measurements page shows them).
 PLOTS = REPO / "docs" / "_static" / "benchmarks"
 
 
@@ -387,7 +387,7 @@ def replace_between_markers(path: Path, block: str) -> None:
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
-    parser.add_argument("--write", action="store_true", help="update docs and README")
+    parser.add_argument("--write", action="store_true", help="rewrite docs/benchmarks.md")
     parser.add_argument("--plots", type=Path, help="write the plots (PNG) into this directory")
     options = parser.parse_args()
     counts = QUICK if options.quick else Counts()
@@ -402,7 +402,6 @@ async def main() -> None:
             print(f"plot: {path}", file=sys.stderr)
     if options.write:
         replace_between_markers(REPO / "docs" / "benchmarks.md", table)
-        replace_between_markers(REPO / "README.md", table)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
     python -m sphinx -W -b html docs docs/_build/html
 
-The reference pages are written from the code by ``_ext/ct_reference.py``; the topic
-guides include the README's sections, so that the two never say different things.
+The pages in this folder are the documentation's source; the README is a short
+introduction that links here (its two tables are kept equal to the pages' by
+``tests/test_readme.py``). The reference pages are written from the code by
+``_ext/ct_reference.py``.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ extensions = [
 source_suffix = {".md": "markdown"}
 myst_enable_extensions = ["colon_fence"]
 myst_heading_anchors = 3
-exclude_patterns = ["_build", "README.md"]
-# The README's sections, included in topic guides, start at level 2 under a level-1 title.
+exclude_patterns = ["_build"]
+# The changelog page includes CHANGELOG.md, whose headings start at level 2.
 suppress_warnings = ["myst.header", "misc.highlighting_failure"]
 
 autodoc_member_order = "bysource"
@@ -48,4 +50,6 @@ autodoc_typehints = "description"
 autodoc_default_options = {"members": True, "show-inheritance": True}
 
 html_theme = "furo"
+html_static_path = ["_static"]
+html_css_files = ["tables.css"]
 html_title = f"channels-tuning {release}"

@@ -158,24 +158,6 @@ def test_the_version_is_defined_once():
     assert channels_tuning.__version__.count(".") == 2
 
 
-def test_readme_close_code_table_matches_the_code():
-    import logging
-    import re
-
-    from channels_tuning.wire.closecodes import LOG_LEVELS, CloseCode
-    from channels_tuning.wire.reconnect import ADVICE, policy_for
-
-    readme = (REPO / "README.md").read_text()
-    section = readme[readme.index("## Close codes") : readme.index("## Heartbeat wire format")]
-    rows = re.findall(r"^\| (\d{4}) \| .* \| (\w+) \| ([^|]+) \|$", section, re.M)
-    table = {int(code): (level, advice.strip()) for code, level, advice in rows}
-    expected = {
-        int(code): (logging.getLevelName(LOG_LEVELS[code]), ADVICE[policy_for(code)])
-        for code in CloseCode
-    }
-    assert table == expected
-
-
 def test_browser_reconnect_table_is_generated_from_python():
     from channels_tuning.wire.reconnect import JS_PATH, render_js
 

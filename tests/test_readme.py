@@ -139,3 +139,74 @@ def test_the_set_up_line_installs_what_the_tests_and_benchmarks_need():
         "nginx": "nginx-light",
     }.items():
         assert source in installed | apt, executable
+
+
+DOCS = README.parent / "docs"
+MAX_README_LINES = 150
+
+
+def docs_pages() -> list[Path]:
+    return [p for p in DOCS.rglob("*.md") if "_build" not in p.parts]
+
+
+def prose(page: Path) -> str:
+    """A page without its code blocks and HTML comments: what a reader reads as text."""
+    text = re.sub(r"^(```|~~~).*?^\1\s*$", "", page.read_text(), flags=re.S | re.M)
+    return re.sub(r"<!--.*?-->", "", text, flags=re.S)
+
+
+def test_readme_is_short_and_the_docs_are_the_source():
+    """The README introduces and links; the pages in docs/ are the documentation and
+    none of them includes the README (which would make it the source again)."""
+    assert len(README.read_text().splitlines()) <= MAX_README_LINES
+    assert [p.name for p in docs_pages() if "README.md" in p.read_text()] == []
+    for link in re.findall(r"\]\(((?:docs/|CHANGELOG|CONTRIBUTING)[^)#]*)\)", README.read_text()):
+        assert (README.parent / link).exists(), link
+
+
+#: Upstream projects whose issue numbers a page may cite ("daphne #170").
+UPSTREAM = ("daphne", "channels_redis", "channels", "uvicorn", "hypercorn", "autobahn")
+
+
+def test_docs_pages_stand_alone():
+    """A page of the site is read on its own: no "above"/"below" (the reader may have
+    arrived from a search), no issue number of this project's tracker, no path outside
+    the repository."""
+    findings = []
+    for page in docs_pages():
+        text = prose(page)
+        name = page.relative_to(DOCS)
+        findings += [f"{name}: {m}" for m in re.findall(r"\b(?:above|below)\b", text, re.I)]
+        for match in re.finditer(r"(\S*)\s?#(\d+)\b", text):
+            if not match.group(1).lower().lstrip("([").startswith(UPSTREAM):
+                findings.append(f"{name}: {match.group(0)}")
+        findings += [f"{name}: {m}" for m in re.findall(r"\.\./shared\S*", text)]
+    assert findings == []
+
+
+def test_readme_tables_are_the_docs_tables():
+    """The two tables the README shows are the pages' own: the guarantees by server
+    (written from the code) and the differences from Channels."""
+    from channels_tuning.servers.guarantees import markdown_table
+
+    deployment = (DOCS / "topics" / "deployment.md").read_text()
+    assert markdown_table() in deployment
+
+    def differences(text: str) -> str:
+        start = text.index("| Channels | channels-tuning | why |")
+        return text[start : text.index("\n\n", start)]
+
+    assert differences(README.read_text()) == differences((DOCS / "differences.md").read_text())
+
+
+def test_the_site_can_be_published_as_built():
+    """Read the Docs builds what the tests build: this configuration, warnings as errors,
+    with the docs extra; the package's metadata points at the site."""
+    rtd = (README.parent / ".readthedocs.yaml").read_text()
+    assert re.search(r"^  configuration: docs/conf\.py$", rtd, re.M)
+    assert re.search(r"^  fail_on_warning: true$", rtd, re.M)
+    assert re.search(r"^        - docs$", rtd, re.M)
+    pyproject = (README.parent / "pyproject.toml").read_text()
+    assert '\ndocs = ["sphinx' in pyproject
+    urls = pyproject[pyproject.index("[project.urls]") :].split("\n\n")[0]
+    assert "Documentation = " in urls and "Changelog = " in urls

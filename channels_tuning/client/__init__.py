@@ -12,7 +12,7 @@ full jitter. It keeps a bounded queue of outgoing messages while disconnected::
             async for message in client:
                 print(message)
 
-What happens on each close code (the server's table is in the README):
+What happens on each close code (the server's table is in docs/reference/close-codes.md):
 
 =====================  =====================================================
 close code             the client

@@ -18,7 +18,7 @@ from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
 
 
-# group_send returns a DeliveryReport where Channels' returns None (README differences).
+# group_send returns a DeliveryReport where Channels' returns None (docs/differences.md).
 class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer):  # type: ignore[misc]
     """Channels' in-memory layer, with reporting group sends, and direct delivery
     to tuned consumers: no reader task per connection, no deep copy per member."""

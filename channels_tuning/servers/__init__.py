@@ -6,7 +6,7 @@
   inbound queues, opt-in compression and a graceful drain;
 - :mod:`.lifespan`: the ASGI lifespan handler that gives uvicorn and hypercorn the
   same shutdown (close with 1012, wait for every connection's cleanup);
-- :mod:`.guarantees`: what holds on each server (the README's table).
+- :mod:`.guarantees`: what holds on each server (the guarantees table).
 
 A new server belongs here as a module of its own, its private hooks in
 :mod:`channels_tuning.compat`.

@@ -21,7 +21,7 @@ Middlewares wrap ``send`` (Channels' ``AuthMiddlewareStack`` does, through its
 tuned server hands its flow-controlled send to the application in the scope's
 ``extensions`` (:data:`TRANSPORT_EXTENSION`), which every middleware passes on; a
 consumer writes to it directly (a middleware's wrapper of ``send`` does not see
-``websocket.send`` messages on that path: listed in the README's differences). For
+``websocket.send`` messages on that path: listed in the differences from Channels). For
 the other servers Channels' own session wrapper is looked through
 (:func:`channels_tuning.compat.channels.unwrap_send`).
 """

@@ -1,8 +1,9 @@
 """What each server gives a tuned consumer: one row per guarantee, one column per server.
 
-This table is the single source of the README's "Guarantees by server" table (a
-test compares them), of the line each process logs at its first connection, and of
-``manage.py check --deploy``'s note for every server installed. Each row names the
+This table is the single source of the "Guarantees by server" table (in the README
+and docs/topics/deployment.md; a test compares them), of the line each process logs
+at its first connection, and of ``manage.py check --deploy``'s note for every server
+installed. Each row names the
 test in ``tests/test_servers_e2e.py`` that runs it on every server, asserting the
 "no" cells too.
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-#: Server keys, in column order, with the names the README and stats use.
+#: Server keys, in column order, with the names the documentation and stats use.
 SERVER_TITLES: Final = {
     "daphne": "daphne",
     "tuned": "channels-tuning-daphne",
@@ -121,7 +122,7 @@ GUARANTEES: Final = (
 
 
 def markdown_table() -> str:
-    """The README's table: a check or a cross per cell, the note beside it."""
+    """The guarantees table: a check or a cross per cell, the note beside it."""
     header = "| guarantee | " + " | ".join(SERVER_TITLES.values()) + " |"
     rule = "|---" * (len(SERVER_TITLES) + 1) + "|"
     rows = [header, rule]

@@ -1,6 +1,6 @@
 """Every WebSocket close code the package sends, and how loudly each is logged.
 
-The README's close-code table is generated from the same facts; clients decide
+The documentation's close-code table is generated from the same facts; clients decide
 from the code whether to reconnect (the table is :mod:`channels_tuning.wire.reconnect`).
 """
 

@@ -42,7 +42,7 @@ POLICY: Final[dict[int, Reconnect]] = {
 }
 DEFAULT: Final = Reconnect.BACKOFF
 
-#: The README's "client should reconnect" column, per action.
+#: The close-code reference's "clients" column, per action.
 ADVICE: Final[dict[Reconnect, str]] = {
     Reconnect.STOP: "no",
     Reconnect.NOW: "yes, at once (with jitter)",

@@ -1,4 +1,4 @@
-"""HAProxy and nginx (the Debian packages) started by the tests with the README's
+"""HAProxy and nginx (the Debian packages) started by the tests with the deployment guide's
 configurations, their ports replaced by free ones and their servers by the tests'
 processes."""
 
@@ -15,10 +15,12 @@ from pathlib import Path
 
 from .processes import REPO, free_port, wait_for_port
 
+DEPLOYMENT_GUIDE = REPO / "docs" / "topics" / "deployment.md"
+
 
 def readme_config() -> str:
-    """The ``haproxy`` block of the README's deploying section, as written."""
-    text = (REPO / "README.md").read_text()
+    """The ``haproxy`` block of the deployment guide, as written."""
+    text = DEPLOYMENT_GUIDE.read_text()
     return re.search(r"```haproxy\n(.*?)```", text, re.S).group(1)
 
 
@@ -67,8 +69,8 @@ def start_haproxy(tmp: Path, backend_ports: list[int]) -> HAProxy:
 
 
 def readme_nginx_config() -> str:
-    """The ``nginx`` block of the README's deploying section, as written."""
-    text = (REPO / "README.md").read_text()
+    """The ``nginx`` block of the deployment guide, as written."""
+    text = DEPLOYMENT_GUIDE.read_text()
     return re.search(r"```nginx\n(.*?)```", text, re.S).group(1)
 
 
