@@ -32,7 +32,7 @@ from fanout import payload, run_case  # noqa: E402
 from google.protobuf.wrappers_pb2 import StringValue  # noqa: E402
 
 from channels_tuning.broadcast import broadcast, send_to_group  # noqa: E402
-from channels_tuning.codecs import ProtobufCodec  # noqa: E402
+from channels_tuning.wire.codecs import ProtobufCodec  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 CODEC = ProtobufCodec(StringValue)

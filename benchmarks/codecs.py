@@ -3,7 +3,7 @@ allocations and GC collections, for a small (~100 B) and a larger (~4 KB) messag
 
 - json: ``JsonCodec`` (stdlib json) with the message as a dict;
 - protobuf: ``ProtobufCodec``, fresh objects per message;
-- protobuf pooled: the same with pooled objects (``pool_envelopes=True`` on decode;
+- protobuf pooled: the same with pooled objects (``benchmarks.pools.PooledProtobufCodec`` on decode;
   on encode an ``ObjectPool`` of envelopes, filled, serialized and cleared).
 
 Also frame assembly (2-byte WebSocket header + payload) with ``bytes`` against a
@@ -24,9 +24,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from channels_tuning.codecs import JsonCodec, ProtobufCodec
-from channels_tuning.pooling import BufferPool, ObjectPool
-from channels_tuning.wire.codecs import Received
+from benchmarks.pools import BufferPool, ObjectPool, PooledProtobufCodec
+from channels_tuning.wire.codecs import JsonCodec, ProtobufCodec, Received
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
 
 UserMessage = Envelope  # stands in for the user's message type
@@ -70,7 +69,7 @@ def run(size: int, n: int) -> list[tuple[str, float, float, float, int]]:
     user = UserMessage(**fields)
     as_dict = {key: value for key, value in fields.items()}
     json_codec, proto_codec = JsonCodec(), ProtobufCodec(UserMessage)
-    pooled_codec = ProtobufCodec(UserMessage, pool_envelopes=True)
+    pooled_codec = PooledProtobufCodec(UserMessage)
     json_frame = json_codec.encode(as_dict, topic="room-42", seq=7)
     proto_frame = proto_codec.encode(user, topic="room-42", seq=7)
     pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear)

@@ -1,5 +1,177 @@
-"""Stable import path of :mod:`channels_tuning.layers.broadcast` (``broadcast()``,
-``broadcast_many()``, ``send_to_group()`` and their exceptions)."""
+"""Producer-side group sends: encode once, and apply backpressure instead of losing.
 
-from .layers.broadcast import *  # noqa: F403
-from .layers.broadcast import __all__  # noqa: F401
+::
+
+    from channels_tuning.broadcast import broadcast
+
+    report = await broadcast("prices", {"sym": "ACME", "px": 12.5}, on_full="wait", timeout=5)
+
+The payload is encoded once, here (a ``str`` is sent as a text frame, ``bytes`` as a
+binary frame, anything else as compact JSON text), and travels through the layer as
+a ready ASGI ``websocket.send`` message. Each receiving process deserializes it once
+and puts that same message in the bounded send queue of every local member: no
+handler call, task or ``json.dumps`` per consumer. Members must be tuned consumers.
+
+``on_full`` says what happens when a receiving process' layer key is at ``capacity``
+(the process is not keeping up):
+
+``"wait"`` (default)
+    Retry only the full receivers, with a short backoff, until ``timeout`` seconds
+    have passed; then raise :class:`DeliveryTimeout` (with the report). Receivers
+    that had room got the message once: retries never duplicate.
+``"drop"``
+    Return the report; the receivers that missed it are counted
+    (``channels_tuning_group_send_dropped_total``, reason ``over_capacity``).
+``"raise"``
+    Raise :class:`ReceiversFull` (with the report) after the one attempt.
+
+At most ``MAX_IN_FLIGHT`` broadcasts per process run at once; more wait their turn,
+so a burst of producers cannot open unbounded Redis work.
+
+To a group with history (the ``HISTORY`` setting, :mod:`.layers.history`) the payload is first
+appended to the group's history, which numbers it, and clients get it in an envelope
+with its offset and epoch (:mod:`channels_tuning.wire.offsets`): ``bytes`` in a binary
+protobuf ``Envelope``, anything else as the JSON envelope's ``data`` (a ``str`` as a
+JSON string). One more Redis round trip per broadcast; no ``coalesce_key`` there
+(coalescing would cut the numbered sequence).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from channels import DEFAULT_CHANNEL_LAYER
+from channels.layers import get_channel_layer
+
+from .exceptions import DeliveryError, DeliveryTimeout, ReceiversFull
+from .layers.frames import FRAME_TYPE, FRAMES_TYPE, encode_frame
+from .layers.history import history_policy
+from .layers.report import DeliveryReport
+from .layers.sending import MAX_IN_FLIGHT, send_with_policy
+from .wire.offsets import data_frame
+
+__all__ = [
+    "FRAMES_TYPE",
+    "FRAME_TYPE",
+    "MAX_IN_FLIGHT",
+    "DeliveryError",
+    "DeliveryReport",
+    "DeliveryTimeout",
+    "ReceiversFull",
+    "broadcast",
+    "broadcast_many",
+    "encode_frame",
+    "send_to_group",
+]
+
+
+async def broadcast(
+    group: str,
+    payload: Any,
+    *,
+    on_full: str = "wait",
+    timeout: float = 5.0,
+    coalesce_key: Any = None,
+    layer_alias: str = DEFAULT_CHANNEL_LAYER,
+    layer: Any = None,
+) -> DeliveryReport:
+    """Send ``payload`` to every member of ``group`` as one pre-encoded frame.
+
+    ``layer``: a layer instance to use instead of ``CHANNEL_LAYERS[layer_alias]``
+    (a producer outside Django, a test)."""
+    if layer is None:
+        layer = get_channel_layer(layer_alias)
+    policy = history_policy(group)
+    if policy is not None:
+        if coalesce_key is not None:
+            raise ValueError(f"group {group!r} has history: broadcast() takes no coalesce_key")
+        message = await _numbered(layer, group, payload, policy)
+    else:
+        message = {"type": FRAME_TYPE, "frame": encode_frame(payload)}
+        if coalesce_key is not None:
+            message["key"] = coalesce_key
+    return await send_to_group(
+        group, message, on_full=on_full, timeout=timeout, layer_alias=layer_alias, layer=layer
+    )
+
+
+async def broadcast_many(
+    group: str,
+    payloads: Iterable[Any],
+    *,
+    on_full: str = "wait",
+    timeout: float = 5.0,
+    layer_alias: str = DEFAULT_CHANNEL_LAYER,
+    layer: Any = None,
+) -> DeliveryReport:
+    """Send several frames to ``group`` in one layer message: one Redis round trip
+    and one slot of each receiving process' capacity for the whole batch (to a group
+    with history: one broadcast each, so that each has its offset)."""
+    if history_policy(group) is not None:
+        # One report for the batch: receivers as for one message, losses summed.
+        total = DeliveryReport(group)
+        for payload in payloads:
+            report = await broadcast(
+                group,
+                payload,
+                on_full=on_full,
+                timeout=timeout,
+                layer_alias=layer_alias,
+                layer=layer,
+            )
+            total.receivers = max(total.receivers, report.receivers)
+            total.processes = max(total.processes, report.processes)
+            total.receivers_over_capacity += report.receivers_over_capacity
+            total.receivers_gone += report.receivers_gone
+            total.retries += report.retries
+            total.state_lost = total.state_lost or report.state_lost
+        return total
+    message = {"type": FRAMES_TYPE, "frames": [encode_frame(p) for p in payloads]}
+    return await send_to_group(
+        group, message, on_full=on_full, timeout=timeout, layer_alias=layer_alias, layer=layer
+    )
+
+
+async def _numbered(layer: Any, group: str, payload: Any, policy: Any) -> dict[str, Any]:
+    """Append ``payload`` to ``group``'s history; the layer message with its offset."""
+    history = getattr(layer, "history", None)
+    if history is None:
+        raise TypeError(
+            f"group {group!r} has HISTORY, which {type(layer).__name__} does not keep "
+            "(the tuned Redis and in-memory layers do)"
+        )
+    binary = isinstance(payload, (bytes, bytearray, memoryview))
+    data = bytes(payload) if binary else json.dumps(payload, separators=(",", ":")).encode()
+    offset, epoch = await history.append(group, data, binary, policy)
+    return {
+        "type": FRAME_TYPE,
+        "frame": data_frame(group, offset, epoch, data, binary=binary),
+        "group": group,
+        "offset": offset,
+        "epoch": epoch,
+    }
+
+
+async def send_to_group(
+    group: str,
+    message: dict[str, Any],
+    *,
+    on_full: str = "wait",
+    timeout: float = 5.0,
+    layer_alias: str = DEFAULT_CHANNEL_LAYER,
+    layer: Any = None,
+) -> DeliveryReport:
+    """``group_send`` of any layer message with the ``on_full`` policy (``wait``
+    raises :class:`DeliveryTimeout` at the deadline)."""
+    if layer is None:
+        layer = get_channel_layer(layer_alias)
+    if not hasattr(layer, "group_send_report"):
+        raise TypeError(
+            f"broadcast needs a channels_tuning.layers layer, not {type(layer).__name__} "
+            f"(CHANNEL_LAYERS[{layer_alias!r}]['BACKEND'])"
+        )
+    return await send_with_policy(
+        layer, group, message, on_full=on_full, timeout=timeout, raise_at_deadline=True
+    )

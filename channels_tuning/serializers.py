@@ -1,5 +1,15 @@
-"""Stable import path of :mod:`channels_tuning.layers.serializers`: importing it
-registers the ``"channels_tuning"`` serializer format with channels-redis."""
+"""Deprecated import path kept from 0.1: use :mod:`channels_tuning.layers.serializers`
+(the ``channels_tuning`` app registers the serializer format itself; nothing needs to
+import this). Importing it warns; it is removed in 0.3.0."""
 
-from .layers.serializers import *  # noqa: F403
-from .layers.serializers import __all__  # noqa: F401
+import warnings
+
+warnings.warn(
+    "channels_tuning.serializers is deprecated and removed in 0.3.0: "
+    "import channels_tuning.layers.serializers",
+    DeprecationWarning,
+    stacklevel=2,
+)
+
+from .layers.serializers import *  # noqa: E402, F403
+from .layers.serializers import __all__  # noqa: E402, F401

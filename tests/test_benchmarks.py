@@ -3,12 +3,17 @@ servers, real Redis), and the table the documentation shows is the one the repor
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+
+from benchmarks.pools import BufferPool, ObjectPool, PooledProtobufCodec
+from channels_tuning.wire.proto.envelope_pb2 import Envelope
 
 REPO = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
@@ -70,3 +75,58 @@ def test_plots_shown_are_the_reports_and_exist():
         assert f"_static/benchmarks/{name}.png" in shown
     for path in shown:
         assert (REPO / "docs" / path).read_bytes()[:4] == b"\x89PNG", path
+
+
+# ---------------------------------- the pools benchmarks/codecs.py compares
+
+
+def test_object_pool_returns_reset_objects_and_stays_bounded():
+    pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear, maxsize=3)
+    taken = [pool.acquire() for _ in range(5)]
+    for i, envelope in enumerate(taken):
+        envelope.topic, envelope.seq = f"secret-{i}", i + 1
+    for envelope in taken:
+        pool.release(envelope)
+    assert len(pool) == 3  # two were dropped, not kept
+    again = [pool.acquire() for _ in range(3)]
+    assert all(envelope == Envelope() for envelope in again)  # no data from earlier use
+    assert pool.created == 5 and pool.reused == 3
+
+
+def test_pooled_decoding_leaks_nothing_between_messages():
+    codec = PooledProtobufCodec(StringValue)
+    first = codec.decode(codec.encode(StringValue(value="a"), topic="room", seq=9, error="x"))
+    second = codec.decode(codec.encode(StringValue(value="b")))
+    assert (first.topic, first.seq, first.error) == ("room", 9, "x")
+    assert (second.topic, second.seq, second.error, second.message.value) == ("", 0, "", "b")
+
+
+async def test_pools_shared_by_many_coroutines_hand_out_distinct_objects():
+    pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear, maxsize=8)
+    buffers = BufferPool(maxsize=8)
+
+    async def worker(n: int) -> None:
+        for round_ in range(50):
+            with pool.borrowed() as envelope:
+                envelope.seq = n * 1000 + round_
+                buffer = buffers.acquire()
+                buffer += n.to_bytes(4, "big")
+                await asyncio.sleep(0)  # other workers run while this one holds both
+                assert envelope.seq == n * 1000 + round_
+                assert bytes(buffer) == n.to_bytes(4, "big")
+                buffers.release(buffer)
+
+    await asyncio.gather(*(worker(n) for n in range(100)))
+    assert len(pool) == 8 and len(buffers) == 8
+
+
+def test_buffer_pool_does_not_keep_oversized_buffers():
+    pool = BufferPool(maxsize=2, max_buffer_size=16)
+    big = pool.acquire()
+    big += b"x" * 17
+    pool.release(big)
+    assert len(pool) == 0
+    small = pool.acquire()
+    small += b"abc"
+    pool.release(small)
+    assert len(pool) == 1 and pool.acquire() == bytearray()

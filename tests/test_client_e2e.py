@@ -11,7 +11,7 @@ import websockets
 from google.protobuf.wrappers_pb2 import StringValue
 
 from channels_tuning.client import Backoff, ReconnectingClient
-from channels_tuning.codecs import ProtobufCodec
+from channels_tuning.wire.codecs import ProtobufCodec
 from tests.support.processes import start_daphne, stop_process
 from tests.support.waiting import until
 

@@ -17,9 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channels_tuning import TunedProtobufWebsocketConsumer
-from channels_tuning.codecs import KINDS, DecodeError, JsonCodec, ProtobufCodec, type_url
 from channels_tuning.observability.stats import CLOSES
-from channels_tuning.pooling import BufferPool, ObjectPool
+from channels_tuning.wire.codecs import KINDS, DecodeError, JsonCodec, ProtobufCodec, type_url
 from channels_tuning.wire.heartbeat import PING_BYTES, PONG_BYTES
 from channels_tuning.wire.proto import generate
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
@@ -99,7 +98,7 @@ def test_json_codec_round_trips_any_envelope(fields, value):
 @settings(max_examples=3000, deadline=None)
 @given(st.binary(max_size=300))
 def test_protobuf_decoder_raises_only_decode_error_on_arbitrary_bytes(data):
-    for codec in (ProtobufCodec(StringValue), ProtobufCodec(BytesValue, pool_envelopes=True)):
+    for codec in (ProtobufCodec(StringValue), ProtobufCodec(BytesValue)):
         with contextlib.suppress(DecodeError):
             codec.decode(data)
 
@@ -148,61 +147,6 @@ def test_types_registry_picks_the_class_by_type_url():
     unknown = Envelope(kind=Envelope.DATA, type_url="type.googleapis.com/nope").SerializeToString()
     with pytest.raises(DecodeError, match="unknown type_url"):
         codec.decode(unknown)
-
-
-# ------------------------------------------------------------------ pools
-
-
-def test_object_pool_returns_reset_objects_and_stays_bounded():
-    pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear, maxsize=3)
-    taken = [pool.acquire() for _ in range(5)]
-    for i, envelope in enumerate(taken):
-        envelope.topic, envelope.seq = f"secret-{i}", i + 1
-    for envelope in taken:
-        pool.release(envelope)
-    assert len(pool) == 3  # two were dropped, not kept
-    again = [pool.acquire() for _ in range(3)]
-    assert all(envelope == Envelope() for envelope in again)  # no data from earlier use
-    assert pool.created == 5 and pool.reused == 3
-
-
-def test_pooled_decoding_leaks_nothing_between_messages():
-    codec = ProtobufCodec(StringValue, pool_envelopes=True)
-    first = codec.decode(codec.encode(StringValue(value="a"), topic="room", seq=9, error="x"))
-    second = codec.decode(codec.encode(StringValue(value="b")))
-    assert (first.topic, first.seq, first.error) == ("room", 9, "x")
-    assert (second.topic, second.seq, second.error, second.message.value) == ("", 0, "", "b")
-
-
-async def test_pools_shared_by_many_coroutines_hand_out_distinct_objects():
-    pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear, maxsize=8)
-    buffers = BufferPool(maxsize=8)
-
-    async def worker(n: int) -> None:
-        for round_ in range(50):
-            with pool.borrowed() as envelope:
-                envelope.seq = n * 1000 + round_
-                buffer = buffers.acquire()
-                buffer += n.to_bytes(4, "big")
-                await asyncio.sleep(0)  # other workers run while this one holds both
-                assert envelope.seq == n * 1000 + round_
-                assert bytes(buffer) == n.to_bytes(4, "big")
-                buffers.release(buffer)
-
-    await asyncio.gather(*(worker(n) for n in range(100)))
-    assert len(pool) == 8 and len(buffers) == 8
-
-
-def test_buffer_pool_does_not_keep_oversized_buffers():
-    pool = BufferPool(maxsize=2, max_buffer_size=16)
-    big = pool.acquire()
-    big += b"x" * 17
-    pool.release(big)
-    assert len(pool) == 0
-    small = pool.acquire()
-    small += b"abc"
-    pool.release(small)
-    assert len(pool) == 1 and pool.acquire() == bytearray()
 
 
 # --------------------------------------------------------------- consumer
@@ -270,3 +214,29 @@ async def test_redis_serializer_carries_frames_byte_for_byte(shared_redis):
     finally:
         await layer.flush()
         await layer.close_pools()
+
+
+def test_pool_envelopes_is_deprecated_and_decodes_the_same():
+    with pytest.warns(DeprecationWarning, match="removed in 0.3.0"):
+        codec = ProtobufCodec(StringValue, pool_envelopes=True)
+    received = codec.decode(codec.encode(StringValue(value="a"), topic="room", seq=9))
+    assert (received.topic, received.seq, received.message.value) == ("room", 9, "a")
+
+
+@pytest.mark.parametrize(
+    ("module", "replacement"),
+    [
+        ("channels_tuning.codecs", "channels_tuning.wire.codecs"),
+        ("channels_tuning.serializers", "channels_tuning.layers.serializers"),
+        ("channels_tuning.server", "channels_tuning.servers.daphne"),
+    ],
+)
+def test_import_paths_kept_from_0_1_warn_and_name_their_replacement(module, replacement):
+    import subprocess
+    import sys
+
+    code = f"import warnings; warnings.simplefilter('error'); import {module}"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "DeprecationWarning" in result.stderr and replacement in result.stderr
+    assert "0.3.0" in result.stderr

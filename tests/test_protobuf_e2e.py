@@ -8,7 +8,7 @@ import pytest
 import websockets
 from google.protobuf.wrappers_pb2 import StringValue
 
-from channels_tuning.codecs import ProtobufCodec
+from channels_tuning.wire.codecs import ProtobufCodec
 
 pytestmark = pytest.mark.e2e
 

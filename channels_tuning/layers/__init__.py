@@ -1,11 +1,11 @@
-"""Channel layers and fan-out: group sends that report, and broadcasts that wait.
+"""Channel layers: group sends that report and wait for room (the producer API on
+top of them, ``broadcast()``, is :mod:`channels_tuning.broadcast`).
 
 - :mod:`.redis`, :mod:`.pubsub` and :mod:`.memory`: the tuned layers (``BACKEND``
   paths ``channels_tuning.layers.RedisChannelLayer`` / ``RedisPubSubChannelLayer`` /
   ``InMemoryChannelLayer``);
 - :mod:`.report`: :class:`DeliveryReport`, what a group send reached;
 - :mod:`.sending`: the ``on_full`` policy of ``group_send`` and ``broadcast()``;
-- :mod:`.broadcast`: ``broadcast()``, encoded once;
 - :mod:`.frames`: the ready-frame layer events tuned consumers take as they are;
 - :mod:`.reader`: one task per process reads its channels-redis inbox;
 - :mod:`.membership`: membership refresh, so dead processes' members expire;

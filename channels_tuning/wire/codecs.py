@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from operator import attrgetter
@@ -26,7 +27,6 @@ from google.protobuf.message import DecodeError as ProtobufDecodeError
 from google.protobuf.message import Message as ProtobufMessage
 
 from ..exceptions import DecodeError
-from .pooling import ObjectPool
 from .proto.envelope_pb2 import Envelope
 
 __all__ = [
@@ -160,9 +160,9 @@ class ProtobufCodec(Codec[P]):
 
     ``message_class``: the one type this consumer exchanges; or ``types``: type URL
     to class, for several (the envelope's ``type_url`` picks one; on encode the
-    message's own type URL is written). ``pool_envelopes``: decode into pooled
-    envelopes (see :mod:`channels_tuning.pooling`; off by default, it measured no
-    faster on the whole decode path)."""
+    message's own type URL is written). ``pool_envelopes`` is deprecated and ignored:
+    decoding into pooled envelopes measured slower on every path (``docs/protobuf.md``;
+    the comparison stays in ``benchmarks/codecs.py``); it is removed in 0.3.0."""
 
     binary = True
 
@@ -178,9 +178,13 @@ class ProtobufCodec(Codec[P]):
         self.message_class = message_class
         self.types = dict(types or {})
         self._type_urls = {cls: url for url, cls in self.types.items()}
-        self._pool: ObjectPool[Envelope] | None = (
-            ObjectPool(Envelope, Envelope.Clear, maxsize=64) if pool_envelopes else None
-        )
+        if pool_envelopes:
+            warnings.warn(
+                "ProtobufCodec(pool_envelopes=True) is ignored (pooled decoding measured "
+                "slower) and the argument is removed in 0.3.0",
+                DeprecationWarning,
+                stacklevel=2,
+            )
 
     def encode(
         self, message: P | None, *, kind: str = "data", topic: str = "", seq: int = 0, **fields: Any
@@ -196,8 +200,6 @@ class ProtobufCodec(Codec[P]):
     def decode(self, frame: str | bytes) -> Received[P]:
         # The hot path of every inbound binary frame: one FromString for the envelope,
         # one for the payload, no pool, no extra calls (measured in benchmarks/codecs.py).
-        if self._pool is not None:
-            return self._decode_pooled(frame)
         if not isinstance(frame, bytes):
             raise DecodeError("protobuf frames are binary")
         try:
@@ -205,23 +207,6 @@ class ProtobufCodec(Codec[P]):
         except ProtobufDecodeError as error:
             raise DecodeError(f"invalid envelope: {error}") from None
         return self._received(envelope)
-
-    def _decode_pooled(self, frame: str | bytes) -> Received[P]:
-        if not isinstance(frame, bytes):
-            raise DecodeError("protobuf frames are binary")
-        pool = self._pool
-        assert pool is not None
-        envelope = pool.acquire()
-        try:
-            try:
-                envelope.ParseFromString(frame)
-            except ProtobufDecodeError as error:
-                raise DecodeError(f"invalid envelope: {error}") from None
-            received = self._received(envelope)
-            # The envelope goes back to the pool: copy its fields out now.
-            return Received(*(getattr(received, f.name) for f in fields(Received)))
-        finally:
-            pool.release(envelope)
 
     def _received(self, envelope: Envelope) -> Received[P]:
         kind = KIND_NAMES.get(envelope.kind)

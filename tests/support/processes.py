@@ -190,7 +190,7 @@ def _server_command(server: str, port: int, application: str, extra_args: tuple[
         entry = "import daphne.cli as m; m.CommandLineInterface.entrypoint()"
         return ["-c", entry, "-b", "127.0.0.1", "-p", str(port), *extra_args, application]
     if server == "tuned":
-        entry = "import channels_tuning.server as m; m.main()"
+        entry = "import channels_tuning.servers.daphne as m; m.main()"
         return ["-c", entry, "-b", "127.0.0.1", "-p", str(port), *extra_args, application]
     if server == "uvicorn":
         # --lifespan on: the application's lifespan handler must work (it is mapped).

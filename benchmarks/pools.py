@@ -1,22 +1,32 @@
-"""Bounded object and buffer pools (Go's ``sync.Pool`` idea), and when they pay off.
+"""Bounded object and buffer pools (Go's ``sync.Pool`` idea), kept here for the
+comparison in ``benchmarks/codecs.py``: they left the package in 0.2.0 because every
+pooled path measured slower in CPython.
 
 CPython frees most objects by reference counting the moment they are dropped, and
 protobuf's upb message objects are not tracked by the cyclic GC, so a pool saves
 only the allocation itself, and costs a ``Clear()`` (or a reset) per use. Measured
-here (``benchmarks/codecs.py``, numbers in ``docs/protobuf.md``): see there which
-paths use a pool by default. Pools are synchronous (no ``await`` between taking and
-returning), so coroutines of one event loop can share them without locks.
+by ``benchmarks/codecs.py`` (numbers in ``docs/protobuf.md``). Pools are synchronous
+(no ``await`` between taking and returning), so coroutines of one event loop can
+share them without locks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from typing import Generic, TypeVar
+
+from google.protobuf.message import DecodeError as ProtobufDecodeError
+
+from channels_tuning.exceptions import DecodeError
+from channels_tuning.wire.codecs import P, ProtobufCodec, Received
+from channels_tuning.wire.proto.envelope_pb2 import Envelope
 
 __all__ = [
     "BufferPool",
     "ObjectPool",
+    "PooledProtobufCodec",
 ]
 
 T = TypeVar("T")
@@ -92,3 +102,31 @@ class BufferPool:
 
     def __len__(self) -> int:
         return len(self._idle)
+
+
+class PooledProtobufCodec(ProtobufCodec[P]):
+    """``ProtobufCodec`` decoding into envelopes taken from an :class:`ObjectPool`
+    (what ``pool_envelopes=True`` did before 0.2.0)."""
+
+    def __init__(self, message_class: type[P]) -> None:
+        super().__init__(message_class)
+        self._pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear, maxsize=64)
+
+    def decode(self, frame: str | bytes) -> Received[P]:
+        return self._decode_pooled(frame)
+
+    def _decode_pooled(self, frame: str | bytes) -> Received[P]:
+        if not isinstance(frame, bytes):
+            raise DecodeError("protobuf frames are binary")
+        pool = self._pool
+        envelope = pool.acquire()
+        try:
+            try:
+                envelope.ParseFromString(frame)
+            except ProtobufDecodeError as error:
+                raise DecodeError(f"invalid envelope: {error}") from None
+            received = self._received(envelope)
+            # The envelope goes back to the pool: copy its fields out now.
+            return Received(*(getattr(received, f.name) for f in fields(Received)))
+        finally:
+            pool.release(envelope)
