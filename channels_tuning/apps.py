@@ -6,11 +6,19 @@ class ChannelsTuningConfig(AppConfig):
     verbose_name = "Channels tuning"
 
     def ready(self) -> None:
-        from . import checks  # noqa: F401  (registers the system checks)
+        from django.core.checks import Tags, register
+
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            jobs,
+        )
         from .conf import project_settings
         from .layers import serializers  # noqa: F401  (registers the channels-redis serializer)
-        from .observability.stats import GROUP_LABELS
+        from .runtime.counters import GROUP_LABELS
+        from .servers.guarantees import check_servers
 
+        register(check_servers, Tags.compatibility, deploy=True)
+        jobs.install()  # the scheduler's periodic jobs, run from its first connection
         tuning = project_settings()
         GROUP_LABELS.configure(bool(tuning["PROMETHEUS_GROUP_LABELS"]), tuning["GROUP_LABEL_LIMIT"])
         # Plain daphne's shutdown must wait for every cancelled application (it is

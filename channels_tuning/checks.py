@@ -50,8 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.checks import Error, Info, Tags, Warning, register
-from django.core.exceptions import ImproperlyConfigured
+from django.core.checks import Error, Tags, Warning, register
 
 from .conf import (
     DEFAULTS,
@@ -265,27 +264,6 @@ def lifespan_not_mapped(server: str) -> Warning:
     )
 
 
-@register(Tags.compatibility, deploy=True)
-def check_servers(app_configs: Any = None, **kwargs: Any) -> list[Any]:
-    """``manage.py check --deploy``: for each ASGI server installed, which of the
-    package's guarantees hold there (channels_tuning.I001)."""
-    from importlib.util import find_spec
-
-    from .servers.guarantees import summary
-
-    servers = [
-        server
-        for server, module in (
-            ("tuned", "daphne"),
-            ("daphne", "daphne"),
-            ("uvicorn", "uvicorn"),
-            ("hypercorn", "hypercorn"),
-        )
-        if find_spec(module) is not None
-    ]
-    return [Info(summary(server), id="channels_tuning.I001") for server in servers]
-
-
 def _looks_multi_process() -> bool:
     try:
         return int(os.environ.get("WEB_CONCURRENCY", "1")) > 1
@@ -376,9 +354,13 @@ def documented_checks() -> list[tuple[str, str]]:
     return rows
 
 
+#: Modules that report checks: this one, and the servers' I001 (servers.guarantees).
+CHECK_SOURCES = (Path(__file__), Path(__file__).parent / "servers" / "guarantees.py")
+
+
 def check_ids_in_code() -> set[str]:
-    """Every check id this module can report."""
-    source = Path(__file__).read_text()
+    """Every check id the package can report."""
+    source = "".join(path.read_text() for path in CHECK_SOURCES)
     return set(re.findall(r'id="(channels_tuning\.[EWI]\d{3})"', source))
 
 
@@ -399,48 +381,3 @@ def _check_networks(value: Any) -> list[Error]:
             id="channels_tuning.E011",
         )
     ]
-
-
-def run_at_server_start(log: Any) -> None:
-    """The package's checks, run by ``channels-tuning-daphne`` as it starts (daphne runs
-    no system checks, and most of these only matter in the serving process): errors
-    stop it, warnings are logged once. Silenced ids (``SILENCED_SYSTEM_CHECKS``) are
-    left out. Nothing to check outside a configured Django project."""
-    if not settings.configured:
-        return
-    client_url = f"{getattr(settings, 'STATIC_URL', None) or '/static/'}channels_tuning/client.js"
-    if not _served_by_django(client_url):
-        # The browser client is one of this app's static files; a page that imports
-        # it from here gets 404 from this server.
-        log.info(
-            "channels_tuning: %s is not served here (channels-tuning-daphne serves no "
-            "static files): collectstatic and a static server, WhiteNoise, or "
-            "ASGIStaticFilesHandler in development",
-            client_url,
-        )
-    found = [*check_settings(), *check_deployment()]
-    found = [message for message in found if not message.is_silenced()]
-    errors = [message for message in found if message.is_serious()]
-    for message in found:
-        if message not in errors:
-            log.warning("%s", message)
-    if errors:
-        for message in errors:
-            log.error("%s", message)
-        raise ImproperlyConfigured(
-            "channels-tuning-daphne refuses to start: " + "; ".join(m.msg for m in errors)
-        )
-
-
-def _served_by_django(url: str) -> bool:
-    """Whether the project's URLconf answers ``url`` (a static-files view, as the
-    example's demo route)."""
-    from django.urls import Resolver404, resolve
-
-    try:
-        resolve(url)
-    except Resolver404:
-        return False
-    except Exception:  # an URLconf that does not import: said by Django elsewhere
-        return True
-    return True

@@ -26,7 +26,7 @@ from tests.support.processes import (  # noqa: E402  (Django first)
 
 @pytest.fixture(autouse=True)
 def _reset_stats() -> None:
-    from channels_tuning.observability import stats
+    from channels_tuning.runtime import counters as stats
 
     stats.reset()
 

@@ -31,9 +31,9 @@ from channels_tuning import (
     TunedWebsocketConsumer,
 )
 from channels_tuning.broadcast import broadcast
-from channels_tuning.observability import stats
 from channels_tuning.observability.gctuning import monitor
 from channels_tuning.observability.snapshot import compat_status
+from channels_tuning.runtime import counters as stats
 from channels_tuning.runtime.registry import registry
 from example_project.chat.consumers import EchoConsumer
 from example_project.chat.routing import websocket_urlpatterns

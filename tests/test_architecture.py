@@ -162,3 +162,109 @@ def test_browser_reconnect_table_is_generated_from_python():
     from channels_tuning.wire.reconnect import JS_PATH, render_js
 
     assert JS_PATH.read_text() == render_js(), "stale: run python -m channels_tuning.wire.reconnect"
+
+
+# ------------------------------------------------------------- the package graph
+
+
+def unit_of(module: str) -> str:
+    """The unit of the package graph a module belongs to: its subpackage
+    (``layers``), or the top-level module itself (``checks``)."""
+    parts = module.split(".")
+    return "channels_tuning" if len(parts) == 1 else parts[1]
+
+
+def all_imports(path: Path) -> set[str]:
+    """channels_tuning modules imported anywhere in a module (functions included: an
+    import hidden in a function is still a dependency), except under TYPE_CHECKING."""
+    tree = ast.parse(path.read_text())
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target == "channels_tuning":  # "from .. import compat": the names are units
+                found.update(f"{target}.{alias.name}" for alias in node.names)
+            elif target.startswith("channels_tuning"):
+                found.add(target)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("channels_tuning"))
+    return found
+
+
+def package_dependencies() -> dict[str, set[str]]:
+    """Unit -> the units it imports (generated protobuf code aside)."""
+    graph: dict[str, set[str]] = {}
+    for path in PACKAGE.rglob("*.py"):
+        if path.name.endswith("_pb2.py"):
+            continue
+        unit = unit_of(module_name(path))
+        targets = {unit_of(target) for target in all_imports(path)} - {unit, "channels_tuning"}
+        graph.setdefault(unit, set()).update(targets)
+    graph.pop("channels_tuning", None)  # the public namespace re-exports, lazily
+    return graph
+
+
+def test_no_two_way_dependency_between_packages():
+    """No subpackage (or top-level module) imports one that imports it back, even
+    through others and even inside a function: the graph has no cycle."""
+    graph = package_dependencies()
+    cycles: list[list[str]] = []
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for target in sorted(graph.get(node, ())):
+            if state.get(target) == 1:
+                cycles.append([*stack[stack.index(target) :], target])
+            elif target not in state:
+                visit(target, [*stack, target])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert cycles == []
+
+
+GRAPH_BEGIN, GRAPH_END = "<!-- package-graph:begin -->", "<!-- package-graph:end -->"
+
+
+def rendered_graph() -> str:
+    graph = package_dependencies()
+    rows = [
+        f"| `{unit}` | {', '.join(f'`{t}`' for t in sorted(graph[unit])) or '—'} |"
+        for unit in sorted(graph, key=lambda u: (len(closure(graph, u)), u))
+    ]
+    return "\n".join(["| package | imports |", "|---|---|", *rows])
+
+
+def closure(graph: dict[str, set[str]], unit: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [unit]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_the_architecture_page_shows_the_package_graph_as_it_is():
+    page = (REPO / "docs" / "architecture.md").read_text()
+    shown = page[page.index(GRAPH_BEGIN) + len(GRAPH_BEGIN) : page.index(GRAPH_END)].strip()
+    assert shown == rendered_graph(), "paste this between the markers:\n" + rendered_graph()

@@ -11,7 +11,7 @@ from django.test import override_settings
 from channels_tuning import TunedWebsocketConsumer
 from channels_tuning.core.queue import OutboundQueue
 from channels_tuning.exceptions import QueueOverflow as Overflow
-from channels_tuning.observability.stats import CLOSES, DROPPED
+from channels_tuning.runtime.counters import CLOSES, DROPPED
 from channels_tuning.runtime.registry import registry
 
 

@@ -17,7 +17,7 @@ from channels_tuning.broadcast import (
     broadcast,
     broadcast_many,
 )
-from channels_tuning.observability.stats import GROUP_SEND_DROPPED
+from channels_tuning.runtime.counters import GROUP_SEND_DROPPED
 from channels_tuning.runtime.registry import registry
 
 

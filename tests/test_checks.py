@@ -188,7 +188,7 @@ def test_first_connection_names_the_server_its_guarantees_and_a_missing_lifespan
 
 
 def test_check_deploy_lists_each_installed_server():
-    from channels_tuning.checks import check_servers
+    from channels_tuning.servers.guarantees import check_servers
 
     found = {message.msg.split(":")[0] for message in check_servers()}
     assert found == {
@@ -258,7 +258,7 @@ def test_each_consumer_class_says_once_how_it_writes_and_warns_where_it_falls_ba
 def test_the_tuned_server_says_at_start_when_the_browser_client_is_not_served(
     caplog, urlconf, said
 ):
-    from channels_tuning.checks import run_at_server_start
+    from channels_tuning.servers.startup import run_at_server_start
 
     with override_settings(ROOT_URLCONF=urlconf), caplog.at_level("INFO", "channels_tuning"):
         run_at_server_start(logging.getLogger("channels_tuning"))

@@ -11,7 +11,7 @@ from channels.testing import WebsocketCommunicator
 from django.test import override_settings
 
 from channels_tuning import TunedJsonWebsocketConsumer
-from channels_tuning.observability.stats import CLOSES, DROPPED, REJECTED
+from channels_tuning.runtime.counters import CLOSES, DROPPED, REJECTED
 from channels_tuning.runtime.registry import registry
 from channels_tuning.wire.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
 from channels_tuning.wire.subprotocol import SUBPROTOCOL

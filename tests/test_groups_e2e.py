@@ -232,7 +232,7 @@ async def test_redis_restart_is_survived(daphne_factory, redis_server, tmp_path)
     as soon as Redis answers (not at the next refresh, 60 s here), delivery resumes
     within 2 s, and every message of the gap is either raised to the producer (Redis
     down) or counted (``redis_state_lost``: Redis up, memberships not back yet)."""
-    from channels_tuning.observability.stats import GROUP_SEND_DROPPED
+    from channels_tuning.runtime.counters import GROUP_SEND_DROPPED
     from tests.support.processes import start_redis, stop_process
 
     daphne = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
@@ -341,7 +341,7 @@ async def test_broadcasts_to_a_killed_process_are_counted(daphne_factory, shared
     still get every message. Before that, its inbox takes them silently: the bound
     of that window is the liveness TTL, not the group expiry."""
     from channels_tuning.layers.redis import LIVENESS_TTL
-    from channels_tuning.observability.stats import GROUP_SEND_DROPPED, group_label
+    from channels_tuning.runtime.counters import GROUP_SEND_DROPPED, group_label
 
     def seen() -> int:
         return len(shared_redis.keys("asgi:ct:seen:*"))

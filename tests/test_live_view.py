@@ -94,7 +94,7 @@ async def test_planted_snapshots_are_skipped_and_counted_not_served(tmp_path):
     text (the page escapes it); the view answers 200."""
     import time
 
-    from channels_tuning.observability.stats import LAYER_ERRORS
+    from channels_tuning.runtime.counters import LAYER_ERRORS
 
     tmp_path.chmod(0o700)
     good = {**SNAPSHOT, "published_at": time.time(), "host": "<img src=x onerror=alert(1)>"}

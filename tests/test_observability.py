@@ -14,8 +14,9 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from channels_tuning import TunedWebsocketConsumer
+from channels_tuning.jobs import PeriodicCollection
 from channels_tuning.observability.gctuning import monitor
-from channels_tuning.observability.stats import TRAFFIC
+from channels_tuning.runtime.counters import TRAFFIC
 from channels_tuning.runtime.registry import ConnectionRegistry
 from channels_tuning.runtime.scheduler import Scheduler
 from channels_tuning.testing import assert_no_leaks, find_leaks
@@ -143,17 +144,35 @@ class _Backlogged:
 
 
 def test_periodic_collection_runs_on_its_interval_and_waits_out_backlogs():
-    scheduler = Scheduler(ConnectionRegistry())
-    scheduler._gc_interval = 10.0
+    collection = PeriodicCollection(10.0, now=90.0)
     monitor.install()
     before = monitor.collections[2]
-    scheduler._next_gc = 100.0
-    scheduler._collect_garbage(100.0, [_Backlogged()])  # backlog: postponed
-    assert monitor.collections[2] == before and scheduler._next_gc == 100.0
-    scheduler._collect_garbage(110.0, [_Backlogged()])  # a full interval late: runs anyway
-    assert monitor.collections[2] == before + 1 and scheduler._next_gc == 120.0
-    scheduler._collect_garbage(120.0, [])
-    assert monitor.collections[2] == before + 2 and scheduler._next_gc == 130.0
+    collection(99.0, [])  # not due
+    assert monitor.collections[2] == before and collection.next_at == 100.0
+    collection(100.0, [_Backlogged()])  # backlog: postponed
+    assert monitor.collections[2] == before and collection.next_at == 100.0
+    collection(110.0, [_Backlogged()])  # a full interval late: runs anyway
+    assert monitor.collections[2] == before + 1 and collection.next_at == 120.0
+    collection(120.0, [])
+    assert monitor.collections[2] == before + 2 and collection.next_at == 130.0
+
+
+def test_scheduler_runs_registered_jobs_on_their_intervals_and_survives_a_failing_one():
+    scheduler = Scheduler(ConnectionRegistry())
+    runs: list[tuple[str, float]] = []
+
+    def broken(now: float, consumers: object) -> None:
+        raise RuntimeError("job bug")
+
+    scheduler.every("often", None, lambda now, consumers: runs.append(("often", now)))
+    scheduler.every("broken", 1.0, broken)
+    scheduler.every("rare", 10.0, lambda now, c: runs.append(("rare", now)), first_at=5.0)
+    for now in (1.0, 2.0, 5.0, 6.0, 15.0):
+        scheduler.run_once(now)
+    assert [n for name, n in runs if name == "rare"] == [5.0, 15.0]
+    assert [n for name, n in runs if name == "often"] == [1.0, 2.0, 5.0, 6.0, 15.0]
+    scheduler.cancel("often")
+    assert scheduler.jobs() == ["broken", "rare"]
 
 
 @override_settings(CHANNELS_TUNING={"SCHEDULER_TICK": 0.02, "GC_COLLECT_INTERVAL": 0.05})
@@ -176,7 +195,7 @@ async def test_scheduler_collects_periodically_while_connections_are_open():
 
 
 def test_group_labels_are_off_by_default_and_capped_when_on():
-    from channels_tuning.observability.stats import GROUP_LABELS, GROUP_LABELS_FOLDED
+    from channels_tuning.runtime.counters import GROUP_LABELS, GROUP_LABELS_FOLDED
 
     assert GROUP_LABELS.label("room-1") == "*"
     try:
@@ -200,7 +219,7 @@ async def test_100k_distinct_groups_keep_counters_and_snapshots_small():
 
     from channels_tuning.layers import InMemoryChannelLayer
     from channels_tuning.observability import snapshot
-    from channels_tuning.observability.stats import GROUP_SEND_DROPPED, GROUP_SENDS
+    from channels_tuning.runtime.counters import GROUP_SEND_DROPPED, GROUP_SENDS
     from channels_tuning.runtime.registry import registry
 
     layer = InMemoryChannelLayer()

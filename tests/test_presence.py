@@ -14,8 +14,8 @@ from django.test import override_settings
 from channels_tuning import TunedWebsocketConsumer
 from channels_tuning.layers import presence as presence_module
 from channels_tuning.layers.presence import MemoryPresence, presence_policy
-from channels_tuning.observability.stats import PRESENCE_EVENTS
 from channels_tuning.presence import presence, presence_count
+from channels_tuning.runtime.counters import PRESENCE_EVENTS
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
 
 SETTINGS = {

@@ -17,7 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from channels_tuning import TunedProtobufWebsocketConsumer
-from channels_tuning.observability.stats import CLOSES
+from channels_tuning.runtime.counters import CLOSES
 from channels_tuning.wire.codecs import KINDS, DecodeError, JsonCodec, ProtobufCodec, type_url
 from channels_tuning.wire.heartbeat import PING_BYTES, PONG_BYTES
 from channels_tuning.wire.proto import generate

@@ -24,7 +24,7 @@ from channels_tuning.core.offsets import GroupStream, Offer
 from channels_tuning.exceptions import RecoveryRequestError
 from channels_tuning.layers.frames import FRAME_TYPE
 from channels_tuning.layers.history import HistoryPolicy, MemoryHistory
-from channels_tuning.observability.stats import RECOVERY, REJECTED, REPLAYED
+from channels_tuning.runtime.counters import RECOVERY, REJECTED, REPLAYED
 from channels_tuning.runtime.registry import registry
 from channels_tuning.wire.codecs import ProtobufCodec
 from channels_tuning.wire.offsets import (

@@ -57,14 +57,15 @@ from ..core import (
 from ..core.policies import PolicyChain, ordered_policy_classes
 from ..core.queue import REASON_CLOSED, REASON_INBOX_FULL
 from ..exceptions import RecoveryRequestError
+from ..jobs import install as install_process_jobs
 from ..layers.frames import FRAME_TYPE, FRAMES_TYPE, payload_frame
 from ..layers.history import history_policy
 from ..layers.membership import refresh_finished
 from ..layers.presence import presence_policy
 from ..layers.reader import process_reader_for
-from ..observability.ratelog import RateLimitedLog
-from ..observability.stats import ACCEPTED, CLOSES, DROPPED, LAYER_ERRORS, REJECTED, TRAFFIC
 from ..runtime.asyncutil import loop_semaphore
+from ..runtime.counters import ACCEPTED, CLOSES, DROPPED, LAYER_ERRORS, REJECTED, TRAFFIC
+from ..runtime.ratelog import RateLimitedLog
 from ..runtime.registry import registry
 from ..runtime.scheduler import scheduler
 from ..runtime.shutdown import track_cleanup
@@ -358,6 +359,7 @@ class ManagedConnectionMixin(AsyncWebsocketConsumer):
             return  # websocket.disconnect follows the close handshake
         registry.add(self)
         self._registered = True
+        install_process_jobs()  # idempotent: the app's ready() did it if it is installed
         scheduler.ensure_running(self.tuning.scheduler_tick)
         await self._join_new_groups()
         try:

@@ -31,7 +31,7 @@ from typing import Any
 from ..core.offsets import GroupStream, Offer
 from ..core.state import ConnectionState
 from ..layers.history import HistoryPolicy, Recovery
-from ..observability.stats import RECOVERY, REPLAYED
+from ..runtime.counters import RECOVERY, REPLAYED
 from ..wire.offsets import StreamPosition, data_frame, subscribed_frame
 
 logger = logging.getLogger("channels_tuning")

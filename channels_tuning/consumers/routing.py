@@ -23,8 +23,8 @@ from typing import Any
 
 from channels.routing import URLRouter
 
-from ..observability.ratelog import RateLimitedLog
-from ..observability.stats import REJECTED
+from ..runtime.counters import REJECTED
+from ..runtime.ratelog import RateLimitedLog
 
 logger = logging.getLogger("channels_tuning.routing")
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..compat import channels_redis as upstream
 from ..conf import DEFAULTS, project_settings
-from ..observability.stats import LAYER_ERRORS
+from ..runtime.counters import LAYER_ERRORS
 from ..runtime.registry import registry
 from . import keys
 

@@ -8,7 +8,7 @@ from channels.exceptions import ChannelFull
 from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 
 from ..compat import channels as channels_hooks
-from ..observability.stats import GROUP_SENDS, group_label
+from ..runtime.counters import GROUP_SENDS, group_label
 from ..runtime.registry import registry
 from . import keys
 from .history import MemoryHistory

@@ -49,7 +49,7 @@ from typing import Any, NamedTuple
 
 from ..compat import channels_redis as upstream
 from ..conf import GroupPatterns
-from ..observability.stats import LAYER_ERRORS, PRESENCE_EVENTS
+from ..runtime.counters import LAYER_ERRORS, PRESENCE_EVENTS
 from .frames import FRAME_TYPE
 
 logger = logging.getLogger("channels_tuning")

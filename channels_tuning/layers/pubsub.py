@@ -47,8 +47,8 @@ from channels_redis.pubsub import RedisPubSubChannelLayer as ChannelsPubSubLayer
 from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnection
 
 from ..compat import channels_redis as upstream
-from ..observability.ratelog import RateLimitedLog
-from ..observability.stats import DROPPED, GROUP_SENDS, LAYER_ERRORS, group_label
+from ..runtime.counters import DROPPED, GROUP_SENDS, LAYER_ERRORS, group_label
+from ..runtime.ratelog import RateLimitedLog
 from ..runtime.registry import registry
 from ..runtime.writebatch import coalesced_writes
 from . import keys

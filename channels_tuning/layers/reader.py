@@ -27,7 +27,7 @@ import weakref
 from typing import Any
 
 from ..compat import channels_redis as upstream
-from ..observability.stats import DROPPED, LAYER_ERRORS
+from ..runtime.counters import DROPPED, LAYER_ERRORS
 from ..runtime.writebatch import coalesced_writes
 from . import keys
 from .membership import restore_memberships

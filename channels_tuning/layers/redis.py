@@ -41,7 +41,7 @@ from typing import Any
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
 
 from ..compat import channels_redis as upstream
-from ..observability.stats import GROUP_SENDS, MISSED, group_label
+from ..runtime.counters import GROUP_SENDS, MISSED, group_label
 from ..runtime.registry import registry
 from . import keys
 from .history import RedisHistory

@@ -36,8 +36,8 @@ import asyncio
 from typing import Any, Final
 
 from ..exceptions import DeliveryTimeout, ReceiversFull
-from ..observability.stats import GROUP_SEND_DROPPED, LAYER_ERRORS, group_label
 from ..runtime.asyncutil import loop_semaphore
+from ..runtime.counters import GROUP_SEND_DROPPED, LAYER_ERRORS, group_label
 from .report import DeliveryReport
 
 ON_FULL_POLICIES: Final = ("wait", "drop", "raise")

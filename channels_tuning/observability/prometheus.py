@@ -35,9 +35,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import REGISTRY, Collector
 
+from ..runtime import counters as stats
 from ..runtime.registry import registry
 from ..runtime.scheduler import scheduler
-from . import stats
 from .gctuning import PAUSE_BUCKETS, monitor
 
 #: Upper bounds of the send-queue-depth buckets (messages queued per connection).

@@ -37,11 +37,11 @@ from typing import Any
 from django.conf import settings as django_settings
 
 from ..layers import keys
+from ..runtime import counters as stats
+from ..runtime.counters import LAYER_ERRORS
+from ..runtime.ratelog import RateLimitedLog
 from ..runtime.registry import registry
-from . import stats
 from .gctuning import monitor
-from .ratelog import RateLimitedLog
-from .stats import LAYER_ERRORS
 
 HOST = socket.gethostname()
 STARTED_AT = time.time()

@@ -55,12 +55,13 @@ from zope.interface import implementer
 from .. import compat
 from ..compat import autobahn, twisted
 from ..compat import daphne as daphne_hooks
-from ..observability.ratelog import RateLimitedLog
-from ..observability.stats import REJECTED
+from ..runtime.counters import REJECTED
+from ..runtime.ratelog import RateLimitedLog
 from ..wire.closecodes import CloseCode
 from . import detect
 from .detect import TRANSPORT_EXTENSION, write_to_protocol
 from .health import DEFAULT_HEALTH_PATH, Health
+from .startup import run_at_server_start
 from .wsprotocol import ProtocolLimits, tuned_protocol
 
 __all__ = [
@@ -433,8 +434,6 @@ class TunedServer(Server):
         self.compat_problems = compat.self_check()
         detect.tuned_server_running = True
         # Checks that matter at run time: daphne runs none (errors stop the server).
-        from ..checks import run_at_server_start
-
         run_at_server_start(logging.getLogger("channels_tuning"))
         autobahn.defer_option_log()
 

@@ -36,7 +36,7 @@ from ..checks import lifespan_not_mapped, server_without_flow_control
 from ..compat import autobahn, daphne
 from ..compat import channels as channels_hooks
 from ..core.queue import REASON_CLOSED
-from ..observability.stats import DROPPED
+from ..runtime.counters import DROPPED
 from ..runtime.registry import registry
 from .guarantees import DETECTED_AS, summary
 from .lifespan import Lifespan

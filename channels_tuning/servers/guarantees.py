@@ -11,7 +11,10 @@ test in ``tests/test_servers_e2e.py`` that runs it on every server, asserting th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Final
+from importlib.util import find_spec
+from typing import Any, Final
+
+from django.core.checks import Info
 
 #: Server keys, in column order, with the names the documentation and stats use.
 SERVER_TITLES: Final = {
@@ -144,3 +147,20 @@ def summary(server: str) -> str:
     if missing:
         text += "; not: " + "; ".join(missing)
     return text
+
+
+def check_servers(app_configs: Any = None, **kwargs: Any) -> list[Any]:
+    """``manage.py check --deploy``: for each ASGI server installed, which of the
+    package's guarantees hold there (channels_tuning.I001). Registered by the app's
+    ``ready()`` as a deployment check."""
+    servers = [
+        server
+        for server, module in (
+            ("tuned", "daphne"),
+            ("daphne", "daphne"),
+            ("uvicorn", "uvicorn"),
+            ("hypercorn", "hypercorn"),
+        )
+        if find_spec(module) is not None
+    ]
+    return [Info(summary(server), id="channels_tuning.I001") for server in servers]

@@ -34,7 +34,7 @@ from ..compat.autobahn import (
     share_protocol_options,
     stop_assembling_messages,
 )
-from ..observability.stats import CLOSES, DROPPED
+from ..runtime.counters import CLOSES, DROPPED
 from ..wire.closecodes import CloseCode
 
 logger = logging.getLogger("channels_tuning.server")

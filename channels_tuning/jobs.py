@@ -1,0 +1,142 @@
+"""The process' periodic jobs, registered with the scheduler when it starts.
+
+:mod:`channels_tuning.runtime.scheduler` runs connections' timers and whatever jobs
+it is given; this module gives it the package's, at each start of the scheduler on a
+loop (its first connection: start-up is over), from the settings of that moment:
+
+- GC tuning (``GC_THRESHOLD``, ``GC_FREEZE``) and ``TRACEMALLOC``, once per start;
+- ``metrics-mirror``: the counters copied into prometheus_client's multiprocess
+  files, every tick, when that mode is on;
+- ``garbage-collection``: the full collection every ``GC_COLLECT_INTERVAL``, at a
+  tick, postponed (up to one more interval) while clients have frames waiting;
+- ``stats``: every ``STATS_INTERVAL`` (5 s when off), this process' missed-message
+  counts taken from the layer and its snapshot published for ``wsstats``;
+- ``membership-refresh``: every ``GROUP_REFRESH_INTERVAL``, the tracked memberships
+  refreshed in Redis (not at start-up: they were just added).
+
+:func:`install` is idempotent; the app's ``ready()`` and the first tuned consumer
+call it, so a project that lists the app or only uses the consumers gets the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+import tracemalloc
+from collections.abc import Sequence
+from typing import Any
+
+from channels.layers import get_channel_layer
+
+from .conf import project_settings
+from .layers.membership import refresh_tracked_memberships
+from .observability import gctuning, multiprocess, snapshot
+from .runtime.counters import LAYER_ERRORS
+from .runtime.scheduler import Scheduler, in_flight, scheduler
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between stats rounds when STATS_INTERVAL is off (missed counts still move).
+DEFAULT_STATS_ROUND = 5.0
+
+
+class PeriodicCollection:
+    """The full collection every ``interval`` seconds, never in the middle of a
+    handler or a broadcast (it runs at a tick), and postponed while clients have
+    frames waiting so that it does not delay them further, but at most one interval."""
+
+    def __init__(self, interval: float, now: float) -> None:
+        self.interval = interval
+        self.next_at = now + interval
+
+    def __call__(self, now: float, consumers: Sequence[Any]) -> None:
+        if now < self.next_at:
+            return
+        overdue = now >= self.next_at + self.interval
+        if not overdue and any(consumer.send_queue_length for consumer in consumers):
+            return
+        gc.collect()
+        self.next_at = now + self.interval
+
+
+class StatsRound:
+    """Missed-message counts from the layer into this process' counters, then the
+    snapshot published (when a stats backend is on)."""
+
+    def __init__(self, owner: Scheduler, layer: Any, backend: Any) -> None:
+        self.owner = owner
+        self.layer = layer
+        self.backend = backend
+        self._collect_task: asyncio.Task[Any] | None = None
+
+    def __call__(self, now: float, consumers: Sequence[Any]) -> None:
+        self._collect_missed()
+        if self.backend is None:
+            return
+        try:
+            snapshot.publisher.publish(self.backend)
+        except snapshot.UnsafeStatsDirectory as exc:
+            # Refused, not worked around: publishing stays off in this process.
+            logger.error("channels_tuning: stats not published: %s", exc)
+            self.backend = None
+            self.owner.keep_alive = False
+        except Exception:
+            logger.exception("channels_tuning: publishing stats failed")
+
+    def _collect_missed(self) -> None:
+        collect = getattr(self.layer, "collect_missed", None)
+        if collect is None or in_flight(self._collect_task):
+            return
+        self._collect_task = asyncio.get_running_loop().create_task(self._collect(collect))
+
+    @staticmethod
+    async def _collect(collect: Any) -> None:
+        try:
+            await collect()
+        except Exception as exc:  # Redis down: the next round tries again
+            LAYER_ERRORS.inc((f"missed:{type(exc).__name__}",))
+
+
+def _mirror_metrics(now: float, consumers: Sequence[Any]) -> None:
+    if multiprocess.mirror is not None:
+        multiprocess.mirror.sync()
+
+
+def _refresh_memberships(now: float, consumers: Sequence[Any]) -> None:
+    refresh_tracked_memberships(list(consumers))
+
+
+def start_process_services(owner: Scheduler) -> None:
+    """At each start of the scheduler: tune the collector, then register the jobs
+    with the settings of this moment."""
+    tuning = project_settings()
+    gctuning.apply_tuning(tuning)
+    if tuning["TRACEMALLOC"] and not tracemalloc.is_tracing():
+        tracemalloc.start(tuning["TRACEMALLOC"])
+    now = time.monotonic()
+    layer = get_channel_layer()
+    backend = snapshot.backend_for(tuning, layer)
+    # With stats publishing on, an idle process keeps publishing (it is alive);
+    # otherwise the scheduler ends with the last connection.
+    owner.keep_alive = backend is not None
+    owner.every("metrics-mirror", None, _mirror_metrics)
+    if tuning["GC_COLLECT_INTERVAL"]:
+        collection = PeriodicCollection(tuning["GC_COLLECT_INTERVAL"], now)
+        owner.every("garbage-collection", None, collection)
+    else:
+        owner.cancel("garbage-collection")
+    owner.every(
+        "stats", tuning["STATS_INTERVAL"] or DEFAULT_STATS_ROUND, StatsRound(owner, layer, backend)
+    )
+    interval = tuning["GROUP_REFRESH_INTERVAL"]
+    if interval is None:
+        owner.cancel("membership-refresh")
+    else:
+        owner.every("membership-refresh", interval, _refresh_memberships, first_at=now + interval)
+
+
+def install(target: Scheduler = scheduler) -> None:
+    """Register the package's jobs with ``target`` (idempotent)."""
+    target.on_start(start_process_services)
