@@ -46,6 +46,7 @@ from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 
 from .exceptions import DeliveryError, DeliveryTimeout, ReceiversFull
+from .layers.capabilities import history_store, reporting
 from .layers.frames import FRAME_TYPE, FRAMES_TYPE, encode_frame
 from .layers.history import history_policy
 from .layers.report import DeliveryReport
@@ -136,7 +137,7 @@ async def broadcast_many(
 
 async def _numbered(layer: Any, group: str, payload: Any, policy: Any) -> dict[str, Any]:
     """Append ``payload`` to ``group``'s history; the layer message with its offset."""
-    history = getattr(layer, "history", None)
+    history = history_store(layer)
     if history is None:
         raise TypeError(
             f"group {group!r} has HISTORY, which {type(layer).__name__} does not keep "
@@ -167,7 +168,7 @@ async def send_to_group(
     raises :class:`DeliveryTimeout` at the deadline)."""
     if layer is None:
         layer = get_channel_layer(layer_alias)
-    if not hasattr(layer, "group_send_report"):
+    if reporting(layer) is None:
         raise TypeError(
             f"broadcast needs a channels_tuning.layers layer, not {type(layer).__name__} "
             f"(CHANNEL_LAYERS[{layer_alias!r}]['BACKEND'])"

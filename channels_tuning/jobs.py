@@ -31,6 +31,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from .conf import project_settings
+from .layers.capabilities import missed_messages
 from .layers.membership import refresh_tracked_memberships
 from .observability import gctuning, multiprocess, snapshot
 from .runtime.counters import LAYER_ERRORS
@@ -86,10 +87,12 @@ class StatsRound:
             logger.exception("channels_tuning: publishing stats failed")
 
     def _collect_missed(self) -> None:
-        collect = getattr(self.layer, "collect_missed", None)
-        if collect is None or in_flight(self._collect_task):
+        counter = missed_messages(self.layer)
+        if counter is None or in_flight(self._collect_task):
             return
-        self._collect_task = asyncio.get_running_loop().create_task(self._collect(collect))
+        self._collect_task = asyncio.get_running_loop().create_task(
+            self._collect(counter.collect_missed)
+        )
 
     @staticmethod
     async def _collect(collect: Any) -> None:

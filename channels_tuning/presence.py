@@ -17,6 +17,7 @@ from typing import Any
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 
+from .layers.capabilities import presence_store
 from .layers.presence import PresenceEntry, presence_policy
 
 __all__ = ["PresenceEntry", "presence", "presence_count"]
@@ -38,7 +39,7 @@ def _store(group: str, layer_alias: str, layer: Any) -> Any:
         )
     if layer is None:
         layer = get_channel_layer(layer_alias)
-    store = getattr(layer, "presence", None)
+    store = presence_store(layer)
     if store is None:
         raise TypeError(
             f"{type(layer).__name__} keeps no presence (the tuned Redis and in-memory layers do)"

@@ -21,6 +21,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from .layers import keys
+from .layers.capabilities import local_groups, redis_prefix
 from .observability import snapshot
 from .observability.leaks import redis_memberships, snapshot_problems
 from .runtime.registry import registry
@@ -73,9 +74,9 @@ def _summary(tasks: list[asyncio.Task[Any]]) -> list[dict[str, Any]]:
 async def _layer_members(layer: Any) -> list[str]:
     if layer is None:
         return []
-    if hasattr(layer, "client_prefix"):
+    if redis_prefix(layer) is not None:
         found = await redis_memberships(layer, keys.process_channel(layer))
         return [f"{found} group memberships of this process left in Redis"] if found else []
-    groups = getattr(layer, "groups", None)  # the in-memory layer
-    members = sum(len(channels) for channels in (groups or {}).values())
+    groups = local_groups(layer)  # the in-memory layer
+    members = sum(len(list(channels)) for channels in (groups or {}).values())
     return [f"{members} group memberships left in the channel layer"] if members else []

@@ -268,3 +268,37 @@ def test_the_architecture_page_shows_the_package_graph_as_it_is():
     page = (REPO / "docs" / "architecture.md").read_text()
     shown = page[page.index(GRAPH_BEGIN) + len(GRAPH_BEGIN) : page.index(GRAPH_END)].strip()
     assert shown == rendered_graph(), "paste this between the markers:\n" + rendered_graph()
+
+
+def test_no_file_of_the_package_is_over_400_lines():
+    long = {
+        str(path.relative_to(REPO)): n
+        for path in PACKAGE.rglob("*.py")
+        if not path.name.endswith(("_pb2.py", "_pb2.pyi"))
+        and (n := len(path.read_text().splitlines())) > 400
+    }
+    assert long == {}
+
+
+def test_layer_capabilities_are_found_in_one_place():
+    """Only layers/capabilities.py looks at a layer object for what it can do (and
+    compat/, which adapts other libraries' internals); everything else asks it."""
+    import re
+
+    probe = re.compile(r"\b(?:getattr|hasattr)\((?:self\.)?[\w.]*layer\b")
+    found = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in PACKAGE.rglob("*.py")
+        if path.name != "capabilities.py" and "compat" not in path.parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if probe.search(line)
+    ]
+    assert found == []
+
+
+def test_the_consumer_has_no_branch_on_the_server():
+    """The consumer writes through its transport: no server kind is tested in it."""
+    consumers = PACKAGE / "consumers"
+    text = "\n".join(path.read_text() for path in consumers.glob("*.py"))
+    for name in ("ServerKind", "detect.FLOW", "detect.DAPHNE", "detect.GENERIC", "_send_mode"):
+        assert name not in text, name

@@ -93,19 +93,20 @@ def test_missing_channels_and_app_order_w003_w005():
 
 
 def test_plain_daphne_warning_w006_can_be_silenced(caplog):
-    from channels_tuning.servers import detect as transport
+    from channels_tuning.servers import detect
+    from channels_tuning.servers.transport import ServerKind
 
-    transport._announced = False
+    detect._announced = False
     with caplog.at_level("WARNING", logger="channels_tuning"):
-        transport.announce_server(transport.DAPHNE)
-        transport.announce_server(transport.DAPHNE)  # once per process
+        detect.announce_server(ServerKind.DAPHNE)
+        detect.announce_server(ServerKind.DAPHNE)  # once per process
     assert [r.getMessage().count("channels_tuning.W006") for r in caplog.records] == [1]
     caplog.clear()
-    transport._announced = False
+    detect._announced = False
     with override_settings(SILENCED_SYSTEM_CHECKS=["channels_tuning.W006"]):
-        transport.announce_server(transport.DAPHNE)
-    transport.announce_server(transport.FLOW)
-    transport.announce_server(transport.GENERIC)
+        detect.announce_server(ServerKind.DAPHNE)
+    detect.announce_server(ServerKind.TUNED_DAPHNE)
+    detect.announce_server(ServerKind.OTHER)
     assert caplog.records == []
 
 
@@ -170,13 +171,15 @@ def test_first_connection_names_the_server_its_guarantees_and_a_missing_lifespan
     from channels_tuning.runtime.registry import registry
     from channels_tuning.servers import detect
     from channels_tuning.servers.lifespan import Lifespan
+    from channels_tuning.servers.transport import ServerKind
 
     monkeypatch.setattr(detect, "_announced", False)
-    monkeypatch.setattr(registry, "server_kind", "hypercorn")
+    monkeypatch.setattr(registry, "server_kind", "none yet")
     monkeypatch.setattr(Lifespan, "started", False)
     with caplog.at_level("INFO", logger="channels_tuning"):
-        detect.announce_server(detect.GENERIC)
-        detect.announce_server(detect.GENERIC)  # once per process
+        detect.announce_server(ServerKind.HYPERCORN)
+        detect.announce_server(ServerKind.HYPERCORN)  # once per process
+    assert registry.server_kind == "hypercorn"
     messages = [record.getMessage() for record in caplog.records]
     assert messages[0] == (
         "channels_tuning: WebSockets served by hypercorn: 7 of 9 guarantees hold; "
@@ -223,6 +226,7 @@ def test_each_consumer_class_says_once_how_it_writes_and_warns_where_it_falls_ba
 
     from channels_tuning.runtime.registry import registry
     from channels_tuning.servers import detect
+    from channels_tuning.servers.transport import AwaitingTransport, ServerKind
 
     monkeypatch.setattr(detect, "_paths", {})
     monkeypatch.setattr(registry, "paths", {})
@@ -237,11 +241,14 @@ def test_each_consumer_class_says_once_how_it_writes_and_warns_where_it_falls_ba
     async def generic_send(message):
         pass
 
-    slow_pinging = SimpleNamespace(server=SimpleNamespace(ping_interval=120))
+    generic = AwaitingTransport(ServerKind.OTHER, generic_send, generic_send)
+    slow_pinging = SimpleNamespace(
+        kind=ServerKind.TUNED_DAPHNE, server=SimpleNamespace(ping_interval=120)
+    )
     with caplog.at_level("INFO", logger="channels_tuning"):
-        detect.announce_path(Behind, detect.GENERIC, generic_send, 60.0)
-        detect.announce_path(Behind, detect.GENERIC, generic_send, 60.0)  # once per class
-        detect.announce_path(Flowing, detect.FLOW, slow_pinging, 60.0)
+        detect.announce_path(Behind, generic, 60.0)
+        detect.announce_path(Behind, generic, 60.0)  # once per class
+        detect.announce_path(Flowing, slow_pinging, 60.0)
     messages = [record.getMessage() for record in caplog.records]
     behind, flowing = Behind.__qualname__, Flowing.__qualname__
     assert messages[0] == f"channels_tuning: {behind} writes through other ASGI server"

@@ -27,7 +27,7 @@ from channels_tuning.compat import autobahn, channels_redis, daphne, hypercorn, 
 from channels_tuning.compat import channels as channels_hooks
 from channels_tuning.exceptions import UpstreamChanged
 from channels_tuning.layers import keys
-from channels_tuning.servers.wsprotocol import ProtocolLimits, tuned_protocol
+from channels_tuning.servers.daphne.protocol import ProtocolLimits, tuned_protocol
 
 LIBRARIES = {
     "channels": channels_hooks,

@@ -25,7 +25,6 @@ are channels-redis' layout, reached through :mod:`channels_tuning.compat.channel
 
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 
@@ -75,34 +74,3 @@ def seen_key(layer: Any, process: str) -> str:
 def alive_key(layer: Any) -> str:
     """Marker that a shard holds the servers' memberships (see the table above)."""
     return f"{layer.prefix}:ct:alive"
-
-
-def _checks_of(layer: Any) -> Any:
-    """What checks names for ``layer``: itself, or for a layer that is no Channels
-    ``BaseChannelLayer`` (channels-redis' pub/sub layer), Channels' own rules."""
-    if hasattr(layer, "require_valid_group_name") or hasattr(layer, "valid_group_name"):
-        return layer
-    return _channels_rules()
-
-
-@functools.cache
-def _channels_rules() -> Any:
-    """One ``BaseChannelLayer`` whose name checks are Channels' rules (made once)."""
-    from channels.layers import BaseChannelLayer
-
-    return BaseChannelLayer()
-
-
-def require_valid_group_name(layer: Any, group: str) -> None:
-    """Channels' group-name check (TypeError for an invalid name), by its 4.2.1+
-    name ``require_valid_group_name`` or, on channels 4.0 to 4.2.0, ``valid_group_name``."""
-    layer = _checks_of(layer)
-    check = getattr(layer, "require_valid_group_name", None) or layer.valid_group_name
-    check(group)
-
-
-def require_valid_channel_name(layer: Any, channel: str) -> None:
-    """Channels' channel-name check, by either of its names (see above)."""
-    layer = _checks_of(layer)
-    check = getattr(layer, "require_valid_channel_name", None) or layer.valid_channel_name
-    check(channel)

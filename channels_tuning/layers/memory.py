@@ -10,7 +10,7 @@ from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 from ..compat import channels as channels_hooks
 from ..runtime.counters import GROUP_SENDS, group_label
 from ..runtime.registry import registry
-from . import keys
+from . import capabilities
 from .history import MemoryHistory
 from .membership import membership_hooks
 from .presence import MemoryPresence
@@ -70,7 +70,7 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
         self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None
     ) -> DeliveryReport:
         assert isinstance(message, dict), "Message is not a dict"
-        keys.require_valid_group_name(self, group)
+        capabilities.require_valid_group_name(self, group)
         channels_hooks.clean_expired(self)
         report = DeliveryReport(group)
         channels = list(self.groups.get(group, {})) if only is None else list(only)

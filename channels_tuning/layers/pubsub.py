@@ -51,7 +51,7 @@ from ..runtime.counters import DROPPED, GROUP_SENDS, LAYER_ERRORS, group_label
 from ..runtime.ratelog import RateLimitedLog
 from ..runtime.registry import registry
 from ..runtime.writebatch import coalesced_writes
-from . import keys
+from . import capabilities
 from . import serializers as _registered  # noqa: F401  (the "channels_tuning" format)
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
@@ -211,7 +211,7 @@ class RedisPubSubChannelLayer(ReportingGroupSendMixin, ChannelsPubSubLayer):
     async def group_add(self, group: str, channel: str) -> None:
         """channels-redis' ``group_add``; a tuned consumer added this way has the
         membership tracked (left when it ends), as with ``join_group``."""
-        keys.require_valid_group_name(self, group)
+        capabilities.require_valid_group_name(self, group)
         await self._get_layer().group_add(group, channel)
         consumer = registry.get(channel)
         if consumer is not None:
@@ -228,7 +228,7 @@ class RedisPubSubChannelLayer(ReportingGroupSendMixin, ChannelsPubSubLayer):
     ) -> DeliveryReport:
         """Publish once; ``processes``: how many subscribed processes Redis reached."""
         assert isinstance(message, dict), "Message is not a dict"
-        keys.require_valid_group_name(self, group)
+        capabilities.require_valid_group_name(self, group)
         layer = self._get_layer()
         group_channel = layer._get_group_channel_name(group)
         shard = layer._get_shard(group_channel)

@@ -30,6 +30,13 @@ from ..compat import channels_redis as upstream
 from ..runtime.counters import DROPPED, LAYER_ERRORS
 from ..runtime.writebatch import coalesced_writes
 from . import keys
+from .capabilities import (
+    DirectDelivery,
+    direct_delivery,
+    message_expiry,
+    process_liveness,
+    reads_process_inbox,
+)
 from .membership import restore_memberships
 
 logger = logging.getLogger(__name__)
@@ -147,9 +154,10 @@ class ProcessLayerReader:
         """While this process reads its inbox, say so every second (``mark_alive``):
         producers then skip and count the inboxes of processes that stopped (killed,
         or stalled past the liveness TTL) instead of writing into them unseen."""
-        mark = getattr(self.layer, "mark_alive", None)
-        if mark is None:
+        liveness = process_liveness(self.layer)
+        if liveness is None:
             return
+        mark = liveness.mark_alive
         said = False
         while True:
             try:
@@ -289,7 +297,7 @@ class ProcessLayerReader:
 
     def _prune(self, now: float) -> None:
         self._pruned_at = now
-        expiry = float(getattr(self.layer, "expiry", 60))
+        expiry = message_expiry(self.layer)
         for channel, (since, messages) in list(self._unclaimed.items()):
             if now - since > expiry:
                 del self._unclaimed[channel]
@@ -310,14 +318,14 @@ _readers: weakref.WeakKeyDictionary[Any, ProcessLayerReader] = weakref.WeakKeyDi
 def process_reader_for(layer: Any) -> Any:
     """What delivers ``layer``'s messages to this process' consumers (an object with
     ``attach``/``detach``), or None if each consumer must read its own channel."""
-    if hasattr(layer, "attach") and hasattr(layer, "detach"):
+    if isinstance(layer, DirectDelivery):
         # The tuned in-memory and pub/sub layers deliver directly (the pub/sub one
         # unless channels-redis' internals changed: compat.channels_redis).
-        return layer if getattr(layer, "process_delivery", True) else None
+        return direct_delivery(layer)
     # Only the tuned Redis layer: it routes plain consumers' receive() through the
     # reader too. On channels-redis' own layer a reader would race their receive()
     # for the same inbox, so tuned consumers read their own channels there.
-    if not getattr(layer, "process_reader_capable", False):
+    if not reads_process_inbox(layer):
         return None
     if not upstream.is_redis_layer(layer) or not upstream.features["process_reader"]:
         return None

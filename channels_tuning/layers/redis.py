@@ -43,7 +43,7 @@ from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
 from ..compat import channels_redis as upstream
 from ..runtime.counters import GROUP_SENDS, MISSED, group_label
 from ..runtime.registry import registry
-from . import keys
+from . import capabilities, keys
 from .history import RedisHistory
 from .membership import GroupAddBatches, derived_group_expiry, membership_hooks, refresh_memberships
 from .presence import RedisPresence
@@ -108,7 +108,7 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
     ) -> DeliveryReport:
         """One attempt, nothing counted as dropped. ``only``: retry just these keys
         (from an earlier report's ``full``) instead of the whole group."""
-        keys.require_valid_group_name(self, group)
+        capabilities.require_valid_group_name(self, group)
         report = DeliveryReport(group)
         if only is None:
             channels, alive = await self._group_members(group)
@@ -224,7 +224,7 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         consumers). Other process-local channels (``new_channel(prefix="x")``) have
         an inbox of their own, read as channels-redis reads it; an invalid name
         raises at once, as there."""
-        keys.require_valid_channel_name(self, channel)
+        capabilities.require_valid_channel_name(self, channel)
         reader = process_reader_for(self) if "!" in channel else None
         if reader is None or not channel.startswith(reader.process_channel):
             message: dict[str, Any] = await super().receive(channel)
@@ -237,8 +237,8 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         """channels-redis' ``group_add``; a tuned consumer of this process that is
         added this way (``self.channel_layer.group_add``) has the membership tracked
         like ``join_group``: refreshed while it lives, left when it ends."""
-        keys.require_valid_group_name(self, group)
-        keys.require_valid_channel_name(self, channel)
+        capabilities.require_valid_group_name(self, group)
+        capabilities.require_valid_channel_name(self, channel)
         loop = asyncio.get_running_loop()
         batches = self._group_adds.get(loop)
         if batches is None:

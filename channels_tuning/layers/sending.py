@@ -38,6 +38,7 @@ from typing import Any, Final
 from ..exceptions import DeliveryTimeout, ReceiversFull
 from ..runtime.asyncutil import loop_semaphore
 from ..runtime.counters import GROUP_SEND_DROPPED, LAYER_ERRORS, group_label
+from .capabilities import missed_messages
 from .report import DeliveryReport
 
 ON_FULL_POLICIES: Final = ("wait", "drop", "raise")
@@ -117,10 +118,10 @@ async def _wait_for_room(
 
 async def _count_loss(layer: Any, report: DeliveryReport, reason: str) -> None:
     GROUP_SEND_DROPPED.inc((group_label(report.group), reason), report.receivers_over_capacity)
-    record = getattr(layer, "record_missed", None)
-    if record is not None:
+    counter = missed_messages(layer)
+    if counter is not None:
         try:
-            await record(report.full, reason)
+            await counter.record_missed(report.full, reason)
         except Exception as exc:  # Redis trouble: the sender's own counter has the loss
             LAYER_ERRORS.inc((f"record_missed:{type(exc).__name__}",))
 

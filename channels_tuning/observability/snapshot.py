@@ -37,6 +37,7 @@ from typing import Any
 from django.conf import settings as django_settings
 
 from ..layers import keys
+from ..layers.capabilities import redis_prefix
 from ..runtime import counters as stats
 from ..runtime.counters import LAYER_ERRORS
 from ..runtime.ratelog import RateLimitedLog
@@ -170,8 +171,7 @@ def _states() -> dict[str, int]:
 
 def _layer_prefix() -> str | None:
     for consumer in registry:
-        prefix = getattr(consumer.channel_layer, "client_prefix", None)
-        if prefix:
+        if redis_prefix(consumer.channel_layer):
             return keys.process_channel(consumer.channel_layer)
     return None
 
@@ -325,7 +325,7 @@ def backend_for(tuning: dict[str, Any], layer: Any) -> FileBackend | RedisBacken
     # below one second publishes once a tick: the staleness bound follows the slower
     # of the two, and allows two missed publications before a process is "gone".
     ttl = 3 * max(interval, 1.0)
-    redis_capable = layer is not None and hasattr(layer, "client_prefix")
+    redis_capable = layer is not None and redis_prefix(layer) is not None
     if choice == "redis" or (choice == "auto" and redis_capable):
         return RedisBackend(layer, ttl)
     if tuning["STATS_DIR"]:

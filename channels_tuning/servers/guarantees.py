@@ -23,13 +23,6 @@ SERVER_TITLES: Final = {
     "uvicorn": "uvicorn",
     "hypercorn": "hypercorn",
 }
-#: How :mod:`channels_tuning.servers.detect` names each server in stats.
-DETECTED_AS: Final = {
-    "daphne": "daphne",
-    "tuned daphne": "tuned",
-    "uvicorn": "uvicorn",
-    "hypercorn": "hypercorn",
-}
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from channels.layers import get_channel_layer
 from django.core.management.base import BaseCommand, CommandError
 
 from channels_tuning.conf import project_settings
+from channels_tuning.layers.capabilities import redis_prefix
 from channels_tuning.observability import snapshot
 from channels_tuning.observability.leaks import redis_memberships, snapshot_problems
 
@@ -205,7 +206,7 @@ def _redis_memberships(snap: dict[str, Any]) -> list[str]:
     """Group members in Redis that belong to this (idle) process."""
     prefix = snap.get("layer_prefix")
     layer: Any = get_channel_layer()
-    if not prefix or not hasattr(layer, "client_prefix"):
+    if not prefix or redis_prefix(layer) is None:
         return []
 
     async def count() -> int:

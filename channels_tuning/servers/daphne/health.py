@@ -24,8 +24,8 @@ import json
 import os
 from dataclasses import dataclass
 
-from ..conf import project_settings
-from ..runtime.registry import registry
+from ...conf import project_settings
+from ...runtime.registry import registry
 
 #: Default ``--health-path``.
 DEFAULT_HEALTH_PATH = "/_ct/health"

@@ -29,13 +29,13 @@ import logging
 import time
 from typing import Any
 
-from ..compat.autobahn import (
+from ...compat.autobahn import (
     send_close_frame,
     share_protocol_options,
     stop_assembling_messages,
 )
-from ..runtime.counters import CLOSES, DROPPED
-from ..wire.closecodes import CloseCode
+from ...runtime.counters import CLOSES, DROPPED
+from ...wire.closecodes import CloseCode
 
 logger = logging.getLogger("channels_tuning.server")
 

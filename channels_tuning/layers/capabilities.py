@@ -1,0 +1,153 @@
+"""What a channel layer can do for the package, declared once.
+
+The package runs on any Channels layer and does more on its own: a tuned layer
+reports what a group send reached, keeps group history and presence, counts the
+messages receivers missed, says which processes are alive, and delivers to this
+process' consumers without a reader task each. Each of those is a small interface
+here (a :class:`typing.Protocol` or a store base class), and this module is the only
+place that looks at a layer object to find which ones it has: the rest of the package
+asks these functions and gets a typed object or ``None`` (a test fails on a
+``getattr``/``hasattr`` probe of a layer anywhere else).
+
+A layer of your own gets a feature by having the attribute or method named here
+(``docs/architecture.md``, "Writing a layer"); channels-redis' and Channels' own layers
+have none of them and work as they always did.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from .history import History
+    from .presence import PresenceStore
+    from .report import DeliveryReport
+
+
+@runtime_checkable
+class ReportingGroupSend(Protocol):
+    """One ``group_send`` attempt that says what it reached (the ``on_full`` policy
+    of :mod:`.sending` and ``broadcast()`` are built on it)."""
+
+    async def group_send_report(
+        self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None
+    ) -> DeliveryReport: ...
+
+
+@runtime_checkable
+class MissedMessages(Protocol):
+    """Losses counted where the receiver's operator looks: producers record them next
+    to the receiving process' inbox, which collects them into its own counters."""
+
+    async def record_missed(self, full: dict[str, list[str]], reason: str) -> None: ...
+
+    async def collect_missed(self) -> int: ...
+
+
+@runtime_checkable
+class ProcessLiveness(Protocol):
+    """A process says, every second, that it reads its inbox (producers skip the
+    inboxes of processes that stopped)."""
+
+    async def mark_alive(self) -> bool: ...
+
+
+@runtime_checkable
+class DirectDelivery(Protocol):
+    """The layer hands this process' messages to its consumers itself (the tuned
+    in-memory and pub/sub layers): no reader task per consumer."""
+
+    def attach(self, consumer: Any) -> None: ...
+
+    def detach(self, consumer: Any) -> None: ...
+
+
+def reporting(layer: Any) -> ReportingGroupSend | None:
+    return layer if callable(getattr(layer, "group_send_report", None)) else None
+
+
+def history_store(layer: Any) -> History | None:
+    """The layer's group history (the ``HISTORY`` setting), if it keeps one."""
+    store: History | None = getattr(layer, "history", None)
+    return store
+
+
+def presence_store(layer: Any) -> PresenceStore | None:
+    """The layer's presence (the ``PRESENCE`` setting), if it keeps one."""
+    store: PresenceStore | None = getattr(layer, "presence", None)
+    return store
+
+
+def missed_messages(layer: Any) -> MissedMessages | None:
+    return layer if isinstance(layer, MissedMessages) else None
+
+
+def process_liveness(layer: Any) -> ProcessLiveness | None:
+    return layer if isinstance(layer, ProcessLiveness) else None
+
+
+def direct_delivery(layer: Any) -> DirectDelivery | None:
+    """The layer itself, if it delivers to consumers directly and can now (the
+    pub/sub layer cannot when channels-redis' internals changed:
+    :mod:`channels_tuning.compat.channels_redis`)."""
+    if not isinstance(layer, DirectDelivery):
+        return None
+    return layer if getattr(layer, "process_delivery", True) else None
+
+
+def reads_process_inbox(layer: Any) -> bool:
+    """Whether one task per process may read the layer's inbox for every consumer
+    (the tuned Redis layer, which also routes plain consumers' ``receive()`` to it;
+    on channels-redis' own layer such a reader would race their ``receive()``)."""
+    return bool(getattr(layer, "process_reader_capable", False))
+
+
+def redis_prefix(layer: Any) -> str | None:
+    """The process-channel prefix of a Redis layer (channels-redis' ``client_prefix``),
+    under which the package keeps its per-process keys; None for other layers."""
+    prefix = getattr(layer, "client_prefix", None)
+    return prefix if isinstance(prefix, str) else None
+
+
+def message_expiry(layer: Any) -> float:
+    """Seconds the layer keeps an unread message (Channels' ``expiry``, 60 s)."""
+    return float(getattr(layer, "expiry", 60))
+
+
+def local_groups(layer: Any) -> dict[str, Iterable[str]] | None:
+    """The groups of an in-memory layer, by name (Channels' ``groups``), or None."""
+    groups = getattr(layer, "groups", None)
+    return groups if isinstance(groups, dict) else None
+
+
+def _checks_of(layer: Any) -> Any:
+    """What checks names for ``layer``: itself, or for a layer that is no Channels
+    ``BaseChannelLayer`` (channels-redis' pub/sub layer), Channels' own rules."""
+    if hasattr(layer, "require_valid_group_name") or hasattr(layer, "valid_group_name"):
+        return layer
+    return _channels_rules()
+
+
+@functools.cache
+def _channels_rules() -> Any:
+    """One ``BaseChannelLayer`` whose name checks are Channels' rules (made once)."""
+    from channels.layers import BaseChannelLayer
+
+    return BaseChannelLayer()
+
+
+def require_valid_group_name(layer: Any, group: str) -> None:
+    """Channels' group-name check (TypeError for an invalid name), by its 4.2.1+
+    name ``require_valid_group_name`` or, on channels 4.0 to 4.2.0, ``valid_group_name``."""
+    layer = _checks_of(layer)
+    check = getattr(layer, "require_valid_group_name", None) or layer.valid_group_name
+    check(group)
+
+
+def require_valid_channel_name(layer: Any, channel: str) -> None:
+    """Channels' channel-name check, by either of its names."""
+    layer = _checks_of(layer)
+    check = getattr(layer, "require_valid_channel_name", None) or layer.valid_channel_name
+    check(channel)

@@ -1,0 +1,127 @@
+"""The HTTP side of ``channels-tuning-daphne``: a deadline for the opening handshake,
+an optional cap on connections still in it, and the server's own answers (the health
+check, 503 to new WebSockets while draining) before Django sees the request.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, cast
+
+from daphne.http_protocol import HTTPFactory, WebRequest
+from twisted.internet import reactor
+
+from ...compat import daphne as daphne_hooks
+from ...compat import twisted
+from ...runtime.counters import REJECTED
+from ...runtime.ratelog import RateLimitedLog
+
+logger = logging.getLogger("channels_tuning.server")
+
+
+class _HandshakeRequest(WebRequest):
+    """daphne's request, telling the factory when a connection's first request
+    arrived whole (its handshake is over: the deadline no longer applies)."""
+
+    def process(self) -> Any:
+        factory = getattr(self.channel, "factory", None)
+        if isinstance(factory, TunedHTTPFactory):
+            factory.handshake_done(self.channel)
+            server = factory.server
+            if not daphne_hooks.features["own_answers"]:
+                return super().process()
+            if server.health_path and self.path == server.health_path:
+                status, body = server.health.verdict()
+                return self._answer(status, body, b"application/json")
+            if server.health.draining and self._is_websocket_upgrade():
+                # Draining: a new WebSocket would get 1012 moments later. 503 instead,
+                # which a balancer retries on another server (HAProxy "retry-on 503",
+                # nginx "proxy_next_upstream http_503"): the client never sees it.
+                REJECTED.inc(("(server)", "draining"))
+                return self._answer(503, b"draining\n", b"text/plain", retry_after=b"1")
+        return super().process()
+
+    def _is_websocket_upgrade(self) -> bool:
+        upgrade = self.requestHeaders.getRawHeaders(b"upgrade") or [b""]
+        return upgrade[0].lower() == b"websocket"
+
+    def _answer(
+        self, status: int, body: bytes, content_type: bytes, retry_after: bytes | None = None
+    ) -> None:
+        """An answer from the server itself, before Django (health, draining)."""
+        self.request_start = time.time()  # what daphne's access log reads
+        if hasattr(self.client, "host"):
+            self.client_addr = [str(self.client.host), self.client.port]
+        headers = [(b"content-type", content_type), (b"cache-control", b"no-store")]
+        if retry_after is not None:
+            headers.append((b"retry-after", retry_after))
+        self.handle_reply({"type": "http.response.start", "status": status, "headers": headers})
+        self.handle_reply({"type": "http.response.body", "body": body})
+
+
+class TunedHTTPFactory(HTTPFactory):
+    """daphne's HTTP factory with a deadline for the opening handshake and an
+    optional cap on connections still in it.
+
+    A TCP connection that has not sent a whole first request (the WebSocket upgrade,
+    or any HTTP request) within ``handshake_timeout`` seconds is aborted: idle sockets
+    and slowloris handshakes (1 byte a second) would otherwise hold a file descriptor
+    each for as long as the client likes, below anything ``MAX_CONNECTIONS`` sees.
+    With ``max_half_open``, connections beyond that many in their handshake are
+    refused at once. Both are logged (one line a second at most) and counted
+    (``rejected_connections_total{consumer="(server)",reason=...}``)."""
+
+    def __init__(self, server: Any, handshake_timeout: float, max_half_open: int | None) -> None:
+        super().__init__(server)
+        self.handshake_timeout = handshake_timeout
+        self.max_half_open = max_half_open
+        #: Connections in their handshake: their HTTP channel -> (protocol, deadline
+        #: timer). An entry leaves when the first request arrives (timer cancelled:
+        #: nothing is kept for a connection past its handshake), at its deadline, or,
+        #: at the cap, when its transport is found gone.
+        self.half_open: dict[Any, tuple[Any, Any]] = {}
+        self._log = RateLimitedLog(logger)
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if self.max_half_open is not None and len(self.half_open) >= self.max_half_open:
+            self._forget_gone()
+            if len(self.half_open) >= self.max_half_open:
+                self._refused("half_open_limit", addr)
+                return None
+        protocol = super().buildProtocol(addr)
+        protocol.requestFactory = _HandshakeRequest
+        timer = None
+        if self.handshake_timeout:
+            # daphne.server (imported above) installed Twisted's asyncio reactor first.
+            timer = cast(Any, reactor).callLater(
+                self.handshake_timeout, self._deadline, protocol, addr
+            )
+        self.half_open[twisted.http_channel(protocol)] = (protocol, timer)
+        return protocol
+
+    def handshake_done(self, channel: Any) -> None:
+        entry = self.half_open.pop(channel, None)
+        if entry is not None and entry[1] is not None and entry[1].active():
+            entry[1].cancel()
+
+    def _forget_gone(self) -> None:
+        """At the cap: drop entries whose connection the client already closed."""
+        for channel, (protocol, timer) in list(self.half_open.items()):
+            transport = twisted.connection_transport(protocol)
+            if transport is None or not transport.connected:
+                del self.half_open[channel]
+                if timer is not None and timer.active():
+                    timer.cancel()
+
+    def _deadline(self, protocol: Any, addr: Any) -> None:
+        if self.half_open.pop(twisted.http_channel(protocol), None) is None:
+            return  # its request arrived, or it was forgotten at the cap
+        transport = twisted.connection_transport(protocol)
+        if transport is not None and getattr(transport, "connected", False):
+            self._refused("handshake_timeout", addr)
+            transport.abortConnection()
+
+    def _refused(self, reason: str, addr: Any) -> None:
+        REJECTED.inc(("(server)", reason))
+        self._log.log("channels_tuning: connection from %s refused: %s", addr, reason)

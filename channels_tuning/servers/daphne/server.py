@@ -1,0 +1,251 @@
+"""``TunedServer``: daphne's ``Server`` with flow control, bounded inbound queues, the
+options of :class:`TunedOptions`, and a graceful drain on SIGTERM/SIGINT.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass, field, replace
+from dataclasses import fields as dataclass_fields
+from typing import Any
+
+from daphne.http_protocol import HTTPFactory
+from daphne.server import Server
+from twisted.internet import defer
+
+from ... import compat
+from ...compat import autobahn, twisted
+from ...compat import daphne as daphne_hooks
+from ...wire.closecodes import CloseCode
+from .. import detect
+from ..startup import run_at_server_start
+from ..transport import TRANSPORT_EXTENSION
+from .compression import Compression
+from .health import DEFAULT_HEALTH_PATH, Health
+from .http import TunedHTTPFactory
+from .protocol import ProtocolLimits, tuned_protocol
+from .send import INBOUND_HIGH_WATER, FlowControlledSend, InboundQueue
+
+logger = logging.getLogger("channels_tuning.server")
+
+SERVICE_RESTART = int(CloseCode.SERVICE_RESTART)  # a plain int: autobahn rejects IntEnum members
+
+
+def wire_message_limit(server_limit: int) -> int:
+    """The message-size limit autobahn enforces as frames arrive: the smaller of the
+    server's own (``--websocket-max-message-size``) and ``MAX_MESSAGE_SIZE``. A
+    consumer class that allows more than ``MAX_MESSAGE_SIZE`` is capped by it here."""
+    try:
+        from ...conf import project_settings
+
+        configured = project_settings()["MAX_MESSAGE_SIZE"]
+    except Exception:  # Django not configured: the server's own limit
+        configured = None
+    if not configured:
+        return int(server_limit)
+    return int(min(server_limit, configured)) if server_limit else int(configured)
+
+
+#: SO_SNDBUF of each WebSocket's socket (the kernel doubles it for its bookkeeping).
+#: Left to the kernel, TCP autotuning grows a slow client's send buffer to several MB
+#: (2.8 MB measured on loopback, tcp_wmem's ceiling is 4 MB): memory outside the
+#: process, outside the send queue's bound, per slow client. 64 KiB keeps a fast
+#: client's throughput on a LAN (see docs and benchmarks/slow_readers.py).
+DEFAULT_SEND_BUFFER = 64 * 1024
+
+
+def set_send_buffer(transport: Any, size: int) -> None:
+    """Fix the kernel's send buffer of a connection's socket at ``size`` bytes."""
+    try:
+        transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+    except OSError:
+        logger.debug("channels_tuning: could not set SO_SNDBUF", exc_info=True)
+
+
+@dataclass(frozen=True)
+class TunedOptions:
+    """What ``channels-tuning-daphne`` adds to daphne's options; its command line
+    (:mod:`.cli`) fills one from its arguments."""
+
+    #: Seconds disconnect handlers get after the 1012 closes (--drain-timeout).
+    drain_timeout: float = 10.0
+    #: permessage-deflate, off unless given (--ws-compression and its options).
+    compression: Compression | None = None
+    #: Ping budget and fragment cap (--ws-control-frame-rate/-burst, --ws-max-fragments).
+    protocol_limits: ProtocolLimits = field(default_factory=ProtocolLimits)
+    #: Seconds a connection has to send a whole first request; 0: none.
+    handshake_timeout: float = 10.0
+    #: Connections still in their handshake beyond which new ones are refused.
+    max_half_open: int | None = None
+    #: SO_SNDBUF of each WebSocket's socket; 0: the kernel's autotuning.
+    send_buffer: int = DEFAULT_SEND_BUFFER
+    #: Path answered by the health check; "": none.
+    health_path: str = DEFAULT_HEALTH_PATH
+    #: Seconds of serving with the health check at 503 before the drain.
+    drain_health_delay: float = 0.0
+
+
+_OPTION_FIELDS = tuple(f.name for f in dataclass_fields(TunedOptions))
+
+
+class TunedServer(Server):
+    """daphne's ``Server`` with flow control, bounded inbound queues and a graceful
+    drain. ``options``: a :class:`TunedOptions` (or its fields as keywords)."""
+
+    drain_batch_size = 200
+    drain_batch_interval = 0.05
+
+    def __init__(self, *args: Any, options: TunedOptions | None = None, **kwargs: Any) -> None:
+        fields = {name: kwargs.pop(name) for name in _OPTION_FIELDS if name in kwargs}
+        options = replace(options or TunedOptions(), **fields)
+        self.options = options
+        self.drain_timeout = options.drain_timeout
+        self.compression = options.compression
+        self.protocol_limits = options.protocol_limits
+        self.handshake_timeout = options.handshake_timeout
+        self.max_half_open = options.max_half_open
+        self.send_buffer = options.send_buffer
+        self.health_path = options.health_path.encode() if options.health_path else b""
+        self.drain_health_delay = options.drain_health_delay
+        self.health = Health()
+        self.compression_threshold = self.compression.threshold if self.compression else 0
+        self.release_deflate_contexts = bool(
+            self.compression and self.compression.no_context_takeover
+        )
+        super().__init__(*args, **kwargs)
+        # The message-size limit applies while a message arrives, not after autobahn
+        # buffered it whole: the smaller of daphne's option and MAX_MESSAGE_SIZE.
+        # daphne hands both to autobahn (maxMessagePayloadSize, maxFramePayloadSize).
+        limit = wire_message_limit(int(getattr(self, "websocket_max_message_size", 0)))
+        self.websocket_max_message_size = limit
+        frame_limit = int(getattr(self, "websocket_max_frame_size", 0) or limit)
+        self.websocket_max_frame_size = min(frame_limit, limit)
+        self._ports: list[Any] = []
+        # Every private hook checked once, before the first connection: a changed
+        # upstream is logged with its fallback instead of failing silently.
+        self.compat_problems = compat.self_check()
+        detect.tuned_server_running = True
+        # Checks that matter at run time: daphne runs none (errors stop the server).
+        run_at_server_start(logging.getLogger("channels_tuning"))
+        autobahn.defer_option_log()
+
+    # daphne builds its WebSocket factory inside run(); hook its assignment to
+    # switch compression on before the first connection.
+    @property
+    def ws_factory(self) -> Any:
+        return self._ws_factory
+
+    @ws_factory.setter
+    def ws_factory(self, factory: Any) -> None:
+        self._ws_factory = factory
+        # Pings get a budget and flow control, fragments a cap (servers.daphne.protocol).
+        factory.protocol = tuned_protocol(
+            factory.protocol, self.protocol_limits, self.websocket_max_message_size
+        )
+        if self.compression is not None:
+            factory.setProtocolOptions(perMessageCompressionAccept=self.compression.accept)
+
+    # daphne builds its HTTP factory inside run() too: ours adds the handshake deadline.
+    @property
+    def http_factory(self) -> Any:
+        return self._http_factory
+
+    @http_factory.setter
+    def http_factory(self, factory: Any) -> None:
+        if type(factory) is HTTPFactory and daphne_hooks.features["create_application"]:
+            factory = TunedHTTPFactory(self, self.handshake_timeout, self.max_half_open)
+        self._http_factory = factory
+
+    def listen_success(self, port: Any) -> None:
+        self._ports.append(port)
+        super().listen_success(port)
+
+    def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
+        if scope.get("type") != "websocket" or not daphne_hooks.features["create_application"]:
+            return super().create_application(protocol, scope)
+        # What daphne's create_application does (compat.daphne names the contract),
+        # with a flow-controlled send and a bounded input queue.
+        assert "application_instance" not in self.connections[protocol]
+        transport = protocol.transport
+        twisted.make_eager(transport)
+        if self.send_buffer:
+            set_send_buffer(transport, self.send_buffer)
+        send = FlowControlledSend(self, protocol)
+        # daphne's HTTPChannel registered itself as the producer before the upgrade.
+        transport.unregisterProducer()
+        transport.registerProducer(send, True)
+        input_queue = InboundQueue(protocol, INBOUND_HIGH_WATER, self.release_deflate_contexts)
+        scope.setdefault("asgi", {"version": "3.0"})
+        # The consumer finds the flow-controlled send here, however many middlewares
+        # (Channels' AuthMiddlewareStack among them) wrap ``send`` on the way.
+        scope["extensions"] = {**(scope.get("extensions") or {}), TRANSPORT_EXTENSION: send}
+        application_instance = self.application(scope=scope, receive=input_queue.get, send=send)
+        if protocol not in self.connections:
+            return None
+        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
+            application_instance, loop=asyncio.get_event_loop()
+        )
+        return input_queue
+
+    # ------------------------------------------------------------- shutdown
+
+    def kill_all_applications(self) -> Any:
+        """Twisted's "before shutdown" trigger: drain first, then cancel what is left."""
+        return defer.Deferred.fromFuture(asyncio.ensure_future(self._drain()))
+
+    async def _drain(self) -> None:
+        if self.signal_handlers:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, _exit_now)
+        # Readiness off first: the balancer's health check sees 503 and stops sending
+        # new clients here while the server still serves (servers.daphne.health).
+        self.health.draining = True
+        if self.drain_health_delay > 0:
+            logger.info(
+                "Draining: health check answers 503; closing in %.1f s", self.drain_health_delay
+            )
+            await asyncio.sleep(self.drain_health_delay)
+        for port in self._ports:
+            port.stopListening()
+        websockets = [
+            p
+            for p in list(self.connections)
+            if getattr(p, "application_type", None) == "websocket"
+            and getattr(p, "state", None) == p.STATE_OPEN
+        ]
+        logger.info(
+            "Draining %d WebSocket connections (close %d)", len(websockets), SERVICE_RESTART
+        )
+        for start in range(0, len(websockets), self.drain_batch_size):
+            for protocol in websockets[start : start + self.drain_batch_size]:
+                # Clients get the drain deadline to answer the close, not autobahn's
+                # 1 s: a busy client aborted first would see 1006 instead of 1012.
+                protocol.closeHandshakeTimeout = self.drain_timeout
+                autobahn.send_close_frame(protocol, SERVICE_RESTART, "server restarting")
+            # Spread the clients' reconnects instead of sending all closes in one go.
+            await asyncio.sleep(self.drain_batch_interval)
+        pending = self._pending_applications()
+        if pending:
+            await asyncio.wait(pending, timeout=self.drain_timeout)
+        left = [task for task in self._pending_applications() if not task.done()]
+        for task in left:
+            task.cancel()
+        if left:
+            logger.warning("Cancelled %d applications still running after the drain", len(left))
+            await asyncio.wait(left, timeout=2.0)
+
+    def _pending_applications(self) -> list[asyncio.Future[Any]]:
+        return [
+            details["application_instance"]
+            for details in self.connections.values()
+            if "application_instance" in details and not details["application_instance"].done()
+        ]
+
+
+def _exit_now(signum: int, frame: Any) -> None:
+    logger.warning("Second signal during drain: exiting at once")
+    os._exit(128 + signum)
