@@ -14,7 +14,6 @@ from dataclasses import replace
 import pytest
 
 from channels_tuning.core import (
-    Action,
     AdmissionContext,
     ConnectionCore,
     ConnectionLimitPolicy,
@@ -27,6 +26,8 @@ from channels_tuning.core import (
     MessageSizePolicy,
     Outcome,
     RateLimitPolicy,
+    SendFrame,
+    WriteClose,
 )
 from channels_tuning.core.policies import (
     BUILTIN_ORDER,
@@ -85,7 +86,7 @@ def make(
 
 
 def closes(core: ConnectionCore) -> list[int]:
-    return [action[1] for action in core.take_actions() if action[0] is Action.CLOSE]
+    return [action.code for action in core.take_actions() if isinstance(action, WriteClose)]
 
 
 def test_state_moves_forward_only():
@@ -98,7 +99,7 @@ def test_state_moves_forward_only():
     assert not core.close(4000)  # a second close is ignored
     core.accept(2.0)
     assert core.state is ConnectionState.CLOSING
-    assert core.take_actions() == [(Action.CLOSE, 1000, "bye", False)]
+    assert core.take_actions() == [WriteClose(1000, "bye", False)]
     core.connection_lost()
     assert core.state is ConnectionState.CLOSED
     assert not core.receive_frame(text("late"), 3.0)
@@ -174,7 +175,7 @@ def test_pongs_are_free_but_pings_spend_a_token():
     assert core.state is ConnectionState.OPEN
     for _ in range(3):
         core.receive_frame(text(PING_TEXT), 0.0)
-    assert core.take_actions() == [(Action.SEND, PONG_TEXT_MESSAGE)] * 3
+    assert core.take_actions() == [SendFrame(PONG_TEXT_MESSAGE)] * 3
     assert not core.receive_frame(text(PING_TEXT), 0.0)
     assert closes(core) == [1008]
 
@@ -182,7 +183,7 @@ def test_pongs_are_free_but_pings_spend_a_token():
 def test_ping_answered_in_its_own_form():
     core = make(settings=replace(SETTINGS, rate_limit=None))
     core.receive_frame(binary(PING_BYTES), 1.0)
-    assert core.take_actions() == [(Action.SEND, PONG_BYTES_MESSAGE)]
+    assert core.take_actions() == [SendFrame(PONG_BYTES_MESSAGE)]
 
 
 def test_heartbeat_pings_on_schedule_and_closes_silent_clients():
@@ -190,12 +191,12 @@ def test_heartbeat_pings_on_schedule_and_closes_silent_clients():
     core.tick(9.9)
     assert not core.has_actions
     core.tick(10.0)
-    assert core.take_actions() == [(Action.SEND, PING_TEXT_MESSAGE)]
+    assert core.take_actions() == [SendFrame(PING_TEXT_MESSAGE)]
     core.tick(15.0)
     assert not core.has_actions
     core.receive_frame(text(PONG_TEXT), 19.0)  # any frame is liveness
     core.tick(43.9)  # 24.9 s after the pong: a ping (one per tick at most), no close
-    assert core.take_actions() == [(Action.SEND, PING_TEXT_MESSAGE)]
+    assert core.take_actions() == [SendFrame(PING_TEXT_MESSAGE)]
     core.tick(44.0)
     assert closes(core) == [4000]
     core.tick(100.0)  # closed: timers stop
@@ -241,7 +242,7 @@ def test_binary_consumers_ping_in_binary():
 
     core = make(consumer=Binary)
     core.tick(10.0)
-    assert core.take_actions()[0][1]["bytes"] == PING_BYTES
+    assert core.take_actions()[0].message["bytes"] == PING_BYTES
 
 
 def test_lifetime_with_jitter_is_within_bounds():
@@ -283,7 +284,7 @@ def test_disconnect_policy_overflow_drops_backlog_and_closes_4001_urgently():
         core.send(data(n))
     assert core.send(data(3)) is Outcome.DROPPED
     assert core.last_drop == (4, "slow_consumer")
-    assert core.take_actions() == [(Action.CLOSE, 4001, "slow consumer", True)]
+    assert core.take_actions() == [WriteClose(4001, "slow consumer", True)]
     assert core.send(data(4)) is Outcome.DROPPED
     assert core.last_drop == (1, "closed")
 
@@ -367,3 +368,23 @@ def test_per_user_connection_limit():
         1013,
         "user connection limit",
     )
+
+
+def test_one_token_bucket_for_rates_and_ping_budgets():
+    from channels_tuning.core.tokens import TokenBucket
+
+    bucket = TokenBucket(rate=2.0, burst=2.0)
+    tokens, at = 2.0, 10.0
+    results = []
+    for now in (10.0, 10.0, 10.0, 10.5, 11.5, 100.0):
+        allowed, tokens = bucket.take(tokens, at, now)
+        at = now
+        results.append((allowed, tokens))
+    assert results == [
+        (True, 1.0),
+        (True, 0.0),
+        (False, 0.0),
+        (True, 0.0),  # half a second at 2/s: one token, spent
+        (True, 1.0),  # a second: two
+        (True, 1.0),  # capped at the burst
+    ]

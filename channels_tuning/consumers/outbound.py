@@ -16,7 +16,7 @@ from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
-from ..core import Action, ConnectionCore, ConnectionSettings, Outcome
+from ..core import Action, ConnectionCore, ConnectionSettings, Outcome, SendFrame
 from ..core.queue import REASON_CLOSED
 from ..runtime.counters import CLOSES, DROPPED, TRAFFIC
 from ..runtime.ratelog import RateLimitedLog
@@ -128,14 +128,13 @@ class OutboundMixin(AsyncWebsocketConsumer):
         if core.close(code, reason, urgent=urgent):
             self._perform(core.take_actions())
 
-    def _perform(self, actions: list[tuple[Any, ...]]) -> None:
+    def _perform(self, actions: list[Action]) -> None:
         """Carry out what the core decided."""
         for action in actions:
-            if action[0] is Action.SEND:
-                self.send_nowait(action[1])
+            if isinstance(action, SendFrame):
+                self.send_nowait(action.message)
             else:
-                _, code, reason, urgent = action
-                self._write_close(code, reason, urgent)
+                self._write_close(action.code, action.reason, action.urgent)
 
     def _write_close(self, code: int, reason: str | None, urgent: bool) -> None:
         CLOSES.inc((self.consumer_label(), str(code)))

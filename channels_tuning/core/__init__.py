@@ -11,7 +11,7 @@ In the manner of the ``websockets`` library's ``Protocol``: state in one enum,
 every limit a setting, every decision testable without a socket.
 """
 
-from .connection import Action, ConnectionCore, Outcome
+from .connection import Action, ConnectionCore, Outcome, SendFrame, WriteClose
 from .policies import (
     BUILTIN_ORDER,
     AdmissionContext,
@@ -47,5 +47,7 @@ __all__ = [
     "Outcome",
     "Policy",
     "RateLimitPolicy",
+    "SendFrame",
+    "WriteClose",
     "message_size",
 ]

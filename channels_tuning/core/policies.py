@@ -46,6 +46,7 @@ from ..wire.heartbeat import (
 )
 from .settings import ConnectionSettings
 from .state import Liveness
+from .tokens import TokenBucket
 
 if TYPE_CHECKING:
     from .connection import ConnectionCore
@@ -191,6 +192,7 @@ class RateLimitPolicy(Policy):
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.burst = burst
+        self.bucket = TokenBucket(rate, burst)
 
     @classmethod
     def configure(cls, settings: ConnectionSettings, consumer_class: type) -> Policy | None:
@@ -206,14 +208,11 @@ class RateLimitPolicy(Policy):
     def on_frame(self, core: ConnectionCore, message: Message, kind: FrameKind, now: float) -> bool:
         if kind is FrameKind.PONG:
             return True
-        tokens = min(self.burst, core.tokens + (now - core.tokens_at) * self.rate)
+        allowed, core.tokens = self.bucket.take(core.tokens, core.tokens_at, now)
         core.tokens_at = now
-        if tokens < 1.0:
-            core.tokens = tokens
+        if not allowed:
             core.close(CloseCode.POLICY_VIOLATION, "rate limit exceeded")
-            return False
-        core.tokens = tokens - 1.0
-        return True
+        return allowed
 
 
 class HeartbeatPolicy(Policy):

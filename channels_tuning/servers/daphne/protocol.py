@@ -34,6 +34,7 @@ from ...compat.autobahn import (
     share_protocol_options,
     stop_assembling_messages,
 )
+from ...core.tokens import TokenBucket
 from ...runtime.counters import CLOSES, DROPPED
 from ...wire.closecodes import CloseCode
 
@@ -62,6 +63,8 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
     """A subclass of daphne's WebSocket protocol class ``base`` with ``limits``, and
     ``max_message_size`` (0: none) checked as each frame of a message begins."""
 
+    ping_budget = TokenBucket(limits.control_frame_rate, limits.control_frame_burst)
+
     class TunedWebSocketProtocol(base):
         # Per-connection state as class defaults: set on an instance only when used,
         # so a connection that never pings or fragments carries none of it.
@@ -88,18 +91,12 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
 
         def onPing(self, payload: bytes) -> None:
             now = time.monotonic()
-            tokens = self._ct_tokens
-            if self._ct_tokens_at:
-                tokens = min(
-                    limits.control_frame_burst,
-                    tokens + (now - self._ct_tokens_at) * limits.control_frame_rate,
-                )
+            counted_at = self._ct_tokens_at or now  # the first ping: a full bucket
+            allowed, self._ct_tokens = ping_budget.take(self._ct_tokens, counted_at, now)
             self._ct_tokens_at = now
-            if tokens < 1.0:
-                self._ct_tokens = tokens
+            if not allowed:
                 _close(self, CloseCode.POLICY_VIOLATION, "control frame flood")
                 return
-            self._ct_tokens = tokens - 1.0
             # The transport's producer is the connection's FlowControlledSend: paused
             # while the client does not read what it was sent. A client's keepalive
             # ping (python websockets, mobile libraries) is a sign of life.

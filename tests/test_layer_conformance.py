@@ -1,0 +1,137 @@
+"""What every layer the package runs with must do, run against each: the package's
+in-memory and Redis layers (a real redis-server) and a layer written from
+docs/architecture.md's "Writing a layer" alone (tests/support/documented_layer.py).
+
+A new layer belongs in :data:`LAYERS`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from channels.testing import WebsocketCommunicator
+from django.test import override_settings
+
+from channels_tuning import TunedWebsocketConsumer
+from channels_tuning.broadcast import DeliveryTimeout, ReceiversFull, broadcast
+from channels_tuning.layers import capabilities
+from channels_tuning.layers.report import DeliveryReport
+
+#: name -> (BACKEND, whether it needs a redis-server)
+LAYERS: dict[str, tuple[str, bool]] = {
+    "memory": ("channels_tuning.layers.InMemoryChannelLayer", False),
+    "redis": ("channels_tuning.layers.RedisChannelLayer", True),
+    "documented": ("tests.support.documented_layer.DocumentedLayer", False),
+}
+
+
+@pytest.fixture(params=sorted(LAYERS))
+async def layer_config(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
+    """Makes ``CHANNEL_LAYERS["default"]`` for the layer under test (a redis-server of
+    the session for the Redis layer), and the layer itself."""
+    backend, needs_redis = LAYERS[request.param]
+    hosts: dict[str, Any] = {}
+    if needs_redis:
+        hosts = {"hosts": [request.getfixturevalue("shared_redis").url]}
+    made: list[Any] = []
+
+    def make(**config: Any) -> Any:
+        from channels.layers import channel_layers
+
+        settings = {"default": {"BACKEND": backend, "CONFIG": {**hosts, **config}}}
+        override = override_settings(CHANNEL_LAYERS=settings)
+        override.enable()
+        made.append(override)
+        channel_layers.backends.clear()
+        return channel_layers["default"]
+
+    yield make
+    from channels.layers import channel_layers
+
+    for layer in list(channel_layers.backends.values()):
+        close = getattr(layer, "close_pools", None)
+        if close is not None:
+            await close()
+    for override in reversed(made):
+        override.disable()
+    channel_layers.backends.clear()
+
+
+async def test_channels_contract_send_receive_and_groups(layer_config):
+    layer = layer_config()
+    a, b = await layer.new_channel(), await layer.new_channel()
+    await layer.send(a, {"type": "hello", "n": 1})
+    assert await asyncio.wait_for(layer.receive(a), 5) == {"type": "hello", "n": 1}
+    await layer.group_add("room", a)
+    await layer.group_add("room", b)
+    await layer.group_send("room", {"type": "to.room"})
+    assert (await asyncio.wait_for(layer.receive(a), 5))["type"] == "to.room"
+    assert (await asyncio.wait_for(layer.receive(b), 5))["type"] == "to.room"
+    await layer.group_discard("room", b)
+    report = await layer.group_send("room", {"type": "again"})
+    assert isinstance(report, DeliveryReport)
+    assert (report.receivers, report.delivered) == (1, 1)
+    assert (await asyncio.wait_for(layer.receive(a), 5))["type"] == "again"
+
+
+async def test_group_send_reports_and_an_empty_group_reaches_nobody(layer_config):
+    layer = layer_config()
+    assert capabilities.reporting(layer) is layer
+    report = await layer.group_send("nobody.here", {"type": "x"})
+    assert (report.receivers, report.delivered, report.complete) == (0, 0, True)
+
+
+@pytest.mark.parametrize("on_full", ["drop", "raise", "wait"])
+async def test_full_receivers_are_reported_under_each_policy(layer_config, on_full):
+    """A member that cannot take a message is counted and named, never raised for by
+    ``group_send`` (``raise`` aside), and never sent the message twice."""
+    layer = layer_config(capacity=1, on_full=on_full, group_send_timeout=0.2)
+    channel = await layer.new_channel()
+    await layer.group_add("full", channel)
+    first = await layer.group_send("full", {"type": "one"})
+    assert (first.receivers, first.delivered) == (1, 1)
+    if on_full == "raise":
+        with pytest.raises(ReceiversFull) as raised:
+            await layer.group_send("full", {"type": "two"})
+        second = raised.value.report
+    else:
+        second = await layer.group_send("full", {"type": "two"})
+    assert (second.receivers, second.receivers_over_capacity, second.delivered) == (1, 1, 0)
+    assert [channel] in second.full.values()
+    if on_full == "wait":
+        assert second.retries >= 1  # it waited for room until the deadline
+    assert (await asyncio.wait_for(layer.receive(channel), 5))["type"] == "one"
+    with pytest.raises(asyncio.TimeoutError):
+        await asyncio.wait_for(layer.receive(channel), 0.3)  # "two" never arrived
+
+
+class Subscriber(TunedWebsocketConsumer):
+    heartbeat_interval = None
+    groups = ["news"]
+
+
+async def test_broadcast_reaches_tuned_consumers_and_waits_when_full(layer_config):
+    layer_config()
+    clients = [WebsocketCommunicator(Subscriber.as_asgi(), "/") for _ in range(2)]
+    for client in clients:
+        assert (await client.connect())[0]
+    try:
+        report = await broadcast("news", {"headline": "hi"}, timeout=5)
+        assert (report.receivers, report.delivered) == (2, 2)
+        frames = [await client.receive_output(timeout=5) for client in clients]
+        assert {frame["text"] for frame in frames} == {'{"headline":"hi"}'}
+    finally:
+        for client in clients:
+            await client.disconnect()
+
+
+async def test_broadcast_to_an_unreadable_member_times_out_with_the_report(layer_config):
+    layer = layer_config(capacity=1)
+    channel = await layer.new_channel()  # nobody reads it
+    await layer.group_add("stuck", channel)
+    await broadcast("stuck", "first", layer=layer)
+    with pytest.raises(DeliveryTimeout) as timed_out:
+        await broadcast("stuck", "second", on_full="wait", timeout=0.2, layer=layer)
+    assert timed_out.value.report.receivers_over_capacity == 1
