@@ -4,7 +4,7 @@
 
 The pages in this folder are the documentation's source; the README is a short
 introduction that links here (its two tables are kept equal to the pages' by
-``tests/test_readme.py``). The reference pages are written from the code by
+``tests/project/test_readme.py``). The reference pages are written from the code by
 ``_ext/ct_reference.py``.
 """
 

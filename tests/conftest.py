@@ -68,3 +68,13 @@ def daphne_factory(tmp_path: Path) -> Iterator[Any]:
     yield start
     for daphne in started:
         stop_process(daphne.proc)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers from the folder: every test under tests/e2e starts real processes
+    (servers, redis-server, a browser) and is marked ``e2e``; ``slow`` stays by hand
+    (it says how long, not where)."""
+    e2e = Path(__file__).resolve().parent / "e2e"
+    for item in items:
+        if e2e in Path(str(item.fspath)).resolve().parents:
+            item.add_marker(pytest.mark.e2e)

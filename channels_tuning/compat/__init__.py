@@ -8,7 +8,7 @@ that library, here and nowhere else, with:
 - ``check()``: what no longer matches in the installed version (a list of
   :class:`~channels_tuning.exceptions.UpstreamChanged`, each naming the symbol);
 - ``apply(problems)``: switch the affected hooks to their documented fallbacks;
-- a canary test per hook in ``tests/test_compat.py``.
+- a canary test per hook in ``tests/unit/compat/test_compat.py``.
 
 :func:`self_check` runs at server start (``channels-tuning-daphne``): a changed
 upstream is logged as an error naming the symbol and the fallback, never a silent

@@ -3,7 +3,7 @@
 channels-redis documents its layer's configuration, not its methods; the tuned
 layer and the process reader need a few of them. Each hook below names what it
 relies on; :func:`check` verifies all of them against the installed version (run
-by the server's start-up self-check and by ``tests/test_compat.py``, the canaries).
+by the server's start-up self-check and by ``tests/unit/compat/test_compat.py``, the canaries).
 
 =======================================  =========================================
 upstream symbol                          used for

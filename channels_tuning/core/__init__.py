@@ -5,7 +5,7 @@ Nothing in this package imports asyncio, Django, Channels or Twisted. A
 application wants to send, the peer closed) with the time passed in, and answers
 with what to do (deliver this frame, write this message, close with this code).
 The consumer classes (:mod:`channels_tuning.consumers`) and the servers are the
-I/O around it; the unit tests drive it with a fake clock (``tests/test_core.py``).
+I/O around it; the unit tests drive it with a fake clock (``tests/unit/core/test_core.py``).
 
 In the manner of the ``websockets`` library's ``Protocol``: state in one enum,
 every limit a setting, every decision testable without a socket.

@@ -10,7 +10,7 @@ servers' ``/metrics``. Example alert rules for the same metrics are in
 Every panel shows the fleet in total and, where it matters, per process (the
 ``instance`` label Prometheus adds); ``$job`` and ``$instance`` narrow it down. A test
 scrapes a real tuned server under traffic and checks that every metric and label the
-panels and the rules use exists there (``tests/test_dashboard.py``), and that the
+panels and the rules use exists there (``tests/e2e/test_dashboard.py``), and that the
 committed JSON is what this module writes.
 """
 

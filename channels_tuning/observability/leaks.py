@@ -18,7 +18,7 @@ SERVICE_TASK_PREFIXES = (
     "GroupAddBatches._flush",
     "PresenceStore._run",  # ends about a second after the last presence entry
     "Publisher._publish",
-    "Scheduler._collect",
+    "StatsRound._collect",
     "Server.",
     "AsyncioSelectorReactor",
     "_",

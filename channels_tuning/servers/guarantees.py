@@ -4,7 +4,7 @@ This table is the single source of the "Guarantees by server" table (in the READ
 and docs/topics/deployment.md; a test compares them), of the line each process logs
 at its first connection, and of ``manage.py check --deploy``'s note for every server
 installed. Each row names the
-test in ``tests/test_servers_e2e.py`` that runs it on every server, asserting the
+test in ``tests/e2e/test_servers.py`` that runs it on every server, asserting the
 "no" cells too.
 """
 
@@ -28,7 +28,7 @@ SERVER_TITLES: Final = {
 @dataclass(frozen=True)
 class Guarantee:
     title: str
-    #: The test function in tests/test_servers_e2e.py that checks every cell.
+    #: The test function in tests/e2e/test_servers.py that checks every cell.
     test: str
     #: Server key -> (holds, how or why not).
     cells: dict[str, tuple[bool, str]]

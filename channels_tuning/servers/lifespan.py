@@ -14,7 +14,7 @@ shutdown keeps the package's guarantees there:
   says so would otherwise end the process with memberships still in Redis, which
   then deliver to nobody until ``group_expiry``.
 
-When each server sends ``lifespan.shutdown`` (measured, ``tests/test_servers_e2e.py``):
+When each server sends ``lifespan.shutdown`` (measured, ``tests/e2e/test_servers.py``):
 uvicorn first closes every WebSocket with 1012 itself and waits for the
 applications to return (``--timeout-graceful-shutdown``); hypercorn waits
 ``--graceful-timeout`` (3 s by default) for connections to end by themselves, then

@@ -1,5 +1,5 @@
 // The browser client's behaviour with a scripted WebSocket (node --test). The real
-// browser and server are exercised in tests/test_browser_e2e.py.
+// browser and server are exercised in tests/e2e/test_browser.py.
 import assert from "node:assert/strict";
 import { test } from "node:test";
 

@@ -1,5 +1,5 @@
 // The hand-written envelope codec (node --test); byte-compatibility with Python's
-// protobuf is checked from pytest (tests/test_js.py).
+// protobuf is checked from pytest (tests/project/test_js.py).
 import assert from "node:assert/strict";
 import { test } from "node:test";
 

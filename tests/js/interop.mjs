@@ -1,4 +1,4 @@
-// Helper for tests/test_js.py: reads JSON lines {"encode": fields} or {"decode": hex}
+// Helper for tests/project/test_js.py: reads JSON lines {"encode": fields} or {"decode": hex}
 // on stdin and prints one JSON line each (BigInts as strings).
 import { createInterface } from "node:readline";
 

@@ -1,6 +1,6 @@
 """A channel layer written from docs/architecture.md's "Writing a layer" alone (steps 1
 and 2: no optional capability), on Channels' own in-memory layer. The conformance
-tests (tests/test_layer_conformance.py) run against it as against the package's."""
+tests (tests/e2e/test_layer_conformance.py) run against it as against the package's."""
 
 from __future__ import annotations
 

@@ -242,7 +242,9 @@ def start_daphne(
         **env,
     )
     prepend = full_env.pop("PYTHONPATH_PREPEND", None)
-    if prepend:  # a sitecustomize that patches an upstream library (tests/test_compat.py)
+    if (
+        prepend
+    ):  # a sitecustomize that patches an upstream library (tests/unit/compat/test_compat.py)
         full_env["PYTHONPATH"] = os.pathsep.join([prepend, full_env["PYTHONPATH"]])
     if redis is not None:
         full_env["REDIS_URL"] = redis.url

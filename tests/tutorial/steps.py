@@ -1,7 +1,7 @@
 """The package's tutorial (docs/tutorial.md), applied to Channels' published tutorial
 chat one step at a time, exactly as the tutorial says: each step is the settings and
 server it names and the edits it shows, made to the published ``consumers.py`` text
-(``tests/test_tutorial_e2e.py`` checks that every edit's new text is in the
+(``tests/e2e/test_tutorial.py`` checks that every edit's new text is in the
 tutorial, so the two cannot drift apart)."""
 
 from __future__ import annotations

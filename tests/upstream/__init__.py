@@ -1,2 +1,2 @@
 """Other projects' own test suites, run against the package's classes with only their
-imports swapped (tests/test_upstream_suites.py)."""
+imports swapped (tests/e2e/test_upstream_suites.py)."""

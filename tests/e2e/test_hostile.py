@@ -1,0 +1,376 @@
+"""Hostile clients against the tuned server (issue #12), with raw sockets: what a
+client controls below the application (pings, fragments, paths, JSON) is bounded,
+answered with a documented close code or status, logged once and counted."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http.client
+import json
+import socket
+import struct
+import time
+import urllib.request
+
+import pytest
+import websockets
+
+from tests.support.processes import run_wsstats
+from tests.support.rawws import frame, handshake, read_any_frame, read_close_code
+from tests.support.waiting import close_code, recv_data, wait_until
+
+QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
+
+
+async def test_ping_flood_is_closed_1008_and_costs_little(daphne_factory):
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    rss_before = daphne.rss_kb()
+    # A client that sends pings as fast as it can and never reads.
+    sock, _ = handshake(daphne.port, "/ws/echo/", rcvbuf=4096)
+    burst = frame(0x9, b"x" * 125) * 2000
+    with contextlib.suppress(OSError):  # the server may close it mid-flood
+        sock.sendall(burst)
+    assert read_close_code(sock) == 1008
+    sock.close()
+    # Within its budget (10/s, burst 20) a client's pings are answered.
+    polite, _ = handshake(daphne.port, "/ws/echo/")
+    for _ in range(5):
+        polite.sendall(frame(0x9, b"hi"))
+        opcode, _, payload = read_any_frame(polite)
+        assert (opcode, payload) == (0xA, b"hi")
+    polite.close()
+    counters = daphne.stats()["counters"]["channels_tuning_closes_total"]
+    assert counters == {"consumer=(server),code=1008": 1}
+    assert daphne.log.read_text().count("control frame flood") == 1
+    assert daphne.rss_kb() - rss_before < 8 * 1024
+
+
+async def test_flooders_do_not_slow_a_reading_client(daphne_factory):
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    flooders = [handshake(daphne.port, "/ws/echo/")[0] for _ in range(4)]
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        latencies = []
+        for i in range(20):
+            for sock in flooders:
+                with contextlib.suppress(OSError):
+                    sock.sendall(frame(0x9, b"p" * 100) * 50)
+            started = time.monotonic()
+            await ws.send(str(i))
+            assert await recv_data(ws) == str(i)
+            latencies.append(time.monotonic() - started)
+    latencies.sort()
+    print(
+        f"echo latency while 4 clients flood pings: p50 {latencies[10] * 1000:.1f} ms, "
+        f"max {latencies[-1] * 1000:.1f} ms"
+    )
+    assert latencies[-1] < 0.5
+    for sock in flooders:
+        assert read_close_code(sock) == 1008
+        sock.close()
+
+
+async def test_fragmented_oversize_message_is_refused_while_it_arrives(daphne_factory):
+    """MAX_MESSAGE_SIZE 64 KiB is enforced by the server as frames begin: a message
+    in 2-byte fragments is closed 1009 at the fragment cap (1024), and one frame
+    announcing 1 MiB is closed before its payload is read."""
+    daphne = daphne_factory(tuned=True, tuning={**QUIET, "MAX_MESSAGE_SIZE": 65536})
+    rss_before = daphne.rss_kb()
+    socks = []
+    for _ in range(6):
+        sock, _ = handshake(daphne.port, "/ws/echo/")
+        fragments = [frame(0x1, b"ab", fin=False)] + [frame(0x0, b"ab", fin=False)] * 3000
+        with contextlib.suppress(OSError):
+            sock.sendall(b"".join(fragments))
+        assert read_close_code(sock) == 1009
+        socks.append(sock)
+    big, _ = handshake(daphne.port, "/ws/echo/")
+    header = bytes([0x82, 0x80 | 127]) + struct.pack("!Q", 1 << 20) + b"\x00\x00\x00\x00"
+    big.sendall(header + b"\x00" * 1024)  # the rest is never sent
+    assert read_close_code(big) == 1009
+    for sock in [*socks, big]:
+        sock.close()
+    growth = daphne.rss_kb() - rss_before
+    print(f"6 fragment attacks and a 1 MiB announcement: RSS +{growth / 1024:.1f} MB")
+    assert growth < 8 * 1024  # plain daphne: about 28 MB per attacking connection
+    counters = daphne.stats()["counters"]["channels_tuning_closes_total"]
+    assert counters == {"consumer=(server),code=1009": 7}
+    # A message just under the limit still goes through, in fragments or not.
+    async with websockets.connect(daphne.ws("/ws/echo/"), max_size=None) as ws:
+        await ws.send(["x" * 30000, "y" * 30000])  # websockets sends fragments
+        assert await recv_data(ws) == "x" * 30000 + "y" * 30000
+
+
+async def test_unknown_paths_get_one_log_line_not_a_traceback(daphne_factory):
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    for path in ("/ws/nowhere/", "/ws/%C3%A9t%C3%A9/", "/ws/" + "a" * 500 + "/"):
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await websockets.connect(daphne.ws(path))
+        assert refused.value.response.status_code == 403
+    for _ in range(50):
+        with pytest.raises(websockets.InvalidStatus):
+            await websockets.connect(daphne.ws("/ws/probe/"))
+    log = daphne.log.read_text()
+    assert "Traceback" not in log
+    assert 1 <= log.count("refused: no_route") <= 3  # rate-limited: once a second
+    counters = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+    assert counters == {"consumer=(router),reason=no_route": 53}
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason"),
+    [
+        ("[" * 2000 + "]" * 2000, "JSON nested too deep"),
+        ("[" * 100 + "]" * 100, "JSON nested too deep"),
+        ('{"message": NaN}', "JSON number not finite"),
+        ('{"message": 1e999999}', "JSON number not finite"),
+        ("[1, 2, 3]", "a JSON object expected"),
+    ],
+)
+async def test_json_that_is_not_acceptable_gets_1007_without_traceback(
+    daphne_factory, payload, reason
+):
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    async with websockets.connect(daphne.ws("/ws/chat/room/"), max_size=None) as ws:
+        await ws.send(payload)
+        assert await close_code(ws) == 1007
+        assert ws.close_reason == reason
+    log = daphne.log.read_text()
+    assert "Traceback" not in log
+    assert reason in log
+
+
+async def test_planted_symlink_stats_directory_is_refused(daphne_factory, tmp_path):
+    """A local user who plants the stats directory as a symlink to a directory of the
+    server's user gets nothing written there; the server says so and serves on."""
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.json").write_text("untouched")
+    planted = tmp_path / "stats"
+    planted.symlink_to(victim)
+    daphne = daphne_factory(
+        tuned=True, tuning={**QUIET, "STATS_DIR": str(planted), "STATS_INTERVAL": 0.2}
+    )
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        await ws.send("still serving")
+        assert await recv_data(ws) == "still serving"
+        await wait_until(lambda: "stats not published" in daphne.log.read_text())
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.json"]
+    assert (victim / "precious.json").read_text() == "untouched"
+    log = daphne.log.read_text()
+    assert "is a symlink" in log and "Traceback" not in log
+
+
+async def test_stats_files_are_private(daphne_factory, tmp_path):
+    stats = tmp_path / "stats"
+    daphne = daphne_factory(
+        tuned=True, tuning={**QUIET, "STATS_DIR": str(stats), "STATS_INTERVAL": 0.2}
+    )
+    async with websockets.connect(daphne.ws("/ws/echo/")):
+        await wait_until(lambda: any(stats.glob("*.json")))
+    assert oct(stats.stat().st_mode & 0o777) == "0o700"
+    (snapshot,) = stats.glob("*.json")
+    assert oct(snapshot.stat().st_mode & 0o777) == "0o600"
+    assert not list(stats.glob("*.tmp")) and not list(stats.glob(".*.tmp"))
+
+
+async def test_the_example_refuses_foreign_origins_and_limits_one_address(daphne_factory):
+    """The example project as shipped: a page on another site cannot open a socket
+    with the user's cookies (Origin checked against ALLOWED_HOSTS), one address gets
+    at most MAX_CONNECTIONS_PER_USER connections, /metrics answers loopback only."""
+    daphne = daphne_factory(
+        tuned=True,
+        application="example_project.asgi:application",
+        tuning={"MAX_CONNECTIONS_PER_USER": 3},
+    )
+    url = daphne.ws("/ws/echo/")
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await websockets.connect(url, origin="https://evil.example")
+    assert refused.value.response.status_code == 403
+    same_site = [await websockets.connect(url, origin="http://127.0.0.1") for _ in range(3)]
+    async with websockets.connect(url, origin="http://127.0.0.1") as fourth:
+        assert await close_code(fourth) == 1013
+        assert fourth.close_reason == "user connection limit"
+    await same_site[0].send("hi")
+    assert await recv_data(same_site[0]) == "hi"
+    for ws in same_site:
+        await ws.close()
+    assert "Traceback" not in daphne.log.read_text()
+    with urllib.request.urlopen(f"http://127.0.0.1:{daphne.port}/metrics", timeout=5) as r:
+        assert b"channels_tuning_connections_total" in r.read()
+    # From another address (127.0.0.2 is loopback too, but not in the allowed list).
+    other = http.client.HTTPConnection(
+        "127.0.0.1", daphne.port, timeout=5, source_address=("127.0.0.2", 0)
+    )
+    other.request("GET", "/metrics")
+    response = other.getresponse()
+    assert response.status == 403 and b"channels_tuning" not in response.read()
+    other.close()
+
+
+async def idle_sockets(port: int, count: int) -> list[socket.socket]:
+    """``count`` TCP connections that send nothing, opened 40 at a time so that the
+    server's listen backlog (daphne's: 50) lets every one of them be accepted."""
+    socks = []
+    for n in range(count):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        socks.append(sock)
+        if n % 40 == 39:
+            await asyncio.sleep(0.03)
+    return socks
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False  # still open, nothing to read
+    except OSError:
+        return True  # reset
+
+
+@pytest.mark.slow
+async def test_half_open_sockets_are_closed_at_the_handshake_deadline(daphne_factory):
+    """5000 TCP connections that never send a request and 50 slowloris handshakes (a
+    byte every 0.3 s): closed after --handshake-timeout (1.5 s here) while a normal
+    client connects and talks."""
+    daphne = daphne_factory(
+        tuned=True,
+        tuning=QUIET,
+        extra_args=("--handshake-timeout", "1.5", "--max-half-open", "6000"),
+    )
+    idle = await idle_sockets(daphne.port, 5000)
+    slow = await idle_sockets(daphne.port, 50)
+    request = b"GET /ws/echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        for i in range(8):  # 2.4 s of slowloris bytes, echoing meanwhile
+            for sock in slow:
+                with contextlib.suppress(OSError):
+                    sock.send(request[i : i + 1])
+            await ws.send(str(i))
+            assert await recv_data(ws) == str(i)
+            await asyncio.sleep(0.3)
+        # The normal client's own handshake finished in time: it is still open.
+        await ws.send("still here")
+        assert await recv_data(ws) == "still here"
+    await wait_until(lambda: all(closed_by_server(s) for s in idle + slow), timeout=10)
+    for sock in idle + slow:
+        sock.close()
+    rejected = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+    assert rejected == {"consumer=(server),reason=handshake_timeout": 5050}
+    assert daphne.log.read_text().count("refused: handshake_timeout") <= 6  # rate-limited
+
+
+async def test_half_open_cap_refuses_beyond_it(daphne_factory):
+    daphne = daphne_factory(
+        tuned=True,
+        tuning=QUIET,
+        extra_args=("--handshake-timeout", "30", "--max-half-open", "100"),
+    )
+    idle = await idle_sockets(daphne.port, 150)
+    # /_stats is a connection too: it cannot get in while the cap is reached.
+    await wait_until(lambda: sum(closed_by_server(s) for s in idle) == 50)
+    for sock in idle:
+        sock.close()
+    await wait_until(
+        lambda: (
+            daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+            == {"consumer=(server),reason=half_open_limit": 50}
+        )
+    )
+
+
+@pytest.mark.slow
+async def test_100k_client_chosen_groups_on_a_real_server(daphne_factory, shared_redis):
+    """One client joins 100 000 groups of its choosing (the example lets any room name
+    in), on a tuned server publishing stats every 0.5 s through Redis: the process'
+    counters keep one series, its snapshot stays small, a second client's echo stays
+    quick, and RSS grows by what 100 000 memberships need, not more."""
+    daphne = daphne_factory(tuned=True, redis=shared_redis, tuning={**QUIET, "STATS_INTERVAL": 0.5})
+    rss_before = daphne.rss_kb()
+    async with websockets.connect(daphne.ws("/ws/group/g-0/"), max_size=None) as joiner:
+        for start in range(0, 100_000, 2000):
+            names = [f"room-{n}" for n in range(start, start + 2000)]
+            await joiner.send(json.dumps({"join_many": names}))
+            assert await recv_data(joiner, timeout=60) == "ok"
+        async with websockets.connect(daphne.ws("/ws/echo/")) as echo:
+            latencies = []
+            for i in range(30):  # 3 s: six snapshot publishes with 100 001 memberships
+                started = time.monotonic()
+                await echo.send(str(i))
+                assert await recv_data(echo) == str(i)
+                latencies.append(time.monotonic() - started)
+                await asyncio.sleep(0.1)
+        snapshots = json.loads(run_wsstats(daphne.env, "--json").stdout)
+        rss_after = daphne.rss_kb()
+    (snap,) = snapshots
+    size = len(json.dumps(snap))
+    latencies.sort()
+    print(
+        f"100 000 groups: RSS +{(rss_after - rss_before) / 1024:.1f} MB, snapshot {size} "
+        f"bytes, echo p50 {latencies[15] * 1000:.1f} ms max {latencies[-1] * 1000:.1f} ms"
+    )
+    assert snap["memberships"] == 100_001
+    assert size < 64 * 1024
+    assert latencies[-1] < 0.25
+    assert rss_after - rss_before < 64 * 1024
+    counters = snap["counters"]
+    assert all(len(series) <= 2 for series in counters.values()), counters
+
+
+@pytest.mark.parametrize("server", ["tuned", "daphne"])
+async def test_a_client_that_closes_right_after_its_message_costs_no_traceback(
+    daphne_factory, server
+):
+    """Autobahn 7.1.6's shape: a message, then at once a close. The echo's send meets a
+    closing connection: dropped and counted, never raised into the handler (which
+    logged a traceback and attempted 1011)."""
+    proc = daphne_factory(server=server)
+
+    def message_then_close() -> None:
+        sock, _ = handshake(proc.port, "/ws/echo/")
+        with sock:
+            sock.sendall(frame(0x1, b"x" * 1000) + frame(0x8, struct.pack("!H", 1000)))
+            sock.settimeout(5)
+            with contextlib.suppress(OSError):
+                while sock.recv(65536):
+                    pass
+
+    for _ in range(20):
+        await asyncio.to_thread(message_then_close)
+    await asyncio.sleep(0.5)
+    log = proc.log.read_text()
+    assert "Traceback" not in log and "Disconnected" not in log, log[-3000:]
+    assert proc.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=1011") == 0
+
+
+async def test_the_tuned_server_runs_the_checks_at_start(daphne_factory):
+    """daphne runs no system checks: the tuned server runs the package's, and an error
+    stops it before it listens (a warning is logged once)."""
+    with pytest.raises(RuntimeError) as refused:
+        daphne_factory(tuned=True, tuning={"OVERFLOW_POLICY": "nope"})
+    assert "channels_tuning.E004" in str(refused.value)
+    assert "refuses to start" in str(refused.value)
+
+
+async def test_the_example_on_the_pubsub_layer_chats_without_presence(daphne_factory, shared_redis):
+    """REDIS_PUBSUB=1 (the README's switch): the pub/sub layer keeps no presence or
+    history; the rooms run without them instead of closing every connection 1011."""
+    proc = daphne_factory(
+        tuned=True,
+        redis=shared_redis,
+        application="example_project.asgi:application",
+        REDIS_PUBSUB="1",
+    )
+    origin = f"http://127.0.0.1:{proc.port}"
+    async with (
+        websockets.connect(proc.ws("/ws/chat/pubsub/"), origin=origin) as alice,
+        websockets.connect(proc.ws("/ws/chat/pubsub/"), origin=origin) as bob,
+    ):
+        await alice.send(json.dumps({"message": "hi"}))
+        assert json.loads(await recv_data(bob)) == {"type": "message", "message": "hi"}
+    log = proc.log.read_text()
+    assert "Traceback" not in log and "1011" not in log, log[-2000:]

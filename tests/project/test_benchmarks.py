@@ -1,0 +1,132 @@
+"""The benchmarks cannot rot: the report runs end to end with small counts (real
+servers, real Redis), and the table the documentation shows is the one the report wrote."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+
+from benchmarks.pools import BufferPool, ObjectPool, PooledProtobufCodec
+from channels_tuning.wire.proto.envelope_pb2 import Envelope
+
+REPO = Path(__file__).resolve().parents[2]
+BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+
+
+def block(path: Path) -> str:
+    text = path.read_text()
+    return text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
+
+
+def test_measurements_page_table_is_the_reports():
+    docs = block(REPO / "docs" / "benchmarks.md")
+    assert "| workload | plain Channels | channels-tuning | websockets (ceiling)" in docs
+    assert "python -m benchmarks.report" in docs
+
+
+@pytest.mark.slow
+def test_report_runs_with_small_counts(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks.report", "--quick", "--plots", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    titles = [row.split(" | ")[0] for row in rows[1:]]
+    for expected in (
+        "idle memory",
+        "handshakes per second",
+        "burst",
+        "behind AuthMiddlewareStack",
+        "slow reader",
+        "codec",
+    ):
+        assert any(expected in title for title in titles), (expected, titles)
+    delivered = next(row for row in rows if "delivered, %" in row)
+    # Every message reached every subscriber in the quick burst, on all three servers.
+    assert re.findall(r"\| (\d+\.\d) ", delivered)[:3] == ["100.0"] * 3, delivered
+    assert re.search(r"\[(\d+)/\1\]", result.stderr)  # the progress display, to its end
+    # The plots: four PNG files, each a real picture (PNG signature, not empty).
+    pngs = sorted(path.name for path in tmp_path.glob("*.png"))
+    assert pngs == [
+        "burst-latency.png",
+        "burst-throughput.png",
+        "gc-pauses.png",
+        "slow-reader-rss.png",
+    ]
+    for path in tmp_path.glob("*.png"):
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_plots_shown_are_the_reports_and_exist():
+    """The measurements page shows the report's committed plots."""
+    docs = (REPO / "docs" / "benchmarks.md").read_text()
+    shown = re.findall(r"\((_static/benchmarks/[\w-]+\.png)\)", docs)
+    for name in ("slow-reader-rss", "burst-latency", "burst-throughput", "gc-pauses"):
+        assert f"_static/benchmarks/{name}.png" in shown
+    for path in shown:
+        assert (REPO / "docs" / path).read_bytes()[:4] == b"\x89PNG", path
+
+
+# ---------------------------------- the pools benchmarks/codecs.py compares
+
+
+def test_object_pool_returns_reset_objects_and_stays_bounded():
+    pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear, maxsize=3)
+    taken = [pool.acquire() for _ in range(5)]
+    for i, envelope in enumerate(taken):
+        envelope.topic, envelope.seq = f"secret-{i}", i + 1
+    for envelope in taken:
+        pool.release(envelope)
+    assert len(pool) == 3  # two were dropped, not kept
+    again = [pool.acquire() for _ in range(3)]
+    assert all(envelope == Envelope() for envelope in again)  # no data from earlier use
+    assert pool.created == 5 and pool.reused == 3
+
+
+def test_pooled_decoding_leaks_nothing_between_messages():
+    codec = PooledProtobufCodec(StringValue)
+    first = codec.decode(codec.encode(StringValue(value="a"), topic="room", seq=9, error="x"))
+    second = codec.decode(codec.encode(StringValue(value="b")))
+    assert (first.topic, first.seq, first.error) == ("room", 9, "x")
+    assert (second.topic, second.seq, second.error, second.message.value) == ("", 0, "", "b")
+
+
+async def test_pools_shared_by_many_coroutines_hand_out_distinct_objects():
+    pool: ObjectPool[Envelope] = ObjectPool(Envelope, Envelope.Clear, maxsize=8)
+    buffers = BufferPool(maxsize=8)
+
+    async def worker(n: int) -> None:
+        for round_ in range(50):
+            with pool.borrowed() as envelope:
+                envelope.seq = n * 1000 + round_
+                buffer = buffers.acquire()
+                buffer += n.to_bytes(4, "big")
+                await asyncio.sleep(0)  # other workers run while this one holds both
+                assert envelope.seq == n * 1000 + round_
+                assert bytes(buffer) == n.to_bytes(4, "big")
+                buffers.release(buffer)
+
+    await asyncio.gather(*(worker(n) for n in range(100)))
+    assert len(pool) == 8 and len(buffers) == 8
+
+
+def test_buffer_pool_does_not_keep_oversized_buffers():
+    pool = BufferPool(maxsize=2, max_buffer_size=16)
+    big = pool.acquire()
+    big += b"x" * 17
+    pool.release(big)
+    assert len(pool) == 0
+    small = pool.acquire()
+    small += b"abc"
+    pool.release(small)
+    assert len(pool) == 1 and pool.acquire() == bytearray()

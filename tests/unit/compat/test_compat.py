@@ -1,0 +1,497 @@
+"""Canaries: every private hook into daphne, autobahn, Twisted, channels-redis,
+uvicorn and hypercorn.
+
+Each hook's ``check()`` must pass on the installed versions, and must fail, naming
+the upstream symbol, when that symbol changes (simulated here by patching the real
+upstream class for the duration of one test). The end-to-end tests at the bottom
+show the start-up self-check on a real server: the eager-write swap really happens,
+and a changed upstream is logged with its fallback taking over."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.compress_deflate import PerMessageDeflate
+from autobahn.websocket.protocol import WebSocketProtocol
+from channels_redis.core import RedisChannelLayer
+from daphne.server import Server
+from twisted.internet import tcp
+from twisted.internet.testing import StringTransport
+
+from channels_tuning.compat import autobahn, channels_redis, daphne, hypercorn, twisted, uvicorn
+from channels_tuning.compat import channels as channels_hooks
+from channels_tuning.exceptions import UpstreamChanged
+from channels_tuning.layers import keys
+from channels_tuning.servers.daphne.protocol import ProtocolLimits, tuned_protocol
+
+LIBRARIES = {
+    "channels": channels_hooks,
+    "daphne": daphne,
+    "autobahn": autobahn,
+    "twisted": twisted,
+    "channels_redis": channels_redis,
+    "uvicorn": uvicorn,
+    "hypercorn": hypercorn,
+}
+
+
+def symbols(problems: list[UpstreamChanged]) -> set[str]:
+    return {problem.symbol for problem in problems}
+
+
+@pytest.fixture(autouse=True)
+def _restore_features():
+    saved = {name: dict(module.features) for name, module in LIBRARIES.items()}
+    yield
+    for name, module in LIBRARIES.items():
+        module.features.clear()
+        module.features.update(saved[name])
+
+
+@pytest.mark.parametrize("library", sorted(LIBRARIES))
+def test_installed_version_passes_every_check(library):
+    assert LIBRARIES[library].check() == []
+
+
+# --------------------------------------------------------------- channels-redis
+
+
+def test_channels_redis_private_method_removed(monkeypatch):
+    monkeypatch.delattr(RedisChannelLayer, "_map_channel_keys_to_connection")
+    problems = channels_redis.check()
+    assert "RedisChannelLayer._map_channel_keys_to_connection" in symbols(problems)
+    assert "channels-redis: RedisChannelLayer._map_channel_keys_to_connection: missing" in map(
+        str, problems
+    )
+    channels_redis.apply(problems)
+    with pytest.raises(UpstreamChanged, match="_map_channel_keys_to_connection"):
+        channels_redis.map_channel_keys(None, ["a"], {})
+
+
+def test_channels_redis_group_send_script_changed(monkeypatch):
+    async def group_send(self, group, message):  # a rewrite without the capacity rule
+        await self.connection(0).publish(group, message)
+
+    monkeypatch.setattr(RedisChannelLayer, "group_send", group_send)
+    problems = channels_redis.check()
+    assert symbols(problems) == {"RedisChannelLayer.group_send"}
+    assert any("ZCOUNT" in problem.detail for problem in problems)
+
+
+def test_channels_redis_receive_single_removed_turns_the_process_reader_off(monkeypatch):
+    monkeypatch.delattr(RedisChannelLayer, "receive_single")
+    problems = channels_redis.check()
+    assert "RedisChannelLayer.receive_single" in symbols(problems)
+    channels_redis.apply(problems)
+    assert channels_redis.features == {
+        "process_reader": False,
+        "reporting_send": True,
+        "receive_waiting": False,
+        "pubsub_delivery": True,
+    }
+    from channels_tuning.layers.reader import process_reader_for
+
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"])
+    assert process_reader_for(layer) is None  # each consumer reads its own channel
+
+
+def test_channels_redis_inbox_layout_changed_turns_batched_reads_off(monkeypatch):
+    # An upstream receive_single that no longer unpacks __asgi_channel__ the same way.
+    real = inspect.getsource
+
+    def source(obj):
+        text = real(obj)
+        return text.replace("__asgi_channel__", "__channel__") if "receive_single" in text else text
+
+    monkeypatch.setattr(inspect, "getsource", source)
+    problems = channels_redis.check()
+    assert symbols(problems) == {channels_redis.INBOX_LAYOUT}
+    channels_redis.apply(problems)
+    assert channels_redis.features["receive_waiting"] is False
+    assert channels_redis.features["process_reader"] is True  # one message at a time
+
+
+def test_channels_redis_pubsub_internals_changed(monkeypatch):
+    """The tuned pub/sub layer then uses channels-redis' own per-loop layer and its
+    consumers read their channels through receive(); nothing else is switched off."""
+    from channels_redis.pubsub import RedisSingleShardConnection
+
+    from channels_tuning.layers import RedisPubSubChannelLayer
+    from channels_tuning.layers.reader import process_reader_for
+
+    monkeypatch.delattr(RedisSingleShardConnection, "_receive_message")
+    problems = channels_redis.check()
+    assert symbols(problems) == {f"{channels_redis.PUBSUB}._receive_message"}
+    channels_redis.apply(problems)
+    assert channels_redis.features == {
+        "process_reader": True,
+        "reporting_send": True,
+        "receive_waiting": True,
+        "pubsub_delivery": False,
+    }
+    layer = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1"])
+    assert process_reader_for(layer) is None
+
+
+async def test_pubsub_layer_hands_messages_to_tuned_consumers_directly():
+    from channels_tuning.layers import RedisPubSubChannelLayer
+    from channels_tuning.layers.pubsub import TunedPubSubLoopLayer
+    from channels_tuning.layers.reader import process_reader_for
+
+    layer = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1"])
+    assert process_reader_for(layer) is layer
+    assert isinstance(layer._get_layer(), TunedPubSubLoopLayer)
+
+
+def test_key_layout_matches_channels_redis():
+    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"], prefix="app")
+    assert keys.group_key(layer, "room.1") == layer._group_key("room.1").decode()
+    local = f"{keys.process_channel(layer)}abc"
+    assert keys.channel_key(layer, local) == layer.prefix + layer.non_local_name(local)
+    assert keys.channel_key(layer, "plain") == "appplain"
+
+
+# ------------------------------------------------------------------- autobahn
+
+
+def test_autobahn_close_frame_method_removed(monkeypatch):
+    monkeypatch.delattr(WebSocketProtocol, "sendCloseFrame")
+    assert "WebSocketProtocol.sendCloseFrame" in symbols(autobahn.check())
+
+
+def test_autobahn_prepared_message_internals_changed(monkeypatch):
+    def sendPreparedMessage(self, preparedMsg):
+        self.sendMessage(preparedMsg.payload)
+
+    monkeypatch.setattr(WebSocketProtocol, "sendPreparedMessage", sendPreparedMessage)
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.sendPreparedMessage"}
+    autobahn.apply(problems)
+    assert autobahn.features == {
+        "prepared_fast_path": False,
+        "release_deflate": True,
+        "stop_assembling": True,
+        "shared_options": True,
+        "lazy_option_log": True,
+    }
+
+
+def tuned_server_protocol(**options):
+    """A connection of the tuned protocol on autobahn's server factory with
+    ``options``, made on an in-memory transport."""
+    factory = WebSocketServerFactory()
+    factory.protocol = tuned_protocol(WebSocketServerProtocol, ProtocolLimits())
+    factory.setProtocolOptions(**options)
+    protocol = factory.buildProtocol(None)
+    protocol.makeConnection(StringTransport())
+    return protocol
+
+
+def test_autobahn_protocol_options_shared_by_the_class():
+    """The factory's options are read through the protocol class, with their values
+    (a function option stays a plain function), and none is copied per connection."""
+
+    def accept(offers):
+        return ("accepted", offers)
+
+    protocol = tuned_server_protocol(autoPingInterval=7, perMessageCompressionAccept=accept)
+    assert not [name for name in protocol.CONFIG_ATTRS if name in vars(protocol)]
+    assert protocol.autoPingInterval == 7
+    assert protocol.perMessageCompressionAccept([1]) == ("accepted", [1])
+    assert len(vars(protocol)) <= 85 - 29  # 29 options fewer than autobahn's own copy
+
+
+def test_autobahn_option_log_formatted_only_when_written(monkeypatch, caplog):
+    """The lazy pformat gives autobahn's debug line the same text, and nothing is
+    formatted when the line is not written."""
+    monkeypatch.setattr(autobahn.autobahn_protocol_module, "pformat", autobahn.pformat)
+    autobahn.defer_option_log()
+    lazy = autobahn.autobahn_protocol_module.pformat([("autoPingInterval", 7, "Factory")])
+    assert isinstance(lazy, autobahn._LazyPformat)
+    assert f"{lazy}" == autobahn.pformat([("autoPingInterval", 7, "Factory")])
+    assert autobahn.autobahn_protocol_module.pformat is autobahn._LazyPformat
+    calls = []
+    monkeypatch.setattr(autobahn, "pformat", lambda obj: calls.append(obj) or "")
+    tuned_server_protocol(autoPingInterval=7)  # autobahn's debug log is off
+    assert calls == []
+
+
+def test_autobahn_option_log_changed(monkeypatch):
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn,
+        "_source",
+        lambda obj: real(obj).replace("attrs=pformat(configAttrLog)", "attrs=configAttrLog"),
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol._connectionMade pformat"}
+    autobahn.apply(problems)
+    assert autobahn.features["lazy_option_log"] is False
+
+
+def test_autobahn_options_copied_per_connection_again(monkeypatch):
+    """If autobahn copied its options unconditionally, sharing them would change
+    nothing but could hide a changed contract: the check says so and it is off."""
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn,
+        "_source",
+        lambda obj: real(obj).replace("if not hasattr(self, configAttr):", "if True:"),
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.CONFIG_ATTRS"}
+    autobahn.apply(problems)
+    assert autobahn.features["shared_options"] is False
+    protocol = tuned_server_protocol(autoPingInterval=7)
+    assert "autoPingInterval" in vars(protocol)  # autobahn's own per-connection copy
+
+
+def test_autobahn_deflate_attributes_renamed(monkeypatch):
+    source = "class PerMessageDeflate:\n    def __init__(self):\n        self._zlib = None\n"
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn, "_source", lambda obj: source if obj is PerMessageDeflate else real(obj)
+    )
+    problems = autobahn.check()
+    assert "PerMessageDeflate._compressor" in symbols(problems)
+    autobahn.apply(problems)
+    assert autobahn.features["release_deflate"] is False
+
+
+# -------------------------------------------------------------------- Twisted
+
+
+def test_twisted_write_some_data_removed(monkeypatch):
+    monkeypatch.delattr(tcp.Connection, "writeSomeData")
+    problems = twisted.check()
+    assert "tcp.Connection.writeSomeData" in symbols(problems)
+    twisted.apply(problems)
+    assert twisted.features["eager_write"] is False
+
+
+def test_twisted_server_with_slots_cannot_be_switched(monkeypatch):
+    monkeypatch.setattr(tcp.Server, "__slots__", ("socket",), raising=False)
+    assert "tcp.Server" in symbols(twisted.check())
+
+
+def test_eager_write_switch_only_for_plain_tcp_servers():
+    class TLSLike(tcp.Server):
+        pass
+
+    transport = object.__new__(TLSLike)
+    assert twisted.make_eager(transport) is False
+    assert type(transport) is TLSLike
+    plain = object.__new__(tcp.Server)
+    twisted.features["eager_write"] = False
+    assert twisted.make_eager(plain) is False
+    twisted.features["eager_write"] = True
+    before = twisted.switched
+    assert twisted.make_eager(plain) is True
+    assert type(plain) is twisted.EagerWriteServer and twisted.switched == before + 1
+
+
+# --------------------------------------------------------------------- daphne
+
+
+def test_daphne_create_application_changed(monkeypatch):
+    def create_application(self, protocol, scope):
+        return self.application_factory(protocol, scope)
+
+    monkeypatch.setattr(Server, "create_application", create_application)
+    problems = daphne.check()
+    assert symbols(problems) == {"Server.create_application"}
+    daphne.apply(problems)
+    assert daphne.features["create_application"] is False
+
+
+def test_daphne_reads_its_input_queue_otherwise(monkeypatch):
+    """The tuned server's one-reader input queue has only ``put_nowait``: if daphne's
+    protocol called anything else on it, its own asyncio.Queue is used again."""
+    from daphne import ws_protocol
+
+    real = daphne._source
+    monkeypatch.setattr(
+        daphne,
+        "_source",
+        lambda obj: (
+            real(obj) + "\nself.application_queue.qsize()\n" if obj is ws_protocol else real(obj)
+        ),
+    )
+    problems = daphne.check()
+    assert symbols(problems) == {"Server.create_application queue"}
+    daphne.apply(problems)
+    assert daphne.features["create_application"] is False
+
+
+def test_daphne_request_reply_path_changed(monkeypatch):
+    """The tuned server's own answers (health check, 503 while draining) go through
+    daphne's WebRequest reply path; if it changed, they are left to daphne."""
+    from daphne.http_protocol import WebRequest
+
+    monkeypatch.delattr(WebRequest, "handle_reply")
+    problems = daphne.check()
+    assert "WebRequest.handle_reply" in symbols(problems)
+    daphne.apply(problems)
+    assert daphne.features["own_answers"] is False
+    assert daphne.features["create_application"] is True
+
+
+def test_daphne_handle_reply_renamed(monkeypatch):
+    async def reply(self, protocol, message):  # same behaviour, another name
+        return None
+
+    reply.__qualname__ = "Server.reply"
+    monkeypatch.setattr(Server, "handle_reply", reply)
+    problems = daphne.check()
+    assert "Server.handle_reply" in symbols(problems)
+    daphne.apply(problems)
+    assert daphne.features["sync_send"] is False
+
+
+def test_plain_daphne_send_is_recognised():
+    import functools
+
+    server = object.__new__(Server)
+    send = functools.partial(server.handle_reply, object())
+    assert daphne.is_daphne_send(send)
+    assert not daphne.is_daphne_send(functools.partial(print, 1))
+    daphne.features["sync_send"] = False
+    assert not daphne.is_daphne_send(send)
+
+
+# ---------------------------------------------------------- on a real server
+
+
+class _Protocol:
+    """Stands for a server's WebSocket protocol: ``send`` bound to it, a transport."""
+
+    def __init__(self, transport):
+        self.transport = transport
+
+    async def send(self, message):
+        pass
+
+
+class _Transport:
+    def abort(self):
+        pass
+
+
+def test_uvicorn_protocol_stops_keeping_its_transport(monkeypatch):
+    monkeypatch.setattr(uvicorn, "_source", lambda obj: "def connection_made(self, t): pass")
+    problems = uvicorn.check()
+    assert "WebSocketsSansIOProtocol.connection_made" in symbols(problems)
+    assert "WSProtocol.connection_made" in symbols(problems)
+    send = _Protocol(_Transport()).send
+    assert uvicorn.transport_of(send) is not None
+    uvicorn.apply(problems)
+    assert uvicorn.features == {"abort": False}
+    assert uvicorn.transport_of(send) is None
+
+
+def test_hypercorn_tcp_server_stops_writing_through_its_writer(monkeypatch):
+    from hypercorn.asyncio.tcp_server import TCPServer
+
+    real = hypercorn._source
+    monkeypatch.setattr(
+        hypercorn,
+        "_source",
+        lambda obj: (
+            "async def protocol_send(self, e): pass"
+            if obj is TCPServer.protocol_send
+            else real(obj)
+        ),
+    )
+    problems = hypercorn.check()
+    assert symbols(problems) == {"TCPServer.protocol_send"}
+    hypercorn.apply(problems)
+    assert hypercorn.features == {"abort": False}
+
+
+# ------------------------------------------------------------------- channels
+
+
+SCOPE = {"type": "websocket", "cookies": {}}
+
+
+def test_channels_session_wrapper_is_looked_through():
+    """Canary of compat.channels: the server's send under Channels' SessionMiddleware
+    wrapper (two deep, as nested session middlewares make it)."""
+    from channels.sessions import InstanceSessionWrapper
+
+    async def server_send(message):
+        pass
+
+    inner = InstanceSessionWrapper(SCOPE, server_send)
+    outer = InstanceSessionWrapper(SCOPE, inner.send)
+    assert channels_hooks.unwrap_send(outer.send) is server_send
+    assert channels_hooks.unwrap_send(server_send) is server_send
+
+
+def test_channels_session_wrapper_changed_turns_the_unwrapping_off(monkeypatch):
+    real = channels_hooks.Checker
+    monkeypatch.setattr(
+        channels_hooks,
+        "Checker",
+        lambda library: _Changed(real(library), "return await self.real_send(message)"),
+    )
+    problems = channels_hooks.check()
+    assert symbols(problems) == {"InstanceSessionWrapper.send"}
+    channels_hooks.apply(problems)
+    assert channels_hooks.features == {"unwrap_session_send": False, "clean_expired": True}
+
+    async def server_send(message):
+        pass
+
+    from channels.sessions import InstanceSessionWrapper
+
+    wrapped = InstanceSessionWrapper(SCOPE, server_send).send
+    assert channels_hooks.unwrap_send(wrapped) is wrapped  # the fallback: the generic path
+
+
+class _Changed:
+    """A Checker whose view of upstream source lacks ``fragment``."""
+
+    def __init__(self, checker, fragment: str) -> None:
+        self._checker, self._fragment = checker, fragment
+
+    def __getattr__(self, name):
+        return getattr(self._checker, name)
+
+    def contains(self, obj, symbol, fragments):
+        self._checker.contains(obj, symbol, [f for f in fragments if f != self._fragment])
+        if self._fragment in fragments:
+            self._checker.changed(symbol, f"no longer contains {self._fragment!r}")
+
+
+def _eager_transport(sent: list[bytes]):
+    transport = twisted.EagerWriteServer.__new__(twisted.EagerWriteServer)
+    transport.connected, transport.disconnecting, transport._writeDisconnected = 1, 0, False
+    transport.dataBuffer, transport._tempDataBuffer = b"", []
+
+    def write_some_data(data):
+        sent.append(bytes(data))
+        return len(data)
+
+    transport.writeSomeData = write_some_data
+    return transport
+
+
+def test_writes_held_in_a_batch_leave_in_one_call_in_order():
+    from channels_tuning.runtime.writebatch import coalesced_writes
+
+    sent_a: list[bytes] = []
+    sent_b: list[bytes] = []
+    a, b = _eager_transport(sent_a), _eager_transport(sent_b)
+    a.write(b"before")
+    with coalesced_writes():
+        for frame in (b"1", b"2", b"3"):
+            a.write(frame)
+            b.write(frame)
+        assert sent_a == [b"before"] and sent_b == []  # held until the batch ends
+    assert sent_a == [b"before", b"123"]
+    assert sent_b == [b"123"]
+    a.write(b"after")  # outside a batch: at once
+    assert sent_a[-1] == b"after"
