@@ -1,17 +1,19 @@
 """Every exception channels-tuning raises, in one place (no Django imports here).
 
-=========================  ==================================================
-exception                  raised when
-=========================  ==================================================
-:class:`QueueOverflow`     a send queue under policy ``disconnect`` is full
-                           (internal: the connection closes with 4001)
-:class:`DeliveryError`     base of the two below; ``report`` says who missed
-:class:`DeliveryTimeout`   ``broadcast(on_full="wait")`` ran out of time
-:class:`ReceiversFull`     ``broadcast(on_full="raise")`` found full receivers
-:class:`DecodeError`       a frame is not a valid message for the codec (1007)
-:class:`UpstreamChanged`   a library the package hooks into no longer has what
-                           the hook relies on (see :mod:`channels_tuning.compat`)
-=========================  ==================================================
+=============================  ======================================================
+exception                      raised when
+=============================  ======================================================
+:class:`QueueOverflow`         a send queue under policy ``disconnect`` is full
+                               (internal: the connection closes with 4001)
+:class:`DeliveryError`         base of the two below; ``report`` says who missed
+:class:`DeliveryTimeout`       ``broadcast(on_full="wait")`` ran out of time
+:class:`ReceiversFull`         ``broadcast(on_full="raise")`` found full receivers
+:class:`DecodeError`           a frame is not a valid message for the codec (1007)
+:class:`UpstreamChanged`       a library the package hooks into no longer has what
+                               the hook relies on (see :mod:`channels_tuning.compat`)
+:class:`RecoveryRequestError`  a client's ``ct_recover`` request cannot be read
+                               (the connection is refused with 1008)
+=============================  ======================================================
 """
 
 from __future__ import annotations
@@ -28,10 +30,6 @@ class ChannelsTuningError(Exception):
 
 class QueueOverflow(ChannelsTuningError):
     """The outbound queue is full under the ``disconnect`` policy."""
-
-
-# The name this exception had before 0.2 (channels_tuning.backpressure.Overflow).
-Overflow = QueueOverflow
 
 
 class DeliveryError(ChannelsTuningError):
@@ -74,3 +72,18 @@ class UpstreamChanged(ChannelsTuningError, RuntimeError):
 
 class RecoveryRequestError(ChannelsTuningError, ValueError):
     """A client's ``ct_recover`` request the server cannot read (closed with 1008)."""
+
+
+def __getattr__(name: str) -> type[QueueOverflow]:
+    # The name QueueOverflow had before 0.2 (channels_tuning.backpressure.Overflow).
+    if name == "Overflow":
+        import warnings
+
+        warnings.warn(
+            "channels_tuning.exceptions.Overflow is deprecated and removed in 0.3.0: "
+            "use QueueOverflow",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return QueueOverflow
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -3,7 +3,7 @@
 A custom collector in ``prometheus_client``'s default registry, registered when the
 app is ready (``CHANNELS_TUNING["PROMETHEUS"]``, on by default). Nothing is recorded
 per message for Prometheus: at scrape time the collector reads the package's own
-counters (:mod:`channels_tuning.stats`), the GC monitor and, on the server's event
+counters (:mod:`channels_tuning.runtime.counters`), the GC monitor and, on the server's event
 loop, the connection registry.
 
 Labels are low-cardinality: consumer class, close code, drop reason, generation.
