@@ -93,10 +93,6 @@ class ManagedConnectionMixin(LayerInboxMixin):
     overflow_policy: Any = FROM_SETTINGS
     layer_inbox_max: Any = FROM_SETTINGS
 
-    #: Frame types this consumer accepts; the other type is closed with 1003.
-    accept_text_frames: ClassVar[bool] = True
-    accept_binary_frames: ClassVar[bool] = True
-
     #: The policies of this consumer, in the order they see a frame. None: the
     #: built-ins that the class's mixins add (``policy_classes``), in the order of
     #: :data:`channels_tuning.core.policies.BUILTIN_ORDER`.
@@ -311,7 +307,7 @@ class ManagedConnectionMixin(LayerInboxMixin):
         now = time.monotonic()
         self.core.accept(now)
         if self._group_streams is not None:
-            self._group_streams.accepted()
+            self._group_streams.accepted(self.send_nowait)
         self.on_accepted(now)
 
     def on_accepted(self, now: float) -> None:

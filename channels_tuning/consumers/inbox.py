@@ -63,7 +63,7 @@ class LayerInboxMixin(MembershipMixin):
         if kind == FRAME_TYPE:
             if "offset" in message:
                 if self._group_streams is not None:
-                    self._group_streams.deliver(message)  # in order, exactly once
+                    self._group_streams.deliver(message, self.send_nowait)  # in order, once
                     return
                 if not self.tuned_client:
                     # A plain page gets what broadcast() was given, not the envelope.

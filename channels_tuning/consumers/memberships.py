@@ -61,9 +61,8 @@ class MembershipMixin(OutboundMixin):
         ``self.groups``, joined with :meth:`join_group` or the layer's ``group_add``)."""
         joined = set(self._joined or ()) | set(self.groups or ())
         self._joined = None
-        # GroupStreams refers back to this consumer: a cycle, which the first
-        # connection of a process would keep forever once gc.freeze() (GC_FREEZE) has
-        # moved it to the permanent generation. Broken here instead.
+        # The streams' held frames and replay state go now, not with the consumer
+        # (GroupStreams holds no reference back to it: no cycle to break).
         self._group_streams = None
         if not joined or self.channel_layer is None:
             return
@@ -117,16 +116,18 @@ class MembershipMixin(OutboundMixin):
         """Before the membership is added: a group with history starts holding live
         messages, and reads where it stands (consumers.recovery)."""
         policy = history_policy(group)
-        if (
-            policy is not None
-            and self.tuned_client
-            and history_store(self.channel_layer) is not None
-        ):
+        history = history_store(self.channel_layer)
+        if policy is not None and self.tuned_client and history is not None:
             # A group with history: hold live messages until the client has been
             # told where the group stands (and got what it missed).
             streams = self._group_streams
             if streams is None:
-                streams = self._group_streams = GroupStreams(self, self._recover_requests or {})
+                streams = self._group_streams = GroupStreams(
+                    history,
+                    self.core,
+                    self._recover_requests or {},
+                    binary=not type(self).accept_text_frames,
+                )
             # Bounded like the membership itself: a reconnect storm's history reads
             # exhausted redis-py's pool ("Too many connections") and failed joins.
             async with group_ops_limiter():
@@ -145,7 +146,7 @@ class MembershipMixin(OutboundMixin):
             await store.add(group, self.channel_name, self.presence_identity(), presence)
         streams = self._group_streams
         if streams is not None and group in streams.streams:
-            streams.joined(group)
+            streams.joined(group, self.send_nowait)
 
     def presence_identity(self) -> str:
         """Who this connection is in the presence of its groups (``PRESENCE``): the

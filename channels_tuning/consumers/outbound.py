@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, ClassVar
 
 from channels.generic.websocket import AsyncWebsocketConsumer
 
@@ -43,6 +43,11 @@ def _count_out(message: Message) -> None:
 class OutboundMixin(AsyncWebsocketConsumer):
     """Bounded sends, closes and the writer task (the first layer of
     :class:`~channels_tuning.consumers.base.ManagedConnectionMixin`)."""
+
+    #: Frame types this consumer speaks; a client frame of the other type is closed
+    #: with 1003, and the package's control frames are written in the one it speaks.
+    accept_text_frames: ClassVar[bool] = True
+    accept_binary_frames: ClassVar[bool] = True
 
     # Per-connection state, set by the lifecycle (consumers.base) before any send.
     tuning: ConnectionSettings

@@ -26,17 +26,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from ..core.connection import ConnectionCore
 from ..core.offsets import GroupStream, Offer
 from ..core.state import ConnectionState
-from ..layers.history import HistoryPolicy, Recovery
+from ..layers.history import History, HistoryPolicy, Recovery
 from ..runtime.counters import RECOVERY, REPLAYED
 from ..wire.offsets import StreamPosition, data_frame, subscribed_frame
 
 logger = logging.getLogger("channels_tuning")
 
 #: Running recoveries and gap fills (referenced so that they are not collected).
+#: How GroupStreams sends a frame: the consumer's ``send_nowait``.
+Send = Callable[[dict[str, Any]], None]
+
 _tasks: set[asyncio.Task[None]] = set()
 
 
@@ -47,14 +52,25 @@ def _spawn(coroutine: Any) -> None:
 
 
 class GroupStreams:
-    """The streams of one connection, by group; created at its first such join."""
+    """The streams of one connection, by group; created at its first such join.
 
-    __slots__ = ("binary", "consumer", "read", "requests", "streams", "waiting")
+    It holds no reference to its consumer (so no cycle for the collector to find):
+    each call that may send is given the consumer's ``send_nowait``."""
 
-    def __init__(self, consumer: Any, requests: dict[str, StreamPosition]) -> None:
-        self.consumer = consumer
+    __slots__ = ("binary", "core", "history", "read", "requests", "streams", "waiting")
+
+    def __init__(
+        self,
+        history: History,
+        core: ConnectionCore,
+        requests: dict[str, StreamPosition],
+        *,
+        binary: bool,
+    ) -> None:
+        self.history = history
+        self.core = core
         #: Control frames in the consumer's frame type (binary: protobuf envelopes).
-        self.binary = not type(consumer).accept_text_frames
+        self.binary = binary
         self.requests = requests
         self.streams: dict[str, GroupStream] = {}
         #: Where each joining group stood when read (None: unreadable), until announced.
@@ -76,7 +92,7 @@ class GroupStreams:
         self.streams[group] = GroupStream()
         since = self.requests.pop(group, None)
         try:
-            recovery = await self.consumer.channel_layer.history.recover(group, since, policy)
+            recovery = await self.history.recover(group, since, policy)
         except Exception as error:
             # Redis away: live messages go on; the first one starts a new epoch for
             # this connection, which tells the client recovered: false.
@@ -92,29 +108,29 @@ class GroupStreams:
         self.streams.pop(group, None)
         self.read.pop(group, None)
 
-    def joined(self, group: str) -> None:
+    def joined(self, group: str, send: Send) -> None:
         """After the membership is added: tell the client now, or at accept (frames
         cannot precede the accept)."""
-        if self.consumer.core.state is ConnectionState.CONNECTING:
+        if self.core.state is ConnectionState.CONNECTING:
             self.waiting.append(group)
             return
-        self._announce(group)
+        self._announce(group, send)
 
-    def accepted(self) -> None:
+    def accepted(self, send: Send) -> None:
         waiting, self.waiting = self.waiting, []
         for group in waiting:
-            self._announce(group)
+            self._announce(group, send)
 
-    def _announce(self, group: str) -> None:
+    def _announce(self, group: str, send: Send) -> None:
         """``subscribed``, the replay, then what was held: in order, once."""
         stream = self.streams.get(group)
         if stream is None or group not in self.read:
             return  # left meanwhile
         recovery = self.read.pop(group)
         if recovery is None:
-            self._release(group, stream, "", 0)  # the history could not be read
+            self._release(group, stream, "", 0, send)  # the history could not be read
             return
-        send, epoch = self.consumer.send_nowait, recovery.epoch
+        epoch = recovery.epoch
         send(
             subscribed_frame(group, recovery.offset, epoch, recovery.recovered, binary=self.binary)
         )
@@ -122,52 +138,52 @@ class GroupStreams:
             send(data_frame(group, offset, epoch, data, binary=is_binary))
         if recovery.entries:
             REPLAYED.inc((), len(recovery.entries))
-        self._release(group, stream, epoch, recovery.offset)
+        self._release(group, stream, epoch, recovery.offset, send)
 
     # --------------------------------------------------------- live messages
 
-    def deliver(self, message: dict[str, Any]) -> None:
+    def deliver(self, message: dict[str, Any], send: Send) -> None:
         """A broadcast to a group with history (it carries group, epoch, offset)."""
         group = message["group"]
         stream = self.streams.get(group)
         if stream is None:
-            self.consumer.send_nowait(message["frame"])
+            send(message["frame"])
             return
-        self._offer(group, stream, message["epoch"], message["offset"], message["frame"])
+        self._offer(group, stream, message["epoch"], message["offset"], message["frame"], send)
 
-    def _offer(self, group: str, stream: GroupStream, epoch: str, offset: int, frame: Any) -> None:
+    def _offer(
+        self, group: str, stream: GroupStream, epoch: str, offset: int, frame: Any, send: Send
+    ) -> None:
         outcome = stream.offer(epoch, offset, frame)
         if outcome is Offer.SEND:
-            self.consumer.send_nowait(frame)
+            send(frame)
         elif outcome is Offer.GAP:
-            _spawn(self._fill(group, stream, offset - 1))
+            _spawn(self._fill(group, stream, offset - 1, send))
         elif outcome is Offer.DUPLICATE:
             RECOVERY.inc(("duplicate",))
         elif outcome is Offer.RESET:
             RECOVERY.inc(("epoch_changed",))
-            self.consumer.send_nowait(
-                subscribed_frame(group, offset - 1, epoch, False, binary=self.binary)
-            )
-            self.consumer.send_nowait(frame)
+            send(subscribed_frame(group, offset - 1, epoch, False, binary=self.binary))
+            send(frame)
 
-    async def _fill(self, group: str, stream: GroupStream, last: int) -> None:
+    async def _fill(self, group: str, stream: GroupStream, last: int, send: Send) -> None:
         first, epoch = stream.offset + 1, stream.epoch
         try:
-            entries = await self.consumer.channel_layer.history.fetch(group, first, last)
+            entries = await self.history.fetch(group, first, last)
         except Exception:
             entries = []
         if len(entries) == last - first + 1:
             RECOVERY.inc(("gap_filled",))
             REPLAYED.inc((), len(entries))
             for offset, data, is_binary in entries:
-                self.consumer.send_nowait(data_frame(group, offset, epoch, data, binary=is_binary))
+                send(data_frame(group, offset, epoch, data, binary=is_binary))
         else:
             RECOVERY.inc(("gap_lost",))
-            self.consumer.send_nowait(
-                subscribed_frame(group, last, epoch, False, binary=self.binary)
-            )
-        self._release(group, stream, epoch, last)
+            send(subscribed_frame(group, last, epoch, False, binary=self.binary))
+        self._release(group, stream, epoch, last, send)
 
-    def _release(self, group: str, stream: GroupStream, epoch: str, offset: int) -> None:
+    def _release(
+        self, group: str, stream: GroupStream, epoch: str, offset: int, send: Send
+    ) -> None:
         for held_epoch, held_offset, frame in stream.resume(epoch, offset):
-            self._offer(group, stream, held_epoch, held_offset, frame)
+            self._offer(group, stream, held_epoch, held_offset, frame, send)

@@ -152,6 +152,23 @@ async def test_join_says_where_the_group_stands_then_numbers_broadcasts():
     await comm.disconnect()
 
 
+async def test_group_streams_hold_no_reference_to_their_consumer():
+    """No cycle between a consumer and its streams: reference counting frees both
+    (a cycle kept alive by gc.freeze() would outlive the connection)."""
+    import gc
+
+    from channels_tuning.runtime.registry import registry
+
+    comm = await connect()
+    await frames(comm, 1)
+    (consumer,) = list(registry)
+    streams = consumer._group_streams
+    assert streams is not None
+    assert not [ref for ref in gc.get_referents(streams) if ref is consumer]
+    del consumer
+    await comm.disconnect()
+
+
 async def test_a_reconnecting_client_gets_what_it_missed_before_live_messages():
     comm = await connect()
     epoch = (await frames(comm, 1))[0]["epoch"]
