@@ -200,3 +200,29 @@ async def membership_hooks(group: str, channel: str) -> AsyncIterator[None]:
         consumer.track_group(group)
     if hooks:
         await consumer.membership_added(group)
+
+
+class TrackedMembershipsMixin:
+    """``group_add``/``group_discard`` of every tuned layer, written once: a tuned
+    consumer of this process added to a group, by :meth:`join_group` or by Channels'
+    own ``self.channel_layer.group_add``, gets the membership hooks (recovery,
+    presence, ``subscribed``) and has it tracked (refreshed while it lives, left when
+    it ends); ``group_discard`` stops tracking it. A layer says how a membership is
+    stored by overriding :meth:`add_membership`/:meth:`discard_membership` (by
+    default, the Channels layer's own ``group_add``/``group_discard``)."""
+
+    async def group_add(self, group: str, channel: str) -> None:
+        async with membership_hooks(group, channel):
+            await self.add_membership(group, channel)
+
+    async def group_discard(self, group: str, channel: str) -> None:
+        await self.discard_membership(group, channel)
+        consumer: Any = registry.get(channel)
+        if consumer is not None:
+            consumer.untrack_group(group)
+
+    async def add_membership(self, group: str, channel: str) -> None:
+        await super().group_add(group, channel)  # type: ignore[misc]
+
+    async def discard_membership(self, group: str, channel: str) -> None:
+        await super().group_discard(group, channel)  # type: ignore[misc]

@@ -9,17 +9,18 @@ from channels.layers import InMemoryChannelLayer as ChannelsInMemoryChannelLayer
 
 from ..compat import channels as channels_hooks
 from ..runtime.counters import GROUP_SENDS, group_label
-from ..runtime.registry import registry
 from . import capabilities
 from .history import MemoryHistory
-from .membership import membership_hooks
+from .membership import TrackedMembershipsMixin
 from .presence import MemoryPresence
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
 
 
 # group_send returns a DeliveryReport where Channels' returns None (docs/differences.md).
-class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer):  # type: ignore[misc]
+class InMemoryChannelLayer(  # type: ignore[misc]
+    TrackedMembershipsMixin, ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
+):
     """Channels' in-memory layer, with reporting group sends, and direct delivery
     to tuned consumers: no reader task per connection, no deep copy per member."""
 
@@ -46,18 +47,6 @@ class InMemoryChannelLayer(ReportingGroupSendMixin, ChannelsInMemoryChannelLayer
         channel = consumer.channel_name
         if self._receivers.get(channel) is consumer:
             del self._receivers[channel]
-
-    async def group_add(self, group: str, channel: str) -> None:
-        """Channels' ``group_add``; a tuned consumer of this process added this way has
-        the membership tracked (left when it ends), as with ``join_group``."""
-        async with membership_hooks(group, channel):
-            await super().group_add(group, channel)
-
-    async def group_discard(self, group: str, channel: str) -> None:
-        await super().group_discard(group, channel)
-        consumer = registry.get(channel)
-        if consumer is not None:
-            consumer.untrack_group(group)
 
     async def send(self, channel: str, message: dict[str, Any]) -> None:
         consumer = self._receivers.get(channel)

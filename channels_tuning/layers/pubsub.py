@@ -49,10 +49,10 @@ from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnecti
 from ..compat import channels_redis as upstream
 from ..runtime.counters import DROPPED, GROUP_SENDS, LAYER_ERRORS, group_label
 from ..runtime.ratelog import RateLimitedLog
-from ..runtime.registry import registry
 from ..runtime.writebatch import coalesced_writes
 from . import capabilities
 from . import serializers as _registered  # noqa: F401  (the "channels_tuning" format)
+from .membership import TrackedMembershipsMixin
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
 
@@ -153,7 +153,9 @@ class TunedPubSubLoopLayer(RedisPubSubLoopLayer):
                 DROPPED.inc(("-", REASON_CAPACITY))
 
 
-class RedisPubSubChannelLayer(ReportingGroupSendMixin, ChannelsPubSubLayer):
+class RedisPubSubChannelLayer(
+    TrackedMembershipsMixin, ReportingGroupSendMixin, ChannelsPubSubLayer
+):
     """``channels_redis.pubsub.RedisPubSubChannelLayer`` with bounded delivery.
 
     Extra ``CONFIG``: ``capacity`` (messages a plain consumer's queue holds, 100),
@@ -208,20 +210,12 @@ class RedisPubSubChannelLayer(ReportingGroupSendMixin, ChannelsPubSubLayer):
             )
             task.add_done_callback(_count_failure)
 
-    async def group_add(self, group: str, channel: str) -> None:
-        """channels-redis' ``group_add``; a tuned consumer added this way has the
-        membership tracked (left when it ends), as with ``join_group``."""
+    async def add_membership(self, group: str, channel: str) -> None:
         capabilities.require_valid_group_name(self, group)
         await self._get_layer().group_add(group, channel)
-        consumer = registry.get(channel)
-        if consumer is not None:
-            consumer.track_group(group)
 
-    async def group_discard(self, group: str, channel: str) -> None:
+    async def discard_membership(self, group: str, channel: str) -> None:
         await self._get_layer().group_discard(group, channel)
-        consumer = registry.get(channel)
-        if consumer is not None:
-            consumer.untrack_group(group)
 
     async def group_send_report(
         self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None

@@ -172,6 +172,18 @@ class ProcessLayerReader:
                 LAYER_ERRORS.inc((f"alive:{type(exc).__name__}",))
             await asyncio.sleep(1.0)
 
+    async def stop(self) -> None:
+        """Stop reading for good (the layer's pools are closing): every task of this
+        reader is cancelled and awaited, so none outlives the layer."""
+        self.consumers.clear()
+        self.plain_channels.clear()
+        tasks = [t for t in (self._task, self._liveness, self._restore) if t is not None]
+        self._task = self._liveness = self._restore = None
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=5)
+
     def _stop_if_idle(self) -> None:
         if not self.consumers and not self.plain_channels and self._task is not None:
             if self._restore is not None:
@@ -196,6 +208,10 @@ class ProcessLayerReader:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
+                if _being_cancelled():
+                    # The library turned our cancellation into its own error (a read
+                    # cut short by it): the task must still end.
+                    raise asyncio.CancelledError from exc
                 kind = type(exc).__name__
                 LAYER_ERRORS.inc((kind,))
                 if kind == "TimeoutError":
@@ -313,6 +329,21 @@ class ProcessLayerReader:
 
 
 _readers: weakref.WeakKeyDictionary[Any, ProcessLayerReader] = weakref.WeakKeyDictionary()
+
+
+def _being_cancelled() -> bool:
+    """Whether the running task has a cancellation pending (Python 3.11+; on 3.10
+    :meth:`ProcessLayerReader.stop` is what ends the reader)."""
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    return bool(cancelling is not None and cancelling())
+
+
+async def stop_process_reader(layer: Any) -> None:
+    """Stop ``layer``'s process reader, if it has one (its pools are closing)."""
+    reader = _readers.pop(layer, None)
+    if reader is not None:
+        await reader.stop()
 
 
 def process_reader_for(layer: Any) -> Any:

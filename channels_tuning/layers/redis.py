@@ -42,12 +42,16 @@ from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
 
 from ..compat import channels_redis as upstream
 from ..runtime.counters import GROUP_SENDS, MISSED, group_label
-from ..runtime.registry import registry
 from . import capabilities, keys
 from .history import RedisHistory
-from .membership import GroupAddBatches, derived_group_expiry, membership_hooks, refresh_memberships
+from .membership import (
+    GroupAddBatches,
+    TrackedMembershipsMixin,
+    derived_group_expiry,
+    refresh_memberships,
+)
 from .presence import RedisPresence
-from .reader import process_reader_for
+from .reader import process_reader_for, stop_process_reader
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
 
@@ -64,7 +68,9 @@ return counts
 """
 
 
-class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
+class RedisChannelLayer(
+    TrackedMembershipsMixin, ReportingGroupSendMixin, ChannelsRedisChannelLayer
+):
     """channels-redis' layer with reporting group sends, a default ``on_full="wait"``,
     a derived ``group_expiry``, and membership refresh."""
 
@@ -186,6 +192,12 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
         was_alive, _, _ = await pipe.execute()
         return bool(was_alive)
 
+    async def close_pools(self) -> None:
+        """channels-redis' ``close_pools``, after this process' reader has stopped (a
+        reader left running would reopen a connection and outlive the layer)."""
+        await stop_process_reader(self)
+        await super().close_pools()
+
     # ------------------------------------------------- losses seen by receivers
 
     async def record_missed(self, full: dict[str, list[str]], reason: str) -> None:
@@ -233,26 +245,19 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
 
     # ---------------------------------------------------- memberships, tracked
 
-    async def group_add(self, group: str, channel: str) -> None:
-        """channels-redis' ``group_add``; a tuned consumer of this process that is
-        added this way (``self.channel_layer.group_add``) has the membership tracked
-        like ``join_group``: refreshed while it lives, left when it ends."""
+    async def add_membership(self, group: str, channel: str) -> None:
+        """channels-redis' ZADD + EXPIRE, batched with the group adds in flight."""
         capabilities.require_valid_group_name(self, group)
         capabilities.require_valid_channel_name(self, channel)
         loop = asyncio.get_running_loop()
         batches = self._group_adds.get(loop)
         if batches is None:
             batches = self._group_adds[loop] = GroupAddBatches(self)
-        async with membership_hooks(group, channel):
-            await batches.add(group, channel)  # channels-redis' ZADD + EXPIRE, batched
+        await batches.add(group, channel)
         shard = upstream.shard_of(self, group)
         if time.monotonic() - self._alive_set_at.get(shard, -60.0) > 30.0:
             self._alive_set_at[shard] = time.monotonic()
             await upstream.connection(self, shard).set(keys.alive_key(self), "1")
-
-    async def group_discard(self, group: str, channel: str) -> None:
-        await super().group_discard(group, channel)
-        _untrack(channel, group)
 
     async def refresh_memberships(self, memberships: list[tuple[str, str]]) -> None:
         """Re-add ``(group, channel)`` pairs now and drop members older than
@@ -263,12 +268,6 @@ class RedisChannelLayer(ReportingGroupSendMixin, ChannelsRedisChannelLayer):
 #: Seconds a server process' liveness key outlives its last tick (ticks are 1 s apart).
 #: A process killed, or whose event loop stalls this long, is "gone" to producers.
 LIVENESS_TTL = 5.0
-
-
-def _untrack(channel: str, group: str) -> None:
-    consumer = registry.get(channel)
-    if consumer is not None:
-        consumer.untrack_group(group)
 
 
 def _channels_by_key(layer: Any, channels: list[str]) -> dict[str, list[str]]:
