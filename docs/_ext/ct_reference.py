@@ -26,7 +26,17 @@ from docutils.parsers.rst import Directive
 from sphinx.errors import ExtensionError
 
 
-def _table(headers: list[str], rows: list[list[str]], widths: list[int]) -> nodes.table:
+def setting_anchor(key: str) -> str:
+    """The id of a setting's row: ``settings.html#setting-heartbeat-interval``."""
+    return "setting-" + key.lower().replace("_", "-")
+
+
+def _table(
+    headers: list[str],
+    rows: list[list[str]],
+    widths: list[int],
+    anchors: list[str] | None = None,
+) -> nodes.table:
     table = nodes.table()
     group = nodes.tgroup(cols=len(headers))
     table += group
@@ -37,16 +47,18 @@ def _table(headers: list[str], rows: list[list[str]], widths: list[int]) -> node
     head += _row(headers)
     body = nodes.tbody()
     group += body
-    for row in rows:
-        body += _row(row)
+    for index, row in enumerate(rows):
+        body += _row(row, anchors[index] if anchors else None)
     return table
 
 
-def _row(cells: list[str]) -> nodes.row:
+def _row(cells: list[str], anchor: str | None = None) -> nodes.row:
     row = nodes.row()
-    for text in cells:
+    for column, text in enumerate(cells):
         entry = nodes.entry()
         paragraph = nodes.paragraph()
+        if anchor and column == 0:
+            paragraph["ids"].append(anchor)  # a link to this row
         # ``code`` spans in cells, the rest as text.
         for i, part in enumerate(re.split(r"``(.+?)``", text)):
             if part:
@@ -116,7 +128,9 @@ class SettingsDirective(Directive):
                     ", ".join(mentioned.get(key, [])) or "E001, W001",
                 ]
             )
-        return [_table(["key", "default", "meaning", "type", "checks"], rows, [18, 14, 48, 10, 10])]
+        anchors = [setting_anchor(key) for key in DEFAULTS]
+        headers = ["key", "default", "meaning", "type", "checks"]
+        return [_table(headers, rows, [18, 14, 48, 10, 10], anchors)]
 
 
 class CloseCodesDirective(Directive):

@@ -57,6 +57,10 @@ def page_text(site: Path, page: str) -> str:
 def test_every_setting_close_code_and_check_is_in_the_reference(site):
     settings = page_text(site, "reference/settings.html")
     assert [key for key in DEFAULTS if f" {key} " not in settings] == []
+    # An anchor per setting (reference/settings.html#setting-heartbeat-interval).
+    html_source = (site / "reference/settings.html").read_text()
+    anchors = {key: "setting-" + key.lower().replace("_", "-") for key in DEFAULTS}
+    assert [key for key, anchor in anchors.items() if f'id="{anchor}"' not in html_source] == []
     codes = page_text(site, "reference/close-codes.html")
     assert [c.name for c in CloseCode if f" {int(c)} {c.name} " not in codes] == []
     checks = page_text(site, "reference/checks.html")
