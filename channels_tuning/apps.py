@@ -13,7 +13,7 @@ class ChannelsTuningConfig(AppConfig):
             jobs,
         )
         from .conf import project_settings
-        from .layers import serializers  # noqa: F401  (registers the channels-redis serializer)
+        from .layers.redis import serializers  # noqa: F401  (registers the channels-redis serializer)
         from .runtime.counters import GROUP_LABELS
         from .servers.guarantees import check_servers
 

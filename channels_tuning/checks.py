@@ -217,7 +217,7 @@ def _check_group_expiry(layers: dict[str, Any]) -> list[Any]:
             continue  # only channels-redis' core layer keeps expiring memberships
         config = layer.get("CONFIG") or {}
         if "group_expiry" not in config and backend.startswith("channels_tuning."):
-            continue  # derived from GROUP_REFRESH_INTERVAL (layers.membership)
+            continue  # derived from GROUP_REFRESH_INTERVAL (layers.redis.membership)
         expiry = config.get("group_expiry", 86400)
         if expiry <= 2 * interval:
             problems.append(

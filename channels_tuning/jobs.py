@@ -32,7 +32,7 @@ from channels.layers import get_channel_layer
 
 from .conf import project_settings
 from .layers.capabilities import missed_messages
-from .layers.membership import refresh_tracked_memberships
+from .layers.redis.membership import refresh_tracked_memberships
 from .observability import gctuning, multiprocess, snapshot
 from .runtime.counters import LAYER_ERRORS
 from .runtime.scheduler import Scheduler, in_flight, scheduler

@@ -20,8 +20,8 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from .layers import keys
 from .layers.capabilities import local_groups, redis_prefix
+from .layers.redis import keys
 from .observability import snapshot
 from .observability.leaks import redis_memberships, snapshot_problems
 from .runtime.registry import registry

@@ -66,7 +66,7 @@ PUBSUB = "pubsub internals"
 # Our copy of channels-redis' group_send script (channels_redis/core.py), changed
 # to drop expired messages in the same call, to return *which* keys were full, and to
 # skip (and return) the inboxes of processes that are gone. KEYS: n inbox keys, then
-# their processes' live keys, then their seen keys (layers.keys); ARGV: n messages,
+# their processes' live keys, then their seen keys (layers.redis.keys); ARGV: n messages,
 # n capacities, now, expiry. Returns {full positions, gone positions}.
 GROUP_SEND_LUA = """
 local full = {}

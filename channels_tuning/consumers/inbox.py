@@ -1,6 +1,6 @@
 """A tuned consumer's channel-layer events, without a task per idle connection.
 
-Events come from the process reader (:mod:`channels_tuning.layers.reader`), or, on
+Events come from the process reader (:mod:`channels_tuning.layers.redis.reader`), or, on
 layers without one, from a reader task per connection that survives failed reads.
 Frames pre-encoded by :func:`channels_tuning.broadcast.broadcast` go straight to the
 send queue; other events wait in a bounded inbox (``LAYER_INBOX_MAX``) for a task
@@ -17,8 +17,8 @@ from typing import Any
 from channels.exceptions import StopConsumer
 
 from ..core.queue import REASON_INBOX_FULL
+from ..layers.delivery import process_reader_for
 from ..layers.frames import FRAME_TYPE, FRAMES_TYPE, payload_frame
-from ..layers.reader import process_reader_for
 from ..runtime.counters import DROPPED, LAYER_ERRORS
 from ..runtime.ratelog import RateLimitedLog
 from ..wire.closecodes import CloseCode

@@ -16,8 +16,8 @@ from typing import Any
 
 from ..layers.capabilities import history_store, presence_store
 from ..layers.history import history_policy
-from ..layers.membership import refresh_finished
 from ..layers.presence import presence_policy
+from ..layers.redis.membership import refresh_finished
 from ..runtime.asyncutil import loop_semaphore
 from ..wire.offsets import StreamPosition
 from .outbound import OutboundMixin

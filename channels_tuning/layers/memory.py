@@ -39,7 +39,7 @@ class InMemoryChannelLayer(  # type: ignore[misc]
         #: Who is in groups with presence (this process is the whole world).
         self.presence = MemoryPresence(self)
 
-    # The interface of channels_tuning.layers.reader.ProcessLayerReader.
+    # Direct delivery (layers.capabilities.DirectDelivery), as the Redis reader does.
     def attach(self, consumer: Any) -> None:
         self._receivers[consumer.channel_name] = consumer
 

@@ -51,8 +51,8 @@ from ..runtime.counters import DROPPED, GROUP_SENDS, LAYER_ERRORS, group_label
 from ..runtime.ratelog import RateLimitedLog
 from ..runtime.writebatch import coalesced_writes
 from . import capabilities
-from . import serializers as _registered  # noqa: F401  (the "channels_tuning" format)
 from .membership import TrackedMembershipsMixin
+from .redis import serializers as _registered  # noqa: F401  (the "channels_tuning" format)
 from .report import DeliveryReport
 from .sending import ReportingGroupSendMixin
 
@@ -186,7 +186,7 @@ class RedisPubSubChannelLayer(
             upstream.wrap_close(self, loop)
         return layer
 
-    # The interface of channels_tuning.layers.reader.ProcessLayerReader.
+    # Direct delivery (layers.capabilities.DirectDelivery), as the Redis reader does.
     @property
     def process_delivery(self) -> bool:
         """False when channels-redis' internals changed: consumers then read their

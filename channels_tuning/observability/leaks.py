@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..layers import keys
+from ..layers.redis import keys
 
 #: Coroutines of the tasks an idle process keeps: daphne's and the package's own services.
 SERVICE_TASK_PREFIXES = (

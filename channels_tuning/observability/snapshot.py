@@ -36,8 +36,8 @@ from typing import Any
 
 from django.conf import settings as django_settings
 
-from ..layers import keys
 from ..layers.capabilities import redis_prefix
+from ..layers.redis import keys
 from ..runtime import counters as stats
 from ..runtime.counters import LAYER_ERRORS
 from ..runtime.ratelog import RateLimitedLog

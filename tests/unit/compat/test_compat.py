@@ -23,7 +23,7 @@ from twisted.internet.testing import StringTransport
 from channels_tuning.compat import autobahn, channels_redis, daphne, hypercorn, twisted, uvicorn
 from channels_tuning.compat import channels as channels_hooks
 from channels_tuning.exceptions import UpstreamChanged
-from channels_tuning.layers import keys
+from channels_tuning.layers.redis import keys
 from channels_tuning.servers.daphne.protocol import ProtocolLimits, tuned_protocol
 
 LIBRARIES = {
@@ -91,7 +91,7 @@ def test_channels_redis_receive_single_removed_turns_the_process_reader_off(monk
         "receive_waiting": False,
         "pubsub_delivery": True,
     }
-    from channels_tuning.layers.reader import process_reader_for
+    from channels_tuning.layers.delivery import process_reader_for
 
     layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"])
     assert process_reader_for(layer) is None  # each consumer reads its own channel
@@ -119,7 +119,7 @@ def test_channels_redis_pubsub_internals_changed(monkeypatch):
     from channels_redis.pubsub import RedisSingleShardConnection
 
     from channels_tuning.layers import RedisPubSubChannelLayer
-    from channels_tuning.layers.reader import process_reader_for
+    from channels_tuning.layers.delivery import process_reader_for
 
     monkeypatch.delattr(RedisSingleShardConnection, "_receive_message")
     problems = channels_redis.check()
@@ -137,8 +137,8 @@ def test_channels_redis_pubsub_internals_changed(monkeypatch):
 
 async def test_pubsub_layer_hands_messages_to_tuned_consumers_directly():
     from channels_tuning.layers import RedisPubSubChannelLayer
+    from channels_tuning.layers.delivery import process_reader_for
     from channels_tuning.layers.pubsub import TunedPubSubLoopLayer
-    from channels_tuning.layers.reader import process_reader_for
 
     layer = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1"])
     assert process_reader_for(layer) is layer

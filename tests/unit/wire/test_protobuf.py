@@ -227,7 +227,7 @@ def test_pool_envelopes_is_deprecated_and_decodes_the_same():
     ("module", "replacement"),
     [
         ("channels_tuning.codecs", "channels_tuning.wire.codecs"),
-        ("channels_tuning.serializers", "channels_tuning.layers.serializers"),
+        ("channels_tuning.serializers", "channels_tuning.layers.redis.serializers"),
         ("channels_tuning.server", "channels_tuning.servers.daphne"),
     ],
 )

@@ -26,17 +26,11 @@ import time
 import weakref
 from typing import Any
 
-from ..compat import channels_redis as upstream
-from ..runtime.counters import DROPPED, LAYER_ERRORS
-from ..runtime.writebatch import coalesced_writes
+from ...compat import channels_redis as upstream
+from ...runtime.counters import DROPPED, LAYER_ERRORS
+from ...runtime.writebatch import coalesced_writes
+from ..capabilities import message_expiry, process_liveness
 from . import keys
-from .capabilities import (
-    DirectDelivery,
-    direct_delivery,
-    message_expiry,
-    process_liveness,
-    reads_process_inbox,
-)
 from .membership import restore_memberships
 
 logger = logging.getLogger(__name__)
@@ -346,18 +340,9 @@ async def stop_process_reader(layer: Any) -> None:
         await reader.stop()
 
 
-def process_reader_for(layer: Any) -> Any:
-    """What delivers ``layer``'s messages to this process' consumers (an object with
-    ``attach``/``detach``), or None if each consumer must read its own channel."""
-    if isinstance(layer, DirectDelivery):
-        # The tuned in-memory and pub/sub layers deliver directly (the pub/sub one
-        # unless channels-redis' internals changed: compat.channels_redis).
-        return direct_delivery(layer)
-    # Only the tuned Redis layer: it routes plain consumers' receive() through the
-    # reader too. On channels-redis' own layer a reader would race their receive()
-    # for the same inbox, so tuned consumers read their own channels there.
-    if not reads_process_inbox(layer):
-        return None
+def reader_for(layer: Any) -> ProcessLayerReader | None:
+    """This process' reader of a tuned Redis layer's inbox (made at first use), or
+    None when channels-redis' internals it needs changed (compat.channels_redis)."""
     if not upstream.is_redis_layer(layer) or not upstream.features["process_reader"]:
         return None
     reader = _readers.get(layer)

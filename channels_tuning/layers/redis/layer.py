@@ -40,20 +40,17 @@ from typing import Any
 
 from channels_redis.core import RedisChannelLayer as ChannelsRedisChannelLayer
 
-from ..compat import channels_redis as upstream
-from ..runtime.counters import GROUP_SENDS, MISSED, group_label
-from . import capabilities, keys
+from ...compat import channels_redis as upstream
+from ...runtime.counters import GROUP_SENDS, MISSED, group_label
+from .. import capabilities
+from ..membership import TrackedMembershipsMixin
+from ..report import DeliveryReport
+from ..sending import ReportingGroupSendMixin
+from . import keys
 from .history import RedisHistory
-from .membership import (
-    GroupAddBatches,
-    TrackedMembershipsMixin,
-    derived_group_expiry,
-    refresh_memberships,
-)
+from .membership import GroupAddBatches, derived_group_expiry, refresh_memberships
 from .presence import RedisPresence
-from .reader import process_reader_for, stop_process_reader
-from .report import DeliveryReport
-from .sending import ReportingGroupSendMixin
+from .reader import reader_for, stop_process_reader
 
 logger = logging.getLogger("channels_tuning")
 
@@ -237,7 +234,7 @@ class RedisChannelLayer(
         an inbox of their own, read as channels-redis reads it; an invalid name
         raises at once, as there."""
         capabilities.require_valid_channel_name(self, channel)
-        reader = process_reader_for(self) if "!" in channel else None
+        reader = reader_for(self) if "!" in channel else None
         if reader is None or not channel.startswith(reader.process_channel):
             message: dict[str, Any] = await super().receive(channel)
             return message
@@ -261,7 +258,7 @@ class RedisChannelLayer(
 
     async def refresh_memberships(self, memberships: list[tuple[str, str]]) -> None:
         """Re-add ``(group, channel)`` pairs now and drop members older than
-        ``group_expiry`` (see :mod:`channels_tuning.layers.membership`)."""
+        ``group_expiry`` (see :mod:`channels_tuning.layers.redis.membership`)."""
         await refresh_memberships(self, memberships)
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import msgpack
 from channels_redis.serializers import BaseMessageSerializer, registry
 
-from ..wire.proto.envelope_pb2 import LayerFrame
-from .frames import FRAME_TYPE
+from ...wire.proto.envelope_pb2 import LayerFrame
+from ..frames import FRAME_TYPE
 
 __all__ = [
     "FORMAT",
