@@ -34,7 +34,7 @@ from typing import Any
 from twisted.internet import abstract, tcp
 
 from ..exceptions import UpstreamChanged
-from ..runtime import writebatch
+from ..runtime.writebatch import WriteBatch
 from ._checker import Checker
 
 LIBRARY = "Twisted"
@@ -45,20 +45,22 @@ switched = 0
 
 
 class EagerWriteServer(tcp.Server):
-    """Twisted's TCP server transport, writing the way asyncio's transports do; during
-    a batch (:mod:`channels_tuning.runtime.writebatch`) its writes are held and go
-    out together when the batch ends."""
+    """Twisted's TCP server transport, writing the way asyncio's transports do; while
+    the :class:`~channels_tuning.runtime.writebatch.WriteBatch` it was given collects,
+    its writes are held and go out together when the batch ends."""
 
+    #: The batch of the reader that delivers to this connection (None: none).
+    write_batch: WriteBatch | None = None
     #: Writes held during the current batch (None: none held).
     _held_writes: list[bytes] | None = None
 
     def write(self, data: bytes) -> None:
-        batch = writebatch.held
-        if batch is not None and data:
+        batch = self.write_batch
+        if batch is not None and batch.collecting and data:
             held = self._held_writes
             if held is None:
                 self._held_writes = [data]
-                batch.append(self)
+                batch.hold(self)
             else:
                 held.append(data)
             return
@@ -89,6 +91,15 @@ class EagerWriteServer(tcp.Server):
                     return
                 data = data[sent:]
         super().write(data)
+
+
+def use_write_batch(transport: Any, batch: WriteBatch | None) -> bool:
+    """Give an eager-write transport the batch it holds its writes for; False for
+    another kind of transport (it writes at once, as it always does)."""
+    if not isinstance(transport, EagerWriteServer):
+        return False
+    transport.write_batch = batch
+    return True
 
 
 def make_eager(transport: Any) -> bool:

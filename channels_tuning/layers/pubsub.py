@@ -49,7 +49,7 @@ from channels_redis.pubsub import RedisPubSubLoopLayer, RedisSingleShardConnecti
 from ..compat import channels_redis as upstream
 from ..runtime.counters import DROPPED, GROUP_SENDS, LAYER_ERRORS, group_label
 from ..runtime.ratelog import RateLimitedLog
-from ..runtime.writebatch import coalesced_writes
+from ..runtime.writebatch import WriteBatch
 from . import capabilities
 from .membership import TrackedMembershipsMixin
 from .redis import serializers as _registered  # noqa: F401  (the "channels_tuning" format)
@@ -96,7 +96,7 @@ class _Shard(RedisSingleShardConnection):
                         if message is None:
                             break
                         batch.append(message)
-                    with coalesced_writes():
+                    with self.channel_layer.write_batch.collect():
                         for message in batch:
                             self._receive_message(message)
                 else:
@@ -127,6 +127,8 @@ class TunedPubSubLoopLayer(RedisPubSubLoopLayer):
         self._shards = [_Shard(shard.host, self) for shard in upstream_shards]
         #: Tuned consumers by channel: handed their messages directly.
         self.consumers: dict[str, Any] = {}
+        #: Handed to those consumers' transports: a burst leaves in one send each.
+        self.write_batch = WriteBatch()
 
     async def _subscribe_to_channel(self, channel: str) -> None:
         self.channels[channel] = asyncio.Queue(maxsize=self.capacity)
@@ -194,7 +196,9 @@ class RedisPubSubChannelLayer(
         return bool(upstream.features["pubsub_delivery"])
 
     def attach(self, consumer: Any) -> None:
-        self._get_layer().consumers[consumer.channel_name] = consumer
+        layer = self._get_layer()
+        layer.consumers[consumer.channel_name] = consumer
+        consumer.transport.use_write_batch(layer.write_batch)
 
     def detach(self, consumer: Any) -> None:
         layer = self._get_layer()

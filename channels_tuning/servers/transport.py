@@ -44,6 +44,7 @@ from ..compat import channels as channels_hooks
 from ..core.queue import REASON_CLOSED
 from ..core.state import Liveness
 from ..runtime.counters import DROPPED
+from ..runtime.writebatch import WriteBatch
 
 Message = dict[str, Any]
 
@@ -138,6 +139,11 @@ class Transport(Protocol):
         offers no way to."""
         ...
 
+    def use_write_batch(self, batch: WriteBatch | None) -> None:
+        """Hold writes while ``batch`` collects (a reader handing a burst on), where
+        the server can; others write at once."""
+        ...
+
 
 class DaphneTransport:
     """Plain daphne: synchronous writes into its WebSocket protocol."""
@@ -168,6 +174,9 @@ class DaphneTransport:
 
     def abort(self) -> bool:
         return False
+
+    def use_write_batch(self, batch: WriteBatch | None) -> None:
+        pass  # daphne's buffered transport: every write is a buffer append anyway
 
 
 class AwaitingTransport:
@@ -219,6 +228,9 @@ class AwaitingTransport:
             return False
         transport.abort()
         return True
+
+    def use_write_batch(self, batch: WriteBatch | None) -> None:
+        pass  # each frame is an awaited send
 
 
 def server_send(scope: dict[str, Any], send: Callable[..., Any]) -> Callable[..., Any]:

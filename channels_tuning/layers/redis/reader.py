@@ -28,7 +28,7 @@ from typing import Any
 
 from ...compat import channels_redis as upstream
 from ...runtime.counters import DROPPED, LAYER_ERRORS
-from ...runtime.writebatch import coalesced_writes
+from ...runtime.writebatch import WriteBatch
 from ..capabilities import message_expiry, process_liveness
 from . import keys
 from .membership import restore_memberships
@@ -70,6 +70,9 @@ class ProcessLayerReader:
         #: Tuned consumers whose handlers' backlog reached its high-water mark, with
         #: the smallest backlog seen and when it was seen (their progress).
         self.congested: dict[str, tuple[Any, int, float]] = {}
+        #: Handed to attached consumers' transports: a burst's frames for one
+        #: subscriber leave in one send (runtime.writebatch).
+        self.write_batch = WriteBatch()
         self._task: asyncio.Task[None] | None = None
         self._liveness: asyncio.Task[None] | None = None
         self._restore: asyncio.Task[None] | None = None
@@ -83,6 +86,7 @@ class ProcessLayerReader:
 
     def attach(self, consumer: Any) -> None:
         self.consumers[consumer.channel_name] = consumer
+        consumer.transport.use_write_batch(self.write_batch)
         self._ensure_running()
 
     def detach(self, consumer: Any) -> None:
@@ -239,7 +243,7 @@ class ProcessLayerReader:
                     # Still in Redis, or read by the next receive_single.
                     logger.debug("channels_tuning: batch read failed", exc_info=True)
                 self._more_waiting = len(batch) > 1
-            with coalesced_writes():
+            with self.write_batch.collect():
                 for target, message in batch:
                     if isinstance(target, list):
                         for channel in target:

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from ...compat import autobahn
+from ...compat import autobahn, twisted
 from ...compat import daphne as daphne_hooks
 from ...core.state import Liveness
+from ...runtime.writebatch import WriteBatch
 from ..transport import ServerKind, write_to_protocol
 
 if TYPE_CHECKING:
@@ -128,6 +129,9 @@ class FlowControlledSend:
 
     def abort(self) -> bool:
         return False
+
+    def use_write_batch(self, batch: WriteBatch | None) -> None:
+        twisted.use_write_batch(self.protocol.transport, batch)
 
 
 class InboundQueue:

@@ -25,6 +25,7 @@ from channels_tuning.compat import channels as channels_hooks
 from channels_tuning.exceptions import UpstreamChanged
 from channels_tuning.layers.redis import keys
 from channels_tuning.servers.daphne.protocol import ProtocolLimits, tuned_protocol
+from tests.support.fakes import eager_transport
 
 LIBRARIES = {
     "channels": channels_hooks,
@@ -466,27 +467,16 @@ class _Changed:
             self._checker.changed(symbol, f"no longer contains {self._fragment!r}")
 
 
-def _eager_transport(sent: list[bytes]):
-    transport = twisted.EagerWriteServer.__new__(twisted.EagerWriteServer)
-    transport.connected, transport.disconnecting, transport._writeDisconnected = 1, 0, False
-    transport.dataBuffer, transport._tempDataBuffer = b"", []
-
-    def write_some_data(data):
-        sent.append(bytes(data))
-        return len(data)
-
-    transport.writeSomeData = write_some_data
-    return transport
-
-
 def test_writes_held_in_a_batch_leave_in_one_call_in_order():
-    from channels_tuning.runtime.writebatch import coalesced_writes
+    from channels_tuning.runtime.writebatch import WriteBatch
 
     sent_a: list[bytes] = []
     sent_b: list[bytes] = []
-    a, b = _eager_transport(sent_a), _eager_transport(sent_b)
+    a, b = eager_transport(sent_a), eager_transport(sent_b)
+    batch = WriteBatch()
+    assert twisted.use_write_batch(a, batch) and twisted.use_write_batch(b, batch)
     a.write(b"before")
-    with coalesced_writes():
+    with batch.collect():
         for frame in (b"1", b"2", b"3"):
             a.write(frame)
             b.write(frame)
