@@ -16,12 +16,15 @@ from typing import Any, Final
 
 from django.core.checks import Info
 
-#: Server keys, in column order, with the names the documentation and stats use.
+from .transport import ServerKind
+
+#: Server keys (the values of :class:`~channels_tuning.servers.transport.ServerKind`),
+#: in column order, with the names the documentation uses.
 SERVER_TITLES: Final = {
-    "daphne": "daphne",
-    "tuned": "channels-tuning-daphne",
-    "uvicorn": "uvicorn",
-    "hypercorn": "hypercorn",
+    ServerKind.DAPHNE.value: "daphne",
+    ServerKind.TUNED_DAPHNE.value: "channels-tuning-daphne",
+    ServerKind.UVICORN.value: "uvicorn",
+    ServerKind.HYPERCORN.value: "hypercorn",
 }
 
 

@@ -1,7 +1,19 @@
-"""The application-level heartbeat frames (exact bytes; both clients send the same).
+"""Heartbeats: which of the three levels does what, and the application-level frames.
 
-Browsers cannot see WebSocket ping frames, and daphne does not tell the application
-about pongs, so liveness is checked with small data frames:
+1. **The server's keepalive**: the server sends protocol pings, every WebSocket stack
+   (browsers included) answers them by itself; daphne and uvicorn drop a client that
+   stops answering. No page ever sees these frames.
+2. **The consumer's idle timeout** (``IDLE_TIMEOUT``, close 4000): nothing is sent;
+   any sign of life restarts the clock, on ``channels-tuning-daphne`` the client's
+   protocol pongs and pings too.
+3. **The application-level heartbeat**: the consumer sends the frames below every
+   ``HEARTBEAT_INTERVAL`` to clients that offered ``channels-tuning.v1``, and the
+   package's clients answer them (a browser cannot see protocol pings, and needs
+   frames of its own to notice a dead server).
+
+Which level watches a connection is decided once, at its start
+(:class:`channels_tuning.core.state.Liveness`); the frames of level 3, exact bytes,
+the same for both clients:
 
 ==========  ======================  ==========================
 direction   text form               binary form

@@ -82,3 +82,11 @@ def test_the_reader_hands_its_write_batch_to_each_attached_transport(monkeypatch
         assert sent == []
     assert sent == [b"12"]
     assert twisted.use_write_batch(object(), reader.write_batch) is False
+
+
+def test_the_guarantees_table_has_a_column_per_known_server_kind():
+    from channels_tuning.servers.guarantees import GUARANTEES, SERVER_TITLES
+
+    assert set(SERVER_TITLES) == {kind.value for kind in ServerKind if kind.known}
+    for guarantee in GUARANTEES:
+        assert set(guarantee.cells) == set(SERVER_TITLES), guarantee.title
