@@ -24,15 +24,8 @@ class InMemoryChannelLayer(  # type: ignore[misc]
     """Channels' in-memory layer, with reporting group sends, and direct delivery
     to tuned consumers: no reader task per connection, no deep copy per member."""
 
-    def __init__(
-        self,
-        *args: Any,
-        on_full: str | None = None,
-        group_send_timeout: float | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.configure_group_send(on_full, group_send_timeout)
         self._receivers: dict[str, Any] = {}
         #: Groups' recent broadcasts (groups with HISTORY), in this process.
         self.history = MemoryHistory()

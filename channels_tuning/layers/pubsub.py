@@ -167,16 +167,6 @@ class RedisPubSubChannelLayer(
     #: How many consumers got a group message is unknown to a pub/sub producer.
     receivers_known = False
 
-    def __init__(
-        self,
-        *args: Any,
-        on_full: str | None = None,
-        group_send_timeout: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.configure_group_send(on_full, group_send_timeout)
-
     def _get_layer(self) -> Any:
         if not upstream.features["pubsub_delivery"]:
             return super()._get_layer()  # channels-redis changed: its own, unbounded

@@ -133,6 +133,17 @@ class ReportingGroupSendMixin:
     on_full: str = DEFAULT_ON_FULL
     group_send_timeout: float = DEFAULT_GROUP_SEND_TIMEOUT
 
+    def __init__(
+        self,
+        *args: Any,
+        on_full: str | None = None,
+        group_send_timeout: float | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # The layer CONFIG's on_full and group_send_timeout; the rest is the layer's.
+        super().__init__(*args, **kwargs)
+        self.configure_group_send(on_full, group_send_timeout)
+
     def configure_group_send(self, on_full: str | None, group_send_timeout: float | None) -> None:
         if on_full is not None:
             self.on_full = on_full

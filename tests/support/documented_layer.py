@@ -13,18 +13,8 @@ from channels_tuning.layers.report import DeliveryReport
 from channels_tuning.layers.sending import ReportingGroupSendMixin
 
 
+# Step 1: the mixin first (it takes the on_full and group_send_timeout options).
 class DocumentedLayer(ReportingGroupSendMixin, InMemoryChannelLayer):  # type: ignore[misc]
-    # Step 1: the mixin first, its two options taken as keywords.
-    def __init__(
-        self,
-        *args: Any,
-        on_full: str | None = None,
-        group_send_timeout: float | None = None,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(*args, **kwargs)
-        self.configure_group_send(on_full, group_send_timeout)
-
     # Step 2: one attempt, a report, full members counted and named by channel.
     async def group_send_report(
         self, group: str, message: dict[str, Any], only: dict[str, list[str]] | None = None

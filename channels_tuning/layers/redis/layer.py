@@ -80,16 +80,12 @@ class RedisChannelLayer(
         prefix: str = "asgi",
         expiry: int = 60,
         group_expiry: int | None = None,
-        *,
-        on_full: str | None = None,
-        group_send_timeout: float | None = None,
         **kwargs: Any,
     ) -> None:
         derived = group_expiry is None
         if group_expiry is None:
             group_expiry = derived_group_expiry()
         super().__init__(hosts, prefix, expiry, group_expiry, **kwargs)
-        self.configure_group_send(on_full, group_send_timeout)
         self.group_expiry_derived = derived
         #: Groups' recent broadcasts (groups with HISTORY), on each group's shard.
         self.history = RedisHistory(self)
