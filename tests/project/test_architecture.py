@@ -18,21 +18,24 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def imported_module(node: ast.ImportFrom, path: Path) -> str:
+    """The absolute name of what ``from ... import`` names, relative imports resolved."""
+    if not node.level:
+        return node.module or ""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    base = package.split(".")
+    base = base[: len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def module_level_imports(path: Path) -> set[str]:
     """channels_tuning modules imported at module level (not inside functions, not
     under ``if TYPE_CHECKING``)."""
-    tree = ast.parse(path.read_text())
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
-    for node in tree.body:
+    for node in ast.parse(path.read_text()).body:
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = imported_module(node, path)
             if target.startswith("channels_tuning"):
                 found.add(target)
                 found.update(f"{target}.{alias.name}" for alias in node.names)
@@ -203,8 +206,6 @@ def all_imports(path: Path) -> set[str]:
     """channels_tuning modules imported anywhere in a module (functions included: an
     import hidden in a function is still a dependency), except under TYPE_CHECKING."""
     tree = ast.parse(path.read_text())
-    name = module_name(path)
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     typing_only = {
         id(inner)
         for node in ast.walk(tree)
@@ -216,12 +217,7 @@ def all_imports(path: Path) -> set[str]:
         if id(node) in typing_only:
             continue
         if isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = imported_module(node, path)
             if target == "channels_tuning":  # "from .. import compat": the names are units
                 found.update(f"{target}.{alias.name}" for alias in node.names)
             elif target.startswith("channels_tuning"):
