@@ -116,22 +116,10 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="channels_tuning.E003",
             )
         )
-    if merged["OVERFLOW_POLICY"] not in OVERFLOW_POLICIES:
-        problems.append(
-            Error(
-                f"OVERFLOW_POLICY must be one of {', '.join(OVERFLOW_POLICIES)}, "
-                f"not {merged['OVERFLOW_POLICY']!r}.",
-                id="channels_tuning.E004",
-            )
-        )
-    if merged["CLIENT_PROTOCOL"] not in CLIENT_PROTOCOL_CHOICES:
-        problems.append(
-            Error(
-                f"CLIENT_PROTOCOL must be one of {', '.join(CLIENT_PROTOCOL_CHOICES)}, "
-                f"not {merged['CLIENT_PROTOCOL']!r}.",
-                id="channels_tuning.E010",
-            )
-        )
+    problems += _one_of(merged, "OVERFLOW_POLICY", OVERFLOW_POLICIES, id="channels_tuning.E004")
+    problems += _one_of(
+        merged, "CLIENT_PROTOCOL", CLIENT_PROTOCOL_CHOICES, id="channels_tuning.E010"
+    )
     problems.extend(_check_networks(merged["METRICS_ALLOWED_ADDRESSES"]))
     jitter = merged["LIFETIME_JITTER"]
     if not (_is_number(jitter) and 0 <= jitter < 1):
@@ -362,6 +350,13 @@ def check_ids_in_code() -> set[str]:
     """Every check id the package can report."""
     source = "".join(path.read_text() for path in CHECK_SOURCES)
     return set(re.findall(r'id="(channels_tuning\.[EWI]\d{3})"', source))
+
+
+def _one_of(merged: dict[str, Any], key: str, choices: Any, *, id: str) -> list[Error]:
+    """The check of a setting whose value is one of a few names."""
+    if merged[key] in choices:
+        return []
+    return [Error(f"{key} must be one of {', '.join(choices)}, not {merged[key]!r}.", id=id)]
 
 
 def _check_networks(value: Any) -> list[Error]:
