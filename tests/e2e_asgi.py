@@ -42,6 +42,17 @@ from example_project.chat.routing import websocket_urlpatterns
 monitor.install()
 
 
+class WhoAmIConsumer(TunedWebsocketConsumer):
+    """Says whom the connection counts against: the address the server saw (behind a
+    proxy: the one its headers gave) and the per-user limit's key."""
+
+    heartbeat_interval = None
+
+    async def connect(self) -> None:
+        await self.accept()
+        await self.send(text_data=json.dumps([self.scope["client"][0], self.connection_owner()]))
+
+
 class BinaryOnlyConsumer(TunedWebsocketConsumer):
     accept_text_frames = False
     heartbeat_binary = True
@@ -266,6 +277,7 @@ websocket_router = TunedURLRouter(
     [
         *websocket_urlpatterns,
         re_path(r"^ws/binary/$", BinaryOnlyConsumer.as_asgi()),
+        re_path(r"^ws/whoami/$", WhoAmIConsumer.as_asgi()),
         re_path(r"^ws/limited/$", LimitedConsumer.as_asgi()),
         re_path(r"^ws/leaky/$", LeakyConsumer.as_asgi()),
         re_path(r"^ws/json-per-consumer/(?P<group>[\w.-]+)/$", JsonPerConsumer.as_asgi()),

@@ -1,0 +1,45 @@
+"""Behind the deployment guide's HAProxy and nginx configurations, as written: a client
+cannot choose the address it counts as (a spoofed ``X-Forwarded-For``), so the
+per-address connection limit holds for it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import websockets
+
+from tests.support.balancers import start_haproxy, start_nginx
+from tests.support.processes import stop_process
+from tests.support.waiting import recv_data
+
+BALANCERS = {"haproxy": start_haproxy, "nginx": start_nginx}
+
+
+@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+async def test_a_spoofed_forwarded_for_neither_changes_the_address_nor_the_limit(
+    daphne_factory, tmp_path, balancer
+):
+    server = daphne_factory(
+        tuned=True,
+        tuning={"MAX_CONNECTIONS_PER_USER": 1, "HEARTBEAT_INTERVAL": None},
+        extra_args=("--proxy-headers",),
+    )
+    proxy = BALANCERS[balancer](tmp_path, [server.port])
+    url = f"ws://127.0.0.1:{proxy.port}/ws/whoami/"
+    try:
+        async with websockets.connect(
+            url, additional_headers={"X-Forwarded-For": "203.0.113.9"}, open_timeout=10
+        ) as first:
+            # The balancer's view of the client (this test, on 127.0.0.1), not the header.
+            address, owner = json.loads(await recv_data(first))
+            assert (address, owner) == ("127.0.0.1", "addr:127.0.0.1")
+            # Another "address" from the same client is the same client: over its limit.
+            async with websockets.connect(
+                url, additional_headers={"X-Forwarded-For": "198.51.100.7"}, open_timeout=10
+            ) as second:
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await recv_data(second, timeout=10)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+    finally:
+        stop_process(proxy.proc)
