@@ -43,3 +43,24 @@ async def test_a_spoofed_forwarded_for_neither_changes_the_address_nor_the_limit
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
     finally:
         stop_process(proxy.proc)
+
+
+@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+async def test_the_health_endpoint_answers_the_balancer_not_clients(
+    daphne_factory, tmp_path, balancer
+):
+    """The health check says how many connections a process holds and its pid: for the
+    balancer (which checks the server directly), not for clients through it."""
+    import urllib.error
+    import urllib.request
+
+    server = daphne_factory(tuned=True)
+    proxy = BALANCERS[balancer](tmp_path, [server.port])
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{server.port}/_ct/health") as direct:
+            assert json.loads(direct.read())["status"] == "ok"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{proxy.port}/_ct/health", timeout=10)
+        assert refused.value.code == 404
+    finally:
+        stop_process(proxy.proc)
