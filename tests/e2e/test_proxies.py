@@ -14,6 +14,9 @@ from tests.support.processes import stop_process
 from tests.support.waiting import recv_data
 
 BALANCERS = {"haproxy": start_haproxy, "nginx": start_nginx}
+#: The tests' client connects from here (loopback too, but not the address a spoofer
+#: would name), so that what the server sees is told apart from what was written.
+CLIENT = "127.0.0.2"
 
 
 @pytest.mark.parametrize("balancer", sorted(BALANCERS))
@@ -29,14 +32,20 @@ async def test_a_spoofed_forwarded_for_neither_changes_the_address_nor_the_limit
     url = f"ws://127.0.0.1:{proxy.port}/ws/whoami/"
     try:
         async with websockets.connect(
-            url, additional_headers={"X-Forwarded-For": "203.0.113.9"}, open_timeout=10
+            url,
+            additional_headers={"X-Forwarded-For": "203.0.113.9"},
+            open_timeout=10,
+            local_addr=(CLIENT, 0),
         ) as first:
-            # The balancer's view of the client (this test, on 127.0.0.1), not the header.
+            # The balancer's view of the client, not the header.
             address, owner = json.loads(await recv_data(first))
-            assert (address, owner) == ("127.0.0.1", "addr:127.0.0.1")
+            assert (address, owner) == (CLIENT, f"addr:{CLIENT}")
             # Another "address" from the same client is the same client: over its limit.
             async with websockets.connect(
-                url, additional_headers={"X-Forwarded-For": "198.51.100.7"}, open_timeout=10
+                url,
+                additional_headers={"X-Forwarded-For": "198.51.100.7"},
+                open_timeout=10,
+                local_addr=(CLIENT, 0),
             ) as second:
                 with pytest.raises(websockets.ConnectionClosed) as closed:
                     await recv_data(second, timeout=10)
@@ -62,5 +71,33 @@ async def test_the_health_endpoint_answers_the_balancer_not_clients(
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(f"http://127.0.0.1:{proxy.port}/_ct/health", timeout=10)
         assert refused.value.code == 404
+    finally:
+        stop_process(proxy.proc)
+
+
+@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+async def test_metrics_refuse_a_client_that_names_an_allowed_address(
+    daphne_factory, tmp_path, balancer
+):
+    """/metrics answers METRICS_ALLOWED_ADDRESSES (loopback by default): a client from
+    elsewhere that writes ``X-Forwarded-For: 127.0.0.1`` is still refused."""
+    import http.client
+
+    server = daphne_factory(tuned=True, extra_args=("--proxy-headers",))
+    proxy = BALANCERS[balancer](tmp_path, [server.port])
+
+    def get(source: str, headers: dict[str, str]) -> int:
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", proxy.port, timeout=10, source_address=(source, 0)
+        )
+        try:
+            connection.request("GET", "/metrics", headers=headers)
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    try:
+        assert get("127.0.0.1", {}) == 200  # from an allowed address: served
+        assert get(CLIENT, {"X-Forwarded-For": "127.0.0.1"}) == 403
     finally:
         stop_process(proxy.proc)
