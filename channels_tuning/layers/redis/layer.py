@@ -50,7 +50,7 @@ from . import keys
 from .history import RedisHistory
 from .membership import GroupAddBatches, derived_group_expiry, refresh_memberships
 from .presence import RedisPresence
-from .reader import reader_for, stop_process_reader
+from .reader import pause_process_reader, reader_for
 
 logger = logging.getLogger("channels_tuning")
 
@@ -186,9 +186,10 @@ class RedisChannelLayer(
         return bool(was_alive)
 
     async def close_pools(self) -> None:
-        """channels-redis' ``close_pools``, after this process' reader has stopped (a
-        reader left running would reopen a connection and outlive the layer)."""
-        await stop_process_reader(self)
+        """channels-redis' ``close_pools``, after this process' reader has stopped
+        reading (a reader left running would reopen a connection and outlive the
+        loop); what it read and no one has received yet stays for the next read."""
+        await pause_process_reader(self)
         await super().close_pools()
 
     # ------------------------------------------------- losses seen by receivers

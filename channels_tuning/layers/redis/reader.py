@@ -170,17 +170,20 @@ class ProcessLayerReader:
                 LAYER_ERRORS.inc((f"alive:{type(exc).__name__}",))
             await asyncio.sleep(1.0)
 
-    async def stop(self) -> None:
-        """Stop reading for good (the layer's pools are closing): every task of this
-        reader is cancelled and awaited, so none outlives the layer."""
-        self.consumers.clear()
-        self.plain_channels.clear()
+    async def pause(self) -> None:
+        """Stop reading (the layer's pools are closing): the tasks end, so none reopens
+        a connection or outlives its event loop. What was read and not yet received
+        stays, and the next ``receive()`` (or consumer) starts reading again: channels
+        of this process may be received on another event loop after a close
+        (channels-redis' ``test_double_receive``)."""
         tasks = [t for t in (self._task, self._liveness, self._restore) if t is not None]
         self._task = self._liveness = self._restore = None
         for task in tasks:
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        loop = asyncio.get_running_loop()
+        here = [task for task in tasks if task.get_loop() is loop]
+        if here:
+            await asyncio.wait(here, timeout=5)
 
     def _stop_if_idle(self) -> None:
         if not self.consumers and not self.plain_channels and self._task is not None:
@@ -337,11 +340,12 @@ def _being_cancelled() -> bool:
     return bool(cancelling is not None and cancelling())
 
 
-async def stop_process_reader(layer: Any) -> None:
-    """Stop ``layer``'s process reader, if it has one (its pools are closing)."""
-    reader = _readers.pop(layer, None)
+async def pause_process_reader(layer: Any) -> None:
+    """Stop the tasks of ``layer``'s process reader, if it has one (its pools are
+    closing); what it holds stays for the next read."""
+    reader = _readers.get(layer)
     if reader is not None:
-        await reader.stop()
+        await reader.pause()
 
 
 def reader_for(layer: Any) -> ProcessLayerReader | None:
