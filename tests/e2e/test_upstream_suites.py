@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import signal
 import subprocess
 import sys
 import tarfile
@@ -63,6 +64,12 @@ def _reinstall_with_the_tuned_server():
 
 
 daphne.testing._reinstall_reactor = _reinstall_with_the_tuned_server
+
+# daphne's harness gives a server 2 s to listen, and when it does not, raises without
+# stopping it: the suite's process then waits for that child forever. The tuned server
+# re-imports its modules in the forked child (above) and runs its start-up checks, and
+# on a loaded 2-core machine that took longer (the suite hung until its timeout).
+daphne.testing.BaseDaphneTestingInstance.startup_timeout = 30
 """
 
 
@@ -119,7 +126,7 @@ def prepare(source: Path, target: Path, swaps: dict[str, list[tuple[str, str]]])
 def run(directory: Path, files: list[str], env: dict[str, str]) -> dict[str, str]:
     """Run upstream tests in a subprocess; their outcomes by test id."""
     report = directory / "report.xml"
-    proc = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", f"--junitxml={report}", *files],
         cwd=directory,
         env={
@@ -127,10 +134,17 @@ def run(directory: Path, files: list[str], env: dict[str, str]) -> dict[str, str
             "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
             **env,
         },
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
         text=True,
-        timeout=900,
+        start_new_session=True,  # its servers too are ended, by group, if it hangs
     )
+    try:
+        output, _ = proc.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        raise AssertionError(f"the upstream suite hung:\n{output[-4000:]}") from None
     outcomes: dict[str, str] = {}
     for case in ElementTree.parse(report).iter("testcase"):
         test_id = f"{case.get('classname')}::{case.get('name')}"
@@ -140,7 +154,7 @@ def run(directory: Path, files: list[str], env: dict[str, str]) -> dict[str, str
             if kind in kinds:
                 outcome = kind
         outcomes[test_id] = outcome
-    assert outcomes, proc.stdout + proc.stderr
+    assert outcomes, output
     return outcomes
 
 
