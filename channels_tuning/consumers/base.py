@@ -284,7 +284,10 @@ class ManagedConnectionMixin(LayerInboxMixin):
             return  # websocket.disconnect follows the close handshake
         registry.add(self)
         self._registered = True
-        install_process_jobs()  # idempotent: the app's ready() did it if it is installed
+        if not scheduler.is_running():
+            # Idempotent, and done by the app's ready() when it is installed: only
+            # where the scheduler starts, not at every connection.
+            install_process_jobs()
         scheduler.ensure_running(self.tuning.scheduler_tick)
         await self._join_new_groups()
         try:

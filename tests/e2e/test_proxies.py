@@ -30,23 +30,23 @@ async def test_a_spoofed_forwarded_for_neither_changes_the_address_nor_the_limit
     )
     proxy = BALANCERS[balancer](tmp_path, [server.port])
     url = f"ws://127.0.0.1:{proxy.port}/ws/whoami/"
-    try:
-        async with websockets.connect(
+
+    def claiming(address: str):
+        """A connection from CLIENT whose X-Forwarded-For names ``address``."""
+        return websockets.connect(
             url,
-            additional_headers={"X-Forwarded-For": "203.0.113.9"},
+            additional_headers={"X-Forwarded-For": address},
             open_timeout=10,
             local_addr=(CLIENT, 0),
-        ) as first:
+        )
+
+    try:
+        async with claiming("203.0.113.9") as first:
             # The balancer's view of the client, not the header.
             address, owner = json.loads(await recv_data(first))
             assert (address, owner) == (CLIENT, f"addr:{CLIENT}")
             # Another "address" from the same client is the same client: over its limit.
-            async with websockets.connect(
-                url,
-                additional_headers={"X-Forwarded-For": "198.51.100.7"},
-                open_timeout=10,
-                local_addr=(CLIENT, 0),
-            ) as second:
+            async with claiming("198.51.100.7") as second:
                 with pytest.raises(websockets.ConnectionClosed) as closed:
                     await recv_data(second, timeout=10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
