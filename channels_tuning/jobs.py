@@ -25,7 +25,7 @@ import gc
 import logging
 import time
 import tracemalloc
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Any
 
 from channels.layers import get_channel_layer
@@ -52,7 +52,7 @@ class PeriodicCollection:
         self.interval = interval
         self.next_at = now + interval
 
-    def __call__(self, now: float, consumers: Sequence[Any]) -> None:
+    def __call__(self, now: float, consumers: Iterable[Any]) -> None:
         if now < self.next_at:
             return
         overdue = now >= self.next_at + self.interval
@@ -72,7 +72,7 @@ class StatsRound:
         self.backend = backend
         self._collect_task: asyncio.Task[Any] | None = None
 
-    def __call__(self, now: float, consumers: Sequence[Any]) -> None:
+    def __call__(self, now: float, consumers: Iterable[Any]) -> None:
         self._collect_missed()
         if self.backend is None:
             return
@@ -102,12 +102,12 @@ class StatsRound:
             LAYER_ERRORS.inc((f"missed:{type(exc).__name__}",))
 
 
-def _mirror_metrics(now: float, consumers: Sequence[Any]) -> None:
+def _mirror_metrics(now: float, consumers: Iterable[Any]) -> None:
     if multiprocess.mirror is not None:
         multiprocess.mirror.sync()
 
 
-def _refresh_memberships(now: float, consumers: Sequence[Any]) -> None:
+def _refresh_memberships(now: float, consumers: Iterable[Any]) -> None:
     refresh_tracked_memberships(list(consumers))
 
 

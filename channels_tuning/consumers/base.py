@@ -112,6 +112,8 @@ class ManagedConnectionMixin(LayerInboxMixin):
     _registered: bool = False
     _disconnect_code: int | None = None
     _cancelled: bool = False
+    #: The deadline of this connection's entry in the scheduler's timers (None: none).
+    timer_due: float | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # ``groups`` as in Channels, but always the instance's own list (Channels
@@ -289,6 +291,7 @@ class ManagedConnectionMixin(LayerInboxMixin):
             # where the scheduler starts, not at every connection.
             install_process_jobs()
         scheduler.ensure_running(self.tuning.scheduler_tick)
+        scheduler.schedule(self, 0.0)  # ticked until accepted, then as due
         await self._join_new_groups()
         try:
             await self.connect()
@@ -309,6 +312,10 @@ class ManagedConnectionMixin(LayerInboxMixin):
         ACCEPTED.inc((self.consumer_label(),))
         now = time.monotonic()
         self.core.accept(now)
+        if self._registered:
+            due = self.next_tick_at(now)
+            if due is not None:
+                scheduler.schedule(self, due)
         if self._group_streams is not None:
             self._group_streams.accepted(self.send_nowait)
         self.on_accepted(now)
@@ -331,6 +338,28 @@ class ManagedConnectionMixin(LayerInboxMixin):
             waited = transport.stalled_for(now)
             if waited > self.close_flush_timeout:
                 self._abort_stalled(waited)
+
+    def _write_close(self, code: int, reason: str | None, urgent: bool) -> None:
+        if self._registered:
+            # Closing: ticked from now on, to abort a close the client never reads.
+            scheduler.schedule(self, 0.0)
+        super()._write_close(code, reason, urgent)
+
+    def next_tick_at(self, now: float) -> float | None:
+        """When :meth:`on_tick` next has work (monotonic); None: not until an event.
+        Asked by the scheduler after each tick. A subclass that overrides
+        :meth:`on_tick` is ticked at every tick, as before this hook; override this
+        too to say when its own timers are due."""
+        state = self.core.state
+        if state is ConnectionState.OPEN:
+            if _ticks_every_time(type(self)):
+                return now
+            return self.core.next_due()
+        if state is ConnectionState.CLOSED:
+            return None
+        # Connecting (a connect() still running) or closing (the stalled-close abort
+        # in on_tick): few, short-lived, ticked at every tick.
+        return now
 
     async def websocket_receive(self, message: Any) -> None:
         core = self.core
@@ -385,3 +414,21 @@ class ManagedConnectionMixin(LayerInboxMixin):
         if self.core.close_code is not None and not self._cancelled:
             return self.core.close_code  # the application ended after closing
         return ABNORMAL_CLOSURE
+
+
+def _ticks_every_time(cls: type) -> bool:
+    """A class whose ``on_tick`` is its own but whose ``next_tick_at`` is not (timers
+    written before the scheduler asked when they are due)."""
+    flag = _TICKS_EVERY_TIME.get(cls)
+    if flag is None:
+        on_tick = getattr(cls, "on_tick", None)
+        next_tick_at = getattr(cls, "next_tick_at", None)
+        flag = (
+            on_tick is not ManagedConnectionMixin.on_tick
+            and next_tick_at is ManagedConnectionMixin.next_tick_at
+        )
+        _TICKS_EVERY_TIME[cls] = flag
+    return flag
+
+
+_TICKS_EVERY_TIME: dict[type, bool] = {}

@@ -159,6 +159,19 @@ class ConnectionCore:
             if self.state is not OPEN:
                 return
 
+    def next_due(self) -> float | None:
+        """When :meth:`tick` next has something to do (the earliest of the tick
+        policies' deadlines); None: nothing until an event (or the connection is not
+        open)."""
+        if self.state is not OPEN:
+            return None
+        due: float | None = None
+        for policy in self.chain.tick:
+            at = policy.next_due(self)
+            if at is not None and (due is None or at < due):
+                due = at
+        return due
+
     def send(self, message: Message, key: Any = None, writable: bool = False) -> Outcome:
         """The application (or a broadcast) sends a data frame.
 

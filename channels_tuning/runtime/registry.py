@@ -19,6 +19,8 @@ class RegisteredConsumer(Protocol):
 
     registry_key: str
     connected_at: float
+    #: The deadline of the connection's live entry in the scheduler's timers.
+    timer_due: float | None
 
     @property
     def last_seen(self) -> float: ...
@@ -26,6 +28,8 @@ class RegisteredConsumer(Protocol):
     def tracked_groups(self) -> frozenset[str]: ...
 
     def on_tick(self, now: float) -> None: ...
+
+    def next_tick_at(self, now: float) -> float | None: ...
 
     def close_nowait(
         self, code: int, reason: str | None = None, *, urgent: bool = False
