@@ -7,8 +7,10 @@ loop (its first connection: start-up is over), from the settings of that moment:
 - GC tuning (``GC_THRESHOLD``, ``GC_FREEZE``) and ``TRACEMALLOC``, once per start;
 - ``metrics-mirror``: the counters copied into prometheus_client's multiprocess
   files, every tick, when that mode is on;
-- ``garbage-collection``: the full collection every ``GC_COLLECT_INTERVAL``, at a
-  tick, postponed (up to one more interval) while clients have frames waiting;
+- ``garbage-collection``: every ``GC_FREEZE_INTERVAL``, a young collection and a
+  freeze, and a full collection when the frozen garbage estimate passes
+  ``GC_FROZEN_GARBAGE_LIMIT`` (:mod:`channels_tuning.runtime.collector`); or, with
+  ``GC_COLLECT_INTERVAL`` set, a full collection at that interval as well;
 - ``stats``: every ``STATS_INTERVAL`` (5 s when off), this process' missed-message
   counts taken from the layer and its snapshot published for ``wsstats``;
 - ``membership-refresh``: every ``GROUP_REFRESH_INTERVAL``, the tracked memberships
@@ -34,7 +36,9 @@ from .conf import project_settings
 from .layers.capabilities import missed_messages
 from .layers.redis.membership import refresh_tracked_memberships
 from .observability import gctuning, multiprocess, snapshot
+from .runtime.collector import SettlingCollector
 from .runtime.counters import LAYER_ERRORS
+from .runtime.registry import registry
 from .runtime.scheduler import Scheduler, in_flight, scheduler
 
 logger = logging.getLogger(__name__)
@@ -125,11 +129,22 @@ def start_process_services(owner: Scheduler) -> None:
     # otherwise the scheduler ends with the last connection.
     owner.keep_alive = backend is not None
     owner.every("metrics-mirror", None, _mirror_metrics)
-    if tuning["GC_COLLECT_INTERVAL"]:
-        collection = PeriodicCollection(tuning["GC_COLLECT_INTERVAL"], now)
-        owner.every("garbage-collection", None, collection)
+    if tuning["GC_FREEZE_INTERVAL"]:
+        settling = SettlingCollector(
+            registry,
+            interval=tuning["GC_FREEZE_INTERVAL"],
+            garbage_limit=tuning["GC_FROZEN_GARBAGE_LIMIT"],
+            now=now,
+        )
+        gctuning.monitor.settling = settling
+        owner.every("garbage-collection", None, settling)
     else:
         owner.cancel("garbage-collection")
+    if tuning["GC_COLLECT_INTERVAL"]:
+        collection = PeriodicCollection(tuning["GC_COLLECT_INTERVAL"], now)
+        owner.every("periodic-full-collection", None, collection)
+    else:
+        owner.cancel("periodic-full-collection")
     owner.every(
         "stats", tuning["STATS_INTERVAL"] or DEFAULT_STATS_ROUND, StatsRound(owner, layer, backend)
     )

@@ -14,8 +14,10 @@ bounded parts, one module per job, stacked in this order:
   history and presence glue;
 - :mod:`.inbox`: channel-layer events from the per-process reader, run in a task
   that exists only while events are pending;
-- this module: the ASGI loop and dispatch, admission, accept, the scheduler's tick,
-  and the teardown. One task per idle connection: the server's own.
+- :mod:`.timers`: the scheduler's tick (heartbeat, idle, lifetime, a stalled close)
+  and when the next one is due;
+- this module: the ASGI loop and dispatch, admission, accept, and the teardown.
+  One task per idle connection: the server's own.
 
 Each part is a class of its own (testable with the parts below it) rather than an
 object per connection: a collaborator object would cost each connection memory and
@@ -63,7 +65,7 @@ from ..servers.transport import transport_for
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode
 from ..wire.offsets import parse_recover_requests
 from ..wire.subprotocol import SUBPROTOCOL, offers_subprotocol, speaks_tuned_protocol
-from .inbox import LayerInboxMixin
+from .timers import TimersMixin
 
 logger = logging.getLogger("channels_tuning")
 #: A client decides how often it sends an unreadable recovery request: a line a
@@ -83,7 +85,7 @@ def _clear_chains(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_clear_chains)
 
 
-class ManagedConnectionMixin(LayerInboxMixin):
+class ManagedConnectionMixin(TimersMixin):
     """Lifecycle, bounded sends, layer events, registry and group hygiene."""
 
     # Per-class overrides of CHANNELS_TUNING (see channels_tuning.conf).
@@ -109,11 +111,8 @@ class ManagedConnectionMixin(LayerInboxMixin):
     #: What the server (or the middlewares in front of the consumer) handed over as
     #: ``send``, as in Channels; the consumer writes through :attr:`transport`.
     base_send: Any
-    _registered: bool = False
     _disconnect_code: int | None = None
     _cancelled: bool = False
-    #: The deadline of this connection's entry in the scheduler's timers (None: none).
-    timer_due: float | None = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # ``groups`` as in Channels, but always the instance's own list (Channels
@@ -323,44 +322,6 @@ class ManagedConnectionMixin(LayerInboxMixin):
     def on_accepted(self, now: float) -> None:
         """Called once the connection is accepted (the core's timers have started)."""
 
-    def on_tick(self, now: float) -> None:
-        """Called by the process scheduler every tick: ticks the core (heartbeat,
-        idle timeout, lifetime). Override to add timers; call ``super()``."""
-        core = self.core
-        transport = self.transport
-        if core.liveness is Liveness.TRANSPORT:
-            # The server notes the client's protocol pongs and pings.
-            core.note_activity(transport.last_activity)
-        core.tick(now)
-        if core.has_actions:
-            self._perform(core.take_actions())
-        if core.state is ConnectionState.CLOSING:
-            waited = transport.stalled_for(now)
-            if waited > self.close_flush_timeout:
-                self._abort_stalled(waited)
-
-    def _write_close(self, code: int, reason: str | None, urgent: bool) -> None:
-        if self._registered:
-            # Closing: ticked from now on, to abort a close the client never reads.
-            scheduler.schedule(self, 0.0)
-        super()._write_close(code, reason, urgent)
-
-    def next_tick_at(self, now: float) -> float | None:
-        """When :meth:`on_tick` next has work (monotonic); None: not until an event.
-        Asked by the scheduler after each tick. A subclass that overrides
-        :meth:`on_tick` is ticked at every tick, as before this hook; override this
-        too to say when its own timers are due."""
-        state = self.core.state
-        if state is ConnectionState.OPEN:
-            if _ticks_every_time(type(self)):
-                return now
-            return self.core.next_due()
-        if state is ConnectionState.CLOSED:
-            return None
-        # Connecting (a connect() still running) or closing (the stalled-close abort
-        # in on_tick): few, short-lived, ticked at every tick.
-        return now
-
     async def websocket_receive(self, message: Any) -> None:
         core = self.core
         if core.state is ConnectionState.CLOSING or core.state is ConnectionState.CLOSED:
@@ -414,21 +375,3 @@ class ManagedConnectionMixin(LayerInboxMixin):
         if self.core.close_code is not None and not self._cancelled:
             return self.core.close_code  # the application ended after closing
         return ABNORMAL_CLOSURE
-
-
-def _ticks_every_time(cls: type) -> bool:
-    """A class whose ``on_tick`` is its own but whose ``next_tick_at`` is not (timers
-    written before the scheduler asked when they are due)."""
-    flag = _TICKS_EVERY_TIME.get(cls)
-    if flag is None:
-        on_tick = getattr(cls, "on_tick", None)
-        next_tick_at = getattr(cls, "next_tick_at", None)
-        flag = (
-            on_tick is not ManagedConnectionMixin.on_tick
-            and next_tick_at is ManagedConnectionMixin.next_tick_at
-        )
-        _TICKS_EVERY_TIME[cls] = flag
-    return flag
-
-
-_TICKS_EVERY_TIME: dict[type, bool] = {}

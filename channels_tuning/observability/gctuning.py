@@ -37,6 +37,8 @@ class GCMonitor:
         self.installed = False
         #: Called with (generation, seconds) after each collection (multiprocess export).
         self.observer: Callable[[int, float], None] | None = None
+        #: The process' settling collector, when GC_FREEZE_INTERVAL is on.
+        self.settling: Any = None
 
     def install(self) -> None:
         if not self.installed:
@@ -70,6 +72,11 @@ class GCMonitor:
             "threshold": list(gc.get_threshold()),
             "frozen": gc.get_freeze_count(),
             "tracked_objects": sum(gc.get_count()),
+            "freeze_rounds": getattr(self.settling, "rounds", 0),
+            "full_collections_for_frozen_garbage": getattr(self.settling, "full_collections", 0),
+            "frozen_garbage_estimate": round(
+                self.settling.frozen_garbage_estimate() if self.settling else 0
+            ),
             "generations": [
                 {
                     "collections": self.collections[g],

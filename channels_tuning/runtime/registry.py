@@ -45,6 +45,8 @@ class ConnectionRegistry:
         #: Connections per owner (``owner_key``: the user, or the client's address).
         self._owners: dict[str, int] = {}
         self._total = 0
+        #: Connections closed (unregistered) since the process started.
+        self.closed = 0
         self.started_at = time.time()
         #: Tuned consumer instances not yet freed (``wsstats`` compares it with the
         #: live connections: more instances than connections is a leak).
@@ -73,6 +75,7 @@ class ConnectionRegistry:
         if self._connections.get(consumer.registry_key) is not consumer:
             return
         del self._connections[consumer.registry_key]
+        self.closed += 1
         cls = type(consumer)
         remaining = self._counts[cls] - 1
         if remaining:

@@ -158,6 +158,13 @@ class DaphneProcess:
         with urllib.request.urlopen(url, timeout=10) as response:
             return json.loads(response.read())
 
+    def collect_everything(self) -> dict:
+        """Stats after ``gc.unfreeze()`` and a full collection: ``unreachable`` is the
+        cyclic garbage the process kept, frozen or not."""
+        url = f"http://127.0.0.1:{self.port}/_stats?gc=unfreeze"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read())
+
     def metrics(self) -> dict[tuple[str, frozenset], float]:
         """GET /metrics (django-prometheus) as {(sample name, labels): value}."""
         from prometheus_client.parser import text_string_to_metric_families

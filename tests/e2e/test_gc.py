@@ -1,0 +1,84 @@
+"""The collector at thousands of connections, on the real server: no full collection
+while connections are held, and the garbage the freezes keep is bounded (issue #25;
+channels_tuning.runtime.collector)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.processes import start_subscribers
+from tests.support.waiting import wait_until
+
+FREEZE_EVERY = 0.5
+
+
+def gc_state(server) -> dict:
+    return server.stats()["gc"]
+
+
+async def test_thousands_of_held_connections_cost_no_full_collection(daphne_factory, shared_redis):
+    """3000 connections held for 6 s, a heartbeat ping each second (ct clients: the
+    lean subscribers speak the package's protocol), the package's collector settings
+    but the interval shortened: rounds of young collection + freeze, no full
+    collection, and what the collector scans (the unfrozen objects) stays far below
+    what the connections hold."""
+    server = daphne_factory(
+        tuned=True,
+        redis=shared_redis,
+        tuning={"GC_FREEZE_INTERVAL": FREEZE_EVERY, "HEARTBEAT_INTERVAL": 1.0},
+    )
+    clients = [start_subscribers(server.port, "/ws/group/held/", 1500) for _ in range(2)]
+    try:
+        await asyncio.sleep(2 * FREEZE_EVERY)
+        before = await asyncio.to_thread(gc_state, server)
+        held = await asyncio.to_thread(server.stats)
+        assert held["connections"] == 3000
+        await asyncio.sleep(6)
+        after = await asyncio.to_thread(gc_state, server)
+        full = after["generations"][2]["collections"] - before["generations"][2]["collections"]
+        assert full == 0, after
+        assert after["freeze_rounds"] - before["freeze_rounds"] >= 6
+        assert after["full_collections_for_frozen_garbage"] == 0
+        # The connections' objects are frozen: a collection scans a few thousand
+        # objects, not the ~60 per connection they hold (gc.get_objects() leaves
+        # the permanent generation out).
+        unfrozen = (await asyncio.to_thread(server.stats))["gc_objects"]
+        assert unfrozen < 3000 * 10, unfrozen
+        assert after["frozen"] > before["frozen"] > 3000 * 30
+    finally:
+        for client in clients:
+            client.kill()
+            client.wait()
+
+
+async def test_frozen_garbage_of_closed_connections_is_collected_at_its_bound(
+    daphne_factory, shared_redis
+):
+    """Connections closed after being frozen leave their reference cycles (Twisted's
+    and autobahn's protocol objects) in the permanent generation; the collector's
+    estimate brings a full collection once it passes GC_FROZEN_GARBAGE_LIMIT, so the
+    garbage kept stays bounded by it however many connections come and go."""
+    limit = 20_000
+    server = daphne_factory(
+        tuned=True,
+        redis=shared_redis,
+        tuning={"GC_FREEZE_INTERVAL": FREEZE_EVERY, "GC_FROZEN_GARBAGE_LIMIT": limit},
+    )
+    for _ in range(6):
+        # 500 connections held across freezes, then all closed: their cycles are
+        # in the permanent generation (connections that close young are freed by
+        # the rounds' young collections).
+        held = start_subscribers(server.port, "/ws/group/churn/", 500)
+        await asyncio.sleep(3 * FREEZE_EVERY)
+        held.kill()
+        held.wait()
+        await wait_until(lambda: server.stats()["connections"] == 0)
+    await asyncio.sleep(3 * FREEZE_EVERY)
+    state = await asyncio.to_thread(gc_state, server)
+    assert state["full_collections_for_frozen_garbage"] >= 1, state
+    assert state["frozen_garbage_estimate"] < limit + 500 * 60
+    # What a collection of everything finds now is what the freezes kept since the
+    # last full collection: within the bound, not 3200 connections' worth.
+    unreachable = (await asyncio.to_thread(server.collect_everything))["unreachable"]
+    print("frozen garbage:", state, "unreachable at the end:", unreachable)
+    assert unreachable < limit + 500 * 60, unreachable
