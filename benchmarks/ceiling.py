@@ -10,13 +10,16 @@ the channel layer; the benchmarks print the ratio.
   ``websockets.broadcast`` (encoded once, written without waiting: the library's own
   fan-out primitive, the fastest path it has);
 - any other WebSocket path: a subscriber that receives broadcasts and otherwise idles;
-- ``GET /_stats``: pid, open connections, asyncio tasks and GC-tracked objects
-  (``?gc=1`` collects first), the same keys as the tests' ``/_stats``.
+- ``GET /_stats``: pid, open connections, asyncio tasks, GC-tracked objects
+  (``?gc=1`` collects first) and the collections per generation with the longest
+  pause, the same keys as the tests' ``/_stats``;
+- ``GET /_ping``: the cheapest answer (the stall benchmark's probe).
 
-Keepalive pings are off (``ping_interval=None``), as the package's benchmarks turn its
-heartbeats off: an idle connection here is the library's minimum.
+Keepalive pings are off by default (``ping_interval=None``), as the package's
+benchmarks turn its heartbeats off: an idle connection here is the library's minimum.
+The stall benchmark gives it daphne's keepalive (``PING_INTERVAL``: 20 s).
 
-    python benchmarks/ceiling.py PORT
+    python benchmarks/ceiling.py PORT [PING_INTERVAL]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import http
 import json
 import os
 import sys
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +42,30 @@ from websockets.http11 import Request, Response
 
 REPO = Path(__file__).resolve().parent.parent
 SUBSCRIBERS: set[ServerConnection] = set()
+#: Per generation: collections and the longest pause (seconds), from gc.callbacks.
+COLLECTIONS = [0, 0, 0]
+LONGEST = [0.0, 0.0, 0.0]
+_started = [0.0]
+
+
+def _timed(phase: str, info: dict) -> None:
+    if phase == "start":
+        _started[0] = time.perf_counter()
+        return
+    generation = info["generation"]
+    COLLECTIONS[generation] += 1
+    LONGEST[generation] = max(LONGEST[generation], time.perf_counter() - _started[0])
 
 
 def stats_response(connection: ServerConnection, request: Request) -> Response | None:
+    if request.path == "/_ping":
+        return connection.respond(http.HTTPStatus.OK, "pong")
     if not request.path.startswith("/_stats"):
         return None  # a WebSocket upgrade
     if request.path.endswith("gc=1"):
         gc.collect()
+    if request.path.endswith("reset_gc_max=1"):
+        LONGEST[:] = [0.0, 0.0, 0.0]
     body = json.dumps(
         {
             "pid": os.getpid(),
@@ -52,6 +73,12 @@ def stats_response(connection: ServerConnection, request: Request) -> Response |
             "connections": len(SUBSCRIBERS),
             "tasks": len(asyncio.all_tasks()),
             "gc_objects": len(gc.get_objects()),
+            "gc": {
+                "generations": [
+                    {"collections": n, "pause_max_ms": round(longest * 1000, 3)}
+                    for n, longest in zip(COLLECTIONS, LONGEST, strict=True)
+                ]
+            },
         }
     )
     response = connection.respond(http.HTTPStatus.OK, body)
@@ -72,13 +99,14 @@ async def handler(connection: ServerConnection) -> None:
         SUBSCRIBERS.discard(connection)
 
 
-async def main(port: int) -> None:
+async def main(port: int, ping_interval: float | None = None) -> None:
+    gc.callbacks.append(_timed)
     async with serve(
         handler,
         "127.0.0.1",
         port,
         process_request=stats_response,
-        ping_interval=None,
+        ping_interval=ping_interval,
         compression=None,
         backlog=1024,
     ) as server:
@@ -114,14 +142,19 @@ class CeilingProcess:
         raise RuntimeError("no VmRSS")
 
 
-def start_ceiling(log_dir: Path) -> CeilingProcess:
+def start_ceiling(log_dir: Path, ping_interval: float | None = None) -> CeilingProcess:
     sys.path.insert(0, str(REPO))
     from tests.support.processes import free_port, wait_for_port
 
     port = free_port()
     log = log_dir / f"websockets-{port}.log"
     proc = Popen(
-        [sys.executable, str(Path(__file__).resolve()), str(port)],
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            str(port),
+            *([str(ping_interval)] if ping_interval else []),
+        ],
         stdout=log.open("w"),
         stderr=log.open("a"),
     )
@@ -130,4 +163,4 @@ def start_ceiling(log_dir: Path) -> CeilingProcess:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]), float(sys.argv[2]) if len(sys.argv) > 2 else None))

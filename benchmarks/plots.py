@@ -5,7 +5,9 @@
 - ``burst-latency.png``: the distribution of delivery latency in the broadcast burst;
 - ``burst-throughput.png``: deliveries per second and server CPU per delivery;
 - ``gc-pauses.png``: GC pauses during the burst at thousands of connections, by
-  generation, with and without ``GC_FREEZE``.
+  generation, with and without ``GC_FREEZE``;
+- ``stalls.png``: the worst stall of the loop and the server's CPU against the number
+  of idle connections in one process.
 
 Written to ``docs/_static/benchmarks/`` by ``python -m benchmarks.report --write``.
 """
@@ -102,3 +104,35 @@ def gc_pauses(cases: dict[str, dict], buckets: tuple[float, ...], out: Path) -> 
     axes.set_title("GC pauses during the burst")
     axes.legend(fontsize=7, ncol=2)
     return _save(figure, out / "gc-pauses.png")
+
+
+def stalls(by_count: dict[int, dict[str, dict]], out: Path) -> Path:
+    figure, (stall_axes, cpu_axes) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    counts = sorted(by_count)
+    for kind in LABELS:
+        if not all(kind in by_count[n] for n in counts):
+            continue
+        stall_axes.plot(
+            counts,
+            [by_count[n][kind]["worst_stall_ms"] for n in counts],
+            marker="o",
+            label=LABELS[kind],
+            color=COLORS[kind],
+        )
+        cpu_axes.plot(
+            counts,
+            [by_count[n][kind]["cpu_percent"] for n in counts],
+            marker="o",
+            label=LABELS[kind],
+            color=COLORS[kind],
+        )
+    stall_axes.set_xlabel("idle connections in one process")
+    stall_axes.set_ylabel("worst stall of the loop, ms")
+    stall_axes.set_title("Stalls while idle")
+    cpu_axes.set_xlabel("idle connections in one process")
+    cpu_axes.set_ylabel("server CPU, % of a core")
+    cpu_axes.set_title("CPU while idle")
+    for axes in (stall_axes, cpu_axes):
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    return _save(figure, out / "stalls.png")

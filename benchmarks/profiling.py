@@ -31,6 +31,10 @@ STEPS = {
     "the consumer (tuned)": "ManagedConnectionMixin.__call__",
     "group_add": ".group_add",
     "access log": "AccessLogGenerator",
+    "daphne's application checker (every connection, each second)": "application_checker",
+    "daphne's timeout checker and keepalive pings": "timeout_checker",
+    "the package's scheduler (timers, jobs)": "Scheduler.run_once",
+    "client frames, pongs included (autobahn)": "WebSocketProtocol.dataReceived",
 }
 
 

@@ -2,7 +2,7 @@
 one run, plain Channels, channels-tuning and the ``websockets`` ceiling where it applies,
 with ratios and the machine it ran on.
 
-    python -m benchmarks.report             # full counts, about 10 minutes
+    python -m benchmarks.report             # full counts, about 30 minutes
     python -m benchmarks.report --quick     # small counts, about a minute (CI runs it)
     python -m benchmarks.report --write     # also rewrite docs/benchmarks.md's table
                                             # between its markers, and the plots in
@@ -19,7 +19,9 @@ Rows (each from the benchmark named, run in this process' sitting):
   (``benchmarks/slow_reader.py``);
 - codec, a 5-field message: protobuf against JSON (``benchmarks/codecs.py``);
 - GC at 5000 idle connections during a burst: time in the collector and the longest
-  gen2 pause, with and without ``GC_FREEZE`` (``benchmarks/gc_pause.py``).
+  gen2 pause, with and without ``GC_FREEZE`` (``benchmarks/gc_pause.py``);
+- stalls at 1 000, 5 000 and 19 000 idle connections in one process over a minute:
+  the worst stall of the loop, probe p99, server CPU (``benchmarks/stall.py``).
 
 Progress goes to stderr, one line per step with the time it took.
 """
@@ -41,7 +43,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks import codecs as codec_benchmark  # noqa: E402
-from benchmarks import connections, fanout, gc_pause, slow_reader  # noqa: E402
+from benchmarks import connections, fanout, gc_pause, slow_reader, stall  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
@@ -60,6 +62,8 @@ class Counts:
     codec_calls: int = 200_000
     gc_subscribers: int = 5000
     gc_messages: int = 100
+    stall_counts: tuple[int, ...] = (1000, 5000, 19000)
+    stall_window: float = 60.0
 
 
 QUICK = Counts(
@@ -72,6 +76,8 @@ QUICK = Counts(
     codec_calls=2000,
     gc_subscribers=200,
     gc_messages=10,
+    stall_counts=(100, 300),
+    stall_window=3.0,
 )
 
 
@@ -113,7 +119,7 @@ def ratio(a: float, b: float) -> str:
 async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, str]], dict]:
     """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets), and
     the measurements behind them (for the plots)."""
-    progress = Progress(14)
+    progress = Progress(14 + len(counts.stall_counts))
     rows: list[tuple[str, str, str, str, str, str]] = []
 
     def row(title: str, plain: float | None, tuned: float, ceiling: float | None, fmt: str):
@@ -298,6 +304,26 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
                         tmp,
                         tuning,
                     )
+            stalls: dict[int, dict[str, dict]] = {}
+            for count in counts.stall_counts:
+                with progress.step(f"stalls at {count} idle connections, three servers"):
+                    stalls[count] = {
+                        kind: await stall.measure(kind, count, counts.stall_window, redis, tmp)
+                        for kind in stall.KINDS
+                    }
+            for count, by_kind in stalls.items():
+                for title, key, fmt in (
+                    ("worst stall of the loop, ms", "worst_stall_ms", "{:.0f}"),
+                    ("probe p99, ms", "probe_p99_ms", "{:.1f}"),
+                    ("server CPU, % of a core", "cpu_percent", "{:.1f}"),
+                ):
+                    row(
+                        f"{count} idle, {counts.stall_window:.0f} s: {title}",
+                        by_kind["plain"][key],
+                        by_kind["tuned"][key],
+                        by_kind["websockets"][key],
+                        fmt,
+                    )
         finally:
             stop_process(redis.proc)
 
@@ -339,7 +365,7 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
                 "",
             )
         )
-    raw = {"slow": slow, "burst": burst, "gc": gc_rows, "shape": shape}
+    raw = {"slow": slow, "burst": burst, "gc": gc_rows, "shape": shape, "stalls": stalls}
     return rows, raw
 
 
@@ -361,6 +387,7 @@ def write_plots(raw: dict, out: Path) -> list[Path]:
             PAUSE_BUCKETS,
             out,
         ),
+        plots.stalls(raw["stalls"], out),
     ]
 
 

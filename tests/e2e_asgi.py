@@ -239,14 +239,6 @@ async def stats_app(scope, receive, send):
     unreachable = None
     if scope["query_string"] == b"gc=1":
         unreachable = gc.collect()
-    if scope["query_string"] == b"gc=garbage":
-        # The types of what a full collection finds unreachable (cyclic garbage).
-        gc.set_debug(gc.DEBUG_SAVEALL)
-        unreachable = gc.collect()
-        gc.set_debug(0)
-        garbage = collections.Counter(type(o).__qualname__ for o in gc.garbage)
-        gc.garbage.clear()
-        unreachable = dict(garbage.most_common(40)) or 0
     if scope["query_string"] == b"gc=unfreeze":
         # What a full collection of everything, frozen objects included, finds
         # unreachable: the cyclic garbage a gc.freeze() would otherwise keep.
@@ -282,9 +274,18 @@ async def stats_app(scope, receive, send):
     await send({"type": "http.response.body", "body": body})
 
 
+async def ping_app(scope, receive, send):
+    """GET /_ping: the cheapest answer the server can give (the stall probe's)."""
+    await receive()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"pong"})
+
+
 async def http_app(scope, receive, send):
     if scope["type"] == "http" and scope["path"] == "/_stats":
         return await stats_app(scope, receive, send)
+    if scope["type"] == "http" and scope["path"] == "/_ping":
+        return await ping_app(scope, receive, send)
     return await django_asgi_app(scope, receive, send)
 
 

@@ -44,7 +44,7 @@ async def test_thousands_of_held_connections_cost_no_full_collection(daphne_fact
         # the permanent generation out).
         unfrozen = (await asyncio.to_thread(server.stats))["gc_objects"]
         assert unfrozen < 3000 * 10, unfrozen
-        assert after["frozen"] > before["frozen"] > 3000 * 30
+        assert after["frozen"] > 3000 * 30
     finally:
         for client in clients:
             client.kill()

@@ -49,6 +49,7 @@ def test_report_runs_with_small_counts(tmp_path):
         "behind AuthMiddlewareStack",
         "slow reader",
         "codec",
+        "worst stall of the loop",
     ):
         assert any(expected in title for title in titles), (expected, titles)
     delivered = next(row for row in rows if "delivered, %" in row)
@@ -62,6 +63,7 @@ def test_report_runs_with_small_counts(tmp_path):
         "burst-throughput.png",
         "gc-pauses.png",
         "slow-reader-rss.png",
+        "stalls.png",
     ]
     for path in tmp_path.glob("*.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
@@ -71,7 +73,7 @@ def test_plots_shown_are_the_reports_and_exist():
     """The measurements page shows the report's committed plots."""
     docs = (REPO / "docs" / "benchmarks.md").read_text()
     shown = re.findall(r"\((_static/benchmarks/[\w-]+\.png)\)", docs)
-    for name in ("slow-reader-rss", "burst-latency", "burst-throughput", "gc-pauses"):
+    for name in ("slow-reader-rss", "burst-latency", "burst-throughput", "gc-pauses", "stalls"):
         assert f"_static/benchmarks/{name}.png" in shown
     for path in shown:
         assert (REPO / "docs" / path).read_bytes()[:4] == b"\x89PNG", path
