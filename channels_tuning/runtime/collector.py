@@ -23,7 +23,7 @@ everything. Connections are not free of reference cycles on every server (measur
 by ``tests/e2e/test_gc.py``: the Twisted and autobahn protocol objects of a closed
 WebSocket form cycles on daphne), so the job estimates the garbage it froze as the
 connections closed since the last full collection times the garbage per closed
-connection that collection found (:data:`FIRST_ESTIMATE` before any), and when the
+connection the full collections found so far (:data:`FIRST_ESTIMATE` before any), and when the
 estimate passes ``GC_FROZEN_GARBAGE_LIMIT`` it unfreezes, collects everything and
 freezes again: one full stop, logged, counted, and postponed (at most one interval)
 while clients have frames waiting. A process with stable connections never pays it;
@@ -46,8 +46,10 @@ FIRST_ESTIMATE: Final = 50.0
 #: The estimate never goes below this: other cyclic garbage (exceptions with their
 #: tracebacks, the application's own cycles) grows with the traffic too.
 LEAST_ESTIMATE: Final = 1.0
-#: Closed connections needed before a full collection's finding replaces the estimate.
-MEASURE_AFTER_CLOSED: Final = 100
+#: How many closed connections :data:`FIRST_ESTIMATE` weighs as, against what the
+#: full collections find (the estimate is their running total over the connections
+#: closed, so one collection that ran early or late does not swing it).
+PRIOR_CLOSED: Final = 100
 
 
 class ClosedConnections(Protocol):
@@ -72,6 +74,9 @@ class SettlingCollector:
         self.next_at = now + interval
         self.garbage_per_closed = FIRST_ESTIMATE
         self.closed_at_full = connections.closed
+        self._closed_at_last_round = connections.closed
+        self._closed_at_start = connections.closed
+        self._found_total = 0
         #: Rounds run (young collection + freeze) and full collections run.
         self.rounds = 0
         self.full_collections = 0
@@ -94,21 +99,34 @@ class SettlingCollector:
         gc.freeze()
         self.rounds += 1
         self.next_at = now + self.interval
+        self._closed_at_last_round = self.connections.closed
 
     def collect_everything(self) -> int:
-        """Unfreeze and collect every generation; returns what was unreachable."""
+        """Unfreeze and collect every generation; returns what was unreachable.
+
+        A closed connection's objects become garbage a little after its consumer
+        unregisters (daphne drops its protocol at its next check, up to a second
+        later), so this collection is credited with the connections closed up to the
+        previous round only: the later ones are counted again in the next estimate (a
+        conservative count: under steady churn, full collections come up to twice as
+        often as the garbage alone would need)."""
+        counted_up_to = self._closed_at_last_round
         closed = self.connections.closed - self.closed_at_full
         started = time.perf_counter()
         gc.unfreeze()
         found = gc.collect()
         pause = time.perf_counter() - started
-        if closed >= MEASURE_AFTER_CLOSED:
-            self.garbage_per_closed = max(found / closed, LEAST_ESTIMATE)
-        self.closed_at_full = self.connections.closed
+        self._found_total += found
+        credited = counted_up_to - self._closed_at_start
+        self.garbage_per_closed = max(
+            (self._found_total + FIRST_ESTIMATE * PRIOR_CLOSED) / (credited + PRIOR_CLOSED),
+            LEAST_ESTIMATE,
+        )
+        self.closed_at_full = counted_up_to
         self.full_collections += 1
         logger.info(
             "channels_tuning: full collection (frozen garbage estimate reached): "
-            "%d unreachable after %d closed connections, %.0f ms",
+            "%d unreachable, %d connections closed since the last one, %.0f ms",
             found,
             closed,
             pause * 1000,
