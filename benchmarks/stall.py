@@ -46,8 +46,13 @@ from benchmarks.profiling import sampled  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
 KINDS = ("plain", "tuned", "websockets")
-#: The package before issue #25: a full collection every minute, no freeze rounds.
-FORMER_GC = {"GC_COLLECT_INTERVAL": 60.0, "GC_FREEZE_INTERVAL": None}
+#: The package before issue #25: a full collection every minute, no freeze rounds,
+#: generation 1 up to 20 young collections' survivors.
+FORMER_GC = {
+    "GC_COLLECT_INTERVAL": 60.0,
+    "GC_FREEZE_INTERVAL": None,
+    "GC_THRESHOLD": [50_000, 20, 100],
+}
 PER_CLIENT_PROCESS = 5_000
 PROBE_EVERY = 0.2
 DAPHNE_PING_INTERVAL = 20.0

@@ -85,12 +85,12 @@ DEFAULTS: Final[dict[str, Any]] = {
     # gc.set_threshold(*GC_THRESHOLD) at the first connection. None: CPython's default
     # (700, 10, 10), which at thousands of connections runs full collections of
     # hundreds of thousands of objects every few seconds of traffic (docs/gc.md).
-    "GC_THRESHOLD": (50_000, 20, 100),
+    "GC_THRESHOLD": (20_000, 2, 100),
     # gc.freeze() at the first connection: start-up objects are never scanned again.
     "GC_FREEZE": True,
-    # Every this many seconds, at a scheduler tick: gc.collect(1), then gc.freeze(),
-    # so that collections scan what was allocated since, not what the open
-    # connections hold (docs/gc.md). None: off.
+    # At the first tick after each of CPython's generation-1 collections, and at least
+    # every this many seconds: gc.collect(0), then gc.freeze(), so that no collection
+    # scans what the open connections hold (docs/gc.md). None: off.
     "GC_FREEZE_INTERVAL": 60.0,
     # A full collection (frozen objects included) once the cyclic garbage the
     # freezes kept is estimated past this many objects (closed connections x the

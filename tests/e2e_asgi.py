@@ -257,7 +257,7 @@ async def stats_app(scope, receive, send):
                 collections.Counter(type(o).__qualname__ for o in gc.get_objects()).most_common(25)
             ),
             "counters": stats.snapshot(),
-            "gc": monitor.snapshot(),
+            "gc": monitor.snapshot(frozen=True),
             "compat": compat_status(),
             "send_buffers": send_buffers(),
             "traced": traced_by_file(),

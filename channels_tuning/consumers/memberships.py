@@ -176,6 +176,11 @@ class MembershipMixin(OutboundMixin):
     def tracked_groups(self) -> frozenset[str]:
         return frozenset(self._joined or ())
 
+    def tracked_group_count(self) -> int:
+        """How many groups :meth:`tracked_groups` has, without building the set."""
+        joined = self._joined
+        return len(joined) if joined else 0
+
     def track_group(self, group: str) -> None:
         """Record a membership made elsewhere (the tuned layers call this for
         ``channel_layer.group_add`` of this consumer's channel): refreshed while the

@@ -20,6 +20,7 @@ import asyncio
 import collections
 import contextlib
 import gc
+import itertools
 import json
 import logging
 import math
@@ -75,15 +76,36 @@ def _await_location(coro: Any) -> str:
     return location
 
 
-def task_summary() -> list[dict[str, Any]]:
-    """The running loop's tasks grouped by coroutine and where they wait, largest first."""
+#: Tasks whose await chain a snapshot reads; beyond, the groups' counts are scaled
+#: from these (19 000 tasks read one by one stopped the loop for ~100 ms every
+#: STATS_INTERVAL; benchmarks/stall.py --profile).
+TASKS_READ = 2_000
+
+
+def task_summary(limit: int = TASKS_READ) -> list[dict[str, Any]]:
+    """The running loop's tasks grouped by coroutine and where they wait, largest first.
+    With more than ``limit`` tasks, ``limit`` of them are read and each group's count
+    is scaled to the total (``"sampled": True``)."""
+    tasks = asyncio.all_tasks()
+    total = len(tasks)
     groups: collections.Counter[tuple[str, str]] = collections.Counter()
-    for task in asyncio.all_tasks():
+    for task in itertools.islice(tasks, limit):
         coro = task.get_coro()
         name = getattr(coro, "__qualname__", type(coro).__name__)
         groups[(name, _await_location(coro))] += 1
+    read = min(total, limit)
+    if read == total:
+        return [
+            {"coroutine": name, "waiting_at": where, "count": count}
+            for (name, where), count in groups.most_common()
+        ]
     return [
-        {"coroutine": name, "waiting_at": where, "count": count}
+        {
+            "coroutine": name,
+            "waiting_at": where,
+            "count": round(count * total / read),
+            "sampled": True,
+        }
         for (name, where), count in groups.most_common()
     ]
 
@@ -110,8 +132,22 @@ def consumer_instances() -> int:
 
 def snapshot() -> dict[str, Any]:
     """This process, now. Call it on the event loop (it lists the loop's tasks)."""
-    queue_lengths = [consumer.send_queue_length for consumer in registry]
-    tasks = task_summary()
+    # One pass over the connections (each pass is milliseconds at 20 000).
+    states = {"connecting": 0, "open": 0, "closing": 0}
+    queued = longest = with_backlog = memberships = 0
+    layer_prefix: str | None = None
+    for consumer in registry:
+        length = consumer.send_queue_length
+        if length:
+            queued += length
+            with_backlog += 1
+            longest = max(longest, length)
+        state = "closing" if consumer.closing else "open" if consumer.accepted else "connecting"
+        states[state] += 1
+        memberships += consumer.tracked_group_count()
+        if layer_prefix is None and redis_prefix(consumer.channel_layer):
+            layer_prefix = keys.process_channel(consumer.channel_layer)
+    tasks = asyncio.all_tasks()
     return {
         "pid": os.getpid(),
         "host": HOST,
@@ -121,18 +157,18 @@ def snapshot() -> dict[str, Any]:
         "uptime": time.time() - STARTED_AT,
         "connections": len(registry),
         "by_consumer": registry.counts_by_class(),
-        "by_state": _states(),
+        "by_state": states,
         "consumer_instances": consumer_instances(),
         "traffic": stats.TRAFFIC.as_dict(),
         "send_queue": {
-            "queued": sum(queue_lengths),
-            "max": max(queue_lengths, default=0),
-            "connections_with_backlog": sum(1 for n in queue_lengths if n),
+            "queued": queued,
+            "max": longest,
+            "connections_with_backlog": with_backlog,
         },
-        "memberships": sum(len(consumer.tracked_groups()) for consumer in registry),
-        "layer_prefix": _layer_prefix(),
-        "tasks": sum(group["count"] for group in tasks),
-        "task_groups": tasks,
+        "memberships": memberships,
+        "layer_prefix": layer_prefix,
+        "tasks": len(tasks),
+        "task_groups": task_summary(),
         "rss_kb": rss_kb(),
         "allocated_blocks": sys.getallocatedblocks(),
         "gc": monitor.snapshot(),
@@ -158,22 +194,6 @@ def compat_status() -> dict[str, Any]:
     checked = getattr(compat, "_checked", None)
     status["problems"] = [str(problem) for problem in checked or ()]
     return status
-
-
-def _states() -> dict[str, int]:
-    """Registered connections by state: connecting (not yet accepted), open, closing."""
-    states = {"connecting": 0, "open": 0, "closing": 0}
-    for consumer in registry:
-        state = "closing" if consumer.closing else "open" if consumer.accepted else "connecting"
-        states[state] += 1
-    return states
-
-
-def _layer_prefix() -> str | None:
-    for consumer in registry:
-        if redis_prefix(consumer.channel_layer):
-            return keys.process_channel(consumer.channel_layer)
-    return None
 
 
 # ------------------------------------------------------------------ backends

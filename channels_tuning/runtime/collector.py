@@ -6,25 +6,32 @@ with the package's former periodic ``gc.collect()`` (issue #25's measurement;
 ``python benchmarks/stall.py`` reproduces it). A connection's objects live as long as
 it does, so scanning them again and again finds nothing.
 
-:class:`SettlingCollector` (the ``garbage-collection`` job) runs, every
-``GC_FREEZE_INTERVAL`` seconds at a scheduler tick:
+:class:`SettlingCollector` (the ``garbage-collection`` job) runs a *round* at the
+first scheduler tick after each of CPython's generation-1 (or 2) collections, and at
+least every ``GC_FREEZE_INTERVAL`` seconds:
 
-1. ``gc.collect(1)``: the young generations only, that is what was allocated since
-   the last round; short-lived garbage goes, survivors are promoted;
+1. ``gc.collect(0)``: the youngest generation only (at most ``GC_THRESHOLD[0]``
+   objects); short-lived garbage goes;
 2. ``gc.freeze()``: everything tracked moves to the permanent generation, which no
-   automatic collection scans. The freeze splices lists: O(1) whatever the count.
+   collection but a full one with ``gc.unfreeze()`` scans. The freeze splices lists:
+   O(1) whatever the count.
 
-So a collection, automatic or this one, scans what was allocated since the last
-round, not what the open connections hold: its pause follows the traffic, not the
-connection count.
+An object that lives is so scanned about twice (in generation 0, then in generation 1
+on its way to the oldest) and never again: the oldest generation stays nearly empty,
+so CPython's own full collections are short, and no collection's pause grows with the
+connections open. What bounds a pause is ``GC_THRESHOLD``: generation 1 holds the
+survivors of at most ``GC_THRESHOLD[1] + 1`` young collections. The former default,
+(50 000, 20, 100), let it hold a million objects while 19 000 clients connected: a
+748 ms generation-1 collection (``benchmarks/stall.py``); (20 000, 2, 100) holds at
+most about 60 000.
 
 The price is cyclic garbage that was frozen: it is freed only by a collection of
 everything. Connections are not free of reference cycles on every server (measured
 by ``tests/e2e/test_gc.py``: the Twisted and autobahn protocol objects of a closed
 WebSocket form cycles on daphne), so the job estimates the garbage it froze as the
 connections closed since the last full collection times the garbage per closed
-connection the full collections found so far (:data:`FIRST_ESTIMATE` before any), and when the
-estimate passes ``GC_FROZEN_GARBAGE_LIMIT`` it unfreezes, collects everything and
+connection the full collections found so far (:data:`FIRST_ESTIMATE` before any), and
+when the estimate passes ``GC_FROZEN_GARBAGE_LIMIT`` it unfreezes, collects everything and
 freezes again: one full stop, logged, counted, and postponed (at most one interval)
 while clients have frames waiting. A process with stable connections never pays it;
 a churning one pays it once per ``limit / garbage per connection`` closures.
@@ -52,6 +59,16 @@ LEAST_ESTIMATE: Final = 1.0
 PRIOR_CLOSED: Final = 100
 
 
+#: Collections of generation 1 or 2 so far: each moved survivors to the oldest
+#: generation, which the next round freezes.
+_PROMOTIONS = [0]
+
+
+def _count_promotions(phase: str, info: dict[str, Any]) -> None:
+    if phase == "stop" and info["generation"]:
+        _PROMOTIONS[0] += 1
+
+
 class ClosedConnections(Protocol):
     #: Connections closed since the process started.
     closed: int
@@ -77,6 +94,10 @@ class SettlingCollector:
         self._closed_at_last_round = connections.closed
         self._closed_at_start = connections.closed
         self._found_total = 0
+        self._full_due_since: float | None = None
+        if _count_promotions not in gc.callbacks:
+            gc.callbacks.append(_count_promotions)
+        self._promotions_seen = _PROMOTIONS[0]
         #: Rounds run (young collection + freeze) and full collections run.
         self.rounds = 0
         self.full_collections = 0
@@ -86,19 +107,27 @@ class SettlingCollector:
         return closed * self.garbage_per_closed
 
     def __call__(self, now: float, consumers: Iterable[Any]) -> None:
-        if now < self.next_at:
-            return
         limit = self.garbage_limit
         if limit is not None and self.frozen_garbage_estimate() >= limit:
-            overdue = now >= self.next_at + self.interval
-            if not overdue and any(consumer.send_queue_length for consumer in consumers):
-                return  # not while clients wait for frames; at most one interval late
-            self.collect_everything()
-        else:
-            gc.collect(1)
+            if self._full_due_since is None:
+                self._full_due_since = now
+            overdue = now >= self._full_due_since + self.interval
+            if overdue or not any(consumer.send_queue_length for consumer in consumers):
+                self.collect_everything()
+                self._full_due_since = None
+                self._freeze(now)
+                return
+        if _PROMOTIONS[0] != self._promotions_seen or now >= self.next_at:
+            # What CPython's own collections just promoted was scanned on its way;
+            # only the youngest objects are scanned again before they are frozen.
+            gc.collect(0)
+            self._freeze(now)
+
+    def _freeze(self, now: float) -> None:
         gc.freeze()
         self.rounds += 1
         self.next_at = now + self.interval
+        self._promotions_seen = _PROMOTIONS[0]
         self._closed_at_last_round = self.connections.closed
 
     def collect_everything(self) -> int:

@@ -21,7 +21,12 @@ class Backlogged:
 
 @pytest.fixture(autouse=True)
 def _unfrozen() -> Iterator[None]:
+    """No automatic collection (each would count as a promotion) and nothing frozen
+    by earlier tests, during each test and after it."""
+    gc.unfreeze()
+    gc.disable()
     yield
+    gc.enable()
     gc.unfreeze()
 
 
@@ -58,12 +63,23 @@ def test_the_full_collection_waits_for_backlogs_but_not_past_one_interval():
     connections = Closed()
     collector = SettlingCollector(connections, interval=10.0, garbage_limit=100, now=0.0)
     connections.closed = 10
-    collector(10.0, [Backlogged()])
+    collector(5.0, [Backlogged()])
     assert collector.full_collections == 0 and collector.rounds == 0
-    collector(15.0, [Backlogged()])
+    collector(14.0, [Backlogged()])
     assert collector.full_collections == 0
-    collector(20.0, [Backlogged()])  # a whole interval late: runs anyway
-    assert collector.full_collections == 1 and collector.rounds == 1
+    collector(15.0, [Backlogged()])  # due since 5.0: a whole interval late, runs anyway
+    assert collector.full_collections == 1
+
+
+def test_a_round_follows_each_promotion_by_cpythons_own_collections():
+    collector = SettlingCollector(Closed(), interval=3600.0, garbage_limit=None, now=0.0)
+    collector(1.0, [])
+    assert collector.rounds == 0  # nothing promoted, the interval far off
+    gc.collect(1)  # what a generation-1 collection of CPython's does
+    collector(2.0, [])
+    assert collector.rounds == 1 and gc.get_freeze_count() > 0
+    collector(3.0, [])
+    assert collector.rounds == 1
 
 
 def test_without_a_limit_there_is_never_a_full_collection():
