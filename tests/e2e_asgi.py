@@ -231,6 +231,13 @@ def traced_by_file() -> dict[str, int]:
     }
 
 
+def due_checker_work() -> dict | None:
+    """The tuned server's periodic loops: connections each looked at, and how many
+    daphne tracks (None under another server)."""
+    checkers = sys.modules.get("channels_tuning.servers.daphne.checkers")
+    return dict(checkers.WORK) if checkers is not None else None
+
+
 async def stats_app(scope, receive, send):
     """GET /_stats: what the tests assert about this process (JSON)."""
     if scope["type"] != "http":
@@ -259,6 +266,7 @@ async def stats_app(scope, receive, send):
             "counters": stats.snapshot(),
             "gc": monitor.snapshot(frozen=True),
             "compat": compat_status(),
+            "due_checkers": due_checker_work(),
             "send_buffers": send_buffers(),
             "traced": traced_by_file(),
             "protocol_dict": protocol_dict_sizes(),

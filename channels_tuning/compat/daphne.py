@@ -30,6 +30,12 @@ upstream symbol                              used for
 ``WebRequest.handle_reply``, its              the tuned server's own answers (health
 ``request_start`` and ``client_addr``         check, 503 while draining), written
                                              through daphne's reply path
+``Server.application_checker``,              replaced in the tuned server by loops
+``Server.timeout_checker``,                   that look only at what is due
+``Server.protocol_connected`` and             (``servers/daphne/checkers.py``), with
+``protocol_disconnected``,                    daphne's loop bodies; they read
+``WebSocketProtocol.check_timeouts``,         ``connections[protocol]`` and a
+``last_ping``, ``socket_opened``              protocol's ping and open times
 ``CommandLineInterface.server_class``        the tuned server behind the same CLI
 ``Server.kill_all_applications`` (plain)     replaced (:func:`install_shutdown_fix`):
                                              it gathers the cancelled applications,
@@ -66,6 +72,8 @@ features = {
     # Off: the tuned server leaves health checks and handshakes while draining to
     # daphne and the application (no 503s of its own).
     "own_answers": True,
+    # Off: the tuned server runs daphne's own periodic loops over every connection.
+    "due_checkers": True,
 }
 logger = logging.getLogger("channels_tuning.compat")
 
@@ -199,6 +207,43 @@ def check() -> list[UpstreamChanged]:
     )
     if server.handle_reply.__qualname__ != "Server.handle_reply":
         checker.changed("Server.handle_reply", "renamed: plain daphne's send is not recognised")
+    checker.callables(
+        server,
+        "Server",
+        ("application_checker", "timeout_checker", "protocol_connected", "protocol_disconnected"),
+    )
+    checker.contains(
+        server.application_checker,
+        "Server.application_checker",
+        [
+            'details.get("disconnected", None)',
+            'details.get("application_instance", None)',
+            "self.application_close_timeout",
+            "protocol.handle_exception(exception)",
+            'del self.connections[protocol]["application_instance"]',
+            "del self.connections[protocol]",
+            "reactor.callLater(1, self.application_checker)",
+        ],
+    )
+    checker.contains(
+        server.timeout_checker,
+        "Server.timeout_checker",
+        ["protocol.check_timeouts()", "reactor.callLater(2, self.timeout_checker)"],
+    )
+    checker.contains(
+        getattr(ws_protocol.WebSocketProtocol, "check_timeouts", None),
+        "WebSocketProtocol.check_timeouts",
+        [
+            "self.server.websocket_timeout",
+            "(time.time() - self.last_ping) > self.server.ping_interval",
+            "self.last_ping = time.time()",
+        ],
+    )
+    checker.contains(
+        getattr(ws_protocol.WebSocketProtocol, "duration", None),
+        "WebSocketProtocol.duration",
+        ["time.time() - self.socket_opened"],
+    )
     if getattr(CommandLineInterface, "server_class", None) is not server:
         checker.changed("CommandLineInterface.server_class", "missing")
     return checker.problems
@@ -216,3 +261,12 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["own_answers"] = False
         if problem.symbol.startswith("Server.kill_all_applications"):
             features["shutdown_fix"] = False
+        if problem.symbol.startswith(
+            (
+                "Server.application_checker",
+                "Server.timeout_checker",
+                "Server.protocol_",
+                "WebSocketProtocol.",
+            )
+        ):
+            features["due_checkers"] = False

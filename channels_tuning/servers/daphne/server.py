@@ -14,7 +14,6 @@ from dataclasses import fields as dataclass_fields
 from typing import Any
 
 from daphne.http_protocol import HTTPFactory
-from daphne.server import Server
 from twisted.internet import defer
 
 from ... import compat
@@ -24,6 +23,7 @@ from ...wire.closecodes import CloseCode
 from .. import detect
 from ..startup import run_at_server_start
 from ..transport import TRANSPORT_EXTENSION
+from .checkers import DueCheckers
 from .compression import Compression
 from .health import DEFAULT_HEALTH_PATH, Health
 from .http import TunedHTTPFactory
@@ -92,7 +92,7 @@ class TunedOptions:
 _OPTION_FIELDS = tuple(f.name for f in dataclass_fields(TunedOptions))
 
 
-class TunedServer(Server):
+class TunedServer(DueCheckers):
     """daphne's ``Server`` with flow control, bounded inbound queues and a graceful
     drain. ``options``: a :class:`TunedOptions` (or its fields as keywords)."""
 
@@ -166,7 +166,10 @@ class TunedServer(Server):
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         if scope.get("type") != "websocket" or not daphne_hooks.features["create_application"]:
-            return super().create_application(protocol, scope)
+            queue = super().create_application(protocol, scope)
+            details = self.connections.get(protocol) or {}
+            self.application_started(protocol, details.get("application_instance"))
+            return queue
         # What daphne's create_application does (compat.daphne names the contract),
         # with a flow-controlled send and a bounded input queue.
         assert "application_instance" not in self.connections[protocol]
@@ -186,9 +189,9 @@ class TunedServer(Server):
         application_instance = self.application(scope=scope, receive=input_queue.get, send=send)
         if protocol not in self.connections:
             return None
-        self.connections[protocol]["application_instance"] = asyncio.ensure_future(
-            application_instance, loop=asyncio.get_event_loop()
-        )
+        task = asyncio.ensure_future(application_instance, loop=asyncio.get_event_loop())
+        self.connections[protocol]["application_instance"] = task
+        self.application_started(protocol, task)
         return input_queue
 
     # ------------------------------------------------------------- shutdown

@@ -1,0 +1,183 @@
+"""daphne's two periodic loops, at the cost of what is due.
+
+daphne runs ``application_checker`` every second and ``timeout_checker`` every two
+seconds over *every* connection it has: at 19 000 idle connections the two were 27 %
+of the tuned server's CPU while idle and a stop of the loop each time they ran
+(``python benchmarks/stall.py --connections 19000 --kinds tuned --profile``).
+:class:`DueCheckers` keeps what they do and changes when:
+
+- ``application_checker`` looks only at connections that disconnected or whose
+  application ended (told by ``protocol_disconnected`` and the application task's
+  done callback), and keeps looking at one each second while daphne still waits for
+  its application to finish (``application_close_timeout``), as daphne does;
+- ``timeout_checker`` calls daphne's own ``check_timeouts`` on a connection when it is
+  due: an open WebSocket when its keepalive ping is (``last_ping + ping_interval``,
+  read again when it comes up: frames move it) or its ``websocket_timeout`` ends,
+  anything else (HTTP requests, handshakes) every two seconds, as daphne does. The
+  deadlines are a heap of weak references, so a closed connection is not kept.
+
+The loop bodies are daphne 4.1-4.2's (``compat.daphne`` checks the source they follow;
+when it changed, the server keeps daphne's own loops: ``features["due_checkers"]``).
+:data:`WORK` counts the connections each loop looked at.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import heapq
+import itertools
+import logging
+import time
+import weakref
+from typing import Any
+
+from daphne.server import Server
+from daphne.ws_protocol import WebSocketProtocol
+from twisted.internet import reactor as _reactor
+
+from ...compat import daphne as daphne_hooks
+
+logger = logging.getLogger("daphne.server")
+#: Twisted's reactor (its interface types callLater without ``self``).
+reactor: Any = _reactor
+
+#: daphne's cadences (seconds): application_checker, timeout_checker.
+APPLICATION_CHECK_EVERY = 1
+TIMEOUT_CHECK_EVERY = 2
+#: Connections looked at by each loop since the process started, and the connections
+#: daphne tracks at the last application check (tests read it).
+WORK = {"application_checks": 0, "timeout_checks": 0, "tracked": 0}
+
+
+class DueCheckers(Server):
+    """daphne's ``Server`` whose periodic loops look only at what is due."""
+
+    _settling: set[Any]
+    _deadlines: list[tuple[float, int, weakref.ref[Any]]]
+
+    def _due_checkers_on(self) -> bool:
+        return bool(daphne_hooks.features["due_checkers"])
+
+    # ------------------------------------------------------------- events in
+
+    def protocol_connected(self, protocol: Any) -> None:
+        super().protocol_connected(protocol)
+        if self._due_checkers_on():
+            self._check_timeouts_at(protocol, time.time())  # at the next run, as daphne
+
+    def protocol_disconnected(self, protocol: Any) -> None:
+        super().protocol_disconnected(protocol)
+        if self._due_checkers_on():
+            self._pending().add(protocol)
+
+    def application_started(self, protocol: Any, task: asyncio.Future[Any] | None) -> None:
+        """Called with the task of a new application (whoever created it)."""
+        if task is not None and self._due_checkers_on():
+            task.add_done_callback(functools.partial(self._application_ended, protocol))
+
+    def _application_ended(self, protocol: Any, task: asyncio.Future[Any]) -> None:
+        self._pending().add(protocol)
+
+    def _pending(self) -> set[Any]:
+        try:
+            return self._settling
+        except AttributeError:
+            self._settling = set()
+            return self._settling
+
+    # ------------------------------------------------------ application checker
+
+    def application_checker(self) -> None:
+        if not self._due_checkers_on():
+            return super().application_checker()
+        pending, self._settling = self._pending(), set()
+        WORK["application_checks"] += len(pending)
+        for protocol in pending:
+            details = self.connections.get(protocol)
+            if details is not None and self._check_application(protocol, details):
+                self._settling.add(protocol)
+        WORK["tracked"] = len(self.connections)
+        reactor.callLater(APPLICATION_CHECK_EVERY, self.application_checker)
+        return None
+
+    def _check_application(self, protocol: Any, details: dict[str, Any]) -> bool:
+        """daphne's application_checker for one connection; True: look again in a
+        second (disconnected, its application not finished yet)."""
+        disconnected = details.get("disconnected")
+        application_instance = details.get("application_instance")
+        overdue = disconnected and time.time() - disconnected > self.application_close_timeout
+        if overdue and application_instance and not application_instance.done():
+            logger.warning(
+                "Application instance %r for connection %s took too long to shut down "
+                "and was killed.",
+                application_instance,
+                repr(protocol),
+            )
+            application_instance.cancel()
+        if application_instance and application_instance.done():
+            try:
+                exception = application_instance.exception()
+            except asyncio.CancelledError:
+                pass
+            else:
+                if exception:
+                    if isinstance(exception, KeyboardInterrupt):
+                        self.stop()
+                    else:
+                        logger.error(
+                            "Exception inside application: %s", exception, exc_info=exception
+                        )
+                        if not disconnected:
+                            protocol.handle_exception(exception)
+            del self.connections[protocol]["application_instance"]
+            application_instance = None
+        if not application_instance and disconnected:
+            del self.connections[protocol]
+            return False
+        return bool(disconnected)
+
+    # ---------------------------------------------------------- timeout checker
+
+    def timeout_checker(self) -> None:
+        if not self._due_checkers_on():
+            return super().timeout_checker()
+        now = time.time()
+        deadlines = self._timeouts()
+        due = []
+        while deadlines and deadlines[0][0] <= now:
+            protocol = heapq.heappop(deadlines)[2]()
+            if protocol is not None and protocol in self.connections:
+                due.append(protocol)
+        WORK["timeout_checks"] += len(due)
+        for protocol in due:
+            try:
+                protocol.check_timeouts()
+            finally:
+                if protocol in self.connections:
+                    self._check_timeouts_at(protocol, self._next_timeout(protocol, now))
+        reactor.callLater(TIMEOUT_CHECK_EVERY, self.timeout_checker)
+        return None
+
+    def _next_timeout(self, protocol: Any, now: float) -> float:
+        soonest = now + TIMEOUT_CHECK_EVERY
+        if not isinstance(protocol, WebSocketProtocol) or protocol.state != protocol.STATE_OPEN:
+            return soonest
+        due = protocol.last_ping + self.ping_interval
+        if self.websocket_timeout >= 0:
+            due = min(due, protocol.socket_opened + self.websocket_timeout)
+        # daphne pings when more than ping_interval passed: a little after the mark.
+        return max(due + 0.01, soonest)
+
+    def _check_timeouts_at(self, protocol: Any, at: float) -> None:
+        heapq.heappush(self._timeouts(), (at, next(_ORDER), weakref.ref(protocol)))
+
+    def _timeouts(self) -> list[tuple[float, int, weakref.ref[Any]]]:
+        try:
+            return self._deadlines
+        except AttributeError:
+            self._deadlines = []
+            return self._deadlines
+
+
+_ORDER = itertools.count()

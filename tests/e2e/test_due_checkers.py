@@ -1,0 +1,66 @@
+"""channels-tuning-daphne's periodic loops look at what is due, not at every
+connection (channels_tuning/servers/daphne/checkers.py), and still do daphne's work:
+keepalive pings go out on time, ended connections are cleaned up."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.support.processes import start_subscribers
+from tests.support.waiting import wait_until
+
+HELD = 300
+
+
+def work(server) -> dict:
+    return server.stats()["due_checkers"]
+
+
+async def test_idle_connections_cost_the_loops_nothing_until_a_ping_is_due(daphne_factory):
+    """300 idle connections, daphne's keepalive every 20 s: over 5 s neither loop looks
+    at any of them (daphne's own loops would have looked 300 times a second and 300
+    times every two seconds)."""
+    server = daphne_factory(tuned=True)
+    client = start_subscribers(server.port, "/ws/echo/", HELD)
+    try:
+        await asyncio.sleep(3)  # past each connection's first check (at the next 2 s run)
+        before = await asyncio.to_thread(work, server)
+        await asyncio.sleep(5)
+        after = await asyncio.to_thread(work, server)
+        # Only this test's own HTTP requests for the figures (an HTTP connection is
+        # checked every two seconds while it lasts, as daphne does).
+        assert after["timeout_checks"] - before["timeout_checks"] <= 4
+        assert after["application_checks"] - before["application_checks"] <= 4
+        assert after["tracked"] >= HELD
+    finally:
+        client.kill()
+        client.wait()
+    # Ended: every connection looked at once or twice, and forgotten by daphne.
+    await wait_until(lambda: work(server)["tracked"] <= 1, timeout=15)
+    ended = await asyncio.to_thread(work, server)
+    assert HELD <= ended["application_checks"] - after["application_checks"] <= 3 * HELD
+
+
+async def test_keepalive_pings_still_keep_answering_clients_alive(daphne_factory):
+    """A ping each second, answered by the lean clients' WebSocket code; IDLE_TIMEOUT 3 s
+    judges them by those pongs. After 7 s every client is still connected (no 4000),
+    and each connection was looked at about once per two seconds, as daphne's cadence."""
+    server = daphne_factory(
+        tuned=True,
+        tuning={"IDLE_TIMEOUT": 3.0, "HEARTBEAT_INTERVAL": 1.0, "SCHEDULER_TICK": 0.2},
+        extra_args=("--ping-interval", "1"),
+    )
+    client = start_subscribers(server.port, "/ws/echo/", HELD)
+    try:
+        before = await asyncio.to_thread(work, server)
+        await asyncio.sleep(7)
+        after = await asyncio.to_thread(work, server)
+        stats = await asyncio.to_thread(server.stats)
+        assert stats["connections"] == HELD
+        timeouts = server.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4000")
+        assert timeouts == 0
+        checks = after["timeout_checks"] - before["timeout_checks"]
+        assert HELD * 2 <= checks <= HELD * 5, checks
+    finally:
+        client.kill()
+        client.wait()
