@@ -14,7 +14,9 @@ of the tuned server's CPU while idle and a stop of the loop each time they ran
   due: an open WebSocket when its keepalive ping is (``last_ping + ping_interval``,
   read again when it comes up: frames move it) or its ``websocket_timeout`` ends,
   anything else (HTTP requests, handshakes) every two seconds, as daphne does. The
-  deadlines are a heap of weak references, so a closed connection is not kept.
+  loop looks for what is due four times a second, so pings go out spread as the
+  connections opened, not in one burst every two seconds. The deadlines are a heap
+  of weak references, so a closed connection is not kept.
 
 The loop bodies are daphne 4.1-4.2's (``compat.daphne`` checks the source they follow;
 when it changed, the server keeps daphne's own loops: ``features["due_checkers"]``).
@@ -45,6 +47,10 @@ reactor: Any = _reactor
 #: daphne's cadences (seconds): application_checker, timeout_checker.
 APPLICATION_CHECK_EVERY = 1
 TIMEOUT_CHECK_EVERY = 2
+#: How often the timeout loop looks for what is due. A run with nothing due costs a
+#: comparison; running daphne's 2 s cadence instead sent each run's ~2 000 pings (and
+#: read their pongs) in one burst at 19 000 connections: probe p99 328 ms.
+TIMEOUT_LOOP_EVERY = 0.25
 #: Connections looked at by each loop since the process started, and the connections
 #: daphne tracks at the last application check (tests read it).
 WORK = {"application_checks": 0, "timeout_checks": 0, "tracked": 0}
@@ -156,7 +162,7 @@ class DueCheckers(Server):
             finally:
                 if protocol in self.connections:
                     self._check_timeouts_at(protocol, self._next_timeout(protocol, now))
-        reactor.callLater(TIMEOUT_CHECK_EVERY, self.timeout_checker)
+        reactor.callLater(TIMEOUT_LOOP_EVERY, self.timeout_checker)
         return None
 
     def _next_timeout(self, protocol: Any, now: float) -> float:
@@ -167,7 +173,7 @@ class DueCheckers(Server):
         if self.websocket_timeout >= 0:
             due = min(due, protocol.socket_opened + self.websocket_timeout)
         # daphne pings when more than ping_interval passed: a little after the mark.
-        return max(due + 0.01, soonest)
+        return max(due + 0.01, now + TIMEOUT_LOOP_EVERY)
 
     def _check_timeouts_at(self, protocol: Any, at: float) -> None:
         heapq.heappush(self._timeouts(), (at, next(_ORDER), weakref.ref(protocol)))
