@@ -22,11 +22,17 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt
 
-COLORS = {"plain": "#c0504d", "tuned": "#2a6bb0", "websockets": "#8a8a8a"}
+COLORS = {
+    "plain": "#c0504d",
+    "tuned": "#2a6bb0",
+    "websockets": "#8a8a8a",
+    "tuned-former": "#9bbbe0",
+}
 LABELS = {
     "plain": "plain Channels",
     "tuned": "channels-tuning",
     "websockets": "websockets (ceiling)",
+    "tuned-former": "channels-tuning, former GC settings",
 }
 
 

@@ -20,6 +20,7 @@ to the last byte. Per row:
     python benchmarks/stall.py [--connections 1000,5000,19000] [--window 60]
                                [--kinds plain,tuned,websockets] [--former]
                                [--profile]   # py-spy: where the idle CPU goes
+                               [--plot DIR]  # stalls.png
 
 The fd limit of these machines is 20 000 per process: 19 000 is the most one server
 can hold next to its own files.
@@ -183,13 +184,22 @@ def main() -> None:
     parser.add_argument("--connections", default="1000,5000,19000")
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--kinds", default=",".join(KINDS))
-    parser.add_argument("--former", action="store_true", help="also the pre-#25 GC settings")
+    parser.add_argument("--former", action="store_true", help="also the former GC settings")
     parser.add_argument("--profile", action="store_true", help="py-spy during each window")
+    parser.add_argument("--plot", type=Path, help="write stalls.png (stall and CPU against N)")
     args = parser.parse_args()
     kinds = args.kinds.split(",") + (["tuned-former"] if args.former else [])
     counts = [int(n) for n in args.connections.split(",")]
     rows = asyncio.run(run(counts, kinds, args.window, args.profile))
     print(table(rows, args.window))
+    if args.plot is not None:
+        from benchmarks import plots
+
+        by_count: dict[int, dict[str, dict]] = {}
+        for row in rows:
+            by_count.setdefault(row["connections"], {})[row["kind"]] = row
+        args.plot.mkdir(parents=True, exist_ok=True)
+        print(f"plot: {plots.stalls(by_count, args.plot)}", file=sys.stderr)
 
 
 if __name__ == "__main__":
