@@ -45,6 +45,7 @@ SUBSCRIBERS: set[ServerConnection] = set()
 #: Per generation: collections and the longest pause (seconds), from gc.callbacks.
 COLLECTIONS = [0, 0, 0]
 LONGEST = [0.0, 0.0, 0.0]
+TOTAL = [0.0, 0.0, 0.0]
 _started = [0.0]
 
 
@@ -52,9 +53,10 @@ def _timed(phase: str, info: dict) -> None:
     if phase == "start":
         _started[0] = time.perf_counter()
         return
-    generation = info["generation"]
+    generation, pause = info["generation"], time.perf_counter() - _started[0]
     COLLECTIONS[generation] += 1
-    LONGEST[generation] = max(LONGEST[generation], time.perf_counter() - _started[0])
+    TOTAL[generation] += pause
+    LONGEST[generation] = max(LONGEST[generation], pause)
 
 
 def stats_response(connection: ServerConnection, request: Request) -> Response | None:
@@ -75,8 +77,12 @@ def stats_response(connection: ServerConnection, request: Request) -> Response |
             "gc_objects": len(gc.get_objects()),
             "gc": {
                 "generations": [
-                    {"collections": n, "pause_max_ms": round(longest * 1000, 3)}
-                    for n, longest in zip(COLLECTIONS, LONGEST, strict=True)
+                    {
+                        "collections": n,
+                        "pause_total_ms": round(total * 1000, 3),
+                        "pause_max_ms": round(longest * 1000, 3),
+                    }
+                    for n, total, longest in zip(COLLECTIONS, TOTAL, LONGEST, strict=True)
                 ]
             },
         }
