@@ -44,7 +44,8 @@ async def test_idle_connections_cost_the_loops_nothing_until_a_ping_is_due(daphn
 async def test_keepalive_pings_still_keep_answering_clients_alive(daphne_factory):
     """A ping each second, answered by the lean clients' WebSocket code; IDLE_TIMEOUT 3 s
     judges them by those pongs. After 7 s every client is still connected (no 4000),
-    and each connection was looked at about once per two seconds, as daphne's cadence."""
+    and each connection was looked at once per ping: every 1 to 1.25 s (the loop looks
+    four times a second)."""
     server = daphne_factory(
         tuned=True,
         tuning={"IDLE_TIMEOUT": 3.0, "HEARTBEAT_INTERVAL": 1.0, "SCHEDULER_TICK": 0.2},
@@ -60,7 +61,7 @@ async def test_keepalive_pings_still_keep_answering_clients_alive(daphne_factory
         timeouts = server.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4000")
         assert timeouts == 0
         checks = after["timeout_checks"] - before["timeout_checks"]
-        assert HELD * 2 <= checks <= HELD * 5, checks
+        assert HELD * 4 <= checks <= HELD * 8, checks
     finally:
         client.kill()
         client.wait()
