@@ -89,7 +89,7 @@ DEFAULTS: Final[dict[str, Any]] = {
     # gc.freeze() at the first connection: start-up objects are never scanned again.
     "GC_FREEZE": True,
     # At the first tick after each of CPython's generation-1 collections, and at least
-    # every this many seconds: gc.collect(0), then gc.freeze(), so that no collection
+    # every this many seconds: gc.collect(1), then gc.freeze(), so that no collection
     # scans what the open connections hold (docs/gc.md). None: off.
     "GC_FREEZE_INTERVAL": 60.0,
     # A full collection (frozen objects included) once the cyclic garbage the

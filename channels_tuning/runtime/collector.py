@@ -10,20 +10,23 @@ it does, so scanning them again and again finds nothing.
 first scheduler tick after each of CPython's generation-1 (or 2) collections, and at
 least every ``GC_FREEZE_INTERVAL`` seconds:
 
-1. ``gc.collect(0)``: the youngest generation only (at most ``GC_THRESHOLD[0]``
-   objects); short-lived garbage goes;
+1. ``gc.collect(1)``: the young generations only (small right after CPython's own
+   generation-1 collection: at most about ``GC_THRESHOLD[0] x (GC_THRESHOLD[1] + 1)``
+   objects); what died young, a connection that came and went among it, is freed
+   rather than frozen (``tests/e2e/test_churn.py``: with ``gc.collect(0)`` here 3 000
+   short connections grew the server by 13 MB);
 2. ``gc.freeze()``: everything tracked moves to the permanent generation, which no
    collection but a full one with ``gc.unfreeze()`` scans. The freeze splices lists:
    O(1) whatever the count.
 
-An object that lives is so scanned about twice (in generation 0, then in generation 1
-on its way to the oldest) and never again: the oldest generation stays nearly empty,
-so CPython's own full collections are short, and no collection's pause grows with the
-connections open. What bounds a pause is ``GC_THRESHOLD``: generation 1 holds the
-survivors of at most ``GC_THRESHOLD[1] + 1`` young collections. The former default,
-(50 000, 20, 100), let it hold a million objects while 19 000 clients connected: a
-748 ms generation-1 collection (``benchmarks/stall.py``); (20 000, 2, 100) holds at
-most about 60 000.
+An object that lives is so scanned a few times (in generation 0, in generation 1 on
+its way to the oldest, once more by a round) and never again: the oldest generation
+stays nearly empty, so CPython's own full collections are short, and no collection's
+pause grows with the connections open. What bounds a pause is ``GC_THRESHOLD``:
+generation 1 holds the survivors of at most ``GC_THRESHOLD[1] + 1`` young
+collections. The former default, (50 000, 20, 100), let it hold a million objects
+while 19 000 clients connected: a 748 ms generation-1 collection
+(``benchmarks/stall.py``); (20 000, 2, 100) holds at most about 60 000.
 
 The price is cyclic garbage that was frozen: it is freed only by a collection of
 everything. Connections are not free of reference cycles on every server (measured
@@ -118,9 +121,9 @@ class SettlingCollector:
                 self._freeze(now)
                 return
         if _PROMOTIONS[0] != self._promotions_seen or now >= self.next_at:
-            # What CPython's own collections just promoted was scanned on its way;
-            # only the youngest objects are scanned again before they are frozen.
-            gc.collect(0)
+            # The young generations, small after CPython's own generation-1 collection:
+            # what died young (a connection that came and went) is freed, not frozen.
+            gc.collect(1)
             self._freeze(now)
 
     def _freeze(self, now: float) -> None:

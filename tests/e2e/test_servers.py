@@ -203,7 +203,7 @@ async def test_stats_wsstats_metrics_and_gc_settings(daphne_factory, shared_redi
         assert await recv_data(ws) == "hello"
         stats = proc.stats()
         assert stats["connections"] == 1
-        assert stats["gc"]["threshold"][0] == 50_000  # the package's GC default
+        assert stats["gc"]["threshold"][0] == 20_000  # the package's GC default
         metrics = proc.metrics()
         labels = frozenset({("consumer", "EchoConsumer")})
         assert metrics[("channels_tuning_open_connections", labels)] == 1
