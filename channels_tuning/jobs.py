@@ -7,10 +7,11 @@ loop (its first connection: start-up is over), from the settings of that moment:
 - GC tuning (``GC_THRESHOLD``, ``GC_FREEZE``) and ``TRACEMALLOC``, once per start;
 - ``metrics-mirror``: the counters copied into prometheus_client's multiprocess
   files, every tick, when that mode is on;
-- ``garbage-collection``: every ``GC_FREEZE_INTERVAL``, a young collection and a
-  freeze, and a full collection when the frozen garbage estimate passes
-  ``GC_FROZEN_GARBAGE_LIMIT`` (:mod:`channels_tuning.runtime.collector`); or, with
-  ``GC_COLLECT_INTERVAL`` set, a full collection at that interval as well;
+- ``garbage-collection``: after each of CPython's generation-1 collections and at
+  least every ``GC_FREEZE_INTERVAL``, a young collection and a freeze, and a full
+  collection when the frozen garbage estimate passes ``GC_FROZEN_GARBAGE_LIMIT``
+  (:mod:`channels_tuning.runtime.collector`); or, with ``GC_COLLECT_INTERVAL`` set, a
+  full collection at that interval as well;
 - ``stats``: every ``STATS_INTERVAL`` (5 s when off), this process' missed-message
   counts taken from the layer and its snapshot published for ``wsstats``;
 - ``membership-refresh``: every ``GROUP_REFRESH_INTERVAL``, the tracked memberships
@@ -36,7 +37,7 @@ from .conf import project_settings
 from .layers.capabilities import missed_messages
 from .layers.redis.membership import refresh_tracked_memberships
 from .observability import gctuning, multiprocess, snapshot
-from .runtime.collector import SettlingCollector
+from .runtime.collector import SettlingCollector, frames_waiting
 from .runtime.counters import LAYER_ERRORS
 from .runtime.registry import registry
 from .runtime.scheduler import Scheduler, in_flight, scheduler
@@ -60,7 +61,7 @@ class PeriodicCollection:
         if now < self.next_at:
             return
         overdue = now >= self.next_at + self.interval
-        if not overdue and any(consumer.send_queue_length for consumer in consumers):
+        if not overdue and frames_waiting(consumers):
             return
         gc.collect()
         self.next_at = now + self.interval

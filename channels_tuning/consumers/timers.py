@@ -24,8 +24,9 @@ class TimersMixin(LayerInboxMixin):
     timer_due: float | None = None
 
     def on_tick(self, now: float) -> None:
-        """Called by the process scheduler every tick: ticks the core (heartbeat,
-        idle timeout, lifetime). Override to add timers; call ``super()``."""
+        """Called by the process scheduler when :meth:`next_tick_at` said (every tick
+        for a subclass that overrides this alone): ticks the core (heartbeat, idle
+        timeout, lifetime). Override to add timers; call ``super()``."""
         core = self.core
         transport = self.transport
         if core.liveness is Liveness.TRANSPORT:

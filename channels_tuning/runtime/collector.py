@@ -72,6 +72,11 @@ def _count_promotions(phase: str, info: dict[str, Any]) -> None:
         _PROMOTIONS[0] += 1
 
 
+def frames_waiting(consumers: Iterable[Any]) -> bool:
+    """Some client has frames queued: a full collection now would delay them."""
+    return any(consumer.send_queue_length for consumer in consumers)
+
+
 class ClosedConnections(Protocol):
     #: Connections closed since the process started.
     closed: int
@@ -115,7 +120,7 @@ class SettlingCollector:
             if self._full_due_since is None:
                 self._full_due_since = now
             overdue = now >= self._full_due_since + self.interval
-            if overdue or not any(consumer.send_queue_length for consumer in consumers):
+            if overdue or not frames_waiting(consumers):
                 self.collect_everything()
                 self._full_due_since = None
                 self._freeze(now)

@@ -326,6 +326,34 @@ def test_daphne_reads_its_input_queue_otherwise(monkeypatch):
     assert daphne.features["create_application"] is False
 
 
+def test_daphne_periodic_loops_changed(monkeypatch):
+    """The tuned server's loops follow daphne's timeout_checker; if it changed, the
+    server runs daphne's own loops over every connection again."""
+
+    def timeout_checker(self):
+        for protocol in self.connections:
+            protocol.expire_if_idle()
+
+    monkeypatch.setattr(Server, "timeout_checker", timeout_checker)
+    problems = daphne.check()
+    assert symbols(problems) == {"Server.timeout_checker"}
+    daphne.apply(problems)
+    assert daphne.features["due_checkers"] is False
+    assert daphne.features["create_application"] is True
+
+
+def test_daphne_keepalive_check_changed(monkeypatch):
+    """The due time of a connection is read from daphne's last_ping and ping_interval:
+    a check_timeouts that no longer uses them turns the due loops off."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    monkeypatch.setattr(WebSocketProtocol, "check_timeouts", lambda self: None)
+    problems = daphne.check()
+    assert symbols(problems) == {"WebSocketProtocol.check_timeouts"}
+    daphne.apply(problems)
+    assert daphne.features["due_checkers"] is False
+
+
 def test_daphne_request_reply_path_changed(monkeypatch):
     """The tuned server's own answers (health check, 503 while draining) go through
     daphne's WebRequest reply path; if it changed, they are left to daphne."""
