@@ -15,7 +15,9 @@ channels_tuning.E007   ``GC_THRESHOLD`` is not None or 1-3 non-negative integers
 channels_tuning.E008   ``HISTORY`` is not a dict of patterns to ``{"size": n, "ttl": seconds}``
 channels_tuning.E009   ``PRESENCE`` is not a dict of patterns to ``{"events": bool}``
 channels_tuning.E010   ``CLIENT_PROTOCOL`` is not "negotiate" or "always"
-channels_tuning.E011   ``METRICS_ALLOWED_ADDRESSES`` is not a list of addresses or networks
+channels_tuning.E011   ``METRICS_ALLOWED_ADDRESSES`` or ``TRUSTED_PROXIES`` is not a list of
+                       addresses or networks
+channels_tuning.E012   ``IPV6_CLIENT_PREFIX`` is not an integer from 1 to 128
 channels_tuning.W001   unknown key in ``CHANNELS_TUNING`` (a typo is silently ignored)
 channels_tuning.W002   in-memory channel layer while the project looks multi-process
 channels_tuning.W003   ``channels`` (or ``daphne``) missing from ``INSTALLED_APPS``
@@ -120,7 +122,17 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     problems += _one_of(
         merged, "CLIENT_PROTOCOL", CLIENT_PROTOCOL_CHOICES, id="channels_tuning.E010"
     )
-    problems.extend(_check_networks(merged["METRICS_ALLOWED_ADDRESSES"]))
+    for key in ("METRICS_ALLOWED_ADDRESSES", "TRUSTED_PROXIES"):
+        problems.extend(_check_networks(key, merged[key]))
+    prefix = merged["IPV6_CLIENT_PREFIX"]
+    if not (isinstance(prefix, int) and not isinstance(prefix, bool) and 1 <= prefix <= 128):
+        problems.append(
+            Error(
+                f"IPV6_CLIENT_PREFIX must be an integer from 1 to 128, not {prefix!r}.",
+                hint="64 (one host or home network), or 128 to count each address.",
+                id="channels_tuning.E012",
+            )
+        )
     jitter = merged["LIFETIME_JITTER"]
     if not (_is_number(jitter) and 0 <= jitter < 1):
         problems.append(
@@ -359,7 +371,7 @@ def _one_of(merged: dict[str, Any], key: str, choices: Any, *, id: str) -> list[
     return [Error(f"{key} must be one of {', '.join(choices)}, not {merged[key]!r}.", id=id)]
 
 
-def _check_networks(value: Any) -> list[Error]:
+def _check_networks(key: str, value: Any) -> list[Error]:
     bad = not isinstance(value, (list, tuple))
     if not bad:
         try:
@@ -371,7 +383,7 @@ def _check_networks(value: Any) -> list[Error]:
         return []
     return [
         Error(
-            f"METRICS_ALLOWED_ADDRESSES must be a list of addresses or networks, not {value!r}.",
+            f"{key} must be a list of addresses or networks, not {value!r}.",
             hint='For example ["127.0.0.0/8", "::1", "10.0.0.0/8"].',
             id="channels_tuning.E011",
         )

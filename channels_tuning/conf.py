@@ -112,6 +112,14 @@ DEFAULTS: Final[dict[str, Any]] = {
     # Addresses and networks that channels_tuning.views.metrics (the /metrics view)
     # answers, besides staff users: loopback by default. Empty: staff only.
     "METRICS_ALLOWED_ADDRESSES": ["127.0.0.1", "::1"],
+    # Addresses and networks of the proxies (balancers) in front of the servers, whose
+    # X-Forwarded-For entries are believed: the client is the right-most entry no
+    # trusted proxy wrote (channels_tuning.addresses). Empty: the scope's client as the
+    # server gives it. Run the servers without --proxy-headers when this is set.
+    "TRUSTED_PROXIES": [],
+    # Per-address limits count an IPv6 client as its /this-long prefix (one host
+    # usually holds a whole /64). 128: each address on its own.
+    "IPV6_CLIENT_PREFIX": 64,
     # Frames kept by tracemalloc (wsstats --memory). None: tracemalloc off (it is costly).
     "TRACEMALLOC": None,
     # Groups whose broadcasts are numbered and kept, so that reconnecting clients get

@@ -15,7 +15,9 @@ loop (its first connection: start-up is over), from the settings of that moment:
 - ``stats``: every ``STATS_INTERVAL`` (5 s when off), this process' missed-message
   counts taken from the layer and its snapshot published for ``wsstats``;
 - ``membership-refresh``: every ``GROUP_REFRESH_INTERVAL``, the tracked memberships
-  refreshed in Redis (not at start-up: they were just added).
+  refreshed in Redis (not at start-up: they were just added);
+- ``owner-counts``: with a layer that counts connections per owner across processes,
+  this process' word that its counts are live (:mod:`.layers.redis.owners`).
 
 :func:`install` is idempotent; the app's ``ready()`` and the first tuned consumer
 call it, so a project that lists the app or only uses the consumers gets the same.
@@ -34,7 +36,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from .conf import project_settings
-from .layers.capabilities import missed_messages
+from .layers.capabilities import SharedOwnerCounts, missed_messages, owner_counts
 from .layers.redis.membership import refresh_tracked_memberships
 from .observability import gctuning, multiprocess, snapshot
 from .runtime.collector import SettlingCollector, frames_waiting
@@ -107,6 +109,26 @@ class StatsRound:
             LAYER_ERRORS.inc((f"missed:{type(exc).__name__}",))
 
 
+class OwnerCountsRefresh:
+    """This process' word that its connections per owner still count (once it
+    counted one: a process with no per-user limit writes nothing)."""
+
+    def __init__(self, store: SharedOwnerCounts) -> None:
+        self.store = store
+        self._task: asyncio.Task[Any] | None = None
+
+    def __call__(self, now: float, consumers: Iterable[Any]) -> None:
+        if not self.store.used or in_flight(self._task):
+            return
+        self._task = asyncio.get_running_loop().create_task(self._refresh())
+
+    async def _refresh(self) -> None:
+        try:
+            await self.store.refresh(registry.owner_counts)
+        except Exception as exc:  # Redis down: the next round tries again
+            LAYER_ERRORS.inc((f"owners:{type(exc).__name__}",))
+
+
 def _mirror_metrics(now: float, consumers: Iterable[Any]) -> None:
     if multiprocess.mirror is not None:
         multiprocess.mirror.sync()
@@ -149,6 +171,11 @@ def start_process_services(owner: Scheduler) -> None:
     owner.every(
         "stats", tuning["STATS_INTERVAL"] or DEFAULT_STATS_ROUND, StatsRound(owner, layer, backend)
     )
+    owners = owner_counts(layer)
+    if owners is None:
+        owner.cancel("owner-counts")
+    else:
+        owner.every("owner-counts", owners.refresh_interval, OwnerCountsRefresh(owners))
     interval = tuning["GROUP_REFRESH_INTERVAL"]
     if interval is None:
         owner.cancel("membership-refresh")

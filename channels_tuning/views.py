@@ -33,6 +33,7 @@ from django.http import (
 from django.shortcuts import render, resolve_url
 from django.utils.http import urlencode
 
+from .addresses import request_client_address
 from .conf import project_settings
 from .observability import snapshot
 
@@ -49,11 +50,11 @@ def metrics(request: HttpRequest) -> HttpResponse:
 
         urlpatterns = [path("metrics", metrics, name="prometheus-django-metrics")]
 
-    ``REMOTE_ADDR`` is what the server says the client is: behind a balancer, that
-    is the balancer, unless the server takes the client's address from its
-    forwarding headers (daphne's ``--proxy-headers``)."""
+    The address is :func:`channels_tuning.addresses.request_client_address`: behind
+    the balancers named in ``TRUSTED_PROXIES``, the client's, never one it wrote into
+    ``X-Forwarded-For`` itself."""
     user = getattr(request, "user", None)
-    allowed = address_allowed(request.META.get("REMOTE_ADDR", ""))
+    allowed = address_allowed(request_client_address(request))
     if not allowed and not (user is not None and user.is_active and user.is_staff):
         return HttpResponseForbidden("metrics are not public\n")
     from django_prometheus import exports

@@ -30,6 +30,7 @@ from channels_tuning import (
     TunedURLRouter,
     TunedWebsocketConsumer,
 )
+from channels_tuning.addresses import client_address
 from channels_tuning.broadcast import broadcast
 from channels_tuning.observability.gctuning import monitor
 from channels_tuning.observability.snapshot import compat_status
@@ -50,7 +51,8 @@ class WhoAmIConsumer(TunedWebsocketConsumer):
 
     async def connect(self) -> None:
         await self.accept()
-        await self.send(text_data=json.dumps([self.scope["client"][0], self.connection_owner()]))
+        address = client_address(self.scope)
+        await self.send(text_data=json.dumps([address, self.connection_owner()]))
 
 
 class BinaryOnlyConsumer(TunedWebsocketConsumer):

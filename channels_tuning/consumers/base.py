@@ -44,6 +44,7 @@ from channels.exceptions import AcceptConnection, DenyConnection, StopConsumer
 from channels.layers import get_channel_layer
 from django.core.signals import setting_changed
 
+from ..addresses import client_group
 from ..conf import FROM_SETTINGS, settings_for
 from ..core import (
     AdmissionContext,
@@ -65,6 +66,7 @@ from ..servers.transport import transport_for
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode
 from ..wire.offsets import parse_recover_requests
 from ..wire.subprotocol import SUBPROTOCOL, offers_subprotocol, speaks_tuned_protocol
+from .owners import release_owner, shared_owner_refusal
 from .timers import TimersMixin
 
 logger = logging.getLogger("channels_tuning")
@@ -107,6 +109,8 @@ class ManagedConnectionMixin(TimersMixin):
     # of the class owns are declared there (outbound, memberships, inbox).
     #: Whom the connection counts against for per-user limits (connection_owner()).
     owner_key: str = ""
+    #: Where the connection is counted for its owner across processes (owners.py).
+    owner_store: Any = None
     connected_at: float = 0.0
     #: What the server (or the middlewares in front of the consumer) handed over as
     #: ``send``, as in Channels; the consumer writes through :attr:`transport`.
@@ -265,16 +269,18 @@ class ManagedConnectionMixin(TimersMixin):
     def connection_owner(self) -> str:
         """Who this connection counts against for ``MAX_CONNECTIONS_PER_USER``: the
         authenticated user (``scope["user"]``, from Channels' AuthMiddlewareStack), else
-        the client's address (behind a proxy, run daphne with --proxy-headers).
-        Override to count by something else (an API key, a tenant)."""
+        the client's address (``channels_tuning.addresses.client_group``: through
+        ``TRUSTED_PROXIES``, an IPv6 client as its /64). Override to count by
+        something else (an API key, a tenant)."""
         user = self.scope.get("user")
         if user is not None and getattr(user, "is_authenticated", False):
             return f"user:{user.pk}"
-        client = self.scope.get("client") or ("?",)
-        return f"addr:{client[0]}"
+        return f"addr:{client_group(self.scope) or '?'}"
 
     async def websocket_connect(self, message: Any) -> None:
         refusal = self.admission_refusal() or self._read_recover_requests()
+        if refusal is None:
+            refusal = await shared_owner_refusal(self)
         if refusal is not None:
             code, reason = refusal
             REJECTED.inc((self.consumer_label(), reason))
@@ -352,6 +358,7 @@ class ManagedConnectionMixin(TimersMixin):
         if was_registered:
             registry.discard(self)
             self._registered = False
+        release_owner(self)
         if self._inbox_task is not None and self._inbox_task is not asyncio.current_task():
             self._inbox_task.cancel()
         still_open = self._disconnect_code is None

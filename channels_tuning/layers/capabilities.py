@@ -17,7 +17,7 @@ have none of them and work as they always did.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
@@ -54,6 +54,22 @@ class ProcessLiveness(Protocol):
     async def mark_alive(self) -> bool: ...
 
 
+class SharedOwnerCounts(Protocol):
+    """Connections per owner (a user, an address group) counted across processes,
+    so that ``MAX_CONNECTIONS_PER_USER`` is one limit for the whole deployment."""
+
+    #: Whether this process counted an owner yet; refreshes start then.
+    used: bool
+    #: Seconds between :meth:`refresh` calls.
+    refresh_interval: float
+
+    async def acquire(self, owner: str, limit: int) -> bool: ...
+
+    def release(self, owner: str) -> None: ...
+
+    async def refresh(self, held: Callable[[], dict[str, int]]) -> None: ...
+
+
 @runtime_checkable
 class DirectDelivery(Protocol):
     """The layer hands this process' messages to its consumers itself (the tuned
@@ -77,6 +93,12 @@ def history_store(layer: Any) -> History | None:
 def presence_store(layer: Any) -> PresenceStore | None:
     """The layer's presence (the ``PRESENCE`` setting), if it keeps one."""
     store: PresenceStore | None = getattr(layer, "presence", None)
+    return store
+
+
+def owner_counts(layer: Any) -> SharedOwnerCounts | None:
+    """The layer's connections per owner across processes, if it keeps them."""
+    store: SharedOwnerCounts | None = getattr(layer, "owner_counts", None)
     return store
 
 

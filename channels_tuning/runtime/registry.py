@@ -96,6 +96,10 @@ class ConnectionRegistry:
     def get(self, key: str) -> Any | None:
         return self._connections.get(key)
 
+    def owner_counts(self) -> dict[str, int]:
+        """Registered connections per owner (a copy)."""
+        return dict(self._owners)
+
     def count_owner(self, owner: str) -> int:
         """Registered connections of one owner (a user, or a client address)."""
         return self._owners.get(owner, 0)

@@ -11,7 +11,7 @@ import websockets
 
 from tests.support.balancers import start_haproxy, start_nginx
 from tests.support.processes import stop_process
-from tests.support.waiting import recv_data
+from tests.support.waiting import recv_data, wait_until
 
 BALANCERS = {"haproxy": start_haproxy, "nginx": start_nginx}
 #: The tests' client connects from here (loopback too, but not the address a spoofer
@@ -54,6 +54,91 @@ async def test_a_spoofed_forwarded_for_neither_changes_the_address_nor_the_limit
         stop_process(proxy.proc)
 
 
+#: The guide's balancers turned into ones that *append* to X-Forwarded-For, as a chain
+#: of proxies does (a CDN in front, then the balancer): only ``TRUSTED_PROXIES`` tells
+#: the addresses they wrote from those the client wrote.
+APPENDING = {
+    "haproxy": {"http-request set-header X-Forwarded-For %[src]": "option forwardfor"},
+    "nginx": {
+        "proxy_set_header X-Forwarded-For $remote_addr;": (
+            "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;"
+        )
+    },
+}
+
+
+@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+async def test_behind_trusted_proxies_one_limit_holds_across_processes(
+    daphne_factory, tmp_path, balancer, redis_server
+):
+    """Balancers that append, servers without --proxy-headers, ``TRUSTED_PROXIES``
+    naming the balancer, two server processes on one Redis: a client that writes a
+    new address into every handshake is still one client, and its limit is one limit
+    for both processes (counted per process, it would get 2 x 2)."""
+    tuning = {
+        "MAX_CONNECTIONS_PER_USER": 2,
+        "HEARTBEAT_INTERVAL": None,
+        "TRUSTED_PROXIES": ["127.0.0.1"],
+    }
+    servers = [daphne_factory(tuned=True, redis=redis_server, tuning=tuning) for _ in range(2)]
+    proxy = BALANCERS[balancer](tmp_path, [s.port for s in servers], APPENDING[balancer])
+    url = f"ws://127.0.0.1:{proxy.port}/ws/whoami/"
+
+    def claiming(address: str):
+        return websockets.connect(
+            url,
+            additional_headers={"X-Forwarded-For": address},
+            open_timeout=10,
+            local_addr=(CLIENT, 0),
+        )
+
+    try:
+        async with claiming("203.0.113.9") as first, claiming("198.51.100.7") as second:
+            for connection in (first, second):
+                address, owner = json.loads(await recv_data(connection))
+                assert (address, owner) == (CLIENT, f"addr:{CLIENT}")
+            for spoofed in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+                async with claiming(spoofed) as refused:
+                    with pytest.raises(websockets.ConnectionClosed) as closed:
+                        await recv_data(refused, timeout=10)
+                assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        labels = "consumer=WhoAmIConsumer,reason=user connection limit"
+        name = "channels_tuning_rejected_connections_total"
+        assert sum(server.counter(name, labels) for server in servers) == 3
+    finally:
+        stop_process(proxy.proc)
+
+
+@pytest.mark.parametrize("balancer", sorted(BALANCERS))
+async def test_behind_trusted_proxies_metrics_refuse_a_client_naming_loopback(
+    daphne_factory, tmp_path, balancer
+):
+    """With a balancer that appends, the server's peer is the balancer (127.0.0.1):
+    without ``TRUSTED_PROXIES`` /metrics would serve everyone; with it, the client's
+    own address decides, whatever it wrote."""
+    import http.client
+
+    tuning = {"TRUSTED_PROXIES": ["127.0.0.1"]}
+    server = daphne_factory(tuned=True, tuning=tuning)
+    proxy = BALANCERS[balancer](tmp_path, [server.port], APPENDING[balancer])
+
+    def get(source: str, headers: dict[str, str]) -> int:
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", proxy.port, timeout=10, source_address=(source, 0)
+        )
+        try:
+            connection.request("GET", "/metrics", headers=headers)
+            return connection.getresponse().status
+        finally:
+            connection.close()
+
+    try:
+        assert get(CLIENT, {"X-Forwarded-For": "127.0.0.1"}) == 403
+        assert get(CLIENT, {}) == 403
+    finally:
+        stop_process(proxy.proc)
+
+
 @pytest.mark.parametrize("balancer", sorted(BALANCERS))
 async def test_the_health_endpoint_answers_the_balancer_not_clients(
     daphne_factory, tmp_path, balancer
@@ -73,6 +158,55 @@ async def test_the_health_endpoint_answers_the_balancer_not_clients(
         assert refused.value.code == 404
     finally:
         stop_process(proxy.proc)
+
+
+async def test_one_client_filling_a_server_does_not_eject_it(daphne_factory, tmp_path):
+    """One client opens ``MAX_CONNECTIONS`` through the guide's HAProxy: the server
+    stays UP (its health check says 200 "full"), so another client still reaches it
+    and is told 1013, instead of HAProxy's 503 "no server available" that a DOWN
+    server gave every client."""
+    import asyncio
+
+    server = daphne_factory(tuned=True, tuning={"MAX_CONNECTIONS": 5, "HEARTBEAT_INTERVAL": None})
+    proxy = start_haproxy(tmp_path, [server.port])
+    url = proxy.ws("/ws/echo/")
+    filler = [websockets.connect(url, open_timeout=10) for _ in range(5)]
+    try:
+        opened = [await connection.__aenter__() for connection in filler]
+        await wait_until(lambda: server.stats()["connections"] == 5)
+        await asyncio.sleep(2)  # four of HAProxy's checks (500 ms apart, fall 2)
+        assert proxy.server_states() == {"s1": "UP"}
+        async with websockets.connect(url, open_timeout=10, local_addr=(CLIENT, 0)) as other:
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await recv_data(other, timeout=10)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
+        assert proxy.server_states() == {"s1": "UP"}
+        for connection in opened:
+            await connection.close()
+    finally:
+        stop_process(proxy.proc)
+
+
+async def test_the_health_answer_details_only_for_allowed_unrelayed_requests(daphne_factory):
+    """Counts and the pid for a check from an allowed address (loopback) that no proxy
+    relayed; the status alone for anyone else."""
+    import http.client
+
+    server = daphne_factory(tuned=True)
+
+    def get(source: str, headers: dict[str, str]) -> dict:
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", server.port, timeout=10, source_address=(source, 0)
+        )
+        try:
+            connection.request("GET", "/_ct/health", headers=headers)
+            return json.loads(connection.getresponse().read())
+        finally:
+            connection.close()
+
+    assert get("127.0.0.1", {}) == {"status": "ok", "connections": 0, "pid": server.pid}
+    assert get(CLIENT, {}) == {"status": "ok"}
+    assert get("127.0.0.1", {"X-Forwarded-For": "127.0.0.1"}) == {"status": "ok"}
 
 
 @pytest.mark.parametrize("balancer", sorted(BALANCERS))

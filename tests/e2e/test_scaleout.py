@@ -53,6 +53,8 @@ async def test_health_endpoint_answers_before_django(daphne_factory):
 
 
 async def test_health_endpoint_full_at_max_connections(daphne_factory):
+    """Full is still healthy (a balancer keeps the server); the readiness question
+    (``?ready``) says 503."""
     import websockets
 
     server = daphne_factory(tuned=True, tuning={"MAX_CONNECTIONS": 2})
@@ -60,9 +62,14 @@ async def test_health_endpoint_full_at_max_connections(daphne_factory):
         websockets.connect(server.ws("/ws/echo/")),
         websockets.connect(server.ws("/ws/echo/")),
     ):
-        await wait_until(lambda: health(server.port)[0] == 503)
-        assert health(server.port)[1]["status"] == "full"
-    await wait_until(lambda: health(server.port)[0] == 200)
+        await wait_until(lambda: health(server.port)[1]["status"] == "full")
+        assert health(server.port)[0] == 200
+        assert health(server.port, "?ready") == (503, {"status": "full", **detail(server)})
+    await wait_until(lambda: health(server.port, "?ready")[0] == 200)
+
+
+def detail(server) -> dict:
+    return {"connections": 2, "pid": server.pid}
 
 
 @pytest.mark.slow

@@ -47,9 +47,13 @@ class HAProxy:
             }
 
 
-def start_haproxy(tmp: Path, backend_ports: list[int]) -> HAProxy:
+def start_haproxy(
+    tmp: Path, backend_ports: list[int], edits: dict[str, str] | None = None
+) -> HAProxy:
+    """HAProxy with the guide's configuration (``edits``: text replaced in it, each
+    of which must be there)."""
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
-    config = readme_config()
+    config = _edited(readme_config(), edits)
     port, stats_port = free_port(), free_port()
     config = config.replace("bind 127.0.0.1:8000", f"bind 127.0.0.1:{port}")
     config = config.replace("bind 127.0.0.1:8404", f"bind 127.0.0.1:{stats_port}")
@@ -68,6 +72,13 @@ def start_haproxy(tmp: Path, backend_ports: list[int]) -> HAProxy:
     return HAProxy(port, stats_port, proc, log)
 
 
+def _edited(config: str, edits: dict[str, str] | None) -> str:
+    for old, new in (edits or {}).items():
+        assert old in config, f"not in the guide's configuration: {old!r}"
+        config = config.replace(old, new)
+    return config
+
+
 def readme_nginx_config() -> str:
     """The ``nginx`` block of the deployment guide, as written."""
     text = DEPLOYMENT_GUIDE.read_text()
@@ -84,12 +95,13 @@ class Nginx:
         return f"ws://127.0.0.1:{self.port}{path}"
 
 
-def start_nginx(tmp: Path, backend_ports: list[int]) -> Nginx:
+def start_nginx(tmp: Path, backend_ports: list[int], edits: dict[str, str] | None = None) -> Nginx:
     """nginx in the foreground with the README's server block inside a minimal main
     configuration (its files under ``tmp``)."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     port = free_port()
-    site = readme_nginx_config().replace("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{port};")
+    site = _edited(readme_nginx_config(), edits)
+    site = site.replace("listen 127.0.0.1:8000;", f"listen 127.0.0.1:{port};")
     servers = "".join(f"    server 127.0.0.1:{p};\n" for p in backend_ports)
     site = re.sub(r"(    server 127\.0\.0\.1:\d+;\n)+", servers, site)
     root = tmp / f"nginx-{port}"

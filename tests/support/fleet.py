@@ -17,9 +17,9 @@ from channels_tuning.layers import RedisChannelLayer
 from tests.support.processes import REPO
 
 
-def health(port: int) -> tuple[int, dict]:
+def health(port: int, query: str = "") -> tuple[int, dict]:
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_ct/health", timeout=5) as r:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_ct/health{query}", timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())

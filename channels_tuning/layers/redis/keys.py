@@ -17,6 +17,11 @@ key                                holds
                                    process' inbox, by reason (collected and
                                    deleted by the process every stats
                                    interval; TTL); on the inbox's shard
+``<prefix>:ct:owner:<owner>``      connections per process of one owner (a
+                                   user, an address group): hash, on the
+                                   owner's shard (:mod:`.owners`)
+``<prefix>:ct:owners:alive``       when each process' word expires: hash,
+                                   on every shard (:mod:`.owners`)
 =================================  ==========================================
 
 ``<prefix>`` is the layer's ``prefix`` setting (``asgi`` by default). The first two

@@ -49,6 +49,7 @@ from ..sending import ReportingGroupSendMixin
 from . import keys
 from .history import RedisHistory
 from .membership import GroupAddBatches, derived_group_expiry, refresh_memberships
+from .owners import RedisOwnerCounts
 from .presence import RedisPresence
 from .reader import pause_process_reader, reader_for
 
@@ -91,6 +92,8 @@ class RedisChannelLayer(
         self.history = RedisHistory(self)
         #: Who is in groups with presence, across processes.
         self.presence = RedisPresence(self)
+        #: Connections per owner across processes (MAX_CONNECTIONS_PER_USER).
+        self.owner_counts = RedisOwnerCounts(self)
         #: Shards on which this process has seen the servers' marker (keys.alive_key).
         self._alive_seen: set[int] = set()
         self._alive_set_at: dict[int, float] = {}

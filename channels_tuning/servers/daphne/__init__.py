@@ -23,7 +23,8 @@ What it changes, for WebSocket connections only (HTTP is daphne's, untouched):
   kernel's buffer is the first a burst fills, outside the process and its bounds.
 - **Opt-in permessage-deflate** (``--ws-compression``), see :class:`Compression`.
 - **A health endpoint** for load balancers (``--health-path``, ``/_ct/health``):
-  200 while serving, 503 while draining or full; see :mod:`.health`.
+  200 while serving (also when full), 503 while draining; ``?ready``: 503 when full
+  too; see :mod:`.health`.
 - **Graceful drain** on SIGTERM/SIGINT: health check 503 (and ``--drain-health-delay``
   seconds of serving, for the balancer to notice), then stop listening, close every WebSocket
   with 1012 in batches, give applications ``--drain-timeout`` seconds to run

@@ -1,21 +1,33 @@
 """The health endpoint a load balancer checks: may this process take new WebSockets?
 
 A load balancer that only checks that a port accepts TCP keeps sending clients to a
-server that is draining (it still listens while its 1012 closes go out) or that is at
-its connection limit (every new client is refused with 1013 and reconnects, to the
-same server half the time). The tuned server answers ``GET /_ct/health`` itself, on
-its event loop, before Django (``--health-path``; empty: off):
+server that is draining (it still listens while its 1012 closes go out). The tuned
+server answers ``GET /_ct/health`` itself, on its event loop, before Django
+(``--health-path``; empty: off):
 
-- ``200 {"status": "ok", ...}``: serving;
+- ``200 {"status": "ok"}``: serving;
+- ``200 {"status": "full"}``: at ``CHANNELS_TUNING["MAX_CONNECTIONS"]``. Still 200: a
+  balancer that took a full server out (HAProxy marks it DOWN) lets *one client* that
+  fills a server eject it, and with one such client per server the whole fleet
+  (measured: a legitimate client then got HAProxy's 503 "no server available"). New
+  WebSockets on a full server get 1013 and reconnect; a least-connections balancer
+  sends them to the others first;
 - ``503 {"status": "draining"}``: SIGTERM received. With ``--drain-health-delay N`` the
   server keeps serving for N seconds after that before it stops listening and closes
   its WebSockets with 1012, so the balancer's health check (its interval times its
   fall count) takes the server out of rotation before any client is refused: the
-  readiness-before-drain order Kubernetes asks for too;
-- ``503 {"status": "full"}``: at ``CHANNELS_TUNING["MAX_CONNECTIONS"]``.
+  readiness-before-drain order Kubernetes asks for too.
 
-Answered from the event loop that serves the WebSockets, so a loop too busy to answer
-fails the check too. Counted in no metric: a balancer checks every second or so.
+``GET /_ct/health?ready`` is the readiness question instead: 503 when full as well as
+when draining (a Kubernetes ``readinessProbe`` then stops sending new connections to a
+full pod and keeps its open ones; per-user limits keep one client from filling it).
+
+The answer carries the connection count and the pid only for a request from one of
+``METRICS_ALLOWED_ADDRESSES`` that no proxy relayed (no ``X-Forwarded-For``): a
+balancer's own check, an operator on the host; a client through the balancer learns
+the status, nothing more. Answered from the event loop that serves the WebSockets,
+so a loop too busy to answer fails the check too. Counted in no metric: a balancer
+checks every second or so.
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import os
 from dataclasses import dataclass
 
 from ...conf import project_settings
+from ...core.addresses import parse_address, parse_networks
 from ...runtime.registry import registry
 
 #: Default ``--health-path``.
@@ -37,8 +50,9 @@ class Health:
 
     draining: bool = False
 
-    def verdict(self) -> tuple[int, bytes]:
-        """``(HTTP status, JSON body)``."""
+    def verdict(self, *, ready: bool = False, detail: bool = False) -> tuple[int, bytes]:
+        """``(HTTP status, JSON body)``: the health question, or with ``ready`` the
+        readiness one; with ``detail``, the connection count and the pid too."""
         connections = registry.count()
         status = "ok"
         if self.draining:
@@ -47,5 +61,18 @@ class Health:
             limit = project_settings()["MAX_CONNECTIONS"]
             if limit is not None and connections >= limit:
                 status = "full"
-        body = {"status": status, "connections": connections, "pid": os.getpid()}
-        return (200 if status == "ok" else 503), json.dumps(body).encode()
+        refused = status == "draining" or (ready and status == "full")
+        body: dict[str, object] = {"status": status}
+        if detail:
+            body.update(connections=connections, pid=os.getpid())
+        return (503 if refused else 200), json.dumps(body).encode()
+
+
+def may_see_detail(peer: str, relayed: bool) -> bool:
+    """Whether a health request may see counts and the pid: from an allowed address
+    (``METRICS_ALLOWED_ADDRESSES``) and not relayed by a proxy."""
+    if relayed:
+        return False
+    networks = parse_networks(project_settings()["METRICS_ALLOWED_ADDRESSES"] or ())
+    address = parse_address(peer)
+    return address is not None and any(address in network for network in networks)

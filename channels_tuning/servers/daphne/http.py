@@ -16,6 +16,7 @@ from ...compat import daphne as daphne_hooks
 from ...compat import twisted
 from ...runtime.counters import REJECTED
 from ...runtime.ratelog import RateLimitedLog
+from .health import may_see_detail
 
 logger = logging.getLogger("channels_tuning.server")
 
@@ -32,7 +33,11 @@ class _HandshakeRequest(WebRequest):
             if not daphne_hooks.features["own_answers"]:
                 return super().process()
             if server.health_path and self.path == server.health_path:
-                status, body = server.health.verdict()
+                peer = str(getattr(self.client, "host", ""))
+                relayed = self.requestHeaders.hasHeader(b"x-forwarded-for")
+                status, body = server.health.verdict(
+                    ready=self._asks(b"ready"), detail=may_see_detail(peer, relayed)
+                )
                 return self._answer(status, body, b"application/json")
             if server.health.draining and self._is_websocket_upgrade():
                 # Draining: a new WebSocket would get 1012 moments later. 503 instead,
@@ -41,6 +46,12 @@ class _HandshakeRequest(WebRequest):
                 REJECTED.inc(("(server)", "draining"))
                 return self._answer(503, b"draining\n", b"text/plain", retry_after=b"1")
         return super().process()
+
+    def _asks(self, name: bytes) -> bool:
+        """Whether the query names ``name`` (``?ready``: Twisted's ``args`` drops a
+        name without ``=``)."""
+        query = self.uri.partition(b"?")[2]
+        return any(item.partition(b"=")[0] == name for item in query.split(b"&"))
 
     def _is_websocket_upgrade(self) -> bool:
         upgrade = self.requestHeaders.getRawHeaders(b"upgrade") or [b""]
