@@ -208,12 +208,13 @@ async def test_the_example_refuses_foreign_origins_and_limits_one_address(daphne
     other.close()
 
 
-async def idle_sockets(port: int, count: int) -> list[socket.socket]:
-    """``count`` TCP connections that send nothing, opened 40 at a time so that the
-    server's listen backlog (daphne's: 50) lets every one of them be accepted."""
+async def idle_sockets(port: int, count: int, source: str = "127.0.0.1") -> list[socket.socket]:
+    """``count`` TCP connections from ``source`` that send nothing, opened 40 at a time
+    so that the server's listen backlog (daphne's: 50) lets every one be accepted."""
     socks = []
     for n in range(count):
         sock = socket.socket()
+        sock.bind((source, 0))
         sock.setblocking(False)
         with contextlib.suppress(BlockingIOError):
             sock.connect(("127.0.0.1", port))
@@ -281,6 +282,34 @@ async def test_half_open_cap_refuses_beyond_it(daphne_factory):
             == {"consumer=(server),reason=half_open_limit": 50}
         )
     )
+
+
+async def test_half_open_cap_per_address_keeps_one_client_from_locking_out_others(
+    daphne_factory,
+):
+    """One address holds 60 idle sockets, re-opened as fast as they are refused:
+    beyond 20 per address they are refused, so the global cap (50) is never reached
+    by it and a client from another address completes its handshake."""
+    daphne = daphne_factory(
+        tuned=True,
+        tuning=QUIET,
+        extra_args=(
+            "--handshake-timeout", "30", "--max-half-open", "50",
+            "--max-half-open-per-address", "20",
+        ),
+    )  # fmt: skip
+    idle = await idle_sockets(daphne.port, 60, source="127.0.0.2")
+    await wait_until(lambda: sum(closed_by_server(s) for s in idle) == 40)
+    try:
+        # Without the per-address cap, the 60 sockets hold the global 50: refused.
+        async with websockets.connect(daphne.ws("/ws/echo/"), open_timeout=5) as other:
+            await other.send("hello")
+            assert await recv_data(other) == "hello"
+        counters = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+        assert counters == {"consumer=(server),reason=half_open_address_limit": 40}
+    finally:
+        for sock in idle:
+            sock.close()
 
 
 @pytest.mark.slow

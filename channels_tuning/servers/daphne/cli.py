@@ -96,6 +96,13 @@ class TunedCommandLineInterface(CommandLineInterface):
             help="connections still in their handshake beyond which new ones are refused",
         )
         group.add_argument(
+            "--max-half-open-per-address",
+            type=int,
+            default=None,
+            help="connections still in their handshake from one address (IPv6: its "
+            "IPV6_CLIENT_PREFIX) beyond which new ones from it are refused",
+        )
+        group.add_argument(
             "--ws-send-buffer",
             type=int,
             default=DEFAULT_SEND_BUFFER,
@@ -135,6 +142,7 @@ class TunedCommandLineInterface(CommandLineInterface):
             protocol_limits=limits,
             handshake_timeout=options.handshake_timeout,
             max_half_open=options.max_half_open,
+            max_half_open_per_address=options.max_half_open_per_address,
             send_buffer=options.ws_send_buffer,
             health_path=options.health_path,
             drain_health_delay=options.drain_health_delay,

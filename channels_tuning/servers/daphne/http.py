@@ -5,6 +5,7 @@ check, 503 to new WebSockets while draining) before Django sees the request.
 
 from __future__ import annotations
 
+import collections
 import logging
 import time
 from typing import Any, cast
@@ -14,6 +15,8 @@ from twisted.internet import reactor
 
 from ...compat import daphne as daphne_hooks
 from ...compat import twisted
+from ...conf import project_settings
+from ...core.addresses import address_group
 from ...runtime.counters import REJECTED
 from ...runtime.ratelog import RateLimitedLog
 from .health import may_see_detail
@@ -80,18 +83,33 @@ class TunedHTTPFactory(HTTPFactory):
     and slowloris handshakes (1 byte a second) would otherwise hold a file descriptor
     each for as long as the client likes, below anything ``MAX_CONNECTIONS`` sees.
     With ``max_half_open``, connections beyond that many in their handshake are
-    refused at once. Both are logged (one line a second at most) and counted
-    (``rejected_connections_total{consumer="(server)",reason=...}``)."""
+    refused at once; with ``max_half_open_per_address``, beyond that many from one
+    address (an IPv6 one: its ``IPV6_CLIENT_PREFIX``), so that one client's idle
+    sockets cannot fill the global cap for everyone (measured: 50 idle sockets from one
+    address, re-opened every 10 s, kept every other client out). The address is the
+    TCP peer: behind a balancer every socket comes from it, so set the per-address
+    cap where clients connect directly (a balancer bounds its own handshakes, e.g.
+    HAProxy's ``timeout http-request``). Both are logged (one line a second at most)
+    and counted (``rejected_connections_total{consumer="(server)",reason=...}``)."""
 
-    def __init__(self, server: Any, handshake_timeout: float, max_half_open: int | None) -> None:
+    def __init__(
+        self,
+        server: Any,
+        handshake_timeout: float,
+        max_half_open: int | None,
+        max_half_open_per_address: int | None = None,
+    ) -> None:
         super().__init__(server)
         self.handshake_timeout = handshake_timeout
         self.max_half_open = max_half_open
+        self.max_half_open_per_address = max_half_open_per_address
         #: Connections in their handshake: their HTTP channel -> (protocol, deadline
-        #: timer). An entry leaves when the first request arrives (timer cancelled:
-        #: nothing is kept for a connection past its handshake), at its deadline, or,
-        #: at the cap, when its transport is found gone.
-        self.half_open: dict[Any, tuple[Any, Any]] = {}
+        #: timer, address group). An entry leaves when the first request arrives
+        #: (timer cancelled: nothing is kept for a connection past its handshake), at
+        #: its deadline, or, at a cap, when its transport is found gone.
+        self.half_open: dict[Any, tuple[Any, Any, str]] = {}
+        #: Entries of ``half_open`` per address group (only with the per-address cap).
+        self.half_open_by_address: collections.Counter[str] = collections.Counter()
         self._log = RateLimitedLog(logger)
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -100,6 +118,17 @@ class TunedHTTPFactory(HTTPFactory):
             if len(self.half_open) >= self.max_half_open:
                 self._refused("half_open_limit", addr)
                 return None
+        group = ""
+        per_address = self.max_half_open_per_address
+        if per_address is not None:
+            group = address_group(
+                str(getattr(addr, "host", "")), project_settings()["IPV6_CLIENT_PREFIX"]
+            )
+            if self.half_open_by_address[group] >= per_address:
+                self._forget_gone()
+                if self.half_open_by_address[group] >= per_address:
+                    self._refused("half_open_address_limit", addr)
+                    return None
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = _HandshakeRequest
         timer = None
@@ -108,25 +137,39 @@ class TunedHTTPFactory(HTTPFactory):
             timer = cast(Any, reactor).callLater(
                 self.handshake_timeout, self._deadline, protocol, addr
             )
-        self.half_open[twisted.http_channel(protocol)] = (protocol, timer)
+        self.half_open[twisted.http_channel(protocol)] = (protocol, timer, group)
+        if group:
+            self.half_open_by_address[group] += 1
         return protocol
 
     def handshake_done(self, channel: Any) -> None:
+        self._forget(channel)
+
+    def _forget(self, channel: Any) -> bool:
+        """Drop a connection's entry (its timer cancelled); False if it had none."""
         entry = self.half_open.pop(channel, None)
-        if entry is not None and entry[1] is not None and entry[1].active():
-            entry[1].cancel()
+        if entry is None:
+            return False
+        _, timer, group = entry
+        if timer is not None and timer.active():
+            timer.cancel()
+        if group:
+            left = self.half_open_by_address[group] - 1
+            if left > 0:
+                self.half_open_by_address[group] = left
+            else:
+                del self.half_open_by_address[group]
+        return True
 
     def _forget_gone(self) -> None:
-        """At the cap: drop entries whose connection the client already closed."""
-        for channel, (protocol, timer) in list(self.half_open.items()):
+        """At a cap: drop entries whose connection the client already closed."""
+        for channel, (protocol, _, _) in list(self.half_open.items()):
             transport = twisted.connection_transport(protocol)
             if transport is None or not transport.connected:
-                del self.half_open[channel]
-                if timer is not None and timer.active():
-                    timer.cancel()
+                self._forget(channel)
 
     def _deadline(self, protocol: Any, addr: Any) -> None:
-        if self.half_open.pop(twisted.http_channel(protocol), None) is None:
+        if not self._forget(twisted.http_channel(protocol)):
             return  # its request arrived, or it was forgotten at the cap
         transport = twisted.connection_transport(protocol)
         if transport is not None and getattr(transport, "connected", False):

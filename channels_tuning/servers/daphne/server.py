@@ -81,6 +81,8 @@ class TunedOptions:
     handshake_timeout: float = 10.0
     #: Connections still in their handshake beyond which new ones are refused.
     max_half_open: int | None = None
+    #: The same, per client address (an IPv6 one: its IPV6_CLIENT_PREFIX).
+    max_half_open_per_address: int | None = None
     #: SO_SNDBUF of each WebSocket's socket; 0: the kernel's autotuning.
     send_buffer: int = DEFAULT_SEND_BUFFER
     #: Path answered by the health check; "": none.
@@ -108,6 +110,7 @@ class TunedServer(DueCheckers):
         self.protocol_limits = options.protocol_limits
         self.handshake_timeout = options.handshake_timeout
         self.max_half_open = options.max_half_open
+        self.max_half_open_per_address = options.max_half_open_per_address
         self.send_buffer = options.send_buffer
         self.health_path = options.health_path.encode() if options.health_path else b""
         self.drain_health_delay = options.drain_health_delay
@@ -157,7 +160,9 @@ class TunedServer(DueCheckers):
     @http_factory.setter
     def http_factory(self, factory: Any) -> None:
         if type(factory) is HTTPFactory and daphne_hooks.features["create_application"]:
-            factory = TunedHTTPFactory(self, self.handshake_timeout, self.max_half_open)
+            factory = TunedHTTPFactory(
+                self, self.handshake_timeout, self.max_half_open, self.max_half_open_per_address
+            )
         self._http_factory = factory
 
     def listen_success(self, port: Any) -> None:
