@@ -38,7 +38,6 @@ JSON string). One more Redis round trip per broadcast; no ``coalesce_key`` there
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -51,6 +50,7 @@ from .layers.frames import FRAME_TYPE, FRAMES_TYPE, encode_frame
 from .layers.history import history_policy
 from .layers.report import DeliveryReport
 from .layers.sending import MAX_IN_FLIGHT, send_with_policy
+from .wire.compact import compact_json
 from .wire.offsets import data_frame
 
 __all__ = [
@@ -144,7 +144,7 @@ async def _numbered(layer: Any, group: str, payload: Any, policy: Any) -> dict[s
             "(the tuned Redis and in-memory layers do)"
         )
     binary = isinstance(payload, (bytes, bytearray, memoryview))
-    data = bytes(payload) if binary else json.dumps(payload, separators=(",", ":")).encode()
+    data = bytes(payload) if binary else compact_json(payload).encode()
     offset, epoch = await history.append(group, data, binary, policy)
     return {
         "type": FRAME_TYPE,

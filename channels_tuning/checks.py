@@ -38,6 +38,8 @@ channels_tuning.W009   channels-redis' own pub/sub layer: unbounded per-channel 
                        (use ``channels_tuning.layers.RedisPubSubChannelLayer``)
 channels_tuning.W010   ``HISTORY`` or ``PRESENCE`` is set and the default layer keeps
                        neither (only the tuned Redis and in-memory layers do)
+channels_tuning.W011   a ``HISTORY`` size is over ``SEND_QUEUE_MAX_MESSAGES``: a client that
+                       missed the whole history cannot be given it in one replay
 channels_tuning.I001   ``check --deploy``: for each server installed, which guarantees
                        hold there (:mod:`channels_tuning.servers.guarantees`)
 =====================  ===========================================================
@@ -151,6 +153,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     problems += _check_history(merged["HISTORY"])
+    problems += _check_history_fits_send_queue(merged)
     problems += _check_presence(merged["PRESENCE"])
     if idle is None:
         problems.append(
@@ -182,6 +185,29 @@ def _check_history(history: Any) -> list[Any]:
                     f"HISTORY[{pattern!r}] is invalid: {error}.",
                     hint='e.g. {"chat.*": {"size": 1000, "ttl": 300}}',
                     id="channels_tuning.E008",
+                )
+            )
+    return problems
+
+
+def _check_history_fits_send_queue(merged: dict[str, Any]) -> list[Any]:
+    """A recovering client is given what it missed through its send queue: a history
+    longer than the queue can never be replayed whole."""
+    history, queue = merged["HISTORY"], merged["SEND_QUEUE_MAX_MESSAGES"]
+    if not isinstance(history, dict) or not _is_positive(queue):
+        return []
+    problems = []
+    for pattern, value in history.items():
+        size = value.get("size") if isinstance(value, dict) else None
+        if _is_number(size) and size > queue:
+            problems.append(
+                Warning(
+                    f"HISTORY[{pattern!r}] keeps {size} messages, more than a connection's "
+                    f"send queue holds (SEND_QUEUE_MAX_MESSAGES {queue}): a client that "
+                    "missed them all cannot be given them in one replay.",
+                    hint="Keep HISTORY sizes within SEND_QUEUE_MAX_MESSAGES, and size x "
+                    "your largest message within SEND_QUEUE_MAX_BYTES.",
+                    id="channels_tuning.W011",
                 )
             )
     return problems

@@ -9,8 +9,9 @@ consumer side needs neither Channels' layer registry nor Redis to recognise one.
 
 from __future__ import annotations
 
-import json
 from typing import Any, Final, cast
+
+from ..wire.compact import compact_json
 
 #: Layer message types carrying ready frames (handled by tuned consumers). A message
 #: with ``"control": True`` (presence events) goes only to clients that speak
@@ -26,7 +27,7 @@ def encode_frame(payload: Any) -> dict[str, Any]:
         return {"type": "websocket.send", "text": payload}
     if isinstance(payload, (bytes, bytearray, memoryview)):
         return {"type": "websocket.send", "bytes": bytes(payload)}
-    return {"type": "websocket.send", "text": json.dumps(payload, separators=(",", ":"))}
+    return {"type": "websocket.send", "text": compact_json(payload)}
 
 
 def payload_frame(message: dict[str, Any]) -> dict[str, Any]:

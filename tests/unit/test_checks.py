@@ -271,3 +271,30 @@ def test_the_tuned_server_says_at_start_when_the_browser_client_is_not_served(
         run_at_server_start(logging.getLogger("channels_tuning"))
     lines = [r.getMessage() for r in caplog.records if "client.js is not served" in r.getMessage()]
     assert len(lines) == int(said)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"TRUSTED_PROXIES": "10.0.0.0/8"},  # a string, not a list
+        {"TRUSTED_PROXIES": ["10.0.0.0/33"]},
+        {"METRICS_ALLOWED_ADDRESSES": ["not an address"]},
+    ],
+)
+def test_address_lists_e011(bad):
+    with override_settings(CHANNELS_TUNING=bad):
+        assert ids(check_settings()) == ["channels_tuning.E011"]
+
+
+@pytest.mark.parametrize("prefix", [0, 129, 64.0, True, None])
+def test_ipv6_client_prefix_e012(prefix):
+    with override_settings(CHANNELS_TUNING={"IPV6_CLIENT_PREFIX": prefix}):
+        assert ids(check_settings()) == ["channels_tuning.E012"]
+
+
+def test_a_history_longer_than_the_send_queue_w011():
+    history = {"chat.*": {"size": 2000, "ttl": 60}, "news.*": {"size": 1000, "ttl": 60}}
+    with override_settings(CHANNELS_TUNING={"HISTORY": history}):
+        problems = check_settings()
+    assert ids(problems) == ["channels_tuning.W011"]
+    assert "'chat.*'" in problems[0].msg
