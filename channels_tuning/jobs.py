@@ -124,7 +124,7 @@ class OwnerCountsRefresh:
 
     async def _refresh(self) -> None:
         try:
-            await self.store.refresh(registry.owner_counts)
+            await self.store.refresh()
         except Exception as exc:  # Redis down: the next round tries again
             LAYER_ERRORS.inc((f"owners:{type(exc).__name__}",))
 

@@ -4,6 +4,7 @@ per-address connection limit holds for it."""
 
 from __future__ import annotations
 
+import http.client
 import json
 
 import pytest
@@ -19,6 +20,27 @@ BALANCERS = {"haproxy": start_haproxy, "nginx": start_nginx}
 CLIENT = "127.0.0.2"
 
 
+def claiming(url: str, address: str):
+    """A WebSocket from CLIENT whose X-Forwarded-For names ``address``."""
+    return websockets.connect(
+        url, additional_headers={"X-Forwarded-For": address}, open_timeout=10,
+        local_addr=(CLIENT, 0),
+    )  # fmt: skip
+
+
+def http_get(port: int, path: str, source: str, headers: dict[str, str]) -> tuple[int, bytes]:
+    """``GET path`` on loopback ``port`` from the ``source`` address: (status, body)."""
+    connection = http.client.HTTPConnection(
+        "127.0.0.1", port, timeout=10, source_address=(source, 0)
+    )
+    try:
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
 @pytest.mark.parametrize("balancer", sorted(BALANCERS))
 async def test_a_spoofed_forwarded_for_neither_changes_the_address_nor_the_limit(
     daphne_factory, tmp_path, balancer
@@ -31,22 +53,13 @@ async def test_a_spoofed_forwarded_for_neither_changes_the_address_nor_the_limit
     proxy = BALANCERS[balancer](tmp_path, [server.port])
     url = f"ws://127.0.0.1:{proxy.port}/ws/whoami/"
 
-    def claiming(address: str):
-        """A connection from CLIENT whose X-Forwarded-For names ``address``."""
-        return websockets.connect(
-            url,
-            additional_headers={"X-Forwarded-For": address},
-            open_timeout=10,
-            local_addr=(CLIENT, 0),
-        )
-
     try:
-        async with claiming("203.0.113.9") as first:
+        async with claiming(url, "203.0.113.9") as first:
             # The balancer's view of the client, not the header.
             address, owner = json.loads(await recv_data(first))
             assert (address, owner) == (CLIENT, f"addr:{CLIENT}")
             # Another "address" from the same client is the same client: over its limit.
-            async with claiming("198.51.100.7") as second:
+            async with claiming(url, "198.51.100.7") as second:
                 with pytest.raises(websockets.ConnectionClosed) as closed:
                     await recv_data(second, timeout=10)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
@@ -84,21 +97,13 @@ async def test_behind_trusted_proxies_one_limit_holds_across_processes(
     proxy = BALANCERS[balancer](tmp_path, [s.port for s in servers], APPENDING[balancer])
     url = f"ws://127.0.0.1:{proxy.port}/ws/whoami/"
 
-    def claiming(address: str):
-        return websockets.connect(
-            url,
-            additional_headers={"X-Forwarded-For": address},
-            open_timeout=10,
-            local_addr=(CLIENT, 0),
-        )
-
     try:
-        async with claiming("203.0.113.9") as first, claiming("198.51.100.7") as second:
+        async with claiming(url, "203.0.113.9") as first, claiming(url, "198.51.100.7") as second:
             for connection in (first, second):
                 address, owner = json.loads(await recv_data(connection))
                 assert (address, owner) == (CLIENT, f"addr:{CLIENT}")
             for spoofed in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
-                async with claiming(spoofed) as refused:
+                async with claiming(url, spoofed) as refused:
                     with pytest.raises(websockets.ConnectionClosed) as closed:
                         await recv_data(refused, timeout=10)
                 assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
@@ -116,21 +121,12 @@ async def test_behind_trusted_proxies_metrics_refuse_a_client_naming_loopback(
     """With a balancer that appends, the server's peer is the balancer (127.0.0.1):
     without ``TRUSTED_PROXIES`` /metrics would serve everyone; with it, the client's
     own address decides, whatever it wrote."""
-    import http.client
-
     tuning = {"TRUSTED_PROXIES": ["127.0.0.1"]}
     server = daphne_factory(tuned=True, tuning=tuning)
     proxy = BALANCERS[balancer](tmp_path, [server.port], APPENDING[balancer])
 
     def get(source: str, headers: dict[str, str]) -> int:
-        connection = http.client.HTTPConnection(
-            "127.0.0.1", proxy.port, timeout=10, source_address=(source, 0)
-        )
-        try:
-            connection.request("GET", "/metrics", headers=headers)
-            return connection.getresponse().status
-        finally:
-            connection.close()
+        return http_get(proxy.port, "/metrics", source, headers)[0]
 
     try:
         assert get(CLIENT, {"X-Forwarded-For": "127.0.0.1"}) == 403
@@ -190,19 +186,10 @@ async def test_one_client_filling_a_server_does_not_eject_it(daphne_factory, tmp
 async def test_the_health_answer_details_only_for_allowed_unrelayed_requests(daphne_factory):
     """Counts and the pid for a check from an allowed address (loopback) that no proxy
     relayed; the status alone for anyone else."""
-    import http.client
-
     server = daphne_factory(tuned=True)
 
     def get(source: str, headers: dict[str, str]) -> dict:
-        connection = http.client.HTTPConnection(
-            "127.0.0.1", server.port, timeout=10, source_address=(source, 0)
-        )
-        try:
-            connection.request("GET", "/_ct/health", headers=headers)
-            return json.loads(connection.getresponse().read())
-        finally:
-            connection.close()
+        return json.loads(http_get(server.port, "/_ct/health", source, headers)[1])
 
     assert get("127.0.0.1", {}) == {"status": "ok", "connections": 0, "pid": server.pid}
     assert get(CLIENT, {}) == {"status": "ok"}
@@ -215,20 +202,11 @@ async def test_metrics_refuse_a_client_that_names_an_allowed_address(
 ):
     """/metrics answers METRICS_ALLOWED_ADDRESSES (loopback by default): a client from
     elsewhere that writes ``X-Forwarded-For: 127.0.0.1`` is still refused."""
-    import http.client
-
     server = daphne_factory(tuned=True, extra_args=("--proxy-headers",))
     proxy = BALANCERS[balancer](tmp_path, [server.port])
 
     def get(source: str, headers: dict[str, str]) -> int:
-        connection = http.client.HTTPConnection(
-            "127.0.0.1", proxy.port, timeout=10, source_address=(source, 0)
-        )
-        try:
-            connection.request("GET", "/metrics", headers=headers)
-            return connection.getresponse().status
-        finally:
-            connection.close()
+        return http_get(proxy.port, "/metrics", source, headers)[0]
 
     try:
         assert get("127.0.0.1", {}) == 200  # from an allowed address: served

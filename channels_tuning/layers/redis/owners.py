@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...compat import channels_redis as upstream
+from ...runtime.registry import registry
 
 __all__ = ["RedisOwnerCounts"]
 
@@ -107,6 +108,8 @@ class RedisOwnerCounts:
         #: Whether this process counted an owner here yet (refreshes start then).
         self.used = False
         self.refresh_interval = REFRESH_INTERVAL
+        #: When this process' word is half expired (monotonic): renewed before counting.
+        self._renew_by = 0.0
 
     @property
     def process(self) -> str:
@@ -124,11 +127,12 @@ class RedisOwnerCounts:
     async def acquire(self, owner: str, limit: int) -> bool:
         """Count one more connection of ``owner`` here if all processes together hold
         fewer than ``limit``; False (nothing counted) when they hold that many."""
-        if not self.used:
+        if time.monotonic() >= self._renew_by:
             # Others drop the counts of a process without a valid word: say it first
-            # (concurrent first handshakes may each say it: it is idempotent).
-            await self.refresh(dict)
-            self.used = True
+            # (the first handshake, or after the scheduler stood still; concurrent
+            # handshakes may each say it: it is idempotent).
+            await self.refresh()
+        self.used = True
         now_ms = int(time.time() * 1000)
         admitted = await self._connection(owner).eval(
             _ACQUIRE_LUA,
@@ -161,10 +165,12 @@ class RedisOwnerCounts:
                 pipe.eval(_RELEASE_LUA, 1, self._owner_key(owner), self.process, closed)
             await pipe.execute()
 
-    async def refresh(self, held: Callable[[], dict[str, int]]) -> None:
+    async def refresh(self, held: Callable[[], dict[str, int]] | None = None) -> None:
         """Say this process is alive on every shard; re-write its counts (``held()``:
-        owner -> connections here) on shards that lost them, and everywhere every
-        :data:`FULL_REFRESH_INTERVAL`."""
+        owner -> connections here; the registry's by default) on shards that lost
+        them, and everywhere every :data:`FULL_REFRESH_INTERVAL`."""
+        held = held or registry.owner_counts
+        started = time.monotonic()
         now = time.time()
         now_ms = int(now * 1000)
         expires = now_ms + int(ALIVE_TTL * 1000)
@@ -176,6 +182,7 @@ class RedisOwnerCounts:
             )
             if first:
                 lost.append(shard)
+        self._renew_by = started + ALIVE_TTL / 2
         everywhere = now >= self._full_refresh_at
         if not lost and not everywhere:
             return

@@ -104,3 +104,18 @@ async def test_a_stalled_process_writes_its_counts_again(shared_redis, monkeypat
     finally:
         await stalled.close_pools()
         await other.close_pools()
+
+
+async def test_a_process_renews_its_word_before_counting(shared_redis, monkeypatch):
+    """After its word expired (its scheduler stood still with no connection), a
+    process says it again before it counts: others do not drop what it then holds."""
+    monkeypatch.setattr(owners_module, "ALIVE_TTL", 0.3)
+    quiet, other = await _layers(shared_redis.url)
+    try:
+        assert await quiet.owner_counts.acquire("user:1", 2)
+        await asyncio.sleep(0.4)
+        assert await quiet.owner_counts.acquire("user:1", 2)
+        assert not await other.owner_counts.acquire("user:1", 2)
+    finally:
+        await quiet.close_pools()
+        await other.close_pools()
