@@ -312,6 +312,42 @@ async def test_half_open_cap_per_address_keeps_one_client_from_locking_out_other
             sock.close()
 
 
+async def test_rooms_joined_and_left_leave_no_redis_key_after_their_ttl(
+    daphne_factory, redis_server
+):
+    """One client opens 3 000 connections to history rooms it names (as the example's
+    room URLs let it), each closed at once: their epochs live the rooms' ttl (2 s
+    here), not the day a broadcast buys (they kept 1.9 MB of Redis for 24 h); a room
+    that was written to keeps its epoch."""
+    from django.conf import settings
+    from django.test import override_settings
+
+    from channels_tuning.broadcast import broadcast
+    from channels_tuning.layers import RedisChannelLayer
+    from channels_tuning.wire.subprotocol import SUBPROTOCOL
+
+    tuning = {**QUIET, "HISTORY": {"room.*": {"size": 10, "ttl": 2}}}
+    daphne = daphne_factory(tuned=True, redis=redis_server, tuning=tuning)
+    async with websockets.connect(daphne.ws("/ws/group/room.written/")):
+        layer = RedisChannelLayer(hosts=[redis_server.url])
+        with override_settings(CHANNELS_TUNING={**settings.CHANNELS_TUNING, **tuning}):
+            await broadcast("room.written", {"text": "kept"}, layer=layer)
+        await layer.close_pools()
+
+        async def visit(room: int) -> None:
+            # As the package's clients do: history (and its epochs) is for them.
+            url = daphne.ws(f"/ws/group/room.{room}/")
+            async with websockets.connect(url, subprotocols=[SUBPROTOCOL], open_timeout=30):
+                pass
+
+        for start in range(0, 3000, 100):
+            await asyncio.gather(*(visit(room) for room in range(start, start + 100)))
+        # The joins did make epochs (the oldest already gone: 2 s).
+        assert len(redis_server.keys("asgi:ct:hmeta:*")) > 100
+    await asyncio.sleep(3)
+    assert redis_server.keys("asgi:ct:hmeta:*") == ["asgi:ct:hmeta:room.written"]
+
+
 @pytest.mark.slow
 async def test_100k_client_chosen_groups_on_a_real_server(daphne_factory, shared_redis):
     """One client joins 100 000 groups of its choosing (the example lets any room name

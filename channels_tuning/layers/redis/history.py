@@ -72,7 +72,9 @@ return {offset, epoch}
 )
 
 # KEYS: meta hash, stream. ARGV: epoch if new, the client's epoch ('' none), its
-# offset (-1 none), size, meta ttl in ms, oldest time kept in ms.
+# offset (-1 none), size, the group's ttl in ms, oldest time kept in ms. An epoch a
+# join makes lives the ttl, not the meta ttl (a day): a client can join any number of
+# rooms it names and never write to; the first broadcast extends it.
 # Returns {epoch, offset, recovered, entries}.
 _RECOVER_LUA = (
     _EPOCH_LUA
@@ -149,7 +151,7 @@ class RedisHistory(History):
             since.epoch if since else "",
             since.offset if since else -1,
             policy.size,
-            int(meta_ttl(policy) * 1000),
+            int(policy.ttl * 1000),
             int((time.time() - policy.ttl) * 1000),
         )
         return Recovery(epoch.decode(), int(top), bool(recovered), _entries(raw))

@@ -353,6 +353,23 @@ async def test_history_is_trimmed_to_size_and_expires_with_its_epoch():
         HistoryPolicy(0, 1)
 
 
+async def test_groups_only_joined_are_forgotten_after_their_ttl():
+    """A join to a group nobody broadcasts to keeps its epoch ``ttl`` (client-chosen
+    names), not the day a broadcast buys; the in-memory history sweeps them."""
+    history = MemoryHistory()
+    history.sweep_every = 100
+    short, long = HistoryPolicy(10, 0.05), HistoryPolicy(10, 60)
+    await history.append("written", b"1", False, short)  # lives the meta ttl
+    for n in range(1000):
+        await history.recover(f"room.{n}", None, short)
+    assert len(history) == 1001
+    await asyncio.sleep(0.1)
+    for n in range(100):  # a sweep comes with the next new groups
+        await history.recover(f"later.{n}", None, long)
+    assert len(history) == 101  # "written" and the 100 new ones
+    assert (await history.recover("written", None, short)).offset == 1
+
+
 @pytest.mark.parametrize(
     "history, problem",
     [
