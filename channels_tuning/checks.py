@@ -64,6 +64,7 @@ from .conf import (
     SETTING_NAME,
     project_settings,
 )
+from .layers import checks as layer_checks
 from .wire.subprotocol import CLIENT_PROTOCOL_CHOICES
 
 
@@ -152,9 +153,8 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
                 id="channels_tuning.E007",
             )
         )
-    problems += _check_history(merged["HISTORY"])
-    problems += _check_history_fits_send_queue(merged)
-    problems += _check_presence(merged["PRESENCE"])
+    problems += layer_checks.check_history(merged)
+    problems += layer_checks.check_presence(merged["PRESENCE"])
     if idle is None:
         problems.append(
             Warning(
@@ -164,72 +164,6 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     return problems
-
-
-def _check_history(history: Any) -> list[Any]:
-    from .layers.history import HistoryPolicy
-
-    if not isinstance(history, dict):
-        return [Error(f"HISTORY must be a dict, not {history!r}.", id="channels_tuning.E008")]
-    problems = []
-    for pattern, value in history.items():
-        try:
-            if not isinstance(pattern, str) or not isinstance(value, dict):
-                raise ValueError("a pattern (str) to a dict")
-            HistoryPolicy(value.get("size", 0), value.get("ttl", 0))
-            if set(value) - {"size", "ttl"}:
-                raise ValueError(f"unknown keys {sorted(set(value) - {'size', 'ttl'})}")
-        except ValueError as error:
-            problems.append(
-                Error(
-                    f"HISTORY[{pattern!r}] is invalid: {error}.",
-                    hint='e.g. {"chat.*": {"size": 1000, "ttl": 300}}',
-                    id="channels_tuning.E008",
-                )
-            )
-    return problems
-
-
-def _check_history_fits_send_queue(merged: dict[str, Any]) -> list[Any]:
-    """A recovering client is given what it missed through its send queue: a history
-    longer than the queue can never be replayed whole."""
-    history, queue = merged["HISTORY"], merged["SEND_QUEUE_MAX_MESSAGES"]
-    if not isinstance(history, dict) or not _is_positive(queue):
-        return []
-    problems = []
-    for pattern, value in history.items():
-        size = value.get("size") if isinstance(value, dict) else None
-        if _is_number(size) and size > queue:
-            problems.append(
-                Warning(
-                    f"HISTORY[{pattern!r}] keeps {size} messages, more than a connection's "
-                    f"send queue holds (SEND_QUEUE_MAX_MESSAGES {queue}): a client that "
-                    "missed them all cannot be given them in one replay.",
-                    hint="Keep HISTORY sizes within SEND_QUEUE_MAX_MESSAGES, and size x "
-                    "your largest message within SEND_QUEUE_MAX_BYTES.",
-                    id="channels_tuning.W011",
-                )
-            )
-    return problems
-
-
-def _check_presence(presence: Any) -> list[Any]:
-    valid = isinstance(presence, dict) and all(
-        isinstance(pattern, str)
-        and isinstance(value, dict)
-        and set(value) <= {"events"}
-        and isinstance(value.get("events", False), bool)
-        for pattern, value in presence.items()
-    )
-    if valid:
-        return []
-    return [
-        Error(
-            f"PRESENCE must map group patterns to {{'events': bool}}, not {presence!r}.",
-            hint='e.g. {"chat.*": {"events": True}}',
-            id="channels_tuning.E009",
-        )
-    ]
 
 
 def _check_group_expiry(layers: dict[str, Any]) -> list[Any]:
@@ -380,8 +314,13 @@ def documented_checks() -> list[tuple[str, str]]:
     return rows
 
 
-#: Modules that report checks: this one, and the servers' I001 (servers.guarantees).
-CHECK_SOURCES = (Path(__file__), Path(__file__).parent / "servers" / "guarantees.py")
+#: Modules that report checks: this one, the history and presence settings'
+#: (layers.checks) and the servers' I001 (servers.guarantees).
+CHECK_SOURCES = (
+    Path(__file__),
+    Path(__file__).parent / "layers" / "checks.py",
+    Path(__file__).parent / "servers" / "guarantees.py",
+)
 
 
 def check_ids_in_code() -> set[str]:

@@ -322,7 +322,7 @@ class ManagedConnectionMixin(TimersMixin):
             if due is not None:
                 scheduler.schedule(self, due)
         if self._group_streams is not None:
-            self._group_streams.accepted(self.send_nowait)
+            self._group_streams.accepted(self.send_nowait, self.room_for)
         self.on_accepted(now)
 
     def on_accepted(self, now: float) -> None:

@@ -146,7 +146,7 @@ class MembershipMixin(OutboundMixin):
             await store.add(group, self.channel_name, self.presence_identity(), presence)
         streams = self._group_streams
         if streams is not None and group in streams.streams:
-            streams.joined(group, self.send_nowait)
+            streams.joined(group, self.send_nowait, self.room_for)
 
     def presence_identity(self) -> str:
         """Who this connection is in the presence of its groups (``PRESENCE``): the

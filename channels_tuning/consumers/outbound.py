@@ -18,6 +18,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 
 from ..core import Action, ConnectionCore, ConnectionSettings, Outcome, SendFrame
 from ..core.queue import REASON_CLOSED
+from ..core.state import ConnectionState
 from ..runtime.counters import CLOSES, DROPPED, TRAFFIC
 from ..runtime.ratelog import RateLimitedLog
 from ..servers.transport import Transport
@@ -107,6 +108,35 @@ class OutboundMixin(AsyncWebsocketConsumer):
         """Wait until everything queued for the client has been handed to the server."""
         while self._writer is not None:
             await asyncio.shield(self._writer)
+
+    async def room_for(self, size: int, timeout: float = 10.0) -> bool:
+        """Wait until a frame of ``size`` bytes fits in half the send queue's bounds
+        (the client reads what is queued), at most ``timeout`` seconds. False when the
+        connection is closing, the frame could never fit, or the client did not read:
+        what a replay of history checks before each frame, so that it costs the queue's
+        bound and never its overflow policy."""
+        half_messages = self.tuning.send_queue_max_messages // 2
+        half_bytes = self.tuning.send_queue_max_bytes // 2
+        if size > half_bytes:
+            return False
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            if self.core.state is not ConnectionState.OPEN:
+                return False
+            queue = self.core.queue
+            if queue is None or (len(queue) < half_messages and queue.nbytes + size <= half_bytes):
+                return True
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                return False
+            writer = self._writer
+            try:
+                if writer is None:  # a backlog the server has not asked for yet
+                    await asyncio.sleep(min(0.05, left))
+                else:
+                    await asyncio.wait_for(asyncio.shield(writer), left)
+            except asyncio.TimeoutError:
+                return False
 
     @property
     def send_queue_length(self) -> int:

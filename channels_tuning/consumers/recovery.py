@@ -4,16 +4,27 @@ For each group with history it joins (``join_group`` or ``groups``), a consumer 
 one :class:`~channels_tuning.core.offsets.GroupStream`. Joining goes:
 
 1. the stream starts holding: live messages arriving from now on wait;
-2. the group's position is read from the history, with the entries after the
-   client's ``ct_recover`` offset if all are still kept (one round trip:
-   :meth:`~channels_tuning.layers.history.History.recover`), *before* the
-   membership: every message numbered after the read is then this connection's;
+2. the group's position is read from the history, with whether the entries after
+   the client's ``ct_recover`` offset are all still kept and the first page of
+   them (one round trip: :meth:`~channels_tuning.layers.history.History.recover`),
+   *before* the membership: every message numbered after the read is then this
+   connection's;
 3. the membership is added (live messages may arrive from here);
 4. once the connection is accepted, the client gets ``subscribed`` (epoch, offset,
    recovered), then the replay, then the held live messages after the read's offset
    (older ones are dropped: the replay had them, or they were numbered before the
    join); a message numbered after the read but sent before the membership is
    fetched from the history when the next one shows the gap.
+
+The replay is bounded (:meth:`GroupStreams._replay`): it runs after the accept, so
+the connection is registered and counted against every limit; it is read page by
+page (``REPLAY_PAGE``) and each frame waits for room in half the send queue, so one
+replay costs a page and the queue's bound, whatever the backlog; at most
+:data:`MAX_CONCURRENT_REPLAYS` run per process. A replay that cannot go on (the
+client does not read, a frame larger than the queue, the entries trimmed meanwhile,
+more live messages held than :data:`MAX_HELD_DURING_REPLAY`) ends with
+``subscribed`` ``recovered: false`` at the group's offset: the client goes on from
+there, told it missed something, instead of reconnecting into the same replay.
 
 Afterwards, a message that arrives after a gap (reordered by concurrent producers,
 or dropped at a full inbox) is held with everything after it while the gap is
@@ -26,22 +37,36 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ..core.connection import ConnectionCore
 from ..core.offsets import GroupStream, Offer
+from ..core.queue import message_size
 from ..core.state import ConnectionState
-from ..layers.history import History, HistoryPolicy, Recovery
+from ..layers.history import REPLAY_PAGE, REPLAY_PAGE_BYTES, History, HistoryPolicy, Recovery
+from ..runtime.asyncutil import loop_semaphore
 from ..runtime.counters import RECOVERY, REPLAYED
 from ..wire.offsets import StreamPosition, data_frame, subscribed_frame
 
 logger = logging.getLogger("channels_tuning")
 
-#: Running recoveries and gap fills (referenced so that they are not collected).
 #: How GroupStreams sends a frame: the consumer's ``send_nowait``.
 Send = Callable[[dict[str, Any]], None]
+#: Whether a frame of that many bytes may be queued, after waiting (at most the
+#: given seconds) for the client to read: the consumer's ``room_for``.
+Room = Callable[[int, float], Awaitable[bool]]
 
+#: Replays running at once in a process (more wait their turn).
+MAX_CONCURRENT_REPLAYS = 16
+#: Seconds one replay may take once it runs: a client that reads a frame now and
+#: then cannot keep a replay slot for long.
+REPLAY_TIMEOUT = 30.0
+#: Live messages held while a replay runs beyond which the replay ends (recovered:
+#: false): a client that reads slower than the group is written to never catches up.
+MAX_HELD_DURING_REPLAY = 1000
+
+#: Running recoveries and gap fills (referenced so that they are not collected).
 _tasks: set[asyncio.Task[None]] = set()
 
 
@@ -108,20 +133,20 @@ class GroupStreams:
         self.streams.pop(group, None)
         self.read.pop(group, None)
 
-    def joined(self, group: str, send: Send) -> None:
+    def joined(self, group: str, send: Send, room: Room) -> None:
         """After the membership is added: tell the client now, or at accept (frames
         cannot precede the accept)."""
         if self.core.state is ConnectionState.CONNECTING:
             self.waiting.append(group)
             return
-        self._announce(group, send)
+        self._announce(group, send, room)
 
-    def accepted(self, send: Send) -> None:
+    def accepted(self, send: Send, room: Room) -> None:
         waiting, self.waiting = self.waiting, []
         for group in waiting:
-            self._announce(group, send)
+            self._announce(group, send, room)
 
-    def _announce(self, group: str, send: Send) -> None:
+    def _announce(self, group: str, send: Send, room: Room) -> None:
         """``subscribed``, the replay, then what was held: in order, once."""
         stream = self.streams.get(group)
         if stream is None or group not in self.read:
@@ -134,11 +159,64 @@ class GroupStreams:
         send(
             subscribed_frame(group, recovery.offset, epoch, recovery.recovered, binary=self.binary)
         )
-        for offset, data, is_binary in recovery.entries:
-            send(data_frame(group, offset, epoch, data, binary=is_binary))
         if recovery.entries:
-            REPLAYED.inc((), len(recovery.entries))
-        self._release(group, stream, epoch, recovery.offset, send)
+            _spawn(self._replay(group, stream, recovery, send, room))
+        else:
+            self._release(group, stream, epoch, recovery.offset, send)
+
+    async def _replay(
+        self, group: str, stream: GroupStream, recovery: Recovery, send: Send, room: Room
+    ) -> None:
+        """What the client missed, page by page, each frame when the send queue has
+        room; then what was held. Ends ``recovered: false`` where it cannot go on."""
+        epoch, top, entries = recovery.epoch, recovery.offset, recovery.entries
+        sent, size, complete = 0, 0, False  # size: bytes sent (pages follow it)
+        yielded_at = 0
+        loop = asyncio.get_running_loop()
+        async with loop_semaphore("replays", MAX_CONCURRENT_REPLAYS):
+            deadline = loop.time() + REPLAY_TIMEOUT
+            while self.streams.get(group) is stream:
+                for offset, data, is_binary in entries:
+                    frame = data_frame(group, offset, epoch, data, binary=is_binary)
+                    held = stream.held
+                    if held is not None and len(held) > MAX_HELD_DURING_REPLAY:
+                        break
+                    fits = await room(message_size(frame), deadline - loop.time())
+                    if not fits or self.streams.get(group) is not stream:
+                        break
+                    send(frame)
+                    sent += 1
+                    size += len(data)
+                    if size - yielded_at >= REPLAY_PAGE_BYTES:
+                        # Other connections' turn: 16 replays writing half a queue
+                        # each between two looks at the loop delayed an echo 50 ms.
+                        yielded_at = size
+                        await asyncio.sleep(0)
+                else:
+                    last = entries[-1][0] if entries else top
+                    if last >= top:
+                        complete = True
+                        break
+                    count = max(1, min(REPLAY_PAGE, REPLAY_PAGE_BYTES * sent // max(1, size)))
+                    entries = await self._page(group, last + 1, min(last + count, top))
+                    if entries:
+                        continue
+                break
+        REPLAYED.inc((), sent)
+        if self.streams.get(group) is not stream or self.core.state is not ConnectionState.OPEN:
+            return  # left or closed meanwhile: nothing more to say
+        if not complete:
+            RECOVERY.inc(("replay_cut",))
+            send(subscribed_frame(group, top, epoch, False, binary=self.binary))
+        self._release(group, stream, epoch, top, send)
+
+    async def _page(self, group: str, first: int, last: int) -> list[Any]:
+        """Entries ``first`` to ``last``, or [] if any is no longer kept (or unreadable)."""
+        try:
+            entries = await self.history.fetch(group, first, last)
+        except Exception:
+            return []
+        return entries if len(entries) == last - first + 1 else []
 
     # --------------------------------------------------------- live messages
 

@@ -10,7 +10,16 @@ from typing import Any
 
 from ...compat import channels_redis as upstream
 from ...wire.offsets import StreamPosition
-from ..history import Entry, History, HistoryPolicy, Recovery, meta_ttl, new_epoch
+from ..history import (
+    REPLAY_PAGE,
+    REPLAY_PAGE_BYTES,
+    Entry,
+    History,
+    HistoryPolicy,
+    Recovery,
+    meta_ttl,
+    new_epoch,
+)
 
 __all__ = ["RedisHistory"]
 
@@ -74,7 +83,9 @@ return {offset, epoch}
 # KEYS: meta hash, stream. ARGV: epoch if new, the client's epoch ('' none), its
 # offset (-1 none), size, the group's ttl in ms, oldest time kept in ms. An epoch a
 # join makes lives the ttl, not the meta ttl (a day): a client can join any number of
-# rooms it names and never write to; the first broadcast extends it.
+# rooms it names and never write to; the first broadcast extends it. ARGV[7], [8]:
+# the page (entries returned at most, bytes after which it stops: the first of those
+# missed).
 # Returns {epoch, offset, recovered, entries}.
 _RECOVER_LUA = (
     _EPOCH_LUA
@@ -85,10 +96,18 @@ local since = tonumber(ARGV[3])
 if ARGV[2] ~= epoch or since < 0 or since > top then return {epoch, top, 0, {}} end
 if since == top then return {epoch, top, 1, {}} end
 if top - since > tonumber(ARGV[4]) then return {epoch, top, 0, {}} end
-local entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+')
-if #entries ~= top - since then return {epoch, top, 0, {}} end
+local entries = redis.call('XRANGE', KEYS[2], (since + 1) .. '-0', '+', 'COUNT', ARGV[7])
+-- Entries run without holes up to top (trimmed from the head only): all are kept
+-- if the first one missed is, and young enough.
+if #entries == 0 or entries[1][1] ~= (since + 1) .. '-0' then return {epoch, top, 0, {}} end
 if tonumber(entries[1][2][6]) < tonumber(ARGV[6]) then return {epoch, top, 0, {}} end
-return {epoch, top, 1, entries}
+local page, size = {}, 0
+for i = 1, #entries do
+  page[i] = entries[i]
+  size = size + string.len(entries[i][2][2])
+  if size >= tonumber(ARGV[8]) then break end
+end
+return {epoch, top, 1, page}
 """
 )
 
@@ -139,7 +158,11 @@ class RedisHistory(History):
         return int(offset), epoch.decode()
 
     async def recover(
-        self, group: str, since: StreamPosition | None, policy: HistoryPolicy
+        self,
+        group: str,
+        since: StreamPosition | None,
+        policy: HistoryPolicy,
+        page: int = REPLAY_PAGE,
     ) -> Recovery:
         connection, meta, stream = self._keys(group)
         epoch, top, recovered, raw = await connection.eval(
@@ -153,6 +176,8 @@ class RedisHistory(History):
             policy.size,
             int(policy.ttl * 1000),
             int((time.time() - policy.ttl) * 1000),
+            page,
+            REPLAY_PAGE_BYTES,
         )
         return Recovery(epoch.decode(), int(top), bool(recovered), _entries(raw))
 

@@ -1,0 +1,84 @@
+"""The system checks of the settings that layers read (``HISTORY``, ``PRESENCE``);
+registered and documented with the others in :mod:`channels_tuning.checks`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.core.checks import Error, Warning
+
+from .history import HistoryPolicy
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def check_history(merged: dict[str, Any]) -> list[Any]:
+    """E008 (the patterns) and W011 (a size over ``SEND_QUEUE_MAX_MESSAGES``)."""
+    return _check_history_patterns(merged["HISTORY"]) + _check_history_fits_send_queue(merged)
+
+
+def _check_history_patterns(history: Any) -> list[Any]:
+    if not isinstance(history, dict):
+        return [Error(f"HISTORY must be a dict, not {history!r}.", id="channels_tuning.E008")]
+    problems = []
+    for pattern, value in history.items():
+        try:
+            if not isinstance(pattern, str) or not isinstance(value, dict):
+                raise ValueError("a pattern (str) to a dict")
+            HistoryPolicy(value.get("size", 0), value.get("ttl", 0))
+            if set(value) - {"size", "ttl"}:
+                raise ValueError(f"unknown keys {sorted(set(value) - {'size', 'ttl'})}")
+        except ValueError as error:
+            problems.append(
+                Error(
+                    f"HISTORY[{pattern!r}] is invalid: {error}.",
+                    hint='e.g. {"chat.*": {"size": 1000, "ttl": 300}}',
+                    id="channels_tuning.E008",
+                )
+            )
+    return problems
+
+
+def _check_history_fits_send_queue(merged: dict[str, Any]) -> list[Any]:
+    """A recovering client is given what it missed through its send queue: a history
+    longer than the queue can never be replayed whole."""
+    history, queue = merged["HISTORY"], merged["SEND_QUEUE_MAX_MESSAGES"]
+    if not isinstance(history, dict) or not (_is_number(queue) and queue > 0):
+        return []
+    problems = []
+    for pattern, value in history.items():
+        size = value.get("size") if isinstance(value, dict) else None
+        if _is_number(size) and size > queue:
+            problems.append(
+                Warning(
+                    f"HISTORY[{pattern!r}] keeps {size} messages, more than a connection's "
+                    f"send queue holds (SEND_QUEUE_MAX_MESSAGES {queue}): a client that "
+                    "missed them all cannot be given them in one replay.",
+                    hint="Keep HISTORY sizes within SEND_QUEUE_MAX_MESSAGES, and size x "
+                    "your largest message within SEND_QUEUE_MAX_BYTES.",
+                    id="channels_tuning.W011",
+                )
+            )
+    return problems
+
+
+def check_presence(presence: Any) -> list[Any]:
+    """E009: ``PRESENCE`` is a dict of patterns to ``{"events": bool}``."""
+    valid = isinstance(presence, dict) and all(
+        isinstance(pattern, str)
+        and isinstance(value, dict)
+        and set(value) <= {"events"}
+        and isinstance(value.get("events", False), bool)
+        for pattern, value in presence.items()
+    )
+    if valid:
+        return []
+    return [
+        Error(
+            f"PRESENCE must map group patterns to {{'events': bool}}, not {presence!r}.",
+            hint='e.g. {"chat.*": {"events": True}}',
+            id="channels_tuning.E009",
+        )
+    ]
