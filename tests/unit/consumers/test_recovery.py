@@ -560,3 +560,80 @@ async def test_refused_recovery_requests_are_counted_each_and_logged_once_a_seco
     refused = [r for r in caplog.records if "refused Member" in r.getMessage()]
     assert len(refused) <= 2  # the test takes well under two seconds
     assert not any(r.exc_info for r in caplog.records)
+
+
+# ------------------------------------------------------------ bounded replay
+
+
+async def _streams_with_backlog(count: int, size: int = 100):
+    """A GroupStreams of an open connection that asked for all of ``count`` entries of
+    ``size`` bytes, read (as the handshake does) and joined."""
+    from channels_tuning.consumers.recovery import GroupStreams
+    from channels_tuning.core import ConnectionCore, ConnectionSettings
+    from channels_tuning.core.policies import PolicyChain
+
+    history, policy = MemoryHistory(), HistoryPolicy(count, 60)
+    for _ in range(count):
+        _, epoch = await history.append("room.big", b'"' + b"x" * size + b'"', False, policy)
+    core = ConnectionCore(ConnectionSettings(), PolicyChain([]), 0.0)
+    core.accept(0.0)
+    streams = GroupStreams(history, core, {"room.big": StreamPosition(epoch, 0)}, binary=False)
+    await streams.start("room.big", policy)
+    return streams, epoch
+
+
+async def _wait_for(predicate, timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+
+
+async def test_a_replay_longer_than_a_page_is_read_page_by_page_in_order():
+    """1 000 entries of 1 KB: the handshake's read carries one page (64 KB at most),
+    the rest follows in pages; every entry once, in order, then the live messages."""
+    streams, epoch = await _streams_with_backlog(1000, 1000)
+    first_page = streams.read["room.big"].entries
+    # 64 KB (and the entry that passed it), not the backlog.
+    assert (
+        sum(len(data) for _, data, _ in first_page[:-1])
+        < 64 * 1024
+        <= sum(len(data) for _, data, _ in first_page)
+    )
+    sent: list[dict] = []
+
+    async def room(size: int, timeout: float) -> bool:
+        return True
+
+    streams.joined("room.big", sent.append, room)
+    live = {"group": "room.big", "epoch": epoch, "offset": 1001, "frame": {"text": "live"}}
+    streams.deliver(live, sent.append)  # held while the replay runs
+    await _wait_for(lambda: len(sent) == 1 + 1000 + 1)
+    offsets = [json.loads(frame["text"]).get("offset") for frame in sent[1:-1]]
+    assert offsets == list(range(1, 1001))
+    assert sent[-1] == {"text": "live"}
+
+
+async def test_a_client_that_stops_reading_is_told_recovered_false_where_the_group_is():
+    """The queue has room for 10 frames, then never again (the client stopped reading):
+    the replay ends, the client is told ``recovered: false`` at the group's offset and
+    goes on from there with live messages, instead of reconnecting into the same
+    replay (a backlog over the queue's bound was refused forever)."""
+    streams, epoch = await _streams_with_backlog(500)
+    sent: list[dict] = []
+
+    async def room(size: int, timeout: float) -> bool:
+        return len(sent) <= 10
+
+    before = RECOVERY.get(("replay_cut",))
+    streams.joined("room.big", sent.append, room)
+    await _wait_for(lambda: RECOVERY.get(("replay_cut",)) == before + 1)
+    last = json.loads(sent[-1]["text"])
+    assert last == {
+        "kind": "subscribed", "topic": "room.big", "offset": 500, "epoch": epoch,
+        "recovered": False,
+    }  # fmt: skip
+    assert len(sent) == 1 + 10 + 1
+    live = {"group": "room.big", "epoch": epoch, "offset": 501, "frame": {"text": "live"}}
+    streams.deliver(live, sent.append)
+    assert sent[-1] == {"text": "live"}
