@@ -465,6 +465,15 @@ async def test_redis_history_numbers_trims_recovers_and_changes_epoch(redis_serv
             5,
             [4, 5],
         )
+        # The first page only: by count, and by bytes (stops after the entry past 64 KB).
+        paged = await history.recover("g", StreamPosition(epoch, 3), policy, page=1)
+        assert (paged.recovered, [e[0] for e in paged.entries]) == (True, [4])
+        big = HistoryPolicy(10, 60)
+        for _ in range(4):
+            await history.append("big", b"x" * 40_000, False, big)
+        big_epoch = (await history.recover("big", None, big)).epoch
+        paged = await history.recover("big", StreamPosition(big_epoch, 0), big)
+        assert (paged.recovered, [e[0] for e in paged.entries]) == (True, [1, 2])
         assert not (
             await history.recover("g", StreamPosition(epoch, 1), policy)
         ).recovered  # too old
