@@ -73,8 +73,9 @@ async def test_flooders_do_not_slow_a_reading_client(daphne_factory):
 
 async def test_fragmented_oversize_message_is_refused_while_it_arrives(daphne_factory):
     """MAX_MESSAGE_SIZE 64 KiB is enforced by the server as frames begin: a message
-    in 2-byte fragments is closed 1009 at the fragment cap (1024), and one frame
-    announcing 1 MiB is closed before its payload is read."""
+    in 2-byte fragments is closed 1009 once its fragments cost twice that in memory
+    (about 2 260 of them), and one frame announcing 1 MiB is closed before its
+    payload is read."""
     daphne = daphne_factory(tuned=True, tuning={**QUIET, "MAX_MESSAGE_SIZE": 65536})
     rss_before = daphne.rss_kb()
     socks = []
@@ -100,6 +101,22 @@ async def test_fragmented_oversize_message_is_refused_while_it_arrives(daphne_fa
     async with websockets.connect(daphne.ws("/ws/echo/"), max_size=None) as ws:
         await ws.send(["x" * 30000, "y" * 30000])  # websockets sends fragments
         assert await recv_data(ws) == "x" * 30000 + "y" * 30000
+
+
+async def test_a_large_message_in_small_fragments_passes(daphne_factory):
+    """4 MiB in 4 096 fragments of 1 KiB (Autobahn 9.3's shape) is a legitimate
+    message: refused 1009 by a cap of 1 024 fragments, accepted by the memory bound
+    (4 MiB + 4 096 x 56 bytes, under twice the limit)."""
+    size = 4 * 1024 * 1024
+    daphne = daphne_factory(
+        tuned=True,
+        tuning={**QUIET, "MAX_MESSAGE_SIZE": size},
+        extra_args=("--websocket-max-message-size", str(size)),
+    )
+    async with websockets.connect(daphne.ws("/ws/echo/"), max_size=None) as ws:
+        await ws.send(["x" * 1024] * 4096)  # websockets sends each as a fragment
+        assert await recv_data(ws, timeout=30) == "x" * size
+    assert daphne.counter("channels_tuning_closes_total", "consumer=(server),code=1009") == 0
 
 
 async def test_unknown_paths_get_one_log_line_not_a_traceback(daphne_factory):

@@ -112,7 +112,8 @@ class TunedCommandLineInterface(CommandLineInterface):
             "--ws-max-fragments",
             type=int,
             default=defaults_limits.max_fragments,
-            help="fragments one message may have (beyond: close 1009)",
+            help="fragments one message may have (beyond: close 1009); off by default: "
+            "a message's fragments may cost twice the message-size limit in memory",
         )
 
     def run(self, args: list[str]) -> None:
