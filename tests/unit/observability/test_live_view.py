@@ -113,3 +113,24 @@ def test_the_page_escapes_what_snapshots_say():
     page = (REPO / "channels_tuning/templates/channels_tuning/live.html").read_text()
     assert "${escape(process)}" in page and "${escape(points.at(-1).server)}" in page
     assert "${process}" not in page
+
+
+async def test_polls_within_half_an_interval_share_one_answer(tmp_path):
+    """Open pages poll as often as they like: the snapshots are read and summarised
+    once per half STATS_INTERVAL, the polls meanwhile get that answer."""
+    import time
+
+    tmp_path.chmod(0o700)
+    staff = request(user(staff=True))
+    first = {**SNAPSHOT, "published_at": time.time()}
+    (tmp_path / "first.json").write_text(json.dumps(first))
+    tuning = {"STATS_BACKEND": "files", "STATS_DIR": str(tmp_path), "STATS_INTERVAL": 0.4}
+    with override_settings(CHANNELS_TUNING=tuning):
+        one = json.loads((await views.live_snapshots(staff)).content)["processes"]
+        second = {**SNAPSHOT, "pid": 43, "published_at": time.time()}
+        (tmp_path / "second.json").write_text(json.dumps(second))
+        same = json.loads((await views.live_snapshots(staff)).content)["processes"]
+        time.sleep(0.25)
+        later = json.loads((await views.live_snapshots(staff)).content)["processes"]
+    assert [p["process"] for p in one] == [p["process"] for p in same] == ["web1:42"]
+    assert sorted(p["process"] for p in later) == ["web1:42", "web1:43"]
