@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 import http.client
 import json
+import os
+import signal
 import socket
 import struct
 import sys
@@ -421,6 +423,70 @@ async def test_sixty_replays_of_a_large_backlog_are_bounded(daphne_factory, redi
     assert whole >= 1
     assert peak - rss_before < 50 * 1024
     assert p99 < 0.05
+
+
+async def test_a_stalled_room_does_not_delay_other_rooms(daphne_factory, redis_server):
+    """One receiving process stalls (SIGSTOP, 4 s: under the liveness TTL, so sends to
+    it wait for room) while 64 clients of another process post to a room with members
+    there; a client in an unrelated room of that process measures its own message's
+    round trip. Waiting sends held every per-process slot (echo 3 ms -> 2.3 s); now a
+    send waits without holding one, 8 per room: the unrelated room's p99 stays under
+    100 ms."""
+    poster_server = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
+    stalled_server = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
+
+    def member(server):
+        return websockets.connect(server.ws("/ws/chat/busy/"), close_timeout=1)
+
+    stalled_members = [await member(stalled_server) for _ in range(5)]
+    posters = [await member(poster_server) for _ in range(64)]
+    stop = asyncio.Event()
+
+    async def drain(connection) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            async for _ in connection:
+                pass
+
+    async def post(connection) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while not stop.is_set():
+                await connection.send(json.dumps({"message": "busy"}))
+                await asyncio.sleep(0.05)
+
+    readers = [asyncio.create_task(drain(p)) for p in posters]
+    os.kill(stalled_server.app_pid, signal.SIGSTOP)
+    try:
+        writers = [asyncio.create_task(post(p)) for p in posters]
+        latencies = []
+        async with websockets.connect(poster_server.ws("/ws/chat/other/")) as probe:
+            await recv_data(probe)  # the room's "online" list
+            # Past the posters' first burst: the stalled process' inbox is full by now
+            # and every post to the busy room waits.
+            await asyncio.sleep(0.5)
+            deadline = time.monotonic() + 3.5
+            n = 0
+            while time.monotonic() < deadline:
+                n += 1
+                started = time.monotonic()
+                await probe.send(json.dumps({"message": f"probe {n}"}))
+                while json.loads(await recv_data(probe, timeout=10)).get("message") != f"probe {n}":
+                    pass
+                latencies.append(time.monotonic() - started)
+                await asyncio.sleep(0.1)
+    finally:
+        os.kill(stalled_server.app_pid, signal.SIGCONT)
+        stop.set()
+    await asyncio.gather(*writers, return_exceptions=True)
+    await asyncio.gather(*(c.close() for c in posters + stalled_members))
+    await asyncio.gather(*readers, return_exceptions=True)
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)]
+    print(
+        f"an unrelated room while a room waits on a stalled process: median "
+        f"{latencies[len(latencies) // 2] * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms "
+        f"({len(latencies)} probes)"
+    )
+    assert p99 < 0.1
 
 
 @pytest.mark.slow
