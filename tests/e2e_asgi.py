@@ -98,6 +98,16 @@ class SlowHandlerConsumer(TunedWebsocketConsumer):
         await asyncio.sleep(0.005)
 
 
+class PausingConsumer(TunedWebsocketConsumer):
+    """Echoes; ``"pause"`` keeps its handler busy 2 s (a slow group send, a query)
+    while the client goes on sending."""
+
+    async def receive(self, text_data=None, bytes_data=None):
+        if text_data == "pause":
+            await asyncio.sleep(2)
+        await self.send(text_data=text_data)
+
+
 class LeakyConsumer(TunedWebsocketConsumer):
     """Deliberately leaks: starts a task that outlives the connection and keeps the
     consumer alive (what ``wsstats --tasks`` and ``--check`` must reveal)."""
@@ -309,6 +319,7 @@ websocket_router = TunedURLRouter(
         re_path(r"^ws/json-per-consumer/(?P<group>[\w.-]+)/$", JsonPerConsumer.as_asgi()),
         re_path(r"^ws/proto/(?P<group>[\w.-]+)/$", ProtoConsumer.as_asgi()),
         re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
+        re_path(r"^ws/pausing/$", PausingConsumer.as_asgi()),
         re_path(r"^ws/slow-disconnect/$", SlowDisconnectConsumer.as_asgi()),
         *(
             re_path(rf"^ws/burst/{policy}/$", consumer.as_asgi())

@@ -337,11 +337,18 @@ class ManagedConnectionMixin(TimersMixin):
             payload = message.get("bytes") or b""
         TRAFFIC.messages_in += 1
         TRAFFIC.bytes_in += len(payload)
-        deliver = core.receive_frame(message, time.monotonic())
+        deliver = core.receive_frame(message, self._received_at(core))
         if core.has_actions:
             self._perform(core.take_actions())
         if deliver and self.filter_inbound(message):
             await super().websocket_receive(message)
+
+    def _received_at(self, core: ConnectionCore) -> float:
+        """When the frame being handled arrived: told by the tuned server (frames that
+        queued while a handler waited are not a burst), else now."""
+        now = time.monotonic()
+        arrived: float = getattr(self.transport, "received_at", 0.0)
+        return arrived if core.last_seen <= arrived <= now else now
 
     def filter_inbound(self, message: Message) -> bool:
         """Return False to stop a client frame before ``receive()``; runs after the

@@ -105,6 +105,22 @@ async def test_fragmented_oversize_message_is_refused_while_it_arrives(daphne_fa
         assert await recv_data(ws) == "x" * 30000 + "y" * 30000
 
 
+async def test_frames_that_queued_behind_a_busy_handler_are_not_a_burst(daphne_factory):
+    """An honest client sends 4 frames a second under a limit of 5 (burst 5) while its
+    handler is busy for 2 s: 8 frames queue meanwhile. Charged when they were handled
+    they looked like a burst of 8 (closed 1008); charged when they arrived, as the
+    tuned server tells the consumer, they are what they were."""
+    daphne = daphne_factory(tuned=True, tuning={**QUIET, "RATE_LIMIT": 5, "RATE_BURST": 5})
+    async with websockets.connect(daphne.ws("/ws/pausing/")) as client:
+        await client.send("pause")
+        for n in range(12):
+            await asyncio.sleep(0.25)
+            await client.send(f"m{n}")
+        echoes = [await recv_data(client, timeout=10) for _ in range(13)]
+    assert echoes == ["pause", *(f"m{n}" for n in range(12))]
+    assert daphne.counter("channels_tuning_closes_total", "consumer=PausingConsumer,code=1008") == 0
+
+
 async def test_a_large_message_in_small_fragments_passes(daphne_factory):
     """4 MiB in 4 096 fragments of 1 KiB (Autobahn 9.3's shape) is a legitimate
     message: refused 1009 by a cap of 1 024 fragments, accepted by the memory bound

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IPushProducer
@@ -40,7 +41,15 @@ class FlowControlledSend:
     kind = ServerKind.TUNED_DAPHNE
     #: A plain client is alive while its protocol pongs (and pings) arrive.
     liveness = Liveness.TRANSPORT
-    __slots__ = ("_waiter", "closed", "last_activity", "paused", "protocol", "server")
+    __slots__ = (
+        "_waiter",
+        "closed",
+        "last_activity",
+        "paused",
+        "protocol",
+        "received_at",
+        "server",
+    )
 
     def __init__(self, server: Server, protocol: Any) -> None:
         self.server = server
@@ -52,6 +61,10 @@ class FlowControlledSend:
         #: idle timeout, so that a page that only reads, whose browser answers the
         #: server's protocol pings, is alive.
         self.last_activity = 0.0
+        #: time.monotonic() when the item the application last took from its input
+        #: queue had arrived (InboundQueue): a client's frames are charged to its
+        #: rate limit when they came, not when a busy handler got to them.
+        self.received_at = 0.0
         self._waiter: asyncio.Future[None] | None = None
 
     # IPushProducer, called by Twisted
@@ -151,12 +164,22 @@ class InboundQueue:
         "_protocol",
         "_reading_paused",
         "_release_decompressor",
+        "_send",
         "_transport",
         "_waiter",
     )
 
-    def __init__(self, protocol: Any, high_water: int, release_decompressor: bool) -> None:
-        self._items: list[Any] = []
+    def __init__(
+        self,
+        protocol: Any,
+        high_water: int,
+        release_decompressor: bool,
+        send: FlowControlledSend | None = None,
+    ) -> None:
+        #: (item, time.monotonic() of its arrival): the arrival is handed to ``send``
+        #: (``received_at``) as the application takes the item.
+        self._items: list[tuple[Any, float]] = []
+        self._send = send
         self._waiter: asyncio.Future[None] | None = None
         self._protocol = protocol
         self._transport = protocol.transport
@@ -169,7 +192,7 @@ class InboundQueue:
         return len(self._items)
 
     def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
+        self._items.append((item, time.monotonic()))
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -188,7 +211,9 @@ class InboundQueue:
             finally:
                 self._waiter = None
         # At most INBOUND_HIGH_WATER items: pop(0) is cheaper than a deque's memory.
-        item = items.pop(0)
+        item, arrived = items.pop(0)
+        if self._send is not None:
+            self._send.received_at = arrived
         if self._reading_paused and len(items) <= self._low:
             self._reading_paused = False
             self._transport.resumeProducing()

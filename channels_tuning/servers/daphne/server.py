@@ -186,7 +186,9 @@ class TunedServer(DueCheckers):
         # daphne's HTTPChannel registered itself as the producer before the upgrade.
         transport.unregisterProducer()
         transport.registerProducer(send, True)
-        input_queue = InboundQueue(protocol, INBOUND_HIGH_WATER, self.release_deflate_contexts)
+        input_queue = InboundQueue(
+            protocol, INBOUND_HIGH_WATER, self.release_deflate_contexts, send
+        )
         scope.setdefault("asgi", {"version": "3.0"})
         # The consumer finds the flow-controlled send here, however many middlewares
         # (Channels' AuthMiddlewareStack among them) wrap ``send`` on the way.
