@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ...compat import channels_redis as upstream
+from ...runtime.counters import LAYER_ERRORS
 from ...runtime.registry import registry
 
 __all__ = ["RedisOwnerCounts"]
@@ -163,7 +164,11 @@ class RedisOwnerCounts:
             pipe = upstream.connection(self.layer, shard).pipeline(transaction=False)
             for owner, closed in owners:
                 pipe.eval(_RELEASE_LUA, 1, self._owner_key(owner), self.process, closed)
-            await pipe.execute()
+            try:
+                await pipe.execute()
+            except Exception as exc:  # Redis away: the next refresh writes every count
+                LAYER_ERRORS.inc((f"owners:{type(exc).__name__}",))
+                self._full_refresh_at = 0.0
 
     async def refresh(self, held: Callable[[], dict[str, int]] | None = None) -> None:
         """Say this process is alive on every shard; re-write its counts (``held()``:

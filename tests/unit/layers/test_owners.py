@@ -119,3 +119,30 @@ async def test_a_process_renews_its_word_before_counting(shared_redis, monkeypat
     finally:
         await quiet.close_pools()
         await other.close_pools()
+
+
+async def test_releases_while_redis_is_away_are_counted_then_written_again(redis_server, tmp_path):
+    """A release that cannot be written is counted (no task error), and the next
+    refresh writes every count this process holds: the owner is not over-counted for
+    the hour until the periodic full refresh."""
+    from channels_tuning.runtime.counters import LAYER_ERRORS
+    from tests.support.processes import start_redis, stop_process
+
+    (layer,) = await _layers(redis_server.url, 1)
+    counts = layer.owner_counts
+    try:
+        for _ in range(2):
+            assert await counts.acquire("user:1", 2)
+        stop_process(redis_server.proc)
+        counts.release("user:1")
+        await asyncio.sleep(0.2)
+        assert sum(n for labels, n in LAYER_ERRORS.items() if labels[0].startswith("owners:"))
+        (tmp_path / "again").mkdir()
+        restarted = start_redis(tmp_path / "again", redis_server.port)
+        try:
+            await counts.refresh(lambda: {"user:1": 1})
+            assert restarted.cli("HGET", "asgi:ct:owner:user:1", counts.process).strip() == "1"
+        finally:
+            stop_process(restarted.proc)
+    finally:
+        await layer.close_pools()
