@@ -47,7 +47,6 @@ channels_tuning.I001   ``check --deploy``: for each server installed, which guar
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import re
 from pathlib import Path
@@ -64,6 +63,7 @@ from .conf import (
     SETTING_NAME,
     project_settings,
 )
+from .core.addresses import parse_networks
 from .layers import checks as layer_checks
 from .wire.subprotocol import CLIENT_PROTOCOL_CHOICES
 
@@ -340,8 +340,7 @@ def _check_networks(key: str, value: Any) -> list[Error]:
     bad = not isinstance(value, (list, tuple))
     if not bad:
         try:
-            for network in value:
-                ipaddress.ip_network(network, strict=False)
+            parse_networks(value)
         except (TypeError, ValueError):
             bad = True
     if not bad:

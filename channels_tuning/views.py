@@ -20,7 +20,6 @@ the WebSocket process' CPU, as often as any number of open pages asked.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import time
 from typing import Any
 
@@ -40,6 +39,7 @@ from django.utils.http import urlencode
 
 from .addresses import request_client_address
 from .conf import SETTING_NAME, project_settings
+from .core.addresses import address_in
 from .observability import snapshot
 
 __all__ = ["live", "live_snapshots", "metrics"]
@@ -70,12 +70,7 @@ def metrics(request: HttpRequest) -> HttpResponse:
 
 def address_allowed(address: str) -> bool:
     """Whether ``address`` is in one of the ``METRICS_ALLOWED_ADDRESSES`` networks."""
-    try:
-        ip = ipaddress.ip_address(address.split("%", 1)[0])
-    except ValueError:
-        return False
-    networks = project_settings()["METRICS_ALLOWED_ADDRESSES"] or ()
-    return any(ip in ipaddress.ip_network(network, strict=False) for network in networks)
+    return address_in(address, project_settings()["METRICS_ALLOWED_ADDRESSES"] or ())
 
 
 async def _access(request: HttpRequest) -> str:

@@ -59,6 +59,13 @@ def parse_networks(networks: Iterable[str]) -> tuple[IPNetwork, ...]:
     return tuple(ipaddress.ip_network(str(network), strict=False) for network in networks)
 
 
+def address_in(address: str, networks: Iterable[str]) -> bool:
+    """Whether ``address`` (as :func:`parse_address` reads it) is in one of
+    ``networks`` (addresses or networks, as settings list them)."""
+    parsed = parse_address(address)
+    return parsed is not None and any(parsed in network for network in parse_networks(networks))
+
+
 class TrustedProxies:
     """The proxies whose ``X-Forwarded-For`` entries are believed.
 

@@ -37,7 +37,7 @@ import os
 from dataclasses import dataclass
 
 from ...conf import project_settings
-from ...core.addresses import parse_address, parse_networks
+from ...core.addresses import address_in
 from ...runtime.registry import registry
 
 #: Default ``--health-path``.
@@ -73,6 +73,4 @@ def may_see_detail(peer: str, relayed: bool) -> bool:
     (``METRICS_ALLOWED_ADDRESSES``) and not relayed by a proxy."""
     if relayed:
         return False
-    networks = parse_networks(project_settings()["METRICS_ALLOWED_ADDRESSES"] or ())
-    address = parse_address(peer)
-    return address is not None and any(address in network for network in networks)
+    return address_in(peer, project_settings()["METRICS_ALLOWED_ADDRESSES"] or ())
