@@ -49,12 +49,14 @@ DEFAULTS: Final[dict[str, Any]] = {
     "MAX_CONNECTIONS": None,
     # Accepted connections per process for one consumer class. None: no limit.
     "MAX_CONNECTIONS_PER_CONSUMER": None,
-    # Accepted connections per process for one user (authenticated: scope["user"];
-    # anonymous: the client's address), all tuned consumers. None: no limit.
+    # Accepted connections for one user (authenticated: scope["user"]; anonymous: the
+    # client's address, TRUSTED_PROXIES), all tuned consumers: across processes on the
+    # tuned Redis layer, per process on others. None: no limit.
     "MAX_CONNECTIONS_PER_USER": None,
     # Largest inbound message in bytes (close 1009). None: only daphne's own limit (1 MiB).
     "MAX_MESSAGE_SIZE": 1024 * 1024,
-    # Inbound messages per second per connection, token bucket (close 1008). None: no limit.
+    # Inbound messages per second per connection, token bucket (close 1008), each charged
+    # when it arrived, not when a busy handler got to it (consumers/arrival.py). None: no limit.
     "RATE_LIMIT": None,
     # Bucket size: messages a client may send in a burst. None: equal to RATE_LIMIT.
     "RATE_BURST": None,

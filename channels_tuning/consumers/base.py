@@ -16,6 +16,7 @@ bounded parts, one module per job, stacked in this order:
   that exists only while events are pending;
 - :mod:`.timers`: the scheduler's tick (heartbeat, idle, lifetime, a stalled close)
   and when the next one is due;
+- :mod:`.arrival`: when each client frame arrived, for the rate limit;
 - this module: the ASGI loop and dispatch, admission, accept, and the teardown.
   One task per idle connection: the server's own.
 
@@ -66,8 +67,8 @@ from ..servers.transport import transport_for
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode
 from ..wire.offsets import parse_recover_requests
 from ..wire.subprotocol import SUBPROTOCOL, offers_subprotocol, speaks_tuned_protocol
+from .arrival import ArrivalMixin
 from .owners import release_owner, shared_owner_refusal
-from .timers import TimersMixin
 
 logger = logging.getLogger("channels_tuning")
 #: A client decides how often it sends an unreadable recovery request: a line a
@@ -87,7 +88,7 @@ def _clear_chains(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_clear_chains)
 
 
-class ManagedConnectionMixin(TimersMixin):
+class ManagedConnectionMixin(ArrivalMixin):
     """Lifecycle, bounded sends, layer events, registry and group hygiene."""
 
     # Per-class overrides of CHANNELS_TUNING (see channels_tuning.conf).
@@ -298,12 +299,14 @@ class ManagedConnectionMixin(TimersMixin):
         scheduler.ensure_running(self.tuning.scheduler_tick)
         scheduler.schedule(self, 0.0)  # ticked until accepted, then as due
         await self._join_new_groups()
+        began = time.monotonic()
         try:
             await self.connect()
         except AcceptConnection:
             await self.accept()
         except DenyConnection:
             await self.close()
+        self._handled(began)
 
     async def accept(self, subprotocol: str | None = None, headers: Any = None) -> None:
         if subprotocol is None and self.tuned_client and offers_subprotocol(self.scope):
@@ -341,14 +344,9 @@ class ManagedConnectionMixin(TimersMixin):
         if core.has_actions:
             self._perform(core.take_actions())
         if deliver and self.filter_inbound(message):
+            began = time.monotonic()
             await super().websocket_receive(message)
-
-    def _received_at(self, core: ConnectionCore) -> float:
-        """When the frame being handled arrived: told by the tuned server (frames that
-        queued while a handler waited are not a burst), else now."""
-        now = time.monotonic()
-        arrived: float = getattr(self.transport, "received_at", 0.0)
-        return arrived if core.last_seen <= arrived <= now else now
+            self._handled(began)
 
     def filter_inbound(self, message: Message) -> bool:
         """Return False to stop a client frame before ``receive()``; runs after the

@@ -145,6 +145,20 @@ class ConnectionCore:
                     return False
         return True
 
+    def queued_arrival(self, since: float, now: float) -> float:
+        """When to charge a frame read at ``now`` that may have waited in the server's
+        queue since ``since`` (a handler was busy), the server not saying when it came.
+
+        One token's worth after the last charged frame, not before ``since``, never
+        after ``now``: frames an honest client sent within ``RATE_LIMIT`` while its
+        handler waited are charged as if they came at that rate, not as one burst.
+        The times charged only grow and never pass the clock, so over any window at
+        most ``burst + rate x window`` frames pass, as when arrival times are known."""
+        rate = self.settings.rate_limit
+        if not rate:
+            return now
+        return min(now, max(self.tokens_at + 1.0 / rate, since))
+
     def note_activity(self, at: float) -> None:
         """The transport saw the client alive at ``at`` (a protocol pong or ping)."""
         if at > self.last_seen:

@@ -168,6 +168,42 @@ def test_rate_limit_bucket_refills_with_the_clock():
     assert closes(core) == [1008]
 
 
+def test_frames_queued_behind_a_busy_handler_are_charged_at_the_allowed_rate():
+    """Rate 2/s, burst 3. The handler of a frame read at 0.0 is busy until 4.0; the
+    server does not say when the frames read meanwhile arrived. An honest client's
+    8 frames (2/s for 4 s) pass; its bucket is where it would have been."""
+    core = make()
+    assert core.receive_frame(text("m"), 0.0)
+    charged = []
+    for _ in range(8):
+        at = core.queued_arrival(since=0.0, now=4.0)
+        charged.append(at)
+        assert core.receive_frame(text("m"), at)
+    assert charged == [0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0]  # never after the clock
+    assert core.state is ConnectionState.OPEN
+    assert core.tokens == pytest.approx(2.0)  # what it had after the first frame
+
+
+def test_a_burst_hidden_behind_a_busy_handler_still_meets_the_bound():
+    """The same 4 s wait, but the client sent 20 frames at once: at most burst + rate
+    x time (3 + 2 x 4 = 11) pass: 8 charged over the wait, 2 left of the burst; the
+    11th is refused 1008."""
+    core = make()
+    passed = 0
+    while core.state is ConnectionState.OPEN and passed < 20:
+        if core.receive_frame(text("m"), core.queued_arrival(since=0.0, now=4.0)):
+            passed += 1
+    assert passed == 10
+    assert closes(core) == [1008]
+
+
+def test_queued_arrival_is_now_without_a_rate_limit_and_never_before_since():
+    assert make(settings=replace(SETTINGS, rate_limit=None)).queued_arrival(1.0, 9.0) == 9.0
+    core = make()
+    core.receive_frame(text("m"), 0.0)
+    assert core.queued_arrival(since=3.0, now=9.0) == 3.0  # the wait began at 3.0
+
+
 def test_pongs_are_free_but_pings_spend_a_token():
     core = make()
     for _ in range(50):
