@@ -31,6 +31,9 @@ inbox key, members, ``__asgi_channel__``  pop what is waiting in it, many at onc
 ``_ensure_redis``, ``_lock``, ``_redis``,  counted
 ``_pubsub``, ``host``
 ``utils._wrap_close``                    closing the per-loop layer with its loop
+``RedisChannelLayer.prefix``,            the package's own keys, per shard, and this
+``ring_size``, ``client_prefix``         process' inbox (``layers/redis/keys.py``,
+                                         owner counts, presence, history)
 =======================================  =========================================
 
 Tested range: channels-redis 4.2 to 4.3 (``pyproject.toml`` bounds it below 5).
@@ -59,9 +62,13 @@ features = {
     # Off: the tuned pub/sub layer uses channels-redis' own per-loop layer (unbounded
     # queues, one deserialization per consumer), and says so at start.
     "pubsub_delivery": True,
+    # Off: MAX_CONNECTIONS_PER_USER is counted per process (owners.py names its keys
+    # per shard from the layer's prefix, ring_size and client_prefix).
+    "shared_owner_counts": True,
 }
 
 PUBSUB = "pubsub internals"
+LAYER_ATTRIBUTES = "RedisChannelLayer.prefix, ring_size, client_prefix"
 
 # Our copy of channels-redis' group_send script (channels_redis/core.py), changed
 # to drop expired messages in the same call, to return *which* keys were full, and to
@@ -181,6 +188,13 @@ def check() -> list[UpstreamChanged]:
         layer.group_send, "RedisChannelLayer.group_send", UPSTREAM_GROUP_SEND_FRAGMENTS
     )
     checker.contains(layer.__init__, "RedisChannelLayer.receive_buffer", ["self.receive_buffer ="])
+    # The package's own keys (layers/redis/keys.py, owners.py, presence.py, history.py)
+    # are named from these, one set per shard.
+    checker.contains(
+        layer.__init__,
+        LAYER_ATTRIBUTES,
+        ["self.prefix = prefix", "self.ring_size = len(self.hosts)", "self.client_prefix ="],
+    )
     # receive_waiting pops what receive_single would: the same key, members, envelope.
     checker.contains(
         getattr(layer, "receive_single", None),
@@ -241,6 +255,9 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["pubsub_delivery"] = False
         elif problem.symbol == INBOX_LAYOUT:
             features["receive_waiting"] = False
+        elif problem.symbol == LAYER_ATTRIBUTES:
+            features["shared_owner_counts"] = False
+            features["process_reader"] = False  # its key is named from client_prefix
         elif "receive" in problem.symbol:
             features["process_reader"] = False
         else:

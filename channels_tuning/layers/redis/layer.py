@@ -92,8 +92,11 @@ class RedisChannelLayer(
         self.history = RedisHistory(self)
         #: Who is in groups with presence, across processes.
         self.presence = RedisPresence(self)
-        #: Connections per owner across processes (MAX_CONNECTIONS_PER_USER).
-        self.owner_counts = RedisOwnerCounts(self)
+        #: Connections per owner across processes (MAX_CONNECTIONS_PER_USER); None:
+        #: counted per process (channels-redis' layer attributes changed).
+        self.owner_counts = (
+            RedisOwnerCounts(self) if upstream.features["shared_owner_counts"] else None
+        )
         #: Shards on which this process has seen the servers' marker (keys.alive_key).
         self._alive_seen: set[int] = set()
         self._alive_set_at: dict[int, float] = {}

@@ -91,6 +91,7 @@ def test_channels_redis_receive_single_removed_turns_the_process_reader_off(monk
         "reporting_send": True,
         "receive_waiting": False,
         "pubsub_delivery": True,
+        "shared_owner_counts": True,
     }
     from channels_tuning.layers.delivery import process_reader_for
 
@@ -114,6 +115,30 @@ def test_channels_redis_inbox_layout_changed_turns_batched_reads_off(monkeypatch
     assert channels_redis.features["process_reader"] is True  # one message at a time
 
 
+def test_channels_redis_layer_attributes_changed_count_owners_per_process(monkeypatch):
+    """owners.py and the process reader name their keys from the layer's prefix,
+    ring_size and client_prefix: renamed upstream, the per-user limit is counted per
+    process and each consumer reads its own channel."""
+    from channels_tuning.layers import RedisChannelLayer as TunedLayer
+    from channels_tuning.layers.capabilities import owner_counts
+    from channels_tuning.layers.delivery import process_reader_for
+
+    real = inspect.getsource
+
+    def source(obj):
+        text = real(obj)
+        return text.replace("self.client_prefix =", "self.inbox_prefix =")
+
+    monkeypatch.setattr(inspect, "getsource", source)
+    problems = channels_redis.check()
+    assert symbols(problems) == {channels_redis.LAYER_ATTRIBUTES}
+    channels_redis.apply(problems)
+    assert channels_redis.features["shared_owner_counts"] is False
+    layer = TunedLayer(hosts=["redis://127.0.0.1:1"])
+    assert owner_counts(layer) is None
+    assert process_reader_for(layer) is None
+
+
 def test_channels_redis_pubsub_internals_changed(monkeypatch):
     """The tuned pub/sub layer then uses channels-redis' own per-loop layer and its
     consumers read their channels through receive(); nothing else is switched off."""
@@ -131,6 +156,7 @@ def test_channels_redis_pubsub_internals_changed(monkeypatch):
         "reporting_send": True,
         "receive_waiting": True,
         "pubsub_delivery": False,
+        "shared_owner_counts": True,
     }
     layer = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1"])
     assert process_reader_for(layer) is None
