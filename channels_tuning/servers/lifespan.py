@@ -36,6 +36,7 @@ import logging
 from typing import Any
 
 from ..runtime.shutdown import close_all_connections
+from .startup import tune_collector_at_start
 
 logger = logging.getLogger("channels_tuning")
 
@@ -57,6 +58,7 @@ class Lifespan:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 Lifespan.started = True
+                tune_collector_at_start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 left = await close_all_connections(self.shutdown_timeout)

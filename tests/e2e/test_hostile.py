@@ -26,6 +26,16 @@ from tests.support.waiting import close_code, recv_data, wait_until
 QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
 
 
+def gc_pauses(server) -> str:
+    """The server's longest collector pause per generation since the last reset (the
+    first suspect of a latency outlier)."""
+    gc = server.stats()["gc"]
+    longest = ", ".join(
+        f"{g['pause_max_ms']:.1f} ms of {g['collections']}" for g in gc["generations"]
+    )
+    return f"longest GC pause per generation: {longest} collections"
+
+
 async def test_ping_flood_is_closed_1008_and_costs_little(daphne_factory):
     daphne = daphne_factory(tuned=True, tuning=QUIET)
     rss_before = daphne.rss_kb()
@@ -436,6 +446,7 @@ async def test_sixty_replays_of_a_large_backlog_are_bounded(daphne_factory, redi
     epoch = redis_server.cli("HGET", "asgi:ct:hmeta:big.room", "e").strip()
     url = daphne.ws(f"/ws/group/big.room/?ct_recover=big.room:{epoch}:0")
     rss_before = daphne.rss_kb()
+    daphne.stats(reset_gc_max=True)
     async with websockets.connect(daphne.ws("/ws/echo/")) as echo:
         # Niced: the probe measures the server's loop, not the CPU the clients' own
         # parsing of 360 MB takes from it on a 2-core machine.
@@ -451,26 +462,28 @@ async def test_sixty_replays_of_a_large_backlog_are_bounded(daphne_factory, redi
             assert await recv_data(echo, timeout=10) == "ping"
             latencies.append(time.monotonic() - started)
             peak = max(peak, daphne.rss_kb())
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.005)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(clients.wait(), 0.001)
         reports = json.loads((await clients.stdout.read()).decode())
+    slowest = sorted(range(len(latencies)), key=latencies.__getitem__)[-3:]
+    print("slowest probes (index, ms):", [(i, round(latencies[i] * 1000, 1)) for i in slowest])
     latencies.sort()
     p90, p99 = latencies[int(len(latencies) * 0.9)], latencies[int(len(latencies) * 0.99)]
     whole = sum(bool(r["recovered"] and not r["cut"] and r["data"] == 500) for r in reports)
     print(
         f"60 replays of 500 x 12 KB: {whole} whole, RSS +{(peak - rss_before) / 1024:.1f} MB "
-        f"at the peak, echo p90 {p90 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms over "
-        f"{len(latencies)} probes"
+        f"at the peak, echo p90 {p90 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max "
+        f"{latencies[-1] * 1000:.1f} ms over "
+        f"{len(latencies)} probes; {gc_pauses(daphne)}"
     )
     assert all(r["error"] is None and r["in_order"] for r in reports), reports
     assert all(r["recovered"] is not None for r in reports)
     assert all(r["data"] == 500 or r["cut"] or not r["recovered"] for r in reports), reports
     assert whole >= 1
     assert peak - rss_before < 50 * 1024
-    # p90, not p99: ~40 probes make p99 their maximum, and one outlier of 83 ms was
-    # seen on the newest edge (Python 3.13); read whole, every probe waited 395 ms.
-    assert p90 < 0.05
+    assert len(latencies) >= 200  # p99 is a percentile, not the maximum
+    assert p99 < 0.05  # read whole, every probe waited 395 ms
 
 
 async def test_a_stalled_room_does_not_delay_other_rooms(daphne_factory, redis_server):
@@ -502,6 +515,7 @@ async def test_a_stalled_room_does_not_delay_other_rooms(daphne_factory, redis_s
                 await asyncio.sleep(0.05)
 
     readers = [asyncio.create_task(drain(p)) for p in posters]
+    poster_server.stats(reset_gc_max=True)
     os.kill(stalled_server.app_pid, signal.SIGSTOP)
     try:
         writers = [asyncio.create_task(post(p)) for p in posters]
@@ -520,7 +534,7 @@ async def test_a_stalled_room_does_not_delay_other_rooms(daphne_factory, redis_s
                 while json.loads(await recv_data(probe, timeout=10)).get("message") != f"probe {n}":
                     pass
                 latencies.append(time.monotonic() - started)
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.01)
     finally:
         os.kill(stalled_server.app_pid, signal.SIGCONT)
         stop.set()
@@ -532,11 +546,11 @@ async def test_a_stalled_room_does_not_delay_other_rooms(daphne_factory, redis_s
     print(
         f"an unrelated room while a room waits on a stalled process: median "
         f"{latencies[len(latencies) // 2] * 1000:.1f} ms, p90 {p90 * 1000:.1f} ms, "
-        f"p99 {p99 * 1000:.1f} ms ({len(latencies)} probes)"
+        f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms ({len(latencies)} probes); "
+        f"{gc_pauses(poster_server)}"
     )
-    # p90, not p99: ~35 probes make p99 their maximum, and one outlier of 357 ms was
-    # seen on the newest edge (Python 3.13); before, every probe waited over 2 s.
-    assert p90 < 0.1
+    assert len(latencies) >= 200  # p99 is a percentile, not the maximum
+    assert p99 < 0.1  # before, every probe waited over 2 s
 
 
 @pytest.mark.slow

@@ -21,7 +21,7 @@ from ...compat import autobahn, twisted
 from ...compat import daphne as daphne_hooks
 from ...wire.closecodes import CloseCode
 from .. import detect
-from ..startup import run_at_server_start
+from ..startup import run_at_server_start, tune_collector_at_start
 from ..transport import TRANSPORT_EXTENSION
 from .checkers import DueCheckers
 from .compression import Compression
@@ -134,6 +134,7 @@ class TunedServer(DueCheckers):
         detect.tuned_server_running = True
         # Checks that matter at run time: daphne runs none (errors stop the server).
         run_at_server_start(logging.getLogger("channels_tuning"))
+        tune_collector_at_start()
         autobahn.defer_option_log()
 
     # daphne builds its WebSocket factory inside run(); hook its assignment to
