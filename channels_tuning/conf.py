@@ -84,11 +84,11 @@ DEFAULTS: Final[dict[str, Any]] = {
     "STATS_INTERVAL": 5.0,
     # Directory of the "files" backend. None: <tempdir>/channels_tuning/<settings module>.
     "STATS_DIR": None,
-    # gc.set_threshold(*GC_THRESHOLD) at the first connection. None: CPython's default
+    # gc.set_threshold(*GC_THRESHOLD) at the server's start (docs/gc.md). None: CPython's default
     # (700, 10, 10), which at thousands of connections runs full collections of
     # hundreds of thousands of objects every few seconds of traffic (docs/gc.md).
     "GC_THRESHOLD": (20_000, 2, 100),
-    # gc.freeze() at the first connection: start-up objects are never scanned again.
+    # gc.freeze() at the server's start: start-up objects are never scanned again.
     "GC_FREEZE": True,
     # At the first tick after each of CPython's generation-1 collections, and at least
     # every this many seconds: gc.collect(1), then gc.freeze(), so that no collection

@@ -4,7 +4,8 @@
 it is given; this module gives it the package's, at each start of the scheduler on a
 loop (its first connection: start-up is over), from the settings of that moment:
 
-- GC tuning (``GC_THRESHOLD``, ``GC_FREEZE``) and ``TRACEMALLOC``, once per start;
+- GC tuning (``GC_THRESHOLD``, ``GC_FREEZE``; done as the server started where it
+  could: :mod:`channels_tuning.servers.startup`) and ``TRACEMALLOC``, once per start;
 - ``metrics-mirror``: the counters copied into prometheus_client's multiprocess
   files, every tick, when that mode is on;
 - ``garbage-collection``: after each of CPython's generation-1 collections and at

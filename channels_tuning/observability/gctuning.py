@@ -4,8 +4,8 @@ A ``gc.callbacks`` hook times every collection: count, total and longest pause, 
 histogram per generation. It costs two ``perf_counter`` calls per collection and
 allocates nothing per message.
 
-Tuning (``CHANNELS_TUNING``, applied when the first connection arrives, that is after
-start-up):
+Tuning (``CHANNELS_TUNING``, applied once start-up is over: as the tuned server starts,
+at ``lifespan.startup``, else at the first connection; :mod:`channels_tuning.servers.startup`):
 
 ``GC_THRESHOLD``
     ``(gen0, gen1, gen2)`` for ``gc.set_threshold``. At thousands of connections
