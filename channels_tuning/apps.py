@@ -18,6 +18,12 @@ class ChannelsTuningConfig(AppConfig):
         from .servers.guarantees import check_servers
 
         register(check_servers, Tags.compatibility, deploy=True)
+        from django.contrib.auth.signals import user_logged_out
+
+        from .users import disconnect_on_logout
+
+        # Checks DISCONNECT_ON_LOGOUT at each logout (override_settings works).
+        user_logged_out.connect(disconnect_on_logout, dispatch_uid="channels_tuning.logout")
         jobs.install()  # the scheduler's periodic jobs, run from its first connection
         tuning = project_settings()
         GROUP_LABELS.configure(bool(tuning["PROMETHEUS_GROUP_LABELS"]), tuning["GROUP_LABEL_LIMIT"])

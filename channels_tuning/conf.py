@@ -42,6 +42,12 @@ DEFAULTS: Final[dict[str, Any]] = {
     # package's clients do; every other page gets only what its consumer sends) or
     # "always" (every client: the behaviour of 0.1, for older package clients).
     "CLIENT_PROTOCOL": "negotiate",
+    # A connection whose scope["user"] is authenticated joins its user's group, which
+    # send_to_user() and disconnect_user() reach from any process (channels_tuning.users).
+    "USER_GROUPS": True,
+    # disconnect_user() of the user that logs out (Django's user_logged_out), on every
+    # server: their open WebSockets do not outlive the session.
+    "DISCONNECT_ON_LOGOUT": False,
     # Resolution in seconds of the one per-process scheduler that drives
     # heartbeats, idle timeouts and lifetimes for every connection.
     "SCHEDULER_TICK": 1.0,

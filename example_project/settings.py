@@ -113,6 +113,8 @@ CHANNELS_TUNING = {
     "HISTORY": {"chat.*": {"size": 500, "ttl": 3600}},
     # Who is in each room, with join/leave events for the page's "online" list.
     "PRESENCE": {"chat.*": {"events": True}},
+    # A user who logs out is disconnected on every server (channels_tuning.users).
+    "DISCONNECT_ON_LOGOUT": True,
 }
 if "METRICS_ALLOWED_ADDRESSES" in os.environ:  # /metrics: loopback and staff by default
     CHANNELS_TUNING["METRICS_ALLOWED_ADDRESSES"] = os.environ["METRICS_ALLOWED_ADDRESSES"].split(

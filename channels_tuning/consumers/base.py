@@ -298,6 +298,7 @@ class ManagedConnectionMixin(ArrivalMixin):
             install_process_jobs()
         scheduler.ensure_running(self.tuning.scheduler_tick)
         scheduler.schedule(self, 0.0)  # ticked until accepted, then as due
+        await self._join_user_group()
         await self._join_new_groups()
         began = time.monotonic()
         try:

@@ -18,7 +18,7 @@ from channels.exceptions import StopConsumer
 
 from ..core.queue import REASON_INBOX_FULL
 from ..layers.delivery import process_reader_for
-from ..layers.frames import FRAME_TYPE, FRAMES_TYPE, payload_frame
+from ..layers.frames import DISCONNECT_TYPE, FRAME_TYPE, FRAMES_TYPE, payload_frame
 from ..runtime.counters import DROPPED, LAYER_ERRORS
 from ..runtime.ratelog import RateLimitedLog
 from ..wire.closecodes import CloseCode
@@ -60,6 +60,9 @@ class LayerInboxMixin(MembershipMixin):
         to the send queue: no handler, no task, no copy (the message is shared by
         every local member and never mutated)."""
         kind = message["type"]
+        if kind == DISCONNECT_TYPE:  # disconnect_user(): now, not behind the inbox
+            self._disconnect_from_layer(message)
+            return
         if kind == FRAME_TYPE:
             if "offset" in message:
                 if self._group_streams is not None:
@@ -88,6 +91,12 @@ class LayerInboxMixin(MembershipMixin):
         inbox.append(message)
         if self._inbox_task is None:
             self._inbox_task = asyncio.get_running_loop().create_task(self._run_inbox(inbox))
+
+    def _disconnect_from_layer(self, message: Message) -> None:
+        code, reason = message.get("code"), message.get("reason")
+        if not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
+            code = int(CloseCode.USER_DISCONNECTED)  # what disconnect_user() would send
+        self.close_nowait(code, reason if isinstance(reason, str) else None)
 
     async def _run_inbox(self, inbox: deque[Message]) -> None:
         try:

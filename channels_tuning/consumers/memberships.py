@@ -19,6 +19,7 @@ from ..layers.history import history_policy
 from ..layers.presence import presence_policy
 from ..layers.redis.membership import refresh_finished
 from ..runtime.asyncutil import loop_semaphore
+from ..users import user_group
 from ..wire.offsets import StreamPosition
 from .outbound import OutboundMixin
 from .recovery import GroupStreams
@@ -192,6 +193,16 @@ class MembershipMixin(OutboundMixin):
     def untrack_group(self, group: str) -> None:
         if self._joined is not None:
             self._joined.discard(group)
+
+    async def _join_user_group(self) -> None:
+        """An authenticated user's connection joins the user's group
+        (:func:`channels_tuning.users.user_group`: ``send_to_user``,
+        ``disconnect_user``), unless ``USER_GROUPS`` is off."""
+        if not self.tuning.user_groups or self.channel_layer is None:
+            return
+        user = self.scope.get("user")
+        if user is not None and getattr(user, "is_authenticated", False):
+            await self.join_group(user_group(user.pk))
 
     async def _join_new_groups(self) -> None:
         """Join what was appended to ``self.groups`` since the last look (at connect,

@@ -26,3 +26,4 @@ class ConnectionSettings:
     overflow_policy: str = "disconnect"
     layer_inbox_max: int = 1000
     client_protocol: str = "negotiate"
+    user_groups: bool = True

@@ -18,6 +18,10 @@ from ..wire.compact import compact_json
 #: channels-tuning's protocol (:mod:`channels_tuning.wire.subprotocol`).
 FRAME_TYPE: Final = "channels_tuning.frame"
 FRAMES_TYPE: Final = "channels_tuning.frames"
+#: Layer message type that closes the tuned consumers that get it, with its ``code``
+#: and ``reason`` (:func:`channels_tuning.users.disconnect_user`): handled as it
+#: arrives, ahead of the events waiting for handlers.
+DISCONNECT_TYPE: Final = "channels_tuning.disconnect"
 
 
 def encode_frame(payload: Any) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class CloseCode(IntEnum):
     SLOW_CONSUMER = 4001
     #: Too many channel-layer events queued for the consumer's handlers.
     INBOX_OVERFLOW = 4002
+    #: The server ended this user's connections (``disconnect_user``: a logout, a
+    #: permission change); the client must not come back with the same credentials.
+    USER_DISCONNECTED = 4003
 
 
 #: Reported to ``disconnect()`` (and by clients) when the connection ended without a
@@ -61,6 +64,7 @@ LOG_LEVELS: Final[dict[int, int]] = {
     CloseCode.HEARTBEAT_TIMEOUT: logging.INFO,
     CloseCode.SLOW_CONSUMER: logging.WARNING,
     CloseCode.INBOX_OVERFLOW: logging.WARNING,
+    CloseCode.USER_DISCONNECTED: logging.INFO,
 }
 
 

@@ -39,6 +39,7 @@ POLICY: Final[dict[int, Reconnect]] = {
     CloseCode.POLICY_VIOLATION: Reconnect.LATER,
     CloseCode.MESSAGE_TOO_BIG: Reconnect.STOP,
     CloseCode.TRY_AGAIN_LATER: Reconnect.LATER,
+    CloseCode.USER_DISCONNECTED: Reconnect.STOP,
 }
 DEFAULT: Final = Reconnect.BACKOFF
 

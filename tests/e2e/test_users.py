@@ -1,0 +1,185 @@
+"""One user's connections on every server: send_to_user() and disconnect_user() from a
+third process, and a logout, against two tuned servers sharing a redis-server, with
+users and sessions in the example project's SQLite database (Channels'
+AuthMiddlewareStack resolves them at the handshake)."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import time
+import urllib.request
+
+import websockets
+
+from tests.support.processes import REPO
+from tests.support.waiting import recv_data
+
+APPLICATION = "tests.e2e_asgi:application_behind_auth"
+QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
+
+
+def django_run(env: dict[str, str], code: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django; django.setup()\n{code}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def start_two(daphne_factory, tmp_path, redis) -> list:
+    db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "users-test"}
+    servers = [
+        daphne_factory(tuned=True, redis=redis, tuning=QUIET, application=APPLICATION, **db)
+        for _ in range(2)
+    ]
+    subprocess.run(
+        [sys.executable, "example_project/manage.py", "migrate", "-v", "0"],
+        cwd=REPO,
+        env=servers[0].env,
+        check=True,
+        timeout=120,
+    )
+    return servers
+
+
+def user_with_session(env: dict[str, str], name: str) -> tuple[int, str]:
+    """A user in the database and a logged-in session of theirs: (pk, session key)."""
+    out = django_run(
+        env,
+        "from django.contrib.auth.models import User\n"
+        "from django.contrib.sessions.backends.db import SessionStore\n"
+        f"u = User.objects.create_user({name!r})\n"
+        "s = SessionStore(); s['_auth_user_id'] = str(u.pk)\n"
+        "s['_auth_user_backend'] = 'django.contrib.auth.backends.ModelBackend'\n"
+        "s['_auth_user_hash'] = u.get_session_auth_hash(); s.create()\n"
+        "print(u.pk, s.session_key)",
+    )
+    pk, session = out.split()
+    return int(pk), session
+
+
+def tab(server, session: str):
+    """A browser tab of the session's user: its cookie, and the site's Origin."""
+    return websockets.connect(
+        server.ws("/ws/echo/"),
+        origin=f"http://127.0.0.1:{server.port}",
+        additional_headers={"Cookie": f"sessionid={session}"},
+        close_timeout=1,
+    )
+
+
+async def closed_with(ws, timeout: float = 2.0) -> tuple[int | None, float]:
+    """The close code the client got, and when (time.time())."""
+    try:
+        await asyncio.wait_for(ws.wait_closed(), timeout)
+    except asyncio.TimeoutError:
+        return None, time.time()
+    return ws.close_code, time.time()
+
+
+async def test_send_to_user_and_disconnect_user_reach_every_tab_on_both_servers(
+    daphne_factory, tmp_path, redis_server
+):
+    servers = start_two(daphne_factory, tmp_path, redis_server)
+    env = servers[0].env
+    alice, alice_session = user_with_session(env, "alice")
+    _, bob_session = user_with_session(env, "bob")
+    alice_tabs = [
+        await tab(servers[0], alice_session),
+        await tab(servers[0], alice_session),
+        await tab(servers[1], alice_session),
+    ]
+    bob_tab = await tab(servers[1], bob_session)
+
+    delivered = django_run(
+        env,
+        "import asyncio\nfrom channels_tuning.users import send_to_user\n"
+        f"print(asyncio.run(send_to_user({alice}, 'for alice')).delivered)",
+    )
+    assert delivered == "3"
+    assert [await recv_data(ws) for ws in alice_tabs] == ["for alice"] * 3
+    await bob_tab.send("still here?")
+    assert await recv_data(bob_tab) == "still here?"  # and nothing else before it
+
+    # From a third process (a view, a Celery task): timed from the call.
+    out = django_run(
+        env,
+        "import asyncio, time\nfrom channels_tuning.users import disconnect_user\n"
+        f"started = time.time(); report = asyncio.run(disconnect_user({alice}))\n"
+        "print(started, report.delivered)",
+    )
+    started, delivered = float(out.split()[0]), int(out.split()[1])
+    closes = [await closed_with(ws) for ws in alice_tabs]
+    print(
+        f"disconnect_user: {delivered} tabs told, closed within "
+        f"{max(at for _, at in closes) - started:.3f} s of the call"
+    )
+    assert delivered == 3
+    assert [code for code, _ in closes] == [4003] * 3
+    assert max(at for _, at in closes) - started < 1.0
+    await bob_tab.send("and now?")
+    assert await recv_data(bob_tab) == "and now?"
+    await bob_tab.close()
+    counted = sum(
+        server.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4003")
+        for server in servers
+    )
+    assert counted == 3
+
+
+async def test_logging_out_closes_the_users_websockets_on_every_server(
+    daphne_factory, tmp_path, redis_server
+):
+    """The example's DISCONNECT_ON_LOGOUT: a POST to its logout view on one server
+    closes the user's tabs on both with 4003; another session of another user stays."""
+    servers = start_two(daphne_factory, tmp_path, redis_server)
+    env = servers[0].env
+    _, carol_session = user_with_session(env, "carol")
+    _, dave_session = user_with_session(env, "dave")
+    carol_tabs = [await tab(servers[0], carol_session), await tab(servers[1], carol_session)]
+    dave_tab = await tab(servers[0], dave_session)
+
+    csrf = "c" * 32  # Django's CSRF check: the cookie and the header agree
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{servers[1].port}/accounts/logout/",
+        data=b"",
+        method="POST",
+        headers={
+            "Cookie": f"sessionid={carol_session}; csrftoken={csrf}",
+            "X-CSRFToken": csrf,
+        },
+    )
+    opener = urllib.request.build_opener(NoRedirect)
+    with opener.open(request, timeout=10) as response:
+        assert response.status == 302
+    assert [(await closed_with(ws))[0] for ws in carol_tabs] == [4003, 4003]
+    await dave_tab.send("still in")
+    assert await recv_data(dave_tab) == "still in"
+    await dave_tab.close()
+    # The session is gone: a new tab of it is anonymous (no user group to reach).
+    async with tab(servers[0], carol_session) as anonymous:
+        delivered = django_run(
+            env,
+            "import asyncio\nfrom channels_tuning.users import send_to_user\n"
+            "from django.contrib.auth.models import User\n"
+            "pk = User.objects.get(username='carol').pk\n"
+            "print(asyncio.run(send_to_user(pk, 'x')).delivered)",
+        )
+        assert delivered == "0"
+        await anonymous.send("anonymous now")
+        assert await recv_data(anonymous) == "anonymous now"
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+    def http_error_302(self, req, fp, code, msg, headers):
+        return fp
