@@ -38,9 +38,11 @@ JSON string). One more Redis round trip per broadcast; no ``coalesce_key`` there
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import Any
 
+from asgiref.sync import async_to_sync
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 
@@ -50,6 +52,8 @@ from .layers.frames import FRAME_TYPE, FRAMES_TYPE, encode_frame
 from .layers.history import history_policy
 from .layers.report import DeliveryReport
 from .layers.sending import MAX_IN_FLIGHT, send_with_policy
+from .runtime.counters import LAYER_ERRORS
+from .runtime.ratelog import RateLimitedLog
 from .wire.compact import compact_json
 from .wire.offsets import data_frame
 
@@ -63,6 +67,7 @@ __all__ = [
     "ReceiversFull",
     "broadcast",
     "broadcast_many",
+    "broadcast_on_commit",
     "encode_frame",
     "send_to_group",
 ]
@@ -75,24 +80,28 @@ async def broadcast(
     on_full: str = "wait",
     timeout: float = 5.0,
     coalesce_key: Any = None,
+    exclude: str | None = None,
     layer_alias: str = DEFAULT_CHANNEL_LAYER,
     layer: Any = None,
 ) -> DeliveryReport:
     """Send ``payload`` to every member of ``group`` as one pre-encoded frame.
 
-    ``layer``: a layer instance to use instead of ``CHANNEL_LAYERS[layer_alias]``
-    (a producer outside Django, a test)."""
+    ``exclude``: a consumer's ``channel_name`` that does not get it (the sender's own
+    connection, as Socket.IO's ``socket.broadcast`` or Phoenix's ``broadcast_from``);
+    the report still counts it among the receivers. ``layer``: a layer instance to
+    use instead of ``CHANNEL_LAYERS[layer_alias]`` (a producer outside Django, a test)."""
     if layer is None:
         layer = get_channel_layer(layer_alias)
     policy = history_policy(group)
     if policy is not None:
-        if coalesce_key is not None:
-            raise ValueError(f"group {group!r} has history: broadcast() takes no coalesce_key")
+        _refuse_on_history(group, coalesce_key=coalesce_key, exclude=exclude)
         message = await _numbered(layer, group, payload, policy)
     else:
         message = {"type": FRAME_TYPE, "frame": encode_frame(payload)}
         if coalesce_key is not None:
             message["key"] = coalesce_key
+        if exclude is not None:
+            message["exclude"] = exclude
     return await send_to_group(
         group, message, on_full=on_full, timeout=timeout, layer_alias=layer_alias, layer=layer
     )
@@ -104,13 +113,16 @@ async def broadcast_many(
     *,
     on_full: str = "wait",
     timeout: float = 5.0,
+    exclude: str | None = None,
     layer_alias: str = DEFAULT_CHANNEL_LAYER,
     layer: Any = None,
 ) -> DeliveryReport:
     """Send several frames to ``group`` in one layer message: one Redis round trip
     and one slot of each receiving process' capacity for the whole batch (to a group
-    with history: one broadcast each, so that each has its offset)."""
+    with history: one broadcast each, so that each has its offset). ``exclude`` as
+    for :func:`broadcast`."""
     if history_policy(group) is not None:
+        _refuse_on_history(group, exclude=exclude)
         # One report for the batch: receivers as for one message, losses summed.
         total = DeliveryReport(group)
         for payload in payloads:
@@ -129,10 +141,53 @@ async def broadcast_many(
             total.retries += report.retries
             total.state_lost = total.state_lost or report.state_lost
         return total
-    message = {"type": FRAMES_TYPE, "frames": [encode_frame(p) for p in payloads]}
+    message: dict[str, Any] = {"type": FRAMES_TYPE, "frames": [encode_frame(p) for p in payloads]}
+    if exclude is not None:
+        message["exclude"] = exclude
     return await send_to_group(
         group, message, on_full=on_full, timeout=timeout, layer_alias=layer_alias, layer=layer
     )
+
+
+logger = logging.getLogger("channels_tuning")
+_after_commit_log = RateLimitedLog(logger, interval=60.0, level=logging.WARNING)
+
+
+def broadcast_on_commit(
+    group: str, payload: Any, *, using: str | None = None, **options: Any
+) -> None:
+    """:func:`broadcast` once the current database transaction commits; never if it
+    rolls back. Outside a transaction (autocommit), now.
+
+    For the code that changes the data, which is synchronous in Django (a view, a
+    ``post_save`` receiver, a Celery task): clients told of a change then read rows
+    that exist. Call it from the thread of the transaction (from async code:
+    ``await sync_to_async(broadcast_on_commit)(...)`` inside the same
+    ``sync_to_async`` function as the transaction). ``options`` are
+    :func:`broadcast`'s. Nothing is returned: the send happens later. A send that fails
+    after the commit does not undo it: it is logged (a line a minute at most) and
+    counted in ``channels_tuning_layer_errors_total{operation="broadcast_on_commit:..."}``
+    (receivers over capacity are counted by the send itself)."""
+    from django.db import transaction
+
+    def send() -> None:
+        try:
+            async_to_sync(broadcast)(group, payload, **options)
+        except Exception as error:
+            LAYER_ERRORS.inc((f"broadcast_on_commit:{type(error).__name__}",))
+            _after_commit_log.log(
+                "channels_tuning: broadcast to %r after the commit failed: %r", group, error
+            )
+
+    transaction.on_commit(send, using=using)
+
+
+def _refuse_on_history(group: str, **options: Any) -> None:
+    """A numbered group's members must get every offset: no coalescing, no exclusion
+    (the excluded client would see a gap and ask to recover what it was not sent)."""
+    for name, value in options.items():
+        if value is not None:
+            raise ValueError(f"group {group!r} has history: broadcast() takes no {name}")
 
 
 async def _numbered(layer: Any, group: str, payload: Any, policy: Any) -> dict[str, Any]:

@@ -64,6 +64,8 @@ class LayerInboxMixin(MembershipMixin):
             self._disconnect_from_layer(message)
             return
         if kind == FRAME_TYPE:
+            if "exclude" in message and message["exclude"] == self.channel_name:
+                return  # broadcast(exclude=...): the sender's own connection
             if "offset" in message:
                 if self._group_streams is not None:
                     self._group_streams.deliver(message, self.send_nowait)  # in order, once
@@ -77,6 +79,8 @@ class LayerInboxMixin(MembershipMixin):
             self.send_nowait(message["frame"], message.get("key"))
             return
         if kind == FRAMES_TYPE:
+            if "exclude" in message and message["exclude"] == self.channel_name:
+                return
             for frame in message["frames"]:
                 self.send_nowait(frame)
             return

@@ -136,3 +136,29 @@ async def test_wait_delivers_everything_once_room_is_made(subscribers, full_rece
 async def test_plain_layers_are_refused_clearly():
     with pytest.raises(TypeError, match=r"channels_tuning\.layers"):
         await broadcast("news", "x")
+
+
+async def test_exclude_leaves_out_the_senders_own_connection(subscribers):
+    sender = next(iter(registry)).channel_name
+    report = await broadcast("news", "not for the sender", exclude=sender)
+    assert report.receivers == 3  # counted as a member: it was written, then skipped
+    received = []
+    for comm in subscribers:
+        if not await comm.receive_nothing(timeout=0.1):
+            received.append(await comm.receive_from(timeout=1))
+    assert received == ["not for the sender"] * 2
+    await broadcast_many("news", ["a", "b"], exclude=sender)
+    batches = []
+    for comm in subscribers:
+        if not await comm.receive_nothing(timeout=0.1):
+            batches.append([await comm.receive_from(timeout=1) for _ in range(2)])
+    assert batches == [["a", "b"]] * 2
+
+
+@override_settings(CHANNELS_TUNING={"HISTORY": {"numbered.*": {"size": 5, "ttl": 60}}})
+async def test_a_group_with_history_takes_no_exclude():
+    """Its members must get every offset: an excluded one would see a gap."""
+    with pytest.raises(ValueError, match="takes no exclude"):
+        await broadcast("numbered.room", "x", exclude="specific.abc!def")
+    with pytest.raises(ValueError, match="takes no exclude"):
+        await broadcast_many("numbered.room", ["x"], exclude="specific.abc!def")

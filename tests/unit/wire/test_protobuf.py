@@ -211,6 +211,14 @@ async def test_redis_serializer_carries_frames_byte_for_byte(shared_redis):
         assert received == {"type": FRAME_TYPE, "frame": {"type": "websocket.send", "bytes": frame}}
         await layer.send(channel, {"type": "chat.message", "text": "other messages: msgpack"})
         assert (await layer.receive(channel))["text"] == "other messages: msgpack"
+        # broadcast(exclude=...) adds a key the LayerFrame has no field for: msgpack.
+        excluding = {
+            "type": FRAME_TYPE,
+            "frame": {"type": "websocket.send", "text": "t"},
+            "exclude": "specific.x!y",
+        }
+        await layer.group_send("room", excluding)
+        assert await asyncio.wait_for(layer.receive(channel), 5) == excluding
     finally:
         await layer.flush()
         await layer.close_pools()
