@@ -344,3 +344,14 @@ application_behind_auth = ProtocolTypeRouter(
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(websocket_router)),
     }
 )
+
+#: Behind token authentication (and sessions): ``tests.e2e_asgi:application_with_tokens``.
+from channels_tuning.auth import TokenAuthMiddleware
+
+application_with_tokens = ProtocolTypeRouter(
+    {
+        "lifespan": Lifespan(),
+        "http": http_app,
+        "websocket": AuthMiddlewareStack(TokenAuthMiddleware(websocket_router)),
+    }
+)

@@ -23,6 +23,7 @@ from ..wire.offsets import (
 from ..wire.reconnect import ABNORMAL
 from ..wire.subprotocol import SUBPROTOCOL
 from .backoff import Backoff, reconnect_delay
+from .credentials import TokenCredentials, TokenSource
 from .positions import TopicPositions
 
 logger = logging.getLogger("channels_tuning.client")
@@ -38,7 +39,7 @@ def _refusal_status(error: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-class ReconnectingClient(TopicPositions):
+class ReconnectingClient(TokenCredentials, TopicPositions):
     """A WebSocket client that stays connected.
 
     A handshake refused ``max_refusals`` times in a row with a status in
@@ -80,8 +81,12 @@ class ReconnectingClient(TopicPositions):
         on_recovery: Callable[[str, bool], Any] | None = None,
         origin: str | None = None,
         headers: dict[str, str] | None = None,
+        token: TokenSource = None,
+        refresh_margin: float = 30.0,
     ) -> None:
         self.url = url
+        #: A token (or a function giving a fresh one): client/credentials.py.
+        self.token, self.refresh_margin = token, refresh_margin
         #: The ``Origin`` header (servers behind Channels' AllowedHostsOriginValidator
         #: refuse a handshake without one) and any other headers of the handshake.
         self.origin, self.headers = origin, dict(headers or {})
@@ -204,6 +209,8 @@ class ReconnectingClient(TopicPositions):
             if opened_at is not None and time.monotonic() - opened_at >= self.stable_after:
                 self.attempt = 0  # a stable connection: start the backoff again
             delay = reconnect_delay(code, self.attempt, self.backoff, self.try_later_delay)
+            if self._stops_after(code):
+                delay = None
             self.attempt += 1
             if (
                 self._stopping
@@ -227,7 +234,9 @@ class ReconnectingClient(TopicPositions):
                 ping_interval=None,  # liveness is the server's application-level heartbeat
                 # Asks for that heartbeat, envelopes and subscribed frames
                 # (channels_tuning.wire.subprotocol); a plain server ignores it.
-                subprotocols=[Subprotocol(SUBPROTOCOL)],
+                subprotocols=[
+                    Subprotocol(p) for p in (SUBPROTOCOL, *await self._token_subprotocols())
+                ],
                 origin=Origin(self.origin) if self.origin else None,
                 additional_headers=self.headers or None,
                 max_queue=None,
@@ -262,7 +271,10 @@ class ReconnectingClient(TopicPositions):
         self._opened.set()
         await self._flush_outbox(ws)
         await self._call(self.on_open)
-        await self._read(ws)
+        try:
+            await self._read(ws)
+        finally:
+            self._stop_refreshing()
         self._opened.clear()
         return opened_at
 
@@ -288,7 +300,7 @@ class ReconnectingClient(TopicPositions):
                     await ws.send(PONG_TEXT)
                 elif frame == PING_BYTES:
                     await ws.send(PONG_BYTES)
-                else:
+                elif not self._credentials_frame(ws, frame):
                     await self._deliver(ws, frame)
         except websockets.ConnectionClosed:
             return

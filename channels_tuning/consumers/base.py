@@ -17,6 +17,7 @@ bounded parts, one module per job, stacked in this order:
 - :mod:`.timers`: the scheduler's tick (heartbeat, idle, lifetime, a stalled close)
   and when the next one is due;
 - :mod:`.arrival`: when each client frame arrived, for the rate limit;
+- :mod:`.credentials`: a token's expiry and refresh;
 - this module: the ASGI loop and dispatch, admission, accept, and the teardown.
   One task per idle connection: the server's own.
 
@@ -67,7 +68,7 @@ from ..servers.transport import transport_for
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode
 from ..wire.offsets import parse_recover_requests
 from ..wire.subprotocol import SUBPROTOCOL, offers_subprotocol, speaks_tuned_protocol
-from .arrival import ArrivalMixin
+from .credentials import CredentialsMixin
 from .owners import release_owner, shared_owner_refusal
 
 logger = logging.getLogger("channels_tuning")
@@ -88,7 +89,7 @@ def _clear_chains(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_clear_chains)
 
 
-class ManagedConnectionMixin(ArrivalMixin):
+class ManagedConnectionMixin(CredentialsMixin):
     """Lifecycle, bounded sends, layer events, registry and group hygiene."""
 
     # Per-class overrides of CHANNELS_TUNING (see channels_tuning.conf).
@@ -279,7 +280,9 @@ class ManagedConnectionMixin(ArrivalMixin):
         return f"addr:{client_group(self.scope) or '?'}"
 
     async def websocket_connect(self, message: Any) -> None:
-        refusal = self.admission_refusal() or self._read_recover_requests()
+        refusal = (
+            self._credentials_refusal() or self.admission_refusal() or self._read_recover_requests()
+        )
         if refusal is None:
             refusal = await shared_owner_refusal(self)
         if refusal is not None:
@@ -292,6 +295,7 @@ class ManagedConnectionMixin(ArrivalMixin):
             return  # websocket.disconnect follows the close handshake
         registry.add(self)
         self._registered = True
+        self._start_credentials()
         if not scheduler.is_running():
             # Idempotent, and done by the app's ready() when it is installed: only
             # where the scheduler starts, not at every connection.
@@ -327,6 +331,7 @@ class ManagedConnectionMixin(ArrivalMixin):
                 scheduler.schedule(self, due)
         if self._group_streams is not None:
             self._group_streams.accepted(self.send_nowait, self.room_for)
+        self._announce_credentials()
         self.on_accepted(now)
 
     def on_accepted(self, now: float) -> None:
@@ -344,6 +349,8 @@ class ManagedConnectionMixin(ArrivalMixin):
         deliver = core.receive_frame(message, self._received_at(core))
         if core.has_actions:
             self._perform(core.take_actions())
+        if self.credentials_deadline is not None and deliver:
+            deliver = not await self._credentials_frame(message)
         if deliver and self.filter_inbound(message):
             began = time.monotonic()
             await super().websocket_receive(message)

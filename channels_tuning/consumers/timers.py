@@ -68,11 +68,19 @@ def _ticks_every_time(cls: type) -> bool:
     written before the scheduler asked when they are due)."""
     flag = _TICKS_EVERY_TIME.get(cls)
     if flag is None:
-        on_tick = getattr(cls, "on_tick", None)
-        next_tick_at = getattr(cls, "next_tick_at", None)
-        flag = on_tick is not TimersMixin.on_tick and next_tick_at is TimersMixin.next_tick_at
+        # The package's own layers (credentials.py) override both; a class of the
+        # user's that overrides on_tick below them, and not next_tick_at, is this case.
+        flag = _defined_at(cls, "on_tick") < _defined_at(cls, "next_tick_at")
         _TICKS_EVERY_TIME[cls] = flag
     return flag
+
+
+def _defined_at(cls: type, name: str) -> int:
+    """How far up ``cls``' MRO ``name`` is defined (0: by ``cls`` itself)."""
+    for depth, klass in enumerate(cls.__mro__):
+        if name in vars(klass):
+            return depth
+    return len(cls.__mro__)
 
 
 _TICKS_EVERY_TIME: dict[type, bool] = {}

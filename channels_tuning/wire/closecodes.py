@@ -42,6 +42,11 @@ class CloseCode(IntEnum):
     #: The server ended this user's connections (``disconnect_user``: a logout, a
     #: permission change); the client must not come back with the same credentials.
     USER_DISCONNECTED = 4003
+    #: The handshake's token (``TokenAuthMiddleware``), or a refresh's, is forged, for
+    #: an unknown or inactive user, or for another user than the connection's.
+    TOKEN_INVALID = 4004
+    #: The connection's token expired without a refresh; reconnect with a new token.
+    TOKEN_EXPIRED = 4005
 
 
 #: Reported to ``disconnect()`` (and by clients) when the connection ended without a
@@ -65,6 +70,8 @@ LOG_LEVELS: Final[dict[int, int]] = {
     CloseCode.SLOW_CONSUMER: logging.WARNING,
     CloseCode.INBOX_OVERFLOW: logging.WARNING,
     CloseCode.USER_DISCONNECTED: logging.INFO,
+    CloseCode.TOKEN_INVALID: logging.WARNING,
+    CloseCode.TOKEN_EXPIRED: logging.INFO,
 }
 
 

@@ -40,6 +40,7 @@ POLICY: Final[dict[int, Reconnect]] = {
     CloseCode.MESSAGE_TOO_BIG: Reconnect.STOP,
     CloseCode.TRY_AGAIN_LATER: Reconnect.LATER,
     CloseCode.USER_DISCONNECTED: Reconnect.STOP,
+    CloseCode.TOKEN_INVALID: Reconnect.STOP,
 }
 DEFAULT: Final = Reconnect.BACKOFF
 

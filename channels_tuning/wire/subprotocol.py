@@ -25,6 +25,9 @@ from typing import Any, Final
 
 #: The subprotocol the package's clients offer.
 SUBPROTOCOL: Final = "channels-tuning.v1"
+#: A subprotocol offered as ``ct-token.<token>`` carries an authentication token
+#: (:mod:`channels_tuning.auth`); it is never selected.
+TOKEN_SUBPROTOCOL_PREFIX: Final = "ct-token."
 
 #: Values of ``CLIENT_PROTOCOL``.
 NEGOTIATE: Final = "negotiate"

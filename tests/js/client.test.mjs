@@ -11,8 +11,9 @@ function fakeSocketClass(script) {
   // script(socket, index) decides what each new connection does.
   const sockets = [];
   class FakeWebSocket {
-    constructor(url) {
+    constructor(url, protocols) {
       this.url = url;
+      this.protocols = protocols;
       this.sent = [];
       this.closed = null;
       sockets.push(this);
@@ -234,5 +235,66 @@ test("keeps at most 32 topic positions, the most recent, and asks for no more", 
   sockets[0].serverClose(1012);
   await sleep(30);
   assert.equal((sockets[1].url.match(/ct_recover=/g) ?? []).length, 32);
+  client.close();
+});
+
+test("offers a token, refreshes it before it expires, never emits the token frames", async () => {
+  let issued = 0;
+  const token = async () => `tok${++issued}`;
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws) => ws.open());
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, token, refreshMargin: 50, WebSocket: FakeWebSocket });
+  const messages = [];
+  client.addEventListener("message", (e) => messages.push(e.detail));
+  client.start();
+  await sleep(5);
+  const ws = sockets[0];
+  assert.deepEqual(ws.protocols, ["channels-tuning.v1", "ct-token.tok1"]);
+  ws.receive(JSON.stringify({ type: "ct.token", exp: (Date.now() + 120) / 1000 }));
+  await sleep(20);
+  assert.deepEqual(ws.sent, []); // not yet: 70 ms before the refresh
+  await sleep(100);
+  assert.deepEqual(ws.sent, ['{"type":"ct.refresh","token":"tok2"}']);
+  assert.equal(client.refreshes, 1);
+  ws.receive(JSON.stringify({ type: "ct.refreshed", exp: Date.now() / 1000 + 3600 }));
+  ws.receive("hello");
+  assert.deepEqual(messages, ["hello"]);
+  // Expired anyway (a refresh that came too late): reconnect with a fresh token.
+  ws.serverClose(4005, "token expired");
+  await sleep(60);
+  assert.equal(sockets.length, 2);
+  assert.deepEqual(sockets[1].protocols, ["channels-tuning.v1", `ct-token.tok${issued}`]);
+  client.close();
+});
+
+test("a fixed token that expired stops the client", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws) => ws.open());
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, token: "fixed", WebSocket: FakeWebSocket });
+  const closes = [];
+  client.addEventListener("close", (e) => closes.push(e.detail));
+  client.start();
+  await sleep(1);
+  assert.deepEqual(sockets[0].protocols, ["channels-tuning.v1", "ct-token.fixed"]);
+  sockets[0].receive(JSON.stringify({ type: "ct.token", exp: Date.now() / 1000 + 1 }));
+  sockets[0].serverClose(4005, "token expired");
+  await sleep(60);
+  assert.equal(sockets.length, 1);
+  assert.equal(client.state, "closed");
+  assert.deepEqual(closes, [{ code: 4005, reason: "token expired", willReconnect: false }]);
+  assert.deepEqual(sockets[0].sent, []); // a fixed token is never "refreshed"
+});
+
+test("a token function that fails is a failed connection attempt, retried", async () => {
+  let calls = 0;
+  const token = () => {
+    calls += 1;
+    if (calls === 1) throw new Error("auth service down");
+    return "ok";
+  };
+  const { FakeWebSocket, sockets } = fakeSocketClass((ws) => ws.open());
+  const client = new ChannelsTuningClient("ws://x/", { ...fast, token, WebSocket: FakeWebSocket });
+  client.start();
+  await sleep(80);
+  assert.equal(sockets.length, 1);
+  assert.deepEqual(sockets[0].protocols, ["channels-tuning.v1", "ct-token.ok"]);
   client.close();
 });

@@ -48,6 +48,11 @@ export interface ClientOptions {
   recover?: boolean;
   /** The application's own subprotocols, offered after "channels-tuning.v1". */
   protocols?: string | string[];
+  /** A token (offered as the subprotocol "ct-token.<token>"), or a function giving a fresh
+   * one at every connection and before each expiry (credentials.js). Default none. */
+  token?: string | (() => string | Promise<string>);
+  /** Refresh the token this long (ms) before it expires (or at 2/3 of its life). Default 30000. */
+  refreshMargin?: number;
   /** WebSocket implementation (tests, Node). Default globalThis.WebSocket. */
   WebSocket?: typeof WebSocket;
   /** Source of online/visibilitychange events. Default window. */
@@ -97,6 +102,9 @@ export declare class ChannelsTuningClient extends EventTarget {
   readonly duplicates: number;
   /** Times numbered messages were lost for good (recovered: false after having some). */
   readonly gaps: number;
+  /** Token refreshes sent, and refreshes whose token function failed. */
+  readonly refreshes: number;
+  readonly refreshFailures: number;
   /** What the client has of each topic with history. */
   readonly positions: ReadonlyMap<string, StreamPosition>;
   readonly outbox: ReadonlyArray<string | ArrayBuffer | Uint8Array>;

@@ -29,6 +29,8 @@
 //   reconnects (`?ct_recover=topic:epoch:offset` in the URL), and drops a message it
 //   already has. A "subscribed" message with `recovered: false` (also a "recovery"
 //   event) means messages were lost for good: reload the state. Off with `recover: false`.
+// - Tokens (`token`, `refreshMargin`): offered in the handshake and refreshed before
+//   they expire; see credentials.js.
 // Events: "open", "message" (detail: the message; with codec "json", a numbered
 // message of a group with history is unwrapped: detail is its data, and the event's
 // `topic`, `offset` and `epoch` say where it stands), "subscribed" and "recovery"
@@ -38,6 +40,7 @@
 
 import { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.js";
 import { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY } from "./reconnect_policy.js";
+import { currentToken, refreshDelay, refreshFrame, TOKEN_EXPIRED, tokenAnnouncement, tokenProtocols } from "./credentials.js";
 
 export { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError };
 export { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY };
@@ -76,6 +79,8 @@ export const DEFAULTS = Object.freeze({
   reconnectOnVisible: false,
   recover: true,
   protocols: undefined,
+  token: undefined,
+  refreshMargin: 30000,
 });
 
 /** `url` with one ct_recover parameter per topic position (replacing any there). */
@@ -137,12 +142,15 @@ export class ChannelsTuningClient extends EventTarget {
     this.dropped = 0;
     this.duplicates = 0; // numbered messages received twice (dropped)
     this.gaps = 0; // numbered messages missing (the server said recovered: false, or a jump)
+    this.refreshes = 0; // token refreshes sent
+    this.refreshFailures = 0; // refreshes whose token function failed
     this.positions = new Map(); // topic -> {epoch, offset}: what the client has
     this.outbox = [];
     this.nextRetryAt = null; // epoch ms of the next attempt while reconnecting
     this._ws = null;
     this._timer = null;
     this._deadTimer = null;
+    this._refreshTimer = null;
     this._openedAt = 0;
     this._stopped = false;
     this._onOnline = () => this._reconnectNow();
@@ -179,6 +187,7 @@ export class ChannelsTuningClient extends EventTarget {
     this._stopped = true;
     clearTimeout(this._timer);
     clearTimeout(this._deadTimer);
+    clearTimeout(this._refreshTimer);
     this.window?.removeEventListener?.("online", this._onOnline);
     this.window?.document?.removeEventListener?.("visibilitychange", this._onVisible);
     const ws = this._ws;
@@ -206,10 +215,23 @@ export class ChannelsTuningClient extends EventTarget {
     this._timer = null;
     this.nextRetryAt = null;
     this._setState(this.connections ? "reconnecting" : "connecting");
+    const source = this.options.token;
+    if (typeof source !== "function") {
+      this._open(source);
+      return;
+    }
+    currentToken(source).then(
+      (token) => this._open(token),
+      (error) => this._handleClose(ABNORMAL, `no token: ${error}`),
+    );
+  }
+
+  _open(token) {
+    if (this._stopped) return;
     let ws;
     try {
       const url = this.options.recover && this.positions.size ? recoverUrl(this.url, this.positions) : this.url;
-      ws = new this.WebSocket(url, offeredProtocols(this.options.protocols));
+      ws = new this.WebSocket(url, [...offeredProtocols(this.options.protocols), ...tokenProtocols(token)]);
     } catch (error) {
       this._handleClose(ABNORMAL, String(error));
       return;
@@ -254,6 +276,11 @@ export class ChannelsTuningClient extends EventTarget {
     if (typeof data === "string") {
       if (data === PING_TEXT) {
         ws.send(PONG_TEXT);
+        return;
+      }
+      const expires = tokenAnnouncement(data);
+      if (expires !== null) {
+        this._scheduleRefresh(ws, expires);
         return;
       }
     } else {
@@ -331,12 +358,33 @@ export class ChannelsTuningClient extends EventTarget {
     return true;
   }
 
+  _scheduleRefresh(ws, expires) {
+    clearTimeout(this._refreshTimer);
+    const source = this.options.token;
+    if (typeof source !== "function" || !Number.isFinite(expires)) return;
+    this._refreshTimer = setTimeout(async () => {
+      try {
+        const token = await source();
+        if (this._ws === ws) {
+          ws.send(refreshFrame(token));
+          this.refreshes += 1;
+        }
+      } catch (error) {
+        this.refreshFailures += 1;
+        console.warn("channels-tuning: token refresh failed", error);
+      }
+    }, refreshDelay(expires, this.options.refreshMargin));
+  }
+
   _handleClose(code, reason) {
     clearTimeout(this._deadTimer);
+    clearTimeout(this._refreshTimer);
     this._ws = null;
     if (this._openedAt && Date.now() - this._openedAt >= this.options.stableAfter) this.attempt = 0;
     this._openedAt = 0;
-    const delay = this._stopped ? null : reconnectDelay(code, this.attempt, this.options);
+    // A fixed token that expired would be refused again.
+    const expiredForGood = code === TOKEN_EXPIRED && typeof this.options.token !== "function";
+    const delay = this._stopped || expiredForGood ? null : reconnectDelay(code, this.attempt, this.options);
     this.attempt += 1;
     const willReconnect = delay !== null && this.attempt <= this.options.maxAttempts;
     emit(this, "close", { code, reason, willReconnect });
