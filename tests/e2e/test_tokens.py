@@ -190,3 +190,64 @@ async def test_the_python_client_refreshes_its_token_and_stays_connected(server_
         await fixed.wait_open(5)
         await asyncio.wait_for(fixed.wait_closed(), 10)
     assert (fixed.close_code, fixed.connections) == (4005, 1)
+
+
+@pytest.mark.slow
+async def test_the_browser_client_refreshes_its_token_in_chromium(daphne_factory, tmp_path):
+    """The browser client in headless Chromium, on a page of the server: tokens from a
+    function (issued for 5, 9 and 13 s), one connection across two expiries."""
+    import shutil
+
+    from playwright.async_api import async_playwright
+
+    db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "tokens-test"}
+    server = daphne_factory(tuned=True, tuning=QUIET, application=APPLICATION, **db)
+    env = server.env
+    subprocess.run(
+        [sys.executable, "example_project/manage.py", "migrate", "-v", "0"],
+        cwd=REPO, env=env, check=True, timeout=120,
+    )  # fmt: skip
+    issued = subprocess.run(
+        [sys.executable, "-c", ISSUE.replace('"ann_2s": tokens.issue(ann, 2)', '"series": '
+         "[tokens.issue(ann, s) for s in (5, 9, 13)]")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    series = json.loads(issued.stdout)["series"]
+    started = time.monotonic()
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=chromium, headless=True)
+        try:
+            page = await browser.new_page()
+            await page.goto(f"http://127.0.0.1:{server.port}/")
+            result = await page.evaluate(
+                """async ([url, tokens, waitMs]) => {
+                  const module = "/static/channels_tuning/client.js";
+                  const { ChannelsTuningClient } = await import(module);
+                  let next = 0;
+                  const client = new ChannelsTuningClient(url, {
+                    token: async () => tokens[Math.min(next++, tokens.length - 1)],
+                    refreshMargin: 1000,
+                  });
+                  const messages = [];
+                  const closes = [];
+                  client.addEventListener("message", (e) => messages.push(e.detail));
+                  client.addEventListener("close", (e) => closes.push(e.detail.code));
+                  client.start();
+                  await new Promise((resolve) => setTimeout(resolve, waitMs));
+                  client.send("after two expiries");
+                  await new Promise((resolve) => setTimeout(resolve, 500));
+                  const out = {
+                    messages, closes: [...closes], connections: client.connections,
+                    refreshes: client.refreshes, state: client.state,
+                  };
+                  client.close();
+                  return out;
+                }""",
+                [server.ws("/ws/echo/"), series, int((10.5 - (time.monotonic() - started)) * 1000)],
+            )
+        finally:
+            await browser.close()
+    assert result["messages"] == ["after two expiries"], result
+    assert (result["connections"], result["closes"], result["state"]) == (1, [], "open")
+    assert result["refreshes"] >= 2
