@@ -5,28 +5,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
-from tests.support.processes import REPO, start_daphne, stop_process
+from tests.support.processes import REPO, migrate, run_django, start_daphne, stop_process
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARTIFACTS = REPO / "test-artifacts"
-
-
-def django_admin(env: dict[str, str], code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup(); {code}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 @pytest.mark.slow
@@ -44,16 +29,10 @@ async def test_page_draws_every_process_in_chromium(tmp_path, redis_server):
         for _ in range(2)
     ]
     env = {**servers[0].env}
-    subprocess.run(
-        [sys.executable, "example_project/manage.py", "migrate", "-v", "0"],
-        cwd=REPO,
-        env=env,
-        check=True,
-        timeout=120,
-    )
+    migrate(env)
 
     def session_of(name: str, staff: bool) -> str:
-        return django_admin(
+        return run_django(
             env,
             "from django.contrib.auth.models import User; "
             "from django.contrib.sessions.backends.db import SessionStore; "

@@ -5,18 +5,15 @@ group, and a producer process that writes to the example project's SQLite databa
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 
 import websockets
 
-from tests.support.processes import REPO
+from tests.support.processes import migrate, run_django
 from tests.support.waiting import recv_data
 
 PRODUCER = """
-import django, sys, time
-django.setup()
+import sys, time
 from django.contrib.auth.models import User
 from django.db import transaction
 from channels_tuning.broadcast import broadcast_on_commit
@@ -37,16 +34,7 @@ print(committing)
 
 
 def produce(env: dict[str, str], name: str, outcome: str) -> float | None:
-    result = subprocess.run(
-        [sys.executable, "-c", PRODUCER, name, outcome],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    out = result.stdout.strip()
+    out = run_django(env, PRODUCER, name, outcome)
     return None if out == "None" else float(out)
 
 
@@ -56,13 +44,7 @@ async def test_the_message_leaves_at_the_commit_and_not_at_a_rollback(
     db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "commit-test"}
     quiet = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None}
     server = daphne_factory(tuned=True, redis=shared_redis, tuning=quiet, **db)
-    subprocess.run(
-        [sys.executable, "example_project/manage.py", "migrate", "-v", "0"],
-        cwd=REPO,
-        env=server.env,
-        check=True,
-        timeout=120,
-    )
+    migrate(server.env)
     async with websockets.connect(server.ws("/ws/group/accounts/")) as client:
         loop = asyncio.get_running_loop()
         committed = await loop.run_in_executor(None, produce, server.env, "erin", "commit")

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import subprocess
-import sys
 import time
 from urllib.parse import quote
 
@@ -17,15 +15,14 @@ import websockets
 from websockets.typing import Subprotocol
 
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
-from tests.support.processes import REPO
+from tests.support.processes import migrate, run_django
 from tests.support.waiting import recv_data
 
 APPLICATION = "tests.e2e_asgi:application_with_tokens"
 QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
 
 ISSUE = """
-import django, json, sys
-django.setup()
+import json
 from django.contrib.auth.models import User
 from channels_tuning.auth import SignedTokens
 tokens = SignedTokens()
@@ -48,23 +45,8 @@ print(json.dumps({
 def server_and_tokens(daphne_factory, tmp_path):
     db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "tokens-test"}
     server = daphne_factory(tuned=True, tuning=QUIET, application=APPLICATION, **db)
-    subprocess.run(
-        [sys.executable, "example_project/manage.py", "migrate", "-v", "0"],
-        cwd=REPO,
-        env=server.env,
-        check=True,
-        timeout=120,
-    )
-    issued = subprocess.run(
-        [sys.executable, "-c", ISSUE],
-        cwd=REPO,
-        env=server.env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return server, json.loads(issued.stdout)
+    migrate(server.env)
+    return server, json.loads(run_django(server.env, ISSUE))
 
 
 def with_token(server, token: str, path: str = "/ws/whoami/"):
@@ -203,16 +185,11 @@ async def test_the_browser_client_refreshes_its_token_in_chromium(daphne_factory
     db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "tokens-test"}
     server = daphne_factory(tuned=True, tuning=QUIET, application=APPLICATION, **db)
     env = server.env
-    subprocess.run(
-        [sys.executable, "example_project/manage.py", "migrate", "-v", "0"],
-        cwd=REPO, env=env, check=True, timeout=120,
-    )  # fmt: skip
-    issued = subprocess.run(
-        [sys.executable, "-c", ISSUE.replace('"ann_2s": tokens.issue(ann, 2)', '"series": '
-         "[tokens.issue(ann, s) for s in (5, 9, 13)]")],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True,
-    )  # fmt: skip
-    series = json.loads(issued.stdout)["series"]
+    migrate(env)
+    series_of_tokens = ISSUE.replace(
+        '"ann_2s": tokens.issue(ann, 2)', '"series": [tokens.issue(ann, s) for s in (5, 9, 13)]'
+    )
+    series = json.loads(run_django(env, series_of_tokens))["series"]
     started = time.monotonic()
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     async with async_playwright() as playwright:

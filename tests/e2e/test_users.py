@@ -6,31 +6,16 @@ AuthMiddlewareStack resolves them at the handshake)."""
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import time
 import urllib.request
 
 import websockets
 
-from tests.support.processes import REPO
+from tests.support.processes import migrate, run_django
 from tests.support.waiting import recv_data
 
 APPLICATION = "tests.e2e_asgi:application_behind_auth"
 QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
-
-
-def django_run(env: dict[str, str], code: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", f"import django; django.setup()\n{code}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout.strip()
 
 
 def start_two(daphne_factory, tmp_path, redis) -> list:
@@ -39,19 +24,13 @@ def start_two(daphne_factory, tmp_path, redis) -> list:
         daphne_factory(tuned=True, redis=redis, tuning=QUIET, application=APPLICATION, **db)
         for _ in range(2)
     ]
-    subprocess.run(
-        [sys.executable, "example_project/manage.py", "migrate", "-v", "0"],
-        cwd=REPO,
-        env=servers[0].env,
-        check=True,
-        timeout=120,
-    )
+    migrate(servers[0].env)
     return servers
 
 
 def user_with_session(env: dict[str, str], name: str) -> tuple[int, str]:
     """A user in the database and a logged-in session of theirs: (pk, session key)."""
-    out = django_run(
+    out = run_django(
         env,
         "from django.contrib.auth.models import User\n"
         "from django.contrib.sessions.backends.db import SessionStore\n"
@@ -98,7 +77,7 @@ async def test_send_to_user_and_disconnect_user_reach_every_tab_on_both_servers(
     ]
     bob_tab = await tab(servers[1], bob_session)
 
-    delivered = django_run(
+    delivered = run_django(
         env,
         "import asyncio\nfrom channels_tuning.users import send_to_user\n"
         f"print(asyncio.run(send_to_user({alice}, 'for alice')).delivered)",
@@ -109,7 +88,7 @@ async def test_send_to_user_and_disconnect_user_reach_every_tab_on_both_servers(
     assert await recv_data(bob_tab) == "still here?"  # and nothing else before it
 
     # From a third process (a view, a Celery task): timed from the call.
-    out = django_run(
+    out = run_django(
         env,
         "import asyncio, time\nfrom channels_tuning.users import disconnect_user\n"
         f"started = time.time(); report = asyncio.run(disconnect_user({alice}))\n"
@@ -165,7 +144,7 @@ async def test_logging_out_closes_the_users_websockets_on_every_server(
     await dave_tab.close()
     # The session is gone: a new tab of it is anonymous (no user group to reach).
     async with tab(servers[0], carol_session) as anonymous:
-        delivered = django_run(
+        delivered = run_django(
             env,
             "import asyncio\nfrom channels_tuning.users import send_to_user\n"
             "from django.contrib.auth.models import User\n"

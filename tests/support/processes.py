@@ -266,6 +266,33 @@ def start_daphne(
     return DaphneProcess(port, proc, log, full_env, server)
 
 
+def migrate(env: dict[str, str]) -> None:
+    """The example project's tables in the database a server's environment names
+    (``DJANGO_DB_PATH``)."""
+    subprocess.run(
+        [sys.executable, str(REPO / "example_project" / "manage.py"), "migrate", "-v", "0"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        timeout=120,
+    )
+
+
+def run_django(env: dict[str, str], code: str, *args: str) -> str:
+    """Run ``code`` after ``django.setup()`` in a process of its own with a server's
+    environment (its settings, database and Redis): what it printed."""
+    result = subprocess.run(
+        [sys.executable, "-c", f"import django\ndjango.setup()\n{code}", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
 def run_wsstats(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``manage.py wsstats`` of the example project, with a server's environment."""
     return subprocess.run(
