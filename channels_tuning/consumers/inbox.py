@@ -100,6 +100,8 @@ class LayerInboxMixin(MembershipMixin):
         code, reason = message.get("code"), message.get("reason")
         if not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
             code = int(CloseCode.USER_DISCONNECTED)  # what disconnect_user() would send
+        if isinstance(reason, str):  # within a close frame's 123 bytes on every server
+            reason = reason.encode()[:123].decode(errors="ignore")
         self.close_nowait(code, reason if isinstance(reason, str) else None)
 
     async def _run_inbox(self, inbox: deque[Message]) -> None:

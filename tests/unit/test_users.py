@@ -127,6 +127,13 @@ async def test_a_forged_disconnect_event_with_a_bad_code_still_closes_4003():
         user_group(11), {"type": "channels_tuning.disconnect", "code": 1006, "reason": 5}
     )
     await expect_close(tab, 4003)
+    tab = await connected(AUser(11))
+    await get_channel_layer().group_send(
+        user_group(11), {"type": "channels_tuning.disconnect", "code": 4100, "reason": "é" * 99}
+    )
+    output = await tab.receive_output(timeout=2)
+    assert output["code"] == 4100 and len(output["reason"].encode()) <= 123
+    await tab.disconnect(code=4100)
 
 
 async def test_logout_disconnects_when_asked_in_an_event_loop():
