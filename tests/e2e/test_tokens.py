@@ -32,8 +32,6 @@ gone = User.objects.create_user("gone", is_active=False)
 print(json.dumps({
     "ann": ann.pk,
     "ann_hour": tokens.issue(ann),
-    "ann_2s": tokens.issue(ann, 2),
-    "ann_4s": tokens.issue(ann, 4),
     "ann_expired": tokens.issue(ann, -1),
     "ben_hour": tokens.issue(ben),
     "inactive": tokens.issue(gone),
@@ -98,15 +96,27 @@ async def test_bad_tokens_are_refused_with_a_close_code_and_counted(server_and_t
     assert 1 <= log.count("refused WhoAmIConsumer: token_") <= 5  # rate-limited
 
 
+def issue(user_id: int, seconds: float) -> str:
+    """A token signed as the servers of these tests sign (their DJANGO_SECRET_KEY), made
+    here at once: short lifetimes must not include a process start."""
+    from django.test import override_settings
+
+    from channels_tuning.auth import SignedTokens
+
+    with override_settings(SECRET_KEY="tokens-test"):
+        return SignedTokens().issue(user_id, seconds)
+
+
 async def test_an_expiring_token_closes_the_connection_unless_refreshed(server_and_tokens):
     server, tokens = server_and_tokens
+    ann = tokens["ann"]
     async with (
-        with_token(server, tokens["ann_2s"]) as lapsing,
-        with_token(server, tokens["ann_2s"], "/ws/echo/") as refreshed,
+        with_token(server, issue(ann, 2)) as lapsing,
+        with_token(server, issue(ann, 2), "/ws/echo/") as refreshed,
     ):
         await recv_data(lapsing), await recv_data(lapsing), await recv_data(refreshed)
         started = time.monotonic()
-        await refreshed.send(json.dumps({"type": "ct.refresh", "token": tokens["ann_4s"]}))
+        await refreshed.send(json.dumps({"type": "ct.refresh", "token": issue(ann, 4)}))
         answer = json.loads(await recv_data(refreshed))
         assert answer["type"] == "ct.refreshed" and answer["exp"] > time.time() + 3
         with pytest.raises(websockets.ConnectionClosed):
@@ -148,16 +158,13 @@ async def test_the_python_client_refreshes_its_token_and_stays_connected(server_
     """A token source giving 3 s tokens, refreshed 1 s before each expiry: the client
     stays on one connection for 7 s (two expiries); with a fixed token it stops at
     4005 instead of coming back with a token that is refused."""
-    from django.test import override_settings
 
-    from channels_tuning.auth import SignedTokens
     from channels_tuning.client import ReconnectingClient
 
     server, tokens = server_and_tokens
 
     def fresh_token() -> str:
-        with override_settings(SECRET_KEY="tokens-test"):
-            return SignedTokens().issue(tokens["ann"], 3)
+        return issue(tokens["ann"], 3)
 
     url = server.ws("/ws/echo/")
     async with ReconnectingClient(url, token=fresh_token, refresh_margin=1.0) as client:
@@ -186,10 +193,8 @@ async def test_the_browser_client_refreshes_its_token_in_chromium(daphne_factory
     server = daphne_factory(tuned=True, tuning=QUIET, application=APPLICATION, **db)
     env = server.env
     migrate(env)
-    series_of_tokens = ISSUE.replace(
-        '"ann_2s": tokens.issue(ann, 2)', '"series": [tokens.issue(ann, s) for s in (5, 9, 13)]'
-    )
-    series = json.loads(run_django(env, series_of_tokens))["series"]
+    ann = json.loads(run_django(env, ISSUE))["ann"]
+    series = [issue(ann, seconds) for seconds in (5, 9, 13)]
     started = time.monotonic()
     chromium = shutil.which("chromium") or "/usr/bin/chromium"
     async with async_playwright() as playwright:
