@@ -482,7 +482,7 @@ async def test_sixty_replays_of_a_large_backlog_are_bounded(daphne_factory, redi
     assert all(r["data"] == 500 or r["cut"] or not r["recovered"] for r in reports), reports
     assert whole >= 1
     assert peak - rss_before < 50 * 1024
-    assert len(latencies) >= 200  # p99 is a percentile, not the maximum
+    assert len(latencies) > 100  # p99 is a percentile: the slowest probe is not it
     assert p99 < 0.05  # read whole, every probe waited 395 ms
 
 
@@ -549,7 +549,7 @@ async def test_a_stalled_room_does_not_delay_other_rooms(daphne_factory, redis_s
         f"p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms ({len(latencies)} probes); "
         f"{gc_pauses(poster_server)}"
     )
-    assert len(latencies) >= 200  # p99 is a percentile, not the maximum
+    assert len(latencies) > 100  # p99 is a percentile: the slowest probe is not it
     assert p99 < 0.1  # before, every probe waited over 2 s
 
 
