@@ -43,7 +43,7 @@ from .layers.frames import DISCONNECT_TYPE
 from .layers.report import DeliveryReport
 from .runtime.counters import LAYER_ERRORS
 from .runtime.ratelog import RateLimitedLog
-from .wire.closecodes import CloseCode
+from .wire.closecodes import MAX_REASON_BYTES, CloseCode, application_may_send
 
 __all__ = ["USER_GROUP_PREFIX", "disconnect_user", "send_to_user", "user_group"]
 
@@ -55,8 +55,6 @@ USER_GROUP_PREFIX: Final = "ct.user."
 #: A user id that Channels accepts in a group name as it is (ASCII letters, digits,
 #: hyphens, underscores, periods; group names end before 100 characters).
 _PLAIN_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-#: Close reasons are at most 123 bytes (RFC 6455: a close frame's payload is 125).
-MAX_REASON_BYTES: Final = 123
 
 
 def user_group(user_id: Any) -> str:
@@ -103,7 +101,7 @@ async def disconnect_user(
     """Close every connection of ``user_id`` on every server with ``code`` (1000, or
     3000-4999) and ``reason``; ``report.delivered`` says how many were told."""
     code = int(code)
-    if code != 1000 and not 3000 <= code <= 4999:
+    if not application_may_send(code):
         raise ValueError(f"close code {code}: an application may send 1000 or 3000-4999")
     if len(reason.encode()) > MAX_REASON_BYTES:
         raise ValueError(f"close reason longer than {MAX_REASON_BYTES} bytes")

@@ -21,7 +21,7 @@ from ..layers.delivery import process_reader_for
 from ..layers.frames import DISCONNECT_TYPE, FRAME_TYPE, FRAMES_TYPE, payload_frame
 from ..runtime.counters import DROPPED, LAYER_ERRORS
 from ..runtime.ratelog import RateLimitedLog
-from ..wire.closecodes import CloseCode
+from ..wire.closecodes import MAX_REASON_BYTES, CloseCode, application_may_send
 from .memberships import MembershipMixin
 
 logger = logging.getLogger("channels_tuning")
@@ -98,11 +98,11 @@ class LayerInboxMixin(MembershipMixin):
 
     def _disconnect_from_layer(self, message: Message) -> None:
         code, reason = message.get("code"), message.get("reason")
-        if not isinstance(code, int) or not (code == 1000 or 3000 <= code <= 4999):
-            code = int(CloseCode.USER_DISCONNECTED)  # what disconnect_user() would send
-        if isinstance(reason, str):  # within a close frame's 123 bytes on every server
-            reason = reason.encode()[:123].decode(errors="ignore")
-        self.close_nowait(code, reason if isinstance(reason, str) else None)
+        # A forged event gets what disconnect_user() would have sent.
+        close_code = code if application_may_send(code) else int(CloseCode.USER_DISCONNECTED)
+        if isinstance(reason, str):  # within a close frame on every server
+            reason = reason.encode()[:MAX_REASON_BYTES].decode(errors="ignore")
+        self.close_nowait(close_code, reason if isinstance(reason, str) else None)
 
     async def _run_inbox(self, inbox: deque[Message]) -> None:
         try:

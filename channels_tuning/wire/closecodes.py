@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from enum import IntEnum
-from typing import Final
+from typing import Final, TypeGuard
 
 
 class CloseCode(IntEnum):
@@ -73,6 +73,16 @@ LOG_LEVELS: Final[dict[int, int]] = {
     CloseCode.TOKEN_INVALID: logging.WARNING,
     CloseCode.TOKEN_EXPIRED: logging.INFO,
 }
+
+
+#: Close reasons are at most 123 bytes (RFC 6455: a close frame's payload is 125).
+MAX_REASON_BYTES: Final = 123
+
+
+def application_may_send(code: object) -> TypeGuard[int]:
+    """Whether an application may close with ``code`` (1000, or 3000-4999: the rest
+    is reserved to the protocol and refused by autobahn's and websockets' close)."""
+    return isinstance(code, int) and (code == 1000 or 3000 <= code <= 4999)
 
 
 def log_level(code: int) -> int:
