@@ -271,6 +271,11 @@ async def stats_app(scope, receive, send):
             "unreachable": unreachable,
             "connections": len(registry),
             "tasks": len(asyncio.all_tasks()),
+            "task_groups": [  # what wsstats --check judges, this request's task aside
+                {"coroutine": getattr(task.get_coro(), "__qualname__", repr(task)), "count": 1}
+                for task in asyncio.all_tasks()
+                if task is not asyncio.current_task()
+            ],
             "gc_objects": len(gc.get_objects()),
             "gc_types": dict(
                 collections.Counter(type(o).__qualname__ for o in gc.get_objects()).most_common(25)

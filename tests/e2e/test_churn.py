@@ -9,6 +9,7 @@ import struct
 
 import pytest
 
+from channels_tuning.observability.leaks import extra_tasks
 from tests.support.processes import run_wsstats as wsstats
 from tests.support.rawws import CLOSE_FRAME, upgrade_request
 from tests.support.waiting import wait_until
@@ -84,7 +85,11 @@ async def test_churn_leaves_no_consumers_tasks_memberships_or_memory(daphne_fact
         if count - warm["gc_types"].get(name, 0) > 100
     }
     print("object types grown:", growth)
-    assert final["tasks"] == warm["tasks"]
+    # The total count includes the package's services, some of which end and restart
+    # on their own (presence, stats rounds, group-add batches): 4 -> 2 was seen. What
+    # must be zero is every task that is not one of them.
+    print("tasks after the last round:", final["task_groups"])
+    assert extra_tasks(final["task_groups"]) == 0
     assert shared_redis.cli("ZCARD", "asgi:group:churn") == "0"
     accepted = final["counters"]["channels_tuning_connections_total"]
     assert accepted == {"consumer=GroupConsumer": WARM_UP_CYCLES + CYCLES}
