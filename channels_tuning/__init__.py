@@ -2,7 +2,7 @@
 
 Public API (import from here)::
 
-    from channels_tuning import TunedWebsocketConsumer, TunedJsonWebsocketConsumer
+    from channels_tuning import TunedWebsocketConsumer, TunedJsonWebsocketConsumer, Topic
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ __all__ = [
     "ManagedConnectionMixin",
     "MaxLifetimeMixin",
     "MessageLimitMixin",
+    "Topic",
+    "TopicMatch",
     "TunedJsonWebsocketConsumer",
     "TunedProtobufWebsocketConsumer",
     "TunedURLRouter",
@@ -33,6 +35,8 @@ _LOCATIONS = {
     "ManagedConnectionMixin": "channels_tuning.consumers",
     "MaxLifetimeMixin": "channels_tuning.consumers",
     "MessageLimitMixin": "channels_tuning.consumers",
+    "Topic": "channels_tuning.core.topics",
+    "TopicMatch": "channels_tuning.core.topics",
     "TunedJsonWebsocketConsumer": "channels_tuning.consumers",
     "TunedProtobufWebsocketConsumer": "channels_tuning.consumers",
     "TunedWebsocketConsumer": "channels_tuning.consumers",
@@ -51,6 +55,7 @@ if TYPE_CHECKING:
         TunedWebsocketConsumer,
     )
     from .consumers.routing import TunedURLRouter
+    from .core.topics import Topic, TopicMatch
     from .servers.lifespan import Lifespan
     from .wire.closecodes import CloseCode
 

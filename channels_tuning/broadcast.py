@@ -97,7 +97,11 @@ async def broadcast(
         _refuse_on_history(group, coalesce_key=coalesce_key, exclude=exclude)
         message = await _numbered(layer, group, payload, policy)
     else:
-        message = {"type": FRAME_TYPE, "frame": encode_frame(payload)}
+        # The group and whether the text is JSON: a client subscribed to the group as
+        # a topic gets the frame in an envelope naming it (channels_tuning.wire.topics).
+        message = {"type": FRAME_TYPE, "frame": encode_frame(payload), "group": group}
+        if not isinstance(payload, (str, bytes, bytearray, memoryview)):
+            message["json"] = True
         if coalesce_key is not None:
             message["key"] = coalesce_key
         if exclude is not None:
@@ -141,7 +145,13 @@ async def broadcast_many(
             total.retries += report.retries
             total.state_lost = total.state_lost or report.state_lost
         return total
-    message: dict[str, Any] = {"type": FRAMES_TYPE, "frames": [encode_frame(p) for p in payloads]}
+    payloads = list(payloads)
+    message: dict[str, Any] = {
+        "type": FRAMES_TYPE,
+        "frames": [encode_frame(p) for p in payloads],
+        "group": group,  # for subscribed clients' envelopes, as in broadcast()
+        "json": [not isinstance(p, (str, bytes, bytearray, memoryview)) for p in payloads],
+    }
     if exclude is not None:
         message["exclude"] = exclude
     return await send_to_group(

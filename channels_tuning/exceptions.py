@@ -13,6 +13,8 @@ exception                      raised when
                                the hook relies on (see :mod:`channels_tuning.compat`)
 :class:`RecoveryRequestError`  a client's ``ct_recover`` request cannot be read
                                (the connection is refused with 1008)
+:class:`TopicRequestError`     a client's subscribe or unsubscribe request cannot be
+                               read (the connection is closed with 1008)
 =============================  ======================================================
 """
 
@@ -72,6 +74,10 @@ class UpstreamChanged(ChannelsTuningError, RuntimeError):
 
 class RecoveryRequestError(ChannelsTuningError, ValueError):
     """A client's ``ct_recover`` request the server cannot read (closed with 1008)."""
+
+
+class TopicRequestError(ChannelsTuningError, ValueError):
+    """A client's ``ct.subscribe`` / ``ct.unsubscribe`` request that cannot be read."""
 
 
 def __getattr__(name: str) -> type[QueueOverflow]:

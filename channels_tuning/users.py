@@ -1,4 +1,5 @@
-"""One user's connections, on every server: :func:`send_to_user`, :func:`disconnect_user`.
+"""One user's connections, on every server: :func:`send_to_user`, :func:`disconnect_user`,
+:func:`unsubscribe_user`.
 
 Every tuned consumer whose ``scope["user"]`` is authenticated (Channels'
 ``AuthMiddlewareStack``, or any middleware that sets it) joins its user's group,
@@ -39,13 +40,19 @@ from channels import DEFAULT_CHANNEL_LAYER
 
 from .broadcast import broadcast, send_to_group
 from .conf import project_settings
-from .layers.frames import DISCONNECT_TYPE
+from .layers.frames import DISCONNECT_TYPE, UNSUBSCRIBE_TYPE
 from .layers.report import DeliveryReport
 from .runtime.counters import LAYER_ERRORS
 from .runtime.ratelog import RateLimitedLog
 from .wire.closecodes import MAX_REASON_BYTES, CloseCode, application_may_send
 
-__all__ = ["USER_GROUP_PREFIX", "disconnect_user", "send_to_user", "user_group"]
+__all__ = [
+    "USER_GROUP_PREFIX",
+    "disconnect_user",
+    "send_to_user",
+    "unsubscribe_user",
+    "user_group",
+]
 
 logger = logging.getLogger("channels_tuning")
 _logout_log = RateLimitedLog(logger, interval=60.0, level=logging.WARNING)
@@ -106,6 +113,32 @@ async def disconnect_user(
     if len(reason.encode()) > MAX_REASON_BYTES:
         raise ValueError(f"close reason longer than {MAX_REASON_BYTES} bytes")
     message = {"type": DISCONNECT_TYPE, "code": code, "reason": reason}
+    return await send_to_group(
+        user_group(user_id),
+        message,
+        on_full=on_full,
+        timeout=timeout,
+        layer_alias=layer_alias,
+        layer=layer,
+    )
+
+
+async def unsubscribe_user(
+    user_id: Any,
+    topic: str,
+    *,
+    reason: str = "revoked",
+    on_full: str = "wait",
+    timeout: float = 5.0,
+    layer_alias: str = DEFAULT_CHANNEL_LAYER,
+    layer: Any = None,
+) -> DeliveryReport:
+    """End every subscription of ``user_id`` to ``topic`` on every server (the
+    clients are told ``unsubscribed`` with ``reason``; :mod:`.consumers.topics`);
+    ``report.delivered`` counts the user's connections told, subscribed or not."""
+    if len(reason) > 64:
+        raise ValueError("unsubscribe reason longer than 64 characters")
+    message = {"type": UNSUBSCRIBE_TYPE, "topic": topic, "reason": reason}
     return await send_to_group(
         user_group(user_id),
         message,

@@ -18,6 +18,7 @@ bounded parts, one module per job, stacked in this order:
   and when the next one is due;
 - :mod:`.arrival`: when each client frame arrived, for the rate limit;
 - :mod:`.credentials`: a token's expiry and refresh;
+- :mod:`.topics`: topics the client subscribes to, with authorization;
 - this module: the ASGI loop and dispatch, admission, accept, and the teardown.
   One task per idle connection: the server's own.
 
@@ -68,8 +69,8 @@ from ..servers.transport import transport_for
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode
 from ..wire.offsets import parse_recover_requests
 from ..wire.subprotocol import SUBPROTOCOL, offers_subprotocol, speaks_tuned_protocol
-from .credentials import CredentialsMixin
 from .owners import release_owner, shared_owner_refusal
+from .topics import TopicsMixin
 
 logger = logging.getLogger("channels_tuning")
 #: A client decides how often it sends an unreadable recovery request: a line a
@@ -89,7 +90,7 @@ def _clear_chains(*, setting: str, **kwargs: Any) -> None:
 setting_changed.connect(_clear_chains)
 
 
-class ManagedConnectionMixin(CredentialsMixin):
+class ManagedConnectionMixin(TopicsMixin):
     """Lifecycle, bounded sends, layer events, registry and group hygiene."""
 
     # Per-class overrides of CHANNELS_TUNING (see channels_tuning.conf).
@@ -349,8 +350,8 @@ class ManagedConnectionMixin(CredentialsMixin):
         deliver = core.receive_frame(message, self._received_at(core))
         if core.has_actions:
             self._perform(core.take_actions())
-        if self.credentials_deadline is not None and deliver:
-            deliver = not await self._credentials_frame(message)
+        if deliver and (self.credentials_deadline is not None or self._has_topics):
+            deliver = not await self._protocol_frame(message)
         if deliver and self.filter_inbound(message):
             began = time.monotonic()
             await super().websocket_receive(message)

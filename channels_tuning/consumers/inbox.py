@@ -22,6 +22,7 @@ from ..layers.frames import DISCONNECT_TYPE, FRAME_TYPE, FRAMES_TYPE, payload_fr
 from ..runtime.counters import DROPPED, LAYER_ERRORS
 from ..runtime.ratelog import RateLimitedLog
 from ..wire.closecodes import MAX_REASON_BYTES, CloseCode, application_may_send
+from ..wire.topics import topic_data_frame
 from .memberships import MembershipMixin
 
 logger = logging.getLogger("channels_tuning")
@@ -76,10 +77,18 @@ class LayerInboxMixin(MembershipMixin):
                     return
             elif not self.tuned_client and message.get("control"):
                 return  # presence events: only for clients that asked for them
+            elif self._subscriptions is not None and message.get("group") in self._subscriptions:
+                # A topic the client asked for: in an envelope naming it.
+                self.send_nowait(topic_data_frame(message), message.get("key"))
+                return
             self.send_nowait(message["frame"], message.get("key"))
             return
         if kind == FRAMES_TYPE:
             if "exclude" in message and message["exclude"] == self.channel_name:
+                return
+            if self._subscriptions is not None and message.get("group") in self._subscriptions:
+                for index in range(len(message["frames"])):
+                    self.send_nowait(topic_data_frame(message, index))
                 return
             for frame in message["frames"]:
                 self.send_nowait(frame)

@@ -56,6 +56,8 @@ class MembershipMixin(OutboundMixin):
     _recover_requests: dict[str, StreamPosition] | None = None
     #: How many entries of self.groups have been joined (appends beyond are new).
     _groups_synced: int = 0
+    #: Topics the client subscribed to (:mod:`.topics`), by name.
+    _subscriptions: dict[str, Any] | None = None
 
     async def release(self) -> None:
         """Give back what the connection holds: leaves every joined group (those in
@@ -117,22 +119,30 @@ class MembershipMixin(OutboundMixin):
         """Before the membership is added: a group with history starts holding live
         messages, and reads where it stands (consumers.recovery)."""
         policy = history_policy(group)
-        history = history_store(self.channel_layer)
-        if policy is not None and self.tuned_client and history is not None:
+        streams = self._streams_for(group)
+        if policy is not None and streams is not None:
             # A group with history: hold live messages until the client has been
             # told where the group stands (and got what it missed).
-            streams = self._group_streams
-            if streams is None:
-                streams = self._group_streams = GroupStreams(
-                    history,
-                    self.core,
-                    self._recover_requests or {},
-                    binary=not type(self).accept_text_frames,
-                )
             # Bounded like the membership itself: a reconnect storm's history reads
             # exhausted redis-py's pool ("Too many connections") and failed joins.
             async with group_ops_limiter():
                 await streams.start(group, policy)
+
+    def _streams_for(self, group: str) -> GroupStreams | None:
+        """The connection's streams if ``group`` has history and the client gets its
+        envelopes (created at the first such group), else None."""
+        history = history_store(self.channel_layer)
+        if not self.tuned_client or history is None or history_policy(group) is None:
+            return None
+        streams = self._group_streams
+        if streams is None:
+            streams = self._group_streams = GroupStreams(
+                history,
+                self.core,
+                self._recover_requests or {},
+                binary=not type(self).accept_text_frames,
+            )
+        return streams
 
     def membership_failed(self, group: str) -> None:
         if self._group_streams is not None:

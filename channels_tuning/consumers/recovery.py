@@ -48,6 +48,7 @@ from ..layers.history import REPLAY_PAGE, REPLAY_PAGE_BYTES, History, HistoryPol
 from ..runtime.asyncutil import loop_semaphore
 from ..runtime.counters import RECOVERY, REPLAYED
 from ..wire.offsets import StreamPosition, data_frame, subscribed_frame
+from ..wire.topics import subscribed_reply
 
 logger = logging.getLogger("channels_tuning")
 
@@ -82,7 +83,17 @@ class GroupStreams:
     It holds no reference to its consumer (so no cycle for the collector to find):
     each call that may send is given the consumer's ``send_nowait``."""
 
-    __slots__ = ("binary", "core", "history", "read", "requests", "streams", "waiting")
+    __slots__ = (
+        "binary",
+        "core",
+        "history",
+        "latest",
+        "read",
+        "replies",
+        "requests",
+        "streams",
+        "waiting",
+    )
 
     def __init__(
         self,
@@ -97,6 +108,10 @@ class GroupStreams:
         #: Control frames in the consumer's frame type (binary: protobuf envelopes).
         self.binary = binary
         self.requests = requests
+        #: Topics subscribed in cache mode, by the count of latest messages they get.
+        self.latest: dict[str, int] = {}
+        #: The id of the client's subscribe request, by topic (answered by subscribed).
+        self.replies: dict[str, int] = {}
         self.streams: dict[str, GroupStream] = {}
         #: Where each joining group stood when read (None: unreadable), until announced.
         self.read: dict[str, Recovery | None] = {}
@@ -116,7 +131,12 @@ class GroupStreams:
         as already known to it, and drop them."""
         self.streams[group] = GroupStream()
         since = self.requests.pop(group, None)
+        latest = self.latest.pop(group, 0)
         try:
+            if since is None and latest:
+                # Cache mode: "recover" from `latest` before the top (one more read).
+                top = await self.history.recover(group, None, policy)
+                since = StreamPosition(top.epoch, max(0, top.offset - latest))
             recovery = await self.history.recover(group, since, policy)
         except Exception as error:
             # Redis away: live messages go on; the first one starts a new epoch for
@@ -132,6 +152,8 @@ class GroupStreams:
     def forget(self, group: str) -> None:
         self.streams.pop(group, None)
         self.read.pop(group, None)
+        self.replies.pop(group, None)
+        self.latest.pop(group, None)
 
     def joined(self, group: str, send: Send, room: Room) -> None:
         """After the membership is added: tell the client now, or at accept (frames
@@ -152,12 +174,22 @@ class GroupStreams:
         if stream is None or group not in self.read:
             return  # left meanwhile
         recovery = self.read.pop(group)
+        request_id = self.replies.pop(group, 0)
         if recovery is None:
+            if request_id:  # the subscribe request is answered, without a position
+                send(subscribed_reply(group, request_id, binary=self.binary))
             self._release(group, stream, "", 0, send)  # the history could not be read
             return
         epoch = recovery.epoch
         send(
-            subscribed_frame(group, recovery.offset, epoch, recovery.recovered, binary=self.binary)
+            subscribed_frame(
+                group,
+                recovery.offset,
+                epoch,
+                recovery.recovered,
+                binary=self.binary,
+                request_id=request_id,
+            )
         )
         if recovery.entries:
             _spawn(self._replay(group, stream, recovery, send, room))

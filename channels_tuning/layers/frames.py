@@ -22,6 +22,10 @@ FRAMES_TYPE: Final = "channels_tuning.frames"
 #: and ``reason`` (:func:`channels_tuning.users.disconnect_user`): handled as it
 #: arrives, ahead of the events waiting for handlers.
 DISCONNECT_TYPE: Final = "channels_tuning.disconnect"
+#: Layer message type that ends the tuned consumers' subscriptions to its ``topic``
+#: (:func:`channels_tuning.users.unsubscribe_user`): run by the consumers' handler
+#: ``channels_tuning_unsubscribe`` (:mod:`channels_tuning.consumers.topics`).
+UNSUBSCRIBE_TYPE: Final = "channels_tuning.unsubscribe"
 
 
 def encode_frame(payload: Any) -> dict[str, Any]:

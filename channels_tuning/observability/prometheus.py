@@ -156,6 +156,7 @@ class ChannelsTuningCollector(Collector):
             stats.RECOVERY,
             stats.REPLAYED,
             stats.PRESENCE_EVENTS,
+            stats.TOPIC_REQUESTS,
         ):
             yield _counter(counter.name, counter.description, counter.labelnames, items(counter))
         sends, dropped = stats.GROUP_SENDS, stats.GROUP_SEND_DROPPED

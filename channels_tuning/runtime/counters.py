@@ -111,6 +111,16 @@ PRESENCE_EVENTS: Final = Counter(
     ("outcome",),
 )
 
+TOPIC_REQUESTS: Final = Counter(
+    "channels_tuning_topic_requests_total",
+    "Topic subscriptions of tuned consumers (channels_tuning.consumers.topics), by "
+    "consumer and outcome: subscribed, unsubscribed (asked by the client), refused "
+    "reasons (unknown_topic, forbidden, too_many_subscriptions, already_subscribed, "
+    "not_subscribed, unavailable), revoked (can_subscribe said no to a held "
+    "subscription, or unsubscribe_user()), malformed and flood (closed with 1008).",
+    ("consumer", "outcome"),
+)
+
 
 class GroupLabels:
     """Group names are chosen by clients (rooms): a counter keyed by them would grow
@@ -181,6 +191,7 @@ ALL_COUNTERS: Final = (
     RECOVERY,
     REPLAYED,
     PRESENCE_EVENTS,
+    TOPIC_REQUESTS,
 )
 
 

@@ -137,22 +137,24 @@ def payload_of(frame: dict[str, object]) -> dict[str, object]:
 
 
 def subscribed_frame(
-    group: str, offset: int, epoch: str, recovered: bool, *, binary: bool
+    group: str, offset: int, epoch: str, recovered: bool, *, binary: bool, request_id: int = 0
 ) -> dict[str, object]:
-    """The ASGI message telling a client where ``group`` stands (see the module doc)."""
+    """The ASGI message telling a client where ``group`` stands (see the module doc);
+    with ``request_id``, also the answer to the client's subscribe request
+    (:mod:`.topics`)."""
     if binary:
         envelope = Envelope(
-            kind=Envelope.SUBSCRIBED, topic=group, offset=offset, epoch=epoch, recovered=recovered
+            kind=Envelope.SUBSCRIBED,
+            topic=group,
+            offset=offset,
+            epoch=epoch,
+            recovered=recovered,
+            seq=request_id,
         )
         return {"type": "websocket.send", "bytes": envelope.SerializeToString()}
-    text = json.dumps(
-        {
-            "kind": "subscribed",
-            "topic": group,
-            "offset": offset,
-            "epoch": epoch,
-            "recovered": recovered,
-        },
-        separators=(",", ":"),
-    )
+    answer: dict[str, object] = {"kind": "subscribed", "topic": group}
+    if request_id:
+        answer["id"] = request_id
+    answer.update(offset=offset, epoch=epoch, recovered=recovered)
+    text = json.dumps(answer, separators=(",", ":"))
     return {"type": "websocket.send", "text": text}

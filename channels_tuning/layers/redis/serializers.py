@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 FORMAT = "channels_tuning"
-_FRAME_KEYS = frozenset({"type", "frame", "key", "__asgi_channel__"})
+_FRAME_KEYS = frozenset({"type", "frame", "key", "group", "json", "__asgi_channel__"})
 _LAYER_FRAME = b"\x01"
 
 
@@ -58,6 +58,9 @@ def _as_layer_frame(message: dict[str, Any]) -> bytes | None:
         layer_frame.binary = frame["bytes"]
     if key is not None:
         layer_frame.coalesce_key, layer_frame.has_coalesce_key = key, True
+    if "group" in message:
+        layer_frame.group = message["group"]
+        layer_frame.text_is_json = bool(message.get("json"))
     channels = message.get("__asgi_channel__")
     if isinstance(channels, list):
         layer_frame.channels.extend(channels)
@@ -76,6 +79,10 @@ def _from_layer_frame(layer_frame: LayerFrame) -> dict[str, Any]:
     message: dict[str, Any] = {"type": FRAME_TYPE, "frame": frame}
     if layer_frame.has_coalesce_key:
         message["key"] = layer_frame.coalesce_key
+    if layer_frame.group:
+        message["group"] = layer_frame.group
+        if layer_frame.text_is_json:
+            message["json"] = True
     if layer_frame.channels_is_list:
         message["__asgi_channel__"] = list(layer_frame.channels)
     elif layer_frame.channels:

@@ -18,6 +18,9 @@ class Envelope(_message.Message):
         ERROR: _ClassVar[Envelope.Kind]
         SUBSCRIBED: _ClassVar[Envelope.Kind]
         PRESENCE: _ClassVar[Envelope.Kind]
+        SUBSCRIBE: _ClassVar[Envelope.Kind]
+        UNSUBSCRIBE: _ClassVar[Envelope.Kind]
+        UNSUBSCRIBED: _ClassVar[Envelope.Kind]
     KIND_UNSPECIFIED: Envelope.Kind
     DATA: Envelope.Kind
     PING: Envelope.Kind
@@ -26,6 +29,9 @@ class Envelope(_message.Message):
     ERROR: Envelope.Kind
     SUBSCRIBED: Envelope.Kind
     PRESENCE: Envelope.Kind
+    SUBSCRIBE: Envelope.Kind
+    UNSUBSCRIBE: Envelope.Kind
+    UNSUBSCRIBED: Envelope.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
@@ -51,7 +57,7 @@ class Envelope(_message.Message):
     def __init__(self, kind: _Optional[_Union[Envelope.Kind, str]] = ..., seq: _Optional[int] = ..., topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., type_url: _Optional[str] = ..., sent_at_ms: _Optional[int] = ..., error_code: _Optional[int] = ..., error: _Optional[str] = ..., offset: _Optional[int] = ..., epoch: _Optional[str] = ..., recovered: bool = ...) -> None: ...
 
 class LayerFrame(_message.Message):
-    __slots__ = ("binary", "text", "is_text", "coalesce_key", "has_coalesce_key", "channels", "channels_is_list")
+    __slots__ = ("binary", "text", "is_text", "coalesce_key", "has_coalesce_key", "channels", "channels_is_list", "group", "text_is_json")
     BINARY_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     IS_TEXT_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +65,8 @@ class LayerFrame(_message.Message):
     HAS_COALESCE_KEY_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_FIELD_NUMBER: _ClassVar[int]
     CHANNELS_IS_LIST_FIELD_NUMBER: _ClassVar[int]
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    TEXT_IS_JSON_FIELD_NUMBER: _ClassVar[int]
     binary: bytes
     text: str
     is_text: bool
@@ -66,4 +74,6 @@ class LayerFrame(_message.Message):
     has_coalesce_key: bool
     channels: _containers.RepeatedScalarFieldContainer[str]
     channels_is_list: bool
-    def __init__(self, binary: _Optional[bytes] = ..., text: _Optional[str] = ..., is_text: bool = ..., coalesce_key: _Optional[str] = ..., has_coalesce_key: bool = ..., channels: _Optional[_Iterable[str]] = ..., channels_is_list: bool = ...) -> None: ...
+    group: str
+    text_is_json: bool
+    def __init__(self, binary: _Optional[bytes] = ..., text: _Optional[str] = ..., is_text: bool = ..., coalesce_key: _Optional[str] = ..., has_coalesce_key: bool = ..., channels: _Optional[_Iterable[str]] = ..., channels_is_list: bool = ..., group: _Optional[str] = ..., text_is_json: bool = ...) -> None: ...

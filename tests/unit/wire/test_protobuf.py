@@ -180,7 +180,8 @@ async def test_protobuf_consumer_echoes_typed_messages_and_answers_pings():
         ({"text_data": "hello"}, 1003),
         ({"bytes_data": b"\xff\xff\xff"}, 1007),
         ({"bytes_data": Envelope(kind=Envelope.DATA, payload=b"\xff").SerializeToString()}, 1007),
-        ({"bytes_data": b"\x08\x09"}, 1007),  # kind 9: unknown
+        ({"bytes_data": b"\x08\x7f"}, 1007),  # kind 127: unknown
+        ({"bytes_data": b"\x08\x08"}, 1007),  # subscribe, to a consumer without topics
     ],
 )
 async def test_protobuf_consumer_closes_bad_frames_with_documented_codes(frame, code):
