@@ -110,7 +110,7 @@ CHANNELS_TUNING = {
     "RATE_BURST": 40,
     # Rooms keep their last 500 messages for an hour: a page that reconnects gets what
     # it missed (kept in Redis across server restarts; in memory without Redis).
-    "HISTORY": {"chat.*": {"size": 500, "ttl": 3600}},
+    "HISTORY": {"chat.*": {"size": 500, "ttl": 3600}, "ticker": {"size": 10, "ttl": 3600}},
     # Who is in each room, with join/leave events for the page's "online" list.
     "PRESENCE": {"chat.*": {"events": True}},
     # A user who logs out is disconnected on every server (channels_tuning.users).

@@ -36,7 +36,7 @@ from channels_tuning.observability.gctuning import monitor
 from channels_tuning.observability.snapshot import compat_status
 from channels_tuning.runtime import counters as stats
 from channels_tuning.runtime.registry import registry
-from example_project.chat.consumers import EchoConsumer
+from example_project.chat.consumers import DashboardConsumer, EchoConsumer
 from example_project.chat.routing import websocket_urlpatterns
 
 # GC pauses are measured for plain Channels consumers too (benchmarks/gc_pause.py).
@@ -182,6 +182,12 @@ class BurstConsumer(TunedWebsocketConsumer):
     async def receive(self, text_data=None, bytes_data=None):
         for i in range(int(text_data)):
             await self.send(text_data=f"{i:06d}" + "x" * 1018, coalesce_key=i % 3)
+
+
+class QuickDashboardConsumer(DashboardConsumer):
+    """The example's dashboard, asking about held subscriptions every second."""
+
+    authorization_ttl = 1.0
 
 
 def readme_quickstart_consumer() -> type:
@@ -333,6 +339,7 @@ websocket_router = TunedURLRouter(
         re_path(r"^ws/plain-group/(?P<group>[\w.-]+)/$", PlainGroupConsumer.as_asgi()),
         re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
         re_path(r"^ws/readme-chat/$", ReadmeChatConsumer.as_asgi()),
+        re_path(r"^ws/dashboard-quick/$", QuickDashboardConsumer.as_asgi()),
     ]
 )
 

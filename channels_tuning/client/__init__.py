@@ -36,6 +36,11 @@ passed on like any message (and to ``on_recovery``): messages were lost for good
 the application should reload its state (counted in ``gaps`` when the client had a
 position). Needs a codec (``"json"`` or a Codec): raw frames are not read.
 
+Topics (a consumer's ``topics`` table, :mod:`channels_tuning.client.subscriptions`):
+``await client.subscribe("ticker")`` returns once subscribed, raises
+``SubscriptionRefused`` with the server's reason, and is asked again with the
+client's position after every reconnect.
+
 The browser client (``static/channels_tuning/client.js``) behaves the same way.
 """
 
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 from .backoff import DO_NOT_RECONNECT, TRY_LATER, Backoff, reconnect_delay
 from .reconnecting import PERMANENT_REFUSALS, ReconnectingClient
+from .subscriptions import Subscription, SubscriptionRefused
 
 __all__ = [
     "DO_NOT_RECONNECT",
@@ -50,5 +56,7 @@ __all__ = [
     "TRY_LATER",
     "Backoff",
     "ReconnectingClient",
+    "Subscription",
+    "SubscriptionRefused",
     "reconnect_delay",
 ]

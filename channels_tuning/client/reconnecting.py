@@ -25,6 +25,7 @@ from ..wire.subprotocol import SUBPROTOCOL
 from .backoff import Backoff, reconnect_delay
 from .credentials import TokenCredentials, TokenSource
 from .positions import TopicPositions
+from .subscriptions import TopicSubscriptions
 
 logger = logging.getLogger("channels_tuning.client")
 
@@ -39,7 +40,7 @@ def _refusal_status(error: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-class ReconnectingClient(TokenCredentials, TopicPositions):
+class ReconnectingClient(TokenCredentials, TopicPositions, TopicSubscriptions):
     """A WebSocket client that stays connected.
 
     A handshake refused ``max_refusals`` times in a row with a status in
@@ -52,7 +53,8 @@ class ReconnectingClient(TokenCredentials, TopicPositions):
 
     Callbacks (plain functions or coroutines): ``on_open()``, ``on_message(message)``,
     ``on_reconnecting(delay, attempt, code)``, ``on_close(code, reason)`` (the client
-    has stopped). Received messages also go to ``async for message in client``
+    has stopped), ``on_unsubscribed(topic, reason)`` (the server ended a subscription:
+    :meth:`subscribe`). Received messages also go to ``async for message in client``
     (a queue of at most ``max_received``; beyond that the oldest are dropped and
     counted in ``received_dropped``), unless ``on_message`` is set.
     """
@@ -83,6 +85,7 @@ class ReconnectingClient(TokenCredentials, TopicPositions):
         headers: dict[str, str] | None = None,
         token: TokenSource = None,
         refresh_margin: float = 30.0,
+        on_unsubscribed: Callable[[str, str], Any] | None = None,
     ) -> None:
         self.url = url
         #: A token (or a function giving a fresh one): client/credentials.py.
@@ -127,6 +130,8 @@ class ReconnectingClient(TokenCredentials, TopicPositions):
         #: Times numbered messages were lost for good (``recovered`` false after the
         #: client had a position, or an offset that jumped).
         self.gaps = 0
+        #: Topics (client/subscriptions.py): subscribe(), on_unsubscribed(topic, reason).
+        self._init_subscriptions(on_unsubscribed)
 
     # ---------------------------------------------------------------- control
 
@@ -270,6 +275,7 @@ class ReconnectingClient(TokenCredentials, TopicPositions):
         self.state = "open"
         self._opened.set()
         await self._flush_outbox(ws)
+        self._resubscribe()
         await self._call(self.on_open)
         try:
             await self._read(ws)
@@ -300,10 +306,19 @@ class ReconnectingClient(TokenCredentials, TopicPositions):
                     await ws.send(PONG_TEXT)
                 elif frame == PING_BYTES:
                     await ws.send(PONG_BYTES)
-                elif not self._credentials_frame(ws, frame):
+                elif not self._credentials_frame(ws, frame) and not await self._answered(frame):
                     await self._deliver(ws, frame)
         except websockets.ConnectionClosed:
             return
+
+    async def _answered(self, frame: str | bytes) -> bool:
+        """True if ``frame`` answered a subscribe request (or ended a subscription)."""
+        answer = self._topic_answer(frame)
+        if answer is None:
+            return False
+        if self.recover and answer.get("id"):
+            self._track(answer)  # a position comes with subscribed
+        return await self._handle_answer(answer)
 
     async def _deliver(self, ws: Any, frame: str | bytes) -> None:
         try:
@@ -319,6 +334,10 @@ class ReconnectingClient(TokenCredentials, TopicPositions):
             if message.kind == "pong":
                 return
         if self.recover and not self._track(message):
+            return
+        subscription = self._subscription_for(message)
+        if subscription is not None:
+            await self._call(subscription.on_message, message)
             return
         if self.on_message is not None:
             await self._call(self.on_message, message)

@@ -91,6 +91,7 @@ class GroupStreams:
         "read",
         "replies",
         "requests",
+        "starts",
         "streams",
         "waiting",
     )
@@ -112,6 +113,9 @@ class GroupStreams:
         self.latest: dict[str, int] = {}
         #: The id of the client's subscribe request, by topic (answered by subscribed).
         self.replies: dict[str, int] = {}
+        #: Cache mode: the offset after which the latest messages follow, by topic (the
+        #: client has nothing yet: subscribed says it stands there, not at the top).
+        self.starts: dict[str, int] = {}
         self.streams: dict[str, GroupStream] = {}
         #: Where each joining group stood when read (None: unreadable), until announced.
         self.read: dict[str, Recovery | None] = {}
@@ -137,6 +141,7 @@ class GroupStreams:
                 # Cache mode: "recover" from `latest` before the top (one more read).
                 top = await self.history.recover(group, None, policy)
                 since = StreamPosition(top.epoch, max(0, top.offset - latest))
+                self.starts[group] = since.offset
             recovery = await self.history.recover(group, since, policy)
         except Exception as error:
             # Redis away: live messages go on; the first one starts a new epoch for
@@ -154,6 +159,7 @@ class GroupStreams:
         self.read.pop(group, None)
         self.replies.pop(group, None)
         self.latest.pop(group, None)
+        self.starts.pop(group, None)
 
     def joined(self, group: str, send: Send, room: Room) -> None:
         """After the membership is added: tell the client now, or at accept (frames
@@ -181,10 +187,11 @@ class GroupStreams:
             self._release(group, stream, "", 0, send)  # the history could not be read
             return
         epoch = recovery.epoch
+        start = self.starts.pop(group, None)
         send(
             subscribed_frame(
                 group,
-                recovery.offset,
+                recovery.offset if start is None or not recovery.recovered else start,
                 epoch,
                 recovery.recovered,
                 binary=self.binary,

@@ -1,6 +1,8 @@
-"""The demo's consumers: a chat room per URL, and an echo endpoint."""
+"""The demo's consumers: a chat room per URL, a dashboard of topics, an echo endpoint."""
 
-from channels_tuning import CloseCode, TunedJsonWebsocketConsumer, TunedWebsocketConsumer
+from channels.db import database_sync_to_async
+
+from channels_tuning import CloseCode, Topic, TunedJsonWebsocketConsumer, TunedWebsocketConsumer
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers.presence import presence_policy
 from channels_tuning.presence import presence
@@ -35,6 +37,38 @@ class ChatConsumer(TunedJsonWebsocketConsumer):
         text = str(content.get("message", ""))[:1000]
         # Encoded once here; every member's process queues the same frame.
         await broadcast(self.room_group, {"type": "message", "message": text})
+
+
+class DashboardConsumer(TunedJsonWebsocketConsumer):
+    """One socket, many topics: the client subscribes to what it shows.
+
+    - ``ticker``: public, with the latest price sent on subscribe (cache mode: the
+      ``HISTORY`` of ``ticker`` in the settings keeps it);
+    - ``user.<pk>``: a user's private notices, to that user only;
+    - ``desk.<name>``: a team's feed, to members of the Django group ``desk-<name>``
+      (asked again every ``authorization_ttl`` seconds: a user removed from the group
+      is unsubscribed within a minute, or at once with ``unsubscribe_user()``).
+    """
+
+    topics = [
+        Topic("ticker", public=True, cache=1),
+        Topic("user.{user_id}"),
+        Topic("desk.{name}"),
+    ]
+    max_subscriptions = 20
+
+    async def can_subscribe(self, user, scope, topic):
+        if topic.topic.public:
+            return True
+        if user is None or not user.is_authenticated:
+            return "login required"
+        if topic.topic.pattern == "user.{user_id}":
+            return topic.args["user_id"] == str(user.pk)
+        return await database_sync_to_async(_in_group)(user, f"desk-{topic.args['name']}")
+
+
+def _in_group(user, name):
+    return user.groups.filter(name=name).exists()
 
 
 class EchoConsumer(TunedWebsocketConsumer):

@@ -11,7 +11,7 @@ import urllib.request
 
 import websockets
 
-from tests.support.processes import migrate, run_django
+from tests.support.processes import migrate, run_django, user_with_session
 from tests.support.waiting import recv_data
 
 APPLICATION = "tests.e2e_asgi:application_behind_auth"
@@ -26,22 +26,6 @@ def start_two(daphne_factory, tmp_path, redis) -> list:
     ]
     migrate(servers[0].env)
     return servers
-
-
-def user_with_session(env: dict[str, str], name: str) -> tuple[int, str]:
-    """A user in the database and a logged-in session of theirs: (pk, session key)."""
-    out = run_django(
-        env,
-        "from django.contrib.auth.models import User\n"
-        "from django.contrib.sessions.backends.db import SessionStore\n"
-        f"u = User.objects.create_user({name!r})\n"
-        "s = SessionStore(); s['_auth_user_id'] = str(u.pk)\n"
-        "s['_auth_user_backend'] = 'django.contrib.auth.backends.ModelBackend'\n"
-        "s['_auth_user_hash'] = u.get_session_auth_hash(); s.create()\n"
-        "print(u.pk, s.session_key)",
-    )
-    pk, session = out.split()
-    return int(pk), session
 
 
 def tab(server, session: str):

@@ -293,6 +293,22 @@ def run_django(env: dict[str, str], code: str, *args: str) -> str:
     return result.stdout.strip()
 
 
+def user_with_session(env: dict[str, str], name: str) -> tuple[int, str]:
+    """A user in the database and a logged-in session of theirs: (pk, session key)."""
+    out = run_django(
+        env,
+        "from django.contrib.auth.models import User\n"
+        "from django.contrib.sessions.backends.db import SessionStore\n"
+        f"u = User.objects.create_user({name!r})\n"
+        "s = SessionStore(); s['_auth_user_id'] = str(u.pk)\n"
+        "s['_auth_user_backend'] = 'django.contrib.auth.backends.ModelBackend'\n"
+        "s['_auth_user_hash'] = u.get_session_auth_hash(); s.create()\n"
+        "print(u.pk, s.session_key)",
+    )
+    pk, session = out.split()
+    return int(pk), session
+
+
 def run_wsstats(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """``manage.py wsstats`` of the example project, with a server's environment."""
     return subprocess.run(

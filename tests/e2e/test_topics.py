@@ -1,0 +1,230 @@
+"""Topics over one socket, end to end: the example's dashboard consumer on two
+channels-tuning-daphne processes sharing a redis-server, users and Django groups in
+the example's SQLite database (sessions through Channels' AuthMiddlewareStack), the
+package's Python client; broadcasts, revocations and unsubscribe_user() from other
+processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+
+import websockets
+from django.conf import settings
+from django.test import override_settings
+
+from channels_tuning.broadcast import broadcast
+from channels_tuning.client import Backoff, ReconnectingClient, SubscriptionRefused
+from channels_tuning.layers import RedisChannelLayer
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
+from tests.support.processes import migrate, run_django, start_daphne, user_with_session
+from tests.support.waiting import wait_until
+
+APPLICATION = "tests.e2e_asgi:application_behind_auth"
+HISTORY = {
+    "HISTORY": {
+        "ticker": {"size": 10, "ttl": 600},
+        "user.*": {"size": 50, "ttl": 600},
+        "desk.*": {"size": 50, "ttl": 600},
+    }
+}
+TUNING = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None, **HISTORY}
+
+
+def add_to_group(env, username: str, group: str, add: bool = True) -> None:
+    run_django(
+        env,
+        "from django.contrib.auth.models import Group, User\n"
+        f"g, _ = Group.objects.get_or_create(name={group!r})\n"
+        f"u = User.objects.get(username={username!r})\n"
+        f"u.groups.{'add' if add else 'remove'}(g)",
+    )
+
+
+def client(server, session: str, **options) -> ReconnectingClient:
+    return ReconnectingClient(
+        server.ws("/ws/dashboard-quick/"),
+        codec="json",
+        origin=f"http://127.0.0.1:{server.port}",
+        headers={"Cookie": f"sessionid={session}"},
+        backoff=Backoff(initial_delay=0.1, max_delay=0.5),
+        **options,
+    )
+
+
+async def next_data(queue: asyncio.Queue, timeout: float = 5.0) -> dict:
+    return await asyncio.wait_for(queue.get(), timeout)
+
+
+async def test_a_dashboard_subscribes_recovers_and_loses_revoked_topics(tmp_path, redis_server):
+    db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "topics-test"}
+    common = {"tuned": True, "redis": redis_server, "tuning": TUNING, "application": APPLICATION}
+    servers = [start_daphne(tmp_path, **common, **db) for _ in range(2)]
+    env = servers[0].env
+    migrate(env)
+    alice, alice_session = user_with_session(env, "alice")
+    bob, bob_session = user_with_session(env, "bob")
+    add_to_group(env, "alice", "desk-ops")
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    received: asyncio.Queue = asyncio.Queue()
+    ended: list[tuple[str, str, float]] = []
+    alice_client = client(
+        servers[0],
+        alice_session,
+        on_message=received.put_nowait,
+        on_unsubscribed=lambda topic, reason: ended.append((topic, reason, time.time())),
+    )
+    bob_client = client(servers[1], bob_session)
+    try:
+        with override_settings(CHANNELS_TUNING={**settings.CHANNELS_TUNING, **HISTORY}):
+            for price in (10, 11, 12):
+                await broadcast("ticker", {"px": price}, layer=layer)
+            alice_client.start()
+            bob_client.start()
+            await alice_client.wait_open(10)
+            await bob_client.wait_open(10)
+
+            # Three topics over one socket; the ticker in cache mode: its latest price.
+            await alice_client.subscribe("ticker")
+            assert await next_data(received) == {
+                "kind": "data",
+                "topic": "ticker",
+                "offset": 3,
+                "epoch": alice_client.positions["ticker"].epoch,
+                "data": {"px": 12},
+            }
+            await alice_client.subscribe(f"user.{alice}")
+            await alice_client.subscribe("desk.ops")
+            refusals = {}
+            for topic in (f"user.{bob}", "admin.all"):
+                try:
+                    await alice_client.subscribe(topic)
+                except SubscriptionRefused as refused:
+                    refusals[topic] = refused.reason
+            assert refusals == {f"user.{bob}": "forbidden", "admin.all": "unknown_topic"}
+            try:
+                await bob_client.subscribe("desk.ops")
+            except SubscriptionRefused as refused:
+                assert refused.reason == "forbidden"
+            else:
+                raise AssertionError("bob is not in desk-ops")
+            await bob_client.subscribe("ticker")
+
+            for topic in ("ticker", f"user.{alice}", "desk.ops"):
+                await broadcast(topic, {"live": topic}, layer=layer)
+            live = [await next_data(received) for _ in range(3)]
+            assert {m["topic"]: m["data"] for m in live} == {
+                "ticker": {"live": "ticker"},
+                f"user.{alice}": {"live": f"user.{alice}"},
+                "desk.ops": {"live": "desk.ops"},
+            }
+
+            # Alice's server dies; what is broadcast meanwhile reaches her after the
+            # restart, once per topic, in order, through her resubscriptions.
+            os.kill(servers[0].pid, signal.SIGKILL)
+            killed_at = time.time()
+            servers[0].proc.wait(10)
+            for topic in ("ticker", f"user.{alice}", "desk.ops"):
+                for n in (1, 2):
+                    await broadcast(topic, {"missed": n}, layer=layer)
+            servers[0] = start_daphne(tmp_path, **common, **db, port=servers[0].port)
+            recovered = [await next_data(received, 20) for _ in range(6)]
+            by_topic: dict = {}
+            for message in recovered:
+                by_topic.setdefault(message["topic"], []).append(message["data"])
+            assert by_topic == {
+                topic: [{"missed": 1}, {"missed": 2}]
+                for topic in ("ticker", f"user.{alice}", "desk.ops")
+            }
+            assert alice_client.duplicates == 0 and alice_client.gaps == 0
+            await wait_until(lambda: len(alice_client.subscriptions) == 3)
+            assert all(s.state == "subscribed" for s in alice_client.subscriptions.values())
+
+            # Removed from the group in the database: unsubscribed within the
+            # consumer's authorization_ttl (1 s here), rounded up to the scheduler's tick.
+            removed_at = time.time()
+            add_to_group(env, "alice", "desk-ops", add=False)
+            await wait_until(lambda: ended, timeout=5)
+            (topic, reason, at) = ended.pop()
+            print(f"revoked in the database: unsubscribed {at - removed_at:.2f} s later")
+            assert (topic, reason) == ("desk.ops", "forbidden")
+            assert at - removed_at < 1.0 + 1.0 + 1.5  # ttl + tick + the removal's process
+
+            # unsubscribe_user() from a third process: every connection of the user.
+            # The killed server's memberships count as receivers until its liveness
+            # key expires (5 s after the kill); then the send finds them gone.
+            await asyncio.sleep(max(0.0, killed_at + 6 - time.time()))
+            out = run_django(
+                env,
+                "import asyncio\nfrom channels_tuning.users import unsubscribe_user\n"
+                f"print(asyncio.run(unsubscribe_user({alice}, 'ticker')).delivered)",
+            )
+            assert out == "1"
+            await wait_until(lambda: ended, timeout=5)
+            assert ended.pop()[:2] == ("ticker", "revoked")
+            assert set(alice_client.subscriptions) == {f"user.{alice}"}
+            await broadcast("ticker", {"px": 13}, layer=layer)
+            await broadcast(f"user.{alice}", {"still": True}, layer=layer)
+            assert (await next_data(received))["data"] == {"still": True}
+    finally:
+        await alice_client.close()
+        await bob_client.close()
+        await layer.close_pools()
+        for server in servers:
+            server.proc.kill()
+            server.proc.wait(10)
+
+
+async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne_factory):
+    server = daphne_factory(tuned=True, tuning={"RATE_LIMIT": None, **HISTORY})
+    url = server.ws("/ws/dashboard-quick/")
+    origin = f"http://127.0.0.1:{server.port}"
+
+    def ask(id, topic):
+        return json.dumps({"type": "ct.subscribe", "id": id, "topic": topic})
+
+    # 10 000 topic names, sent as fast as the client can: answered while within the
+    # request rate (burst 50, 10/s), then closed with 1008.
+    async with websockets.connect(url, subprotocols=[SUBPROTOCOL], origin=origin) as ws:
+        for n in range(1, 10_001):
+            try:
+                await ws.send(ask(n, f"desk.room{n}"))
+            except websockets.ConnectionClosed:
+                break
+        answers = []
+        try:
+            while True:
+                answers.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+        except websockets.ConnectionClosed:
+            pass
+        assert ws.close_code == 1008
+    assert {a["error"] for a in answers} == {"login required"}
+    assert 50 <= len(answers) <= 60
+    # Malformed requests: 1008 each.
+    for frame in (
+        '{"type":"ct.subscribe","id":"x","topic":"ticker"}',
+        '{"type":"ct.subscribe","id":1}',
+    ):
+        async with websockets.connect(url, subprotocols=[SUBPROTOCOL], origin=origin) as ws:
+            await ws.send(frame)
+            await ws.wait_closed()
+            assert ws.close_code == 1008
+    # An anonymous client: public topics yes, private ones no.
+    async with websockets.connect(url, subprotocols=[SUBPROTOCOL], origin=origin) as ws:
+        await ws.send(ask(1, "user.1"))
+        assert json.loads(await ws.recv())["error"] == "login required"
+        await ws.send(ask(2, "ticker"))
+        assert json.loads(await ws.recv())["kind"] == "subscribed"
+    counters = server.stats()["counters"]["channels_tuning_topic_requests_total"]
+    print("topic requests counted:", counters)
+    assert counters["consumer=QuickDashboardConsumer,outcome=flood"] == 1
+    assert counters["consumer=QuickDashboardConsumer,outcome=malformed"] == 2
+    assert counters["consumer=QuickDashboardConsumer,outcome=subscribed"] == 1
+    # can_subscribe's own reasons ("login required") are counted as forbidden.
+    assert counters["consumer=QuickDashboardConsumer,outcome=forbidden"] == len(answers) + 1
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    assert 1 <= log.count("topic request refused") <= 10  # a line a second at most
