@@ -3,6 +3,9 @@
 import type { Envelope, EnvelopeFields } from "./envelope.js";
 export { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.js";
 export type { Envelope, EnvelopeFields } from "./envelope.js";
+import type { SubscribeOptions, Subscription, Subscriptions, UnsubscribedDetail } from "./subscriptions.js";
+export { SubscriptionRefused } from "./subscriptions.js";
+export type { SubscribeOptions, Subscription, UnsubscribedDetail } from "./subscriptions.js";
 
 export declare const PING_TEXT: string;
 export declare const PONG_TEXT: string;
@@ -77,6 +80,7 @@ export interface ChannelsTuningClientEventMap {
   subscribed: ClientEvent<RecoveryDetail>;
   recovery: ClientEvent<RecoveryDetail>;
   presence: ClientEvent<PresenceDetail>;
+  unsubscribed: ClientEvent<UnsubscribedDetail>;
   reconnecting: ClientEvent<ReconnectingDetail>;
   close: ClientEvent<CloseDetail>;
   state: ClientEvent<ClientState>;
@@ -114,6 +118,12 @@ export declare class ChannelsTuningClient extends EventTarget {
   /** Sends now (true) or queues until connected (false). For "protobuf", `message` is the serialized payload. */
   send(message: unknown, envelope?: Omit<EnvelopeFields, "payload">): boolean;
   close(code?: number, reason?: string): void;
+  /** Topics held or being asked for. */
+  readonly subscriptions: Subscriptions;
+  /** Resolves once the server said "subscribed"; rejects with SubscriptionRefused. Asked
+   * again, with the client's position, after every reconnect. */
+  subscribe(topic: string, options?: SubscribeOptions): Promise<Subscription>;
+  unsubscribe(topic: string, options?: { timeout?: number }): Promise<void>;
   addEventListener<K extends keyof ChannelsTuningClientEventMap>(
     type: K, listener: (event: ChannelsTuningClientEventMap[K]) => void, options?: boolean | AddEventListenerOptions,
   ): void;

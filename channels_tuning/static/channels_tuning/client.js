@@ -31,19 +31,24 @@
 //   event) means messages were lost for good: reload the state. Off with `recover: false`.
 // - Tokens (`token`, `refreshMargin`): offered in the handshake and refreshed before
 //   they expire; see credentials.js.
+// - Topics: `await client.subscribe(topic)` resolves once subscribed, rejects with
+//   SubscriptionRefused (its `reason`), is asked again after every reconnect; an
+//   "unsubscribed" event when the server ends one; see subscriptions.js.
 // Events: "open", "message" (detail: the message; with codec "json", a numbered
 // message of a group with history is unwrapped: detail is its data, and the event's
 // `topic`, `offset` and `epoch` say where it stands), "subscribed" and "recovery"
 // (detail: {topic, recovered, offset, epoch}), "presence" (detail: {topic, joined,
-// left}), "reconnecting" (detail: {delay, attempt, code}), "close" (detail: {code,
-// reason, willReconnect}), "state".
+// left}), "unsubscribed" (detail: {topic, reason}), "reconnecting" (detail: {delay,
+// attempt, code}), "close" (detail: {code, reason, willReconnect}), "state".
 
 import { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.js";
 import { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY } from "./reconnect_policy.js";
 import { currentToken, refreshDelay, refreshFrame, TOKEN_EXPIRED, tokenAnnouncement, tokenProtocols } from "./credentials.js";
+import { SubscriptionRefused, Subscriptions } from "./subscriptions.js";
 
 export { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError };
 export { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY };
+export { SubscriptionRefused };
 
 export const PING_TEXT = '{"type":"ct.ping"}';
 export const PONG_TEXT = '{"type":"ct.pong"}';
@@ -145,6 +150,7 @@ export class ChannelsTuningClient extends EventTarget {
     this.refreshes = 0; // token refreshes sent
     this.refreshFailures = 0; // refreshes whose token function failed
     this.positions = new Map(); // topic -> {epoch, offset}: what the client has
+    this.subscriptions = new Subscriptions(this); // topics asked for (subscriptions.js)
     this.outbox = [];
     this.nextRetryAt = null; // epoch ms of the next attempt while reconnecting
     this._ws = null;
@@ -180,6 +186,17 @@ export class ChannelsTuningClient extends EventTarget {
     }
     this.outbox.push(frame);
     return false;
+  }
+
+  /** Subscribe to `topic`: resolves once the server said "subscribed", rejects with
+   * SubscriptionRefused. Options: params, onMessage(detail, event), timeout (ms). */
+  subscribe(topic, options = {}) {
+    return this.subscriptions.subscribe(topic, options);
+  }
+
+  /** End the subscription to `topic`. */
+  unsubscribe(topic, options = {}) {
+    return this.subscriptions.unsubscribe(topic, options);
   }
 
   /** Close and stop reconnecting. */
@@ -244,6 +261,7 @@ export class ChannelsTuningClient extends EventTarget {
       this._setState("open");
       this._armDeadTimer();
       while (this.outbox.length && this._ws === ws) ws.send(this.outbox.shift());
+      this.subscriptions.opened(ws);
       emit(this, "open", { connections: this.connections });
     };
     ws.onmessage = (event) => {
@@ -305,6 +323,12 @@ export class ChannelsTuningClient extends EventTarget {
       }
       if (message.kind === "pong") return;
     }
+    if (this.subscriptions.answer(message)) {
+      // An answer to the client's own request; a position comes with "subscribed".
+      const position = positionOf(message);
+      if (position !== null && this.options.recover) this._track(position);
+      return;
+    }
     if (message !== null && typeof message === "object" && message.kind === "presence") {
       const { joined = [], left = [] } = message.data ?? message;
       emit(this, "presence", { topic: message.topic, joined, left });
@@ -319,11 +343,25 @@ export class ChannelsTuningClient extends EventTarget {
         return;
       }
       if (codec === "json") {
-        emit(this, "message", message.data, { topic, offset, epoch });
+        this._topicMessage(message.data, { topic, offset, epoch });
         return;
       }
+    } else if (codec === "json" && message?.kind === "data" && this.subscriptions.held.has(message.topic)) {
+      this._topicMessage(message.data, { topic: message.topic }); // a topic without history
+      return;
     }
+    const handler = this.subscriptions.handler(message?.topic);
+    if (handler) handler(message, { topic: message.topic });
     emit(this, "message", message);
+  }
+
+  _topicMessage(detail, where) {
+    this.subscriptions.handler(where.topic)?.(detail, where);
+    emit(this, "message", detail, where);
+  }
+
+  _emit(type, detail, extra = undefined) {
+    emit(this, type, detail, extra);
   }
 
   /** Remember a topic's position, most recent last; at most MAX_RECOVER_REQUESTS

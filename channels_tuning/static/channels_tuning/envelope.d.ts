@@ -1,7 +1,12 @@
 // Type declarations for envelope.js (channels_tuning/wire/proto/envelope.proto).
 
-export declare const Kind: Readonly<{ DATA: 1; PING: 2; PONG: 3; ACK: 4; ERROR: 5; SUBSCRIBED: 6; PRESENCE: 7 }>;
-export type KindName = "data" | "ping" | "pong" | "ack" | "error" | "subscribed" | "presence";
+export declare const Kind: Readonly<{
+  DATA: 1; PING: 2; PONG: 3; ACK: 4; ERROR: 5; SUBSCRIBED: 6; PRESENCE: 7;
+  SUBSCRIBE: 8; UNSUBSCRIBE: 9; UNSUBSCRIBED: 10;
+}>;
+export type KindName =
+  | "data" | "ping" | "pong" | "ack" | "error" | "subscribed" | "presence"
+  | "subscribe" | "unsubscribe" | "unsubscribed";
 
 export interface EnvelopeFields {
   kind?: KindName | number;

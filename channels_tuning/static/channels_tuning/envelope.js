@@ -4,7 +4,10 @@
 // number order, defaults omitted), and `kind` is always written, so a frame is never
 // empty and never starts with 0x00 (the heartbeat frames 00 09 / 00 0a).
 
-export const Kind = Object.freeze({ DATA: 1, PING: 2, PONG: 3, ACK: 4, ERROR: 5, SUBSCRIBED: 6, PRESENCE: 7 });
+export const Kind = Object.freeze({
+  DATA: 1, PING: 2, PONG: 3, ACK: 4, ERROR: 5, SUBSCRIBED: 6, PRESENCE: 7,
+  SUBSCRIBE: 8, UNSUBSCRIBE: 9, UNSUBSCRIBED: 10,
+});
 const KIND_NAMES = new Map(Object.entries(Kind).map(([name, n]) => [n, name.toLowerCase()]));
 
 export class EnvelopeDecodeError extends Error {

@@ -1,0 +1,121 @@
+// Topics in the browser client, with a scripted WebSocket (node --test). The real
+// browser, server and Redis are exercised in tests/e2e/test_topics.py.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import {
+  ChannelsTuningClient, decodeEnvelope, encodeEnvelope, SubscriptionRefused,
+} from "../../channels_tuning/static/channels_tuning/client.js";
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+function fakeSocketClass() {
+  const sockets = [];
+  class FakeWebSocket {
+    constructor(url, protocols) {
+      this.url = url;
+      this.protocols = protocols;
+      this.sent = [];
+      sockets.push(this);
+      queueMicrotask(() => this.onopen?.());
+    }
+    send(data) { this.sent.push(data); }
+    close() {}
+    receive(data) { this.onmessage?.({ data }); }
+    serverClose(code, reason = "") { this.onclose?.({ code, reason }); }
+    requests() { return this.sent.map((frame) => JSON.parse(frame)); }
+  }
+  return { FakeWebSocket, sockets };
+}
+
+const fast = { initialDelay: 5, factor: 2, maxDelay: 20, stableAfter: 1000, tryLaterDelay: 10 };
+
+test("subscribe resolves on subscribed, rejects with the reason, routes the topic's messages", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const client = new ChannelsTuningClient("ws://x/ws/dash/", { ...fast, codec: "json", WebSocket: FakeWebSocket });
+  const messages = [];
+  client.addEventListener("message", (e) => messages.push([e.topic, e.detail]));
+  const seen = [];
+  client.start();
+  const ticker = client.subscribe("ticker", { onMessage: (detail, where) => seen.push([where.topic, detail]) });
+  const secret = client.subscribe("user.8", { params: { why: 1 } });
+  await sleep(1);
+  const [first, second] = sockets[0].requests();
+  assert.deepEqual(first, { type: "ct.subscribe", topic: "ticker", id: 1 });
+  assert.deepEqual(second, { type: "ct.subscribe", topic: "user.8", params: { why: 1 }, id: 2 });
+  sockets[0].receive(JSON.stringify({ kind: "subscribed", topic: "ticker", id: 1 }));
+  sockets[0].receive(JSON.stringify({ kind: "error", topic: "user.8", id: 2, error: "forbidden" }));
+  assert.equal((await ticker).state, "subscribed");
+  await assert.rejects(secret, (error) => error instanceof SubscriptionRefused && error.reason === "forbidden");
+  sockets[0].receive(JSON.stringify({ kind: "data", topic: "ticker", data: { px: 1 } }));
+  sockets[0].receive(JSON.stringify({ kind: "data", topic: "ticker", offset: 3, epoch: "ab", data: { px: 2 } }));
+  assert.deepEqual(messages, [["ticker", { px: 1 }], ["ticker", { px: 2 }]]); // answers are no messages
+  assert.deepEqual(seen, messages);
+  assert.deepEqual([...client.subscriptions.held.keys()], ["ticker"]);
+  client.close();
+});
+
+test("held topics are asked for again after a reconnect, with the position the client has", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const client = new ChannelsTuningClient("ws://x/ws/dash/", { ...fast, codec: "json", WebSocket: FakeWebSocket });
+  const ended = [];
+  client.addEventListener("unsubscribed", (e) => ended.push(e.detail));
+  client.start();
+  const news = client.subscribe("news.world");
+  const desk = client.subscribe("desk.ops");
+  await sleep(1);
+  sockets[0].receive(JSON.stringify({ kind: "subscribed", topic: "news.world", id: 1, offset: 3, epoch: "ab", recovered: true }));
+  sockets[0].receive(JSON.stringify({ kind: "subscribed", topic: "desk.ops", id: 2 }));
+  await news;
+  await desk;
+  sockets[0].receive(JSON.stringify({ kind: "data", topic: "news.world", offset: 4, epoch: "ab", data: 4 }));
+  sockets[0].serverClose(1012);
+  await sleep(40);
+  const again = sockets[1].requests();
+  assert.deepEqual(again, [
+    { type: "ct.subscribe", topic: "news.world", since: { epoch: "ab", offset: 4 }, id: 3 },
+    { type: "ct.subscribe", topic: "desk.ops", id: 4 },
+  ]);
+  sockets[1].receive(JSON.stringify({ kind: "subscribed", topic: "news.world", id: 3, offset: 5, epoch: "ab", recovered: true }));
+  // Refused now (a permission revoked while away): ended, and said so.
+  sockets[1].receive(JSON.stringify({ kind: "error", topic: "desk.ops", id: 4, error: "forbidden" }));
+  await sleep(1);
+  assert.deepEqual(ended, [{ topic: "desk.ops", reason: "forbidden" }]);
+  // The server's own unsubscribed (no id): ended too.
+  sockets[1].receive(JSON.stringify({ kind: "unsubscribed", topic: "news.world", reason: "revoked" }));
+  assert.deepEqual(ended.at(-1), { topic: "news.world", reason: "revoked" });
+  assert.equal(client.subscriptions.held.size, 0);
+  client.close();
+});
+
+test("a request made while disconnected waits for the socket; unsubscribe is answered", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const client = new ChannelsTuningClient("ws://x/ws/dash/", { ...fast, codec: "json", WebSocket: FakeWebSocket });
+  const ticker = client.subscribe("ticker");
+  client.start();
+  await sleep(1);
+  assert.deepEqual(sockets[0].requests(), [{ type: "ct.subscribe", topic: "ticker", id: 1 }]);
+  sockets[0].receive(JSON.stringify({ kind: "subscribed", topic: "ticker", id: 1 }));
+  await ticker;
+  const leaving = client.unsubscribe("ticker");
+  assert.deepEqual(sockets[0].requests().at(-1), { type: "ct.unsubscribe", topic: "ticker", id: 2 });
+  sockets[0].receive(JSON.stringify({ kind: "unsubscribed", topic: "ticker", id: 2, reason: "client" }));
+  await leaving;
+  client.close();
+});
+
+test("protobuf: requests and answers are envelopes", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const client = new ChannelsTuningClient("ws://x/ws/dash/", { ...fast, codec: "protobuf", WebSocket: FakeWebSocket });
+  client.start();
+  await sleep(1);
+  const ticker = client.subscribe("ticker", { params: { a: 1 } });
+  const request = decodeEnvelope(sockets[0].sent[0]);
+  assert.equal(request.kind, "subscribe");
+  assert.equal(request.seq, 1);
+  assert.equal(request.topic, "ticker");
+  assert.deepEqual(JSON.parse(new TextDecoder().decode(request.payload)), { a: 1 });
+  sockets[0].receive(encodeEnvelope({ kind: "error", seq: 1, topic: "ticker", error: "too_many_subscriptions" }).buffer);
+  await assert.rejects(ticker, (error) => error.reason === "too_many_subscriptions");
+  client.close();
+});
