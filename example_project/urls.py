@@ -8,6 +8,7 @@ from example_project.chat import views
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("dashboard/", views.dashboard, name="dashboard"),
     # The package's staff-only live view of the server processes (needs a database for
     # staff users: DJANGO_DB_PATH; without one, everyone is anonymous and redirected).
     path("ws-stats/", include("channels_tuning.urls")),

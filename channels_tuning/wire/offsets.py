@@ -141,7 +141,7 @@ def subscribed_frame(
 ) -> dict[str, object]:
     """The ASGI message telling a client where ``group`` stands (see the module doc);
     with ``request_id``, also the answer to the client's subscribe request
-    (:mod:`.topics`)."""
+    (:mod:`channels_tuning.wire.topics`)."""
     if binary:
         envelope = Envelope(
             kind=Envelope.SUBSCRIBED,

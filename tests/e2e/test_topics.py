@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import time
 
+import pytest
 import websockets
 from django.conf import settings
 from django.test import override_settings
@@ -20,10 +22,12 @@ from channels_tuning.broadcast import broadcast
 from channels_tuning.client import Backoff, ReconnectingClient, SubscriptionRefused
 from channels_tuning.layers import RedisChannelLayer
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
-from tests.support.processes import migrate, run_django, start_daphne, user_with_session
+from tests.support.processes import REPO, migrate, run_django, start_daphne, user_with_session
 from tests.support.waiting import wait_until
 
 APPLICATION = "tests.e2e_asgi:application_behind_auth"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARTIFACTS = REPO / "test-artifacts"
 HISTORY = {
     "HISTORY": {
         "ticker": {"size": 10, "ttl": 600},
@@ -228,3 +232,76 @@ async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne
     log = server.log.read_text()
     assert "Traceback" not in log
     assert 1 <= log.count("topic request refused") <= 10  # a line a second at most
+
+
+@pytest.mark.slow
+async def test_the_example_dashboard_in_chromium(tmp_path, redis_server):
+    """The example's /dashboard/ page in headless Chromium, signed in: the ticker's
+    latest price on subscribe (cache mode), the user's own notices, a desk feed the
+    user's Django group allows, another refused with the reason, and a desk taken away
+    with unsubscribe_user() shown as ended; screenshots in test-artifacts/."""
+    from playwright.async_api import async_playwright, expect
+
+    db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "dashboard-test"}
+    server = start_daphne(
+        tmp_path, tuned=True, redis=redis_server, tuning=TUNING, application=APPLICATION, **db
+    )
+    env = server.env
+    migrate(env)
+    erin, session = user_with_session(env, "erin")
+    add_to_group(env, "erin", "desk-ops")
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    url = f"http://127.0.0.1:{server.port}/dashboard/"
+    try:
+        with override_settings(CHANNELS_TUNING={**settings.CHANNELS_TUNING, **HISTORY}):
+            for price in (101.5, 102.25):
+                await broadcast("ticker", {"px": price}, layer=layer)
+            async with async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+                try:
+                    context = await browser.new_context()
+                    root = f"http://127.0.0.1:{server.port}/"  # the socket's path too
+                    await context.add_cookies(
+                        [{"name": "sessionid", "value": session, "url": root}]
+                    )
+                    page = await context.new_page()
+                    await page.goto(url)
+                    await expect(page.locator("#price")).to_have_text("102.25", timeout=10_000)
+                    await expect(page.locator(f"#topic-user\\.{erin}")).to_contain_text(
+                        "subscribed"
+                    )
+                    for desk in ("ops", "finance"):
+                        await page.fill("#desk", desk)
+                        await page.click("#subscribe button")
+                    await expect(page.locator("#topic-desk\\.ops")).to_contain_text("subscribed")
+                    await expect(page.locator("#topic-desk\\.finance")).to_contain_text(
+                        "refused (forbidden)"
+                    )
+                    await broadcast("ticker", {"px": 103}, layer=layer)
+                    await broadcast(f"user.{erin}", {"notice": "export ready"}, layer=layer)
+                    await broadcast("desk.ops", {"text": "deploy at 15:00"}, layer=layer)
+                    await expect(page.locator("#price")).to_have_text("103")
+                    await expect(page.locator("#notices")).to_contain_text("export ready")
+                    await expect(page.locator("#feed")).to_contain_text("ops: deploy at 15:00")
+                    ARTIFACTS.mkdir(exist_ok=True)
+                    await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
+                    out = run_django(
+                        env,
+                        "import asyncio\nfrom channels_tuning.users import unsubscribe_user\n"
+                        f"print(asyncio.run(unsubscribe_user({erin}, 'desk.ops')).delivered)",
+                    )
+                    assert out == "1"
+                    await expect(page.locator("#topic-desk\\.ops")).to_contain_text(
+                        "ended by the server (revoked)"
+                    )
+                    await page.screenshot(
+                        path=str(ARTIFACTS / "dashboard-revoked.png"), full_page=True
+                    )
+                    ended = await page.evaluate("window.dashboard.ended")
+                    assert ended == [{"topic": "desk.ops", "reason": "revoked"}]
+                finally:
+                    await browser.close()
+    finally:
+        await layer.close_pools()
+        server.proc.kill()
+        server.proc.wait(10)
