@@ -26,12 +26,14 @@ django_asgi_app = get_asgi_application()
 
 from channels_tuning import (
     Lifespan,
+    Topic,
     TunedProtobufWebsocketConsumer,
     TunedURLRouter,
     TunedWebsocketConsumer,
 )
 from channels_tuning.addresses import client_address
 from channels_tuning.broadcast import broadcast
+from channels_tuning.core.tokens import TokenBucket
 from channels_tuning.observability.gctuning import monitor
 from channels_tuning.observability.snapshot import compat_status
 from channels_tuning.runtime import counters as stats
@@ -161,6 +163,44 @@ class PlainGroupConsumer(AsyncWebsocketConsumer):
 
     async def relay(self, event):
         await self.send(text_data=event["text"])
+
+
+class PlainTopicsConsumer(AsyncWebsocketConsumer):
+    """Plain Channels, for benchmarks/topics.py: the hand-rolled "one socket, many
+    streams" of Channels apps (no table, no authorization, no bounds), and a user's
+    group joined in connect() for send-to-user and disconnect-user by group_send."""
+
+    async def connect(self):
+        user = self.scope.get("user")
+        if user is not None and user.is_authenticated:
+            self.groups = [f"plainuser.{user.pk}"]
+            await self.channel_layer.group_add(self.groups[0], self.channel_name)
+        await self.accept()
+
+    async def receive(self, text_data=None, bytes_data=None):
+        request = json.loads(text_data)
+        topic = request["topic"]
+        if request["type"] == "subscribe":
+            await self.channel_layer.group_add(topic, self.channel_name)
+            answer = {"kind": "subscribed", "topic": topic, "id": request["id"]}
+        else:
+            await self.channel_layer.group_discard(topic, self.channel_name)
+            answer = {"kind": "unsubscribed", "topic": topic, "id": request["id"]}
+        await self.send(text_data=json.dumps(answer))
+
+    async def notify(self, event):
+        await self.send(text_data=event["text"])
+
+    async def force_disconnect(self, event):
+        await self.close(code=4003)
+
+
+class TunedTopicsConsumer(TunedWebsocketConsumer):
+    """The package's topics, for benchmarks/topics.py: public rows, no request rate."""
+
+    topics = [Topic("bench.{a}.{b}", public=True)]
+    subscribe_rate = TokenBucket(rate=1e9, burst=1e9)
+    max_subscriptions = 1000
 
 
 class SlowDisconnectConsumer(TunedWebsocketConsumer):
@@ -340,6 +380,8 @@ websocket_router = TunedURLRouter(
         re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
         re_path(r"^ws/readme-chat/$", ReadmeChatConsumer.as_asgi()),
         re_path(r"^ws/dashboard-quick/$", QuickDashboardConsumer.as_asgi()),
+        re_path(r"^ws/plain-topics/$", PlainTopicsConsumer.as_asgi()),
+        re_path(r"^ws/tuned-topics/$", TunedTopicsConsumer.as_asgi()),
     ]
 )
 
