@@ -24,6 +24,7 @@ class ChannelsTuningConfig(AppConfig):
 
         # Checks DISCONNECT_ON_LOGOUT at each logout (override_settings works).
         user_logged_out.connect(disconnect_on_logout, dispatch_uid="channels_tuning.logout")
+        self._watch_passwords()
         jobs.install()  # the scheduler's periodic jobs, run from its first connection
         tuning = project_settings()
         GROUP_LABELS.configure(bool(tuning["PROMETHEUS_GROUP_LABELS"]), tuning["GROUP_LABEL_LIMIT"])
@@ -40,3 +41,22 @@ class ChannelsTuningConfig(AppConfig):
 
             if multiprocess.enabled():
                 multiprocess.install(collector)
+
+    @staticmethod
+    def _watch_passwords() -> None:
+        """DISCONNECT_ON_PASSWORD_CHANGE's receivers, on the user model's saves (only
+        where django.contrib.auth is installed; each checks the setting per save)."""
+        from django.apps import apps
+        from django.conf import settings
+        from django.db.models.signals import post_save, pre_save
+
+        from .users import disconnect_on_password_change, remember_password
+
+        if not apps.is_installed("django.contrib.auth"):
+            return
+        model = settings.AUTH_USER_MODEL
+        pre_save.connect(remember_password, sender=model, dispatch_uid="channels_tuning.pw")
+        post_save.connect(
+            disconnect_on_password_change, sender=model, dispatch_uid="channels_tuning.pw"
+        )
+

@@ -48,6 +48,11 @@ DEFAULTS: Final[dict[str, Any]] = {
     # disconnect_user() of the user that logs out (Django's user_logged_out), on every
     # server: their open WebSockets do not outlive the session.
     "DISCONNECT_ON_LOGOUT": False,
+    # disconnect_user() of a user whose password hash changed when the user is saved
+    # (set_password() then save(), the admin, PasswordChangeView): one query per save
+    # of an existing user to read the stored hash. Sessions of other browsers end with
+    # Django's own session-hash check; this ends their open WebSockets too.
+    "DISCONNECT_ON_PASSWORD_CHANGE": False,
     # Resolution in seconds of the one per-process scheduler that drives
     # heartbeats, idle timeouts and lifetimes for every connection.
     "SCHEDULER_TICK": 1.0,

@@ -19,7 +19,8 @@ through the channel layer, with the delivery report of
 package's clients do not reconnect) unless told otherwise; the close is handled as
 the event arrives, ahead of the events waiting for the consumer's handlers. With
 ``DISCONNECT_ON_LOGOUT`` Django's ``user_logged_out`` calls it for the user who logs
-out (:mod:`channels_tuning.apps` connects the receiver).
+out, and with ``DISCONNECT_ON_PASSWORD_CHANGE`` a save of a user whose password hash
+changed does (:mod:`channels_tuning.apps` connects the receivers).
 
 What is guaranteed: what the layer guarantees for a group send (the tuned Redis
 layer: every process with a member is written to, or the report says which were
@@ -157,16 +158,41 @@ def disconnect_on_logout(sender: Any, request: Any = None, user: Any = None, **k
     """Receiver of Django's ``user_logged_out`` (with ``DISCONNECT_ON_LOGOUT``)."""
     if user is None or not project_settings()["DISCONNECT_ON_LOGOUT"]:
         return
-    user_id = user.pk
+    _disconnect_now_or_soon(user.pk, "logged out")
+
+
+#: The password a user had before a save, kept on the instance between the signals.
+_OLD_PASSWORD = "_channels_tuning_old_password"
+
+
+def remember_password(sender: Any, instance: Any, raw: bool = False, **kwargs: Any) -> None:
+    """``pre_save`` of the user model (with ``DISCONNECT_ON_PASSWORD_CHANGE``): the
+    stored password hash, one query per save of an existing user."""
+    if raw or instance.pk is None or not project_settings()["DISCONNECT_ON_PASSWORD_CHANGE"]:
+        return
+    stored = sender._default_manager.filter(pk=instance.pk).values_list("password", flat=True)
+    instance.__dict__[_OLD_PASSWORD] = stored.first()
+
+
+def disconnect_on_password_change(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """``post_save`` of the user model: a changed password hash disconnects the user's
+    connections on every server (those opened with the old password's session, and
+    any other: the user signs in again)."""
+    old = instance.__dict__.pop(_OLD_PASSWORD, None)
+    if old is not None and old != instance.password:
+        _disconnect_now_or_soon(instance.pk, "password changed")
+
+
+def _disconnect_now_or_soon(user_id: Any, reason: str) -> None:
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # a sync view (its own thread): wait for the report
         try:
-            async_to_sync(disconnect_user)(user_id, reason="logged out")
+            async_to_sync(disconnect_user)(user_id, reason=reason)
         except Exception as error:  # the layer is down: the logout itself goes on
             _logout_failed(error)
         return
-    task = loop.create_task(disconnect_user(user_id, reason="logged out"))
+    task = loop.create_task(disconnect_user(user_id, reason=reason))
     _pending.add(task)
     task.add_done_callback(_logout_done)
 
@@ -179,4 +205,4 @@ def _logout_done(task: asyncio.Task[Any]) -> None:
 
 def _logout_failed(error: BaseException | None) -> None:
     LAYER_ERRORS.inc((f"disconnect_user:{type(error).__name__}",))
-    _logout_log.log("channels_tuning: disconnect_user at logout failed: %r", error)
+    _logout_log.log("channels_tuning: disconnect_user at logout or password change failed: %r", error)

@@ -115,6 +115,8 @@ CHANNELS_TUNING = {
     "PRESENCE": {"chat.*": {"events": True}},
     # A user who logs out is disconnected on every server (channels_tuning.users).
     "DISCONNECT_ON_LOGOUT": True,
+    # ...and a user whose password changes (the other browsers' sessions end too).
+    "DISCONNECT_ON_PASSWORD_CHANGE": True,
 }
 if "METRICS_ALLOWED_ADDRESSES" in os.environ:  # /metrics: loopback and staff by default
     CHANNELS_TUNING["METRICS_ALLOWED_ADDRESSES"] = os.environ["METRICS_ALLOWED_ADDRESSES"].split(

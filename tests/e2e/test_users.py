@@ -150,3 +150,35 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
 
     def http_error_302(self, req, fp, code, msg, headers):
         return fp
+
+
+async def test_a_password_change_closes_the_users_websockets(
+    daphne_factory, tmp_path, redis_server
+):
+    """The example's DISCONNECT_ON_PASSWORD_CHANGE: set_password() and save() in another
+    process (a view, the admin) closes the user's tabs on both servers with 4003; a save
+    that leaves the password alone does not."""
+    servers = start_two(daphne_factory, tmp_path, redis_server)
+    env = servers[0].env
+    _, session = user_with_session(env, "frank")
+    tabs = [await tab(servers[0], session), await tab(servers[1], session)]
+    run_django(
+        env,
+        "from django.contrib.auth.models import User\n"
+        "u = User.objects.get(username='frank'); u.first_name = 'Frank'; u.save()",
+    )
+    await tabs[0].send("still in")
+    assert await recv_data(tabs[0]) == "still in"
+    watching = [asyncio.create_task(closed_with(ws, timeout=30)) for ws in tabs]
+    out = await asyncio.get_running_loop().run_in_executor(
+        None,
+        run_django,
+        env,
+        "import time\nfrom django.contrib.auth.models import User\n"
+        "u = User.objects.get(username='frank'); started = time.time()\n"
+        "u.set_password('a new one'); u.save(); print(started)",
+    )
+    closes = await asyncio.gather(*watching)
+    print(f"password change: tabs closed within {max(at for _, at in closes) - float(out):.3f} s")
+    assert [code for code, _ in closes] == [4003, 4003]
+    assert max(at for _, at in closes) - float(out) < 1.0
