@@ -17,10 +17,15 @@ channels-tuning-daphne and the tuned Redis layer. One redis-server, all on loopb
   disconnected in turn: server CPU per call (both servers, the closes and cleanup
   included), time until every tab is closed.
 
+With ``--memory``: ``--clients`` tuned connections each holding ``--per-client``
+subscriptions (the consumer's cap is 1000 here, 100 by default): server RSS and Redis
+memory per subscription, and the same after every connection closed.
+
 No ``websockets`` ceiling here: a bare websockets server has no groups, users or
 authorization to compare with.
 
     python -m benchmarks.topics [--clients 50] [--rounds 100] [--sends 300] [--users 100]
+    python -m benchmarks.topics --memory [--clients 200] [--per-client 100]
 """
 
 from __future__ import annotations
@@ -165,6 +170,56 @@ async def disconnects(servers, env, tuned: bool, users: int, layer) -> dict:
     return {"µs CPU/call": (cpu() - cpu_before) / users * 1e6, "all closed s": elapsed}
 
 
+async def memory(args: argparse.Namespace) -> None:
+    tmp = Path(tempfile.mkdtemp(prefix="ct-topics-"))
+    redis = start_redis(tmp)
+    server = start_daphne(tmp, tuned=True, redis=redis, tuning=QUIET)
+
+    def redis_memory() -> int:
+        info = redis.cli("INFO", "memory")
+        return int(
+            next(line for line in info.splitlines() if line.startswith("used_memory:")).split(":")[
+                1
+            ]
+        )
+
+    try:
+        await asyncio.sleep(1.0)
+        rss, used = server.rss_kb(), redis_memory()
+        for round in (1, 2):  # the second: is what the first left reused, or more kept?
+            sockets = [
+                await connect(server, "/ws/tuned-topics/", tuned=True) for _ in range(args.clients)
+            ]
+
+            async def hold(n: int, ws) -> None:
+                for k in range(args.per_client):
+                    request = {"type": "ct.subscribe", "id": k + 1, "topic": f"bench.{n}.{k}"}
+                    await ws.send(json.dumps(request))
+                    assert json.loads(await ws.recv())["kind"] == "subscribed"
+
+            await asyncio.gather(*(hold(n, ws) for n, ws in enumerate(sockets)))
+            await asyncio.sleep(1.0)
+            count = args.clients * args.per_client
+            grown_rss, grown_redis = server.rss_kb() - rss, redis_memory() - used
+            for ws in sockets:
+                await ws.close()
+            await asyncio.sleep(3.0)
+            left_rss, left_redis = server.rss_kb() - rss, redis_memory() - used
+            print(
+                f"\nround {round}: {args.clients} connections x {args.per_client} "
+                f"subscriptions = {count}:\n"
+                f"  server RSS +{grown_rss / 1024:.1f} MB "
+                f"({grown_rss * 1024 / count:.0f} B per subscription), "
+                f"Redis +{grown_redis / 1e6:.1f} MB "
+                f"({grown_redis / count:.0f} B per subscription)\n"
+                f"  after every connection closed: server RSS {left_rss / 1024:+.1f} MB, "
+                f"Redis {left_redis / 1e6:+.2f} MB (both from before round 1)"
+            )
+    finally:
+        stop_process(server.proc)
+        stop_process(redis.proc)
+
+
 async def run(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ct-topics-"))
     redis = start_redis(tmp)
@@ -225,7 +280,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--sends", type=int, default=300)
     parser.add_argument("--users", type=int, default=100)
-    asyncio.run(run(parser.parse_args()))
+    parser.add_argument("--memory", action="store_true", help="memory per subscription")
+    parser.add_argument("--per-client", type=int, default=100)
+    args = parser.parse_args()
+    asyncio.run(memory(args) if args.memory else run(args))
 
 
 if __name__ == "__main__":
