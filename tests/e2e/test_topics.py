@@ -38,13 +38,16 @@ HISTORY = {
 TUNING = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None, **HISTORY}
 
 
-def add_to_group(env, username: str, group: str, add: bool = True) -> None:
-    run_django(
-        env,
-        "from django.contrib.auth.models import Group, User\n"
-        f"g, _ = Group.objects.get_or_create(name={group!r})\n"
-        f"u = User.objects.get(username={username!r})\n"
-        f"u.groups.{'add' if add else 'remove'}(g)",
+def add_to_group(env, username: str, group: str, add: bool = True) -> float:
+    """Add (or remove) a user to a Django group in another process; when it was done."""
+    return float(
+        run_django(
+            env,
+            "import time\nfrom django.contrib.auth.models import Group, User\n"
+            f"g, _ = Group.objects.get_or_create(name={group!r})\n"
+            f"u = User.objects.get(username={username!r})\n"
+            f"u.groups.{'add' if add else 'remove'}(g)\nprint(time.time())",
+        )
     )
 
 
@@ -149,13 +152,14 @@ async def test_a_dashboard_subscribes_recovers_and_loses_revoked_topics(tmp_path
 
             # Removed from the group in the database: unsubscribed within the
             # consumer's authorization_ttl (1 s here), rounded up to the scheduler's tick.
-            removed_at = time.time()
-            add_to_group(env, "alice", "desk-ops", add=False)
+            removed_at = await asyncio.get_running_loop().run_in_executor(
+                None, add_to_group, env, "alice", "desk-ops", False
+            )
             await wait_until(lambda: ended, timeout=5)
             (topic, reason, at) = ended.pop()
             print(f"revoked in the database: unsubscribed {at - removed_at:.2f} s later")
             assert (topic, reason) == ("desk.ops", "forbidden")
-            assert at - removed_at < 1.0 + 1.0 + 1.5  # ttl + tick + the removal's process
+            assert at - removed_at < 1.0 + 1.0 + 1.0  # ttl + the scheduler's tick + slack
 
             # unsubscribe_user() from a third process: every connection of the user.
             # The killed server's memberships count as receivers until its liveness
@@ -193,6 +197,7 @@ async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne
     # 10 000 topic names, sent as fast as the client can: answered while within the
     # request rate (burst 50, 10/s), then closed with 1008.
     async with websockets.connect(url, subprotocols=[SUBPROTOCOL], origin=origin) as ws:
+        began = time.monotonic()
         for n in range(1, 10_001):
             try:
                 await ws.send(ask(n, f"desk.room{n}"))
@@ -205,8 +210,10 @@ async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne
         except websockets.ConnectionClosed:
             pass
         assert ws.close_code == 1008
+        sending = time.monotonic() - began
     assert {a["error"] for a in answers} == {"login required"}
-    assert 50 <= len(answers) <= 60
+    # The burst, and what the rate refilled while the server read them.
+    assert 50 <= len(answers) <= 50 + 10 * sending + 1, (len(answers), sending)
     # Malformed requests: 1008 each.
     for frame in (
         '{"type":"ct.subscribe","id":"x","topic":"ticker"}',
