@@ -245,8 +245,9 @@ async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne
 async def test_the_example_dashboard_in_chromium(tmp_path, redis_server):
     """The example's /dashboard/ page in headless Chromium, signed in: the ticker's
     latest price on subscribe (cache mode), the user's own notices, a desk feed the
-    user's Django group allows, another refused with the reason, and a desk taken away
-    with unsubscribe_user() shown as ended; screenshots in test-artifacts/."""
+    user's Django group allows, another refused with the reason, a desk taken away
+    with unsubscribe_user() shown as ended, and what was broadcast while the server
+    was down shown once after its restart; screenshots in test-artifacts/."""
     from playwright.async_api import async_playwright, expect
 
     db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "dashboard-test"}
@@ -306,6 +307,40 @@ async def test_the_example_dashboard_in_chromium(tmp_path, redis_server):
                     )
                     ended = await page.evaluate("window.dashboard.ended")
                     assert ended == [{"topic": "desk.ops", "reason": "revoked"}]
+
+                    # The server dies; the page's client reconnects to its successor,
+                    # subscribes again with its positions and gets what it missed, once.
+                    os.kill(server.pid, signal.SIGKILL)
+                    server.proc.wait(10)
+                    for n in (1, 2):
+                        await broadcast(f"user.{erin}", {"notice": f"missed {n}"}, layer=layer)
+                    await broadcast("ticker", {"px": 104}, layer=layer)
+                    server = start_daphne(
+                        tmp_path,
+                        tuned=True,
+                        redis=redis_server,
+                        tuning=TUNING,
+                        application=APPLICATION,
+                        port=server.port,
+                        **db,
+                    )
+                    await expect(page.locator("#price")).to_have_text("104", timeout=20_000)
+                    notices = page.locator("#notices p")
+                    await expect(notices).to_have_count(3, timeout=10_000)
+                    assert await notices.all_text_contents() == [
+                        "export ready",
+                        "missed 1",
+                        "missed 2",
+                    ]
+                    client = await page.evaluate(
+                        "({connections: window.dashboard.client.connections,"
+                        " duplicates: window.dashboard.client.duplicates,"
+                        " gaps: window.dashboard.client.gaps})"
+                    )
+                    assert client == {"connections": 2, "duplicates": 0, "gaps": 0}, client
+                    await page.screenshot(
+                        path=str(ARTIFACTS / "dashboard-recovered.png"), full_page=True
+                    )
                 finally:
                     await browser.close()
     finally:
