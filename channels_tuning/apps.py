@@ -59,4 +59,3 @@ class ChannelsTuningConfig(AppConfig):
         post_save.connect(
             disconnect_on_password_change, sender=model, dispatch_uid="channels_tuning.pw"
         )
-

@@ -46,6 +46,7 @@ from .layers.report import DeliveryReport
 from .runtime.counters import LAYER_ERRORS
 from .runtime.ratelog import RateLimitedLog
 from .wire.closecodes import MAX_REASON_BYTES, CloseCode, application_may_send
+from .wire.topics import MAX_REASON_LENGTH
 
 __all__ = [
     "USER_GROUP_PREFIX",
@@ -137,8 +138,8 @@ async def unsubscribe_user(
     """End every subscription of ``user_id`` to ``topic`` on every server (the
     clients are told ``unsubscribed`` with ``reason``; :mod:`.consumers.topics`);
     ``report.delivered`` counts the user's connections told, subscribed or not."""
-    if len(reason) > 64:
-        raise ValueError("unsubscribe reason longer than 64 characters")
+    if len(reason) > MAX_REASON_LENGTH:
+        raise ValueError(f"unsubscribe reason longer than {MAX_REASON_LENGTH} characters")
     message = {"type": UNSUBSCRIBE_TYPE, "topic": topic, "reason": reason}
     return await send_to_group(
         user_group(user_id),
@@ -205,4 +206,6 @@ def _logout_done(task: asyncio.Task[Any]) -> None:
 
 def _logout_failed(error: BaseException | None) -> None:
     LAYER_ERRORS.inc((f"disconnect_user:{type(error).__name__}",))
-    _logout_log.log("channels_tuning: disconnect_user at logout or password change failed: %r", error)
+    _logout_log.log(
+        "channels_tuning: disconnect_user at logout or password change failed: %r", error
+    )

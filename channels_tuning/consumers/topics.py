@@ -42,6 +42,7 @@ from ..runtime.ratelog import RateLimitedLog
 from ..runtime.scheduler import scheduler
 from ..wire.closecodes import CloseCode
 from ..wire.topics import (
+    MAX_REASON_LENGTH,
     TopicRequest,
     error_frame,
     parse_topic_request,
@@ -56,9 +57,6 @@ _refused_log = RateLimitedLog(logger, interval=1.0, level=logging.INFO)
 
 #: Re-authorizations running (referenced so that they are not collected).
 _checks: set[asyncio.Task[None]] = set()
-
-#: Longest reason can_subscribe may give a client (longer: cut).
-MAX_REASON_LENGTH = 64
 
 
 class TopicsMixin(CredentialsMixin):

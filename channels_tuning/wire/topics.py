@@ -42,6 +42,7 @@ from .proto.envelope_pb2 import Envelope
 
 __all__ = [
     "ERROR_REASONS",
+    "MAX_REASON_LENGTH",
     "TopicRequest",
     "TopicRequestError",
     "error_frame",
@@ -62,6 +63,10 @@ ERROR_REASONS: Final = frozenset(
         "unavailable",  # the layer failed (Redis away): try again later
     }
 )
+
+#: Longest reason a client is given for a refusal or an unsubscription (longer: cut,
+#: or refused by unsubscribe_user()).
+MAX_REASON_LENGTH: Final = 64
 
 #: Text requests are JSON objects with one of these near their start; other frames
 #: are not parsed.

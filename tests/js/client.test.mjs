@@ -4,29 +4,9 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import { ChannelsTuningClient, encodeEnvelope, decodeEnvelope } from "../../channels_tuning/static/channels_tuning/client.js";
+import { fakeSocketClass } from "./fake_socket.mjs";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function fakeSocketClass(script) {
-  // script(socket, index) decides what each new connection does.
-  const sockets = [];
-  class FakeWebSocket {
-    constructor(url, protocols) {
-      this.url = url;
-      this.protocols = protocols;
-      this.sent = [];
-      this.closed = null;
-      sockets.push(this);
-      queueMicrotask(() => script(this, sockets.length - 1));
-    }
-    send(data) { this.sent.push(data); }
-    close(code, reason) { this.closed = { code, reason }; }
-    open() { this.onopen?.(); }
-    receive(data) { this.onmessage?.({ data }); }
-    serverClose(code, reason = "") { this.onclose?.({ code, reason }); }
-  }
-  return { FakeWebSocket, sockets };
-}
 
 const fast = { initialDelay: 5, factor: 2, maxDelay: 40, stableAfter: 1000, tryLaterDelay: 30 };
 

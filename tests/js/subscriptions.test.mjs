@@ -6,27 +6,9 @@ import { test } from "node:test";
 import {
   ChannelsTuningClient, decodeEnvelope, encodeEnvelope, SubscriptionRefused,
 } from "../../channels_tuning/static/channels_tuning/client.js";
+import { fakeSocketClass } from "./fake_socket.mjs";
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function fakeSocketClass() {
-  const sockets = [];
-  class FakeWebSocket {
-    constructor(url, protocols) {
-      this.url = url;
-      this.protocols = protocols;
-      this.sent = [];
-      sockets.push(this);
-      queueMicrotask(() => this.onopen?.());
-    }
-    send(data) { this.sent.push(data); }
-    close() {}
-    receive(data) { this.onmessage?.({ data }); }
-    serverClose(code, reason = "") { this.onclose?.({ code, reason }); }
-    requests() { return this.sent.map((frame) => JSON.parse(frame)); }
-  }
-  return { FakeWebSocket, sockets };
-}
 
 const fast = { initialDelay: 5, factor: 2, maxDelay: 20, stableAfter: 1000, tryLaterDelay: 10 };
 
