@@ -40,6 +40,7 @@ receiving process stalled, 64 clients posting to a room with members there held 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, Final
 
 from ..exceptions import DeliveryTimeout, ReceiversFull
@@ -58,6 +59,9 @@ MAX_IN_FLIGHT = 64
 #: Sends to one group waiting for full receivers at once (each retries every 50 ms at
 #: most: this bounds what one slow group costs the layer).
 MAX_WAITING_PER_GROUP = 8
+#: Called with ``(group, message, report)`` after each first attempt of a group send
+#: (:func:`channels_tuning.testing.capture_group_sends`); empty outside tests.
+GROUP_SEND_OBSERVERS: list[Callable[[str, dict[str, Any], DeliveryReport], None]] = []
 _RETRY_FIRST_DELAY = 0.002
 _RETRY_MAX_DELAY = 0.05
 
@@ -83,6 +87,8 @@ async def send_with_policy(
     started = asyncio.get_running_loop().time()
     async with loop_semaphore("group_send", MAX_IN_FLIGHT):
         report: DeliveryReport = await layer.group_send_report(group, message)
+    for observe in GROUP_SEND_OBSERVERS:
+        observe(group, message, report)
     if report.receivers_gone:
         # Their server process is gone: nobody reads that inbox any more.
         GROUP_SEND_DROPPED.inc((group_label(group), "process_gone"), report.receivers_gone)

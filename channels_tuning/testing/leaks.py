@@ -1,4 +1,4 @@
-"""Test helpers for projects that use channels-tuning.
+"""What a test's consumers left behind: :func:`assert_no_leaks`.
 
 :func:`assert_no_leaks` is the in-process twin of ``manage.py wsstats --check``:
 call it at the end of a test, after the clients are gone, to fail the test when a
@@ -20,11 +20,11 @@ from typing import Any
 
 from channels.layers import get_channel_layer
 
-from .layers.capabilities import local_groups, redis_prefix
-from .layers.redis import keys
-from .observability import snapshot
-from .observability.leaks import redis_memberships, snapshot_problems
-from .runtime.registry import registry
+from ..layers.capabilities import local_groups, redis_prefix
+from ..layers.redis import keys
+from ..observability import snapshot
+from ..observability.leaks import redis_memberships, snapshot_problems
+from ..runtime.registry import registry
 
 
 async def find_leaks(

@@ -1,0 +1,139 @@
+"""Channels' ``WebsocketCommunicator`` for tuned consumers: :class:`TunedCommunicator`.
+
+It speaks what the package's clients speak, so a test sees what a user's client sees:
+
+- offers the ``channels-tuning.v1`` subprotocol (heartbeats, envelopes, ``subscribed``
+  frames and the topic protocol are then on, as for the package's clients; pass
+  ``tuned=False`` to test what a plain page gets);
+- answers the server's heartbeat pings as it reads them and never returns them
+  (``pings`` counts them; a test that reads nothing for longer than ``IDLE_TIMEOUT``
+  is closed with 4000, as a client that stopped answering would be);
+- ``subscribe()`` / ``unsubscribe()`` a topic of the consumer's ``topics`` table and
+  return the answer, or raise :class:`~channels_tuning.client.SubscriptionRefused`;
+- ``receive_topic_message()``: the next message of a topic, unwrapped.
+
+Frames that arrive while it waits for an answer are kept, in order, for the next
+``receive_from()``::
+
+    async def test_dashboard():
+        comm = TunedCommunicator(DashboardConsumer.as_asgi(), "/ws/dashboard/")
+        assert (await comm.connect())[0]
+        await comm.subscribe("ticker")
+        await broadcast("ticker", {"px": 12.5})
+        assert await comm.receive_topic_message() == ("ticker", {"px": 12.5})
+        with pytest.raises(SubscriptionRefused):
+            await comm.subscribe("user.8")
+        await comm.disconnect()
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import deque
+from typing import Any
+
+from channels.testing import WebsocketCommunicator
+
+from ..client.subscriptions import SubscriptionRefused
+from ..wire.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
+from ..wire.subprotocol import SUBPROTOCOL
+
+__all__ = ["TunedCommunicator"]
+
+
+class TunedCommunicator(WebsocketCommunicator):
+    """A ``WebsocketCommunicator`` that speaks the package's protocol."""
+
+    def __init__(
+        self,
+        application: Any,
+        path: str,
+        headers: Any = None,
+        subprotocols: list[str] | None = None,
+        *,
+        tuned: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        offered = [SUBPROTOCOL, *(subprotocols or [])] if tuned else subprotocols
+        super().__init__(application, path, headers, offered, **kwargs)
+        #: Heartbeat pings the server sent (answered, not returned).
+        self.pings = 0
+        self._kept: deque[str | bytes] = deque()
+        self._ids = itertools.count(1)
+
+    async def receive_from(self, timeout: float = 1) -> str | bytes:
+        """The next frame that is not a heartbeat ping (those are answered)."""
+        if self._kept:
+            return self._kept.popleft()
+        return await self._next_frame(timeout)
+
+    async def _next_frame(self, timeout: float) -> str | bytes:
+        while True:
+            frame: str | bytes = await super().receive_from(timeout)
+            if frame == PING_TEXT:
+                self.pings += 1
+                await self.send_to(text_data=PONG_TEXT)
+            elif frame == PING_BYTES:
+                self.pings += 1
+                await self.send_to(bytes_data=PONG_BYTES)
+            else:
+                return frame
+
+    async def subscribe(
+        self,
+        topic: str,
+        params: dict[str, Any] | None = None,
+        *,
+        since: dict[str, Any] | None = None,
+        timeout: float = 1,
+    ) -> dict[str, Any]:
+        """Ask for ``topic``; the ``subscribed`` answer (with the position when the
+        topic has history), or :class:`SubscriptionRefused` with the server's reason."""
+        request: dict[str, Any] = {"type": "ct.subscribe", "topic": topic}
+        if params is not None:
+            request["params"] = params
+        if since is not None:
+            request["since"] = since
+        return await self._request(request, timeout)
+
+    async def unsubscribe(self, topic: str, *, timeout: float = 1) -> dict[str, Any]:
+        """End the subscription to ``topic``; the ``unsubscribed`` answer."""
+        return await self._request({"type": "ct.unsubscribe", "topic": topic}, timeout)
+
+    async def receive_topic_message(self, timeout: float = 1) -> tuple[str, Any]:
+        """``(topic, data)`` of the next topic message (frames before it are kept for
+        ``receive_from()``)."""
+        skipped: list[str | bytes] = []
+        try:
+            while True:
+                frame = await self.receive_from(timeout)
+                message = _json_object(frame)
+                if message is not None and message.get("kind") == "data" and "topic" in message:
+                    return message["topic"], message.get("data")
+                skipped.append(frame)
+        finally:
+            self._kept.extendleft(reversed(skipped))
+
+    async def _request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        request["id"] = request_id = next(self._ids)
+        await self.send_to(text_data=json.dumps(request))
+        while True:
+            frame = await self._next_frame(timeout)
+            answer = _json_object(frame)
+            if answer is None or answer.get("id") != request_id:
+                self._kept.append(frame)  # a frame that came first: for receive_from()
+                continue
+            if answer.get("kind") == "error":
+                raise SubscriptionRefused(request["topic"], str(answer.get("error")))
+            return answer
+
+
+def _json_object(frame: str | bytes) -> dict[str, Any] | None:
+    if not isinstance(frame, str) or not frame.startswith("{"):
+        return None
+    try:
+        value = json.loads(frame)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
