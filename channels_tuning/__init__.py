@@ -19,12 +19,14 @@ __all__ = [
     "ManagedConnectionMixin",
     "MaxLifetimeMixin",
     "MessageLimitMixin",
+    "RequestError",
     "Topic",
     "TopicMatch",
     "TunedJsonWebsocketConsumer",
     "TunedProtobufWebsocketConsumer",
     "TunedURLRouter",
     "TunedWebsocketConsumer",
+    "rpc",
 ]
 
 _LOCATIONS = {
@@ -35,6 +37,8 @@ _LOCATIONS = {
     "ManagedConnectionMixin": "channels_tuning.consumers",
     "MaxLifetimeMixin": "channels_tuning.consumers",
     "MessageLimitMixin": "channels_tuning.consumers",
+    "RequestError": "channels_tuning.exceptions",
+    "rpc": "channels_tuning.consumers.rpc",
     "Topic": "channels_tuning.core.topics",
     "TopicMatch": "channels_tuning.core.topics",
     "TunedJsonWebsocketConsumer": "channels_tuning.consumers",
@@ -55,7 +59,9 @@ if TYPE_CHECKING:
         TunedWebsocketConsumer,
     )
     from .consumers.routing import TunedURLRouter
+    from .consumers.rpc import rpc
     from .core.topics import Topic, TopicMatch
+    from .exceptions import RequestError
     from .servers.lifespan import Lifespan
     from .wire.closecodes import CloseCode
 

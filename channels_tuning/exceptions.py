@@ -13,8 +13,11 @@ exception                      raised when
                                the hook relies on (see :mod:`channels_tuning.compat`)
 :class:`RecoveryRequestError`  a client's ``ct_recover`` request cannot be read
                                (the connection is refused with 1008)
-:class:`TopicRequestError`     a client's subscribe or unsubscribe request cannot be
-                               read (the connection is closed with 1008)
+:class:`ProtocolRequestError`  a client's request of the package's protocol cannot
+                               be read (the connection is closed with 1008)
+:class:`TopicRequestError`     ... a subscribe or unsubscribe request
+:class:`RequestError`          raised by an ``@rpc`` method: the request fails with
+                               a code and a message (no traceback to the client)
 =============================  ======================================================
 """
 
@@ -76,8 +79,21 @@ class RecoveryRequestError(ChannelsTuningError, ValueError):
     """A client's ``ct_recover`` request the server cannot read (closed with 1008)."""
 
 
-class TopicRequestError(ChannelsTuningError, ValueError):
+class ProtocolRequestError(ChannelsTuningError, ValueError):
+    """A client's request of the package's protocol that cannot be read (closed 1008)."""
+
+
+class TopicRequestError(ProtocolRequestError):
     """A client's ``ct.subscribe`` / ``ct.unsubscribe`` request that cannot be read."""
+
+
+class RequestError(ChannelsTuningError):
+    """Raised by a consumer's ``@rpc`` method: the client's request fails with ``code``
+    (a short machine-readable string) and ``message`` (for people), nothing else."""
+
+    def __init__(self, code: str, message: str = "") -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code, self.message = code, message
 
 
 def __getattr__(name: str) -> type[QueueOverflow]:

@@ -41,6 +41,9 @@ Topics (a consumer's ``topics`` table, :mod:`channels_tuning.client.subscription
 ``SubscriptionRefused`` with the server's reason, and is asked again with the
 client's position after every reconnect.
 
+Requests to a consumer's ``@rpc`` methods: ``await client.request("cart.save",
+params)`` returns the result or raises ``RequestFailed`` (:mod:`.requests`).
+
 The browser client (``static/channels_tuning/client.js``) behaves the same way.
 """
 
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 from .backoff import DO_NOT_RECONNECT, TRY_LATER, Backoff, reconnect_delay
 from .reconnecting import PERMANENT_REFUSALS, ReconnectingClient
+from .requests import RequestFailed
 from .subscriptions import Subscription, SubscriptionRefused
 
 __all__ = [
@@ -56,6 +60,7 @@ __all__ = [
     "TRY_LATER",
     "Backoff",
     "ReconnectingClient",
+    "RequestFailed",
     "Subscription",
     "SubscriptionRefused",
     "reconnect_delay",

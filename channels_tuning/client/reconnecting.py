@@ -25,6 +25,7 @@ from ..wire.subprotocol import SUBPROTOCOL
 from .backoff import Backoff, reconnect_delay
 from .credentials import TokenCredentials, TokenSource
 from .positions import TopicPositions
+from .requests import ClientRequests
 from .subscriptions import TopicSubscriptions
 
 logger = logging.getLogger("channels_tuning.client")
@@ -40,7 +41,7 @@ def _refusal_status(error: BaseException) -> int | None:
     return status if isinstance(status, int) else None
 
 
-class ReconnectingClient(TokenCredentials, TopicPositions, TopicSubscriptions):
+class ReconnectingClient(TokenCredentials, TopicPositions, TopicSubscriptions, ClientRequests):
     """A WebSocket client that stays connected.
 
     A handshake refused ``max_refusals`` times in a row with a status in
@@ -132,6 +133,8 @@ class ReconnectingClient(TokenCredentials, TopicPositions, TopicSubscriptions):
         self.gaps = 0
         #: Topics (client/subscriptions.py): subscribe(), on_unsubscribed(topic, reason).
         self._init_subscriptions(on_unsubscribed)
+        #: Requests waiting for their reply, by id (client/requests.py: request()).
+        self._replies = {}
 
     # ---------------------------------------------------------------- control
 
@@ -306,7 +309,11 @@ class ReconnectingClient(TokenCredentials, TopicPositions, TopicSubscriptions):
                     await ws.send(PONG_TEXT)
                 elif frame == PING_BYTES:
                     await ws.send(PONG_BYTES)
-                elif not self._credentials_frame(ws, frame) and not await self._answered(frame):
+                elif (
+                    not self._credentials_frame(ws, frame)
+                    and not self._reply_frame(frame)
+                    and not await self._answered(frame)
+                ):
                     await self._deliver(ws, frame)
         except websockets.ConnectionClosed:
             return

@@ -18,6 +18,7 @@ bounded parts, one module per job, stacked in this order:
   and when the next one is due;
 - :mod:`.arrival`: when each client frame arrived, for the rate limit;
 - :mod:`.credentials`: a token's expiry and refresh;
+- :mod:`.rpc`: requests to the consumer's declared methods, answered once;
 - :mod:`.topics`: topics the client subscribes to, with authorization;
 - this module: the ASGI loop and dispatch, admission, accept, and the teardown.
   One task per idle connection: the server's own.
@@ -350,7 +351,7 @@ class ManagedConnectionMixin(TopicsMixin):
         deliver = core.receive_frame(message, self._received_at(core))
         if core.has_actions:
             self._perform(core.take_actions())
-        if deliver and (self.credentials_deadline is not None or self._has_topics):
+        if deliver and (self.credentials_deadline is not None or self._reads_protocol):
             deliver = not await self._protocol_frame(message)
         if deliver and self.filter_inbound(message):
             began = time.monotonic()

@@ -33,10 +33,9 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from ..core.state import ConnectionState
 from ..core.tokens import TokenBucket
 from ..core.topics import SubscriptionLimits, Topic, TopicMatch, TopicTable
-from ..exceptions import TopicRequestError
+from ..exceptions import ProtocolRequestError
 from ..runtime.counters import TOPIC_REQUESTS
 from ..runtime.ratelog import RateLimitedLog
 from ..runtime.scheduler import scheduler
@@ -49,7 +48,7 @@ from ..wire.topics import (
     subscribed_reply,
     unsubscribed_frame,
 )
-from .credentials import CredentialsMixin
+from .rpc import RpcMixin
 
 logger = logging.getLogger("channels_tuning")
 #: Clients decide how often they are refused: a line a second at most (all counted).
@@ -59,7 +58,7 @@ _refused_log = RateLimitedLog(logger, interval=1.0, level=logging.INFO)
 _checks: set[asyncio.Task[None]] = set()
 
 
-class TopicsMixin(CredentialsMixin):
+class TopicsMixin(RpcMixin):
     """The topic protocol (a layer of
     :class:`~channels_tuning.consumers.base.ManagedConnectionMixin`)."""
 
@@ -74,6 +73,8 @@ class TopicsMixin(CredentialsMixin):
 
     _topic_table: ClassVar[TopicTable] = TopicTable(())
     _has_topics: ClassVar[bool] = False
+    #: Whether client frames may be requests of the package's protocol (topics, @rpc).
+    _reads_protocol: ClassVar[bool] = False
     _topic_limits: ClassVar[SubscriptionLimits]
     _subscribe_tokens: float | None = None
     _subscribe_counted_at: float = 0.0
@@ -84,14 +85,20 @@ class TopicsMixin(CredentialsMixin):
         super().__init_subclass__(**kwargs)
         cls._topic_table = TopicTable(cls.topics)
         cls._has_topics = bool(cls._topic_table)
+        cls._reads_protocol = cls._has_topics or cls._has_methods
         cls._topic_limits = SubscriptionLimits(cls.max_subscriptions, cls.subscribe_rate)
 
     async def _protocol_frame(self, message: dict[str, Any]) -> bool:
         """True if ``message`` was a request of the package's protocol (a token
-        refresh, a topic request): handled here, never given to ``receive()``."""
+        refresh, a request to an ``@rpc`` method, a topic request): handled here, never
+        given to ``receive()``."""
         if self.credentials_deadline is not None and await self._credentials_frame(message):
             return True
-        return self._has_topics and self.tuned_client and await self._topic_frame(message)
+        if not self.tuned_client:
+            return False
+        if self._has_methods and await self._request_frame(message):
+            return True
+        return self._has_topics and await self._topic_frame(message)
 
     # ------------------------------------------------------------- the hooks
 
@@ -134,7 +141,7 @@ class TopicsMixin(CredentialsMixin):
         """True if ``message`` was a topic request (handled here, not delivered)."""
         try:
             request = parse_topic_request(message)
-        except TopicRequestError as error:
+        except ProtocolRequestError as error:
             self._topic_refused("malformed", str(error))
             self.close_nowait(CloseCode.POLICY_VIOLATION, "unreadable topic request")
             return True
@@ -215,10 +222,6 @@ class TopicsMixin(CredentialsMixin):
         if isinstance(verdict, str) and verdict:
             return verdict[:MAX_REASON_LENGTH]
         return "forbidden"
-
-    def _ended(self) -> bool:
-        state = self.core.state
-        return state is ConnectionState.CLOSING or state is ConnectionState.CLOSED
 
     async def _leave_topic(self, name: str) -> None:
         try:

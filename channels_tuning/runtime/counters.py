@@ -121,6 +121,14 @@ TOPIC_REQUESTS: Final = Counter(
     ("consumer", "outcome"),
 )
 
+REQUESTS: Final = Counter(
+    "channels_tuning_requests_total",
+    "Client requests to @rpc methods of tuned consumers (channels_tuning.consumers.rpc), "
+    "by consumer and outcome: ok, error (the method's RequestError), unknown_method, "
+    "timeout, internal (the method raised something else), malformed (closed 1008).",
+    ("consumer", "outcome"),
+)
+
 
 class GroupLabels:
     """Group names are chosen by clients (rooms): a counter keyed by them would grow
@@ -192,6 +200,7 @@ ALL_COUNTERS: Final = (
     REPLAYED,
     PRESENCE_EVENTS,
     TOPIC_REQUESTS,
+    REQUESTS,
 )
 
 

@@ -10,7 +10,9 @@ It speaks what the package's clients speak, so a test sees what a user's client 
   is closed with 4000, as a client that stopped answering would be);
 - ``subscribe()`` / ``unsubscribe()`` a topic of the consumer's ``topics`` table and
   return the answer, or raise :class:`~channels_tuning.client.SubscriptionRefused`;
-- ``receive_topic_message()``: the next message of a topic, unwrapped.
+- ``receive_topic_message()``: the next message of a topic, unwrapped;
+- ``request(method, params)``: call an ``@rpc`` method; its result, or
+  :class:`~channels_tuning.client.RequestFailed`.
 
 Frames that arrive while it waits for an answer are kept, in order, for the next
 ``receive_from()``::
@@ -35,6 +37,7 @@ from typing import Any
 
 from channels.testing import WebsocketCommunicator
 
+from ..client.requests import RequestFailed
 from ..client.subscriptions import SubscriptionRefused
 from ..wire.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
 from ..wire.subprotocol import SUBPROTOCOL
@@ -101,6 +104,17 @@ class TunedCommunicator(WebsocketCommunicator):
         """End the subscription to ``topic``; the ``unsubscribed`` answer."""
         return await self._request({"type": "ct.unsubscribe", "topic": topic}, timeout)
 
+    async def request(self, method: str, params: Any = None, *, timeout: float = 1) -> Any:
+        """Call the consumer's ``@rpc`` method ``method``: its result, or
+        :class:`~channels_tuning.client.RequestFailed` with the server's code."""
+        request: dict[str, Any] = {"type": "ct.request", "method": method}
+        if params is not None:
+            request["params"] = params
+        answer = await self._exchange(request, timeout)
+        if "error" in answer:
+            raise RequestFailed(method, str(answer["error"]), str(answer.get("message", "")))
+        return answer.get("result")
+
     async def receive_topic_message(self, timeout: float = 1) -> tuple[str, Any]:
         """``(topic, data)`` of the next topic message (frames before it are kept for
         ``receive_from()``)."""
@@ -116,17 +130,21 @@ class TunedCommunicator(WebsocketCommunicator):
             self._kept.extendleft(reversed(skipped))
 
     async def _request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        answer = await self._exchange(request, timeout)
+        if answer.get("kind") == "error":
+            raise SubscriptionRefused(request["topic"], str(answer.get("error")))
+        return answer
+
+    async def _exchange(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Send ``request`` with the next id; its answer (frames before it are kept)."""
         request["id"] = request_id = next(self._ids)
         await self.send_to(text_data=json.dumps(request))
         while True:
             frame = await self._next_frame(timeout)
             answer = _json_object(frame)
-            if answer is None or answer.get("id") != request_id:
-                self._kept.append(frame)  # a frame that came first: for receive_from()
-                continue
-            if answer.get("kind") == "error":
-                raise SubscriptionRefused(request["topic"], str(answer.get("error")))
-            return answer
+            if answer is not None and answer.get("id") == request_id:
+                return answer
+            self._kept.append(frame)  # a frame that came first: for receive_from()
 
 
 def _json_object(frame: str | bytes) -> dict[str, Any] | None:

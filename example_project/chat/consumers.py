@@ -2,7 +2,14 @@
 
 from channels.db import database_sync_to_async
 
-from channels_tuning import CloseCode, Topic, TunedJsonWebsocketConsumer, TunedWebsocketConsumer
+from channels_tuning import (
+    CloseCode,
+    RequestError,
+    Topic,
+    TunedJsonWebsocketConsumer,
+    TunedWebsocketConsumer,
+    rpc,
+)
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers.presence import presence_policy
 from channels_tuning.presence import presence
@@ -48,6 +55,8 @@ class DashboardConsumer(TunedJsonWebsocketConsumer):
     - ``desk.<name>``: a team's feed, to members of the Django group ``desk-<name>``
       (asked again every ``authorization_ttl`` seconds: a user removed from the group
       is unsubscribed within a minute, or at once with ``unsubscribe_user()``).
+
+    The page asks which desks it may follow with a request (``desk.list``).
     """
 
     topics = [
@@ -65,6 +74,18 @@ class DashboardConsumer(TunedJsonWebsocketConsumer):
         if topic.topic.pattern == "user.{user_id}":
             return topic.args["user_id"] == str(user.pk)
         return await database_sync_to_async(_in_group)(user, f"desk-{topic.args['name']}")
+
+    @rpc("desk.list")
+    async def desk_list(self, params):
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            raise RequestError("login_required", "sign in to see your desks")
+        return await database_sync_to_async(_desks)(user)
+
+
+def _desks(user):
+    names = user.groups.filter(name__startswith="desk-").values_list("name", flat=True)
+    return sorted(name.removeprefix("desk-") for name in names)
 
 
 def _in_group(user, name):

@@ -19,7 +19,12 @@ from django.conf import settings
 from django.test import override_settings
 
 from channels_tuning.broadcast import broadcast
-from channels_tuning.client import Backoff, ReconnectingClient, SubscriptionRefused
+from channels_tuning.client import (
+    Backoff,
+    ReconnectingClient,
+    RequestFailed,
+    SubscriptionRefused,
+)
 from channels_tuning.layers import RedisChannelLayer
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
 from tests.support.processes import REPO, migrate, run_django, start_daphne, user_with_session
@@ -104,6 +109,11 @@ async def test_a_dashboard_subscribes_recovers_and_loses_revoked_topics(tmp_path
                 "data": {"px": 12},
             }
             await alice_client.subscribe(f"user.{alice}")
+            # A request to the consumer's declared method, over the same socket.
+            assert await alice_client.request("desk.list") == ["ops"]
+            with pytest.raises(RequestFailed) as failed:
+                await alice_client.request("desk.delete", {"name": "ops"})
+            assert failed.value.code == "unknown_method"
             await alice_client.subscribe("desk.ops")
             refusals = {}
             for topic in (f"user.{bob}", "admin.all"):
@@ -275,6 +285,7 @@ async def test_the_example_dashboard_in_chromium(tmp_path, redis_server):
                     page = await context.new_page()
                     await page.goto(url)
                     await expect(page.locator("#price")).to_have_text("102.25", timeout=10_000)
+                    await expect(page.locator("#desks")).to_have_text("Your desks: ops")
                     await expect(page.locator(f"#topic-user\\.{erin}")).to_contain_text(
                         "subscribed"
                     )

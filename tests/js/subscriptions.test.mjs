@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  ChannelsTuningClient, decodeEnvelope, encodeEnvelope, SubscriptionRefused,
+  ChannelsTuningClient, decodeEnvelope, encodeEnvelope, RequestFailed, SubscriptionRefused,
 } from "../../channels_tuning/static/channels_tuning/client.js";
 import { fakeSocketClass } from "./fake_socket.mjs";
 
@@ -99,5 +99,30 @@ test("protobuf: requests and answers are envelopes", async () => {
   assert.deepEqual(JSON.parse(new TextDecoder().decode(request.payload)), { a: 1 });
   sockets[0].receive(encodeEnvelope({ kind: "error", seq: 1, topic: "ticker", error: "too_many_subscriptions" }).buffer);
   await assert.rejects(ticker, (error) => error.reason === "too_many_subscriptions");
+  client.close();
+});
+
+test("requests: resolved with the result, rejected with the error, failed when the socket drops", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const client = new ChannelsTuningClient("ws://x/ws/cart/", { ...fast, codec: "json", WebSocket: FakeWebSocket });
+  await assert.rejects(client.request("cart.save"), /not connected/);
+  client.start();
+  await sleep(1);
+  const saved = client.request("cart.save", { items: [3] });
+  const missing = client.request("cart.load", 7);
+  const messages = [];
+  client.addEventListener("message", (e) => messages.push(e.detail));
+  assert.deepEqual(sockets[0].requests(), [
+    { type: "ct.request", id: 1, method: "cart.save", params: { items: [3] } },
+    { type: "ct.request", id: 2, method: "cart.load", params: 7 },
+  ]);
+  sockets[0].receive(JSON.stringify({ kind: "reply", id: 1, result: { saved: 9 } }));
+  sockets[0].receive(JSON.stringify({ kind: "reply", id: 2, error: "not_found", message: "no cart 7" }));
+  assert.deepEqual(await saved, { saved: 9 });
+  await assert.rejects(missing, (e) => e instanceof RequestFailed && e.code === "not_found" && e.detail === "no cart 7");
+  const lost = client.request("cart.save", {});
+  sockets[0].serverClose(1012);
+  await assert.rejects(lost, /closed before the answer/);
+  assert.deepEqual(messages, []); // replies are no messages
   client.close();
 });

@@ -5,6 +5,9 @@ export { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.
 export type { Envelope, EnvelopeFields } from "./envelope.js";
 import type { SubscribeOptions, Subscription, Subscriptions, UnsubscribedDetail } from "./subscriptions.js";
 export { SubscriptionRefused } from "./subscriptions.js";
+import type { RequestOptions } from "./requests.js";
+export { RequestFailed } from "./requests.js";
+export type { RequestOptions } from "./requests.js";
 export type { SubscribeOptions, Subscription, UnsubscribedDetail } from "./subscriptions.js";
 
 export declare const PING_TEXT: string;
@@ -124,6 +127,8 @@ export declare class ChannelsTuningClient extends EventTarget {
    * again, with the client's position, after every reconnect. */
   subscribe(topic: string, options?: SubscribeOptions): Promise<Subscription>;
   unsubscribe(topic: string, options?: { timeout?: number }): Promise<void>;
+  /** Calls the consumer's @rpc method: resolves with its result, rejects with RequestFailed. */
+  request(method: string, params?: unknown, options?: RequestOptions): Promise<unknown>;
   addEventListener<K extends keyof ChannelsTuningClientEventMap>(
     type: K, listener: (event: ChannelsTuningClientEventMap[K]) => void, options?: boolean | AddEventListenerOptions,
   ): void;

@@ -34,6 +34,8 @@
 // - Topics: `await client.subscribe(topic)` resolves once subscribed, rejects with
 //   SubscriptionRefused (its `reason`), is asked again after every reconnect; an
 //   "unsubscribed" event when the server ends one; see subscriptions.js.
+// - Requests: `await client.request(method, params)` resolves with the result of the
+//   consumer's @rpc method or rejects with RequestFailed; see requests.js.
 // Events: "open", "message" (detail: the message; with codec "json", a numbered
 // message of a group with history is unwrapped: detail is its data, and the event's
 // `topic`, `offset` and `epoch` say where it stands), "subscribed" and "recovery"
@@ -44,11 +46,12 @@
 import { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "./envelope.js";
 import { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY } from "./reconnect_policy.js";
 import { currentToken, refreshDelay, refreshFrame, TOKEN_EXPIRED, tokenAnnouncement, tokenProtocols } from "./credentials.js";
+import { RequestFailed, Requests } from "./requests.js";
 import { SubscriptionRefused, Subscriptions } from "./subscriptions.js";
 
 export { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError };
 export { ABNORMAL, DEFAULT_RECONNECT, RECONNECT_POLICY };
-export { SubscriptionRefused };
+export { RequestFailed, SubscriptionRefused };
 
 export const PING_TEXT = '{"type":"ct.ping"}';
 export const PONG_TEXT = '{"type":"ct.pong"}';
@@ -151,6 +154,7 @@ export class ChannelsTuningClient extends EventTarget {
     this.refreshFailures = 0; // refreshes whose token function failed
     this.positions = new Map(); // topic -> {epoch, offset}: what the client has
     this.subscriptions = new Subscriptions(this); // topics asked for (subscriptions.js)
+    this.requests = new Requests(this); // requests waiting for their reply (requests.js)
     this.outbox = [];
     this.nextRetryAt = null; // epoch ms of the next attempt while reconnecting
     this._ws = null;
@@ -197,6 +201,12 @@ export class ChannelsTuningClient extends EventTarget {
   /** End the subscription to `topic`. */
   unsubscribe(topic, options = {}) {
     return this.subscriptions.unsubscribe(topic, options);
+  }
+
+  /** Call the consumer's declared method `method`: resolves with its result, rejects
+   * with RequestFailed. Options: timeout (ms). */
+  request(method, params = undefined, options = {}) {
+    return this.requests.request(method, params, options);
   }
 
   /** Close and stop reconnecting. */
@@ -323,6 +333,7 @@ export class ChannelsTuningClient extends EventTarget {
       }
       if (message.kind === "pong") return;
     }
+    if (this.requests.answer(message)) return;
     if (this.subscriptions.answer(message)) {
       // An answer to the client's own request; a position comes with "subscribed".
       const position = positionOf(message);
@@ -415,6 +426,7 @@ export class ChannelsTuningClient extends EventTarget {
   }
 
   _handleClose(code, reason) {
+    this.requests.closed();
     clearTimeout(this._deadTimer);
     clearTimeout(this._refreshTimer);
     this._ws = null;

@@ -62,6 +62,8 @@ class Binary(TunedProtobufWebsocketConsumer):
 
 @pytest.fixture(autouse=True)
 async def _fresh_layer():
+    from channels_tuning.runtime.registry import registry
+
     layer = get_channel_layer()
     await layer.flush()
     layer.history = MemoryHistory()
@@ -70,6 +72,7 @@ async def _fresh_layer():
     with override_settings(**HISTORY):
         yield
     await layer.flush()
+    assert len(registry) == 0, registry.describe()  # every test ended its connections
 
 
 async def connect(path="/", consumer=Dashboard, tuned=True):
@@ -271,6 +274,7 @@ async def test_an_unreadable_request_closes_with_1008(frame):
         "reason": "unreadable topic request",
     }
     assert outcomes() == {"malformed": 1}
+    await comm.disconnect(code=1008)  # what the server delivers once the close is done
 
 
 async def test_a_flood_of_requests_closes_with_1008():
@@ -289,6 +293,7 @@ async def test_a_flood_of_requests_closes_with_1008():
     assert [r["error"] for r in replies] == ["unknown_topic"] * 5
     assert output["code"] == 1008
     assert outcomes() == {"unknown_topic": 5, "flood": 1}
+    await comm.disconnect(code=1008)
 
 
 async def test_a_page_that_does_not_speak_the_protocol_gets_its_frames_unchanged():
