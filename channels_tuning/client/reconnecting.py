@@ -318,15 +318,6 @@ class ReconnectingClient(TokenCredentials, TopicPositions, TopicSubscriptions, C
         except websockets.ConnectionClosed:
             return
 
-    async def _answered(self, frame: str | bytes) -> bool:
-        """True if ``frame`` answered a subscribe request (or ended a subscription)."""
-        answer = self._topic_answer(frame)
-        if answer is None:
-            return False
-        if self.recover and answer.get("id"):
-            self._track(answer)  # a position comes with subscribed
-        return await self._handle_answer(answer)
-
     async def _deliver(self, ws: Any, frame: str | bytes) -> None:
         try:
             message = self._decode(frame)

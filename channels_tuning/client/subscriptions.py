@@ -76,6 +76,8 @@ class TopicSubscriptions:
     codec: Any
     state: str
     positions: dict[str, StreamPosition]
+    recover: bool
+    _track: Callable[[Any], bool]  # TopicPositions._track
     on_unsubscribed: Callable[[str, str], Any] | None = None
     _ws: Any
     _subscriptions: dict[str, Subscription]
@@ -208,6 +210,15 @@ class TopicSubscriptions:
             result = callback(topic, reason)
             if asyncio.iscoroutine(result):
                 await result
+
+    async def _answered(self, frame: str | bytes) -> bool:
+        """True if ``frame`` answered a subscribe request (or ended a subscription)."""
+        answer = self._topic_answer(frame)
+        if answer is None:
+            return False
+        if self.recover and answer.get("id"):
+            self._track(answer)  # a position comes with subscribed
+        return await self._handle_answer(answer)
 
     def _topic_answer(self, frame: str | bytes) -> dict[str, Any] | None:
         """The server's answer in ``frame`` (as a dict), or None if it is not one."""
