@@ -15,6 +15,10 @@ import pytest
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.settings")
 django.setup()
 
+# The fixtures the package ships for projects' tests (ct_layer, ct_no_leaks): used
+# here too, so that they stay true.
+pytest_plugins = ["channels_tuning.testing.plugin"]
+
 from tests.support.processes import (  # noqa: E402  (Django first)
     DaphneProcess,
     RedisServer,

@@ -6,7 +6,9 @@
 - :func:`capture_group_sends` (:mod:`.capture`): what the code under test broadcast or
   sent to groups, with the delivery reports;
 - :func:`assert_no_leaks` (:mod:`.leaks`): the in-process twin of ``manage.py wsstats
-  --check``, for the end of a test.
+  --check``, for the end of a test;
+- :mod:`.plugin`: pytest fixtures ``ct_layer`` and ``ct_no_leaks`` (opt-in with
+  ``pytest_plugins = ["channels_tuning.testing.plugin"]``).
 
 The guide is ``docs/topics/testing.md``.
 """

@@ -53,13 +53,9 @@ class JoinsTwo(TunedJsonWebsocketConsumer):
 
 
 @pytest.fixture(autouse=True)
-async def _fresh_layer():
-    layer = get_channel_layer()
-    await layer.flush()
-    layer.history = MemoryHistory()
+async def _fresh_layer(ct_layer):
     with override_settings(**HISTORY):
         yield
-    await layer.flush()
 
 
 async def connect(path="/", consumer=Member):

@@ -17,7 +17,6 @@ from channels_tuning import Topic, TunedJsonWebsocketConsumer, TunedProtobufWebs
 from channels_tuning.broadcast import broadcast, broadcast_many
 from channels_tuning.consumers import topics
 from channels_tuning.core.tokens import TokenBucket
-from channels_tuning.layers.history import MemoryHistory
 from channels_tuning.runtime.counters import TOPIC_REQUESTS
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
@@ -61,18 +60,13 @@ class Binary(TunedProtobufWebsocketConsumer):
 
 
 @pytest.fixture(autouse=True)
-async def _fresh_layer():
-    from channels_tuning.runtime.registry import registry
-
-    layer = get_channel_layer()
-    await layer.flush()
-    layer.history = MemoryHistory()
+async def _fresh_layer(ct_layer, ct_no_leaks):
+    # The package's own fixtures (channels_tuning.testing.plugin): an empty layer with a
+    # fresh history, and every test's connections ended without a leftover.
     ALLOWED.clear()
     TOPIC_REQUESTS.clear()
     with override_settings(**HISTORY):
         yield
-    await layer.flush()
-    assert len(registry) == 0, registry.describe()  # every test ended its connections
 
 
 async def connect(path="/", consumer=Dashboard, tuned=True):

@@ -6,13 +6,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from channels_tuning import Topic, TunedJsonWebsocketConsumer
 from channels_tuning.broadcast import broadcast, broadcast_many
 from channels_tuning.client import SubscriptionRefused
-from channels_tuning.layers.history import MemoryHistory
 from channels_tuning.testing import TunedCommunicator, assert_no_leaks, capture_group_sends
 from channels_tuning.users import disconnect_user
 
@@ -42,13 +40,9 @@ class Room(TunedJsonWebsocketConsumer):
 
 
 @pytest.fixture(autouse=True)
-async def _fresh_layer():
-    layer = get_channel_layer()
-    await layer.flush()
-    layer.history = MemoryHistory()
+async def _fresh_layer(ct_layer):
     with override_settings(**HISTORY):
         yield
-    await layer.flush()
 
 
 async def test_the_communicator_answers_heartbeats_subscribes_and_unwraps():
