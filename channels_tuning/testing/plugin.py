@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from channels.layers import get_channel_layer
 
+from ..layers.capabilities import history_store
 from ..layers.history import MemoryHistory
 from .leaks import assert_no_leaks
 
@@ -30,7 +31,7 @@ async def ct_layer() -> AsyncIterator[Any]:
     if layer is None:
         raise RuntimeError("ct_layer needs CHANNEL_LAYERS")
     await layer.flush()
-    if isinstance(getattr(layer, "history", None), MemoryHistory):
+    if isinstance(history_store(layer), MemoryHistory):
         layer.history = MemoryHistory()
     yield layer
     await layer.flush()
