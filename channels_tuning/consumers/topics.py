@@ -133,7 +133,8 @@ class TopicsMixin(RpcMixin):
         """The layer event of :func:`channels_tuning.users.unsubscribe_user`."""
         name, reason = event.get("topic"), event.get("reason")
         if isinstance(name, str):
-            await self.unsubscribe_topic(name, reason if isinstance(reason, str) else "revoked")
+            reason = reason[:MAX_REASON_LENGTH] if isinstance(reason, str) else "revoked"
+            await self.unsubscribe_topic(name, reason)
 
     # ------------------------------------------------------------ requests
 
