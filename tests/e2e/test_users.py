@@ -175,10 +175,11 @@ async def test_a_password_change_closes_the_users_websockets(
         run_django,
         env,
         "import time\nfrom django.contrib.auth.models import User\n"
-        "u = User.objects.get(username='frank'); started = time.time()\n"
-        "u.set_password('a new one'); u.save(); print(started)",
+        "u = User.objects.get(username='frank'); u.set_password('a new one')\n"
+        "started = time.time(); u.save(); print(started)",  # from the save, not the hashing
     )
     closes = await asyncio.gather(*watching)
-    print(f"password change: tabs closed within {max(at for _, at in closes) - float(out):.3f} s")
+    took = max(at for _, at in closes) - float(out)
+    print(f"password change: tabs closed {took:.3f} s after save()")
     assert [code for code, _ in closes] == [4003, 4003]
-    assert max(at for _, at in closes) - float(out) < 1.0
+    assert took < 1.0
