@@ -101,6 +101,12 @@ def is_writable(server: Any, protocol: Any) -> bool:
 #: Seconds plain daphne's shutdown waits for cancelled applications to finish their
 #: cleanup (close frames, group_discard) once the fix is installed.
 SHUTDOWN_WAIT = 10.0
+#: Seconds it then waits for those applications' connections to end. A close frame an
+#: application sent sits in Twisted's write buffer until the loop runs again; a process
+#: that exits first loses it (the client sees 1006), and one that exits with the
+#: client's answer unread resets the connection. Autobahn ends a connection 1 s after
+#: its close frame at the latest, so this bound is only reached by a stuck transport.
+CLOSE_WAIT = 2.0
 
 
 def install_shutdown_fix() -> bool:
@@ -135,8 +141,19 @@ def install_shutdown_fix() -> bool:
         logger.info("Killed %i pending application instances", len(pending))
 
         async def wait() -> None:
-            if pending:
-                await asyncio.wait(pending, timeout=SHUTDOWN_WAIT)
+            if not pending:
+                return
+            await asyncio.wait(pending, timeout=SHUTDOWN_WAIT)
+            cancelled = set(pending)
+            closing = [
+                protocol
+                for protocol, details in self.connections.items()
+                if details.get("application_instance") in cancelled
+            ]
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + CLOSE_WAIT
+            while loop.time() < deadline and any(is_writable(self, p) for p in closing):
+                await asyncio.sleep(0.02)
 
         from twisted.internet import defer
 
