@@ -96,6 +96,17 @@ class RequestError(ChannelsTuningError):
         self.code, self.message = code, message
 
 
+class ClientRequestFailed(ChannelsTuningError):
+    """A consumer's request to its client (``request_client()``) got no result:
+    ``code`` is the client's error code, or the package's ``timeout``, ``closed``
+    (the connection ended first) or ``unsupported`` (the client does not speak the
+    package's protocol)."""
+
+    def __init__(self, method: str, code: str, message: str = "") -> None:
+        super().__init__(f"{method}: {code}" + (f" ({message})" if message else ""))
+        self.method, self.code, self.message = method, code, message
+
+
 def __getattr__(name: str) -> type[QueueOverflow]:
     # The name QueueOverflow had before 0.2 (channels_tuning.backpressure.Overflow).
     if name == "Overflow":

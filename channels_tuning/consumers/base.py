@@ -161,6 +161,9 @@ class ManagedConnectionMixin(TopicsMixin):
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
         self.base_send = send
+        # The task that reads client frames: a request to the client made from it
+        # would wait for a reply that only it can read (consumers/server_requests.py).
+        self._frames_task = asyncio.current_task()
         self.transport = transport = transport_for(scope, send)
         detect.announce_server(transport.kind)
         detect.announce_path(type(self), transport, self.tuning.idle_timeout)
@@ -223,21 +226,6 @@ class ManagedConnectionMixin(TopicsMixin):
             self.close_nowait(CloseCode.INTERNAL_ERROR, "internal error")
 
     # ------------------------------------------------------------- lifecycle
-
-    @property
-    def state(self) -> ConnectionState:
-        """The connection's state (see :class:`~channels_tuning.core.ConnectionState`)."""
-        return self.core.state
-
-    @property
-    def accepted(self) -> bool:
-        return self.core.accepted
-
-    @property
-    def closing(self) -> bool:
-        """True once the server has closed (or the client has gone)."""
-        state = self.core.state
-        return state is ConnectionState.CLOSING or state is ConnectionState.CLOSED
 
     @property
     def last_seen(self) -> float:

@@ -67,6 +67,21 @@ class OutboundMixin(AsyncWebsocketConsumer):
         """The consumer's class name as used in counters and logs."""
         return cls.__qualname__
 
+    @property
+    def state(self) -> ConnectionState:
+        """The connection's state (see :class:`~channels_tuning.core.ConnectionState`)."""
+        return self.core.state
+
+    @property
+    def accepted(self) -> bool:
+        return self.core.accepted
+
+    @property
+    def closing(self) -> bool:
+        """True once the server has closed (or the client has gone)."""
+        state = self.core.state
+        return state is ConnectionState.CLOSING or state is ConnectionState.CLOSED
+
     async def send_json(
         self, content: Any, close: bool = False, *, coalesce_key: Any = None
     ) -> None:

@@ -37,7 +37,6 @@ import logging
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
-from ..core.state import ConnectionState
 from ..exceptions import ProtocolRequestError, RequestError
 from ..runtime.counters import REQUESTS
 from ..runtime.ratelog import RateLimitedLog
@@ -99,9 +98,13 @@ class RpcMixin(CredentialsMixin):
         if request is None:
             return False
         frame = await self._answer(request)
-        if not self._ended():
+        if not self.closing:
             self.send_nowait(frame)
         return True
+
+    def _binary_frames(self) -> bool:
+        """Whether the package's protocol frames to this client are binary (a codec)."""
+        return not type(self).accept_text_frames
 
     async def _answer(self, request: Request) -> dict[str, Any]:
         label = self.consumer_label()
@@ -126,7 +129,3 @@ class RpcMixin(CredentialsMixin):
             return error_reply_frame(request.id, RequestError("internal"))
         REQUESTS.inc((label, "ok"))
         return frame
-
-    def _ended(self) -> bool:
-        state = self.core.state
-        return state is ConnectionState.CLOSING or state is ConnectionState.CLOSED

@@ -48,7 +48,7 @@ from ..wire.topics import (
     subscribed_reply,
     unsubscribed_frame,
 )
-from .rpc import RpcMixin
+from .server_requests import ServerRequestsMixin
 
 logger = logging.getLogger("channels_tuning")
 #: Clients decide how often they are refused: a line a second at most (all counted).
@@ -58,7 +58,7 @@ _refused_log = RateLimitedLog(logger, interval=1.0, level=logging.INFO)
 _checks: set[asyncio.Task[None]] = set()
 
 
-class TopicsMixin(RpcMixin):
+class TopicsMixin(ServerRequestsMixin):
     """The topic protocol (a layer of
     :class:`~channels_tuning.consumers.base.ManagedConnectionMixin`)."""
 
@@ -73,8 +73,6 @@ class TopicsMixin(RpcMixin):
 
     _topic_table: ClassVar[TopicTable] = TopicTable(())
     _has_topics: ClassVar[bool] = False
-    #: Whether client frames may be requests of the package's protocol (topics, @rpc).
-    _reads_protocol: ClassVar[bool] = False
     _topic_limits: ClassVar[SubscriptionLimits]
     _subscribe_tokens: float | None = None
     _subscribe_counted_at: float = 0.0
@@ -96,7 +94,9 @@ class TopicsMixin(RpcMixin):
             return True
         if not self.tuned_client:
             return False
-        if self._has_methods and await self._request_frame(message):
+        if (self._has_methods or self._pending_replies is not None) and await self._request_frame(
+            message
+        ):
             return True
         return self._has_topics and await self._topic_frame(message)
 
@@ -125,7 +125,7 @@ class TopicsMixin(RpcMixin):
             return False
         TOPIC_REQUESTS.inc((self.consumer_label(), "revoked"))
         await self._leave_topic(name)
-        if not self._ended():
+        if not self.closing:
             self.send_nowait(unsubscribed_frame(name, reason, binary=self._binary_frames()))
         return True
 
@@ -176,7 +176,7 @@ class TopicsMixin(RpcMixin):
         refusal = await self._authorize(match)
         if refusal is not None:
             return self._refuse(request, refusal)
-        if self._ended():
+        if self.closing:
             return None
         if self._subscriptions is None:
             self._subscriptions = {}
@@ -210,7 +210,7 @@ class TopicsMixin(RpcMixin):
             return self._refuse(request, "not_subscribed")
         TOPIC_REQUESTS.inc((self.consumer_label(), "unsubscribed"))
         await self._leave_topic(name)
-        if not self._ended():
+        if not self.closing:
             frame = unsubscribed_frame(name, "client", request.id, binary=self._binary_frames())
             self.send_nowait(frame)
         return None
@@ -232,7 +232,7 @@ class TopicsMixin(RpcMixin):
 
     def _refuse(self, request: TopicRequest, reason: str) -> None:
         self._topic_refused(reason, f"{request.action} {request.topic[:100]!r}: {reason}")
-        if not self._ended():
+        if not self.closing:
             frame = error_frame(request.topic, request.id, reason, binary=self._binary_frames())
             self.send_nowait(frame)
 
@@ -240,9 +240,6 @@ class TopicsMixin(RpcMixin):
         label = self.consumer_label()
         TOPIC_REQUESTS.inc((label, outcome if outcome in _OUTCOMES else "forbidden"))
         _refused_log.log("channels_tuning: %s topic request refused: %s", label, detail)
-
-    def _binary_frames(self) -> bool:
-        return not type(self).accept_text_frames
 
     # ---------------------------------------------- asking again, on the clock
 
@@ -266,7 +263,7 @@ class TopicsMixin(RpcMixin):
     async def _authorize_again(self) -> None:
         """Ask ``can_subscribe`` about every held subscription; end those it refuses."""
         for name, match in list((self._subscriptions or {}).items()):
-            if self._ended():
+            if self.closing:
                 return
             try:
                 refusal = await self._authorize(match)
@@ -275,7 +272,7 @@ class TopicsMixin(RpcMixin):
                 refusal = "forbidden"
             if refusal is not None and (self._subscriptions or {}).get(name) is match:
                 await self.unsubscribe_topic(name, "forbidden")
-        if self._subscriptions and not self._ended():
+        if self._subscriptions and not self.closing:
             self._authorize_due = time.monotonic() + self.authorization_ttl
             if self._registered:
                 scheduler.schedule(self, self._authorize_due)

@@ -158,6 +158,7 @@ class ChannelsTuningCollector(Collector):
             stats.PRESENCE_EVENTS,
             stats.TOPIC_REQUESTS,
             stats.REQUESTS,
+            stats.CLIENT_REQUESTS,
         ):
             yield _counter(counter.name, counter.description, counter.labelnames, items(counter))
         sends, dropped = stats.GROUP_SENDS, stats.GROUP_SEND_DROPPED

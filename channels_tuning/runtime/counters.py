@@ -120,6 +120,15 @@ TOPIC_REQUESTS: Final = Counter(
     "subscription, or unsubscribe_user()), malformed and flood (closed with 1008).",
     ("consumer", "outcome"),
 )
+CLIENT_REQUESTS: Final = Counter(
+    "channels_tuning_client_requests_total",
+    "Requests and acknowledged pushes a tuned consumer sent its client "
+    "(channels_tuning.consumers.server_requests), by consumer and outcome: ok, error "
+    "(the client's error answer), timeout, closed (the connection ended first), "
+    "unanswered (too many in flight: closed 4006), late (a reply to no pending id: "
+    "after its timeout, twice, or never asked), malformed (closed 1008).",
+    ("consumer", "outcome"),
+)
 
 REQUESTS: Final = Counter(
     "channels_tuning_requests_total",
@@ -201,6 +210,7 @@ ALL_COUNTERS: Final = (
     PRESENCE_EVENTS,
     TOPIC_REQUESTS,
     REQUESTS,
+    CLIENT_REQUESTS,
 )
 
 

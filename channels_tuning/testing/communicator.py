@@ -12,7 +12,9 @@ It speaks what the package's clients speak, so a test sees what a user's client 
   return the answer, or raise :class:`~channels_tuning.client.SubscriptionRefused`;
 - ``receive_topic_message()``: the next message of a topic, unwrapped;
 - ``request(method, params)``: call an ``@rpc`` method; its result, or
-  :class:`~channels_tuning.client.RequestFailed`.
+  :class:`~channels_tuning.client.RequestFailed`;
+- ``receive_server_request()`` and ``reply()``: what the consumer's
+  ``request_client()`` / ``send_with_ack()`` sent, and the answer to it.
 
 Frames that arrive while it waits for an answer are kept, in order, for the next
 ``receive_from()``::
@@ -43,6 +45,9 @@ from ..wire.heartbeat import PING_BYTES, PING_TEXT, PONG_BYTES, PONG_TEXT
 from ..wire.subprotocol import SUBPROTOCOL
 
 __all__ = ["TunedCommunicator"]
+
+#: Frames in which the server asks its client (ids of the server's own count).
+_SERVER_ASKS = frozenset({"request", "push"})
 
 
 class TunedCommunicator(WebsocketCommunicator):
@@ -129,6 +134,33 @@ class TunedCommunicator(WebsocketCommunicator):
         finally:
             self._kept.extendleft(reversed(skipped))
 
+    async def receive_server_request(self, timeout: float = 1) -> dict[str, Any]:
+        """The next request of the consumer to its client (``{"kind": "request", "id",
+        "method", "params"}``) or acknowledged push (``{"kind": "push", "id", "data"}``);
+        frames before it are kept for ``receive_from()``. Answer with :meth:`reply`."""
+        skipped: list[str | bytes] = []
+        try:
+            while True:
+                frame = await self.receive_from(timeout)
+                message = _json_object(frame)
+                if message is not None and message.get("kind") in _SERVER_ASKS:
+                    return message
+                skipped.append(frame)
+        finally:
+            self._kept.extendleft(reversed(skipped))
+
+    async def reply(
+        self, request_id: int, result: Any = None, *, error: str | None = None, message: str = ""
+    ) -> None:
+        """Answer the server's request ``request_id``: ``result``, or ``error`` (a code)
+        with ``message``; ``reply(id)`` acknowledges a push."""
+        answer: dict[str, Any] = {"type": "ct.reply", "id": request_id}
+        if error is not None:
+            answer.update(error=error, message=message)
+        elif result is not None:
+            answer["result"] = result
+        await self.send_to(text_data=json.dumps(answer))
+
     async def _request(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         answer = await self._exchange(request, timeout)
         if answer.get("kind") == "error":
@@ -142,7 +174,11 @@ class TunedCommunicator(WebsocketCommunicator):
         while True:
             frame = await self._next_frame(timeout)
             answer = _json_object(frame)
-            if answer is not None and answer.get("id") == request_id:
+            if (
+                answer is not None
+                and answer.get("id") == request_id
+                and answer.get("kind") not in _SERVER_ASKS
+            ):
                 return answer
             self._kept.append(frame)  # a frame that came first: for receive_from()
 

@@ -47,6 +47,9 @@ class CloseCode(IntEnum):
     TOKEN_INVALID = 4004
     #: The connection's token expired without a refresh; reconnect with a new token.
     TOKEN_EXPIRED = 4005
+    #: The client left more of the server's requests unanswered than the consumer's
+    #: ``max_client_requests`` (it reads its frames but does not answer them).
+    UNANSWERED_REQUESTS = 4006
 
 
 #: Reported to ``disconnect()`` (and by clients) when the connection ended without a
@@ -72,6 +75,7 @@ LOG_LEVELS: Final[dict[int, int]] = {
     CloseCode.USER_DISCONNECTED: logging.INFO,
     CloseCode.TOKEN_INVALID: logging.WARNING,
     CloseCode.TOKEN_EXPIRED: logging.INFO,
+    CloseCode.UNANSWERED_REQUESTS: logging.WARNING,
 }
 
 
