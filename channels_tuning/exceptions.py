@@ -18,6 +18,8 @@ exception                      raised when
 :class:`TopicRequestError`     ... a subscribe or unsubscribe request
 :class:`RequestError`          raised by an ``@rpc`` method: the request fails with
                                a code and a message (no traceback to the client)
+:class:`ClientRequestFailed`   a consumer's ``request_client()`` got no result: the
+                               client's error, ``timeout``, ``closed``, ``unsupported``
 =============================  ======================================================
 """
 

@@ -30,6 +30,7 @@ from channels_tuning import (
     TunedProtobufWebsocketConsumer,
     TunedURLRouter,
     TunedWebsocketConsumer,
+    rpc,
 )
 from channels_tuning.addresses import client_address
 from channels_tuning.broadcast import broadcast
@@ -225,9 +226,15 @@ class BurstConsumer(TunedWebsocketConsumer):
 
 
 class QuickDashboardConsumer(DashboardConsumer):
-    """The example's dashboard, asking about held subscriptions every second."""
+    """The example's dashboard, asking about held subscriptions every second and
+    waiting a second for its pages' answers; ``echo`` answers with its params."""
 
     authorization_ttl = 1.0
+    client_request_timeout = 1.0
+
+    @rpc("echo")
+    async def echo(self, params):
+        return params
 
 
 def readme_quickstart_consumer() -> type:

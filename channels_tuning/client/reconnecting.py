@@ -133,8 +133,7 @@ class ReconnectingClient(TokenCredentials, TopicPositions, TopicSubscriptions, C
         self.gaps = 0
         #: Topics (client/subscriptions.py): subscribe(), on_unsubscribed(topic, reason).
         self._init_subscriptions(on_unsubscribed)
-        #: Requests waiting for their reply, by id (client/requests.py: request()).
-        self._replies = {}
+        self._init_requests()  # request(), on_request(): client/requests.py
 
     # ---------------------------------------------------------------- control
 
@@ -311,7 +310,7 @@ class ReconnectingClient(TokenCredentials, TopicPositions, TopicSubscriptions, C
                     await ws.send(PONG_BYTES)
                 elif (
                     not self._credentials_frame(ws, frame)
-                    and not self._reply_frame(frame)
+                    and not await self._requests_frame(ws, frame)
                     and not await self._answered(frame)
                 ):
                     await self._deliver(ws, frame)
@@ -333,6 +332,9 @@ class ReconnectingClient(TokenCredentials, TopicPositions, TopicSubscriptions, C
                 return
         if self.recover and not self._track(message):
             return
+        await self._hand_over(message)
+
+    async def _hand_over(self, message: Any) -> None:
         subscription = self._subscription_for(message)
         if subscription is not None:
             await self._call(subscription.on_message, message)

@@ -11,19 +11,58 @@ method's own ``RequestError``). A request is sent once: when the connection drop
 before the answer it raises ``ConnectionResetError`` (the method may or may not have
 run: the application decides whether asking again is safe). The wire format is
 :mod:`channels_tuning.wire.rpc`.
+
+The server asks too (a consumer's ``request_client()`` and ``send_with_ack()``)::
+
+    client.on_request("page.state", lambda params: {"visible": True})
+
+A handler (a function or coroutine, run in a task of its own) returns the result or
+raises :class:`~channels_tuning.exceptions.RequestError` for an error answer with its
+code; any other exception answers ``internal`` (logged here); a method without a
+handler answers ``unknown_method``. A push is handed over as a message (to
+``on_message``, or to ``async for``) and acknowledged once that returned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import websockets
 
+from ..exceptions import RequestError
+
 __all__ = ["ClientRequests", "RequestFailed"]
 
 _REPLY = '{"kind":"reply"'
+_SERVER_REQUEST = '{"kind":"request"'
+_PUSH = '{"kind":"push"'
+logger = logging.getLogger("channels_tuning.client")
+
+
+class _Closed(Exception):
+    """The connection ended while a handler of the server's request ran."""
+
+
+async def _unless_closed(ws: Any, awaitable: Any) -> Any:
+    """``awaitable``'s result; cancelled (raising :class:`_Closed`) when ``ws`` closes
+    first, so that a handler that never returns does not outlive its connection."""
+    work = asyncio.ensure_future(awaitable)
+    closed = asyncio.ensure_future(ws.wait_closed())
+    try:
+        await asyncio.wait({work, closed}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closed.cancel()
+        if not work.done():
+            work.cancel()
+    if work.cancelled():
+        raise _Closed
+    return work.result()
 
 
 class RequestFailed(Exception):
@@ -41,6 +80,21 @@ class ClientRequests:
     _ws: Any
     _replies: dict[int, asyncio.Future[Any]]
     _next_request: int = 0
+    _request_handlers: dict[str, Callable[[Any], Any]]
+    _handling: set[asyncio.Task[None]]
+    #: The client's delivery of a received message (on_message, or the queue).
+    _hand_over: Callable[[Any], Awaitable[None]]
+
+    def _init_requests(self) -> None:
+        #: Requests waiting for their reply, by id (request()).
+        self._replies = {}
+        #: The server's requests this client answers, by method (on_request()).
+        self._request_handlers = {}
+        self._handling = set()
+
+    def on_request(self, method: str, handler: Callable[[Any], Any]) -> None:
+        """Answer the server's requests for ``method`` with ``handler(params)``."""
+        self._request_handlers[method] = handler
 
     async def request(self, method: str, params: Any = None, *, timeout: float = 10.0) -> Any:
         """Call ``method`` on the server (the connection must be open)."""
@@ -77,10 +131,59 @@ class ClientRequests:
             raise RequestFailed(method, str(answer["error"]), str(answer.get("message", "")))
         return answer.get("result")
 
-    def _reply_frame(self, frame: str | bytes) -> bool:
-        """True if ``frame`` was the answer to a request (handed to its caller)."""
-        if not isinstance(frame, str) or not frame.startswith(_REPLY):
+    async def _requests_frame(self, ws: Any, frame: str | bytes) -> bool:
+        """True if ``frame`` was an answer to a request (handed to its caller), a
+        request of the server (answered in a task) or a push (handed over, then
+        acknowledged)."""
+        if not isinstance(frame, str) or not frame.startswith('{"kind":"'):
             return False
+        if frame.startswith(_REPLY):
+            return self._reply_frame(frame)
+        if frame.startswith(_SERVER_REQUEST) or frame.startswith(_PUSH):
+            try:
+                asked = json.loads(frame)
+            except ValueError:
+                return False
+            if not isinstance(asked, dict) or not isinstance(asked.get("id"), int):
+                return False
+            if asked["kind"] == "push":
+                await self._hand_over(asked.get("data"))
+                await self._answer(ws, {"type": "ct.reply", "id": asked["id"]})
+            else:
+                task = asyncio.ensure_future(self._run_handler(ws, asked))
+                self._handling.add(task)
+                task.add_done_callback(self._handling.discard)
+            return True
+        return False
+
+    async def _run_handler(self, ws: Any, asked: dict[str, Any]) -> None:
+        answer: dict[str, Any] = {"type": "ct.reply", "id": asked["id"]}
+        method = asked.get("method")
+        handler = self._request_handlers.get(method) if isinstance(method, str) else None
+        try:
+            if handler is None:
+                raise RequestError("unknown_method", str(method))
+            result = handler(asked.get("params"))
+            if inspect.isawaitable(result):
+                result = await _unless_closed(ws, result)
+            answer["result"] = result
+        except RequestError as error:
+            answer.update(error=error.code, message=error.message)
+        except _Closed:
+            return  # nobody to answer: the server ended the request as "closed"
+        except Exception:
+            logger.exception("handler for the server's request %s raised", method)
+            answer.update(error="internal", message="")
+        await self._answer(ws, answer)
+
+    @staticmethod
+    async def _answer(ws: Any, answer: dict[str, Any]) -> None:
+        # A closed connection: the server ends the request as "closed".
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(json.dumps(answer, separators=(",", ":")))
+
+    def _reply_frame(self, frame: str) -> bool:
+        """True if ``frame`` was the answer to a request (handed to its caller)."""
         try:
             answer = json.loads(frame)
         except ValueError:

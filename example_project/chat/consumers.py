@@ -11,6 +11,7 @@ from channels_tuning import (
     rpc,
 )
 from channels_tuning.broadcast import broadcast
+from channels_tuning.exceptions import ClientRequestFailed
 from channels_tuning.layers.presence import presence_policy
 from channels_tuning.presence import presence
 
@@ -56,7 +57,9 @@ class DashboardConsumer(TunedJsonWebsocketConsumer):
       (asked again every ``authorization_ttl`` seconds: a user removed from the group
       is unsubscribed within a minute, or at once with ``unsubscribe_user()``).
 
-    The page asks which desks it may follow with a request (``desk.list``).
+    The page asks which desks it may follow with a request (``desk.list``); the server
+    pushes alerts the page must confirm and asks the page what it shows
+    (``dashboard_alert``).
     """
 
     topics = [
@@ -65,6 +68,8 @@ class DashboardConsumer(TunedJsonWebsocketConsumer):
         Topic("desk.{name}"),
     ]
     max_subscriptions = 20
+    #: Seconds the page has to confirm an alert or say what it shows.
+    client_request_timeout = 5.0
 
     async def can_subscribe(self, user, scope, topic):
         if topic.topic.public:
@@ -81,6 +86,20 @@ class DashboardConsumer(TunedJsonWebsocketConsumer):
         if user is None or not user.is_authenticated:
             raise RequestError("login_required", "sign in to see your desks")
         return await database_sync_to_async(_desks)(user)
+
+    async def dashboard_alert(self, event):
+        """An alert every page of a user must confirm, sent to the user's connections by
+        ``send_to_group(user_group(pk), {"type": "dashboard.alert", "text": ...})``:
+        pushed with ``send_with_ack()`` (True once the page handled it), then the page
+        is asked what it shows (its ``page.state`` handler), and told what the server
+        saw. A layer event runs in its own task, so it may wait for the page."""
+        shown = await self.send_with_ack({"alert": str(event.get("text", ""))[:200]})
+        try:
+            page = await self.request_client("page.state")
+        except ClientRequestFailed as failed:
+            page = {"failed": failed.code}
+        if not self.closing:
+            await self.send_json({"alert_outcome": {"shown": shown, "page": page}})
 
 
 def _desks(user):

@@ -255,7 +255,8 @@ async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne
 async def test_the_example_dashboard_in_chromium(tmp_path, redis_server):
     """The example's /dashboard/ page in headless Chromium, signed in: the ticker's
     latest price on subscribe (cache mode), the user's own notices, a desk feed the
-    user's Django group allows, another refused with the reason, a desk taken away
+    user's Django group allows, another refused with the reason, an alert the page
+    acknowledges and a request the page answers, a desk taken away
     with unsubscribe_user() shown as ended, and what was broadcast while the server
     was down shown once after its restart; screenshots in test-artifacts/."""
     from playwright.async_api import async_playwright, expect
@@ -302,6 +303,20 @@ async def test_the_example_dashboard_in_chromium(tmp_path, redis_server):
                     await expect(page.locator("#price")).to_have_text("103")
                     await expect(page.locator("#notices")).to_contain_text("export ready")
                     await expect(page.locator("#feed")).to_contain_text("ops: deploy at 15:00")
+                    # The server pushes an alert the page acknowledges, then asks the
+                    # page what it shows (the page's onRequest handler answers).
+                    out = run_django(
+                        env,
+                        "import asyncio\nfrom channels_tuning.broadcast import send_to_group\n"
+                        "from channels_tuning.users import user_group\n"
+                        f"event = {{'type': 'dashboard.alert', 'text': 'fire drill'}}\n"
+                        f"print(asyncio.run(send_to_group(user_group({erin}), event)).delivered)",
+                    )
+                    assert out == "1"
+                    await expect(page.locator("#alert")).to_have_text("Alert: fire drill")
+                    await expect(page.locator("#alert-outcome")).to_have_text(
+                        "The server saw: alert confirmed, page showing 3 topics"
+                    )
                     ARTIFACTS.mkdir(exist_ok=True)
                     await page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
                     out = run_django(

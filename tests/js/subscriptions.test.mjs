@@ -126,3 +126,48 @@ test("requests: resolved with the result, rejected with the error, failed when t
   assert.deepEqual(messages, []); // replies are no messages
   client.close();
 });
+
+test("the server's requests: answered by handlers, unknown methods and failures answered too; pushes acknowledged", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const client = new ChannelsTuningClient("ws://x/ws/page/", { ...fast, codec: "json", WebSocket: FakeWebSocket });
+  const messages = [];
+  client.addEventListener("message", (e) => messages.push(e.detail));
+  client.onRequest("page.state", (params) => ({ visible: true, asked: params }));
+  client.onRequest("page.later", async () => { await sleep(5); return 7; });
+  client.onRequest("page.save", () => { throw new RequestFailed("page.save", "read_only", "a viewer"); });
+  client.onRequest("page.broken", () => { throw new TypeError("a bug"); });
+  client.start();
+  await sleep(1);
+  const ws = sockets[0];
+  const broken = console.error;
+  console.error = () => {}; // the "internal" answer is logged in the page
+  try {
+    ws.receive(JSON.stringify({ kind: "request", id: 1, method: "page.state", params: { full: true } }));
+    ws.receive(JSON.stringify({ kind: "request", id: 2, method: "page.later" }));
+    ws.receive(JSON.stringify({ kind: "request", id: 3, method: "page.save" }));
+    ws.receive(JSON.stringify({ kind: "request", id: 4, method: "page.broken" }));
+    ws.receive(JSON.stringify({ kind: "request", id: 5, method: "page.unknown" }));
+    ws.receive(JSON.stringify({ kind: "push", id: 6, data: { shipped: 7 } }));
+    await sleep(20);
+  } finally {
+    console.error = broken;
+  }
+  const replies = ws.requests().sort((a, b) => a.id - b.id);
+  assert.deepEqual(replies, [
+    { type: "ct.reply", id: 1, result: { visible: true, asked: { full: true } } },
+    { type: "ct.reply", id: 2, result: 7 },
+    { type: "ct.reply", id: 3, error: "read_only", message: "a viewer" },
+    { type: "ct.reply", id: 4, error: "internal", message: "" },
+    { type: "ct.reply", id: 5, error: "unknown_method", message: "page.unknown" },
+    { type: "ct.reply", id: 6 },
+  ]);
+  assert.deepEqual(messages, [{ shipped: 7 }]); // the push is a message; requests are not
+  // An answer that settles after the socket dropped is not written to its successor.
+  client.onRequest("page.slow", async () => { await sleep(30); return 1; });
+  ws.receive(JSON.stringify({ kind: "request", id: 7, method: "page.slow" }));
+  ws.serverClose(1012);
+  await sleep(50);
+  assert.equal(ws.sent.length, 6);
+  assert.ok(sockets.length === 1 || sockets[1].sent.every((f) => !f.includes('"id":7')));
+  client.close();
+});

@@ -129,6 +129,9 @@ export declare class ChannelsTuningClient extends EventTarget {
   unsubscribe(topic: string, options?: { timeout?: number }): Promise<void>;
   /** Calls the consumer's @rpc method: resolves with its result, rejects with RequestFailed. */
   request(method: string, params?: unknown, options?: RequestOptions): Promise<unknown>;
+  /** Answers the server's requests for `method` (a consumer's request_client()) with
+   * the handler's result; throw an error with a string `code` to answer that code. */
+  onRequest(method: string, handler: (params: unknown) => unknown): void;
   addEventListener<K extends keyof ChannelsTuningClientEventMap>(
     type: K, listener: (event: ChannelsTuningClientEventMap[K]) => void, options?: boolean | AddEventListenerOptions,
   ): void;

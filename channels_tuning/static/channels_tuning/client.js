@@ -35,7 +35,9 @@
 //   SubscriptionRefused (its `reason`), is asked again after every reconnect; an
 //   "unsubscribed" event when the server ends one; see subscriptions.js.
 // - Requests: `await client.request(method, params)` resolves with the result of the
-//   consumer's @rpc method or rejects with RequestFailed; see requests.js.
+//   consumer's @rpc method or rejects with RequestFailed; `client.onRequest(method,
+//   handler)` answers the consumer's request_client(); a send_with_ack() push is a
+//   "message" event, acknowledged after its listeners; see requests.js.
 // Events: "open", "message" (detail: the message; with codec "json", a numbered
 // message of a group with history is unwrapped: detail is its data, and the event's
 // `topic`, `offset` and `epoch` say where it stands), "subscribed" and "recovery"
@@ -209,6 +211,12 @@ export class ChannelsTuningClient extends EventTarget {
     return this.requests.request(method, params, options);
   }
 
+  /** Answer the server's requests for `method` (a consumer's request_client()) with
+   * `handler(params)`: its result, or a promise of it. */
+  onRequest(method, handler) {
+    this.requests.onRequest(method, handler);
+  }
+
   /** Close and stop reconnecting. */
   close(code = 1000, reason = "") {
     this._stopped = true;
@@ -334,6 +342,7 @@ export class ChannelsTuningClient extends EventTarget {
       if (message.kind === "pong") return;
     }
     if (this.requests.answer(message)) return;
+    if (this.requests.asked(ws, message, (data) => emit(this, "message", data))) return;
     if (this.subscriptions.answer(message)) {
       // An answer to the client's own request; a position comes with "subscribed".
       const position = positionOf(message);

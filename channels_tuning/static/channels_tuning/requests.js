@@ -7,6 +7,15 @@
 // on an open connection; if the connection drops before the answer it rejects (the
 // method may or may not have run: the application decides whether to ask again).
 // JSON text only (codec "json" or "raw").
+//
+// The server asks too (a consumer's request_client() and send_with_ack()):
+//
+//   client.onRequest("page.state", (params) => ({ visible: !document.hidden }));
+//
+// A handler returns the result (or a promise of it); throwing an error with a string
+// `code` (a RequestFailed, say) answers that code, anything else "internal"; a method
+// without a handler answers "unknown_method". A push is a "message" event, acknowledged
+// once its listeners returned.
 
 export class RequestFailed extends Error {
   constructor(method, code, message = "") {
@@ -23,6 +32,45 @@ export class Requests {
     this.client = client;
     this.pending = new Map(); // id -> {method, resolve, reject, timer}
     this.nextId = 1;
+    this.handlers = new Map(); // the server's requests this client answers: method -> fn
+  }
+
+  onRequest(method, handler) {
+    this.handlers.set(method, handler);
+  }
+
+  /** True if `message` was the server's request (answered when its handler settles)
+   * or a push (handed to `deliver`, then acknowledged), on the socket `ws`. */
+  asked(ws, message, deliver) {
+    if (message === null || typeof message !== "object" || !Number.isInteger(message.id)) return false;
+    const answer = (fields) => {
+      // Only on the connection that asked: a reconnected socket is a new conversation.
+      if (this.client._ws === ws && this.client.state === "open") ws.send(JSON.stringify({ type: "ct.reply", id: message.id, ...fields }));
+    };
+    if (message.kind === "push") {
+      deliver(message.data);
+      answer({});
+      return true;
+    }
+    if (message.kind !== "request") return false;
+    const handler = this.handlers.get(message.method);
+    Promise.resolve()
+      .then(() => {
+        if (!handler) throw new RequestFailed(message.method, "unknown_method", String(message.method));
+        return handler(message.params);
+      })
+      .then(
+        (result) => answer({ result: result ?? null }),
+        (error) => {
+          if (typeof error?.code === "string") {
+            answer({ error: error.code, message: String(error.detail ?? error.message ?? "") });
+          } else {
+            console.error("channels-tuning: handler for the server's request failed", error);
+            answer({ error: "internal", message: "" });
+          }
+        },
+      );
+    return true;
   }
 
   request(method, params = undefined, { timeout = 10000 } = {}) {

@@ -1,0 +1,178 @@
+"""Requests both ways over one socket, end to end: the example's dashboard consumer
+(``tests.e2e_asgi.QuickDashboardConsumer``) on two channels-tuning-daphne processes
+sharing a redis-server, the package's Python client. The JS client in Chromium
+answers the same consumer in tests/e2e/test_topics.py (the dashboard page)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from channels_tuning.broadcast import send_to_group
+from channels_tuning.client import Backoff, ReconnectingClient
+from channels_tuning.exceptions import RequestError
+from channels_tuning.layers import RedisChannelLayer
+from channels_tuning.observability.leaks import extra_tasks
+from channels_tuning.users import user_group
+from tests.support.processes import migrate, start_daphne, user_with_session
+
+APPLICATION = "tests.e2e_asgi:application_behind_auth"
+TUNING = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
+
+
+def tab(server, session: str, **options) -> ReconnectingClient:
+    return ReconnectingClient(
+        server.ws("/ws/dashboard-quick/"),
+        codec="json",
+        origin=f"http://127.0.0.1:{server.port}",
+        headers={"Cookie": f"sessionid={session}"},
+        backoff=Backoff(initial_delay=0.1, max_delay=0.5),
+        **options,
+    )
+
+
+async def test_the_server_asks_every_tab_of_a_user_and_each_answer_comes_back(
+    tmp_path, redis_server
+):
+    """An alert to a user's four tabs on two servers: each push is acknowledged once
+    handled; then each tab is asked what it shows: two answer, one has no handler
+    (``unknown_method``), one never answers (``timeout`` after the consumer's 1 s),
+    and no task is left behind on either server."""
+    db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "asks-test"}
+    common = {"tuned": True, "redis": redis_server, "tuning": TUNING, "application": APPLICATION}
+    servers = [start_daphne(tmp_path, **common, **db) for _ in range(2)]
+    migrate(servers[0].env)
+    carol, session = user_with_session(servers[0].env, "carol")
+    inboxes: list[asyncio.Queue] = [asyncio.Queue() for _ in range(4)]
+    tabs = [tab(servers[n % 2], session, on_message=inboxes[n].put_nowait) for n in range(4)]
+
+    async def shows_forever(params):
+        await asyncio.Event().wait()
+
+    def read_only(params):
+        raise RequestError("read_only", "a viewer")
+
+    tabs[0].on_request("page.state", lambda params: {"topics": 2, "tab": 0})
+    tabs[1].on_request("page.state", lambda params: {"topics": 5, "tab": 1})
+    tabs[2].on_request("page.state", shows_forever)
+    # tabs[3] has no handler for it.
+    layer = RedisChannelLayer(hosts=[redis_server.url])
+    try:
+        for client in tabs:
+            client.start()
+        for client in tabs:
+            await client.wait_open(10)
+        report = await send_to_group(
+            user_group(carol), {"type": "dashboard.alert", "text": "fire drill"}, layer=layer
+        )
+        assert report.delivered == 4
+        alerts = [await asyncio.wait_for(inbox.get(), 5) for inbox in inboxes]
+        assert alerts == [{"alert": "fire drill"}] * 4
+        outcomes = [await asyncio.wait_for(inbox.get(), 5) for inbox in inboxes]
+        assert outcomes == [
+            {"alert_outcome": {"shown": True, "page": {"topics": 2, "tab": 0}}},
+            {"alert_outcome": {"shown": True, "page": {"topics": 5, "tab": 1}}},
+            {"alert_outcome": {"shown": True, "page": {"failed": "timeout"}}},
+            {"alert_outcome": {"shown": True, "page": {"failed": "unknown_method"}}},
+        ]
+        # A handler's own error code reaches the consumer too.
+        tabs[0].on_request("page.state", read_only)
+        await send_to_group(
+            user_group(carol), {"type": "dashboard.alert", "text": "2"}, layer=layer
+        )
+        assert await asyncio.wait_for(inboxes[0].get(), 5) == {"alert": "2"}
+        outcome = await asyncio.wait_for(inboxes[0].get(), 5)
+        assert outcome["alert_outcome"]["page"] == {"failed": "read_only"}
+        for inbox in inboxes[1:]:
+            await asyncio.wait_for(inbox.get(), 5)  # their alert
+            await asyncio.wait_for(inbox.get(), 5)  # and its outcome
+        for server in servers:
+            counters = server.stats()["counters"]["channels_tuning_client_requests_total"]
+            print(f"server {server.port}: {counters}")
+            assert "consumer=QuickDashboardConsumer,outcome=late" not in counters
+        total = {}
+        for server in servers:
+            for labels, count in server.stats()["counters"][
+                "channels_tuning_client_requests_total"
+            ].items():
+                outcome_name = labels.rsplit("=", 1)[1]
+                total[outcome_name] = total.get(outcome_name, 0) + count
+        # 8 pushes acknowledged, 8 requests: 3 results, 1 read_only + 2 unknown_method
+        # errors, 2 timeouts.
+        assert total == {"ok": 8 + 3, "error": 3, "timeout": 2}
+    finally:
+        for client in tabs:
+            await client.close()
+        await layer.close_pools()
+    await asyncio.sleep(0.1)
+    assert [len(client._handling) for client in tabs] == [0] * 4  # the endless handler too
+    for server in servers:
+        # A leak stays; an application (or an earlier stats request) ending does not.
+        def settled(stats: dict) -> bool:
+            return stats["connections"] == 0 and extra_tasks(stats["task_groups"]) == 0
+
+        deadline = time.monotonic() + 5
+        while not settled(stats := server.stats()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert settled(stats), stats["task_groups"]
+        server.proc.kill()
+        server.proc.wait(10)
+
+
+async def test_ten_thousand_requests_from_a_hundred_clients_each_answered_once(
+    tmp_path, redis_server
+):
+    """100 clients over two servers, 100 requests each, 10 at a time per client:
+    every request gets its own answer once (the params come back); p50/p99 printed."""
+    db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "load-test"}
+    common = {"tuned": True, "redis": redis_server, "tuning": TUNING, "application": APPLICATION}
+    servers = [start_daphne(tmp_path, **common, **db) for _ in range(2)]
+    migrate(servers[0].env)
+    _, session = user_with_session(servers[0].env, "dave")
+    clients = [tab(servers[n % 2], session) for n in range(100)]
+    latencies: list[float] = []
+    try:
+        for client in clients:
+            client.start()
+        for client in clients:
+            await client.wait_open(20)
+
+        async def ask(client: ReconnectingClient, number: int) -> None:
+            for round_ in range(10):
+                asks = []
+                for k in range(10):
+                    params = {"client": number, "n": round_ * 10 + k}
+                    asks.append(timed(client, params))
+                assert await asyncio.gather(*asks) == [
+                    {"client": number, "n": round_ * 10 + k} for k in range(10)
+                ]
+
+        async def timed(client: ReconnectingClient, params: dict) -> dict:
+            began = time.perf_counter()
+            result = await client.request("echo", params, timeout=30)
+            latencies.append(time.perf_counter() - began)
+            return result
+
+        began = time.perf_counter()
+        await asyncio.gather(*(ask(client, n) for n, client in enumerate(clients)))
+        took = time.perf_counter() - began
+        latencies.sort()
+        p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+        print(
+            f"10 000 requests in {took:.1f} s ({len(latencies) / took:.0f}/s): "
+            f"p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms"
+        )
+        assert len(latencies) == 10_000
+        answered = sum(
+            server.stats()["counters"]["channels_tuning_requests_total"].get(
+                "consumer=QuickDashboardConsumer,outcome=ok", 0
+            )
+            for server in servers
+        )
+        assert answered == 10_000  # each once: no request answered twice or lost
+    finally:
+        for client in clients:
+            await client.close()
+        for server in servers:
+            server.proc.kill()
+            server.proc.wait(10)
