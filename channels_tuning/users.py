@@ -115,14 +115,7 @@ async def disconnect_user(
     if len(reason.encode()) > MAX_REASON_BYTES:
         raise ValueError(f"close reason longer than {MAX_REASON_BYTES} bytes")
     message = {"type": DISCONNECT_TYPE, "code": code, "reason": reason}
-    return await send_to_group(
-        user_group(user_id),
-        message,
-        on_full=on_full,
-        timeout=timeout,
-        layer_alias=layer_alias,
-        layer=layer,
-    )
+    return await _to_user(user_id, message, on_full, timeout, layer_alias, layer)
 
 
 async def unsubscribe_user(
@@ -141,12 +134,19 @@ async def unsubscribe_user(
     if len(reason) > MAX_REASON_LENGTH:
         raise ValueError(f"unsubscribe reason longer than {MAX_REASON_LENGTH} characters")
     message = {"type": UNSUBSCRIBE_TYPE, "topic": topic, "reason": reason}
+    return await _to_user(user_id, message, on_full, timeout, layer_alias, layer)
+
+
+async def _to_user(
+    user_id: Any, message: dict[str, Any], on_full: str, timeout: float, alias: str, layer: Any
+) -> DeliveryReport:
+    """A layer event of the package to every connection of ``user_id``."""
     return await send_to_group(
         user_group(user_id),
         message,
         on_full=on_full,
         timeout=timeout,
-        layer_alias=layer_alias,
+        layer_alias=alias,
         layer=layer,
     )
 

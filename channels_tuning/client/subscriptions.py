@@ -80,6 +80,7 @@ class TopicSubscriptions:
     _track: Callable[[Any], bool]  # TopicPositions._track
     on_unsubscribed: Callable[[str, str], Any] | None = None
     _ws: Any
+    _opened: asyncio.Event  # set while a connection is open
     _subscriptions: dict[str, Subscription]
     #: Requests waiting for their answer, by id: (topic, future).
     _pending: dict[int, tuple[str, asyncio.Future[Any]]]
@@ -134,7 +135,9 @@ class TopicSubscriptions:
             while self.state != "open" or self._ws is None:
                 if self.state == "closed":
                     raise ConnectionError("client closed")
-                await asyncio.sleep(0.05)
+                # Woken by the next open at once; a close is seen within a second.
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._opened.wait(), 1.0)
             ws = self._ws
             request: dict[str, Any] = {"type": "ct.subscribe", "topic": subscription.topic}
             if subscription.params:
