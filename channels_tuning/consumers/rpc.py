@@ -24,7 +24,8 @@ What is guaranteed:
   server, never sent);
 - requests are handled in order, one at a time per connection, like client frames in
   Channels: a client cannot have more than one running; the frame rate limit bounds
-  how many wait. An unreadable request closes with 1008 (one log line a second at most);
+  how many wait, and the next is read only when the reply fits in half the send
+  queue (a client that does not read its replies stops being read). An unreadable request closes with 1008 (one log line a second at most);
 - counted in ``channels_tuning_requests_total{consumer, outcome}``.
 
 A consumer without methods pays one attribute test per frame.
@@ -98,6 +99,10 @@ class RpcMixin(CredentialsMixin):
         if request is None:
             return False
         frame = await self._answer(request)
+        # The reply waits until the client has read earlier ones (half the send queue),
+        # and the next request is read only then: a client that asks faster than it
+        # reads is slowed by TCP, not closed 4001 by its own replies.
+        await self.room_for(len(frame["text"]), self.request_timeout)
         if not self.closing:
             self.send_nowait(frame)
         return True

@@ -6,7 +6,11 @@ answers the same consumer in tests/e2e/test_topics.py (the dashboard page)."""
 from __future__ import annotations
 
 import asyncio
+import collections
+import json
 import time
+
+import websockets
 
 from channels_tuning.broadcast import send_to_group
 from channels_tuning.client import Backoff, ReconnectingClient
@@ -14,6 +18,7 @@ from channels_tuning.exceptions import RequestError
 from channels_tuning.layers import RedisChannelLayer
 from channels_tuning.observability.leaks import extra_tasks
 from channels_tuning.users import user_group
+from channels_tuning.wire.subprotocol import SUBPROTOCOL
 from tests.support.processes import migrate, start_daphne, user_with_session
 
 APPLICATION = "tests.e2e_asgi:application_behind_auth"
@@ -176,3 +181,74 @@ async def test_ten_thousand_requests_from_a_hundred_clients_each_answered_once(
         for server in servers:
             server.proc.kill()
             server.proc.wait(10)
+
+
+async def test_hostile_requests_are_bounded_answered_or_closed(daphne_factory):
+    """Against one channels-tuning-daphne (the defaults: no rate limit, 1 MiB
+    messages): 10 000 requests sent without waiting are each answered once while the
+    server's memory stays flat (its bounded input queue pushes back on the socket);
+    duplicate ids are answered each; an unknown method gets an error frame; oversized
+    params 1009; an unreadable request 1008; no traceback in the log."""
+    tuning = {"HEARTBEAT_INTERVAL": None, "RATE_LIMIT": None, "RATE_BURST": None}
+    server = daphne_factory(tuned=True, tuning=tuning)
+    url = server.ws("/ws/dashboard-quick/")
+    origin = f"http://127.0.0.1:{server.port}"
+
+    def request(id_, method="echo", params=None) -> str:
+        return json.dumps({"type": "ct.request", "id": id_, "method": method, "params": params})
+
+    rss_before = server.rss_kb()
+    peak = rss_before
+    async with websockets.connect(
+        url, subprotocols=[SUBPROTOCOL], origin=origin, max_size=None
+    ) as ws:
+
+        async def flood() -> None:
+            for n in range(1, 10_001):
+                await ws.send(request(n, params={"n": n, "pad": "x" * 200}))
+
+        sender = asyncio.ensure_future(flood())
+        seen: collections.Counter = collections.Counter()
+        while sum(seen.values()) < 10_000:
+            reply = json.loads(await asyncio.wait_for(ws.recv(), 30))
+            assert reply["result"]["n"] == reply["id"]
+            seen[reply["id"]] += 1
+            if reply["id"] % 1000 == 0:
+                peak = max(peak, server.rss_kb())
+        await sender
+        assert len(seen) == 10_000 and set(seen.values()) == {1}
+        # The same id twice: the server keeps nothing per id, each is answered.
+        await ws.send(request(5, params={"n": 5}))
+        await ws.send(request(5, params={"n": 5}))
+        assert [json.loads(await ws.recv())["id"] for _ in range(2)] == [5, 5]
+        await ws.send(request(6, method="admin.drop_tables"))
+        assert json.loads(await ws.recv()) == {
+            "kind": "reply",
+            "id": 6,
+            "error": "unknown_method",
+            "message": "admin.drop_tables",
+        }
+        await ws.send(request(7, params={"n": 7}))
+        assert json.loads(await ws.recv())["result"] == {"n": 7}  # still open
+    growth_mb = (peak - rss_before) / 1024
+    print(f"10 000 requests in flight: server RSS +{growth_mb:.1f} MB at the peak")
+    assert growth_mb < 30
+    for frame, code in (
+        (request(1, params="x" * (1024 * 1024 + 1)), 1009),
+        ('{"type":"ct.request","id":"one","method":"echo"}', 1008),
+        ('{"type":"ct.request","id":1}', 1008),
+    ):
+        async with websockets.connect(
+            url, subprotocols=[SUBPROTOCOL], origin=origin, max_size=None
+        ) as ws:
+            await ws.send(frame)
+            await ws.wait_closed()
+            assert ws.close_code == code
+    counters = server.stats()["counters"]["channels_tuning_requests_total"]
+    print("requests counted:", counters)
+    assert counters["consumer=QuickDashboardConsumer,outcome=ok"] == 10_000 + 3
+    assert counters["consumer=QuickDashboardConsumer,outcome=unknown_method"] == 1
+    assert counters["consumer=QuickDashboardConsumer,outcome=malformed"] == 2
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    assert log.count("request refused") == 2 or log.count("request refused") == 1
