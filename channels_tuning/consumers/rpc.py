@@ -25,7 +25,8 @@ What is guaranteed:
 - requests are handled in order, one at a time per connection, like client frames in
   Channels: a client cannot have more than one running; the frame rate limit bounds
   how many wait, and the next is read only when the reply fits in half the send
-  queue (a client that does not read its replies stops being read). An unreadable request closes with 1008 (one log line a second at most);
+  queue (a client that does not read its replies stops being read). An unreadable
+  request closes with 1008 (one log line a second at most);
 - counted in ``channels_tuning_requests_total{consumer, outcome}``.
 
 A consumer without methods pays one attribute test per frame.
