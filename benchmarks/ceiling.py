@@ -9,6 +9,8 @@ the channel layer; the benchmarks print the ratio.
 - ``/pub``: every text frame received is sent to every other connection with
   ``websockets.broadcast`` (encoded once, written without waiting: the library's own
   fan-out primitive, the fastest path it has);
+- ``/rpc``: each ``{"type":"ct.request","id":…,"params":…}`` text frame is answered
+  ``{"kind":"reply","id":…,"result":params}`` (the requests benchmark);
 - any other WebSocket path: a subscriber that receives broadcasts and otherwise idles;
 - ``GET /_stats``: pid, open connections, asyncio tasks, GC-tracked objects
   (``?gc=1`` collects first) and the collections per generation with the longest
@@ -97,6 +99,12 @@ async def handler(connection: ServerConnection) -> None:
     if path.startswith("/pub"):
         async for message in connection:
             broadcast(SUBSCRIBERS, message)
+        return
+    if path.startswith("/rpc"):
+        async for message in connection:
+            request = json.loads(message)
+            reply = {"kind": "reply", "id": request["id"], "result": request.get("params")}
+            await connection.send(json.dumps(reply, separators=(",", ":")))
         return
     SUBSCRIBERS.add(connection)
     try:

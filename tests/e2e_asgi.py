@@ -15,7 +15,7 @@ from pathlib import Path
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
 
 from channels.auth import AuthMiddlewareStack
-from channels.generic.websocket import AsyncWebsocketConsumer
+from channels.generic.websocket import AsyncJsonWebsocketConsumer, AsyncWebsocketConsumer
 from channels.routing import ProtocolTypeRouter
 from channels.security.websocket import AllowedHostsOriginValidator
 from django.core.asgi import get_asgi_application
@@ -27,6 +27,7 @@ django_asgi_app = get_asgi_application()
 from channels_tuning import (
     Lifespan,
     Topic,
+    TunedJsonWebsocketConsumer,
     TunedProtobufWebsocketConsumer,
     TunedURLRouter,
     TunedWebsocketConsumer,
@@ -237,6 +238,25 @@ class QuickDashboardConsumer(DashboardConsumer):
         return params
 
 
+class PlainRequestConsumer(AsyncJsonWebsocketConsumer):
+    """Request/reply as Channels applications write it by hand (a ``request_id`` in
+    the JSON, as djangochannelsrestframework does): the requests benchmark's baseline."""
+
+    async def receive_json(self, content, **kwargs):
+        if content.get("action") == "echo":
+            await self.send_json({"request_id": content["request_id"], "data": content["data"]})
+
+
+class TunedRequestConsumer(TunedJsonWebsocketConsumer):
+    """One ``@rpc`` method that answers with its params (the requests benchmark)."""
+
+    heartbeat_interval = None
+
+    @rpc("echo")
+    async def echo(self, params):
+        return params
+
+
 def readme_quickstart_consumer() -> type:
     """The README's quickstart ChatConsumer, exactly as written there."""
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
@@ -387,6 +407,8 @@ websocket_router = TunedURLRouter(
         re_path(r"^ws/group/(?P<group>[\w.-]+)/$", GroupConsumer.as_asgi()),
         re_path(r"^ws/readme-chat/$", ReadmeChatConsumer.as_asgi()),
         re_path(r"^ws/dashboard-quick/$", QuickDashboardConsumer.as_asgi()),
+        re_path(r"^ws/plain-rpc/$", PlainRequestConsumer.as_asgi()),
+        re_path(r"^ws/tuned-rpc/$", TunedRequestConsumer.as_asgi()),
         re_path(r"^ws/plain-topics/$", PlainTopicsConsumer.as_asgi()),
         re_path(r"^ws/tuned-topics/$", TunedTopicsConsumer.as_asgi()),
     ]
