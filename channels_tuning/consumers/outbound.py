@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from channels.generic.websocket import AsyncWebsocketConsumer
@@ -39,6 +40,11 @@ def _count_out(message: Message) -> None:
             return  # accept, close: not data
     TRAFFIC.messages_out += 1
     TRAFFIC.bytes_out += len(payload)
+
+
+#: Called with (consumer, code, reason) at every close a tuned consumer writes
+#: (channels_tuning.testing.capture_closes; empty outside its block).
+CLOSE_OBSERVERS: list[Callable[[Any, int, str | None], None]] = []
 
 
 class OutboundMixin(AsyncWebsocketConsumer):
@@ -188,6 +194,8 @@ class OutboundMixin(AsyncWebsocketConsumer):
 
     def _write_close(self, code: int, reason: str | None, urgent: bool) -> None:
         CLOSES.inc((self.consumer_label(), str(code)))
+        for observer in CLOSE_OBSERVERS:
+            observer(self, code, reason)
         logger.log(
             log_level(code),
             "channels_tuning: closing %s %s with %s (%s)",

@@ -4,24 +4,33 @@
   speaking the package's protocol: heartbeats answered, topics subscribed, topic
   messages unwrapped;
 - :func:`capture_group_sends` (:mod:`.capture`): what the code under test broadcast or
-  sent to groups, with the delivery reports;
+  sent to groups, with the delivery reports; :func:`capture_closes`: the connections
+  the server closed, with their codes;
 - :func:`assert_no_leaks` (:mod:`.leaks`): the in-process twin of ``manage.py wsstats
   --check``, for the end of a test;
-- :mod:`.plugin`: pytest fixtures ``ct_layer`` and ``ct_no_leaks`` (opt-in with
-  ``pytest_plugins = ["channels_tuning.testing.plugin"]``).
+- :class:`LiveServer` and :class:`LiveRedis` (:mod:`.live`): channels-tuning-daphne and
+  ``redis-server`` as real processes on free loopback ports;
+- :mod:`.plugin`: pytest fixtures ``ct_layer``, ``ct_no_leaks``, ``ct_live_server`` and
+  ``ct_live_redis`` (opt-in with ``pytest_plugins = ["channels_tuning.testing.plugin"]``).
 
 The guide is ``docs/topics/testing.md``.
 """
 
-from .capture import GroupSend, GroupSends, capture_group_sends
+from .capture import Close, Closes, GroupSend, GroupSends, capture_closes, capture_group_sends
 from .communicator import TunedCommunicator
 from .leaks import assert_no_leaks, find_leaks
+from .live import LiveRedis, LiveServer
 
 __all__ = [
+    "Close",
+    "Closes",
     "GroupSend",
     "GroupSends",
+    "LiveRedis",
+    "LiveServer",
     "TunedCommunicator",
     "assert_no_leaks",
+    "capture_closes",
     "capture_group_sends",
     "find_leaks",
 ]

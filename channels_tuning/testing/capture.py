@@ -1,4 +1,5 @@
-"""What a test's code sent to groups: :func:`capture_group_sends`.
+"""What a test's code sent to groups, :func:`capture_group_sends`, and which
+connections the server closed, :func:`capture_closes`.
 
 Every group send through the package's layers is recorded while the block runs:
 ``broadcast()``, ``broadcast_many()``, ``send_to_user()``, ``disconnect_user()``,
@@ -12,6 +13,13 @@ tuned layer (Channels' own layers are not seen)::
 
 Recorded after the layer's first attempt (``report`` is what it found); nothing is
 recorded outside the block, and the hook costs nothing then.
+
+::
+
+    with capture_closes() as closed:
+        await communicator.send_to(text_data="x" * 2_000_000)
+        await communicator.receive_output()
+    assert closed.codes() == [1009]
 """
 
 from __future__ import annotations
@@ -22,12 +30,13 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from ..consumers.outbound import CLOSE_OBSERVERS
 from ..layers.frames import FRAME_TYPE, FRAMES_TYPE
 from ..layers.report import DeliveryReport
 from ..layers.sending import GROUP_SEND_OBSERVERS
 from ..wire.offsets import payload_of
 
-__all__ = ["GroupSend", "GroupSends", "capture_group_sends"]
+__all__ = ["Close", "Closes", "GroupSend", "GroupSends", "capture_closes", "capture_group_sends"]
 
 
 @dataclass(frozen=True)
@@ -100,3 +109,39 @@ def capture_group_sends() -> Iterator[GroupSends]:
         yield sent
     finally:
         GROUP_SEND_OBSERVERS.remove(observe)
+
+
+@dataclass(frozen=True)
+class Close:
+    """A close a tuned consumer wrote: the consumer's class name, the connection's
+    path, the code and the reason."""
+
+    consumer: str
+    path: str
+    code: int
+    reason: str
+
+
+class Closes(list[Close]):
+    """The closes of a :func:`capture_closes` block, in order."""
+
+    def codes(self) -> list[int]:
+        return [close.code for close in self]
+
+
+@contextlib.contextmanager
+def capture_closes() -> Iterator[Closes]:
+    """Record every close a tuned consumer writes in the block (its own ``close()``,
+    the policies': heartbeat, rate limit, slow reader..., and the package's protocol);
+    each is also in ``channels_tuning_closes_total``."""
+    closed = Closes()
+
+    def observe(consumer: Any, code: int, reason: str | None) -> None:
+        path = str(getattr(consumer, "scope", {}).get("path", ""))
+        closed.append(Close(consumer.consumer_label(), path, code, reason or ""))
+
+    CLOSE_OBSERVERS.append(observe)
+    try:
+        yield closed
+    finally:
+        CLOSE_OBSERVERS.remove(observe)

@@ -11,7 +11,13 @@ from django.test import override_settings
 from channels_tuning import Topic, TunedJsonWebsocketConsumer
 from channels_tuning.broadcast import broadcast, broadcast_many
 from channels_tuning.client import SubscriptionRefused
-from channels_tuning.testing import TunedCommunicator, assert_no_leaks, capture_group_sends
+from channels_tuning.testing import (
+    Close,
+    TunedCommunicator,
+    assert_no_leaks,
+    capture_closes,
+    capture_group_sends,
+)
 from channels_tuning.users import disconnect_user
 
 HISTORY = {
@@ -103,3 +109,19 @@ async def test_capture_group_sends_records_broadcasts_events_and_reports():
     await broadcast("room", "after the block")
     assert later == [] and len(sent) == 5
     await comm.disconnect()
+
+
+async def test_capture_closes_records_the_servers_closes_with_codes():
+    comm = TunedCommunicator(Room.as_asgi(), "/rooms/1/")
+    await comm.connect()
+    other = TunedCommunicator(Room.as_asgi(), "/rooms/2/")
+    await other.connect()
+    with capture_closes() as closed:
+        await comm.send_to(text_data="not json")  # TunedJsonWebsocketConsumer: 1007
+        assert (await comm.receive_output(1))["code"] == 1007
+        await disconnect_user(7)  # nobody's: no close
+    assert closed == [Close("Room", "/rooms/1/", 1007, closed[0].reason)]
+    assert closed.codes() == [1007] and closed[0].reason
+    await comm.disconnect()
+    await other.disconnect()  # the client's own close: not the server's
+    assert closed.codes() == [1007]
