@@ -92,25 +92,20 @@ async def run(server, path: str, tuned: bool, clients: int, requests: int) -> di
 async def main(args: argparse.Namespace) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ct-requests-"))
     rows: dict[str, dict] = {}
-    plain = start_daphne(tmp, tuned=False, tuning=QUIET, application=APPLICATION)
-    try:
-        rows["plain Channels"] = await run(
-            plain, "/ws/plain-rpc/", False, args.clients, args.requests
-        )
-    finally:
-        stop_process(plain.proc)
-    tuned = start_daphne(tmp, tuned=True, tuning=QUIET, application=APPLICATION)
-    try:
-        rows["channels-tuning"] = await run(
-            tuned, "/ws/tuned-rpc/", True, args.clients, args.requests
-        )
-    finally:
-        stop_process(tuned.proc)
-    ceiling = start_ceiling(tmp)
-    try:
-        rows["websockets ceiling"] = await run(ceiling, "/rpc", True, args.clients, args.requests)
-    finally:
-        stop_process(ceiling.proc)
+    contenders = (
+        ("plain Channels", "/ws/plain-rpc/", False),
+        ("channels-tuning", "/ws/tuned-rpc/", True),
+        ("websockets ceiling", "/rpc", True),
+    )
+    for name, path, tuned in contenders:
+        if name == "websockets ceiling":
+            server = start_ceiling(tmp)
+        else:
+            server = start_daphne(tmp, tuned=tuned, tuning=QUIET, application=APPLICATION)
+        try:
+            rows[name] = await run(server, path, tuned, args.clients, args.requests)
+        finally:
+            stop_process(server.proc)
     print(f"{args.clients} clients x {args.requests} requests, one in flight per connection")
     header = ("", "requests/s", "µs CPU/request", "p50 ms", "p99 ms")
     print("{:<20}{:>12}{:>16}{:>10}{:>10}".format(*header))

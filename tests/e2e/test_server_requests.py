@@ -13,27 +13,17 @@ import time
 import websockets
 
 from channels_tuning.broadcast import send_to_group
-from channels_tuning.client import Backoff, ReconnectingClient
+from channels_tuning.client import ReconnectingClient
 from channels_tuning.exceptions import RequestError
 from channels_tuning.layers import RedisChannelLayer
 from channels_tuning.observability.leaks import extra_tasks
 from channels_tuning.users import user_group
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
+from tests.support.dashboard import dashboard_client as tab
 from tests.support.processes import migrate, start_daphne, user_with_session
 
 APPLICATION = "tests.e2e_asgi:application_behind_auth"
 TUNING = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
-
-
-def tab(server, session: str, **options) -> ReconnectingClient:
-    return ReconnectingClient(
-        server.ws("/ws/dashboard-quick/"),
-        codec="json",
-        origin=f"http://127.0.0.1:{server.port}",
-        headers={"Cookie": f"sessionid={session}"},
-        backoff=Backoff(initial_delay=0.1, max_delay=0.5),
-        **options,
-    )
 
 
 async def test_the_server_asks_every_tab_of_a_user_and_each_answer_comes_back(

@@ -20,13 +20,12 @@ from django.test import override_settings
 
 from channels_tuning.broadcast import broadcast
 from channels_tuning.client import (
-    Backoff,
-    ReconnectingClient,
     RequestFailed,
     SubscriptionRefused,
 )
 from channels_tuning.layers import RedisChannelLayer
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
+from tests.support.dashboard import dashboard_client as client
 from tests.support.processes import REPO, migrate, run_django, start_daphne, user_with_session
 from tests.support.waiting import wait_until
 
@@ -53,17 +52,6 @@ def add_to_group(env, username: str, group: str, add: bool = True) -> float:
             f"u = User.objects.get(username={username!r})\n"
             f"u.groups.{'add' if add else 'remove'}(g)\nprint(time.time())",
         )
-    )
-
-
-def client(server, session: str, **options) -> ReconnectingClient:
-    return ReconnectingClient(
-        server.ws("/ws/dashboard-quick/"),
-        codec="json",
-        origin=f"http://127.0.0.1:{server.port}",
-        headers={"Cookie": f"sessionid={session}"},
-        backoff=Backoff(initial_delay=0.1, max_delay=0.5),
-        **options,
     )
 
 
