@@ -142,6 +142,15 @@ class ProtoConsumer(TunedProtobufWebsocketConsumer):
             return
         await self.send_message(StringValue(value=message.value.upper()), seq=received.seq)
 
+    @rpc("upper")
+    async def upper(self, params):
+        return str(params).upper()
+
+    async def ask_page(self, event):
+        """Asks the client (in protobuf envelopes) and sends what it answered."""
+        title = await self.request_client("page.title", event.get("params"))
+        await self.send_message(StringValue(value=f"the page says {title}"))
+
 
 class JsonPerConsumer(TunedWebsocketConsumer):
     """Joins the URL's group; each consumer encodes every event to JSON itself (the

@@ -36,12 +36,17 @@ from typing import Any
 import websockets
 
 from ..exceptions import RequestError
+from ..wire.codecs import Codec
+from ..wire.proto.envelope_pb2 import Envelope
 
 __all__ = ["ClientRequests", "RequestFailed"]
 
 _REPLY = '{"kind":"reply"'
 _SERVER_REQUEST = '{"kind":"request"'
 _PUSH = '{"kind":"push"'
+#: Encoded Envelopes of kinds REQUEST (11) and REPLY (12): a binary codec's requests.
+_BINARY_REQUEST = b"\x08\x0b"
+_BINARY_REPLY = b"\x08\x0c"
 logger = logging.getLogger("channels_tuning.client")
 
 
@@ -77,6 +82,7 @@ class ClientRequests:
     """The request side of the client."""
 
     state: str
+    codec: Any
     _ws: Any
     _replies: dict[int, asyncio.Future[Any]]
     _next_request: int = 0
@@ -109,7 +115,7 @@ class ClientRequests:
         if params is not None:
             request["params"] = params
         try:
-            await ws.send(json.dumps(request, separators=(",", ":")))
+            await ws.send(self._encode_ask(request))
             closed = asyncio.ensure_future(ws.wait_closed())
             try:
                 done, _ = await asyncio.wait(
@@ -135,7 +141,9 @@ class ClientRequests:
         """True if ``frame`` was an answer to a request (handed to its caller), a
         request of the server (answered in a task) or a push (handed over, then
         acknowledged)."""
-        if not isinstance(frame, str) or not frame.startswith('{"kind":"'):
+        if isinstance(frame, bytes):
+            return self._binary_frame(ws, frame)
+        if not frame.startswith('{"kind":"'):
             return False
         if frame.startswith(_REPLY):
             return self._reply_frame(frame)
@@ -150,11 +158,47 @@ class ClientRequests:
                 await self._hand_over(asked.get("data"))
                 await self._answer(ws, {"type": "ct.reply", "id": asked["id"]})
             else:
-                task = asyncio.ensure_future(self._run_handler(ws, asked))
-                self._handling.add(task)
-                task.add_done_callback(self._handling.discard)
+                self._handle(ws, asked)
             return True
         return False
+
+    def _binary_frame(self, ws: Any, frame: bytes) -> bool:
+        """A binary codec's request or reply Envelope (handled here), or False."""
+        mark = frame[:2]
+        if not self._binary or mark not in (_BINARY_REQUEST, _BINARY_REPLY):
+            return False
+        try:
+            envelope = Envelope.FromString(frame)
+            payload = json.loads(envelope.payload) if envelope.payload else None
+        except Exception:  # not an Envelope with a JSON payload: not ours
+            return False
+        if mark == _BINARY_REPLY:
+            answer: dict[str, Any] = {"id": envelope.seq, "result": payload}
+            if envelope.error:
+                answer = {"id": envelope.seq, "error": envelope.error, "message": envelope.detail}
+            self._settle(answer)
+        else:
+            asked = {"id": envelope.seq, "method": envelope.topic, "params": payload}
+            self._handle(ws, asked)
+        return True
+
+    def _handle(self, ws: Any, asked: dict[str, Any]) -> None:
+        task = asyncio.ensure_future(self._run_handler(ws, asked))
+        self._handling.add(task)
+        task.add_done_callback(self._handling.discard)
+
+    @property
+    def _binary(self) -> bool:
+        return isinstance(self.codec, Codec) and self.codec.binary
+
+    def _encode_ask(self, request: dict[str, Any]) -> str | bytes:
+        if self._binary:
+            params = request.get("params")
+            envelope = Envelope(kind=Envelope.REQUEST, seq=request["id"], topic=request["method"])
+            if params is not None:
+                envelope.payload = json.dumps(params, separators=(",", ":")).encode()
+            return envelope.SerializeToString()
+        return json.dumps(request, separators=(",", ":"))
 
     async def _run_handler(self, ws: Any, asked: dict[str, Any]) -> None:
         answer: dict[str, Any] = {"type": "ct.reply", "id": asked["id"]}
@@ -176,11 +220,18 @@ class ClientRequests:
             answer.update(error="internal", message="")
         await self._answer(ws, answer)
 
-    @staticmethod
-    async def _answer(ws: Any, answer: dict[str, Any]) -> None:
+    async def _answer(self, ws: Any, answer: dict[str, Any]) -> None:
+        frame: str | bytes = json.dumps(answer, separators=(",", ":"))
+        if self._binary:
+            envelope = Envelope(kind=Envelope.REPLY, seq=answer["id"])
+            if "error" in answer:
+                envelope.error, envelope.detail = answer["error"], answer.get("message", "")
+            elif answer.get("result") is not None:
+                envelope.payload = json.dumps(answer["result"], separators=(",", ":")).encode()
+            frame = envelope.SerializeToString()
         # A closed connection: the server ends the request as "closed".
         with contextlib.suppress(websockets.ConnectionClosed):
-            await ws.send(json.dumps(answer, separators=(",", ":")))
+            await ws.send(frame)
 
     def _reply_frame(self, frame: str) -> bool:
         """True if ``frame`` was the answer to a request (handed to its caller)."""
@@ -188,8 +239,12 @@ class ClientRequests:
             answer = json.loads(frame)
         except ValueError:
             return False
-        request_id = answer.get("id") if isinstance(answer, dict) else None
+        if isinstance(answer, dict):
+            self._settle(answer)
+        return True
+
+    def _settle(self, answer: dict[str, Any]) -> None:
+        request_id = answer.get("id")
         future = self._replies.get(request_id) if isinstance(request_id, int) else None
         if future is not None and not future.done():
             future.set_result(answer)
-        return True

@@ -89,7 +89,7 @@ class RpcMixin(CredentialsMixin):
     async def _request_frame(self, message: dict[str, Any]) -> bool:
         """True if ``message`` was a request (answered here, not delivered)."""
         try:
-            request = parse_request(message)
+            request = parse_request(message, binary=self._binary_frames())
         except ProtocolRequestError as error:
             REQUESTS.inc((self.consumer_label(), "malformed"))
             _refused_log.log(
@@ -103,7 +103,7 @@ class RpcMixin(CredentialsMixin):
         # The reply waits until the client has read earlier ones (half the send queue),
         # and the next request is read only then: a client that asks faster than it
         # reads is slowed by TCP, not closed 4001 by its own replies.
-        await self.room_for(len(frame["text"]), self.request_timeout)
+        await self.room_for(len(frame.get("text") or frame["bytes"]), self.request_timeout)
         if not self.closing:
             self.send_nowait(frame)
         return True
@@ -113,25 +113,27 @@ class RpcMixin(CredentialsMixin):
         return not type(self).accept_text_frames
 
     async def _answer(self, request: Request) -> dict[str, Any]:
-        label = self.consumer_label()
+        label, binary = self.consumer_label(), self._binary_frames()
         attribute = self._rpc_methods.get(request.method)
         if attribute is None:
             REQUESTS.inc((label, "unknown_method"))
-            return error_reply_frame(request.id, RequestError("unknown_method", request.method))
+            refusal = RequestError("unknown_method", request.method)
+            return error_reply_frame(request.id, refusal, binary=binary)
         try:
             result = await asyncio.wait_for(
                 getattr(self, attribute)(request.params), self.request_timeout
             )
-            frame = reply_frame(request.id, result)
+            frame = reply_frame(request.id, result, binary=binary)
         except RequestError as error:
             REQUESTS.inc((label, "error"))
-            return error_reply_frame(request.id, error)
+            return error_reply_frame(request.id, error, binary=binary)
         except asyncio.TimeoutError:
             REQUESTS.inc((label, "timeout"))
-            return error_reply_frame(request.id, RequestError("timeout", request.method))
+            refusal = RequestError("timeout", request.method)
+            return error_reply_frame(request.id, refusal, binary=binary)
         except Exception:
             REQUESTS.inc((label, "internal"))
             logger.exception("channels_tuning: request %s of %s raised", request.method, label)
-            return error_reply_frame(request.id, RequestError("internal"))
+            return error_reply_frame(request.id, RequestError("internal"), binary=binary)
         REQUESTS.inc((label, "ok"))
         return frame

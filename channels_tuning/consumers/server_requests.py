@@ -28,8 +28,8 @@ push); the wire format is :mod:`channels_tuning.wire.rpc`. What is guaranteed:
 A request waits for a reply that the task reading client frames brings in, so it
 cannot be made from that task (``receive()``, ``connect()``, ``@rpc`` methods): it
 raises ``RuntimeError`` there rather than wait out its timeout. Layer event handlers
-run in their own task; from ``receive()``, start a task. JSON text only: a consumer
-that writes binary frames (a codec) raises ``unsupported``.
+run in their own task; from ``receive()``, start a task. A consumer of binary frames
+(a codec) asks in protobuf envelopes; its pushes raise ``unsupported`` (JSON text only).
 """
 
 from __future__ import annotations
@@ -76,7 +76,10 @@ class ServerRequestsMixin(RpcMixin):
         """Call the client's handler for ``method`` and return its result; raises
         :class:`~channels_tuning.exceptions.ClientRequestFailed` (its ``code``: the
         client's error, ``timeout``, ``closed``, ``unsupported``)."""
-        reply = await self._ask(method, lambda i: server_request_frame(i, method, params), timeout)
+        binary = self._binary_frames()
+        reply = await self._ask(
+            method, lambda i: server_request_frame(i, method, params, binary=binary), timeout
+        )
         if reply.error is not None:
             raise ClientRequestFailed(method, reply.error, reply.message)
         return reply.result
@@ -85,6 +88,8 @@ class ServerRequestsMixin(RpcMixin):
         """Send ``data`` (JSON) as a message the client acknowledges once its message
         handling returned: True when it did within ``timeout``, False when it did not
         (timeout, an error in its handler, the connection ended)."""
+        if self._binary_frames():
+            raise ClientRequestFailed(_PUSH, "unsupported", "pushes are JSON text only")
         try:
             reply = await self._ask(_PUSH, lambda i: push_frame(i, data), timeout)
         except ClientRequestFailed as failure:
@@ -100,7 +105,7 @@ class ServerRequestsMixin(RpcMixin):
                 "(receive, connect, an @rpc method) would wait for a reply only that task "
                 "can read: call it from a layer event handler or a task of its own"
             )
-        if not self.tuned_client or self._binary_frames():
+        if not self.tuned_client:
             raise ClientRequestFailed(method, "unsupported", "the client cannot answer")
         label = self.consumer_label()
         if self.closing:
@@ -138,7 +143,7 @@ class ServerRequestsMixin(RpcMixin):
         pending = self._pending_replies
         if pending is not None:
             try:
-                reply = parse_reply(message)
+                reply = parse_reply(message, binary=self._binary_frames())
             except ProtocolRequestError as error:
                 CLIENT_REQUESTS.inc((self.consumer_label(), "malformed"))
                 _reply_log.log(

@@ -8,6 +8,8 @@ import pytest
 import websockets
 from google.protobuf.wrappers_pb2 import StringValue
 
+from channels_tuning.client import ReconnectingClient, RequestFailed
+from channels_tuning.layers import RedisChannelLayer
 from channels_tuning.wire.codecs import ProtobufCodec
 
 codec = ProtobufCodec(StringValue)
@@ -49,3 +51,36 @@ async def test_typed_replies_broadcasts_and_bad_frames(daphne_factory, shared_re
 
     closes = daphne.stats()["counters"]["channels_tuning_closes_total"]
     assert closes == {"consumer=ProtoConsumer,code=1007": 1, "consumer=ProtoConsumer,code=1003": 1}
+
+
+async def test_requests_both_ways_in_protobuf_envelopes(daphne_factory, shared_redis):
+    """The Python client with a protobuf codec against a real server: its request to
+    an @rpc method and the server's request to it travel as Envelopes (REQUEST, REPLY)."""
+    daphne = daphne_factory(tuned=True, redis=shared_redis)
+    received: asyncio.Queue = asyncio.Queue()
+    client = ReconnectingClient(
+        daphne.ws("/ws/proto/desk/"), codec=codec, on_message=received.put_nowait
+    )
+    client.on_request("page.title", lambda params: f"Home of {params['who']}")
+    layer = RedisChannelLayer(hosts=[shared_redis.url])
+    try:
+        client.start()
+        await client.wait_open(10)
+        assert await client.request("upper", "quiet") == "QUIET"
+        with pytest.raises(RequestFailed) as failed:
+            await client.request("lower", "X")
+        assert failed.value.code == "unknown_method"
+        await layer.group_send("desk", {"type": "ask.page", "params": {"who": "ann"}})
+        said = await asyncio.wait_for(received.get(), 5)
+        assert said.message.value == "the page says Home of ann"
+    finally:
+        await client.close()
+        await layer.close_pools()
+    counted = daphne.stats()["counters"]
+    assert counted["channels_tuning_client_requests_total"] == {
+        "consumer=ProtoConsumer,outcome=ok": 1
+    }
+    assert counted["channels_tuning_requests_total"] == {
+        "consumer=ProtoConsumer,outcome=ok": 1,
+        "consumer=ProtoConsumer,outcome=unknown_method": 1,
+    }

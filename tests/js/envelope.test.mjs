@@ -8,7 +8,7 @@ import { decodeEnvelope, encodeEnvelope, EnvelopeDecodeError } from "../../chann
 test("round trip, including 64-bit and negative values", () => {
   const fields = { kind: "error", seq: 2n ** 64n - 1n, topic: "rüm", payload: Uint8Array.of(0, 255),
     typeUrl: "t", sentAtMs: -1, errorCode: 2 ** 32 - 1, error: "e", offset: 2 ** 53 - 1, epoch: "9f",
-    recovered: true };
+    recovered: true, detail: "why" };
   const decoded = decodeEnvelope(encodeEnvelope(fields));
   assert.deepEqual({ ...decoded, payload: [...decoded.payload] }, { ...fields, payload: [0, 255] });
 });

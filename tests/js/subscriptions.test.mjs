@@ -171,3 +171,30 @@ test("the server's requests: answered by handlers, unknown methods and failures 
   assert.ok(sockets.length === 1 || sockets[1].sent.every((f) => !f.includes('"id":7')));
   client.close();
 });
+
+test("protobuf: requests, replies and the server's requests are envelopes with JSON payloads", async () => {
+  const { FakeWebSocket, sockets } = fakeSocketClass();
+  const client = new ChannelsTuningClient("ws://x/ws/dash/", { ...fast, codec: "protobuf", WebSocket: FakeWebSocket });
+  client.onRequest("page.state", (params) => ({ asked: params }));
+  client.start();
+  await sleep(1);
+  const ws = sockets[0];
+  const json = (bytes) => JSON.parse(new TextDecoder().decode(bytes));
+  const saved = client.request("cart.save", { items: [3] });
+  const failed = client.request("cart.load");
+  const [first, second] = ws.sent.map((frame) => decodeEnvelope(frame));
+  assert.deepEqual([first.kind, first.seq, first.topic, json(first.payload)], ["request", 1, "cart.save", { items: [3] }]);
+  assert.deepEqual([second.kind, second.seq, second.topic, second.payload.length], ["request", 2, "cart.load", 0]);
+  ws.receive(encodeEnvelope({ kind: "reply", seq: 1, payload: new TextEncoder().encode('{"saved":9}') }).buffer);
+  ws.receive(encodeEnvelope({ kind: "reply", seq: 2, error: "not_found", detail: "no cart" }).buffer);
+  assert.deepEqual(await saved, { saved: 9 });
+  await assert.rejects(failed, (e) => e instanceof RequestFailed && e.code === "not_found" && e.detail === "no cart");
+  ws.receive(encodeEnvelope({ kind: "request", seq: 5, topic: "page.state", payload: new TextEncoder().encode("[1]") }).buffer);
+  ws.receive(encodeEnvelope({ kind: "request", seq: 6, topic: "page.unknown" }).buffer);
+  await sleep(5);
+  const replies = ws.sent.slice(2).map((frame) => decodeEnvelope(frame));
+  assert.deepEqual(replies.map((r) => [r.kind, r.seq]), [["reply", 5], ["reply", 6]]);
+  assert.deepEqual(json(replies[0].payload), { asked: [1] });
+  assert.deepEqual([replies[1].error, replies[1].detail], ["unknown_method", "page.unknown"]);
+  client.close();
+});

@@ -40,6 +40,7 @@ def random_envelope(rng: random.Random) -> Envelope:
         offset=rng.choice([0, 1, rng.randrange(2**53)]),
         epoch=rng.choice(["", "9f3a61c2"]),
         recovered=rng.random() < 0.5,
+        detail=text(),
     )
 
 
@@ -63,6 +64,7 @@ def test_js_and_python_envelopes_are_byte_identical():
                     "offset": str(envelope.offset),
                     "epoch": envelope.epoch,
                     "recovered": envelope.recovered,
+                    "detail": envelope.detail,
                 }
             }
         )
@@ -92,7 +94,8 @@ def test_js_and_python_envelopes_are_byte_identical():
             envelope.epoch,
             envelope.recovered,
         )
-        assert (decoded["payload"], decoded["errorCode"]) == (
+        assert (decoded["payload"], decoded["errorCode"], decoded["detail"]) == (
             envelope.payload.hex(),
             envelope.error_code,
+            envelope.detail,
         )

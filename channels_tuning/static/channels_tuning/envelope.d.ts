@@ -2,11 +2,11 @@
 
 export declare const Kind: Readonly<{
   DATA: 1; PING: 2; PONG: 3; ACK: 4; ERROR: 5; SUBSCRIBED: 6; PRESENCE: 7;
-  SUBSCRIBE: 8; UNSUBSCRIBE: 9; UNSUBSCRIBED: 10;
+  SUBSCRIBE: 8; UNSUBSCRIBE: 9; UNSUBSCRIBED: 10; REQUEST: 11; REPLY: 12;
 }>;
 export type KindName =
   | "data" | "ping" | "pong" | "ack" | "error" | "subscribed" | "presence"
-  | "subscribe" | "unsubscribe" | "unsubscribed";
+  | "subscribe" | "unsubscribe" | "unsubscribed" | "request" | "reply";
 
 export interface EnvelopeFields {
   kind?: KindName | number;
@@ -20,6 +20,7 @@ export interface EnvelopeFields {
   offset?: number | bigint;
   epoch?: string;
   recovered?: boolean;
+  detail?: string;
 }
 
 export interface Envelope {
@@ -37,6 +38,8 @@ export interface Envelope {
   epoch: string;
   /** kind "subscribed": whether what the client missed follows. */
   recovered: boolean;
+  /** kind "reply": the error's message. */
+  detail: string;
 }
 
 export declare class EnvelopeDecodeError extends Error {}

@@ -1,12 +1,12 @@
 // The channels-tuning envelope (channels_tuning/wire/proto/envelope.proto), encoded and
-// decoded by hand: eleven fields do not need a protobuf runtime in the browser.
+// decoded by hand: twelve fields do not need a protobuf runtime in the browser.
 // Output is byte-identical to Python's protobuf for the same field values (fields in
 // number order, defaults omitted), and `kind` is always written, so a frame is never
 // empty and never starts with 0x00 (the heartbeat frames 00 09 / 00 0a).
 
 export const Kind = Object.freeze({
   DATA: 1, PING: 2, PONG: 3, ACK: 4, ERROR: 5, SUBSCRIBED: 6, PRESENCE: 7,
-  SUBSCRIBE: 8, UNSUBSCRIBE: 9, UNSUBSCRIBED: 10,
+  SUBSCRIBE: 8, UNSUBSCRIBE: 9, UNSUBSCRIBED: 10, REQUEST: 11, REPLY: 12,
 });
 const KIND_NAMES = new Map(Object.entries(Kind).map(([name, n]) => [n, name.toLowerCase()]));
 
@@ -34,6 +34,7 @@ const FIELDS = [
   [9, "offset", "uint64"],
   [10, "epoch", "string"],
   [11, "recovered", "bool"],
+  [12, "detail", "string"],
 ];
 
 /**
@@ -71,7 +72,7 @@ export function decodeEnvelope(data) {
   const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
   const envelope = {
     kind: "data", seq: 0, topic: "", payload: new Uint8Array(0), typeUrl: "",
-    sentAtMs: 0, errorCode: 0, error: "", offset: 0, epoch: "", recovered: false,
+    sentAtMs: 0, errorCode: 0, error: "", offset: 0, epoch: "", recovered: false, detail: "",
   };
   let kindNumber = 0;
   const reader = { bytes, pos: 0 };

@@ -6,7 +6,8 @@
 // "unknown_method", "timeout", "internal" or the method's own). A request is sent once,
 // on an open connection; if the connection drops before the answer it rejects (the
 // method may or may not have run: the application decides whether to ask again).
-// JSON text only (codec "json" or "raw").
+// With codec "protobuf" requests and replies are envelopes (kinds "request", "reply";
+// params and results as JSON in the payload), both ways.
 //
 // The server asks too (a consumer's request_client() and send_with_ack()):
 //
@@ -16,6 +17,13 @@
 // `code` (a RequestFailed, say) answers that code, anything else "internal"; a method
 // without a handler answers "unknown_method". A push is a "message" event, acknowledged
 // once its listeners returned.
+
+import { encodeEnvelope } from "./envelope.js";
+
+const utf8 = new TextEncoder();
+const fromUtf8 = new TextDecoder();
+const jsonBytes = (value) => (value === undefined || value === null ? new Uint8Array(0) : utf8.encode(JSON.stringify(value)));
+const fromJsonBytes = (bytes) => (bytes.length ? JSON.parse(fromUtf8.decode(bytes)) : null);
 
 export class RequestFailed extends Error {
   constructor(method, code, message = "") {
@@ -42,10 +50,22 @@ export class Requests {
   /** True if `message` was the server's request (answered when its handler settles)
    * or a push (handed to `deliver`, then acknowledged), on the socket `ws`. */
   asked(ws, message, deliver) {
-    if (message === null || typeof message !== "object" || !Number.isInteger(message.id)) return false;
+    if (message === null || typeof message !== "object") return false;
+    if (this._protobuf() && message.kind === "request" && message.seq) {
+      message = { kind: "request", id: Number(message.seq), method: message.topic, params: fromJsonBytes(message.payload) };
+    }
+    if (!Number.isInteger(message.id)) return false;
     const answer = (fields) => {
       // Only on the connection that asked: a reconnected socket is a new conversation.
-      if (this.client._ws === ws && this.client.state === "open") ws.send(JSON.stringify({ type: "ct.reply", id: message.id, ...fields }));
+      if (this.client._ws !== ws || this.client.state !== "open") return;
+      if (!this._protobuf()) {
+        ws.send(JSON.stringify({ type: "ct.reply", id: message.id, ...fields }));
+        return;
+      }
+      const envelope = { kind: "reply", seq: message.id };
+      if (fields.error !== undefined) Object.assign(envelope, { error: fields.error, detail: fields.message });
+      else envelope.payload = jsonBytes(fields.result);
+      ws.send(encodeEnvelope(envelope));
     };
     if (message.kind === "push") {
       deliver(message.data);
@@ -85,13 +105,19 @@ export class Requests {
         reject(new Error(`no answer to ${method} in ${timeout} ms`));
       }, timeout);
       this.pending.set(id, { method, resolve, reject, timer });
-      ws.send(JSON.stringify(request));
+      ws.send(this._protobuf()
+        ? encodeEnvelope({ kind: "request", seq: id, topic: method, payload: jsonBytes(params) })
+        : JSON.stringify(request));
     });
   }
 
   /** True if `message` (a decoded JSON object) answered a request. */
   answer(message) {
     if (message === null || typeof message !== "object" || message.kind !== "reply") return false;
+    if (this._protobuf() && message.seq) {
+      const { seq, error, detail, payload } = message;
+      message = error ? { id: Number(seq), error, message: detail } : { id: Number(seq), result: fromJsonBytes(payload) };
+    }
     const entry = this.pending.get(message.id);
     if (entry) {
       this.pending.delete(message.id);
@@ -100,6 +126,10 @@ export class Requests {
       else entry.resolve(message.result);
     }
     return true;
+  }
+
+  _protobuf() {
+    return this.client.options.codec === "protobuf";
   }
 
   /** The connection ended: what waits for an answer will not get one. */

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Optional as _Op
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Envelope(_message.Message):
-    __slots__ = ("kind", "seq", "topic", "payload", "type_url", "sent_at_ms", "error_code", "error", "offset", "epoch", "recovered")
+    __slots__ = ("kind", "seq", "topic", "payload", "type_url", "sent_at_ms", "error_code", "error", "offset", "epoch", "recovered", "detail")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[Envelope.Kind]
@@ -21,6 +21,8 @@ class Envelope(_message.Message):
         SUBSCRIBE: _ClassVar[Envelope.Kind]
         UNSUBSCRIBE: _ClassVar[Envelope.Kind]
         UNSUBSCRIBED: _ClassVar[Envelope.Kind]
+        REQUEST: _ClassVar[Envelope.Kind]
+        REPLY: _ClassVar[Envelope.Kind]
     KIND_UNSPECIFIED: Envelope.Kind
     DATA: Envelope.Kind
     PING: Envelope.Kind
@@ -32,6 +34,8 @@ class Envelope(_message.Message):
     SUBSCRIBE: Envelope.Kind
     UNSUBSCRIBE: Envelope.Kind
     UNSUBSCRIBED: Envelope.Kind
+    REQUEST: Envelope.Kind
+    REPLY: Envelope.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]
@@ -43,6 +47,7 @@ class Envelope(_message.Message):
     OFFSET_FIELD_NUMBER: _ClassVar[int]
     EPOCH_FIELD_NUMBER: _ClassVar[int]
     RECOVERED_FIELD_NUMBER: _ClassVar[int]
+    DETAIL_FIELD_NUMBER: _ClassVar[int]
     kind: Envelope.Kind
     seq: int
     topic: str
@@ -54,7 +59,8 @@ class Envelope(_message.Message):
     offset: int
     epoch: str
     recovered: bool
-    def __init__(self, kind: _Optional[_Union[Envelope.Kind, str]] = ..., seq: _Optional[int] = ..., topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., type_url: _Optional[str] = ..., sent_at_ms: _Optional[int] = ..., error_code: _Optional[int] = ..., error: _Optional[str] = ..., offset: _Optional[int] = ..., epoch: _Optional[str] = ..., recovered: bool = ...) -> None: ...
+    detail: str
+    def __init__(self, kind: _Optional[_Union[Envelope.Kind, str]] = ..., seq: _Optional[int] = ..., topic: _Optional[str] = ..., payload: _Optional[bytes] = ..., type_url: _Optional[str] = ..., sent_at_ms: _Optional[int] = ..., error_code: _Optional[int] = ..., error: _Optional[str] = ..., offset: _Optional[int] = ..., epoch: _Optional[str] = ..., recovered: bool = ..., detail: _Optional[str] = ...) -> None: ...
 
 class LayerFrame(_message.Message):
     __slots__ = ("binary", "text", "is_text", "coalesce_key", "has_coalesce_key", "channels", "channels_is_list", "group", "text_is_json")

@@ -5,14 +5,21 @@ tests/e2e/test_server_requests.py."""
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import pytest
 
-from channels_tuning import TunedJsonWebsocketConsumer
+from channels_tuning import (
+    RequestError,
+    TunedJsonWebsocketConsumer,
+    TunedProtobufWebsocketConsumer,
+    rpc,
+)
 from channels_tuning.exceptions import ClientRequestFailed
 from channels_tuning.runtime.counters import CLIENT_REQUESTS
 from channels_tuning.testing import TunedCommunicator
+from channels_tuning.wire.proto.envelope_pb2 import Envelope
 from tests.support.waiting import until
 
 
@@ -177,4 +184,67 @@ async def test_a_plain_page_cannot_be_asked_and_keeps_its_frames(ct_layer, ct_no
     }
     await comm.send_to(text_data='{"type":"ct.reply","id":1}')
     assert await comm.receive_json_from() == {"echo": {"type": "ct.reply", "id": 1}}
+    await comm.disconnect()
+
+
+class BinaryAsking(TunedProtobufWebsocketConsumer):
+    """A codec consumer: requests both ways are protobuf envelopes."""
+
+    heartbeat_interval = None
+    client_request_timeout = 0.3
+
+    async def connect(self):
+        await self.accept()
+        await self.channel_layer.group_add("askers", self.channel_name)
+
+    @rpc("echo")
+    async def echo(self, params):
+        if params is None:
+            raise RequestError("empty", "nothing to echo")
+        return params
+
+    async def ask_client(self, event):
+        try:
+            result = await self.request_client(event["method"], event.get("params"))
+        except ClientRequestFailed as failed:
+            result = {"failed": failed.code, "message": failed.message}
+        try:
+            await self.send_with_ack({"pushed": True})
+        except ClientRequestFailed as failed:
+            result = {"result": result, "push": failed.code}
+        await self.send(
+            bytes_data=Envelope(
+                kind=Envelope.DATA, payload=json.dumps(result).encode()
+            ).SerializeToString()
+        )
+
+
+async def test_a_codec_consumer_answers_and_asks_in_protobuf_envelopes(ct_layer, ct_no_leaks):
+    comm = TunedCommunicator(BinaryAsking.as_asgi(), "/")
+    await comm.connect()
+    request = Envelope(kind=Envelope.REQUEST, seq=3, topic="echo", payload=b'{"n":1}')
+    await comm.send_to(bytes_data=request.SerializeToString())
+    reply = Envelope.FromString(await comm.receive_from())
+    assert (reply.kind, reply.seq, json.loads(reply.payload)) == (Envelope.REPLY, 3, {"n": 1})
+    await comm.send_to(
+        bytes_data=Envelope(kind=Envelope.REQUEST, seq=4, topic="echo").SerializeToString()
+    )
+    refused = Envelope.FromString(await comm.receive_from())
+    assert (refused.seq, refused.error, refused.detail) == (4, "empty", "nothing to echo")
+
+    await ask(ct_layer, method="page.state", params=[1])
+    asked = Envelope.FromString(await comm.receive_from())
+    assert (asked.kind, asked.topic, json.loads(asked.payload)) == (
+        Envelope.REQUEST,
+        "page.state",
+        [1],
+    )
+    answer = Envelope(kind=Envelope.REPLY, seq=asked.seq, payload=b'{"visible":true}')
+    await comm.send_to(bytes_data=answer.SerializeToString())
+    outcome = Envelope.FromString(await comm.receive_from())
+    # The answer came back; a push to a binary client is refused (JSON text only).
+    assert json.loads(outcome.payload) == {"result": {"visible": True}, "push": "unsupported"}
+    # An envelope of kind REQUEST that is not one: 1008.
+    await comm.send_to(bytes_data=b"\x08\x0b\xff")
+    assert (await comm.receive_output(1))["code"] == 1008
     await comm.disconnect()
