@@ -5,8 +5,8 @@ in :meth:`~CodecMixin.receive_message` and sends with :meth:`~CodecMixin.send_me
 Frames the codec cannot read close the connection with 1007 (logged and counted by
 close code); frames of the other type (text to a binary codec) close with 1003
 before decoding. Envelopes of kind ``ping`` are answered with ``pong``; ``pong``
-envelopes count as liveness and go no further; envelopes of the topic protocol
-(:mod:`.topics`) that reach the codec close with 1007.
+envelopes count as liveness and go no further; envelopes of the topic and request
+protocols (:mod:`.topics`, :mod:`.rpc`) that reach the codec close with 1007.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from ..wire.closecodes import CloseCode
 from ..wire.codecs import Codec, DecodeError, Received
 from .base import ManagedConnectionMixin
 
-_TOPIC_KINDS = frozenset({"subscribe", "unsubscribe", "unsubscribed"})
+_PROTOCOL_KINDS = frozenset({"subscribe", "unsubscribe", "unsubscribed", "request", "reply"})
 
 
 class CodecMixin(ManagedConnectionMixin):
@@ -41,9 +41,10 @@ class CodecMixin(ManagedConnectionMixin):
             return
         if received.kind == "ping":
             await self._send_frame(self.codec.encode(None, kind="pong", seq=received.seq))
-        elif received.kind in _TOPIC_KINDS:
-            # Topic requests reach here only when the consumer has no topics table or
-            # the client did not offer the protocol: not a message it reads.
+        elif received.kind in _PROTOCOL_KINDS:
+            # Protocol requests reach here only when the consumer has no topics table,
+            # no @rpc method or request of its own pending, or the client did not offer
+            # the protocol: not a message it reads.
             self.close_nowait(CloseCode.INVALID_PAYLOAD, f"unexpected {received.kind} envelope")
         elif received.kind != "pong":
             await self.receive_message(received.message, received)
