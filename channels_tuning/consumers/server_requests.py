@@ -37,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..exceptions import ClientRequestFailed, ProtocolRequestError
@@ -98,7 +99,10 @@ class ServerRequestsMixin(RpcMixin):
             return False
         return reply.error is None
 
-    async def _ask(self, method: str, frame_for: Any, timeout: float | None) -> Reply:
+    async def _ask(
+        self, method: str, frame_for: Callable[[int], dict[str, Any]], timeout: float | None
+    ) -> Reply:
+        """Send the frame ``frame_for(id)`` gives and wait for the client's reply to it."""
         if asyncio.current_task() is self._frames_task:
             raise RuntimeError(
                 "request_client()/send_with_ack() from the task that reads client frames "
