@@ -138,6 +138,11 @@ class ServerRequestsMixin(RpcMixin):
         except ConnectionResetError:
             CLIENT_REQUESTS.inc((label, "closed"))
             raise ClientRequestFailed(method, "closed") from None
+        except asyncio.CancelledError:
+            # The connection's teardown cancels the task that asked (its layer
+            # events' task) before it fails what is pending: ended by the close too.
+            CLIENT_REQUESTS.inc((label, "closed"))
+            raise
         finally:
             pending.pop(ask_id, None)
         CLIENT_REQUESTS.inc((label, "ok" if reply.error is None else "error"))

@@ -7,6 +7,7 @@ processes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -194,19 +195,25 @@ async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne
 
     # 10 000 topic names, sent as fast as the client can: answered while within the
     # request rate (burst 50, 10/s), then closed with 1008.
+    # Read while sending: a client that only writes loses what the server sent (the
+    # answers and the close frame) to the reset of a connection closed with its
+    # frames unread.
+    answers: list = []
     async with websockets.connect(url, subprotocols=[SUBPROTOCOL], origin=origin) as ws:
+
+        async def read() -> None:
+            with contextlib.suppress(websockets.ConnectionClosed):
+                while True:
+                    answers.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+
+        reader = asyncio.ensure_future(read())
         began = time.monotonic()
         for n in range(1, 10_001):
             try:
                 await ws.send(ask(n, f"desk.room{n}"))
             except websockets.ConnectionClosed:
                 break
-        answers = []
-        try:
-            while True:
-                answers.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
-        except websockets.ConnectionClosed:
-            pass
+        await reader
         assert ws.close_code == 1008
         sending = time.monotonic() - began
     assert {a["error"] for a in answers} == {"login required"}
@@ -230,6 +237,8 @@ async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne
     counters = server.stats()["counters"]["channels_tuning_topic_requests_total"]
     print("topic requests counted:", counters)
     assert counters["consumer=QuickDashboardConsumer,outcome=flood"] == 1
+    closes = server.stats()["counters"]["channels_tuning_closes_total"]
+    assert closes["consumer=QuickDashboardConsumer,code=1008"] == 3  # the flood, 2 malformed
     assert counters["consumer=QuickDashboardConsumer,outcome=malformed"] == 2
     assert counters["consumer=QuickDashboardConsumer,outcome=subscribed"] == 1
     # can_subscribe's own reasons ("login required") are counted as forbidden.
