@@ -281,8 +281,8 @@ async def test_overflow_policies_on_the_tuned_server(daphne_factory, policy):
         after_close = dropped.pop(f"consumer=Burst_{policy},reason=closed")
         assert (slow, dropped) == (11, {})  # the 10 queued and the one that overflowed
         written = total - slow - after_close  # handed to the socket before the close
-        # A slow consumer gets autobahn's closing-handshake timeout (up to 1 s, batched
-        # timer) to read its backlog and the close frame; then the TCP connection is
+        # A slow consumer gets the closing-handshake timeout (1-2 s: autobahn's timers
+        # round down) to read its backlog and the close frame; then the TCP connection is
         # aborted. So the client sees all of it and 4001, or a prefix and a reset.
         assert got == list(range(len(got)))
         if close is not None:

@@ -59,6 +59,28 @@ async def test_ping_flood_is_closed_1008_and_costs_little(daphne_factory):
     assert daphne.rss_kb() - rss_before < 8 * 1024
 
 
+async def test_a_client_has_a_whole_second_to_answer_a_close(daphne_factory):
+    """autobahn rounds its timers down to the whole second: with its default closing
+    handshake timeout (1 s) the server dropped a client 0-1 s after its close frame
+    (0.2 s measured), and a client busy writing saw 1006 instead of the close code.
+    The tuned server gives 1-2 s: a client that answers after 0.9 s is still there."""
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    for _ in range(3):  # three times: a deadline rounded down lands anywhere in the second
+        sock, _ = handshake(daphne.port, "/ws/echo/")
+        sock.sendall(frame(0x9, b"x") * 40)  # past the ping budget: closed with 1008
+        assert read_close_code(sock) == 1008
+        time.sleep(0.9)
+        sock.setblocking(False)
+        with pytest.raises(BlockingIOError):  # neither reset nor ended: still waiting
+            sock.recv(1)
+        sock.setblocking(True)
+        sock.sendall(frame(0x8, struct.pack("!H", 1000)))
+        sock.settimeout(5)
+        with contextlib.suppress(ConnectionResetError):  # autobahn drops the TCP at once
+            assert sock.recv(1) == b""
+        sock.close()
+
+
 async def test_flooders_do_not_slow_a_reading_client(daphne_factory):
     daphne = daphne_factory(tuned=True, tuning=QUIET)
     flooders = [handshake(daphne.port, "/ws/echo/")[0] for _ in range(4)]

@@ -195,9 +195,10 @@ async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne
 
     # 10 000 topic names, sent as fast as the client can: answered while within the
     # request rate (burst 50, 10/s), then closed with 1008.
-    # Read while sending: a client that only writes loses what the server sent (the
-    # answers and the close frame) to the reset of a connection closed with its
-    # frames unread.
+    # Read while sending, and let the reader run after every send: the server waits
+    # its closing handshake timeout (1-2 s) for the client's answer to its close,
+    # then resets the connection; a client whose loop is still busy writing then
+    # fails its next write and never reads the close frame (1006).
     answers: list = []
     async with websockets.connect(url, subprotocols=[SUBPROTOCOL], origin=origin) as ws:
 
@@ -213,6 +214,7 @@ async def test_hostile_topic_requests_get_an_answer_a_close_and_a_counter(daphne
                 await ws.send(ask(n, f"desk.room{n}"))
             except websockets.ConnectionClosed:
                 break
+            await asyncio.sleep(0)
         await reader
         assert ws.close_code == 1008
         sending = time.monotonic() - began

@@ -98,7 +98,7 @@ def read_burst(sock: socket.socket) -> tuple[list[int], int | None]:
     """Frame numbers received until the server goes quiet, and its close code.
 
     Buffered: it must reach a close frame behind megabytes of data within
-    autobahn's 1 s closing-handshake timeout."""
+    the server's closing-handshake timeout (1-2 s)."""
     numbers: list[int] = []
     buffer = b""
     sock.settimeout(1.0)
