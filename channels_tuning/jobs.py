@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import time
 import tracemalloc
 from collections.abc import Iterable
 from typing import Any
@@ -40,6 +39,7 @@ from .conf import project_settings
 from .layers.capabilities import SharedOwnerCounts, missed_messages, owner_counts
 from .layers.redis.membership import refresh_tracked_memberships
 from .observability import gctuning, multiprocess, snapshot
+from .runtime import clock
 from .runtime.collector import SettlingCollector, frames_waiting
 from .runtime.counters import LAYER_ERRORS
 from .runtime.registry import registry
@@ -146,7 +146,7 @@ def start_process_services(owner: Scheduler) -> None:
     gctuning.apply_tuning(tuning)
     if tuning["TRACEMALLOC"] and not tracemalloc.is_tracing():
         tracemalloc.start(tuning["TRACEMALLOC"])
-    now = time.monotonic()
+    now = clock.monotonic()
     layer = get_channel_layer()
     backend = snapshot.backend_for(tuning, layer)
     # With stats publishing on, an idle process keeps publishing (it is alive);

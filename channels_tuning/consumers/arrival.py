@@ -20,9 +20,8 @@ Two floats per connection, set only after a handler slower than
 
 from __future__ import annotations
 
-import time
-
 from ..core import ConnectionCore
+from ..runtime import clock
 from .timers import TimersMixin
 
 #: A handler slower than this may have let frames queue behind it (an honest client
@@ -45,7 +44,7 @@ class ArrivalMixin(TimersMixin):
     def _received_at(self, core: ConnectionCore) -> float:
         """When the frame being read arrived: told by the tuned server, else
         estimated after a slow handler, else now."""
-        now = time.monotonic()
+        now = clock.monotonic()
         arrived: float = getattr(self.transport, "received_at", 0.0)
         if core.last_seen <= arrived <= now:
             return arrived
@@ -58,7 +57,7 @@ class ArrivalMixin(TimersMixin):
 
     def _handled(self, began: float) -> None:
         """A handler that began at ``began`` returned."""
-        done = time.monotonic()
+        done = clock.monotonic()
         if self._queued_since is not None or done - began > SLOW_HANDLER:
             self._handler_done = done
             if self._queued_since is None:

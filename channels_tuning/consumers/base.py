@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -60,6 +59,7 @@ from ..core import (
 from ..core.policies import PolicyChain, ordered_policy_classes
 from ..exceptions import RecoveryRequestError
 from ..jobs import install as install_process_jobs
+from ..runtime import clock
 from ..runtime.counters import ACCEPTED, REJECTED, TRAFFIC
 from ..runtime.ratelog import RateLimitedLog
 from ..runtime.registry import registry
@@ -156,7 +156,7 @@ class ManagedConnectionMixin(TopicsMixin):
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.scope = scope
         self.tuning = settings_for(type(self))
-        self.core = ConnectionCore(self.tuning, self.policy_chain(), time.monotonic())
+        self.core = ConnectionCore(self.tuning, self.policy_chain(), clock.monotonic())
         self.channel_layer = get_channel_layer(self.channel_layer_alias)
         if self.channel_layer is not None:
             self.channel_name = await self.channel_layer.new_channel()
@@ -294,7 +294,7 @@ class ManagedConnectionMixin(TopicsMixin):
         scheduler.schedule(self, 0.0)  # ticked until accepted, then as due
         await self._join_user_group()
         await self._join_new_groups()
-        began = time.monotonic()
+        began = clock.monotonic()
         try:
             await self.connect()
         except AcceptConnection:
@@ -313,7 +313,7 @@ class ManagedConnectionMixin(TopicsMixin):
             message["headers"] = list(headers)
         self._send_control(message, urgent=True)
         ACCEPTED.inc((self.consumer_label(),))
-        now = time.monotonic()
+        now = clock.monotonic()
         self.core.accept(now)
         if self._registered:
             due = self.next_tick_at(now)
@@ -342,7 +342,7 @@ class ManagedConnectionMixin(TopicsMixin):
         if deliver and (self.credentials_deadline is not None or self._reads_protocol):
             deliver = not await self._protocol_frame(message)
         if deliver and self.filter_inbound(message):
-            began = time.monotonic()
+            began = clock.monotonic()
             await super().websocket_receive(message)
             self._handled(began)
 

@@ -29,6 +29,7 @@ import time
 from typing import Any
 
 from ..auth import SCOPE_ERROR, SCOPE_EXPIRES, SCOPE_VERIFIER, InvalidToken, authenticate
+from ..runtime import clock
 from ..runtime.ratelog import RateLimitedLog
 from ..wire.closecodes import CloseCode
 from ..wire.compact import compact_json
@@ -66,7 +67,7 @@ class CredentialsMixin(ArrivalMixin):
         scheduler asks :meth:`next_tick_at` once the connection is accepted)."""
         expires: Any = self.scope.get(SCOPE_EXPIRES)
         if expires is not None:
-            self.credentials_deadline = time.monotonic() + (float(expires) - time.time())
+            self.credentials_deadline = clock.monotonic() + (float(expires) - time.time())
 
     def _announce_credentials(self) -> None:
         """At accept, to a client of the package's protocol: when its token expires
@@ -118,7 +119,7 @@ class CredentialsMixin(ArrivalMixin):
             self.close_nowait(CloseCode.TOKEN_INVALID, "token refresh refused")
             return True
         # Later than the old deadline: the scheduler finds it when that one comes up.
-        self.credentials_deadline = time.monotonic() + (claims.expires_at - time.time())
+        self.credentials_deadline = clock.monotonic() + (claims.expires_at - time.time())
         answer = compact_json({"type": "ct.refreshed", "exp": claims.expires_at})
         self.send_nowait({"type": "websocket.send", "text": answer})
         return True

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from ..core.tokens import TokenBucket
 from ..core.topics import SubscriptionLimits, Topic, TopicMatch, TopicTable
 from ..exceptions import ProtocolRequestError
+from ..runtime import clock
 from ..runtime.counters import TOPIC_REQUESTS
 from ..runtime.ratelog import RateLimitedLog
 from ..runtime.scheduler import scheduler
@@ -148,7 +148,7 @@ class TopicsMixin(ServerRequestsMixin):
             return True
         if request is None:
             return False
-        now = time.monotonic()
+        now = clock.monotonic()
         allowed, self._subscribe_tokens = self._topic_limits.take(
             self._subscribe_tokens, self._subscribe_counted_at, now
         )
@@ -198,7 +198,7 @@ class TopicsMixin(ServerRequestsMixin):
         if streams is None:
             self.send_nowait(subscribed_reply(name, request.id, binary=self._binary_frames()))
         if self._authorize_due is None:
-            self._authorize_due = time.monotonic() + self.authorization_ttl
+            self._authorize_due = clock.monotonic() + self.authorization_ttl
             if self._registered:
                 scheduler.schedule(self, self._authorize_due)
         return None
@@ -273,7 +273,7 @@ class TopicsMixin(ServerRequestsMixin):
             if refusal is not None and (self._subscriptions or {}).get(name) is match:
                 await self.unsubscribe_topic(name, "forbidden")
         if self._subscriptions and not self.closing:
-            self._authorize_due = time.monotonic() + self.authorization_ttl
+            self._authorize_due = clock.monotonic() + self.authorization_ttl
             if self._registered:
                 scheduler.schedule(self, self._authorize_due)
 

@@ -44,6 +44,7 @@ import json
 import logging
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -63,6 +64,10 @@ __all__ = [
 
 #: Seconds between two event frames of one process for one group.
 EVENT_INTERVAL = 1.0
+
+#: Called with ``("joined" | "left", group, identity, channel)`` as this process enters
+#: or removes an entry (``channels_tuning.testing.capture_presence``); empty otherwise.
+PRESENCE_OBSERVERS: list[Callable[[str, str, str, str], None]] = []
 
 
 class PresenceEntry(NamedTuple):
@@ -109,6 +114,8 @@ class PresenceStore:
         await self._store_add(group, channel, identity)
         if policy.events:
             self._pending.setdefault(group, collections.Counter())[identity] += 1
+        for observe in PRESENCE_OBSERVERS:
+            observe("joined", group, identity, channel)
         self._ensure_running()
 
     async def remove(self, group: str, channel: str, policy: PresencePolicy) -> None:
@@ -120,6 +127,8 @@ class PresenceStore:
             return
         if policy.events:
             self._pending.setdefault(group, collections.Counter())[identity] -= 1
+        for observe in PRESENCE_OBSERVERS:
+            observe("left", group, identity, channel)
         await self._store_remove(group, channel, identity)
 
     async def count(self, group: str) -> int:

@@ -30,11 +30,11 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from . import clock
 from .registry import ConnectionRegistry, registry
 
 logger = logging.getLogger(__name__)
@@ -146,7 +146,7 @@ class Scheduler:
     async def _run(self) -> None:
         while self._connections or self.keep_alive:
             await asyncio.sleep(self.tick)
-            self.run_once(time.monotonic())
+            self.run_once(clock.monotonic())
         self._task = None
         self._timers.clear()  # every entry's connection is gone
 

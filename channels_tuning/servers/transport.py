@@ -35,7 +35,6 @@ none of the three ways fits it, a transport class here (``docs/architecture.md``
 from __future__ import annotations
 
 import enum
-import time
 from collections.abc import Callable
 from typing import Any, Final, Protocol, cast, runtime_checkable
 
@@ -43,6 +42,7 @@ from ..compat import autobahn, daphne
 from ..compat import channels as channels_hooks
 from ..core.queue import REASON_CLOSED
 from ..core.state import Liveness
+from ..runtime import clock
 from ..runtime.counters import DROPPED
 from ..runtime.writebatch import WriteBatch
 
@@ -204,7 +204,7 @@ class AwaitingTransport:
         raise RuntimeError("this server's send may wait: write() from a task")
 
     async def write(self, message: Message) -> bool:
-        self.waiting_since = time.monotonic()
+        self.waiting_since = clock.monotonic()
         try:
             await self.send(message)
         finally:

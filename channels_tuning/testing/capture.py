@@ -20,6 +20,13 @@ recorded outside the block, and the hook costs nothing then.
         await communicator.send_to(text_data="x" * 2_000_000)
         await communicator.receive_output()
     assert closed.codes() == [1009]
+
+::
+
+    with capture_presence() as seen:
+        await communicator.connect()
+        await communicator.disconnect()
+    assert seen.joined("chat.lobby") == seen.left("chat.lobby") == ["42"]
 """
 
 from __future__ import annotations
@@ -32,11 +39,22 @@ from typing import Any
 
 from ..consumers.outbound import CLOSE_OBSERVERS
 from ..layers.frames import FRAME_TYPE, FRAMES_TYPE
+from ..layers.presence import PRESENCE_OBSERVERS
 from ..layers.report import DeliveryReport
 from ..layers.sending import GROUP_SEND_OBSERVERS
 from ..wire.offsets import payload_of
 
-__all__ = ["Close", "Closes", "GroupSend", "GroupSends", "capture_closes", "capture_group_sends"]
+__all__ = [
+    "Close",
+    "Closes",
+    "GroupSend",
+    "GroupSends",
+    "PresenceChange",
+    "PresenceChanges",
+    "capture_closes",
+    "capture_group_sends",
+    "capture_presence",
+]
 
 
 @dataclass(frozen=True)
@@ -145,3 +163,43 @@ def capture_closes() -> Iterator[Closes]:
         yield closed
     finally:
         CLOSE_OBSERVERS.remove(observe)
+
+
+@dataclass(frozen=True)
+class PresenceChange:
+    """A connection of this process entered (``joined``) or removed (``left``) from a
+    group's presence (the ``PRESENCE`` setting), with its identity."""
+
+    kind: str
+    group: str
+    identity: str
+    channel: str
+
+
+class PresenceChanges(list[PresenceChange]):
+    """The presence changes of a :func:`capture_presence` block, in order."""
+
+    def joined(self, group: str) -> list[str]:
+        """The identities entered in ``group``'s presence, in order."""
+        return [c.identity for c in self if c.group == group and c.kind == "joined"]
+
+    def left(self, group: str) -> list[str]:
+        """The identities removed from ``group``'s presence, in order."""
+        return [c.identity for c in self if c.group == group and c.kind == "left"]
+
+
+@contextlib.contextmanager
+def capture_presence() -> Iterator[PresenceChanges]:
+    """Record every presence entry this process' connections enter or remove in the
+    block (the join/leave events members receive are coalesced from these, once a
+    second; a ``capture_group_sends`` block sees those frames)."""
+    seen = PresenceChanges()
+
+    def observe(kind: str, group: str, identity: str, channel: str) -> None:
+        seen.append(PresenceChange(kind, group, identity, channel))
+
+    PRESENCE_OBSERVERS.append(observe)
+    try:
+        yield seen
+    finally:
+        PRESENCE_OBSERVERS.remove(observe)

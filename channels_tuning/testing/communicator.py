@@ -7,7 +7,8 @@ It speaks what the package's clients speak, so a test sees what a user's client 
   ``tuned=False`` to test what a plain page gets);
 - answers the server's heartbeat pings as it reads them and never returns them
   (``pings`` counts them; a test that reads nothing for longer than ``IDLE_TIMEOUT``
-  is closed with 4000, as a client that stopped answering would be);
+  is closed with 4000, as a client that stopped answering would be;
+  ``receive_nothing()`` answers them too);
 - ``subscribe()`` / ``unsubscribe()`` a topic of the consumer's ``topics`` table and
   return the answer, or raise :class:`~channels_tuning.client.SubscriptionRefused`;
 - ``receive_topic_message()``: the next message of a topic, unwrapped;
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections import deque
 from typing import Any
 
@@ -75,6 +77,37 @@ class TunedCommunicator(WebsocketCommunicator):
         if self._kept:
             return self._kept.popleft()
         return await self._next_frame(timeout)
+
+    async def receive_nothing(self, timeout: float = 0.1, interval: float = 0.01) -> bool:
+        """True when nothing but heartbeat pings arrived within ``timeout`` (they
+        are answered: a test that only checks for silence keeps its connection)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            quiet = await super().receive_nothing(max(0.0, deadline - time.monotonic()), interval)
+            answered = await self._answer_waiting_pings()
+            if quiet or not answered or time.monotonic() >= deadline:
+                return not self._kept and self.output_queue.empty()
+
+    async def _answer_waiting_pings(self) -> int:
+        """Answer the heartbeat pings waiting in the output queue, leaving every other
+        message in its place; how many there were."""
+        queue = self.output_queue
+        waiting = [queue.get_nowait() for _ in range(queue.qsize())]
+        pongs: list[str | bytes] = []
+        for message in waiting:
+            if message.get("type") == "websocket.send" and message.get("text") == PING_TEXT:
+                pongs.append(PONG_TEXT)
+            elif message.get("type") == "websocket.send" and message.get("bytes") == PING_BYTES:
+                pongs.append(PONG_BYTES)
+            else:
+                queue.put_nowait(message)
+        for pong in pongs:
+            self.pings += 1
+            if isinstance(pong, bytes):
+                await self.send_to(bytes_data=pong)
+            else:
+                await self.send_to(text_data=pong)
+        return len(pongs)
 
     async def _next_frame(self, timeout: float) -> str | bytes:
         while True:

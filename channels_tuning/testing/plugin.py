@@ -6,6 +6,8 @@ top-level ``conftest.py``, ``pytest_plugins = ["channels_tuning.testing.plugin"]
   history and messages of one test never reach another;
 - ``ct_no_leaks``: after the test, :func:`~channels_tuning.testing.assert_no_leaks`
   (every connection ended, no consumer, task or membership left);
+- ``ct_fake_clock``: the package's clock for the test, moved only by ``await
+  ct_fake_clock.advance(seconds)`` (:func:`~channels_tuning.testing.fake_clock`);
 - ``ct_live_server``: the project's ``ASGI_APPLICATION`` (or what a
   ``ct_live_application`` fixture returns) on channels-tuning-daphne, a real process on
   a free port (:class:`~channels_tuning.testing.live.LiveServer`), with the environment
@@ -28,6 +30,7 @@ from channels.layers import get_channel_layer
 
 from ..layers.capabilities import history_store
 from ..layers.history import MemoryHistory
+from .clock import FakeClock, fake_clock
 from .leaks import assert_no_leaks
 from .live import LiveRedis, LiveServer
 
@@ -50,6 +53,13 @@ async def ct_no_leaks() -> AsyncIterator[None]:
     """Fail the test if its consumers left something behind."""
     yield
     await assert_no_leaks()
+
+
+@pytest.fixture
+def ct_fake_clock() -> Iterator[FakeClock]:
+    """The package's clock, standing still but for ``advance()``, for the test."""
+    with fake_clock() as clock:
+        yield clock
 
 
 @pytest.fixture

@@ -11,12 +11,14 @@ from django.test import override_settings
 from channels_tuning import Topic, TunedJsonWebsocketConsumer
 from channels_tuning.broadcast import broadcast, broadcast_many
 from channels_tuning.client import SubscriptionRefused
+from channels_tuning.presence import presence, presence_count
 from channels_tuning.testing import (
     Close,
     TunedCommunicator,
     assert_no_leaks,
     capture_closes,
     capture_group_sends,
+    capture_presence,
 )
 from channels_tuning.users import disconnect_user
 
@@ -125,3 +127,29 @@ async def test_capture_closes_records_the_servers_closes_with_codes():
     await comm.disconnect()
     await other.disconnect()  # the client's own close: not the server's
     assert closed.codes() == [1007]
+
+
+class Lobby(TunedJsonWebsocketConsumer):
+    groups = ["chat.lobby"]
+
+    def presence_identity(self) -> str:
+        return self.scope["path"].strip("/")
+
+
+async def test_capture_presence_records_who_joined_and_left():
+    tuning = {**HISTORY["CHANNELS_TUNING"], "PRESENCE": {"chat.*": {"events": True}}}
+    with override_settings(CHANNELS_TUNING=tuning):
+        with capture_presence() as seen:
+            ann = TunedCommunicator(Lobby.as_asgi(), "/ann/")
+            bob = TunedCommunicator(Lobby.as_asgi(), "/bob/")
+            await ann.connect()
+            await bob.connect()
+            assert seen.joined("chat.lobby") == ["ann", "bob"] and seen.left("chat.lobby") == []
+            assert sorted(e.identity for e in await presence("chat.lobby")) == ["ann", "bob"]
+            await ann.disconnect()
+        assert seen.left("chat.lobby") == ["ann"]
+        assert [c.kind for c in seen] == ["joined", "joined", "left"]
+        assert seen[0].channel != seen[1].channel
+        await bob.disconnect()
+        assert seen.left("chat.lobby") == ["ann"]  # after the block: not recorded
+        assert await presence_count("chat.lobby") == 0
