@@ -147,9 +147,11 @@ class ProtoConsumer(TunedProtobufWebsocketConsumer):
         return str(params).upper()
 
     async def ask_page(self, event):
-        """Asks the client (in protobuf envelopes) and sends what it answered."""
+        """Asks the client (in protobuf envelopes), pushes what it answered, and says
+        whether the push was acknowledged."""
         title = await self.request_client("page.title", event.get("params"))
-        await self.send_message(StringValue(value=f"the page says {title}"))
+        acknowledged = await self.send_with_ack(StringValue(value=f"the page says {title}"))
+        await self.send_message(StringValue(value=f"acknowledged: {acknowledged}"))
 
 
 class JsonPerConsumer(TunedWebsocketConsumer):

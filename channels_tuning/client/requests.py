@@ -20,7 +20,8 @@ A handler (a function or coroutine, run in a task of its own) returns the result
 raises :class:`~channels_tuning.exceptions.RequestError` for an error answer with its
 code; any other exception answers ``internal`` (logged here); a method without a
 handler answers ``unknown_method``. A push is handed over as a message (to
-``on_message``, or to ``async for``) and acknowledged once that returned.
+``on_message``, or to ``async for``) and acknowledged once that returned; with a
+binary codec it is a ``Received`` of kind ``"push"`` (its ``message`` as for data).
 """
 
 from __future__ import annotations
@@ -44,9 +45,10 @@ __all__ = ["ClientRequests", "RequestFailed"]
 _REPLY = '{"kind":"reply"'
 _SERVER_REQUEST = '{"kind":"request"'
 _PUSH = '{"kind":"push"'
-#: Encoded Envelopes of kinds REQUEST (11) and REPLY (12): a binary codec's requests.
+#: Encoded Envelopes of kinds REQUEST (11), REPLY (12) and PUSH (13): a binary codec's.
 _BINARY_REQUEST = b"\x08\x0b"
 _BINARY_REPLY = b"\x08\x0c"
+_BINARY_PUSH = b"\x08\x0d"
 logger = logging.getLogger("channels_tuning.client")
 
 
@@ -142,6 +144,8 @@ class ClientRequests:
         request of the server (answered in a task) or a push (handed over, then
         acknowledged)."""
         if isinstance(frame, bytes):
+            if frame[:2] == _BINARY_PUSH and self._binary:
+                return await self._binary_push(ws, frame)
             return self._binary_frame(ws, frame)
         if not frame.startswith('{"kind":"'):
             return False
@@ -180,6 +184,17 @@ class ClientRequests:
         else:
             asked = {"id": envelope.seq, "method": envelope.topic, "params": payload}
             self._handle(ws, asked)
+        return True
+
+    async def _binary_push(self, ws: Any, frame: bytes) -> bool:
+        """A binary codec's push: handed over decoded (a ``Received`` of kind
+        ``"push"``), then acknowledged."""
+        try:
+            received = self.codec.decode(frame)
+        except ValueError:  # the codec's DecodeError: not a message of this codec
+            return False
+        await self._hand_over(received)
+        await self._answer(ws, {"type": "ct.reply", "id": received.seq})
         return True
 
     def _handle(self, ws: Any, asked: dict[str, Any]) -> None:

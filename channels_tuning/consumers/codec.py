@@ -17,7 +17,9 @@ from ..wire.closecodes import CloseCode
 from ..wire.codecs import Codec, DecodeError, Received
 from .base import ManagedConnectionMixin
 
-_PROTOCOL_KINDS = frozenset({"subscribe", "unsubscribe", "unsubscribed", "request", "reply"})
+_PROTOCOL_KINDS = frozenset(
+    {"subscribe", "unsubscribe", "unsubscribed", "request", "reply", "push"}
+)
 
 
 class CodecMixin(ManagedConnectionMixin):
@@ -31,6 +33,7 @@ class CodecMixin(ManagedConnectionMixin):
             # The codec's frame type is the only one accepted (the other: 1003).
             cls.accept_binary_frames = codec.binary
             cls.accept_text_frames = not codec.binary
+            cls._binary_pushes = codec.binary  # send_with_ack() pushes PUSH envelopes
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         frame = bytes_data if bytes_data is not None else text_data
@@ -70,6 +73,15 @@ class CodecMixin(ManagedConnectionMixin):
         """Send an envelope without a message: ``ack`` (seq=...) or ``error`` (error_code=...,
         error=...)."""
         await self._send_frame(self.codec.encode(None, kind=kind, **fields))
+
+    def _push_frame(self, push_id: int, data: Any) -> dict[str, Any]:
+        if not self.codec.binary:
+            return super()._push_frame(push_id, data)
+        # The message as send_message() would encode it, in an envelope of kind PUSH.
+        return {
+            "type": "websocket.send",
+            "bytes": self.codec.encode(data, kind="push", seq=push_id),
+        }
 
     async def _send_frame(self, frame: str | bytes, coalesce_key: Any = None) -> None:
         if isinstance(frame, bytes):

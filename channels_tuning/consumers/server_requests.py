@@ -28,8 +28,9 @@ push); the wire format is :mod:`channels_tuning.wire.rpc`. What is guaranteed:
 A request waits for a reply that the task reading client frames brings in, so it
 cannot be made from that task (``receive()``, ``connect()``, ``@rpc`` methods): it
 raises ``RuntimeError`` there rather than wait out its timeout. Layer event handlers
-run in their own task; from ``receive()``, start a task. A consumer of binary frames
-(a codec) asks in protobuf envelopes; its pushes raise ``unsupported`` (JSON text only).
+run in their own task; from ``receive()``, start a task. A consumer with a protobuf
+codec asks in envelopes, and pushes its codec's messages in envelopes of kind ``PUSH``;
+a consumer of other binary frames raises ``unsupported`` for a push.
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ class ServerRequestsMixin(RpcMixin):
     #: Whether client frames may be of the package's protocol (topics, @rpc, replies):
     #: set on the class by its declarations, on a connection when it first asks.
     _reads_protocol: bool = False
+    #: Whether this class encodes pushes as binary frames (a protobuf codec's consumer).
+    _binary_pushes: ClassVar[bool] = False
 
     async def request_client(
         self, method: str, params: Any = None, *, timeout: float | None = None
@@ -86,18 +89,23 @@ class ServerRequestsMixin(RpcMixin):
         return reply.result
 
     async def send_with_ack(self, data: Any, *, timeout: float | None = None) -> bool:
-        """Send ``data`` (JSON) as a message the client acknowledges once its message
-        handling returned: True when it did within ``timeout``, False when it did not
-        (timeout, an error in its handler, the connection ended)."""
-        if self._binary_frames():
-            raise ClientRequestFailed(_PUSH, "unsupported", "pushes are JSON text only")
+        """Send ``data`` (JSON; a protobuf codec's consumer: its message) as a message
+        the client acknowledges once its message handling returned: True when it did
+        within ``timeout``, False when it did not (timeout, an error in its handler,
+        the connection ended)."""
+        if self._binary_frames() and not self._binary_pushes:
+            raise ClientRequestFailed(_PUSH, "unsupported", "binary pushes need a codec")
         try:
-            reply = await self._ask(_PUSH, lambda i: push_frame(i, data), timeout)
+            reply = await self._ask(_PUSH, lambda i: self._push_frame(i, data), timeout)
         except ClientRequestFailed as failure:
             if failure.code == "unsupported":
                 raise
             return False
         return reply.error is None
+
+    def _push_frame(self, push_id: int, data: Any) -> dict[str, Any]:
+        """The frame of push ``push_id`` (JSON text; a binary codec's envelope)."""
+        return push_frame(push_id, data)
 
     async def _ask(
         self, method: str, frame_for: Callable[[int], dict[str, Any]], timeout: float | None

@@ -55,7 +55,7 @@ KIND_NAMES: dict[int, str] = {number: name for name, number in KINDS.items()}
 @dataclass(slots=True)
 class Received(Generic[M]):
     """A decoded frame: the envelope's fields and the user's message (None unless
-    ``kind == "data"``)."""
+    ``kind`` is ``"data"`` or ``"push"``)."""
 
     kind: str
     message: M | None
@@ -213,7 +213,7 @@ class ProtobufCodec(Codec[P]):
         if kind is None:
             raise DecodeError(f"unknown envelope kind {envelope.kind}")
         message = None
-        if kind == "data":
+        if kind == "data" or kind == "push":
             cls = self.message_class or self.types.get(envelope.type_url)
             if cls is None:
                 raise DecodeError(f"unknown type_url {envelope.type_url!r}")

@@ -34,8 +34,9 @@ and the client answers each once::
 A consumer of binary frames (a codec) reads and writes requests and replies as protobuf
 ``Envelope`` s instead: kind ``REQUEST`` (``seq`` the id, ``topic`` the method,
 ``payload`` the params as JSON) and kind ``REPLY`` (``seq`` the id, ``payload`` the
-result as JSON, or ``error`` the code and ``detail`` the message), both ways. Pushes
-(``send_with_ack``) are JSON text only.
+result as JSON, or ``error`` the code and ``detail`` the message), both ways. Its
+pushes (``send_with_ack``) are envelopes of kind ``PUSH``: ``seq`` the id, ``payload``
+the codec's message as in ``DATA``; the client answers ``REPLY`` with the same ``seq``.
 """
 
 from __future__ import annotations

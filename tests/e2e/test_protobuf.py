@@ -55,7 +55,8 @@ async def test_typed_replies_broadcasts_and_bad_frames(daphne_factory, shared_re
 
 async def test_requests_both_ways_in_protobuf_envelopes(daphne_factory, shared_redis):
     """The Python client with a protobuf codec against a real server: its request to
-    an @rpc method and the server's request to it travel as Envelopes (REQUEST, REPLY)."""
+    an @rpc method, the server's request to it and an acknowledged push travel as
+    Envelopes (REQUEST, REPLY, PUSH)."""
     daphne = daphne_factory(tuned=True, redis=shared_redis)
     received: asyncio.Queue = asyncio.Queue()
     client = ReconnectingClient(
@@ -71,14 +72,16 @@ async def test_requests_both_ways_in_protobuf_envelopes(daphne_factory, shared_r
             await client.request("lower", "X")
         assert failed.value.code == "unknown_method"
         await layer.group_send("desk", {"type": "ask.page", "params": {"who": "ann"}})
+        pushed = await asyncio.wait_for(received.get(), 5)
+        assert (pushed.kind, pushed.message.value) == ("push", "the page says Home of ann")
         said = await asyncio.wait_for(received.get(), 5)
-        assert said.message.value == "the page says Home of ann"
+        assert (said.kind, said.message.value) == ("data", "acknowledged: True")
     finally:
         await client.close()
         await layer.close_pools()
     counted = daphne.stats()["counters"]
     assert counted["channels_tuning_client_requests_total"] == {
-        "consumer=ProtoConsumer,outcome=ok": 1
+        "consumer=ProtoConsumer,outcome=ok": 2  # the request and the push
     }
     assert counted["channels_tuning_requests_total"] == {
         "consumer=ProtoConsumer,outcome=ok": 1,

@@ -196,5 +196,13 @@ test("protobuf: requests, replies and the server's requests are envelopes with J
   assert.deepEqual(replies.map((r) => [r.kind, r.seq]), [["reply", 5], ["reply", 6]]);
   assert.deepEqual(json(replies[0].payload), { asked: [1] });
   assert.deepEqual([replies[1].error, replies[1].detail], ["unknown_method", "page.unknown"]);
+  // A push: the envelope is a "message" event, then acknowledged by a reply.
+  const pushed = [];
+  client.addEventListener("message", (e) => pushed.push(e.detail));
+  ws.receive(encodeEnvelope({ kind: "push", seq: 7, payload: Uint8Array.of(1, 2, 3) }).buffer);
+  await sleep(1);
+  assert.deepEqual(pushed.map((e) => [e.kind, Number(e.seq), [...e.payload]]), [["push", 7, [1, 2, 3]]]);
+  const ack = decodeEnvelope(ws.sent.at(-1));
+  assert.deepEqual([ack.kind, ack.seq, ack.payload.length, ack.error], ["reply", 7, 0, ""]);
   client.close();
 });

@@ -2,11 +2,11 @@
 
 export declare const Kind: Readonly<{
   DATA: 1; PING: 2; PONG: 3; ACK: 4; ERROR: 5; SUBSCRIBED: 6; PRESENCE: 7;
-  SUBSCRIBE: 8; UNSUBSCRIBE: 9; UNSUBSCRIBED: 10; REQUEST: 11; REPLY: 12;
+  SUBSCRIBE: 8; UNSUBSCRIBE: 9; UNSUBSCRIBED: 10; REQUEST: 11; REPLY: 12; PUSH: 13;
 }>;
 export type KindName =
   | "data" | "ping" | "pong" | "ack" | "error" | "subscribed" | "presence"
-  | "subscribe" | "unsubscribe" | "unsubscribed" | "request" | "reply";
+  | "subscribe" | "unsubscribe" | "unsubscribed" | "request" | "reply" | "push";
 
 export interface EnvelopeFields {
   kind?: KindName | number;

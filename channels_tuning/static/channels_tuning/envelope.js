@@ -6,7 +6,7 @@
 
 export const Kind = Object.freeze({
   DATA: 1, PING: 2, PONG: 3, ACK: 4, ERROR: 5, SUBSCRIBED: 6, PRESENCE: 7,
-  SUBSCRIBE: 8, UNSUBSCRIBE: 9, UNSUBSCRIBED: 10, REQUEST: 11, REPLY: 12,
+  SUBSCRIBE: 8, UNSUBSCRIBE: 9, UNSUBSCRIBED: 10, REQUEST: 11, REPLY: 12, PUSH: 13,
 });
 const KIND_NAMES = new Map(Object.entries(Kind).map(([name, n]) => [n, name.toLowerCase()]));
 

@@ -16,7 +16,7 @@
 // A handler returns the result (or a promise of it); throwing an error with a string
 // `code` (a RequestFailed, say) answers that code, anything else "internal"; a method
 // without a handler answers "unknown_method". A push is a "message" event, acknowledged
-// once its listeners returned.
+// once its listeners returned (with codec "protobuf": its envelope, of kind "push").
 
 import { encodeEnvelope } from "./envelope.js";
 
@@ -53,6 +53,8 @@ export class Requests {
     if (message === null || typeof message !== "object") return false;
     if (this._protobuf() && message.kind === "request" && message.seq) {
       message = { kind: "request", id: Number(message.seq), method: message.topic, params: fromJsonBytes(message.payload) };
+    } else if (this._protobuf() && message.kind === "push" && message.seq) {
+      message = { kind: "push", id: Number(message.seq), data: message }; // the envelope, as data's
     }
     if (!Number.isInteger(message.id)) return false;
     const answer = (fields) => {

@@ -23,6 +23,7 @@ class Envelope(_message.Message):
         UNSUBSCRIBED: _ClassVar[Envelope.Kind]
         REQUEST: _ClassVar[Envelope.Kind]
         REPLY: _ClassVar[Envelope.Kind]
+        PUSH: _ClassVar[Envelope.Kind]
     KIND_UNSPECIFIED: Envelope.Kind
     DATA: Envelope.Kind
     PING: Envelope.Kind
@@ -36,6 +37,7 @@ class Envelope(_message.Message):
     UNSUBSCRIBED: Envelope.Kind
     REQUEST: Envelope.Kind
     REPLY: Envelope.Kind
+    PUSH: Envelope.Kind
     KIND_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TOPIC_FIELD_NUMBER: _ClassVar[int]

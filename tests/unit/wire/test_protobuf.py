@@ -68,7 +68,7 @@ def test_committed_generated_code_is_current(tmp_path):
 def test_protobuf_codec_round_trips_any_envelope(fields, text):
     codec = ProtobufCodec(StringValue)
     kind = fields.pop("kind")
-    message = StringValue(value=text) if kind == "data" else None
+    message = StringValue(value=text) if kind in ("data", "push") else None
     frame = codec.encode(message, kind=kind, **fields)
     assert frame and frame[0] != 0  # never empty, never a heartbeat frame
     received = codec.decode(frame)
