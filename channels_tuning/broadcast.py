@@ -38,19 +38,22 @@ JSON string). One more Redis round trip per broadcast; no ``coalesce_key`` there
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, overload
 
 from asgiref.sync import async_to_sync
 from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 
 from .exceptions import DeliveryError, DeliveryTimeout, ReceiversFull
+from .layers.acks import collect_reports, new_ack_id
 from .layers.capabilities import history_store, reporting
 from .layers.frames import FRAME_TYPE, FRAMES_TYPE, encode_frame
 from .layers.history import history_policy
-from .layers.report import DeliveryReport
+from .layers.report import AckReport, DeliveryReport
 from .layers.sending import MAX_IN_FLIGHT, send_with_policy
 from .runtime.counters import LAYER_ERRORS
 from .runtime.ratelog import RateLimitedLog
@@ -61,6 +64,7 @@ __all__ = [
     "FRAMES_TYPE",
     "FRAME_TYPE",
     "MAX_IN_FLIGHT",
+    "AckReport",
     "DeliveryError",
     "DeliveryReport",
     "DeliveryTimeout",
@@ -73,6 +77,36 @@ __all__ = [
 ]
 
 
+@overload
+async def broadcast(
+    group: str,
+    payload: Any,
+    *,
+    on_full: str = ...,
+    timeout: float = ...,
+    coalesce_key: Any = ...,
+    exclude: str | None = ...,
+    ack: Literal[False] = ...,
+    layer_alias: str = ...,
+    layer: Any = ...,
+) -> DeliveryReport: ...
+
+
+@overload
+async def broadcast(
+    group: str,
+    payload: Any,
+    *,
+    on_full: str = ...,
+    timeout: float = ...,
+    coalesce_key: Any = ...,
+    exclude: str | None = ...,
+    ack: Literal[True],
+    layer_alias: str = ...,
+    layer: Any = ...,
+) -> AckReport: ...
+
+
 async def broadcast(
     group: str,
     payload: Any,
@@ -81,17 +115,28 @@ async def broadcast(
     timeout: float = 5.0,
     coalesce_key: Any = None,
     exclude: str | None = None,
+    ack: bool = False,
     layer_alias: str = DEFAULT_CHANNEL_LAYER,
     layer: Any = None,
-) -> DeliveryReport:
+) -> DeliveryReport | AckReport:
     """Send ``payload`` to every member of ``group`` as one pre-encoded frame.
 
     ``exclude``: a consumer's ``channel_name`` that does not get it (the sender's own
     connection, as Socket.IO's ``socket.broadcast`` or Phoenix's ``broadcast_from``);
     the report still counts it among the receivers. ``layer``: a layer instance to
-    use instead of ``CHANNEL_LAYERS[layer_alias]`` (a producer outside Django, a test)."""
+    use instead of ``CHANNEL_LAYERS[layer_alias]`` (a producer outside Django, a test).
+
+    ``ack=True``: the package's clients acknowledge the message once they handled it,
+    and the call returns an :class:`AckReport` within ``timeout`` (plus half a second
+    for the servers' last reports): how many acknowledged, did not in time, were not
+    reached, or cannot acknowledge (plain pages). JSON or ``str`` payloads, groups
+    without history, no ``exclude`` (:mod:`channels_tuning.layers.acks`)."""
     if layer is None:
         layer = get_channel_layer(layer_alias)
+    if ack:
+        if exclude is not None:
+            raise ValueError("broadcast(ack=True) takes no exclude")
+        return await _acknowledged(layer, group, payload, on_full, timeout, coalesce_key)
     policy = history_policy(group)
     if policy is not None:
         _refuse_on_history(group, coalesce_key=coalesce_key, exclude=exclude)
@@ -190,6 +235,40 @@ def broadcast_on_commit(
             )
 
     transaction.on_commit(send, using=using)
+
+
+async def _acknowledged(
+    layer: Any, group: str, payload: Any, on_full: str, timeout: float, coalesce_key: Any
+) -> AckReport:
+    if history_policy(group) is not None:
+        raise ValueError(
+            f"group {group!r} has history: its clients recover what they missed, "
+            "broadcast() takes no ack"
+        )
+    if isinstance(payload, (bytes, bytearray, memoryview)):
+        raise TypeError("broadcast(ack=True) sends JSON text: give a JSON value or a str")
+    if reporting(layer) is None:
+        raise TypeError(f"broadcast(ack=True) needs a channels_tuning layer, not {layer!r}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    ack_id = new_ack_id()
+    reply_to = await layer.new_channel("ct-acks")
+    push = {"kind": "push", "id": ack_id, "data": payload}
+    message: dict[str, Any] = {
+        "type": FRAME_TYPE,
+        "frame": encode_frame(payload),  # what a plain page gets
+        "group": group,
+        "ack": [ack_id, reply_to, time.time() + timeout, timeout],
+        "ack_frame": {"type": "websocket.send", "text": compact_json(push)},
+    }
+    if not isinstance(payload, str):
+        message["json"] = True
+    if coalesce_key is not None:
+        message["key"] = coalesce_key
+    delivery = await send_with_policy(
+        layer, group, message, on_full=on_full, timeout=timeout, raise_at_deadline=True
+    )
+    return await collect_reports(layer, reply_to, ack_id, delivery, deadline)
 
 
 def _refuse_on_history(group: str, **options: Any) -> None:

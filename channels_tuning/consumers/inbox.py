@@ -67,6 +67,9 @@ class LayerInboxMixin(MembershipMixin):
         if kind == FRAME_TYPE:
             if "exclude" in message and message["exclude"] == self.channel_name:
                 return  # broadcast(exclude=...): the sender's own connection
+            if "ack" in message:
+                self._deliver_acknowledged(message)
+                return
             if "offset" in message:
                 if self._group_streams is not None:
                     self._group_streams.deliver(message, self.send_nowait)  # in order, once
@@ -104,6 +107,12 @@ class LayerInboxMixin(MembershipMixin):
         inbox.append(message)
         if self._inbox_task is None:
             self._inbox_task = asyncio.get_running_loop().create_task(self._run_inbox(inbox))
+
+    def _deliver_acknowledged(self, message: Message) -> None:
+        """A broadcast whose clients acknowledge it (``broadcast(ack=True)``): sent as
+        an ordinary one here; the request layer of the consumer asks for the
+        acknowledgement (:mod:`channels_tuning.layers.acks`)."""
+        self.send_nowait(message["frame"], message.get("key"))
 
     def _disconnect_from_layer(self, message: Message) -> None:
         code, reason = message.get("code"), message.get("reason")

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from ..exceptions import ClientRequestFailed, ProtocolRequestError
+from ..layers.acks import AckTally, tally_for
 from ..runtime.counters import CLIENT_REQUESTS
 from ..runtime.ratelog import RateLimitedLog
 from ..wire.closecodes import CloseCode
@@ -73,6 +74,8 @@ class ServerRequestsMixin(RpcMixin):
     _reads_protocol: bool = False
     #: Whether this class encodes pushes as binary frames (a protobuf codec's consumer).
     _binary_pushes: ClassVar[bool] = False
+    #: Acknowledged broadcasts handed to the client, by id, until it answers.
+    _broadcast_acks: dict[int, AckTally] | None = None
 
     async def request_client(
         self, method: str, params: Any = None, *, timeout: float | None = None
@@ -156,9 +159,29 @@ class ServerRequestsMixin(RpcMixin):
         CLIENT_REQUESTS.inc((label, "ok" if reply.error is None else "error"))
         return reply
 
+    def _deliver_acknowledged(self, message: dict[str, Any]) -> None:
+        tally = tally_for(self.channel_layer, message["ack"])
+        if tally is None or not self.tuned_client:
+            if tally is not None:
+                tally.cannot_acknowledge += 1  # a plain page: the ordinary frame
+            super()._deliver_acknowledged(message)
+            return
+        if self.closing:
+            return  # not reached
+        acks = self._broadcast_acks
+        if acks is None:
+            acks = self._broadcast_acks = {}
+        elif len(acks) >= self.max_client_requests:
+            for ack_id in [i for i, waiting in acks.items() if waiting.closed]:
+                del acks[ack_id]  # past their deadline: an answer no longer counts
+        acks[tally.ack_id] = tally
+        tally.delivered += 1
+        self._reads_protocol = True  # this connection's frames may be replies now
+        self.send_nowait(message["ack_frame"], message.get("key"))
+
     async def _request_frame(self, message: dict[str, Any]) -> bool:
         pending = self._pending_replies
-        if pending is not None:
+        if pending is not None or self._broadcast_acks is not None:
             try:
                 reply = parse_reply(message, binary=self._binary_frames())
             except ProtocolRequestError as error:
@@ -169,7 +192,13 @@ class ServerRequestsMixin(RpcMixin):
                 self.close_nowait(CloseCode.POLICY_VIOLATION, "unreadable reply")
                 return True
             if reply is not None:
-                future = pending.get(reply.id)
+                acks = self._broadcast_acks
+                tally = acks.pop(reply.id, None) if acks is not None else None
+                if tally is not None:
+                    if reply.error is None and not tally.acknowledge():
+                        CLIENT_REQUESTS.inc((self.consumer_label(), "late"))
+                    return True
+                future = pending.get(reply.id) if pending is not None else None
                 if future is None or future.done():
                     CLIENT_REQUESTS.inc((self.consumer_label(), "late"))
                     _reply_log.log(

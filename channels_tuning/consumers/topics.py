@@ -94,9 +94,8 @@ class TopicsMixin(ServerRequestsMixin):
             return True
         if not self.tuned_client:
             return False
-        if (self._has_methods or self._pending_replies is not None) and await self._request_frame(
-            message
-        ):
+        asked = self._pending_replies is not None or self._broadcast_acks is not None
+        if (self._has_methods or asked) and await self._request_frame(message):
             return True
         return self._has_topics and await self._topic_frame(message)
 

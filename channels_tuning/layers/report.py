@@ -37,3 +37,25 @@ class DeliveryReport:
     @property
     def complete(self) -> bool:
         return self.receivers_over_capacity == 0
+
+
+@dataclass
+class AckReport:
+    """What an acknowledged broadcast (``broadcast(..., ack=True)``) reached: how
+    many clients handled it, end to end (:mod:`channels_tuning.layers.acks`)."""
+
+    group: str
+    #: What the layer reached (server processes and their members).
+    delivery: DeliveryReport
+    #: Clients whose message handling returned within the timeout.
+    acknowledged: int = 0
+    #: Clients it was handed to that did not acknowledge in time (not reading, slow,
+    #: their handler failed, or gone since).
+    not_in_time: int = 0
+    #: Members the layer counted that it did not reach: a full or gone server
+    #: process, a process whose report did not come, a connection that ended first.
+    #: 0 on the pub/sub layer, which does not know its members.
+    not_reached: int = 0
+    #: Plain pages (without the ``channels-tuning.v1`` subprotocol): they got the
+    #: message as an ordinary broadcast and cannot acknowledge it.
+    cannot_acknowledge: int = 0

@@ -159,6 +159,7 @@ class ChannelsTuningCollector(Collector):
             stats.TOPIC_REQUESTS,
             stats.REQUESTS,
             stats.CLIENT_REQUESTS,
+            stats.BROADCAST_ACKS,
         ):
             yield _counter(counter.name, counter.description, counter.labelnames, items(counter))
         sends, dropped = stats.GROUP_SENDS, stats.GROUP_SEND_DROPPED

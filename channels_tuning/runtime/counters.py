@@ -130,6 +130,14 @@ CLIENT_REQUESTS: Final = Counter(
     ("consumer", "outcome"),
 )
 
+BROADCAST_ACKS: Final = Counter(
+    "channels_tuning_broadcast_acks_total",
+    "Clients of acknowledged broadcasts (broadcast(ack=True), counted by the producer's "
+    "process), by outcome: acknowledged, not_in_time, not_reached, cannot_acknowledge "
+    "(plain pages).",
+    ("outcome",),
+)
+
 REQUESTS: Final = Counter(
     "channels_tuning_requests_total",
     "Client requests to @rpc methods of tuned consumers (channels_tuning.consumers.rpc), "
@@ -211,6 +219,7 @@ ALL_COUNTERS: Final = (
     TOPIC_REQUESTS,
     REQUESTS,
     CLIENT_REQUESTS,
+    BROADCAST_ACKS,
 )
 
 

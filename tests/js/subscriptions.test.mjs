@@ -148,6 +148,8 @@ test("the server's requests: answered by handlers, unknown methods and failures 
     ws.receive(JSON.stringify({ kind: "request", id: 4, method: "page.broken" }));
     ws.receive(JSON.stringify({ kind: "request", id: 5, method: "page.unknown" }));
     ws.receive(JSON.stringify({ kind: "push", id: 6, data: { shipped: 7 } }));
+    // An acknowledged broadcast's push: one id for all clients, from 2**40 up.
+    ws.receive(`{"kind":"push","id":${2 ** 52 + 3},"data":"drill"}`);
     await sleep(20);
   } finally {
     console.error = broken;
@@ -160,14 +162,16 @@ test("the server's requests: answered by handlers, unknown methods and failures 
     { type: "ct.reply", id: 4, error: "internal", message: "" },
     { type: "ct.reply", id: 5, error: "unknown_method", message: "page.unknown" },
     { type: "ct.reply", id: 6 },
+    { type: "ct.reply", id: 2 ** 52 + 3 },
   ]);
-  assert.deepEqual(messages, [{ shipped: 7 }]); // the push is a message; requests are not
+  assert.ok(ws.sent.some((f) => f === `{"type":"ct.reply","id":4503599627370499}`)); // exact
+  assert.deepEqual(messages, [{ shipped: 7 }, "drill"]); // pushes are messages; requests not
   // An answer that settles after the socket dropped is not written to its successor.
   client.onRequest("page.slow", async () => { await sleep(30); return 1; });
   ws.receive(JSON.stringify({ kind: "request", id: 7, method: "page.slow" }));
   ws.serverClose(1012);
   await sleep(50);
-  assert.equal(ws.sent.length, 6);
+  assert.equal(ws.sent.length, 7);
   assert.ok(sockets.length === 1 || sockets[1].sent.every((f) => !f.includes('"id":7')));
   client.close();
 });
