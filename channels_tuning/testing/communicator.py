@@ -13,7 +13,8 @@ It speaks what the package's clients speak, so a test sees what a user's client 
   return the answer, or raise :class:`~channels_tuning.client.SubscriptionRefused`;
 - ``receive_topic_message()``: the next message of a topic, unwrapped;
 - ``request(method, params)``: call an ``@rpc`` method; its result, or
-  :class:`~channels_tuning.client.RequestFailed`;
+  :class:`~channels_tuning.client.RequestFailed`; ``assert_reply()`` and
+  ``assert_push()`` say the same as assertions;
 - ``receive_server_request()`` and ``reply()``: what the consumer's
   ``request_client()`` / ``send_with_ack()`` sent, and the answer to it.
 
@@ -166,6 +167,32 @@ class TunedCommunicator(WebsocketCommunicator):
                 skipped.append(frame)
         finally:
             self._kept.extendleft(reversed(skipped))
+
+    async def assert_push(
+        self, expected: Any, *, topic: str | None = None, timeout: float = 1
+    ) -> None:
+        """Fail unless the next message is ``expected``: the next message of ``topic``
+        when given (unwrapped; other topics' messages before it fail the test), else
+        the next frame, JSON-decoded (Phoenix's ``assert_push``)."""
+        if topic is not None:
+            got = await self.receive_topic_message(timeout)
+            if got != (topic, expected):
+                raise AssertionError(f"pushed {got!r}, expected {(topic, expected)!r}")
+            return
+        frame = await self.receive_from(timeout)
+        data = json.loads(frame) if isinstance(frame, str) else frame
+        if data != expected:
+            raise AssertionError(f"pushed {data!r}, expected {expected!r}")
+
+    async def assert_reply(
+        self, method: str, params: Any = None, *, expected: Any = None, timeout: float = 1
+    ) -> None:
+        """Call ``method`` and fail unless its result is ``expected`` (Phoenix's
+        ``assert_reply``; an error answer raises
+        :class:`~channels_tuning.client.RequestFailed`)."""
+        result = await self.request(method, params, timeout=timeout)
+        if result != expected:
+            raise AssertionError(f"{method} replied {result!r}, expected {expected!r}")
 
     async def receive_server_request(self, timeout: float = 1) -> dict[str, Any]:
         """The next request of the consumer to its client (``{"kind": "request", "id",
