@@ -14,11 +14,13 @@ How it travels:
    consumers hand the push to their clients and count it ``delivered``; a plain
    page gets the usual frame and counts as ``cannot_acknowledge``; a client's
    ``{"type":"ct.reply","id":<id>}`` counts ``acknowledged``. The tally reports its
-   counts to the producer's channel when every delivered client acknowledged, and
-   finally at the deadline: two small layer messages per process.
+   counts to the producer's channel when every delivered client acknowledged, and at
+   the deadline unless that report said it all: one small layer message per process
+   (two when some client did not answer).
 3. The producer keeps each tally's last report and stops when every member the layer
-   counted has answered, or every process sent its final report, or at the deadline
-   plus :data:`REPORT_GRACE` (a process that never reports). ``not_in_time``: handed
+   counted has answered, or every process reported all its clients answered or its
+   deadline passed, or at the deadline plus :data:`REPORT_GRACE` (a process that never
+   reports). ``not_in_time``: handed
    to a client that did not acknowledge in time; ``not_reached``: members the layer
    counted that no report accounts for (a full or gone process, a process whose
    report did not come, a connection that ended before the message reached it).
@@ -29,6 +31,13 @@ past its own receipt plus ``timeout``. Groups with history do not take
 ``ack=True``: their clients recover what they missed instead. A client subscribed
 to the group as a topic gets the push as a message of its own (``on_message``, the
 ``message`` event), not through the topic's handler.
+
+Reports travel through the layer to the producer's reply channel: on the Redis
+layer, channels-redis' per-channel ``capacity`` (100 by default) bounds how many
+reports can wait there, so a producer broadcasting with ``ack=True`` to more server
+processes than that at once loses the reports beyond it (counted in
+``channels_tuning_layer_errors_total{operation="ack_report:ChannelFull"}`` by the
+reporting process, and ``not_reached`` in the result).
 
 Measured (``tests/e2e/test_broadcast_acks.py``, two servers and Redis on this
 2-core machine): 500 clients of which 20 never read, reported 480 / 20 at the 5 s
@@ -88,12 +97,16 @@ class AckTally:
         return True
 
     def close(self) -> None:
-        """The deadline: the final report (a producer still waiting for another
-        process' clients then knows this one has nothing more to say)."""
+        """The deadline: the final report, unless the last one said every client
+        answered (then there is nothing more to say, and no message is left for a
+        producer that may have returned already)."""
         if _tallies.get(self.ack_id) is self:
             del _tallies[self.ack_id]
+        counts = (self.delivered, self.acknowledged, self.cannot_acknowledge)
+        settled = self._reported == counts and self.acknowledged >= self.delivered
         self.closed = True
-        self.report()
+        if not settled:
+            self.report()
 
     def report(self) -> None:
         """Send this process' counts so far to the producer (not twice the same;
@@ -162,7 +175,7 @@ async def collect_reports(
     latest: dict[str, tuple[int, int, int]] = {}
     final: set[str] = set()
     loop = asyncio.get_running_loop()
-    while not _complete(latest, len(final), delivery):
+    while not _complete(latest, final, delivery):
         left = deadline + REPORT_GRACE - loop.time()
         if left <= 0:
             break
@@ -195,15 +208,18 @@ async def collect_reports(
 
 
 def _complete(
-    latest: dict[str, tuple[int, int, int]], finals: int, delivery: DeliveryReport
+    latest: dict[str, tuple[int, int, int]], final: set[str], delivery: DeliveryReport
 ) -> bool:
-    """Every member answered (acknowledged, or cannot), or every process the layer
-    wrote to sent its final report: nothing left to wait for."""
-    if delivery.processes and finals >= delivery.processes:
-        return True
-    answered = sum(acknowledged + cannot for _, acknowledged, cannot in latest.values())
+    """Nothing left to wait for: every member the layer counted answered
+    (acknowledged, or cannot), or every process the layer wrote to reported, each
+    either final (its deadline passed) or with every client it reached answered."""
     if delivery.receivers_known:
-        return answered >= delivery.receivers
-    # The pub/sub layer knows processes, not members.
-    settled = all(acknowledged >= delivered for delivered, acknowledged, _ in latest.values())
-    return len(latest) >= delivery.processes and settled
+        answered = sum(acknowledged + cannot for _, acknowledged, cannot in latest.values())
+        if answered >= delivery.receivers:
+            return True
+    if len(latest) < delivery.processes:
+        return False
+    return all(
+        source in final or acknowledged >= delivered
+        for source, (delivered, acknowledged, _) in latest.items()
+    )

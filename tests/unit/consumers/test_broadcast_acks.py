@@ -9,6 +9,7 @@ import json
 import time
 
 import pytest
+from channels.layers import get_channel_layer
 from django.test import override_settings
 
 from channels_tuning import TunedJsonWebsocketConsumer
@@ -84,6 +85,14 @@ async def test_it_returns_as_soon_as_every_client_answered():
         ids.add(push["id"])
         await comm.reply(push["id"])
     assert (await sending).acknowledged == 5 and len(ids) == 1
+    # Everyone answered: no final report follows at the deadline, so nothing is left
+    # waiting in a reply channel the producer no longer reads.
+    sending = asyncio.ensure_future(broadcast("alerts", "third", ack=True, timeout=0.2))
+    for comm in comms:
+        await comm.reply((await comm.receive_server_request())["id"])
+    assert (await sending).acknowledged == 5
+    await asyncio.sleep(0.4)
+    assert not [name for name in get_channel_layer().channels if name.startswith("ct-acks")]
     for comm in comms:
         await comm.disconnect()
 
