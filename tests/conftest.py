@@ -29,6 +29,16 @@ from tests.support.processes import (  # noqa: E402  (Django first)
 
 
 @pytest.fixture(autouse=True)
+async def _stop_scheduler() -> Any:
+    """End the process scheduler's task before the test's loop closes, as the plugin's
+    ``ct_layer`` does (no "Task was destroyed but it is pending" on older pytest-asyncio)."""
+    yield
+    from channels_tuning.runtime.scheduler import scheduler
+
+    await scheduler.stop()
+
+
+@pytest.fixture(autouse=True)
 def _reset_stats() -> None:
     from channels_tuning.runtime import counters as stats
 

@@ -28,6 +28,7 @@ Jobs get the registry itself, which they iterate only when they run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
 import logging
 from collections.abc import Callable, Iterable
@@ -136,6 +137,18 @@ class Scheduler:
             self._task = asyncio.get_running_loop().create_task(
                 self._run(), name="channels_tuning.scheduler"
             )
+
+    async def stop(self) -> None:
+        """End the task on the running loop now (a test's end, before its event loop
+        closes: an older pytest-asyncio closes it with the task pending, and Python
+        logs "Task was destroyed but it is pending"). The next connection starts it
+        again."""
+        task = self._task
+        if task is not None and not task.done() and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._task = None
 
     def is_running(self) -> bool:
         task = self._task

@@ -30,6 +30,7 @@ from channels.layers import get_channel_layer
 
 from ..layers.capabilities import history_store
 from ..layers.history import MemoryHistory
+from ..runtime.scheduler import scheduler
 from .clock import FakeClock, fake_clock
 from .leaks import assert_no_leaks
 from .live import LiveRedis, LiveServer
@@ -46,6 +47,7 @@ async def ct_layer() -> AsyncIterator[Any]:
         layer.history = MemoryHistory()
     yield layer
     await layer.flush()
+    await scheduler.stop()  # not left pending on the test's loop as it closes
 
 
 @pytest.fixture
