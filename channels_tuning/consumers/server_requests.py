@@ -160,10 +160,19 @@ class ServerRequestsMixin(RpcMixin):
         return reply
 
     def _deliver_acknowledged(self, message: dict[str, Any]) -> None:
-        tally = tally_for(self.channel_layer, message["ack"])
-        if tally is None or not self.tuned_client:
+        push = message.get("ack_frame")
+        # A field that is not what broadcast(ack=True) sends: an ordinary broadcast.
+        tally = tally_for(self.channel_layer, message["ack"]) if isinstance(push, dict) else None
+        if (
+            tally is None
+            or not isinstance(push, dict)
+            or not self.tuned_client
+            or self._binary_frames()
+        ):
             if tally is not None:
-                tally.cannot_acknowledge += 1  # a plain page: the ordinary frame
+                # A plain page, or a client of binary frames (the push is JSON text):
+                # the ordinary frame, as for any broadcast.
+                tally.cannot_acknowledge += 1
             super()._deliver_acknowledged(message)
             return
         if self.closing:
@@ -177,7 +186,7 @@ class ServerRequestsMixin(RpcMixin):
         acks[tally.ack_id] = tally
         tally.delivered += 1
         self._reads_protocol = True  # this connection's frames may be replies now
-        self.send_nowait(message["ack_frame"], message.get("key"))
+        self.send_nowait(push, message.get("key"))
 
     async def _request_frame(self, message: dict[str, Any]) -> bool:
         pending = self._pending_replies

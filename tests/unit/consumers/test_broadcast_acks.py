@@ -15,6 +15,7 @@ from django.test import override_settings
 from channels_tuning import TunedJsonWebsocketConsumer
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers.acks import ACK_ID_MIN
+from channels_tuning.layers.frames import FRAME_TYPE
 from channels_tuning.runtime.counters import BROADCAST_ACKS, CLIENT_REQUESTS
 from channels_tuning.testing import TunedCommunicator
 
@@ -115,3 +116,26 @@ async def test_what_ack_does_not_take_is_refused_before_sending():
     history = {"CHANNELS_TUNING": {"HISTORY": {"news.*": {"size": 10, "ttl": 60}}}}
     with override_settings(**history), pytest.raises(ValueError, match="history"):
         await broadcast("news.sport", {"x": 1}, ack=True)
+
+
+class BinaryAlerts(Alerts):
+    accept_text_frames = False
+
+
+async def test_a_client_of_binary_frames_gets_the_ordinary_frame_and_cannot_acknowledge():
+    comm = TunedCommunicator(BinaryAlerts.as_asgi(), "/")
+    assert (await comm.connect())[0]
+    report = await broadcast("alerts", {"x": 1}, ack=True, timeout=5)
+    assert (report.cannot_acknowledge, report.acknowledged, report.not_reached) == (1, 0, 0)
+    assert json.loads(await comm.receive_from()) == {"x": 1}
+    await comm.disconnect()
+
+
+async def test_a_malformed_ack_field_is_an_ordinary_broadcast():
+    comm = await connected()
+    frame = {"type": "websocket.send", "text": "plain"}
+    for ack in (["not", "an", "ack"], [1, "x", 0, 1]):  # no ack_frame in the second
+        message = {"type": FRAME_TYPE, "frame": frame, "ack": ack}
+        await get_channel_layer().group_send("alerts", message)
+        assert await comm.receive_from() == "plain"
+    await comm.disconnect()
