@@ -129,8 +129,9 @@ async def broadcast(
     ``ack=True``: the package's clients acknowledge the message once they handled it,
     and the call returns an :class:`AckReport` within ``timeout`` (plus half a second
     for the servers' last reports): how many acknowledged, did not in time, were not
-    reached, or cannot acknowledge (plain pages). JSON or ``str`` payloads, groups
-    without history, no ``exclude`` (:mod:`channels_tuning.layers.acks`)."""
+    reached, or cannot acknowledge (plain pages); receivers still full at the timeout
+    are ``not_reached`` rather than a :class:`DeliveryTimeout`. JSON or ``str``
+    payloads, groups without history, no ``exclude`` (:mod:`channels_tuning.layers.acks`)."""
     if layer is None:
         layer = get_channel_layer(layer_alias)
     if ack:
@@ -265,8 +266,10 @@ async def _acknowledged(
         message["json"] = True
     if coalesce_key is not None:
         message["key"] = coalesce_key
+    # Receivers still full at the deadline are counted not_reached, not raised: the
+    # report says what happened to every member.
     delivery = await send_with_policy(
-        layer, group, message, on_full=on_full, timeout=timeout, raise_at_deadline=True
+        layer, group, message, on_full=on_full, timeout=timeout, raise_at_deadline=False
     )
     return await collect_reports(layer, reply_to, ack_id, delivery, deadline)
 
