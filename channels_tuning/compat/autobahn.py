@@ -17,6 +17,8 @@ upstream symbol                                used for
 ``WebSocketProtocol.failedByMe``               stop assembling a message of a
                                                client being closed (the tuned
                                                protocol's fragment cap)
+``failedByMe``, ``localCloseCode``             count the close autobahn sent for
+                                               a client's protocol error
 ``protocol.pformat`` in ``_connectionMade``    formatted only when autobahn's
                                                debug log is on
 ``CONFIG_ATTRS``, ``_connectionMade``'s        the factory's options as class
@@ -51,6 +53,7 @@ features = {
     "stop_assembling": True,
     "shared_options": True,
     "lazy_option_log": True,
+    "protocol_error_code": True,
 }
 
 
@@ -155,6 +158,16 @@ def stop_assembling_messages(protocol: Any) -> None:
         protocol.failedByMe = True
 
 
+def protocol_error_code(protocol: Any) -> int | None:
+    """The close code autobahn itself sent because the client broke the protocol
+    (1002, 1007, 1009...), or None: the close was not autobahn's own failing of the
+    connection, it was a normal one (1000), or the hook is off. Read at close."""
+    if not features["protocol_error_code"] or not getattr(protocol, "failedByMe", False):
+        return None
+    code = getattr(protocol, "localCloseCode", None)
+    return int(code) if code is not None and code != 1000 else None
+
+
 def send_uncompressed(protocol: Any, payload: bytes, binary: bool) -> None:
     protocol.sendMessage(payload, binary, doNotCompress=True)
 
@@ -209,6 +222,16 @@ def check() -> list[UpstreamChanged]:
         "WebSocketProtocol.failedByMe",
         ["if not self.failedByMe:"],
     )
+    checker.contains(
+        getattr(protocol, "_fail_connection", None),
+        "WebSocketProtocol._fail_connection localCloseCode",
+        ["self.failedByMe = True", "self.sendCloseFrame("],
+    )
+    checker.contains(
+        getattr(protocol, "sendCloseFrame", None),
+        "WebSocketProtocol.sendCloseFrame localCloseCode",
+        ["self.localCloseCode = code"],
+    )
     checker.attributes(WebSocketServerProtocol, "WebSocketServerProtocol", ("CONFIG_ATTRS",))
     checker.contains(
         getattr(protocol, "_connectionMade", None),
@@ -231,7 +254,9 @@ def apply(problems: list[UpstreamChanged]) -> None:
     for problem in problems:
         if problem.library != LIBRARY:
             continue
-        if "PerMessageDeflate" in problem.symbol:
+        if "localCloseCode" in problem.symbol:
+            features["protocol_error_code"] = False
+        elif "PerMessageDeflate" in problem.symbol:
             features["release_deflate"] = False
         elif "failedByMe" in problem.symbol:
             features["stop_assembling"] = False

@@ -18,9 +18,13 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     #: The connection reached its maximum lifetime; reconnect (to any server).
     GOING_AWAY = 1001
+    #: The client broke the WebSocket protocol (a reserved opcode or bit, an unmasked
+    #: or too long control frame): sent by ``channels-tuning-daphne`` (autobahn's check).
+    PROTOCOL_ERROR = 1002
     #: The frame type is not accepted by this consumer (text to a binary-only consumer...).
     UNSUPPORTED_DATA = 1003
-    #: The frame could not be decoded (malformed JSON, invalid protobuf).
+    #: The frame could not be decoded (malformed JSON, invalid protobuf, text that is
+    #: not UTF-8).
     INVALID_PAYLOAD = 1007
     #: The client broke a policy: messages faster than the rate limit, or a recovery
     #: request (``ct_recover``) that cannot be read.
@@ -62,6 +66,7 @@ ABNORMAL_CLOSURE: Final = 1006
 LOG_LEVELS: Final[dict[int, int]] = {
     CloseCode.NORMAL: logging.DEBUG,
     CloseCode.GOING_AWAY: logging.INFO,
+    CloseCode.PROTOCOL_ERROR: logging.WARNING,
     CloseCode.UNSUPPORTED_DATA: logging.WARNING,
     CloseCode.INVALID_PAYLOAD: logging.WARNING,
     CloseCode.POLICY_VIOLATION: logging.WARNING,

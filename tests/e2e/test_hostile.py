@@ -81,6 +81,30 @@ async def test_a_client_has_a_whole_second_to_answer_a_close(daphne_factory):
         sock.close()
 
 
+async def test_a_protocol_error_is_answered_with_its_close_code(daphne_factory):
+    """autobahn's default drops the TCP connection on a client's protocol error: the
+    client saw 1006 and nothing was counted. The tuned server answers each error with
+    its code (1002 for a reserved opcode or a control frame too long, 1007 for text
+    that is not UTF-8), counts it and logs one line a second at most."""
+    daphne = daphne_factory(tuned=True, tuning=QUIET)
+    bad_frames = {
+        1002: [frame(0x3, b"reserved opcode"), frame(0x9, b"p" * 126)],
+        1007: [frame(0x1, b"\xff\xfe not utf-8")],
+    }
+    for code, frames in bad_frames.items():
+        for bad in frames:
+            sock, _ = handshake(daphne.port, "/ws/echo/")
+            sock.sendall(bad)
+            assert read_close_code(sock) == code
+            sock.sendall(frame(0x8, struct.pack("!H", code)))
+            sock.close()
+    counters = daphne.stats()["counters"]["channels_tuning_closes_total"]
+    assert counters == {"consumer=(server),code=1002": 2, "consumer=(server),code=1007": 1}
+    log = daphne.log.read_text()
+    assert 1 <= log.count("broke the WebSocket protocol") <= 2  # 3 errors within ~1 s
+    assert "Traceback" not in log
+
+
 async def test_flooders_do_not_slow_a_reading_client(daphne_factory):
     daphne = daphne_factory(tuned=True, tuning=QUIET)
     flooders = [handshake(daphne.port, "/ws/echo/")[0] for _ in range(4)]

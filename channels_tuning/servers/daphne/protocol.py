@@ -28,6 +28,12 @@ RSS per connection (fragment objects, not bytes). Here, through autobahn's docum
   smaller of daphne's ``--websocket-max-message-size`` and ``MAX_MESSAGE_SIZE`` to
   autobahn, which refuses a longer message (1009) as its frames come in, instead of
   the consumer refusing it after it was buffered whole.
+- **A protocol error gets a close code**: autobahn's own default drops the TCP
+  connection on a client's protocol error (reserved bits, a bad opcode, invalid UTF-8:
+  RFC 6455 allows either), so the client saw 1006 and nothing was counted. The tuned
+  server sets autobahn's documented ``failByDrop=False``: the client gets 1002, 1007 or
+  1009 in a close frame, the close is counted under the ``(server)`` consumer, and one
+  line a second at most is logged.
 """
 
 from __future__ import annotations
@@ -37,12 +43,14 @@ import time
 from typing import Any
 
 from ...compat.autobahn import (
+    protocol_error_code,
     send_close_frame,
     share_protocol_options,
     stop_assembling_messages,
 )
 from ...core.tokens import TokenBucket
 from ...runtime.counters import CLOSES, DROPPED
+from ...runtime.ratelog import RateLimitedLog
 from ...wire.closecodes import CloseCode
 
 logger = logging.getLogger("channels_tuning.server")
@@ -55,6 +63,7 @@ FRAGMENT_OVERHEAD = 56
 DEFAULT_MAX_FRAGMENTS = 1024
 
 SERVER_LABEL = "(server)"
+_protocol_errors_log = RateLimitedLog(logger)
 
 
 class ProtocolLimits:
@@ -91,6 +100,7 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
         _ct_fragments: int = 0
         _ct_bytes: int = 0
         _ct_options_shared: bool = False
+        _ct_closing: bool = False
 
         def connectionMade(self) -> None:
             cls = type(self)
@@ -99,6 +109,18 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
                 share_protocol_options(cls, self.factory)
                 cls._ct_options_shared = True
             super().connectionMade()
+
+        def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+            if not self._ct_closing:
+                error_code = protocol_error_code(self)
+                if error_code is not None:
+                    CLOSES.inc((SERVER_LABEL, str(error_code)))
+                    _protocol_errors_log.log(
+                        "channels_tuning: %s broke the WebSocket protocol, closed with %d",
+                        getattr(self, "peer", "?"),
+                        error_code,
+                    )
+            super().onClose(wasClean, code, reason)
 
         def onPong(self, payload: bytes) -> None:
             # A sign of life for the consumer's idle timeout (core.state.Liveness).
@@ -151,7 +173,7 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
 
 
 def _close(protocol: Any, code: int, reason: str) -> None:
-    if getattr(protocol, "_ct_closing", False):
+    if protocol._ct_closing:
         return
     protocol._ct_closing = True
     CLOSES.inc((SERVER_LABEL, str(int(code))))

@@ -157,7 +157,9 @@ class TunedServer(DueCheckers):
         # timer: int(now + delay)): its default 1 s for the client's answer to a close
         # fired 0-1 s after the close frame, 0.2 s in a measured case, and a client
         # still busy writing then saw 1006 instead of the close code. 2 gives 1-2 s.
-        factory.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT)
+        # failByDrop=False: a client's protocol error is answered with its close code
+        # (1002, 1007, 1009) instead of a dropped connection (servers.daphne.protocol).
+        factory.setProtocolOptions(closeHandshakeTimeout=CLOSE_HANDSHAKE_TIMEOUT, failByDrop=False)
         if self.compression is not None:
             factory.setProtocolOptions(perMessageCompressionAccept=self.compression.accept)
 

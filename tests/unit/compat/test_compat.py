@@ -26,6 +26,7 @@ from channels_tuning.exceptions import UpstreamChanged
 from channels_tuning.layers.redis import keys
 from channels_tuning.servers.daphne.protocol import ProtocolLimits, tuned_protocol
 from tests.support.fakes import eager_transport
+from tests.support.rawws import upgrade_request
 
 LIBRARIES = {
     "channels": channels_hooks,
@@ -202,6 +203,7 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
         "stop_assembling": True,
         "shared_options": True,
         "lazy_option_log": True,
+        "protocol_error_code": True,
     }
 
 
@@ -273,6 +275,34 @@ def test_autobahn_options_copied_per_connection_again(monkeypatch):
     assert autobahn.features["shared_options"] is False
     protocol = tuned_server_protocol(autoPingInterval=7)
     assert "autoPingInterval" in vars(protocol)  # autobahn's own per-connection copy
+
+
+def test_autobahn_protocol_error_code_read_at_close():
+    """A reserved opcode from the client: autobahn fails the connection with 1002 in a
+    close frame (failByDrop off), and the hook reads that code."""
+    protocol = tuned_server_protocol(failByDrop=False)
+    protocol.dataReceived(upgrade_request("/"))
+    assert protocol.state == protocol.STATE_OPEN
+    assert autobahn.protocol_error_code(protocol) is None
+    protocol.dataReceived(bytes([0x83, 0x80]) + b"\x00\x00\x00\x00")  # opcode 3, masked
+    assert autobahn.protocol_error_code(protocol) == 1002
+    assert protocol.state == protocol.STATE_CLOSING
+
+
+def test_autobahn_close_code_no_longer_recorded(monkeypatch):
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn,
+        "_source",
+        lambda obj: real(obj).replace("self.localCloseCode = code", "self._sent_code = code"),
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.sendCloseFrame localCloseCode"}
+    autobahn.apply(problems)
+    assert autobahn.features["protocol_error_code"] is False
+    assert autobahn.features["prepared_fast_path"] is True
+    failed = type("Failed", (), {"failedByMe": True, "localCloseCode": 1002})()
+    assert autobahn.protocol_error_code(failed) is None  # off: not counted, not wrong
 
 
 def test_autobahn_deflate_attributes_renamed(monkeypatch):
