@@ -4,6 +4,7 @@ end-to-end tests need. Served by real daphne processes (see conftest.py)."""
 import asyncio
 import collections
 import gc
+import itertools
 import json
 import os
 import re
@@ -334,12 +335,58 @@ def due_checker_work() -> dict | None:
     return dict(checkers.WORK) if checkers is not None else None
 
 
+def reference_cycles(objects: list) -> list[str]:
+    """One shortest reference cycle per type among ``objects`` (cyclic garbage), as
+    "Type.attribute -> Type[key] -> ...": what keeps a closed connection for the
+    collector."""
+    members = {id(obj) for obj in objects}
+
+    def edge(holder, held) -> str:
+        for name, value in (getattr(holder, "__dict__", None) or {}).items():
+            if value is held:
+                return f".{name}"
+        if isinstance(holder, dict):
+            return next((f"[{key!r}]" for key, value in holder.items() if value is held), "")
+        return "[i]" if isinstance(holder, (list, tuple)) else ""
+
+    cycles, seen_types = [], set()
+    for start in objects:
+        kind = type(start).__qualname__
+        if kind in seen_types or isinstance(start, (list, tuple, dict)):
+            continue
+        seen_types.add(kind)
+        came_from = {id(start): None}
+        frontier, last = [start], None
+        while frontier and last is None:
+            following = []
+            for obj in frontier:
+                for referent in gc.get_referents(obj):
+                    if referent is start:
+                        last = obj
+                        break
+                    if id(referent) in members and id(referent) not in came_from:
+                        came_from[id(referent)] = obj
+                        following.append(referent)
+                if last is not None:
+                    break
+            frontier = following
+        if last is None:
+            continue
+        path = [last]
+        while path[-1] is not start:
+            path.append(came_from[id(path[-1])])
+        path = [*reversed(path), start]
+        steps = (type(a).__qualname__ + edge(a, b) for a, b in itertools.pairwise(path))
+        cycles.append(" -> ".join(steps))
+    return cycles
+
+
 async def stats_app(scope, receive, send):
     """GET /_stats: what the tests assert about this process (JSON)."""
     if scope["type"] != "http":
         return
     await receive()
-    unreachable = None
+    unreachable = garbage = None
     if scope["query_string"] == b"gc=1":
         unreachable = gc.collect()
     if scope["query_string"] == b"gc=unfreeze":
@@ -347,12 +394,32 @@ async def stats_app(scope, receive, send):
         # unreachable: the cyclic garbage a gc.freeze() would otherwise keep.
         gc.unfreeze()
         unreachable = gc.collect()
+    if scope["query_string"] == b"gc=save":
+        # From now on every collection, CPython's own or the package's, keeps what it
+        # finds in gc.garbage (DEBUG_SAVEALL) for "gc=garbage" to report.
+        gc.collect()
+        gc.garbage.clear()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+    if scope["query_string"] == b"gc=garbage":
+        # The cyclic garbage found since "gc=save" (frozen objects included): what
+        # reference counting could not free.
+        gc.unfreeze()
+        gc.set_debug(gc.DEBUG_SAVEALL)
+        gc.collect()
+        gc.set_debug(0)
+        unreachable = len(gc.garbage)
+        garbage = {
+            "types": dict(collections.Counter(type(o).__qualname__ for o in gc.garbage)),
+            "cycles": reference_cycles(gc.garbage),
+        }
+        gc.garbage.clear()
     if scope["query_string"] == b"reset_gc_max=1":
         monitor.pause_max = [0.0, 0.0, 0.0]  # longest pauses from now on
     body = json.dumps(
         {
             "pid": os.getpid(),
             "unreachable": unreachable,
+            "garbage": garbage,
             "connections": len(registry),
             "tasks": len(asyncio.all_tasks()),
             "task_groups": [  # what wsstats --check judges, this request's task aside

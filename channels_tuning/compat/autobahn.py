@@ -19,6 +19,8 @@ upstream symbol                                used for
                                                protocol's fragment cap)
 ``failedByMe``, ``localCloseCode``             count the close autobahn sent for
                                                a client's protocol error
+``is_closed`` (resolved with the protocol)     replaced once fired (a reference
+                                               cycle)
 ``protocol.pformat`` in ``_connectionMade``    formatted only when autobahn's
                                                debug log is on
 ``CONFIG_ATTRS``, ``_connectionMade``'s        the factory's options as class
@@ -40,6 +42,7 @@ import autobahn.websocket.protocol as autobahn_protocol_module
 from autobahn.util import encode_truncate
 from autobahn.websocket.compress_deflate import PerMessageDeflate
 from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
+from twisted.internet.defer import succeed
 
 from ..exceptions import UpstreamChanged
 from ._checker import Checker, source_of
@@ -54,6 +57,7 @@ features = {
     "shared_options": True,
     "lazy_option_log": True,
     "protocol_error_code": True,
+    "release_is_closed": True,
 }
 
 
@@ -168,6 +172,18 @@ def protocol_error_code(protocol: Any) -> int | None:
     return int(code) if code is not None and code != 1000 else None
 
 
+def release_is_closed(protocol: Any) -> None:
+    """autobahn resolves ``protocol.is_closed`` with the protocol itself: the protocol
+    holds the Deferred, the Deferred holds the protocol, and a closed connection waits
+    for the cycle collector. Once it has fired, the attribute becomes a Deferred
+    fired with None (whoever holds the old one still gets the protocol)."""
+    closed: Any = getattr(protocol, "is_closed", None)
+    if not features["release_is_closed"] or not getattr(closed, "called", False):
+        return
+    if closed.result is protocol:
+        protocol.is_closed = succeed(None)
+
+
 def send_uncompressed(protocol: Any, payload: bytes, binary: bool) -> None:
     protocol.sendMessage(payload, binary, doNotCompress=True)
 
@@ -232,6 +248,11 @@ def check() -> list[UpstreamChanged]:
         "WebSocketProtocol.sendCloseFrame localCloseCode",
         ["self.localCloseCode = code"],
     )
+    checker.contains(
+        getattr(protocol, "_connectionLost", None),
+        "WebSocketProtocol.is_closed",
+        ["txaio.resolve(self.is_closed, self)"],
+    )
     checker.attributes(WebSocketServerProtocol, "WebSocketServerProtocol", ("CONFIG_ATTRS",))
     checker.contains(
         getattr(protocol, "_connectionMade", None),
@@ -254,7 +275,9 @@ def apply(problems: list[UpstreamChanged]) -> None:
     for problem in problems:
         if problem.library != LIBRARY:
             continue
-        if "localCloseCode" in problem.symbol:
+        if "is_closed" in problem.symbol:
+            features["release_is_closed"] = False
+        elif "localCloseCode" in problem.symbol:
             features["protocol_error_code"] = False
         elif "PerMessageDeflate" in problem.symbol:
             features["release_deflate"] = False

@@ -145,6 +145,19 @@ class DaphneProcess:
         with urllib.request.urlopen(url, timeout=30) as response:
             return json.loads(response.read())
 
+    def keep_cyclic_garbage(self) -> None:
+        """From now on, every collection keeps what it finds (``gc.DEBUG_SAVEALL``)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stats?gc=save", timeout=30):
+            pass
+
+    def cyclic_garbage(self) -> dict:
+        """The cyclic garbage since :meth:`keep_cyclic_garbage`, all collected:
+        ``unreachable`` (objects), and ``garbage`` with their ``types`` and one
+        reference ``cycles`` per type."""
+        url = f"http://127.0.0.1:{self.port}/_stats?gc=garbage"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read())
+
     def metrics(self) -> dict[tuple[str, frozenset], float]:
         """GET /metrics (django-prometheus) as {(sample name, labels): value}."""
         from prometheus_client.parser import text_string_to_metric_families

@@ -48,7 +48,11 @@ class _HandshakeRequest(WebRequest):
                 # nginx "proxy_next_upstream http_503"): the client never sees it.
                 REJECTED.inc(("(server)", "draining"))
                 return self._answer(503, b"draining\n", b"text/plain", retry_after=b"1")
-        return super().process()
+        result = super().process()
+        if self.transport is None and self._is_websocket_upgrade():
+            # daphne moved the transport to the WebSocket protocol: done with HTTP.
+            twisted.forget_upgraded_request(self)
+        return result
 
     def _asks(self, name: bytes) -> bool:
         """Whether the query names ``name`` (``?ready``: Twisted's ``args`` drops a

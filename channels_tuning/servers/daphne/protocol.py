@@ -44,6 +44,7 @@ from typing import Any
 
 from ...compat.autobahn import (
     protocol_error_code,
+    release_is_closed,
     send_close_frame,
     share_protocol_options,
     stop_assembling_messages,
@@ -121,6 +122,11 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
                         error_code,
                     )
             super().onClose(wasClean, code, reason)
+            # daphne has handed the disconnect to the input queue: drop the protocol's
+            # references that close cycles (protocol <-> queue, protocol <-> its
+            # is_closed Deferred), so reference counting frees the connection.
+            self.__dict__.pop("application_queue", None)
+            release_is_closed(self)
 
         def onPong(self, payload: bytes) -> None:
             # A sign of life for the consumer's idle timeout (core.state.Liveness).

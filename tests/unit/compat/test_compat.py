@@ -204,6 +204,7 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
         "shared_options": True,
         "lazy_option_log": True,
         "protocol_error_code": True,
+        "release_is_closed": True,
     }
 
 
@@ -305,6 +306,37 @@ def test_autobahn_close_code_no_longer_recorded(monkeypatch):
     assert autobahn.protocol_error_code(failed) is None  # off: not counted, not wrong
 
 
+def test_autobahn_is_closed_released_once_fired():
+    """The fired is_closed Deferred held the protocol (a cycle); it is replaced by one
+    fired with None, and one that has not fired is left alone."""
+    from twisted.internet.defer import Deferred
+
+    protocol = tuned_server_protocol()
+    waiting = protocol.is_closed = Deferred()
+    autobahn.release_is_closed(protocol)
+    assert protocol.is_closed is waiting
+    waiting.callback(protocol)
+    autobahn.release_is_closed(protocol)
+    assert protocol.is_closed is not waiting and protocol.is_closed.result is None
+    assert waiting.result is protocol  # its holders still get the protocol
+
+
+def test_autobahn_is_closed_resolved_otherwise(monkeypatch):
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn,
+        "_source",
+        lambda obj: real(obj).replace(
+            "txaio.resolve(self.is_closed, self)", "txaio.resolve(self.is_closed, None)"
+        ),
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.is_closed"}
+    autobahn.apply(problems)
+    assert autobahn.features["release_is_closed"] is False
+    assert autobahn.features["prepared_fast_path"] is True
+
+
 def test_autobahn_deflate_attributes_renamed(monkeypatch):
     source = "class PerMessageDeflate:\n    def __init__(self):\n        self._zlib = None\n"
     real = autobahn._source
@@ -326,6 +358,32 @@ def test_twisted_write_some_data_removed(monkeypatch):
     assert "tcp.Connection.writeSomeData" in symbols(problems)
     twisted.apply(problems)
     assert twisted.features["eager_write"] is False
+
+
+def test_twisted_request_list_changed_keeps_upgraded_requests(monkeypatch):
+    real = twisted._source
+    monkeypatch.setattr(
+        twisted,
+        "_source",
+        lambda obj: real(obj).replace("self.requests = []", "self._queue = []"),
+    )
+    problems = twisted.check()
+    assert symbols(problems) == {"HTTPChannel.requests"}
+    twisted.apply(problems)
+    assert twisted.features == {"eager_write": True, "forget_upgraded": False}
+    channel = type("Channel", (), {})()
+    request = type("Request", (), {"channel": channel})()
+    channel.requests = [request]
+    twisted.forget_upgraded_request(request)
+    assert channel.requests == [request]  # off: left to the cycle collector
+
+
+def test_twisted_upgraded_request_forgotten():
+    channel = type("Channel", (), {})()
+    request = type("Request", (), {"channel": channel})()
+    channel.requests = [request]
+    twisted.forget_upgraded_request(request)
+    assert channel.requests == []
 
 
 def test_twisted_server_with_slots_cannot_be_switched(monkeypatch):
