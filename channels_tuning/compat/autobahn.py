@@ -21,8 +21,13 @@ upstream symbol                                used for
                                                a client's protocol error
 ``is_closed`` (resolved with the protocol)     replaced once fired (a reference
                                                cycle)
+``autoPingPending``, ``onAutoPingTimeout``,    the tuned keepalive: a prepared ping
+``send_queue``                                 written to the transport; a pong not
+                                               asked for is accepted in silence
 ``protocol.pformat`` in ``_connectionMade``    formatted only when autobahn's
                                                debug log is on
+``hltype``, ``hlval`` of ``autobahn.websocket  coloured (click) only when a debug
+.protocol`` and ``autobahn.twisted.websocket`` line is written
 ``CONFIG_ATTRS``, ``_connectionMade``'s        the factory's options as class
 ``hasattr(self, configAttr)``                  attributes of the protocol: not
                                                copied into every connection
@@ -38,6 +43,7 @@ from __future__ import annotations
 from pprint import pformat
 from typing import Any
 
+import autobahn.twisted.websocket as autobahn_twisted_module
 import autobahn.websocket.protocol as autobahn_protocol_module
 from autobahn.util import encode_truncate
 from autobahn.websocket.compress_deflate import PerMessageDeflate
@@ -56,8 +62,10 @@ features = {
     "stop_assembling": True,
     "shared_options": True,
     "lazy_option_log": True,
+    "lazy_highlight": True,
     "protocol_error_code": True,
     "release_is_closed": True,
+    "prepared_pings": True,
 }
 
 
@@ -87,6 +95,54 @@ def defer_option_log() -> None:
     module's ``pformat`` becomes a lazy one: the same text when the line is logged."""
     if features["lazy_option_log"]:
         autobahn_protocol_module.pformat = _LazyPformat  # type: ignore[assignment]
+
+
+class _LazyCall:
+    """``function(*args, **kwargs)`` as text, computed only when formatted."""
+
+    __slots__ = ("args", "function", "kwargs")
+
+    def __init__(self, function: Any, *args: Any, **kwargs: Any) -> None:
+        self.function = function
+        self.args = args
+        self.kwargs = kwargs
+
+    def __str__(self) -> str:
+        return str(self.function(*self.args, **self.kwargs))
+
+    __repr__ = __str__
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self), spec)
+
+
+def _deferred(function: Any) -> Any:
+    def deferred(*args: Any, **kwargs: Any) -> _LazyCall:
+        return _LazyCall(function, *args, **kwargs)
+
+    deferred.original = function  # type: ignore[attr-defined]
+    return deferred
+
+
+#: The modules whose ``hltype``/``hlval`` :func:`defer_highlighting` replaces.
+HIGHLIGHTING_MODULES = (autobahn_protocol_module, autobahn_twisted_module)
+
+
+def defer_highlighting() -> None:
+    """Stop autobahn from colouring the arguments of debug lines nobody writes.
+
+    autobahn passes ``hltype(...)``/``hlval(...)`` (click-coloured text) to
+    ``log.debug`` on every chunk a connection receives and every frame it sends; the
+    arguments are built when debug logging is off: 4 % of the tuned server's samples
+    while reading pongs (``benchmarks/stall.py --profile``). In those two modules they
+    become lazy: the same text when a debug line is written."""
+    if not features["lazy_highlight"]:
+        return
+    for module in HIGHLIGHTING_MODULES:
+        for name in ("hltype", "hlval"):
+            current = getattr(module, name)
+            if not hasattr(current, "original"):
+                setattr(module, name, _deferred(current))
 
 
 def share_protocol_options(protocol_class: type, factory: Any) -> None:
@@ -172,6 +228,21 @@ def protocol_error_code(protocol: Any) -> int | None:
     return int(code) if code is not None and code != 1000 else None
 
 
+def prepared_pings() -> bool:
+    """Whether the tuned keepalive may write its own ping frames (else daphne's
+    ``check_timeouts`` and autobahn's ``_sendAutoPing`` run, as in plain daphne)."""
+    return bool(features["prepared_pings"])
+
+
+def write_control_frame(protocol: Any, frame: bytes) -> None:
+    """Write a prepared control frame, unless a message is being sent in pieces
+    (autobahn's ``send_queue``): then it goes behind them through autobahn."""
+    if protocol.send_queue:
+        protocol.sendPing()
+    else:
+        protocol.transport.write(frame)
+
+
 def release_is_closed(protocol: Any) -> None:
     """autobahn resolves ``protocol.is_closed`` with the protocol itself: the protocol
     holds the Deferred, the Deferred holds the protocol, and a closed connection waits
@@ -253,6 +324,12 @@ def check() -> list[UpstreamChanged]:
         "WebSocketProtocol.is_closed",
         ["txaio.resolve(self.is_closed, self)"],
     )
+    checker.contains(
+        getattr(protocol, "processControlFrame", None),
+        "WebSocketProtocol.processControlFrame autoPingPending",
+        ["if self.autoPingPending:", "self._onPong(payload)"],
+    )
+    checker.callables(protocol, "WebSocketProtocol", ("onAutoPingTimeout",))
     checker.attributes(WebSocketServerProtocol, "WebSocketServerProtocol", ("CONFIG_ATTRS",))
     checker.contains(
         getattr(protocol, "_connectionMade", None),
@@ -265,6 +342,12 @@ def check() -> list[UpstreamChanged]:
         "WebSocketProtocol._connectionMade pformat",
         ["attrs=pformat(configAttrLog)"],
     )
+    for module in HIGHLIGHTING_MODULES:
+        checker.attributes(module, module.__name__, ("hltype", "hlval"))
+        text = checker.source(module, module.__name__) or ""
+        # Each use is an argument of a log call: a lazy value would break text code.
+        if " = hltype(" in text or " = hlval(" in text or "+ hlval(" in text:
+            checker.changed(f"{module.__name__} hltype", "highlighted text used as text")
     for attribute in ("_compressor", "_decompressor", "client_no_context_takeover"):
         checker.contains(PerMessageDeflate, f"PerMessageDeflate.{attribute}", [f"self.{attribute}"])
     return checker.problems
@@ -275,7 +358,11 @@ def apply(problems: list[UpstreamChanged]) -> None:
     for problem in problems:
         if problem.library != LIBRARY:
             continue
-        if "is_closed" in problem.symbol:
+        if problem.symbol.endswith(("hltype", "hlval")):
+            features["lazy_highlight"] = False
+        elif "autoPingPending" in problem.symbol or "onAutoPingTimeout" in problem.symbol:
+            features["prepared_pings"] = False
+        elif "is_closed" in problem.symbol:
             features["release_is_closed"] = False
         elif "localCloseCode" in problem.symbol:
             features["protocol_error_code"] = False

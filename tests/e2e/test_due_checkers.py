@@ -5,8 +5,10 @@ keepalive pings go out on time, ended connections are cleaned up."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 from tests.support.processes import start_subscribers
+from tests.support.rawws import frame, handshake, read_exact
 from tests.support.waiting import wait_until
 
 HELD = 300
@@ -65,3 +67,53 @@ async def test_keepalive_pings_still_keep_answering_clients_alive(daphne_factory
     finally:
         client.kill()
         client.wait()
+
+
+def pings_until_closed(port: int, answer: bool, limit: float) -> tuple[list[bytes], float | None]:
+    """Hold one raw connection for up to ``limit`` seconds, answering the server's
+    pings or not; the pings' frames and when the connection ended (None: it stayed)."""
+    sock, _ = handshake(port, "/ws/echo/")
+    frames: list[bytes] = []
+    started = time.monotonic()
+    sock.settimeout(0.2)
+    try:
+        while time.monotonic() - started < limit:
+            try:
+                head = sock.recv(2)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                return frames, time.monotonic() - started
+            if not head:
+                return frames, time.monotonic() - started
+            payload = read_exact(sock, head[1] & 0x7F)
+            assert head[0] == 0x89, head  # nothing but pings on an idle echo
+            frames.append(head + payload)
+            if answer:
+                sock.sendall(frame(0xA, payload))
+        return frames, None
+    finally:
+        sock.close()
+
+
+async def test_keepalive_pings_are_prepared_frames_and_silence_is_dropped(daphne_factory):
+    """The tuned keepalive (servers/daphne/keepalive.py): every ping_interval an empty
+    ping, written as one prepared frame; a client that answers stays, one that answers
+    nothing is dropped ping_timeout after the first ping it left unanswered, as
+    autobahn's timer did (which the tuned server no longer creates per ping)."""
+    server = daphne_factory(
+        tuned=True,
+        tuning={"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None},
+        extra_args=("--ping-interval", "1", "--ping-timeout", "2"),
+    )
+    answering, silent = await asyncio.gather(
+        asyncio.to_thread(pings_until_closed, server.port, True, 6.0),
+        asyncio.to_thread(pings_until_closed, server.port, False, 8.0),
+    )
+    frames, ended = answering
+    assert ended is None and len(frames) >= 4, answering
+    assert set(frames) == {b"\x89\x00"}
+    frames, ended = silent
+    # First ping ~1 s after the open (+ the loop's 0.25 s), dropped 2 s after it.
+    assert ended is not None and 2.9 <= ended <= 4.5, silent
+    assert set(frames) == {b"\x89\x00"} and len(frames) in (2, 3), silent

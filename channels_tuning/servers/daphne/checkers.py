@@ -11,8 +11,9 @@ of the tuned server's CPU while idle and a stop of the loop each time they ran
   done callback), and keeps looking at one each second while daphne still waits for
   its application to finish (``application_close_timeout``), as daphne does;
 - ``timeout_checker`` calls daphne's own ``check_timeouts`` on a connection when it is
-  due: an open WebSocket when its keepalive ping is (``last_ping + ping_interval``,
-  read again when it comes up: frames move it) or its ``websocket_timeout`` ends,
+  due (the tuned protocol's, :mod:`.keepalive`): an open WebSocket when its keepalive
+  ping is (``last_ping + ping_interval``, read again when it comes up: frames move
+  it), its unanswered ping's ``ping_timeout`` ends, or its ``websocket_timeout`` does,
   anything else (HTTP requests, handshakes) every two seconds, as daphne does. The
   loop looks for what is due four times a second, so pings go out spread as the
   connections opened, not in one burst every two seconds. The deadlines are a heap
@@ -39,6 +40,7 @@ from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor as _reactor
 
 from ...compat import daphne as daphne_hooks
+from .keepalive import keepalive_due
 
 logger = logging.getLogger("daphne.server")
 #: Twisted's reactor (its interface types callLater without ``self``).
@@ -169,7 +171,7 @@ class DueCheckers(Server):
         soonest = now + TIMEOUT_CHECK_EVERY
         if not isinstance(protocol, WebSocketProtocol) or protocol.state != protocol.STATE_OPEN:
             return soonest
-        due = protocol.last_ping + self.ping_interval
+        due = keepalive_due(protocol, self)
         if self.websocket_timeout >= 0:
             due = min(due, protocol.socket_opened + self.websocket_timeout)
         # daphne pings when more than ping_interval passed: a little after the mark.

@@ -42,7 +42,9 @@ import logging
 import time
 from typing import Any
 
+from ...compat import daphne as daphne_hooks
 from ...compat.autobahn import (
+    prepared_pings,
     protocol_error_code,
     release_is_closed,
     send_close_frame,
@@ -53,6 +55,7 @@ from ...core.tokens import TokenBucket
 from ...runtime.counters import CLOSES, DROPPED
 from ...runtime.ratelog import RateLimitedLog
 from ...wire.closecodes import CloseCode
+from .keepalive import check_keepalive
 
 logger = logging.getLogger("channels_tuning.server")
 
@@ -102,6 +105,8 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
         _ct_bytes: int = 0
         _ct_options_shared: bool = False
         _ct_closing: bool = False
+        #: When the oldest ping the client has not answered went out (0: none).
+        _ct_ping_sent: float = 0.0
 
         def connectionMade(self) -> None:
             cls = type(self)
@@ -128,7 +133,15 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
             self.__dict__.pop("application_queue", None)
             release_is_closed(self)
 
+        def check_timeouts(self) -> None:
+            if prepared_pings() and daphne_hooks.features["due_checkers"]:
+                check_keepalive(self)  # servers.daphne.keepalive
+            else:
+                super().check_timeouts()
+
         def onPong(self, payload: bytes) -> None:
+            if self._ct_ping_sent:
+                self._ct_ping_sent = 0.0
             # A sign of life for the consumer's idle timeout (core.state.Liveness).
             producer = getattr(self.transport, "producer", None)
             if producer is not None:
@@ -136,6 +149,8 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
             super().onPong(payload)
 
         def onPing(self, payload: bytes) -> None:
+            if self._ct_ping_sent:
+                self._ct_ping_sent = 0.0
             now = time.monotonic()
             counted_at = self._ct_tokens_at or now  # the first ping: a full bucket
             allowed, self._ct_tokens = ping_budget.take(self._ct_tokens, counted_at, now)
@@ -160,6 +175,8 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
             super().onMessageBegin(isBinary)
 
         def onMessageFrameBegin(self, length: int) -> None:
+            if self._ct_ping_sent:  # any frame answers a ping, as in autobahn
+                self._ct_ping_sent = 0.0
             self._ct_fragments += 1
             self._ct_bytes += length
             if max_fragments is not None and self._ct_fragments > max_fragments:

@@ -139,6 +139,7 @@ class TunedServer(DueCheckers):
         run_at_server_start(logging.getLogger("channels_tuning"))
         tune_collector_at_start()
         autobahn.defer_option_log()
+        autobahn.defer_highlighting()
 
     # daphne builds its WebSocket factory inside run(); hook its assignment to
     # switch compression on before the first connection.

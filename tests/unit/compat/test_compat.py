@@ -205,6 +205,8 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
         "lazy_option_log": True,
         "protocol_error_code": True,
         "release_is_closed": True,
+        "prepared_pings": True,
+        "lazy_highlight": True,
     }
 
 
@@ -334,6 +336,60 @@ def test_autobahn_is_closed_resolved_otherwise(monkeypatch):
     assert symbols(problems) == {"WebSocketProtocol.is_closed"}
     autobahn.apply(problems)
     assert autobahn.features["release_is_closed"] is False
+    assert autobahn.features["prepared_fast_path"] is True
+
+
+def test_autobahn_unasked_pong_handled_otherwise(monkeypatch):
+    """If autobahn stopped accepting a pong it did not ask for in silence, the tuned
+    keepalive goes back to daphne's check_timeouts (autobahn's own pings)."""
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn,
+        "_source",
+        lambda obj: real(obj).replace("if self.autoPingPending:", "if True:"),
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.processControlFrame autoPingPending"}
+    autobahn.apply(problems)
+    assert autobahn.prepared_pings() is False
+    assert autobahn.features["prepared_fast_path"] is True
+
+
+def test_autobahn_highlighting_deferred_until_written(monkeypatch):
+    """hltype/hlval of autobahn's two modules return lazy values: the same text when
+    a debug line is formatted, and click is not called while none is."""
+    for module in autobahn.HIGHLIGHTING_MODULES:
+        for name in ("hltype", "hlval"):
+            monkeypatch.setattr(module, name, getattr(module, name))
+    autobahn.defer_highlighting()
+    module = autobahn.autobahn_twisted_module
+    lazy = module.hlval(42)
+    assert isinstance(lazy, autobahn._LazyCall)
+    assert f"{lazy}" == module.hlval.original(42)
+    assert str(module.hltype(_named_function)) == module.hltype.original(_named_function)
+    autobahn.defer_highlighting()  # twice: not wrapped again
+    assert not hasattr(module.hlval.original, "original")
+
+
+def _named_function():
+    """A function for hltype to name."""
+
+
+def test_autobahn_highlighted_text_used_as_text(monkeypatch):
+    real = autobahn._source
+    monkeypatch.setattr(
+        autobahn,
+        "_source",
+        lambda obj: (
+            real(obj) + "\nlabel = hlval(x)\n"
+            if obj is autobahn.autobahn_twisted_module
+            else real(obj)
+        ),
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"autobahn.twisted.websocket hltype"}
+    autobahn.apply(problems)
+    assert autobahn.features["lazy_highlight"] is False
     assert autobahn.features["prepared_fast_path"] is True
 
 
