@@ -81,18 +81,22 @@ class StatsRound:
         self._collect_task: asyncio.Task[Any] | None = None
 
     def __call__(self, now: float, consumers: Iterable[Any]) -> None:
+        # Publishing first: its task lists the loop's tasks before the collection's
+        # starts a Redis command.
+        self._publish()
         self._collect_missed()
+
+    def _publish(self) -> None:
         if self.backend is None:
             return
-        try:
-            snapshot.publisher.publish(self.backend)
-        except snapshot.UnsafeStatsDirectory as exc:
+        refused = snapshot.publisher.refused
+        if refused is not None:
             # Refused, not worked around: publishing stays off in this process.
-            logger.error("channels_tuning: stats not published: %s", exc)
+            logger.error("channels_tuning: stats not published: %s", refused)
             self.backend = None
             self.owner.keep_alive = False
-        except Exception:
-            logger.exception("channels_tuning: publishing stats failed")
+            return
+        snapshot.publisher.publish(self.backend)
 
     def _collect_missed(self) -> None:
         counter = missed_messages(self.layer)

@@ -43,8 +43,10 @@ from ..runtime import counters as stats
 from ..runtime.counters import LAYER_ERRORS
 from ..runtime.ratelog import RateLimitedLog
 from ..runtime.registry import registry
+from .figures import ConnectionFigures, connection_figures, connection_figures_in_steps
 from .gctuning import monitor
 
+logger = logging.getLogger("channels_tuning")
 HOST = socket.gethostname()
 STARTED_AT = time.time()
 
@@ -82,11 +84,14 @@ def _await_location(coro: Any) -> str:
 TASKS_READ = 2_000
 
 
-def task_summary(limit: int = TASKS_READ) -> list[dict[str, Any]]:
-    """The running loop's tasks grouped by coroutine and where they wait, largest first.
-    With more than ``limit`` tasks, ``limit`` of them are read and each group's count
-    is scaled to the total (``"sampled": True``)."""
-    tasks = asyncio.all_tasks()
+def task_summary(
+    tasks: set[asyncio.Task[Any]] | None = None, limit: int = TASKS_READ
+) -> list[dict[str, Any]]:
+    """The running loop's tasks (or ``tasks``) grouped by coroutine and where they
+    wait, largest first. With more than ``limit`` tasks, ``limit`` of them are read
+    and each group's count is scaled to the total (``"sampled": True``)."""
+    if tasks is None:
+        tasks = asyncio.all_tasks()
     total = len(tasks)
     groups: collections.Counter[tuple[str, str]] = collections.Counter()
     for task in itertools.islice(tasks, limit):
@@ -130,24 +135,16 @@ def consumer_instances() -> int:
     return registry.instances
 
 
-def snapshot() -> dict[str, Any]:
-    """This process, now. Call it on the event loop (it lists the loop's tasks)."""
-    # One pass over the connections (each pass is milliseconds at 20 000).
-    states = {"connecting": 0, "open": 0, "closing": 0}
-    queued = longest = with_backlog = memberships = 0
-    layer_prefix: str | None = None
-    for consumer in registry:
-        length = consumer.send_queue_length
-        if length:
-            queued += length
-            with_backlog += 1
-            longest = max(longest, length)
-        state = "closing" if consumer.closing else "open" if consumer.accepted else "connecting"
-        states[state] += 1
-        memberships += consumer.tracked_group_count()
-        if layer_prefix is None and redis_prefix(consumer.channel_layer):
-            layer_prefix = keys.process_channel(consumer.channel_layer)
-    tasks = asyncio.all_tasks()
+def snapshot(
+    figures: ConnectionFigures | None = None, tasks: set[asyncio.Task[Any]] | None = None
+) -> dict[str, Any]:
+    """This process, now. Call it on the event loop (it lists the loop's tasks).
+    ``figures``, ``tasks``: the per-connection counts and the loop's tasks, if taken
+    already (the publisher lists the tasks before its steps let others run)."""
+    if figures is None:
+        figures = connection_figures()
+    if tasks is None:
+        tasks = asyncio.all_tasks()
     return {
         "pid": os.getpid(),
         "host": HOST,
@@ -157,18 +154,11 @@ def snapshot() -> dict[str, Any]:
         "uptime": time.time() - STARTED_AT,
         "connections": len(registry),
         "by_consumer": registry.counts_by_class(),
-        "by_state": states,
+        **figures.as_dict(),
         "consumer_instances": consumer_instances(),
         "traffic": stats.TRAFFIC.as_dict(),
-        "send_queue": {
-            "queued": queued,
-            "max": longest,
-            "connections_with_backlog": with_backlog,
-        },
-        "memberships": memberships,
-        "layer_prefix": layer_prefix,
         "tasks": len(tasks),
-        "task_groups": task_summary(),
+        "task_groups": task_summary(tasks),
         "rss_kb": rss_kb(),
         "allocated_blocks": sys.getallocatedblocks(),
         "gc": monitor.snapshot(),
@@ -354,7 +344,8 @@ def backend_for(tuning: dict[str, Any], layer: Any) -> FileBackend | RedisBacken
 
 
 class Publisher:
-    """Driven by the process scheduler: publishes a snapshot every interval."""
+    """Driven by the process scheduler: publishes a snapshot every interval, its
+    per-connection figures taken in steps (:mod:`.figures`), one round at a time."""
 
     def __init__(self) -> None:
         self._task: asyncio.Task[None] | None = None
@@ -362,21 +353,31 @@ class Publisher:
         #: ``channels_tuning_stats_published_timestamp_seconds``, for the stale-
         #: publisher alert (wsstats would show the process as gone).
         self.last_published = 0.0
+        #: Why the stats directory was refused (publishing stops: jobs.StatsRound).
+        self.refused: UnsafeStatsDirectory | None = None
 
     def publish(self, backend: FileBackend | RedisBackend) -> None:
-        snap = snapshot()
-        if isinstance(backend, FileBackend):
-            backend.publish(snap)
-            self.last_published = time.time()
-        elif self._task is None or self._task.done():
-            self._task = asyncio.get_running_loop().create_task(self._publish(backend, snap))
+        """Start a round unless the last one is still going."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._publish(backend))
 
-    async def _publish(self, backend: RedisBackend, snap: dict[str, Any]) -> None:
+    async def _publish(self, backend: FileBackend | RedisBackend) -> None:
+        # The tasks as the round began: what the steps let run meanwhile (a Redis
+        # command of another service, in its own task) is not in the summary.
+        tasks = asyncio.all_tasks()
+        snap = snapshot(await connection_figures_in_steps(), tasks)
         try:
-            await backend.publish(snap)
+            if isinstance(backend, FileBackend):
+                backend.publish(snap)
+            else:
+                await backend.publish(snap)
             self.last_published = time.time()
+        except UnsafeStatsDirectory as exc:
+            self.refused = exc
         except Exception as exc:  # Redis down: the next interval tries again
             stats.LAYER_ERRORS.inc((f"stats:{type(exc).__name__}",))
+            if isinstance(backend, FileBackend):
+                logger.exception("channels_tuning: publishing stats failed")
 
 
 publisher = Publisher()

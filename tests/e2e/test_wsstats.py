@@ -70,7 +70,7 @@ async def test_redis_backend_two_processes_and_sigkill(daphne_factory, shared_re
         ws.transport.abort()
     await wait_until(lambda: counts() == {first.pid: 0})
     check = wsstats(first.env, "--check")
-    assert check.returncode == 0, check.stderr
+    assert check.returncode == 0, check.stderr + wsstats(first.env, "--tasks").stdout
 
 
 @pytest.mark.slow
