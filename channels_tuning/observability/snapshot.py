@@ -80,8 +80,8 @@ def _await_location(coro: Any) -> str:
 
 #: Tasks whose await chain a snapshot reads; beyond, the groups' counts are scaled
 #: from these (19 000 tasks read one by one stopped the loop for ~100 ms every
-#: STATS_INTERVAL; benchmarks/stall.py --profile).
-TASKS_READ = 2_000
+#: STATS_INTERVAL, benchmarks/stall.py --profile; 2 000 took 4 ms, 500 take 1 ms).
+TASKS_READ = 500
 
 
 def task_summary(
