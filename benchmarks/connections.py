@@ -25,7 +25,8 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +62,28 @@ def open_connections(port: int, path: str, count: int, in_flight: int) -> tuple:
     assert line[0] == "HANDSHAKES", line
     assert client.stdout.readline().strip() == "READY"
     return client, int(line[1]) / float(line[2])
+
+
+#: Connections one client process holds (each process has its own fd limit).
+PER_CLIENT_PROCESS = 5_000
+
+
+@contextmanager
+def idle_clients(port: int, path: str, count: int) -> Iterator[list]:
+    """``count`` idle connections (answering pings) held by client processes of at
+    most :data:`PER_CLIENT_PROCESS` each, killed at the end; yields the processes."""
+    clients: list = []
+    try:
+        remaining = count
+        while remaining:
+            batch = min(remaining, PER_CLIENT_PROCESS)
+            clients.append(open_connections(port, path, batch, 50)[0])
+            remaining -= batch
+        yield clients
+    finally:
+        for client in clients:
+            client.kill()
+            client.wait()
 
 
 #: The tests' consumers behind AllowedHostsOriginValidator(AuthMiddlewareStack(...)).

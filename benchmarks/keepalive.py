@@ -26,13 +26,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.ceiling import start_ceiling  # noqa: E402
-from benchmarks.connections import ROUTES, open_connections  # noqa: E402
+from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
 from benchmarks.fanout import cpu_seconds  # noqa: E402
 from benchmarks.profiling import sampled  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
 KINDS = ("plain", "tuned", "websockets")
-PER_CLIENT_PROCESS = 5_000
 
 
 def start_server(kind: str, interval: int, redis, tmp: Path):
@@ -47,24 +46,16 @@ async def measure(
     kind: str, count: int, interval: int, window: float, redis, tmp: Path, profile: bool
 ) -> dict:
     server = start_server(kind, interval, redis, tmp)
-    clients = []
+    path = ROUTES[kind].format(f"keepalive-{kind}-{time.monotonic_ns()}")
     try:
-        path = ROUTES[kind].format(f"keepalive-{kind}-{time.monotonic_ns()}")
-        remaining = count
-        while remaining:
-            batch = min(remaining, PER_CLIENT_PROCESS)
-            clients.append(open_connections(server.port, path, batch, 50)[0])
-            remaining -= batch
-        await asyncio.sleep(3 + interval)  # the handshakes' work is over
-        before = cpu_seconds(server.app_pid)
-        with sampled(server.app_pid) if profile else nullcontext() as spied:
-            await asyncio.sleep(window)
-        cpu = cpu_seconds(server.app_pid) - before
-        alive = all(client.poll() is None for client in clients)
+        with idle_clients(server.port, path, count) as clients:
+            await asyncio.sleep(3 + interval)  # the handshakes' work is over
+            before = cpu_seconds(server.app_pid)
+            with sampled(server.app_pid) if profile else nullcontext() as spied:
+                await asyncio.sleep(window)
+            cpu = cpu_seconds(server.app_pid) - before
+            alive = all(client.poll() is None for client in clients)
     finally:
-        for client in clients:
-            client.kill()
-            client.wait()
         stop_process(server.proc)
     pings = count / interval * window
     return {

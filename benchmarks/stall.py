@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.ceiling import start_ceiling  # noqa: E402
-from benchmarks.connections import ROUTES, open_connections  # noqa: E402
+from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
 from benchmarks.fanout import cpu_seconds  # noqa: E402
 from benchmarks.profiling import sampled  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
@@ -54,7 +54,6 @@ FORMER_GC = {
     "GC_FREEZE_INTERVAL": None,
     "GC_THRESHOLD": [50_000, 20, 100],
 }
-PER_CLIENT_PROCESS = 5_000
 PROBE_EVERY = 0.2
 DAPHNE_PING_INTERVAL = 20.0
 
@@ -96,30 +95,21 @@ async def measure(
 ) -> dict:
     server = start_server(kind, redis, tmp)
     path = ROUTES[kind.split("-")[0]].format(f"stall-{kind}-{time.monotonic_ns()}")
-    clients = []
     try:
         rss_before = server.rss_kb()
-        remaining = count
-        while remaining:
-            batch = min(remaining, PER_CLIENT_PROCESS)
-            client, _ = open_connections(server.port, path, batch, 50)
-            clients.append(client)
-            remaining -= batch
-        await asyncio.sleep(5)  # the last upgrades settle
-        held = server.stats()["connections"] if kind == "websockets" else None
-        rss_after = server.rss_kb()
-        server.stats(reset_gc_max=True)
-        gc_before = server.stats()["gc"]["generations"]
-        cpu_before = cpu_seconds(server.app_pid)
-        with sampled(server.app_pid) if profile else nullcontext() as spied:
-            samples = await probe_for(server.port, window)
-        cpu = (cpu_seconds(server.app_pid) - cpu_before) / window
-        gc_after = server.stats()["gc"]["generations"]
-        alive = all(client.poll() is None for client in clients)
+        with idle_clients(server.port, path, count) as clients:
+            await asyncio.sleep(5)  # the last upgrades settle
+            held = server.stats()["connections"] if kind == "websockets" else None
+            rss_after = server.rss_kb()
+            server.stats(reset_gc_max=True)
+            gc_before = server.stats()["gc"]["generations"]
+            cpu_before = cpu_seconds(server.app_pid)
+            with sampled(server.app_pid) if profile else nullcontext() as spied:
+                samples = await probe_for(server.port, window)
+            cpu = (cpu_seconds(server.app_pid) - cpu_before) / window
+            gc_after = server.stats()["gc"]["generations"]
+            alive = all(client.poll() is None for client in clients)
     finally:
-        for client in clients:
-            client.kill()
-            client.wait()
         stop_process(server.proc)
     collections = [
         a["collections"] - b["collections"] for a, b in zip(gc_after, gc_before, strict=True)

@@ -10,6 +10,7 @@ and a changed upstream is logged with its fallback taking over."""
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
 import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -41,6 +42,13 @@ LIBRARIES = {
 
 def symbols(problems: list[UpstreamChanged]) -> set[str]:
     return {problem.symbol for problem in problems}
+
+
+def change_source(monkeypatch: pytest.MonkeyPatch, module: Any, old: str, new: str) -> None:
+    """Make ``module.check()`` read upstream source with ``old`` replaced by ``new``,
+    as if a release had changed it."""
+    real = module._source
+    monkeypatch.setattr(module, "_source", lambda obj: real(obj).replace(old, new))
 
 
 @pytest.fixture(autouse=True)
@@ -251,12 +259,7 @@ def test_autobahn_option_log_formatted_only_when_written(monkeypatch, caplog):
 
 
 def test_autobahn_option_log_changed(monkeypatch):
-    real = autobahn._source
-    monkeypatch.setattr(
-        autobahn,
-        "_source",
-        lambda obj: real(obj).replace("attrs=pformat(configAttrLog)", "attrs=configAttrLog"),
-    )
+    change_source(monkeypatch, autobahn, "attrs=pformat(configAttrLog)", "attrs=configAttrLog")
     problems = autobahn.check()
     assert symbols(problems) == {"WebSocketProtocol._connectionMade pformat"}
     autobahn.apply(problems)
@@ -266,12 +269,7 @@ def test_autobahn_option_log_changed(monkeypatch):
 def test_autobahn_options_copied_per_connection_again(monkeypatch):
     """If autobahn copied its options unconditionally, sharing them would change
     nothing but could hide a changed contract: the check says so and it is off."""
-    real = autobahn._source
-    monkeypatch.setattr(
-        autobahn,
-        "_source",
-        lambda obj: real(obj).replace("if not hasattr(self, configAttr):", "if True:"),
-    )
+    change_source(monkeypatch, autobahn, "if not hasattr(self, configAttr):", "if True:")
     problems = autobahn.check()
     assert symbols(problems) == {"WebSocketProtocol.CONFIG_ATTRS"}
     autobahn.apply(problems)
@@ -293,12 +291,7 @@ def test_autobahn_protocol_error_code_read_at_close():
 
 
 def test_autobahn_close_code_no_longer_recorded(monkeypatch):
-    real = autobahn._source
-    monkeypatch.setattr(
-        autobahn,
-        "_source",
-        lambda obj: real(obj).replace("self.localCloseCode = code", "self._sent_code = code"),
-    )
+    change_source(monkeypatch, autobahn, "self.localCloseCode = code", "self._sent_code = code")
     problems = autobahn.check()
     assert symbols(problems) == {"WebSocketProtocol.sendCloseFrame localCloseCode"}
     autobahn.apply(problems)
@@ -324,13 +317,11 @@ def test_autobahn_is_closed_released_once_fired():
 
 
 def test_autobahn_is_closed_resolved_otherwise(monkeypatch):
-    real = autobahn._source
-    monkeypatch.setattr(
+    change_source(
+        monkeypatch,
         autobahn,
-        "_source",
-        lambda obj: real(obj).replace(
-            "txaio.resolve(self.is_closed, self)", "txaio.resolve(self.is_closed, None)"
-        ),
+        "txaio.resolve(self.is_closed, self)",
+        "txaio.resolve(self.is_closed, None)",
     )
     problems = autobahn.check()
     assert symbols(problems) == {"WebSocketProtocol.is_closed"}
@@ -342,12 +333,7 @@ def test_autobahn_is_closed_resolved_otherwise(monkeypatch):
 def test_autobahn_unasked_pong_handled_otherwise(monkeypatch):
     """If autobahn stopped accepting a pong it did not ask for in silence, the tuned
     keepalive goes back to daphne's check_timeouts (autobahn's own pings)."""
-    real = autobahn._source
-    monkeypatch.setattr(
-        autobahn,
-        "_source",
-        lambda obj: real(obj).replace("if self.autoPingPending:", "if True:"),
-    )
+    change_source(monkeypatch, autobahn, "if self.autoPingPending:", "if True:")
     problems = autobahn.check()
     assert symbols(problems) == {"WebSocketProtocol.processControlFrame autoPingPending"}
     autobahn.apply(problems)
@@ -417,12 +403,7 @@ def test_twisted_write_some_data_removed(monkeypatch):
 
 
 def test_twisted_request_list_changed_keeps_upgraded_requests(monkeypatch):
-    real = twisted._source
-    monkeypatch.setattr(
-        twisted,
-        "_source",
-        lambda obj: real(obj).replace("self.requests = []", "self._queue = []"),
-    )
+    change_source(monkeypatch, twisted, "self.requests = []", "self._queue = []")
     problems = twisted.check()
     assert symbols(problems) == {"HTTPChannel.requests"}
     twisted.apply(problems)
