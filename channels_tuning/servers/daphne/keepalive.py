@@ -7,8 +7,8 @@ off), and a timer per ping (``autoPingTimeout``, ``--ping-timeout``) that the po
 cancels. At 19 000 idle connections that is ~950 pings a second. Measured with 5 000
 idle connections and ``--ping-interval 2`` (2 500 pings a second; server CPU over
 20 s divided by the pings, so the stats rounds are in it too): a ping and its pong
-cost 68 us through autobahn's pings, 44 us with this module and the lazy debug
-arguments of ``compat.autobahn.defer_highlighting``; plain daphne, 126 us. Most of
+cost 68 us through autobahn's pings, 40-44 us with this module and the lazy debug
+arguments of ``compat.autobahn.defer_highlighting``; plain daphne, 126-130 us. Most of
 what is left is the kernel's ``send()`` of the ping and Twisted's reading of the pong
 (``python benchmarks/keepalive.py``).
 
