@@ -102,6 +102,17 @@ def close_connections(port: int, how: str, count: int) -> None:
         sock.close()
 
 
+#: The objects of one connection on channels-tuning-daphne that reference cycles kept.
+CONNECTION_TYPES = {
+    "TunedWebSocketProtocol",
+    "HTTPChannel",
+    "_HandshakeRequest",
+    "InboundQueue",
+    "FlowControlledSend",
+    "EagerWriteServer",
+}
+
+
 @pytest.mark.parametrize("server_name", ["tuned", "daphne", "uvicorn", "hypercorn"])
 async def test_a_closed_connection_leaves_no_reference_cycle(daphne_factory, server_name):
     """On channels-tuning-daphne a closed WebSocket is freed by reference counting:
@@ -125,7 +136,10 @@ async def test_a_closed_connection_leaves_no_reference_cycle(daphne_factory, ser
         f"closed connection; cycles: {found['garbage']['cycles']}"
     )
     if server_name == "tuned":
-        # The logging set-up's own cycle (11 objects) may be found once.
-        assert found["unreachable"] < 50, found["garbage"]
+        # None of a connection's own objects is left for the collector. (Twisted
+        # before 23 adds a cycle of its own per request: inlineCallbacks' cancellation
+        # closure, 18 objects per connection on 22.10, the oldest version supported.)
+        kept = CONNECTION_TYPES & set(found["garbage"]["types"])
+        assert not kept, found["garbage"]
     else:  # the proof that the test sees the cycles it is about
         assert per_connection > 10, found["garbage"]
