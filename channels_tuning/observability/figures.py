@@ -8,8 +8,9 @@ every ``STATS_INTERVAL`` (5 s), the longest of an idle process once the collecto
 were gone. The publisher (:class:`~.snapshot.Publisher`) takes the pass in steps of
 :data:`CONNECTIONS_PER_STEP` and lets the loop run between them, so no step stops it
 for more than a few milliseconds; the figures then describe the connections over those
-few milliseconds, not one instant. ``snapshot()`` (the views, ``wsstats`` in the
-process, the tests) still takes them in one pass.
+few milliseconds, not one instant. ``snapshot()`` called directly (``find_leaks`` in
+tests) still takes them in one pass; the live view and ``wsstats`` read what was
+published.
 """
 
 from __future__ import annotations
