@@ -17,6 +17,7 @@ seconds per 10 000 deliveries (and µs per delivery), and the ratios.
     python benchmarks/fanout.py --servers    # the tuned consumers on each ASGI server
     python benchmarks/fanout.py --processes 1,2,3    # sizing: N server processes
     python benchmarks/fanout.py --processes 2 --shards 2    # Redis sharded over 2 servers
+    python benchmarks/fanout.py --layouts    # one Redis, 2 shards, a Redis Cluster
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from tests.support.processes import (  # noqa: E402
     start_subscribers,
     stop_process,
 )
+from tests.support.redis_cluster import RedisCluster, start_redis_cluster  # noqa: E402
 
 CLIENT_PROCESSES = 2
 
@@ -113,9 +115,14 @@ async def run_case(
     another ASGI application of tests.e2e_asgi (``tests.e2e_asgi:application_behind_auth``
     puts Channels' AuthMiddlewareStack in front)."""
     tuned = kind != "plain"
-    # ``redis``: one server, or a list of them: shards (channels-redis' hosts list).
-    shards = redis if isinstance(redis, list) else [redis]
-    urls = ",".join(shard.url for shard in shards)
+    # ``redis``: one server, a list of them (shards: channels-redis' hosts list), or a
+    # Redis Cluster (tests.support.redis_cluster).
+    if isinstance(redis, RedisCluster):
+        env = redis.env
+        shards = []
+    else:
+        shards = redis if isinstance(redis, list) else [redis]
+        env = {"REDIS_URL": ",".join(shard.url for shard in shards)}
     servers = [
         start_daphne(
             tmp,
@@ -127,7 +134,7 @@ async def run_case(
                 "RATE_LIMIT": None,
                 **(tuning or {}),
             },
-            REDIS_URL=urls,
+            **env,
             **({"application": application} if application else {}),
         )
         for _ in range(processes)
@@ -136,8 +143,11 @@ async def run_case(
     route = route or ("/ws/group/" if tuned else "/ws/plain-group/")
     publish = publish or (publish_tuned if tuned else publish_plain)
     hosts = [shard.url for shard in shards]
-    layer = RedisChannelLayer(hosts=hosts) if tuned else PlainRedisLayer(hosts=hosts)
-    group_shard = shards[layer.consistent_hash(group)]
+    if isinstance(redis, RedisCluster):
+        layer, group_shard = redis.layer(), redis  # channels-redis has no cluster layer
+    else:
+        layer = RedisChannelLayer(hosts=hosts) if tuned else PlainRedisLayer(hosts=hosts)
+        group_shard = shards[layer.consistent_hash(group)]
 
     async def subscribed(expected: int) -> bool:
         return int(group_shard.cli("ZCARD", f"asgi:group:{group}")) >= expected
@@ -323,7 +333,16 @@ async def main() -> None:
         help="instead: the tuned consumers and broadcast() on each server (daphne, "
         "channels-tuning-daphne, uvicorn, hypercorn), the burst only",
     )
+    parser.add_argument(
+        "--layouts",
+        action="store_true",
+        help="instead: the tuned burst on 2 server processes with one Redis, two shards "
+        "and a Redis Cluster (3 primaries, a replica each), side by side",
+    )
     options = parser.parse_args()
+    if options.layouts:
+        await compare_layouts(options.subscribers, options.messages)
+        return
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         redis = start_redis(tmp)
@@ -389,6 +408,37 @@ async def main() -> None:
     n = options.subscribers
     table(f"{n} subscribers, {options.messages} x 100 B, unthrottled", burst)
     table(f"{n} subscribers, {options.paced} x 100 B at {options.rate:g}/s", paced)
+
+
+async def compare_layouts(subscribers: int, messages: int) -> None:
+    """The tuned burst on 2 server processes, on each Redis layout in turn."""
+    rows = []
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        for title in ("one Redis", "2 shards", "Redis Cluster"):
+            if title == "Redis Cluster":
+                (tmp / "cluster").mkdir()
+                cluster = start_redis_cluster(tmp / "cluster")
+                stop = cluster.stop
+                redis: object = cluster
+            else:
+                shards = [start_redis(tmp) for _ in range(2 if title == "2 shards" else 1)]
+                redis = shards if len(shards) > 1 else shards[0]
+
+                def stop(shards: list = shards) -> None:
+                    for shard in shards:
+                        stop_process(shard.proc)
+
+            try:
+                row = await run_case("tuned", redis, subscribers, messages, None, tmp, processes=2)
+            finally:
+                stop()
+            rows.append({**row, "kind": title})
+    table(
+        f"tuned, {subscribers} subscribers over 2 server processes, {messages} x 100 B by "
+        "broadcast(), unthrottled, per Redis layout",
+        rows,
+    )
 
 
 if __name__ == "__main__":

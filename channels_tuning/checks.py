@@ -173,7 +173,7 @@ def _check_group_expiry(layers: dict[str, Any]) -> list[Any]:
     problems: list[Any] = []
     for alias, layer in layers.items():
         backend = layer.get("BACKEND", "")
-        if not backend.endswith(".RedisChannelLayer"):
+        if not backend.endswith((".RedisChannelLayer", ".RedisClusterChannelLayer")):
             continue  # only channels-redis' core layer keeps expiring memberships
         config = layer.get("CONFIG") or {}
         if "group_expiry" not in config and backend.startswith("channels_tuning."):
@@ -276,6 +276,7 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
     merged = project_settings()
     keeping = (
         "channels_tuning.layers.RedisChannelLayer",
+        "channels_tuning.layers.RedisClusterChannelLayer",
         "channels_tuning.layers.InMemoryChannelLayer",
     )
     if (merged.get("HISTORY") or merged.get("PRESENCE")) and backend and backend not in keeping:

@@ -3,7 +3,8 @@
 With no environment it runs on the in-memory channel layer (one process, no
 Redis). ``REDIS_URL=redis://127.0.0.1:6379/0`` switches to channels-redis so
 several daphne processes share groups (several URLs, comma-separated: groups and
-channels sharded over those Redis servers). ``CHANNELS_TUNING_JSON`` (a JSON object)
+channels sharded over those Redis servers); ``REDIS_CLUSTER`` (startup nodes' URLs)
+uses a Redis Cluster. ``CHANNELS_TUNING_JSON`` (a JSON object)
 overrides ``CHANNELS_TUNING`` keys, e.g. '{"HEARTBEAT_INTERVAL": 5}'.
 """
 
@@ -70,8 +71,12 @@ REDIS_URL = os.environ.get("REDIS_URL")
 # REDIS_SENTINELS=host:port,host:port (and REDIS_MASTER_NAME): the primary is the one
 # those sentinels name, and follows their failovers (channels-redis' sentinel hosts).
 REDIS_SENTINELS = os.environ.get("REDIS_SENTINELS")
-if REDIS_URL or REDIS_SENTINELS:
-    if REDIS_SENTINELS:
+# REDIS_CLUSTER=redis://host:port,redis://host:port: startup nodes of a Redis Cluster.
+REDIS_CLUSTER = os.environ.get("REDIS_CLUSTER")
+if REDIS_URL or REDIS_SENTINELS or REDIS_CLUSTER:
+    if REDIS_CLUSTER:
+        hosts = [url.strip() for url in REDIS_CLUSTER.split(",")]
+    elif REDIS_SENTINELS:
         sentinels = [tuple(a.rsplit(":", 1)) for a in REDIS_SENTINELS.split(",")]
         hosts: list = [
             {
@@ -93,6 +98,8 @@ if REDIS_URL or REDIS_SENTINELS:
         LAYER_CONFIG["group_expiry"] = int(os.environ["GROUP_EXPIRY"])
     LAYER_CONFIG.update(json.loads(os.environ.get("LAYER_CONFIG_JSON", "{}")))
     backend = "channels_tuning.layers.RedisChannelLayer"
+    if REDIS_CLUSTER:
+        backend = "channels_tuning.layers.RedisClusterChannelLayer"
     if os.environ.get("REDIS_PUBSUB"):  # channels-redis' pub/sub layer, tuned
         backend = "channels_tuning.layers.RedisPubSubChannelLayer"
         LAYER_CONFIG.pop("expiry")  # the pub/sub layer keeps nothing in Redis

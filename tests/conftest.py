@@ -26,6 +26,7 @@ from tests.support.processes import (  # noqa: E402  (Django first)
     start_redis,
     stop_process,
 )
+from tests.support.redis_cluster import RedisCluster, start_redis_cluster  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
@@ -53,6 +54,28 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     stop_process(server.proc)
 
 
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    """A Redis Cluster of the test's own: three primaries, a replica each."""
+    cluster = start_redis_cluster(tmp_path)
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_or_cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """One redis-server, then a Redis Cluster: the same test on each (both have
+    ``env``, ``cli``, ``keys`` and ``layer()``)."""
+    if request.param == "redis":
+        server = start_redis(tmp_path)
+        yield server
+        stop_process(server.proc)
+    else:
+        cluster = start_redis_cluster(tmp_path)
+        yield cluster
+        cluster.stop()
+
+
 @pytest.fixture(scope="session")
 def _session_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
     server = start_redis(tmp_path_factory.mktemp("redis"))
@@ -67,6 +90,23 @@ def shared_redis(_session_redis: RedisServer) -> RedisServer:
         pytest.fail("the session's redis-server died; a test must not stop it")
     _session_redis.cli("FLUSHALL")
     return _session_redis
+
+
+@pytest.fixture(scope="session")
+def _session_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = start_redis_cluster(tmp_path_factory.mktemp("redis-cluster"))
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def shared_redis_cluster(_session_redis_cluster: RedisCluster) -> RedisCluster:
+    """One Redis Cluster for the session, emptied before each test that uses it."""
+    if not all(node.proc.poll() is None for node in _session_redis_cluster.nodes):
+        pytest.fail("a node of the session's Redis Cluster died; a test must not stop it")
+    for port in _session_redis_cluster.primary_ports():
+        _session_redis_cluster.node(port).cli("FLUSHALL")
+    return _session_redis_cluster
 
 
 @pytest.fixture

@@ -34,6 +34,10 @@ inbox key, members, ``__asgi_channel__``  pop what is waiting in it, many at onc
 ``RedisChannelLayer.prefix``,            the package's own keys, per shard, and this
 ``ring_size``, ``client_prefix``         process' inbox (``layers/redis/keys.py``,
                                          owner counts, presence, history)
+``RedisChannelLayer._brpop_with_clean``, the cluster layer's pop: upstream's script
+``_backup_channel_name``,                names no key (a cluster refuses it); ours
+``_clean_receive_backup``                declares the inbox and its backup queue,
+                                         which share a hash tag
 =======================================  =========================================
 
 Tested range: channels-redis 4.2 to 4.3 (``pyproject.toml`` bounds it below 5).
@@ -65,6 +69,9 @@ features = {
     # Off: MAX_CONNECTIONS_PER_USER is counted per process (owners.py names its keys
     # per shard from the layer's prefix, ring_size and client_prefix).
     "shared_owner_counts": True,
+    # Off: the Redis Cluster layer raises UpstreamChanged on receive instead of
+    # running upstream's pop, which a cluster refuses.
+    "cluster_receive": True,
 }
 
 PUBSUB = "pubsub internals"
@@ -163,6 +170,45 @@ async def receive_waiting(layer: Any, channel: str, limit: int) -> list[tuple[An
     return received
 
 
+#: The symbol a change of upstream's pop with a backup queue is reported under.
+CLUSTER_RECEIVE = "RedisChannelLayer._brpop_with_clean (cluster receive)"
+
+# channels-redis' cleanup script with its two keys declared (upstream passes them as
+# ARGV with no KEYS: a cluster routes that to any node, which refuses them).
+_RESTORE_BACKUP_LUA = """
+local backed_up = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = #backed_up, 1, -2 do
+    redis.call('ZADD', KEYS[1], backed_up[i], backed_up[i - 1])
+end
+redis.call('DEL', KEYS[2])
+"""
+
+
+def backup_key_in_slot_of(channel_key: str) -> str:
+    """The backup queue of an inbox, in the inbox's hash slot (its name as the tag)."""
+    return "{" + channel_key + "}$inflight"
+
+
+async def pop_with_backup_in_one_slot(
+    layer: Any, index: int, channel_key: str, timeout: float
+) -> bytes | None:
+    """What upstream's ``_brpop_with_clean`` does (put back what a cancelled pop left
+    in the backup queue, pop one message, keep it in the backup queue until it is
+    received), with the keys declared, for ``receive_single`` on a cluster."""
+    if not features["cluster_receive"]:
+        raise UpstreamChanged(LIBRARY, CLUSTER_RECEIVE, "see the start-up log")
+    backup = layer._backup_channel_name(channel_key)
+    connection = layer.connection(index)
+    await connection.eval(_RESTORE_BACKUP_LUA, 2, channel_key, backup)
+    result = await connection.bzpopmin(channel_key, timeout=timeout)
+    if result is None:
+        return None
+    _, member, timestamp = result
+    await connection.zadd(backup, {member: float(timestamp)})
+    popped: bytes = member
+    return popped
+
+
 def receive_buffers(layer: Any) -> Any:
     """channels-redis' per-channel buffers of messages for plain consumers."""
     return layer.receive_buffer
@@ -205,8 +251,42 @@ def check() -> list[UpstreamChanged]:
             'channel = message["__asgi_channel__"]',
         ],
     )
+    _check_cluster_receive(checker)
     _check_pubsub(checker)
     return checker.problems
+
+
+def _check_cluster_receive(checker: Checker) -> None:
+    layer = RedisChannelLayer
+    checker.callables(
+        layer,
+        CLUSTER_RECEIVE,
+        ("_brpop_with_clean", "_backup_channel_name", "_clean_receive_backup"),
+    )
+    checker.contains(
+        getattr(layer, "receive_single", None),
+        CLUSTER_RECEIVE,
+        [
+            "content = await self._brpop_with_clean("
+            " index, channel_key, timeout=self.brpop_timeout )",
+            "self._clean_receive_backup(index, channel_key)",
+        ],
+    )
+    checker.contains(
+        getattr(layer, "_clean_receive_backup", None),
+        CLUSTER_RECEIVE,
+        ["zpopmin(self._backup_channel_name(channel))"],
+    )
+    checker.contains(
+        getattr(layer, "_brpop_with_clean", None),
+        CLUSTER_RECEIVE,
+        [
+            "backup_queue = self._backup_channel_name(channel)",
+            "redis.call('ZADD', ARGV[1], backed_up[i], backed_up[i - 1])",
+            "await connection.bzpopmin(channel, timeout=timeout)",
+            "await connection.zadd(backup_queue, {member: float(timestamp)})",
+        ],
+    )
 
 
 def _check_pubsub(checker: Checker) -> None:
@@ -253,6 +333,8 @@ def apply(problems: list[UpstreamChanged]) -> None:
             continue
         if problem.symbol.startswith(PUBSUB):
             features["pubsub_delivery"] = False
+        elif problem.symbol.startswith(CLUSTER_RECEIVE):
+            features["cluster_receive"] = False
         elif problem.symbol == INBOX_LAYOUT:
             features["receive_waiting"] = False
         elif problem.symbol == LAYER_ATTRIBUTES:

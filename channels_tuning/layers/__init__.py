@@ -2,8 +2,8 @@
 top of them, ``broadcast()``, is :mod:`channels_tuning.broadcast`).
 
 - :mod:`.redis`, :mod:`.pubsub` and :mod:`.memory`: the tuned layers (``BACKEND``
-  paths ``channels_tuning.layers.RedisChannelLayer`` / ``RedisPubSubChannelLayer`` /
-  ``InMemoryChannelLayer``);
+  paths ``channels_tuning.layers.RedisChannelLayer`` / ``RedisClusterChannelLayer`` /
+  ``RedisPubSubChannelLayer`` / ``InMemoryChannelLayer``);
 - :mod:`.report`: :class:`DeliveryReport`, what a group send reached;
 - :mod:`.sending`: the ``on_full`` policy of ``group_send`` and ``broadcast()``;
 - :mod:`.frames`: the ready-frame layer events tuned consumers take as they are;
@@ -24,6 +24,7 @@ __all__ = [
     "DeliveryReport",
     "InMemoryChannelLayer",
     "RedisChannelLayer",
+    "RedisClusterChannelLayer",
     "RedisPubSubChannelLayer",
     "ReportingGroupSendMixin",
 ]
@@ -34,6 +35,7 @@ _LOCATIONS = {
     "DeliveryReport": ".report",
     "InMemoryChannelLayer": ".memory",
     "RedisChannelLayer": ".redis",
+    "RedisClusterChannelLayer": ".redis",
     "RedisPubSubChannelLayer": ".pubsub",
     "ReportingGroupSendMixin": ".sending",
 }
@@ -41,7 +43,7 @@ _LOCATIONS = {
 if TYPE_CHECKING:
     from .memory import InMemoryChannelLayer
     from .pubsub import RedisPubSubChannelLayer
-    from .redis import RedisChannelLayer
+    from .redis import RedisChannelLayer, RedisClusterChannelLayer
     from .report import DeliveryReport
     from .sending import ReportingGroupSendMixin
 

@@ -332,17 +332,20 @@ async def test_group_adds_fail_together_when_redis_is_gone(redis_server, tmp_pat
     await layer.close_pools()
 
 
-async def test_broadcasts_to_a_killed_process_are_counted(daphne_factory, shared_redis):
+async def test_broadcasts_to_a_killed_process_are_counted(daphne_factory, redis_or_cluster):
     """SIGKILL one of two processes: within LIVENESS_TTL (+ a tick) of the kill, group
     sends stop writing to its inbox and count its members as gone
     (``group_send_dropped_total{reason="process_gone"}``); the survivor's members
     still get every message. Before that, its inbox takes them silently: the bound
-    of that window is the liveness TTL, not the group expiry."""
+    of that window is the liveness TTL, not the group expiry. On one Redis and on a
+    Redis Cluster (where each inbox's liveness keys are in the inbox's slot)."""
     from channels_tuning.layers.redis import LIVENESS_TTL
     from channels_tuning.runtime.counters import GROUP_SEND_DROPPED, group_label
 
+    shared_redis = redis_or_cluster
+
     def seen() -> int:
-        return len(shared_redis.keys("asgi:ct:seen:*"))
+        return len(shared_redis.keys("*ct:seen*"))  # asgi:ct:seen:<p>, {asgi<p>}:ct:seen
 
     seen_before = seen()
     survivor = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET)
@@ -351,7 +354,7 @@ async def test_broadcasts_to_a_killed_process_are_counted(daphne_factory, shared
     ghosts = await subscribe(doomed, "killed-counted", 7)
     await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:killed-counted") == "10")
     await wait_until(lambda: seen() == seen_before + 2)  # both said they are alive
-    layer = producer(shared_redis)
+    layer = shared_redis.layer()
     report = await broadcast("killed-counted", "0", layer=layer)
     assert (report.delivered, report.receivers_gone) == (10, 0)
     label = (group_label("killed-counted"), "process_gone")

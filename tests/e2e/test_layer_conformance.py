@@ -1,6 +1,7 @@
 """What every layer the package runs with must do, run against each: the package's
-in-memory and Redis layers (a real redis-server) and a layer written from
-docs/architecture.md's "Writing a layer" alone (tests/support/documented_layer.py).
+in-memory and Redis layers (a real redis-server, a real Redis Cluster) and a layer
+written from docs/architecture.md's "Writing a layer" alone
+(tests/support/documented_layer.py).
 
 A new layer belongs in :data:`LAYERS`."""
 
@@ -18,12 +19,14 @@ from channels_tuning import TunedWebsocketConsumer
 from channels_tuning.broadcast import DeliveryTimeout, ReceiversFull, broadcast
 from channels_tuning.layers import capabilities
 from channels_tuning.layers.report import DeliveryReport
+from tests.support.redis_cluster import RedisCluster
 
-#: name -> (BACKEND, whether it needs a redis-server)
-LAYERS: dict[str, tuple[str, bool]] = {
-    "memory": ("channels_tuning.layers.InMemoryChannelLayer", False),
-    "redis": ("channels_tuning.layers.RedisChannelLayer", True),
-    "documented": ("tests.support.documented_layer.DocumentedLayer", False),
+#: name -> (BACKEND, the fixture of the Redis it needs, if any)
+LAYERS: dict[str, tuple[str, str | None]] = {
+    "memory": ("channels_tuning.layers.InMemoryChannelLayer", None),
+    "redis": ("channels_tuning.layers.RedisChannelLayer", "shared_redis"),
+    "cluster": ("channels_tuning.layers.RedisClusterChannelLayer", "shared_redis_cluster"),
+    "documented": ("tests.support.documented_layer.DocumentedLayer", None),
 }
 
 
@@ -31,10 +34,11 @@ LAYERS: dict[str, tuple[str, bool]] = {
 async def layer_config(request: pytest.FixtureRequest) -> AsyncIterator[Callable[..., Any]]:
     """Makes ``CHANNEL_LAYERS["default"]`` for the layer under test (a redis-server of
     the session for the Redis layer), and the layer itself."""
-    backend, needs_redis = LAYERS[request.param]
+    backend, redis_fixture = LAYERS[request.param]
     hosts: dict[str, Any] = {}
-    if needs_redis:
-        hosts = {"hosts": [request.getfixturevalue("shared_redis").url]}
+    if redis_fixture is not None:
+        redis = request.getfixturevalue(redis_fixture)
+        hosts = {"hosts": redis.urls if isinstance(redis, RedisCluster) else [redis.url]}
     made: list[Any] = []
 
     def make(**config: Any) -> Any:

@@ -59,11 +59,13 @@ async def count_until(layer, expected: int, timeout: float) -> float:
     return time.monotonic() - began
 
 
-async def test_presence_across_processes_kill_and_reconnect_storm(tmp_path, redis_server):
+async def test_presence_across_processes_kill_and_reconnect_storm(tmp_path, redis_or_cluster):
+    """On one Redis and on a Redis Cluster."""
+    redis_server = redis_or_cluster
     servers = [
         start_daphne(tmp_path, tuned=True, redis=redis_server, tuning=PRESENCE) for _ in range(2)
     ]
-    layer = RedisChannelLayer(hosts=[redis_server.url])
+    layer = redis_server.layer()
     fleets: list = []
     watcher = None
     try:

@@ -12,6 +12,7 @@ import sys
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from channels_tuning.testing.live import free_port, wait_for_port
 
@@ -51,6 +52,17 @@ class RedisServer:
     def keys(self, pattern: str) -> list[str]:
         out = self.cli("--scan", "--pattern", pattern)
         return [line for line in out.splitlines() if line]
+
+    @property
+    def env(self) -> dict[str, str]:
+        """What points the example project's settings at this Redis."""
+        return {"REDIS_URL": self.url}
+
+    def layer(self, **config: Any) -> Any:
+        """A tuned Redis layer on this Redis, for a test's producer."""
+        from channels_tuning.layers import RedisChannelLayer
+
+        return RedisChannelLayer(hosts=[self.url], **config)
 
 
 def start_redis(tmp: Path, port: int | None = None, *extra: str) -> RedisServer:
@@ -247,7 +259,7 @@ def start_daphne(
     ):  # a sitecustomize that patches an upstream library (tests/unit/compat/test_compat.py)
         full_env["PYTHONPATH"] = os.pathsep.join([prepend, full_env["PYTHONPATH"]])
     if redis is not None:
-        full_env["REDIS_URL"] = redis.url
+        full_env.update(redis.env)
     proc = subprocess.Popen(
         [sys.executable, *_server_command(server, port, application, extra_args)],
         cwd=REPO,

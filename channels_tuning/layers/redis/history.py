@@ -20,6 +20,7 @@ from ..history import (
     meta_ttl,
     new_epoch,
 )
+from . import keys
 
 __all__ = ["RedisHistory"]
 
@@ -134,9 +135,9 @@ class RedisHistory(History):
         self._single_flight = _SingleFlight()
 
     def _keys(self, group: str) -> tuple[Any, str, str]:
-        prefix = self.layer.prefix
         connection = upstream.connection(self.layer, upstream.shard_of(self.layer, group))
-        return connection, f"{prefix}:ct:hmeta:{group}", f"{prefix}:ct:hist:{group}"
+        meta, stream = keys.history_keys(self.layer, group)
+        return connection, meta, stream
 
     async def append(
         self, group: str, payload: bytes, binary: bool, policy: HistoryPolicy

@@ -51,6 +51,31 @@ key                 lives
 A client that joins rooms it names and leaves costs, per room, one ``ct:hmeta:``
 hash (about 640 bytes) for the room's ``ttl``, and nothing once it has left the
 group (``tests/e2e/test_hostile.py``: 3 000 rooms, no key left after the ``ttl``).
+
+**On Redis Cluster** (:mod:`.cluster`, ``hash_tags`` set on the layer) a script may
+only touch keys of one hash slot, so the package's own keys that a script reads
+together carry a hash tag (the part in braces, which alone decides the slot):
+
+=======================================  ===============================================
+key on a cluster                         slot
+=======================================  ===============================================
+``{<prefix>specific.<client>!}:ct:live`` the process' inbox (channels-redis' key, whose
+``{...}:ct:seen``, ``{...}:ct:missed``   whole name is its tag): a group send checks
+                                         the inbox, its ``live`` and ``seen`` keys in one
+                                         script per process
+``{<prefix>:group:<group>}:ct:hmeta``,   the group's members: history's script reads
+``{<prefix>:group:<group>}:ct:hist``     meta and stream together
+``{<prefix>:ct:owners}:<owner>``,        one slot for all owner counts: admission sums
+``{<prefix>:ct:owners}:alive``           an owner's counts of live processes in one
+                                         script (one command per handshake, as on a
+                                         single Redis)
+``{<prefix>:ct:stats}:<host>:<pid>``     one slot: ``wsstats`` reads them with one
+                                         ``MGET``
+=======================================  ===============================================
+
+channels-redis' own keys keep their names. The other keys are read alone. The layout
+differs from the single-Redis one, so a deployment moving to a cluster starts with
+empty history and owner counts (memberships come back with the next refresh).
 """
 
 from __future__ import annotations
@@ -81,24 +106,56 @@ def channel_key(layer: Any, channel: str) -> str:
 
 def stats_prefix(layer: Any) -> str:
     """Prefix of the per-process stats keys (``<prefix>:ct:stats:<host>:<pid>``)."""
+    if layer.hash_tags:  # one slot, so that wsstats reads them with one MGET
+        return f"{{{layer.prefix}:ct:stats}}:"
     return f"{layer.prefix}:ct:stats:"
+
+
+def _process_key(layer: Any, process: str, kind: str) -> str:
+    if layer.hash_tags:  # in the slot of the process' inbox (prefix + process channel)
+        return f"{{{layer.prefix}{process}}}:ct:{kind}"
+    return f"{layer.prefix}:ct:{kind}:{process}"
 
 
 def missed_key(layer: Any, process: str) -> str:
     """Counts of messages producers could not write to ``process``' inbox
     (``process``: its channel, ``specific.<client_prefix>!``)."""
-    return f"{layer.prefix}:ct:missed:{process}"
+    return _process_key(layer, process, "missed")
 
 
 def live_key(layer: Any, process: str) -> str:
     """Set by a server process at each tick with a short TTL: it reads its inbox."""
-    return f"{layer.prefix}:ct:live:{process}"
+    return _process_key(layer, process, "live")
 
 
 def seen_key(layer: Any, process: str) -> str:
     """Set with ``live_key`` but kept for ``group_expiry``: the process once said it
     was alive, so a missing ``live_key`` means it is gone (not that it never says)."""
-    return f"{layer.prefix}:ct:seen:{process}"
+    return _process_key(layer, process, "seen")
+
+
+def history_keys(layer: Any, group: str) -> tuple[str, str]:
+    """``(meta hash, stream)`` of a history group (:mod:`.history`)."""
+    if layer.hash_tags:
+        return (
+            f"{{{group_key(layer, group)}}}:ct:hmeta",
+            f"{{{group_key(layer, group)}}}:ct:hist",
+        )
+    return f"{layer.prefix}:ct:hmeta:{group}", f"{layer.prefix}:ct:hist:{group}"
+
+
+def owner_key(layer: Any, owner: str) -> str:
+    """Connections per process of ``owner`` (:mod:`.owners`)."""
+    if layer.hash_tags:
+        return f"{{{layer.prefix}:ct:owners}}:{owner}"
+    return f"{layer.prefix}:ct:owner:{owner}"
+
+
+def owners_alive_key(layer: Any) -> str:
+    """When each process' word on owner counts expires (:mod:`.owners`)."""
+    if layer.hash_tags:
+        return f"{{{layer.prefix}:ct:owners}}:alive"
+    return f"{layer.prefix}:ct:owners:alive"
 
 
 def alive_key(layer: Any) -> str:

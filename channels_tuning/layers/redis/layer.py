@@ -74,6 +74,8 @@ class RedisChannelLayer(
 
     #: The process reader serves this layer's plain ``receive()`` too (see :mod:`.reader`).
     process_reader_capable = True
+    #: Keys read by one script share a hash tag (Redis Cluster, :mod:`.keys`).
+    hash_tags = False
 
     def __init__(
         self,
@@ -130,23 +132,21 @@ class RedisChannelLayer(
         )
         channels_by_key = _channels_by_key(self, channels)
         dead_members: list[str] = []
-        for index, shard_keys in by_connection.items():
-            args: list[Any] = [key_message[key] for key in shard_keys]
-            args += [key_capacity[key] for key in shard_keys]
-            args += [time.time(), self.expiry]
-            processes = [key[len(self.prefix) :] for key in shard_keys]
-            liveness = [keys.live_key(self, p) for p in processes]
-            liveness += [keys.seen_key(self, p) for p in processes]
-            full, gone = await upstream.connection(self, index).eval(
-                upstream.GROUP_SEND_LUA, 3 * len(shard_keys), *shard_keys, *liveness, *args
+        batches = self.inbox_batches(by_connection)
+        results = await asyncio.gather(
+            *(
+                self._write_inboxes(index, batch, key_message, key_capacity)
+                for index, batch in batches
             )
-            report.processes += len(shard_keys) - len(gone)
+        )
+        for (_, batch), (full, gone) in zip(batches, results, strict=True):
+            report.processes += len(batch) - len(gone)
             for position in full:
-                key = shard_keys[int(position) - 1]
+                key = batch[int(position) - 1]
                 report.full[key] = channels_by_key[key]
                 report.receivers_over_capacity += len(channels_by_key[key])
             for position in gone:
-                dead = channels_by_key[shard_keys[int(position) - 1]]
+                dead = channels_by_key[batch[int(position) - 1]]
                 report.receivers_gone += len(dead)
                 dead_members.extend(dead)
         if dead_members:
@@ -157,6 +157,31 @@ class RedisChannelLayer(
             await connection.zrem(keys.group_key(self, group), *dead_members)
         GROUP_SENDS.inc((group_label(group),))
         return report
+
+    def inbox_batches(self, by_connection: dict[int, list[str]]) -> list[tuple[int, list[str]]]:
+        """The scripts a group send runs, as ``(shard, inbox keys)``: one per shard here
+        (each shard is one Redis); the cluster layer runs one per hash slot."""
+        return list(by_connection.items())
+
+    async def _write_inboxes(
+        self,
+        index: int,
+        inboxes: list[str],
+        key_message: dict[str, bytes],
+        key_capacity: dict[str, int],
+    ) -> tuple[list[int], list[int]]:
+        """One script: each inbox that is not full and whose process is not gone gets
+        its message. Returns the positions (from 1) of the full ones and the gone ones."""
+        args: list[Any] = [key_message[key] for key in inboxes]
+        args += [key_capacity[key] for key in inboxes]
+        args += [time.time(), self.expiry]
+        processes = [key[len(self.prefix) :] for key in inboxes]
+        liveness = [keys.live_key(self, p) for p in processes]
+        liveness += [keys.seen_key(self, p) for p in processes]
+        full, gone = await upstream.connection(self, index).eval(
+            upstream.GROUP_SEND_LUA, 3 * len(inboxes), *inboxes, *liveness, *args
+        )
+        return full, gone
 
     async def _group_members(self, group: str) -> tuple[list[str], bool]:
         """The group's members, and whether its shard holds the servers' marker."""

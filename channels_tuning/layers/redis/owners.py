@@ -40,6 +40,7 @@ from typing import Any
 from ...compat import channels_redis as upstream
 from ...runtime.counters import LAYER_ERRORS
 from ...runtime.registry import registry
+from . import keys
 
 __all__ = ["RedisOwnerCounts"]
 
@@ -117,10 +118,10 @@ class RedisOwnerCounts:
         return f"{self.layer.client_prefix}"
 
     def _owner_key(self, owner: str) -> str:
-        return f"{self.layer.prefix}:ct:owner:{owner}"
+        return keys.owner_key(self.layer, owner)
 
     def _alive_key(self) -> str:
-        return f"{self.layer.prefix}:ct:owners:alive"
+        return keys.owners_alive_key(self.layer)
 
     def _connection(self, owner: str) -> Any:
         return upstream.connection(self.layer, upstream.shard_of(self.layer, owner))

@@ -101,6 +101,7 @@ def test_channels_redis_receive_single_removed_turns_the_process_reader_off(monk
         "receive_waiting": False,
         "pubsub_delivery": True,
         "shared_owner_counts": True,
+        "cluster_receive": False,
     }
     from channels_tuning.layers.delivery import process_reader_for
 
@@ -122,6 +123,29 @@ def test_channels_redis_inbox_layout_changed_turns_batched_reads_off(monkeypatch
     channels_redis.apply(problems)
     assert channels_redis.features["receive_waiting"] is False
     assert channels_redis.features["process_reader"] is True  # one message at a time
+
+
+async def test_channels_redis_pop_changed_stops_the_cluster_receive(monkeypatch):
+    """The cluster layer's pop copies what upstream's ``_brpop_with_clean`` does with
+    the keys declared: changed upstream, a cluster receive raises instead of popping
+    another way; the single-Redis layer keeps its process reader."""
+    from channels_tuning.layers import RedisClusterChannelLayer
+
+    real = inspect.getsource
+
+    def source(obj):
+        text = real(obj)
+        return text.replace("await connection.bzpopmin(channel", "await connection.bzmpop(channel")
+
+    monkeypatch.setattr(inspect, "getsource", source)
+    problems = channels_redis.check()
+    assert symbols(problems) == {channels_redis.CLUSTER_RECEIVE}
+    channels_redis.apply(problems)
+    assert channels_redis.features["cluster_receive"] is False
+    assert channels_redis.features["process_reader"] is True
+    layer = RedisClusterChannelLayer(hosts=["redis://127.0.0.1:1"])
+    with pytest.raises(UpstreamChanged, match="cluster receive"):
+        await layer.receive_single(f"{keys.process_channel(layer)}")
 
 
 def test_channels_redis_layer_attributes_changed_count_owners_per_process(monkeypatch):
@@ -166,6 +190,7 @@ def test_channels_redis_pubsub_internals_changed(monkeypatch):
         "receive_waiting": True,
         "pubsub_delivery": False,
         "shared_owner_counts": True,
+        "cluster_receive": True,
     }
     layer = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1"])
     assert process_reader_for(layer) is None

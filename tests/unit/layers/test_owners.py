@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from channels_tuning.layers.redis import RedisChannelLayer
 from channels_tuning.layers.redis import owners as owners_module
 
@@ -13,8 +15,15 @@ async def _layers(url: str, count: int = 2) -> list[RedisChannelLayer]:
     return [RedisChannelLayer(hosts=[url]) for _ in range(count)]
 
 
-async def test_one_limit_for_all_processes(shared_redis):
-    first, second = await _layers(shared_redis.url)
+@pytest.fixture(params=["redis", "cluster"])
+def one_redis_or_cluster(request: pytest.FixtureRequest):
+    """The session's redis-server, then its Redis Cluster (owner counts in one slot)."""
+    name = "shared_redis" if request.param == "redis" else "shared_redis_cluster"
+    return request.getfixturevalue(name)
+
+
+async def test_one_limit_for_all_processes(one_redis_or_cluster):
+    first, second = one_redis_or_cluster.layer(), one_redis_or_cluster.layer()
     try:
         a, b = first.owner_counts, second.owner_counts
         assert await a.acquire("addr:203.0.113.9", 3)
@@ -31,8 +40,8 @@ async def test_one_limit_for_all_processes(shared_redis):
         await second.close_pools()
 
 
-async def test_concurrent_handshakes_cannot_all_pass(shared_redis):
-    layers = await _layers(shared_redis.url, 4)
+async def test_concurrent_handshakes_cannot_all_pass(one_redis_or_cluster):
+    layers = [one_redis_or_cluster.layer() for _ in range(4)]
     try:
         results = await asyncio.gather(
             *(layer.owner_counts.acquire("user:7", 5) for layer in layers for _ in range(10))
