@@ -127,12 +127,16 @@ class Subscribers:
 
 
 class Producer:
-    """Broadcasts numbers at RATE; each either reaches its receivers or the producer
-    is told (an exception, or a report that is not complete)."""
+    """Broadcasts numbers at RATE to a group of ``expected`` members; each either
+    reaches them all or the producer is told: an exception, or a report that says
+    fewer were reached (full, taken for gone, or no longer members: a failover longer
+    than LIVENESS_TTL makes producers take the processes whose inboxes were on that
+    primary for gone and remove their members, until those processes re-add them)."""
 
-    def __init__(self, layer, group: str) -> None:
+    def __init__(self, layer, group: str, expected: int) -> None:
         self.layer = layer
         self.group = group
+        self.expected = expected
         self.told: dict[int, str] = {}
         self.reports: dict[int, object] = {}
         self._stop = asyncio.Event()
@@ -146,8 +150,12 @@ class Producer:
                     self.group, str(seq), on_full="drop", timeout=2, layer=self.layer
                 )
                 self.reports[seq] = report
-                if not report.complete or report.state_lost:
-                    self.told[seq] = "incomplete report"
+                if report.state_lost:
+                    self.told[seq] = "report: state lost"
+                elif report.receivers_gone or report.receivers_over_capacity:
+                    self.told[seq] = "report: receivers gone or full"
+                elif report.receivers < self.expected:
+                    self.told[seq] = "report: fewer members"
             except Exception as exc:  # the producer hears of every failed send
                 self.told[seq] = type(exc).__name__
             seq += 1
@@ -180,8 +188,10 @@ async def fault_under_broadcasts(daphne_factory, cluster: RedisCluster, fault) -
     that also holds the process' inbox; the producer broadcasts at RATE while
     ``fault(port of that primary)`` runs; returns what was measured."""
     tuning = {**TUNING, "IDLE_TIMEOUT": None}
-    server = daphne_factory(tuned=True, tuning=tuning, **cluster.env)
-    layer = cluster.layer()
+    # Memberships outlive the failover, as the default group_expiry (300 s) does; with
+    # the refresh interval of 1 s alone they would expire 5 s after the last refresh.
+    server = daphne_factory(tuned=True, tuning=tuning, GROUP_EXPIRY="60", **cluster.env)
+    layer = cluster.layer(group_expiry=60)
     subscribers = Subscribers()
     try:
         probe = await websockets.connect(server.ws("/ws/group/probe/"))
@@ -192,7 +202,7 @@ async def fault_under_broadcasts(daphne_factory, cluster: RedisCluster, fault) -
         group = group_on(cluster, inbox_port, "fault")
         await subscribers.open(server.ws(f"/ws/group/{group}/"), 20)
         await wait_until(lambda: zcard(cluster, group) == 20)
-        producer = Producer(layer, group)
+        producer = Producer(layer, group, expected=20)
         await asyncio.sleep(1.5)
         counts = [len(r) for r in subscribers.received]
         began = time.monotonic()
@@ -216,6 +226,7 @@ async def fault_under_broadcasts(daphne_factory, cluster: RedisCluster, fault) -
             sent=producer.sent,
             told=len(producer.told),
             reasons=sorted(set(producer.told.values())),
+            gone_reported=sum(r.receivers_gone for r in producer.reports.values()),
             lost_silently=lost_silently,
             duplicated=duplicated,
             deliveries=producer.sent * len(subscribers.clients),
