@@ -11,7 +11,6 @@ import websockets
 
 from channels_tuning.broadcast import broadcast
 from channels_tuning.client import ReconnectingClient
-from channels_tuning.layers import RedisChannelLayer
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
 
 CLIENTS = 500
@@ -20,10 +19,11 @@ GROUP = "acks-e2e"
 
 
 async def test_500_clients_of_which_20_do_not_read_are_reported_480_and_20(
-    daphne_factory, shared_redis
+    daphne_factory, redis_or_cluster
 ):
+    """On one Redis and on a Redis Cluster (the acknowledgements' reply channel too)."""
     quiet = {"RATE_LIMIT": None, "IDLE_TIMEOUT": 120, "HEARTBEAT_INTERVAL": 60}
-    servers = [daphne_factory(tuned=True, redis=shared_redis, tuning=quiet) for _ in range(2)]
+    servers = [daphne_factory(tuned=True, redis=redis_or_cluster, tuning=quiet) for _ in range(2)]
     urls = [server.ws(f"/ws/group/{GROUP}/") for server in servers]
     received: list[object] = []
     clients = [
@@ -35,7 +35,7 @@ async def test_500_clients_of_which_20_do_not_read_are_reported_480_and_20(
         await websockets.connect(urls[n % 2], subprotocols=[SUBPROTOCOL])
         for n in range(NOT_READING)
     ]
-    layer = RedisChannelLayer(hosts=[shared_redis.url])
+    layer = redis_or_cluster.layer()
     try:
         for start in range(0, len(clients), 50):  # 50 handshakes at a time
             batch = clients[start : start + 50]

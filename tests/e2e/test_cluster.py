@@ -22,7 +22,7 @@ import websockets
 from channels_tuning.broadcast import broadcast
 from tests.support.fleet import member_processes
 from tests.support.processes import run_wsstats, start_subscribers
-from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_cluster import RedisCluster, start_redis_cluster
 from tests.support.waiting import wait_until
 
 SUBSCRIBERS = 500  # over 2 server processes, one client process per group and server
@@ -44,9 +44,10 @@ def zcard(cluster: RedisCluster, group: str) -> int:
 
 
 async def test_burst_reports_and_wsstats_on_a_cluster(daphne_factory, redis_cluster):
-    """500 subscribers over 2 processes in 3 groups, one on each primary: 2 000
-    broadcasts to each group reach every subscriber, and every report counts every
-    member and both processes; wsstats (through the cluster) lists both processes."""
+    """500 subscribers over 2 processes in 3 groups, one on each primary: memberships
+    are refreshed on every primary; 2 000 broadcasts to each group reach every
+    subscriber, and every report counts every member and both processes; wsstats
+    (through the cluster) lists both processes."""
     primaries = sorted(redis_cluster.primary_ports())
     assert len(primaries) == 3
     groups = [group_on(redis_cluster, port, "burst") for port in primaries]
@@ -64,6 +65,23 @@ async def test_burst_reports_and_wsstats_on_a_cluster(daphne_factory, redis_clus
                     )
                 )
         await wait_until(lambda: all(zcard(redis_cluster, g) == members for g in groups))
+
+        # Refreshed on every primary: each member's score moves forward.
+        def scores() -> dict[str, float]:
+            found = {}
+            for group in groups:
+                flat = redis_cluster.cli(
+                    "ZRANGE", f"asgi:group:{group}", "0", "-1", "WITHSCORES"
+                ).split()
+                found.update(
+                    {f"{group}/{m}": float(s) for m, s in zip(flat[::2], flat[1::2], strict=True)}
+                )
+            return found
+
+        first = scores()
+        await asyncio.sleep(2.5)
+        later = scores()
+        assert first.keys() == later.keys() and all(later[k] > first[k] for k in first)
         inboxes = {
             redis_cluster.port_of_key(f"asgi{process}!")
             for group in groups
@@ -307,3 +325,28 @@ async def test_a_new_clients_first_commands_may_run_together(shared_redis_cluste
         )
         assert len(results) == 40
         await layer.close_pools()
+
+
+async def test_a_cluster_that_asks_for_a_password(tmp_path):
+    """The URL's password reaches every node (redis-py's RedisCluster keywords); a
+    wrong one is refused at the first command, not later."""
+    from channels_tuning.layers import RedisClusterChannelLayer
+
+    cluster = start_redis_cluster(tmp_path, password="s3cret")
+    try:
+        assert all("s3cret@" in url for url in cluster.urls)
+        layer = cluster.layer()
+        channel = await layer.new_channel()
+        await layer.group_add("room", channel)
+        report = await layer.group_send("room", {"type": "hello"})
+        assert report.delivered == 1
+        assert await asyncio.wait_for(layer.receive(channel), 5) == {"type": "hello"}
+        await layer.close_pools()
+        port = cluster.nodes[0].port
+        wrong = RedisClusterChannelLayer(hosts=[f"redis://:wrong@127.0.0.1:{port}"])
+        with pytest.raises(Exception, match=r"(?i)invalid username-password") as refused:
+            await wrong.group_add("room", channel)
+        print(f"\nwrong password: {type(refused.value).__name__}: {refused.value}")
+        await wrong.close_pools()
+    finally:
+        cluster.stop()

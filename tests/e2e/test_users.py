@@ -48,9 +48,10 @@ async def closed_with(ws, timeout: float = 2.0) -> tuple[int | None, float]:
 
 
 async def test_send_to_user_and_disconnect_user_reach_every_tab_on_both_servers(
-    daphne_factory, tmp_path, redis_server
+    daphne_factory, tmp_path, redis_or_cluster
 ):
-    servers = start_two(daphne_factory, tmp_path, redis_server)
+    """On one Redis and on a Redis Cluster."""
+    servers = start_two(daphne_factory, tmp_path, redis_or_cluster)
     env = servers[0].env
     alice, alice_session = user_with_session(env, "alice")
     _, bob_session = user_with_session(env, "bob")

@@ -35,14 +35,16 @@ class RedisServer:
     port: int
     proc: subprocess.Popen
     log: Path
+    password: str | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def cli(self, *args: str) -> str:
+        auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
         return subprocess.run(
-            ["redis-cli", "-p", str(self.port), *args],
+            ["redis-cli", *auth, "-p", str(self.port), *args],
             check=True,
             capture_output=True,
             text=True,

@@ -23,10 +23,12 @@ NODE_TIMEOUT_MS = 2000
 @dataclass
 class RedisCluster:
     nodes: list[RedisServer]
+    password: str | None = None
 
     @property
     def urls(self) -> list[str]:
-        return [f"redis://127.0.0.1:{node.port}" for node in self.nodes]
+        auth = f":{self.password}@" if self.password else ""
+        return [f"redis://{auth}127.0.0.1:{node.port}" for node in self.nodes]
 
     @property
     def env(self) -> dict[str, str]:
@@ -43,8 +45,9 @@ class RedisCluster:
         """redis-cli on a live node, following redirections (``-c``) to a key's slot."""
         for node in self.nodes:
             if node.proc.poll() is None:
+                auth = ["-a", self.password, "--no-auth-warning"] if self.password else []
                 return subprocess.run(
-                    ["redis-cli", "-c", "-p", str(node.port), *args],
+                    ["redis-cli", *auth, "-c", "-p", str(node.port), *args],
                     check=True,
                     capture_output=True,
                     text=True,
@@ -122,7 +125,9 @@ class RedisCluster:
             stop_process(node.proc)
 
 
-def start_redis_cluster(tmp: Path, primaries: int = 3, replicas: int = 1) -> RedisCluster:
+def start_redis_cluster(
+    tmp: Path, primaries: int = 3, replicas: int = 1, password: str | None = None
+) -> RedisCluster:
     """``primaries`` x (1 + ``replicas``) redis-servers joined into one cluster, every
     slot covered, every node agreeing (``cluster_state:ok``) and every replica in
     sync before it returns."""
@@ -149,18 +154,23 @@ def start_redis_cluster(tmp: Path, primaries: int = 3, replicas: int = 1) -> Red
                     # default); one that never synced refuses to take over.
                     "--repl-diskless-sync-delay",
                     "0",
+                    *(("--requirepass", password, "--masterauth", password) if password else ()),
                 )
             )
         addresses = [f"127.0.0.1:{node.port}" for node in nodes]
         create = ["--cluster", "create", *addresses, "--cluster-replicas", str(replicas)]
+        auth = ["-a", password, "--no-auth-warning"] if password else []
         subprocess.run(
-            ["redis-cli", *create, "--cluster-yes"],
+            ["redis-cli", *auth, *create, "--cluster-yes"],
             check=True,
             capture_output=True,
             text=True,
             timeout=60,
         )
-        cluster = RedisCluster(nodes)
+        if password:
+            for node in nodes:
+                node.password = password
+        cluster = RedisCluster(nodes, password)
         deadline = time.monotonic() + 30
         while not (cluster.ok() and cluster.replicas_in_sync()):
             if time.monotonic() > deadline:
