@@ -20,7 +20,7 @@ import pytest
 import websockets
 
 from channels_tuning.broadcast import broadcast
-from tests.support.fleet import member_processes
+from tests.support.fleet import assert_memberships_refreshed, member_processes
 from tests.support.processes import run_wsstats, start_subscribers
 from tests.support.redis_cluster import RedisCluster, start_redis_cluster
 from tests.support.waiting import wait_until
@@ -67,21 +67,7 @@ async def test_burst_reports_and_wsstats_on_a_cluster(daphne_factory, redis_clus
         await wait_until(lambda: all(zcard(redis_cluster, g) == members for g in groups))
 
         # Refreshed on every primary: each member's score moves forward.
-        def scores() -> dict[str, float]:
-            found = {}
-            for group in groups:
-                flat = redis_cluster.cli(
-                    "ZRANGE", f"asgi:group:{group}", "0", "-1", "WITHSCORES"
-                ).split()
-                found.update(
-                    {f"{group}/{m}": float(s) for m, s in zip(flat[::2], flat[1::2], strict=True)}
-                )
-            return found
-
-        first = scores()
-        await asyncio.sleep(2.5)
-        later = scores()
-        assert first.keys() == later.keys() and all(later[k] > first[k] for k in first)
+        await assert_memberships_refreshed(groups, lambda _: redis_cluster)
         inboxes = {
             redis_cluster.port_of_key(f"asgi{process}!")
             for group in groups

@@ -15,6 +15,7 @@ import pytest
 
 from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer
+from tests.support.fleet import assert_memberships_refreshed
 from tests.support.processes import run_wsstats, start_redis, start_subscribers, stop_process
 from tests.support.waiting import wait_until
 
@@ -69,20 +70,7 @@ async def test_broadcast_refresh_and_wsstats_across_two_shards(daphne_factory, s
         await wait_until(lambda: all(zcard(shards, layer, g) == members for g in groups))
 
         # Refreshed on both shards: every member's score moves forward.
-        def scores() -> dict[str, float]:
-            found = {}
-            for group in groups:
-                shard = shards[layer.consistent_hash(group)]
-                flat = shard.cli("ZRANGE", f"asgi:group:{group}", "0", "-1", "WITHSCORES").split()
-                found.update(
-                    {f"{group}/{m}": float(s) for m, s in zip(flat[::2], flat[1::2], strict=True)}
-                )
-            return found
-
-        first = scores()
-        await asyncio.sleep(2.5)
-        later = scores()
-        assert first.keys() == later.keys() and all(later[k] > first[k] for k in first)
+        await assert_memberships_refreshed(groups, lambda g: shards[layer.consistent_hash(g)])
 
         reports = []
         for i in range(MESSAGES):

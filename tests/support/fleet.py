@@ -25,6 +25,26 @@ def health(port: int, query: str = "") -> tuple[int, dict]:
         return error.code, json.loads(error.read())
 
 
+async def assert_memberships_refreshed(groups: list[str], redis_of, wait: float = 2.5) -> None:
+    """Every member's score in ``groups`` moves forward within ``wait`` seconds (the
+    servers' membership refresh); ``redis_of(group)``: the Redis that holds it."""
+
+    def scores() -> dict[str, float]:
+        found = {}
+        for group in groups:
+            flat = redis_of(group).cli("ZRANGE", f"asgi:group:{group}", "0", "-1", "WITHSCORES")
+            pairs = flat.split()
+            found.update(
+                {f"{group}/{m}": float(s) for m, s in zip(pairs[::2], pairs[1::2], strict=True)}
+            )
+        return found
+
+    first = scores()
+    await asyncio.sleep(wait)
+    later = scores()
+    assert first.keys() == later.keys() and all(later[k] > first[k] for k in first)
+
+
 def member_processes(redis, group: str) -> dict[str, int]:
     """Members of ``group`` by the server process whose channel they are."""
     members = redis.cli("ZRANGE", f"asgi:group:{group}", "0", "-1").split()
