@@ -126,6 +126,17 @@ def reads_process_inbox(layer: Any) -> bool:
     return bool(getattr(layer, "process_reader_capable", False))
 
 
+def alive_markers(layer: Any, groups: Iterable[str]) -> set[str]:
+    """The servers' markers to set with memberships of ``groups`` on a channels-redis
+    layer: the tuned layers' per shard (per hash slot on a cluster), or the one name."""
+    marker = getattr(layer, "alive_marker", None)
+    if marker is None:
+        from .redis import keys
+
+        return {keys.alive_key(layer)}
+    return {marker(layer.marker_home(group)) for group in groups}
+
+
 def redis_prefix(layer: Any) -> str | None:
     """The process-channel prefix of a Redis layer (channels-redis' ``client_prefix``),
     under which the package keeps its per-process keys; None for other layers."""

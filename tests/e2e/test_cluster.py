@@ -336,3 +336,30 @@ async def test_a_cluster_that_asks_for_a_password(tmp_path):
         await wrong.close_pools()
     finally:
         cluster.stop()
+
+
+async def test_a_primary_that_lost_its_data_is_told_from_the_others(shared_redis_cluster):
+    """The servers' marker is per hash slot: after one primary loses its data (FLUSHALL,
+    as a restart without persistence or replica would), a send to an emptied group
+    there says ``state_lost``; groups on the other primaries are untouched; a
+    membership added again brings the marker back."""
+    cluster = shared_redis_cluster
+    primaries = sorted(cluster.primary_ports())
+    groups = [group_on(cluster, port, "lost") for port in primaries]
+    layer = cluster.layer()
+    channel = await layer.new_channel()
+    try:
+        for group in groups:
+            await layer.group_add(group, channel)
+        for group in groups:
+            report = await layer.group_send_report(group, {"type": "x"})
+            assert (report.receivers, report.state_lost) == (1, False)
+        cluster.node(primaries[0]).cli("FLUSHALL")
+        lost, *kept = [await layer.group_send_report(g, {"type": "x"}) for g in groups]
+        assert (lost.receivers, lost.state_lost) == (0, True)
+        assert all((r.receivers, r.state_lost) == (1, False) for r in kept)
+        await layer.refresh_memberships([(groups[0], channel)])
+        report = await layer.group_send_report(groups[0], {"type": "x"})
+        assert (report.receivers, report.state_lost) == (1, False)
+    finally:
+        await layer.flush()

@@ -71,6 +71,9 @@ key on a cluster                         slot
                                          single Redis)
 ``{<prefix>:ct:stats}:<host>:<pid>``     one slot: ``wsstats`` reads them with one
                                          ``MGET``
+``{<tag>}:<prefix>:ct:alive``            the servers' marker, one per hash slot that
+                                         holds groups (``<tag>``: a short string in
+                                         that slot), read with the group's members
 =======================================  ===============================================
 
 channels-redis' own keys keep their names. The other keys are read alone. The layout
@@ -158,6 +161,9 @@ def owners_alive_key(layer: Any) -> str:
     return f"{layer.prefix}:ct:owners:alive"
 
 
-def alive_key(layer: Any) -> str:
-    """Marker that a shard holds the servers' memberships (see the table above)."""
+def alive_key(layer: Any, tag: str | None = None) -> str:
+    """Marker that a shard holds the servers' memberships (see the table above); on
+    a cluster one per hash slot, ``tag`` being a string in that slot."""
+    if tag is not None:
+        return f"{{{tag}}}:{layer.prefix}:ct:alive"
     return f"{layer.prefix}:ct:alive"

@@ -99,7 +99,8 @@ class RedisChannelLayer(
         self.owner_counts = (
             RedisOwnerCounts(self) if upstream.features["shared_owner_counts"] else None
         )
-        #: Shards on which this process has seen the servers' marker (keys.alive_key).
+        #: Where this process has seen the servers' marker (keys.alive_key): shards,
+        #: hash slots on a cluster (marker_home).
         self._alive_seen: set[int] = set()
         self._alive_set_at: dict[int, float] = {}
         self._group_adds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupAddBatches] = (
@@ -121,7 +122,7 @@ class RedisChannelLayer(
             channels, alive = await self._group_members(group)
             report.state_lost = self._state_lost(group, alive) if not channels else False
             if alive:
-                self._alive_seen.add(upstream.shard_of(self, group))
+                self._alive_seen.add(self.marker_home(group))
         else:
             channels = [channel for names in only.values() for channel in names]
         report.receivers = len(channels)
@@ -190,18 +191,27 @@ class RedisChannelLayer(
         pipe = connection.pipeline(transaction=False)
         pipe.zremrangebyscore(key, min=0, max=int(time.time()) - self.group_expiry)
         pipe.zrange(key, 0, -1)
-        pipe.exists(keys.alive_key(self))
+        pipe.exists(self.alive_marker(self.marker_home(group)))
         _, members, alive = await pipe.execute()
         return [member.decode("utf8") for member in members], bool(alive)
 
     def _state_lost(self, group: str, alive: bool) -> bool:
         """An empty group on a shard that lost the servers' marker since this process
         last saw it: Redis restarted and the memberships are not back yet."""
-        shard = upstream.shard_of(self, group)
+        home = self.marker_home(group)
         if alive:
-            self._alive_seen.add(shard)
+            self._alive_seen.add(home)
             return False
-        return shard in self._alive_seen
+        return home in self._alive_seen
+
+    def marker_home(self, group: str) -> int:
+        """Which servers' marker (:func:`keys.alive_key`) vouches for ``group``'s
+        memberships: its shard's (each shard is one Redis)."""
+        return upstream.shard_of(self, group)
+
+    def alive_marker(self, home: int) -> str:
+        """The marker's key for ``home`` (one name: each shard has its own)."""
+        return keys.alive_key(self)
 
     async def mark_alive(self) -> bool:
         """Say that this process reads its inbox (every second, from its reader):
@@ -279,10 +289,11 @@ class RedisChannelLayer(
         if batches is None:
             batches = self._group_adds[loop] = GroupAddBatches(self)
         await batches.add(group, channel)
-        shard = upstream.shard_of(self, group)
-        if time.monotonic() - self._alive_set_at.get(shard, -60.0) > 30.0:
-            self._alive_set_at[shard] = time.monotonic()
-            await upstream.connection(self, shard).set(keys.alive_key(self), "1")
+        home = self.marker_home(group)
+        if time.monotonic() - self._alive_set_at.get(home, -60.0) > 30.0:
+            self._alive_set_at[home] = time.monotonic()
+            connection = upstream.connection(self, upstream.shard_of(self, group))
+            await connection.set(self.alive_marker(home), "1")
 
     async def refresh_memberships(self, memberships: list[tuple[str, str]]) -> None:
         """Re-add ``(group, channel)`` pairs now and drop members older than

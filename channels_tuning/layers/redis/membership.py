@@ -20,6 +20,7 @@ from typing import Any
 from ...compat import channels_redis as upstream
 from ...conf import DEFAULTS, project_settings
 from ...runtime.counters import LAYER_ERRORS
+from .. import capabilities
 from . import keys
 
 logger = logging.getLogger("channels_tuning")
@@ -58,7 +59,8 @@ async def refresh_memberships(layer: Any, memberships: list[tuple[str, str]]) ->
             pipe.zadd(key, dict.fromkeys(channels, now))
             pipe.expire(key, layer.group_expiry)
         # Last: a producer that sees the marker sees these memberships too.
-        pipe.set(keys.alive_key(layer), "1")
+        for marker in capabilities.alive_markers(layer, groups):
+            pipe.set(marker, "1")
         await pipe.execute()
 
 

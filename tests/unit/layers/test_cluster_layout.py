@@ -120,3 +120,16 @@ def test_hosts_are_startup_nodes_with_their_options():
 def test_a_configuration_a_cluster_cannot_take_is_refused(config, message):
     with pytest.raises(ImproperlyConfigured, match=message):
         RedisClusterChannelLayer(**config)
+
+
+def test_the_servers_marker_is_in_each_groups_slot(layer):
+    from channels_tuning.layers.redis.cluster import slot_tag
+
+    for group in ("room.1", "chat.lobby", "x", "ticker"):
+        home = layer.marker_home(group)
+        assert home == slot(keys.group_key(layer, group))
+        assert slot(layer.alive_marker(home)) == home
+    assert {slot(slot_tag(n)) for n in range(0, 16384, 97)} == set(range(0, 16384, 97))
+    assert max(len(slot_tag(n)) for n in range(0, 16384, 97)) <= 5
+    single = RedisChannelLayer(hosts=["redis://127.0.0.1:1"], prefix="app")
+    assert single.alive_marker(single.marker_home("room.1")) == "app:ct:alive"
