@@ -197,7 +197,7 @@ async def pop_with_backup_in_one_slot(
     received), with the keys declared, for ``receive_single`` on a cluster."""
     if not features["cluster_receive"]:
         raise UpstreamChanged(LIBRARY, CLUSTER_RECEIVE, "see the start-up log")
-    backup = layer._backup_channel_name(channel_key)
+    backup = backup_key_in_slot_of(channel_key)
     connection = layer.connection(index)
     await connection.eval(_RESTORE_BACKUP_LUA, 2, channel_key, backup)
     result = await connection.bzpopmin(channel_key, timeout=timeout)

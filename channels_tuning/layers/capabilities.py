@@ -20,6 +20,8 @@ import functools
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from .redis import keys
+
 if TYPE_CHECKING:
     from .history import History
     from .presence import PresenceStore
@@ -131,8 +133,6 @@ def alive_markers(layer: Any, groups: Iterable[str]) -> set[str]:
     layer: the tuned layers' per shard (per hash slot on a cluster), or the one name."""
     marker = getattr(layer, "alive_marker", None)
     if marker is None:
-        from .redis import keys
-
         return {keys.alive_key(layer)}
     return {marker(layer.marker_home(group)) for group in groups}
 

@@ -269,11 +269,7 @@ async def test_a_slot_migrated_while_broadcasting(daphne_factory, redis_cluster)
     (``redis-cli --cluster reshard``) under 50 broadcasts/s: nothing lost or doubled."""
 
     async def reshard(port: int) -> dict:
-        ids = {
-            int(line.split()[1].split("@")[0].rsplit(":", 1)[1]): line.split()[0]
-            for line in redis_cluster.cli("CLUSTER", "NODES").splitlines()
-            if "master" in line.split()[2]
-        }
+        ids = {port: node_id for node_id, port, _ in redis_cluster.primaries()}
         target = next(p for p in ids if p != port)
         began = time.monotonic()
         command = [

@@ -69,28 +69,31 @@ class RedisCluster:
         text = (node or self._live()).cli("CLUSTER", "INFO")
         return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
 
-    def primary_ports(self) -> dict[int, tuple[int, int]]:
-        """Port of each primary -> the (first, last) slot of its first range."""
-        found: dict[int, tuple[int, int]] = {}
-        for line in self._live().cli("CLUSTER", "NODES").splitlines():
-            fields = line.split()
-            if "master" in fields[2] and "fail" not in fields[2] and len(fields) > 8:
-                port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
-                first, _, last = fields[8].partition("-")
-                found[port] = (int(first), int(last or first))
-        return found
-
-    def port_of_slot(self, slot: int) -> int:
+    def primaries(self) -> list[tuple[str, int, list[tuple[int, int]]]]:
+        """Each primary not marked failed, from ``CLUSTER NODES``: its node id, port and
+        slot ranges (first, last)."""
+        found = []
         for line in self._live().cli("CLUSTER", "NODES").splitlines():
             fields = line.split()
             if "master" not in fields[2] or "fail" in fields[2]:
                 continue
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            ranges = []
             for spec in fields[8:]:
-                if spec.startswith("["):
-                    continue
-                first, _, last = spec.partition("-")
-                if int(first) <= slot <= int(last or first):
-                    return int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                if not spec.startswith("["):  # "[slot->-id]": a slot being migrated
+                    first, _, last = spec.partition("-")
+                    ranges.append((int(first), int(last or first)))
+            found.append((fields[0], port, ranges))
+        return found
+
+    def primary_ports(self) -> dict[int, tuple[int, int]]:
+        """Port of each primary serving slots -> the (first, last) slot of its first range."""
+        return {port: ranges[0] for _, port, ranges in self.primaries() if ranges}
+
+    def port_of_slot(self, slot: int) -> int:
+        for _, port, ranges in self.primaries():
+            if any(first <= slot <= last for first, last in ranges):
+                return port
         raise LookupError(f"no primary serves slot {slot}")
 
     def port_of_key(self, key: str) -> int:

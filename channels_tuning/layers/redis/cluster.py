@@ -24,7 +24,6 @@ What changes against one Redis, and why:
   in the inbox's slot (:func:`channels_tuning.compat.channels_redis.pop_with_backup_in_one_slot`).
 - ``flush()`` deletes the layer's keys on every primary (``SCAN``, not ``KEYS``: it is
   for tests and maintenance, not a hot path).
-
 - The servers' "memberships are in Redis" marker (``keys.alive_key``) is one per hash
   slot that holds groups, read with the group's members: an empty group on a primary
   that lost its data reports ``state_lost`` while the other primaries' groups do not.
