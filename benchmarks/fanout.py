@@ -18,6 +18,7 @@ seconds per 10 000 deliveries (and µs per delivery), and the ratios.
     python benchmarks/fanout.py --processes 1,2,3    # sizing: N server processes
     python benchmarks/fanout.py --processes 2 --shards 2    # Redis sharded over 2 servers
     python benchmarks/fanout.py --layouts    # one Redis, 2 shards, a Redis Cluster
+    python benchmarks/fanout.py --group-send    # the quickstart's path: group_send + handler
 """
 
 from __future__ import annotations
@@ -339,7 +340,16 @@ async def main() -> None:
         help="instead: the tuned burst on 2 server processes with one Redis, two shards "
         "and a Redis Cluster (3 primaries, a replica each), side by side",
     )
+    parser.add_argument(
+        "--group-send",
+        action="store_true",
+        help="instead: the burst by group_send to a handler (the quickstart's path) on "
+        "plain Channels and on the package, against broadcast() and the ceiling",
+    )
     options = parser.parse_args()
+    if options.group_send:
+        await compare_group_send(options.subscribers, options.messages)
+        return
     if options.layouts:
         await compare_layouts(options.subscribers, options.messages)
         return
@@ -408,6 +418,30 @@ async def main() -> None:
     n = options.subscribers
     table(f"{n} subscribers, {options.messages} x 100 B, unthrottled", burst)
     table(f"{n} subscribers, {options.paced} x 100 B at {options.rate:g}/s", paced)
+
+
+async def compare_group_send(subscribers: int, messages: int) -> None:
+    """The unthrottled burst along the path existing code keeps: ``group_send`` of an
+    event whose handler calls ``self.send`` for each subscriber. Plain Channels; the
+    same call on the package (``TunedWebsocketConsumer`` handler, the tuned layer,
+    ``channels-tuning-daphne``); ``broadcast()``; the ``websockets`` ceiling."""
+    with tempfile.TemporaryDirectory() as name:
+        tmp = Path(name)
+        redis = start_redis(tmp)
+        try:
+            common = (redis, subscribers, messages, None, tmp)
+            rows = [
+                await run_case("plain", *common),
+                await run_case("tuned", *common, publish=publish_plain),
+                await run_case("tuned", *common),
+                await run_ceiling(subscribers, messages, None, tmp),
+            ]
+        finally:
+            stop_process(redis.proc)
+    rows[0]["kind"] = "plain Channels, group_send"
+    rows[1]["kind"] = "channels-tuning, group_send"
+    rows[2]["kind"] = "channels-tuning, broadcast()"
+    table(f"{subscribers} subscribers, {messages} x 100 B, unthrottled", rows)
 
 
 async def compare_layouts(subscribers: int, messages: int) -> None:

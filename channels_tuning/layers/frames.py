@@ -22,6 +22,9 @@ FRAMES_TYPE: Final = "channels_tuning.frames"
 #: and ``reason`` (:func:`channels_tuning.users.disconnect_user`): handled as it
 #: arrives, ahead of the events waiting for handlers.
 DISCONNECT_TYPE: Final = "channels_tuning.disconnect"
+#: What a tuned consumer writes (or closes on) as the message is handed to it; every
+#: other type waits for a handler (:mod:`channels_tuning.consumers.inbox`).
+WRITTEN_AT_ONCE: Final = frozenset({FRAME_TYPE, FRAMES_TYPE, DISCONNECT_TYPE})
 #: Layer message type that ends the tuned consumers' subscriptions to its ``topic``
 #: (:func:`channels_tuning.users.unsubscribe_user`): run by the consumers' handler
 #: ``channels_tuning_unsubscribe`` (:mod:`channels_tuning.consumers.topics`).

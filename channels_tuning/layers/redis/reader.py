@@ -30,6 +30,7 @@ from ...compat import channels_redis as upstream
 from ...runtime.counters import DROPPED, LAYER_ERRORS
 from ...runtime.writebatch import WriteBatch
 from ..capabilities import message_expiry, process_liveness
+from ..frames import WRITTEN_AT_ONCE
 from . import keys
 from .membership import restore_memberships
 
@@ -253,6 +254,14 @@ class ProcessLayerReader:
                             self._deliver(channel, message)
                     else:
                         self._deliver(target, message)
+                for_handlers = any(m.get("type") not in WRITTEN_AT_ONCE for _, m in batch)
+                if for_handlers:
+                    self.write_batch.through_next_turn()  # handlers write at the next turn
+            if for_handlers:
+                # Ask Redis again once those handlers ran: asked while they run, the
+                # answer would wait for them and look like no burst (BURST_GAP), and
+                # a burst would be read one message at a time.
+                await asyncio.sleep(0)
 
     async def _wait_for_handlers(self) -> None:
         """Backpressure from handlers to producers: while a consumer's handlers are

@@ -9,6 +9,7 @@ and a changed upstream is logged with its fallback taking over."""
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any
 
@@ -689,3 +690,31 @@ def test_writes_held_in_a_batch_leave_in_one_call_in_order():
     assert sent_b == [b"123"]
     a.write(b"after")  # outside a batch: at once
     assert sent_a[-1] == b"after"
+
+
+async def test_a_batch_for_handlers_holds_their_writes_through_the_next_turn():
+    """The reader queued events for handlers: their tasks run at the loop's next turn,
+    and what they write without suspending leaves in one call with the batch's frames;
+    a write after a handler suspended goes out at once."""
+    from channels_tuning.runtime.writebatch import WriteBatch
+
+    sent: list[bytes] = []
+    transport = eager_transport(sent)
+    batch = WriteBatch()
+    assert twisted.use_write_batch(transport, batch)
+
+    async def handlers() -> None:
+        transport.write(b"2")
+        transport.write(b"3")
+        await asyncio.sleep(0)  # suspended: the batch has ended by the time it resumes
+        transport.write(b"late")
+
+    with batch.collect():
+        transport.write(b"1")  # a ready frame, as broadcast() delivers
+        task = asyncio.get_running_loop().create_task(handlers())
+        batch.through_next_turn()
+    assert sent == [] and batch.collecting
+    await asyncio.sleep(0)  # one turn: the handlers' first step, then the batch's end
+    assert sent == [b"123"] and not batch.collecting
+    await task
+    assert sent == [b"123", b"late"]
