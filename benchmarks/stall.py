@@ -17,8 +17,15 @@ to the last byte. Per row:
 - collections in the window per generation and the longest full one;
 - memory per connection (RSS growth over N, after the clients connected).
 
+With ``--broadcast``, after the window one 100-byte message goes to every held
+connection (``broadcast()`` on the package, ``group_send`` to a relaying handler on
+plain Channels, ``websockets.broadcast`` on the ceiling) while the loop is probed every
+20 ms: delivered, time to the last delivery, server CPU per delivery (the idle rate of
+the window taken out) and the longest probe meanwhile.
+
     python benchmarks/stall.py [--connections 1000,5000,19000] [--window 60]
                                [--kinds plain,tuned,websockets] [--former]
+                               [--broadcast] # then one message to all N
                                [--profile]   # py-spy: where the idle CPU goes
                                [--plot DIR]  # stalls.png
 
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -42,8 +50,10 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.ceiling import start_ceiling  # noqa: E402
 from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
-from benchmarks.fanout import cpu_seconds  # noqa: E402
+from benchmarks.fanout import PlainRedisLayer, cpu_seconds, payload  # noqa: E402
 from benchmarks.profiling import sampled  # noqa: E402
+from channels_tuning.broadcast import broadcast  # noqa: E402
+from channels_tuning.layers import RedisChannelLayer  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
 KINDS = ("plain", "tuned", "websockets")
@@ -55,6 +65,8 @@ FORMER_GC = {
     "GC_THRESHOLD": [50_000, 20, 100],
 }
 PROBE_EVERY = 0.2
+#: Probes while the broadcast is delivered (it takes a fraction of a second).
+BROADCAST_PROBE_EVERY = 0.02
 DAPHNE_PING_INTERVAL = 20.0
 
 
@@ -69,13 +81,66 @@ async def probe(port: int) -> float:
     return elapsed
 
 
-async def probe_for(port: int, window: float) -> list[float]:
+async def probe_for(port: int, window: float, every: float = PROBE_EVERY) -> list[float]:
     samples = []
     ends = time.monotonic() + window
     while time.monotonic() < ends:
         samples.append(await asyncio.wait_for(probe(port), 30))
-        await asyncio.sleep(PROBE_EVERY)
+        await asyncio.sleep(every)
     return samples
+
+
+async def publish_once(kind: str, server, redis, group: str) -> None:
+    if kind == "websockets":
+        import websockets
+
+        async with websockets.connect(server.ws("/pub")) as producer:
+            await producer.send(payload(0))
+            await asyncio.sleep(0.5)  # the server reads it before the producer leaves
+    elif kind == "plain":
+        layer = PlainRedisLayer(hosts=[redis.url])
+        await layer.group_send(group, {"type": "relay", "text": payload(0)})
+        await layer.close_pools()
+    else:
+        layer = RedisChannelLayer(hosts=[redis.url])
+        await broadcast(group, payload(0), on_full="wait", timeout=60, layer=layer)
+        await layer.close_pools()
+
+
+async def broadcast_to_all(
+    kind: str, server, redis, group: str, clients: list, idle_cpu: float
+) -> dict:
+    """One message to every held connection, the loop probed meanwhile (see the
+    module docstring). The clients report 3 s after the last frame they got."""
+    samples: list[tuple[float, float]] = []
+
+    async def sample_cpu() -> None:
+        while True:
+            samples.append((time.time(), cpu_seconds(server.app_pid)))
+            await asyncio.sleep(0.01)
+
+    sampler = asyncio.create_task(sample_cpu())
+    await asyncio.sleep(0.05)
+    started = time.time()
+    prober = asyncio.create_task(probe_for(server.port, 2.0, BROADCAST_PROBE_EVERY))
+    await publish_once(kind, server, redis, group)
+    probes = await prober
+    reports = await asyncio.gather(
+        *(asyncio.to_thread(lambda c=c: json.loads(c.stdout.readline())) for c in clients)
+    )
+    sampler.cancel()
+    latencies = [x for report in reports for x in report["latencies"]]
+    last = started + max(latencies, default=0.0)
+    before = samples[0]
+    after = next((sample for sample in samples if sample[0] >= last), samples[-1])
+    busy = after[1] - before[1] - idle_cpu * (after[0] - before[0])
+    delivered = sum(report["got"] for report in reports)
+    return {
+        "delivered": delivered,
+        "last_delivery_ms": max(latencies, default=0.0) * 1000,
+        "us_per_delivery": max(busy, 0.0) / max(delivered, 1) * 1e6,
+        "probe_max_ms": max(probes) * 1000,
+    }
 
 
 def start_server(kind: str, redis, tmp: Path):
@@ -91,10 +156,18 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 async def measure(
-    kind: str, count: int, window: float, redis, tmp: Path, profile: bool = False
+    kind: str,
+    count: int,
+    window: float,
+    redis,
+    tmp: Path,
+    profile: bool = False,
+    to_all: bool = False,
 ) -> dict:
     server = start_server(kind, redis, tmp)
-    path = ROUTES[kind.split("-")[0]].format(f"stall-{kind}-{time.monotonic_ns()}")
+    group = f"stall-{kind}-{time.monotonic_ns()}"
+    path = ROUTES[kind.split("-")[0]].format(group)
+    sent: dict = {}
     try:
         rss_before = server.rss_kb()
         with idle_clients(server.port, path, count) as clients:
@@ -109,6 +182,8 @@ async def measure(
             cpu = (cpu_seconds(server.app_pid) - cpu_before) / window
             gc_after = server.stats()["gc"]["generations"]
             alive = all(client.poll() is None for client in clients)
+            if to_all:
+                sent = await broadcast_to_all(kind, server, redis, group, clients, cpu)
     finally:
         stop_process(server.proc)
     collections = [
@@ -129,6 +204,7 @@ async def measure(
         "longest_ms": longest,
         "kb_per_connection": (rss_after - rss_before) / count,
         "profile": spied.summary() if spied is not None else "",
+        "broadcast": sent,
     }
 
 
@@ -147,11 +223,29 @@ def table(rows: list[dict], window: float) -> str:
             f"{row['cpu_percent']:.1f} | {gen} ({row['longest_ms'][2]:.0f}) | "
             f"{row['kb_per_connection']:.1f} |"
         )
+    if any(row["broadcast"] for row in rows):
+        lines += [
+            "",
+            "| one message to all N | delivered | last delivery ms | server µs per "
+            "delivery | longest probe meanwhile ms |",
+            "|---|---|---|---|---|",
+        ]
+        for row in rows:
+            sent = row["broadcast"]
+            lines.append(
+                f"| {row['connections']}, {row['kind']} | {sent['delivered']} | "
+                f"{sent['last_delivery_ms']:.0f} | {sent['us_per_delivery']:.1f} | "
+                f"{sent['probe_max_ms']:.0f} |"
+            )
     return "\n".join(lines)
 
 
 async def run(
-    counts: list[int], kinds: list[str], window: float, profile: bool = False
+    counts: list[int],
+    kinds: list[str],
+    window: float,
+    profile: bool = False,
+    to_all: bool = False,
 ) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -160,7 +254,7 @@ async def run(
         try:
             for count in counts:
                 for kind in kinds:
-                    row = await measure(kind, count, window, redis, tmp, profile)
+                    row = await measure(kind, count, window, redis, tmp, profile, to_all)
                     print(row.pop("profile"), file=sys.stderr)
                     print(row, file=sys.stderr, flush=True)
                     rows.append(row)
@@ -176,11 +270,12 @@ def main() -> None:
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--former", action="store_true", help="also the former GC settings")
     parser.add_argument("--profile", action="store_true", help="py-spy during each window")
+    parser.add_argument("--broadcast", action="store_true", help="then one message to all N")
     parser.add_argument("--plot", type=Path, help="write stalls.png (stall and CPU against N)")
     args = parser.parse_args()
     kinds = args.kinds.split(",") + (["tuned-former"] if args.former else [])
     counts = [int(n) for n in args.connections.split(",")]
-    rows = asyncio.run(run(counts, kinds, args.window, args.profile))
+    rows = asyncio.run(run(counts, kinds, args.window, args.profile, args.broadcast))
     print(table(rows, args.window))
     if args.plot is not None:
         from benchmarks import plots
