@@ -108,7 +108,7 @@ async def publish_once(kind: str, server, redis, group: str) -> None:
 
 
 async def broadcast_to_all(
-    kind: str, server, redis, group: str, clients: list, idle_cpu: float
+    kind: str, server, redis, group: str, clients: list, idle_cpu: float, profile: bool
 ) -> dict:
     """One message to every held connection, the loop probed meanwhile (see the
     module docstring). The clients report 3 s after the last frame they got."""
@@ -122,9 +122,12 @@ async def broadcast_to_all(
     sampler = asyncio.create_task(sample_cpu())
     await asyncio.sleep(0.05)
     started = time.time()
-    prober = asyncio.create_task(probe_for(server.port, 2.0, BROADCAST_PROBE_EVERY))
-    await publish_once(kind, server, redis, group)
-    probes = await prober
+    with sampled(server.app_pid) if profile else nullcontext() as spied:
+        prober = asyncio.create_task(probe_for(server.port, 2.0, BROADCAST_PROBE_EVERY))
+        await publish_once(kind, server, redis, group)
+        probes = await prober
+    if spied is not None:
+        print(f"{kind}: the server during the broadcast\n{spied.summary()}", file=sys.stderr)
     reports = await asyncio.gather(
         *(asyncio.to_thread(lambda c=c: json.loads(c.stdout.readline())) for c in clients)
     )
@@ -183,7 +186,7 @@ async def measure(
             gc_after = server.stats()["gc"]["generations"]
             alive = all(client.poll() is None for client in clients)
             if to_all:
-                sent = await broadcast_to_all(kind, server, redis, group, clients, cpu)
+                sent = await broadcast_to_all(kind, server, redis, group, clients, cpu, profile)
     finally:
         stop_process(server.proc)
     collections = [

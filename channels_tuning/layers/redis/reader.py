@@ -33,6 +33,7 @@ from ..capabilities import message_expiry, process_liveness
 from ..frames import WRITTEN_AT_ONCE
 from . import keys
 from .membership import restore_memberships
+from .parts import in_parts
 
 logger = logging.getLogger(__name__)
 
@@ -247,16 +248,16 @@ class ProcessLayerReader:
                     # Still in Redis, or read by the next receive_single.
                     logger.debug("channels_tuning: batch read failed", exc_info=True)
                 self._more_waiting = len(batch) > 1
-            with self.write_batch.collect():
-                for target, message in batch:
-                    if isinstance(target, list):
-                        for channel in target:
+            for_handlers = any(m.get("type") not in WRITTEN_AT_ONCE for _, m in batch)
+            for index, part in enumerate(in_parts(batch)):
+                if index:
+                    await asyncio.sleep(0)  # the loop runs between parts (.parts)
+                with self.write_batch.collect():
+                    for channels, message in part:
+                        for channel in channels:
                             self._deliver(channel, message)
-                    else:
-                        self._deliver(target, message)
-                for_handlers = any(m.get("type") not in WRITTEN_AT_ONCE for _, m in batch)
-                if for_handlers:
-                    self.write_batch.through_next_turn()  # handlers write at the next turn
+                    if for_handlers:
+                        self.write_batch.through_next_turn()  # handlers write next turn
             if for_handlers:
                 # Ask Redis again once those handlers ran: asked while they run, the
                 # answer would wait for them and look like no burst (BURST_GAP), and
