@@ -6,8 +6,8 @@ one such hand-over, and the loop answered nothing else until every member's fram
 written: an HTTP request to that process waited 783 ms
 (``python benchmarks/stall.py --connections 19000 --kinds tuned --broadcast``). The
 reader now hands a batch on in parts of at most :data:`DELIVERIES_PER_PART`
-deliveries, and the loop runs between parts: 52 ms, the last frame out after 486 ms
-instead of 821.
+deliveries, and the loop runs between parts: 52-121 ms over five runs, the last frame
+out after 486-810 ms (was 821).
 
 A part keeps each member's messages of a *run* together (consecutive messages with
 the same receivers: a burst to one group is one run), so what a member gets from a
