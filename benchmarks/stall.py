@@ -50,9 +50,14 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.ceiling import start_ceiling  # noqa: E402
 from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
-from benchmarks.fanout import PlainRedisLayer, cpu_seconds, payload  # noqa: E402
+from benchmarks.fanout import (  # noqa: E402
+    PlainRedisLayer,
+    cpu_seconds,
+    payload,
+    publish_plain,
+    publish_tuned,
+)
 from benchmarks.profiling import sampled  # noqa: E402
-from channels_tuning.broadcast import broadcast  # noqa: E402
 from channels_tuning.layers import RedisChannelLayer  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
@@ -97,13 +102,10 @@ async def publish_once(kind: str, server, redis, group: str) -> None:
         async with websockets.connect(server.ws("/pub")) as producer:
             await producer.send(payload(0))
             await asyncio.sleep(0.5)  # the server reads it before the producer leaves
-    elif kind == "plain":
-        layer = PlainRedisLayer(hosts=[redis.url])
-        await layer.group_send(group, {"type": "relay", "text": payload(0)})
-        await layer.close_pools()
-    else:
-        layer = RedisChannelLayer(hosts=[redis.url])
-        await broadcast(group, payload(0), on_full="wait", timeout=60, layer=layer)
+    else:  # as the fan-out benchmark publishes
+        plain = kind == "plain"
+        layer = (PlainRedisLayer if plain else RedisChannelLayer)(hosts=[redis.url])
+        await (publish_plain if plain else publish_tuned)(layer, group, 0)
         await layer.close_pools()
 
 
