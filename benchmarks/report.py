@@ -2,7 +2,7 @@
 one run, plain Channels, channels-tuning and the ``websockets`` ceiling where it applies,
 with ratios and the machine it ran on.
 
-    python -m benchmarks.report             # full counts, about 30 minutes
+    python -m benchmarks.report             # full counts, about 50 minutes
     python -m benchmarks.report --quick     # small counts, about a minute (CI runs it)
     python -m benchmarks.report --write     # also rewrite docs/benchmarks.md's table
                                             # between its markers, and the plots in
@@ -21,7 +21,11 @@ Rows (each from the benchmark named, run in this process' sitting):
 - GC at 5000 idle connections during a burst: time in the collector and the longest
   gen2 pause, with and without ``GC_FREEZE`` (``benchmarks/gc_pause.py``);
 - stalls at 1 000, 5 000 and 19 000 idle connections in one process over a minute:
-  the worst stall of the loop, probe p99, server CPU (``benchmarks/stall.py``).
+  the worst stall of the loop, probe p99, server CPU; then one message to all of them:
+  time to the last delivery, server CPU per delivery, the longest probe meanwhile
+  (``benchmarks/stall.py --broadcast``);
+- C100K: 99 000 idle connections over five package processes for 10 minutes, then one
+  ``broadcast()`` to all (``benchmarks/c100k.py``; the package only).
 
 Progress goes to stderr, one line per step with the time it took.
 """
@@ -42,8 +46,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import c100k, connections, fanout, gc_pause, slow_reader, stall  # noqa: E402
 from benchmarks import codecs as codec_benchmark  # noqa: E402
-from benchmarks import connections, fanout, gc_pause, slow_reader, stall  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
@@ -64,6 +68,9 @@ class Counts:
     gc_messages: int = 100
     stall_counts: tuple[int, ...] = (1000, 5000, 19000)
     stall_window: float = 60.0
+    c100k_processes: int = 5
+    c100k_per_process: int = 19_800
+    c100k_window: float = 600.0
 
 
 QUICK = Counts(
@@ -78,6 +85,9 @@ QUICK = Counts(
     gc_messages=10,
     stall_counts=(100, 300),
     stall_window=3.0,
+    c100k_processes=2,
+    c100k_per_process=100,
+    c100k_window=3.0,
 )
 
 
@@ -119,7 +129,7 @@ def ratio(a: float, b: float) -> str:
 async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, str]], dict]:
     """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets), and
     the measurements behind them (for the plots)."""
-    progress = Progress(14 + len(counts.stall_counts))
+    progress = Progress(15 + len(counts.stall_counts))
     rows: list[tuple[str, str, str, str, str, str]] = []
 
     def row(title: str, plain: float | None, tuned: float, ceiling: float | None, fmt: str):
@@ -308,7 +318,9 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
             for count in counts.stall_counts:
                 with progress.step(f"stalls at {count} idle connections, three servers"):
                     stalls[count] = {
-                        kind: await stall.measure(kind, count, counts.stall_window, redis, tmp)
+                        kind: await stall.measure(
+                            kind, count, counts.stall_window, redis, tmp, to_all=True
+                        )
                         for kind in stall.KINDS
                     }
             for count, by_kind in stalls.items():
@@ -324,8 +336,28 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
                         by_kind["websockets"][key],
                         fmt,
                     )
+                for title, key, fmt in (
+                    ("delivered", "delivered", "{:.0f}"),
+                    ("ms to the last delivery", "last_delivery_ms", "{:.0f}"),
+                    ("server µs per delivery", "us_per_delivery", "{:.1f}"),
+                    ("longest probe meanwhile, ms", "probe_max_ms", "{:.0f}"),
+                ):
+                    row(
+                        f"{count} idle, one message to all: {title}",
+                        by_kind["plain"]["broadcast"][key],
+                        by_kind["tuned"]["broadcast"][key],
+                        by_kind["websockets"]["broadcast"][key],
+                        fmt,
+                    )
         finally:
             stop_process(redis.proc)
+
+    held = counts.c100k_processes * counts.c100k_per_process
+    with progress.step(f"C100K: {held} idle over {counts.c100k_processes} processes"):
+        c100k_result = await c100k.run(
+            counts.c100k_processes, counts.c100k_per_process, counts.c100k_window
+        )
+    rows.append(c100k_row(c100k_result, held, counts))
 
     with progress.step(f"codecs, {counts.codec_calls} calls per case"):
         timing = {
@@ -367,6 +399,25 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
         )
     raw = {"slow": slow, "burst": burst, "gc": gc_rows, "shape": shape, "stalls": stalls}
     return rows, raw
+
+
+def c100k_row(result: dict, held: int, counts: Counts) -> tuple[str, str, str, str, str, str]:
+    processes = result["processes"]
+    rss_mb = sum(process["rss_mb"] for process in processes)
+    return (
+        f"C100K, {held} idle over {counts.c100k_processes} processes, "
+        f"{counts.c100k_window:.0f} s: held at the end; worst stall of any process; server "
+        "CPU of all, % of a core; server RSS of all; one broadcast(): delivered, ms to "
+        "the last",
+        "—",
+        f"{sum(p['held_at_end'] for p in processes)}; "
+        f"{max(p['worst_stall_ms'] for p in processes):.0f} ms; "
+        f"{sum(p['cpu_percent'] for p in processes):.1f} %; {rss_mb:.0f} MB; "
+        f"{result['delivered']}, {result['last_delivery_ms']:.0f} ms",
+        "—",
+        "",
+        "",
+    )
 
 
 def write_plots(raw: dict, out: Path) -> list[Path]:

@@ -389,6 +389,10 @@ async def stats_app(scope, receive, send):
     unreachable = garbage = None
     if scope["query_string"] == b"gc=1":
         unreachable = gc.collect()
+    if scope["query_string"] == b"gc=freeze":
+        # What the package's collector rounds do: collect, then freeze what lives.
+        unreachable = gc.collect()
+        gc.freeze()
     if scope["query_string"] == b"gc=unfreeze":
         # What a full collection of everything, frozen objects included, finds
         # unreachable: the cyclic garbage a gc.freeze() would otherwise keep.

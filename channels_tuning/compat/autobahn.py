@@ -31,6 +31,8 @@ upstream symbol                                used for
 ``CONFIG_ATTRS``, ``_connectionMade``'s        the factory's options as class
 ``hasattr(self, configAttr)``                  attributes of the protocol: not
                                                copied into every connection
+``current_frame_masker``, ``current_frame``    a received frame's masker let go
+(``processData``, ``onFrameEnd``)              when the frame ends
 =============================================  ===================================
 
 Each hook has a safe fallback: when :func:`check` finds a symbol missing, the
@@ -46,6 +48,7 @@ from typing import Any
 import autobahn.twisted.websocket as autobahn_twisted_module
 import autobahn.websocket.protocol as autobahn_protocol_module
 from autobahn.util import encode_truncate
+from autobahn.websocket import xormasker
 from autobahn.websocket.compress_deflate import PerMessageDeflate
 from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
 from twisted.internet.defer import succeed
@@ -66,6 +69,7 @@ features = {
     "protocol_error_code": True,
     "release_is_closed": True,
     "prepared_pings": True,
+    "release_frame_masker": True,
 }
 
 
@@ -255,6 +259,24 @@ def release_is_closed(protocol: Any) -> None:
         protocol.is_closed = succeed(None)
 
 
+#: What a connection's ``current_frame_masker`` points at between frames: one
+#: masker for every connection, never used (a frame's header sets its own).
+SPENT_MASKER: Any = xormasker.XorMaskerNull()
+
+
+def release_frame_masker(protocol: Any) -> None:
+    """autobahn keeps a received frame's masker until the next frame's header
+    replaces it. A pong is a frame, so each connection carried one object made at
+    its last heartbeat, which lived long enough to reach the collector's older
+    generations: 19 000 of the 75 000 objects a young collection scanned at 19 000
+    idle connections (``gc.get_objects(0)`` counted by type during the collection;
+    docs/gc.md). Once the frame has ended (``current_frame`` is None) the masker is
+    never read again, so the attribute points at :data:`SPENT_MASKER` and the frame's
+    own masker is freed by reference counting."""
+    if features["release_frame_masker"] and protocol.current_frame is None:
+        protocol.current_frame_masker = SPENT_MASKER
+
+
 def send_uncompressed(protocol: Any, payload: bytes, binary: bool) -> None:
     protocol.sendMessage(payload, binary, doNotCompress=True)
 
@@ -330,6 +352,17 @@ def check() -> list[UpstreamChanged]:
         ["if self.autoPingPending:", "self._onPong(payload)"],
     )
     checker.callables(protocol, "WebSocketProtocol", ("onAutoPingTimeout",))
+    checker.attributes(xormasker, "autobahn.websocket.xormasker", ("XorMaskerNull",))
+    checker.contains(
+        getattr(protocol, "processData", None),
+        "WebSocketProtocol.processData current_frame_masker",
+        ["self.current_frame_masker = create_xor_masker(", "if self.current_frame is None:"],
+    )
+    checker.contains(
+        getattr(protocol, "onFrameEnd", None),
+        "WebSocketProtocol.onFrameEnd current_frame_masker",
+        ["self.current_frame = None"],
+    )
     checker.attributes(WebSocketServerProtocol, "WebSocketServerProtocol", ("CONFIG_ATTRS",))
     checker.contains(
         getattr(protocol, "_connectionMade", None),
@@ -364,6 +397,8 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["prepared_pings"] = False
         elif "is_closed" in problem.symbol:
             features["release_is_closed"] = False
+        elif "current_frame_masker" in problem.symbol or "xormasker" in problem.symbol:
+            features["release_frame_masker"] = False
         elif "localCloseCode" in problem.symbol:
             features["protocol_error_code"] = False
         elif "PerMessageDeflate" in problem.symbol:

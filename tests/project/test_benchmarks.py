@@ -50,11 +50,20 @@ def test_report_runs_with_small_counts(tmp_path):
         "slow reader",
         "codec",
         "worst stall of the loop",
+        "one message to all: delivered",
+        "C100K",
     ):
         assert any(expected in title for title in titles), (expected, titles)
     delivered = next(row for row in rows if "delivered, %" in row)
     # Every message reached every subscriber in the quick burst, on all three servers.
     assert re.findall(r"\| (\d+\.\d) ", delivered)[:3] == ["100.0"] * 3, delivered
+    # One message to every idle connection reached all of them, on all three servers.
+    to_all = next(row for row in rows if "300 idle, one message to all: delivered" in row)
+    assert to_all.split(" | ")[1:4] == ["300"] * 3, to_all
+    # C100K in small: every connection held to the end, the broadcast reached all.
+    cell = next(row for row in rows if row.startswith("| C100K")).split(" | ")[2]
+    held, *_, broadcast = cell.split("; ")
+    assert held == "200" and broadcast.startswith("200, "), cell
     assert re.search(r"\[(\d+)/\1\]", result.stderr)  # the progress display, to its end
     # The plots: four PNG files, each a real picture (PNG signature, not empty).
     pngs = sorted(path.name for path in tmp_path.glob("*.png"))

@@ -3,7 +3,8 @@
 Opens N connections with a minimal asyncio protocol (handshake, then unmasked
 server frames parsed from the buffer), prints READY, and counts data frames
 ``"<seq> <sent_at>"``: per-message latency is ``now - sent_at``. Prints one JSON
-line when no frame arrived for --quiet seconds after the first one.
+line when no frame arrived for --quiet seconds after the first one; it also counts
+the connections the server closed or lost (``closed``).
 
     python tests/support/fanout_client.py PORT PATH N QUIET MAX_WAIT [IN_FLIGHT]
 
@@ -37,6 +38,9 @@ class Subscriber(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.stats["closed"] += 1
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -94,7 +98,7 @@ async def main() -> None:
     quiet, max_wait = float(sys.argv[4]), float(sys.argv[5])
     in_flight = int(sys.argv[6]) if len(sys.argv) > 6 else 1
     loop = asyncio.get_running_loop()
-    stats: dict = {"got": 0, "latencies": [], "last": 0.0, "max_gap": 0.0}
+    stats: dict = {"got": 0, "latencies": [], "last": 0.0, "max_gap": 0.0, "closed": 0}
     slots = asyncio.Semaphore(in_flight)
 
     async def connect() -> None:
@@ -126,7 +130,12 @@ async def main() -> None:
         await asyncio.sleep(0.2)
     latencies = stats["latencies"]
     step = max(1, len(latencies) // 20_000)
-    report = {"got": stats["got"], "latencies": latencies[::step], "max_gap": stats["max_gap"]}
+    report = {
+        "got": stats["got"],
+        "latencies": latencies[::step],
+        "max_gap": stats["max_gap"],
+        "closed": stats["closed"],
+    }
     print(json.dumps(report), flush=True)
 
 

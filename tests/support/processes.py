@@ -152,6 +152,13 @@ class DaphneProcess:
         with urllib.request.urlopen(url, timeout=10) as response:
             return json.loads(response.read())
 
+    def collect_and_freeze(self) -> dict:
+        """A collection, then ``gc.freeze()``: from here, what the collector scans is
+        what was made since."""
+        url = f"http://127.0.0.1:{self.port}/_stats?gc=freeze"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return json.loads(response.read())
+
     def collect_everything(self) -> dict:
         """Stats after ``gc.unfreeze()`` and a full collection: ``unreachable`` is the
         cyclic garbage the process kept, frozen or not."""

@@ -46,6 +46,7 @@ from ...compat import daphne as daphne_hooks
 from ...compat.autobahn import (
     prepared_pings,
     protocol_error_code,
+    release_frame_masker,
     release_is_closed,
     send_close_frame,
     share_protocol_options,
@@ -168,6 +169,12 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
                 DROPPED.inc((SERVER_LABEL, "pong_skipped"))
                 return
             super().onPing(payload)
+
+        def onFrameEnd(self) -> bool | None:
+            ended = super().onFrameEnd()
+            # Not kept until the next frame (a heartbeat away): compat.autobahn.
+            release_frame_masker(self)
+            return ended
 
         def onMessageBegin(self, isBinary: bool) -> None:
             self._ct_fragments = 0

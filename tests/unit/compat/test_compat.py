@@ -241,6 +241,7 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
         "release_is_closed": True,
         "prepared_pings": True,
         "lazy_highlight": True,
+        "release_frame_masker": True,
     }
 
 
@@ -354,6 +355,38 @@ def test_autobahn_is_closed_resolved_otherwise(monkeypatch):
     autobahn.apply(problems)
     assert autobahn.features["release_is_closed"] is False
     assert autobahn.features["prepared_fast_path"] is True
+
+
+def test_autobahn_frame_masker_let_go_when_the_frame_ends():
+    """A received frame's masker is not kept until the next frame (a heartbeat away):
+    once autobahn has ended the frame, the attribute points at one shared masker."""
+    import gc
+
+    from autobahn.websocket.xormasker import XorMaskerNull
+
+    protocol = tuned_server_protocol()
+    masker = protocol.current_frame_masker = XorMaskerNull()
+    protocol.current_frame = object()  # a frame in progress: its masker is in use
+    autobahn.release_frame_masker(protocol)
+    assert protocol.current_frame_masker is masker
+    protocol.current_frame = None  # what autobahn's onFrameEnd leaves
+    autobahn.release_frame_masker(protocol)
+    assert protocol.current_frame_masker is autobahn.SPENT_MASKER
+    assert gc.get_referrers(masker) == []  # freed when the caller lets go of it
+
+
+def test_autobahn_frame_masker_kept_otherwise(monkeypatch):
+    change_source(monkeypatch, autobahn, "self.current_frame = None", "self.current_frame = 0")
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.onFrameEnd current_frame_masker"}
+    autobahn.apply(problems)
+    assert autobahn.features["release_frame_masker"] is False
+    assert autobahn.features["prepared_fast_path"] is True
+    protocol = tuned_server_protocol()
+    masker = protocol.current_frame_masker = object()
+    protocol.current_frame = None
+    autobahn.release_frame_masker(protocol)
+    assert protocol.current_frame_masker is masker
 
 
 def test_autobahn_unasked_pong_handled_otherwise(monkeypatch):

@@ -1,0 +1,202 @@
+"""C100K on one machine (issue #25): idle connections over several server processes,
+heartbeats on, for minutes; then one ``broadcast()`` that reaches all of them.
+
+Per server process: ``channels-tuning-daphne`` with Redis and the package defaults
+(a heartbeat every 25 s, the collector settings as shipped), holding
+``--per-process`` idle connections that all join one group. The clients are lean
+processes of at most 5 000 connections each (``tests/support/fanout_client.py``),
+answering pings as every client library does. For ``--window`` seconds this process
+probes every server's loop as ``benchmarks/stall.py`` does (``GET /_ping`` on a new
+connection every 0.2 s, timed to the last byte). Then one 100-byte ``broadcast()`` to
+the group, the loops probed every 20 ms meanwhile.
+
+Reported, for all processes together: connections held at the start and at the end
+of the window (the servers' count), connections the clients saw closed, server CPU in
+% of one core, total server RSS; per process: the worst stall (the longest probe or
+collection), probe p50 / p99, collections per generation; for the broadcast:
+delivered, the time to the last delivery, the longest probe meanwhile.
+
+    python benchmarks/c100k.py [--processes 5] [--per-process 19800] [--window 600]
+
+The fd limit of these machines is 20 000 per process, and a process may not raise it:
+a server holds its own files, its Redis connections and the probes next to the
+clients', so 19 800 per process is the most that fits (5 processes: 99 000).
+``--processes 6 --per-process 16667`` reaches 100 002.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
+from benchmarks.fanout import cpu_seconds  # noqa: E402
+from benchmarks.stall import BROADCAST_PROBE_EVERY, percentile, probe_for, publish_once  # noqa: E402
+from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
+
+#: How long the clients may take to report after the broadcast (they report 3 s
+#: after their last frame).
+REPORT_TIMEOUT = 120.0
+
+
+def closes(server) -> dict[str, float]:
+    """The server's close counter by reason (``channels_tuning_closes_total``)."""
+    counters = server.stats()["counters"]["channels_tuning_closes_total"]
+    return {str(labels): value for labels, value in counters.items()}
+
+
+async def hold(servers: list, redis, group: str, per_process: int, window: float) -> dict:
+    """Every server holds ``per_process`` clients: the window, then the broadcast."""
+    path = ROUTES["tuned"].format(group)
+    opening = time.monotonic()
+    with ExitStack() as stack:
+        clients = [
+            client
+            for server in servers
+            for client in stack.enter_context(idle_clients(server.port, path, per_process))
+        ]
+        opened_in = time.monotonic() - opening
+        await asyncio.sleep(5)  # the last upgrades settle
+        held_at_start = [server.stats()["connections"] for server in servers]
+        for server in servers:
+            server.stats(reset_gc_max=True)
+        gc_before = [server.stats()["gc"]["generations"] for server in servers]
+        cpu_before = [cpu_seconds(server.app_pid) for server in servers]
+        probes = await asyncio.gather(*(probe_for(server.port, window) for server in servers))
+        cpu = [
+            (cpu_seconds(server.app_pid) - before) / window
+            for server, before in zip(servers, cpu_before, strict=True)
+        ]
+        gc_after = [server.stats()["gc"]["generations"] for server in servers]
+        held_at_end = [server.stats()["connections"] for server in servers]
+        rss_mb = [server.rss_kb() / 1024 for server in servers]
+        closed_by_server = [closes(server) for server in servers]
+
+        probers = asyncio.gather(
+            *(probe_for(server.port, 3.0, BROADCAST_PROBE_EVERY) for server in servers)
+        )
+        await publish_once("tuned", None, redis, group)
+        during = await probers
+        reports = await asyncio.gather(
+            *(
+                asyncio.wait_for(
+                    asyncio.to_thread(lambda c=client: json.loads(c.stdout.readline())),
+                    REPORT_TIMEOUT,
+                )
+                for client in clients
+            )
+        )
+    latencies = [x for report in reports for x in report["latencies"]]
+    per_process = []
+    for index, samples in enumerate(probes):
+        collections = [
+            a["collections"] - b["collections"]
+            for a, b in zip(gc_after[index], gc_before[index], strict=True)
+        ]
+        longest = [
+            g["pause_max_ms"] if n else 0.0
+            for g, n in zip(gc_after[index], collections, strict=True)
+        ]
+        per_process.append(
+            {
+                "held_at_start": held_at_start[index],
+                "held_at_end": held_at_end[index],
+                "cpu_percent": cpu[index] * 100,
+                "rss_mb": rss_mb[index],
+                "worst_stall_ms": max(max(samples) * 1000, max(longest)),
+                "probe_p50_ms": statistics.median(samples) * 1000,
+                "probe_p99_ms": percentile(samples, 0.99) * 1000,
+                "collections": collections,
+                "longest_ms": longest,
+                "closes": closed_by_server[index],
+                "broadcast_probe_max_ms": max(during[index]) * 1000,
+            }
+        )
+    return {
+        "opened_in_s": opened_in,
+        "processes": per_process,
+        "clients_saw_closed": sum(report["closed"] for report in reports),
+        "delivered": sum(report["got"] for report in reports),
+        "last_delivery_ms": max(latencies, default=0.0) * 1000,
+    }
+
+
+async def run(processes: int, per_process: int, window: float) -> dict:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        redis = start_redis(tmp)
+        servers: list = []
+        try:
+            for _ in range(processes):
+                servers.append(start_daphne(tmp, tuned=True, redis=redis))
+            rss_empty_mb = sum(server.rss_kb() for server in servers) / 1024
+            result = await hold(servers, redis, f"c100k-{time.monotonic_ns()}", per_process, window)
+        finally:
+            for server in servers:
+                stop_process(server.proc)
+            stop_process(redis.proc)
+    result["rss_empty_mb"] = rss_empty_mb
+    return result
+
+
+def report(result: dict, processes: int, per_process: int, window: float) -> str:
+    rows = result["processes"]
+    total = processes * per_process
+    rss = sum(row["rss_mb"] for row in rows)
+    lines = [
+        f"{total} idle connections over {processes} processes, {window:.0f} s window "
+        f"(opened in {result['opened_in_s']:.0f} s)",
+        "",
+        "| process | held at start / end | worst stall ms | probe p50 / p99 ms | "
+        "CPU % of a core | collections gen0/1/2 (longest ms) | RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for index, row in enumerate(rows, 1):
+        gen = "/".join(str(n) for n in row["collections"])
+        longest = "/".join(f"{ms:.0f}" for ms in row["longest_ms"])
+        lines.append(
+            f"| {index} | {row['held_at_start']} / {row['held_at_end']} | "
+            f"{row['worst_stall_ms']:.0f} | {row['probe_p50_ms']:.1f} / "
+            f"{row['probe_p99_ms']:.1f} | {row['cpu_percent']:.1f} | {gen} ({longest}) | "
+            f"{row['rss_mb']:.0f} |"
+        )
+    lines += [
+        f"| all | {sum(r['held_at_start'] for r in rows)} / "
+        f"{sum(r['held_at_end'] for r in rows)} | "
+        f"{max(r['worst_stall_ms'] for r in rows):.0f} | | "
+        f"{sum(r['cpu_percent'] for r in rows):.1f} | | {rss:.0f} |",
+        "",
+        f"connections the clients saw closed: {result['clients_saw_closed']}; "
+        f"server closes by reason: {[row['closes'] for row in rows]}",
+        f"server memory: {rss:.0f} MB in all, {result['rss_empty_mb']:.0f} MB before any "
+        f"connection; {(rss - result['rss_empty_mb']) * 1024 / total:.1f} KB per connection",
+        f"one broadcast() to all: {result['delivered']} of {total} delivered, the last "
+        f"after {result['last_delivery_ms']:.0f} ms; longest probe meanwhile "
+        f"{max(r['broadcast_probe_max_ms'] for r in rows):.0f} ms",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--processes", type=int, default=5)
+    parser.add_argument("--per-process", type=int, default=19_800)
+    parser.add_argument("--window", type=float, default=600.0)
+    args = parser.parse_args()
+    result = asyncio.run(run(args.processes, args.per_process, args.window))
+    print(json.dumps(result), file=sys.stderr)
+    print(report(result, args.processes, args.per_process, args.window))
+
+
+if __name__ == "__main__":
+    main()
