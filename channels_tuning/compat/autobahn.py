@@ -42,7 +42,6 @@ objects are left to autobahn. Tested range: autobahn 23 to 26.
 
 from __future__ import annotations
 
-from pprint import pformat
 from typing import Any
 
 import autobahn.twisted.websocket as autobahn_twisted_module
@@ -54,6 +53,7 @@ from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtoc
 from twisted.internet.defer import succeed
 
 from ..exceptions import UpstreamChanged
+from ..runtime.lazytext import LazyPformat, lazy
 from ._checker import Checker, source_of
 
 LIBRARY = "autobahn"
@@ -73,23 +73,6 @@ features = {
 }
 
 
-class _LazyPformat:
-    """``pformat(obj)``, computed only when the log line is formatted."""
-
-    __slots__ = ("obj",)
-
-    def __init__(self, obj: Any) -> None:
-        self.obj = obj
-
-    def __str__(self) -> str:
-        return pformat(self.obj)
-
-    __repr__ = __str__
-
-    def __format__(self, spec: str) -> str:
-        return format(pformat(self.obj), spec)
-
-
 def defer_option_log() -> None:
     """Stop autobahn from pretty-printing its ~29 options at every connection.
 
@@ -98,34 +81,7 @@ def defer_option_log() -> None:
     server's CPU during a reconnect storm (py-spy, benchmarks/connections.py). The
     module's ``pformat`` becomes a lazy one: the same text when the line is logged."""
     if features["lazy_option_log"]:
-        autobahn_protocol_module.pformat = _LazyPformat  # type: ignore[assignment]
-
-
-class _LazyCall:
-    """``function(*args, **kwargs)`` as text, computed only when formatted."""
-
-    __slots__ = ("args", "function", "kwargs")
-
-    def __init__(self, function: Any, *args: Any, **kwargs: Any) -> None:
-        self.function = function
-        self.args = args
-        self.kwargs = kwargs
-
-    def __str__(self) -> str:
-        return str(self.function(*self.args, **self.kwargs))
-
-    __repr__ = __str__
-
-    def __format__(self, spec: str) -> str:
-        return format(str(self), spec)
-
-
-def _deferred(function: Any) -> Any:
-    def deferred(*args: Any, **kwargs: Any) -> _LazyCall:
-        return _LazyCall(function, *args, **kwargs)
-
-    deferred.original = function  # type: ignore[attr-defined]
-    return deferred
+        autobahn_protocol_module.pformat = LazyPformat  # type: ignore[assignment]
 
 
 #: The modules whose ``hltype``/``hlval`` :func:`defer_highlighting` replaces.
@@ -146,7 +102,7 @@ def defer_highlighting() -> None:
         for name in ("hltype", "hlval"):
             current = getattr(module, name)
             if not hasattr(current, "original"):
-                setattr(module, name, _deferred(current))
+                setattr(module, name, lazy(current))
 
 
 def share_protocol_options(protocol_class: type, factory: Any) -> None:
@@ -259,20 +215,16 @@ def release_is_closed(protocol: Any) -> None:
         protocol.is_closed = succeed(None)
 
 
-#: What a connection's ``current_frame_masker`` points at between frames: one
-#: masker for every connection, never used (a frame's header sets its own).
+#: A connection's ``current_frame_masker`` between frames (never used: a frame's
+#: header sets its own).
 SPENT_MASKER: Any = xormasker.XorMaskerNull()
 
 
 def release_frame_masker(protocol: Any) -> None:
-    """autobahn keeps a received frame's masker until the next frame's header
-    replaces it. A pong is a frame, so each connection carried one object made at
-    its last heartbeat, which lived long enough to reach the collector's older
-    generations: 19 000 of the 75 000 objects a young collection scanned at 19 000
-    idle connections (``gc.get_objects(0)`` counted by type during the collection;
-    docs/gc.md). Once the frame has ended (``current_frame`` is None) the masker is
-    never read again, so the attribute points at :data:`SPENT_MASKER` and the frame's
-    own masker is freed by reference counting."""
+    """autobahn keeps a received frame's masker until the next frame: an object per
+    connection per pong, alive until the next heartbeat, so scanned by the young
+    collections (19 000 of 75 000 objects at 19 000 idle connections; docs/gc.md).
+    Once the frame has ended it is never read again: point at :data:`SPENT_MASKER`."""
     if features["release_frame_masker"] and protocol.current_frame is None:
         protocol.current_frame_masker = SPENT_MASKER
 
@@ -353,16 +305,15 @@ def check() -> list[UpstreamChanged]:
     )
     checker.callables(protocol, "WebSocketProtocol", ("onAutoPingTimeout",))
     checker.attributes(xormasker, "autobahn.websocket.xormasker", ("XorMaskerNull",))
-    checker.contains(
-        getattr(protocol, "processData", None),
-        "WebSocketProtocol.processData current_frame_masker",
-        ["self.current_frame_masker = create_xor_masker(", "if self.current_frame is None:"],
-    )
-    checker.contains(
-        getattr(protocol, "onFrameEnd", None),
-        "WebSocketProtocol.onFrameEnd current_frame_masker",
-        ["self.current_frame = None"],
-    )
+    for method, fragments in (
+        (
+            "processData",
+            ["self.current_frame_masker = create_xor_masker(", "if self.current_frame is None:"],
+        ),
+        ("onFrameEnd", ["self.current_frame = None"]),
+    ):
+        symbol = f"WebSocketProtocol.{method} current_frame_masker"
+        checker.contains(getattr(protocol, method, None), symbol, fragments)
     checker.attributes(WebSocketServerProtocol, "WebSocketServerProtocol", ("CONFIG_ATTRS",))
     checker.contains(
         getattr(protocol, "_connectionMade", None),

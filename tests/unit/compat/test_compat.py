@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import pprint
 from typing import Any
 
 import pytest
@@ -26,6 +27,8 @@ from channels_tuning.compat import autobahn, channels_redis, daphne, hypercorn, 
 from channels_tuning.compat import channels as channels_hooks
 from channels_tuning.exceptions import UpstreamChanged
 from channels_tuning.layers.redis import keys
+from channels_tuning.runtime import lazytext
+from channels_tuning.runtime.lazytext import LazyCall, LazyPformat
 from channels_tuning.servers.daphne.protocol import ProtocolLimits, tuned_protocol
 from tests.support.fakes import eager_transport
 from tests.support.rawws import upgrade_request
@@ -273,14 +276,14 @@ def test_autobahn_protocol_options_shared_by_the_class():
 def test_autobahn_option_log_formatted_only_when_written(monkeypatch, caplog):
     """The lazy pformat gives autobahn's debug line the same text, and nothing is
     formatted when the line is not written."""
-    monkeypatch.setattr(autobahn.autobahn_protocol_module, "pformat", autobahn.pformat)
+    monkeypatch.setattr(autobahn.autobahn_protocol_module, "pformat", pprint.pformat)
     autobahn.defer_option_log()
     lazy = autobahn.autobahn_protocol_module.pformat([("autoPingInterval", 7, "Factory")])
-    assert isinstance(lazy, autobahn._LazyPformat)
-    assert f"{lazy}" == autobahn.pformat([("autoPingInterval", 7, "Factory")])
-    assert autobahn.autobahn_protocol_module.pformat is autobahn._LazyPformat
+    assert isinstance(lazy, LazyPformat)
+    assert f"{lazy}" == pprint.pformat([("autoPingInterval", 7, "Factory")])
+    assert autobahn.autobahn_protocol_module.pformat is LazyPformat
     calls = []
-    monkeypatch.setattr(autobahn, "pformat", lambda obj: calls.append(obj) or "")
+    monkeypatch.setattr(lazytext, "pformat", lambda obj: calls.append(obj) or "")
     tuned_server_protocol(autoPingInterval=7)  # autobahn's debug log is off
     assert calls == []
 
@@ -317,13 +320,25 @@ def test_autobahn_protocol_error_code_read_at_close():
     assert protocol.state == protocol.STATE_CLOSING
 
 
-def test_autobahn_close_code_no_longer_recorded(monkeypatch):
-    change_source(monkeypatch, autobahn, "self.localCloseCode = code", "self._sent_code = code")
+def autobahn_change_turns_off(monkeypatch, old: str, new: str, symbol: str, feature: str):
+    """autobahn's source with ``old`` changed to ``new``: check() names ``symbol``, and
+    applying it turns ``feature`` off while the fast path stays on."""
+    change_source(monkeypatch, autobahn, old, new)
     problems = autobahn.check()
-    assert symbols(problems) == {"WebSocketProtocol.sendCloseFrame localCloseCode"}
+    assert symbols(problems) == {symbol}
     autobahn.apply(problems)
-    assert autobahn.features["protocol_error_code"] is False
+    assert autobahn.features[feature] is False
     assert autobahn.features["prepared_fast_path"] is True
+
+
+def test_autobahn_close_code_no_longer_recorded(monkeypatch):
+    autobahn_change_turns_off(
+        monkeypatch,
+        "self.localCloseCode = code",
+        "self._sent_code = code",
+        "WebSocketProtocol.sendCloseFrame localCloseCode",
+        "protocol_error_code",
+    )
     failed = type("Failed", (), {"failedByMe": True, "localCloseCode": 1002})()
     assert autobahn.protocol_error_code(failed) is None  # off: not counted, not wrong
 
@@ -344,17 +359,13 @@ def test_autobahn_is_closed_released_once_fired():
 
 
 def test_autobahn_is_closed_resolved_otherwise(monkeypatch):
-    change_source(
+    autobahn_change_turns_off(
         monkeypatch,
-        autobahn,
         "txaio.resolve(self.is_closed, self)",
         "txaio.resolve(self.is_closed, None)",
+        "WebSocketProtocol.is_closed",
+        "release_is_closed",
     )
-    problems = autobahn.check()
-    assert symbols(problems) == {"WebSocketProtocol.is_closed"}
-    autobahn.apply(problems)
-    assert autobahn.features["release_is_closed"] is False
-    assert autobahn.features["prepared_fast_path"] is True
 
 
 def test_autobahn_frame_masker_let_go_when_the_frame_ends():
@@ -376,12 +387,13 @@ def test_autobahn_frame_masker_let_go_when_the_frame_ends():
 
 
 def test_autobahn_frame_masker_kept_otherwise(monkeypatch):
-    change_source(monkeypatch, autobahn, "self.current_frame = None", "self.current_frame = 0")
-    problems = autobahn.check()
-    assert symbols(problems) == {"WebSocketProtocol.onFrameEnd current_frame_masker"}
-    autobahn.apply(problems)
-    assert autobahn.features["release_frame_masker"] is False
-    assert autobahn.features["prepared_fast_path"] is True
+    autobahn_change_turns_off(
+        monkeypatch,
+        "self.current_frame = None",
+        "self.current_frame = 0",
+        "WebSocketProtocol.onFrameEnd current_frame_masker",
+        "release_frame_masker",
+    )
     protocol = tuned_server_protocol()
     masker = protocol.current_frame_masker = object()
     protocol.current_frame = None
@@ -409,7 +421,7 @@ def test_autobahn_highlighting_deferred_until_written(monkeypatch):
     autobahn.defer_highlighting()
     module = autobahn.autobahn_twisted_module
     lazy = module.hlval(42)
-    assert isinstance(lazy, autobahn._LazyCall)
+    assert isinstance(lazy, LazyCall)
     assert f"{lazy}" == module.hlval.original(42)
     assert str(module.hltype(_named_function)) == module.hltype.original(_named_function)
     autobahn.defer_highlighting()  # twice: not wrapped again
