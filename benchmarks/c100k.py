@@ -41,12 +41,15 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
 from benchmarks.fanout import cpu_seconds  # noqa: E402
-from benchmarks.stall import BROADCAST_PROBE_EVERY, percentile, probe_for, publish_once  # noqa: E402
+from benchmarks.stall import (  # noqa: E402
+    BROADCAST_PROBE_EVERY,
+    client_reports,
+    collections_between,
+    percentile,
+    probe_for,
+    publish_once,
+)
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
-
-#: How long the clients may take to report after the broadcast (they report 3 s
-#: after their last frame).
-REPORT_TIMEOUT = 120.0
 
 
 def closes(server) -> dict[str, float]:
@@ -87,26 +90,11 @@ async def hold(servers: list, redis, group: str, per_process: int, window: float
         )
         await publish_once("tuned", None, redis, group)
         during = await probers
-        reports = await asyncio.gather(
-            *(
-                asyncio.wait_for(
-                    asyncio.to_thread(lambda c=client: json.loads(c.stdout.readline())),
-                    REPORT_TIMEOUT,
-                )
-                for client in clients
-            )
-        )
+        reports = await client_reports(clients)
     latencies = [x for report in reports for x in report["latencies"]]
     per_process = []
     for index, samples in enumerate(probes):
-        collections = [
-            a["collections"] - b["collections"]
-            for a, b in zip(gc_after[index], gc_before[index], strict=True)
-        ]
-        longest = [
-            g["pause_max_ms"] if n else 0.0
-            for g, n in zip(gc_after[index], collections, strict=True)
-        ]
+        collections, longest = collections_between(gc_before[index], gc_after[index])
         per_process.append(
             {
                 "held_at_start": held_at_start[index],

@@ -130,9 +130,7 @@ async def broadcast_to_all(
         probes = await prober
     if spied is not None:
         print(f"{kind}: the server during the broadcast\n{spied.summary()}", file=sys.stderr)
-    reports = await asyncio.gather(
-        *(asyncio.to_thread(lambda c=c: json.loads(c.stdout.readline())) for c in clients)
-    )
+    reports = await client_reports(clients)
     sampler.cancel()
     latencies = [x for report in reports for x in report["latencies"]]
     last = started + max(latencies, default=0.0)
@@ -146,6 +144,31 @@ async def broadcast_to_all(
         "us_per_delivery": max(busy, 0.0) / max(delivered, 1) * 1e6,
         "probe_max_ms": max(probes) * 1000,
     }
+
+
+#: How long the clients may take to report after a broadcast (they report 3 s after
+#: their last frame).
+REPORT_TIMEOUT = 120.0
+
+
+async def client_reports(clients: list) -> list[dict]:
+    """Each client process' JSON report (``tests/support/fanout_client.py``)."""
+    return await asyncio.gather(
+        *(
+            asyncio.wait_for(
+                asyncio.to_thread(lambda c=c: json.loads(c.stdout.readline())), REPORT_TIMEOUT
+            )
+            for c in clients
+        )
+    )
+
+
+def collections_between(before: list[dict], after: list[dict]) -> tuple[list[int], list[float]]:
+    """Per generation, from two ``gc`` snapshots of the stats endpoint: the collections
+    in between and the longest pause (0 where none ran)."""
+    collections = [a["collections"] - b["collections"] for a, b in zip(after, before, strict=True)]
+    longest = [g["pause_max_ms"] if n else 0.0 for g, n in zip(after, collections, strict=True)]
+    return collections, longest
 
 
 def start_server(kind: str, redis, tmp: Path):
@@ -191,10 +214,7 @@ async def measure(
                 sent = await broadcast_to_all(kind, server, redis, group, clients, cpu, profile)
     finally:
         stop_process(server.proc)
-    collections = [
-        a["collections"] - b["collections"] for a, b in zip(gc_after, gc_before, strict=True)
-    ]
-    longest = [g["pause_max_ms"] if n else 0.0 for g, n in zip(gc_after, collections, strict=True)]
+    collections, longest = collections_between(gc_before, gc_after)
     return {
         "kind": kind,
         "connections": count,

@@ -147,37 +147,34 @@ class DaphneProcess:
         return f"ws://127.0.0.1:{self.port}{path}"
 
     def stats(self, gc_collect: bool = False, reset_gc_max: bool = False) -> dict:
-        query = "?gc=1" if gc_collect else "?reset_gc_max=1" if reset_gc_max else ""
-        url = f"http://127.0.0.1:{self.port}/_stats{query}"
-        with urllib.request.urlopen(url, timeout=10) as response:
+        query = "gc=1" if gc_collect else "reset_gc_max=1" if reset_gc_max else ""
+        return self._stats(query, timeout=10)
+
+    def _stats(self, query: str, timeout: float = 30) -> dict:
+        """GET /_stats?query (the tests' application, ``tests/e2e_asgi.py``)."""
+        url = f"http://127.0.0.1:{self.port}/_stats" + (f"?{query}" if query else "")
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return json.loads(response.read())
 
     def collect_and_freeze(self) -> dict:
         """A collection, then ``gc.freeze()``: from here, what the collector scans is
         what was made since."""
-        url = f"http://127.0.0.1:{self.port}/_stats?gc=freeze"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return json.loads(response.read())
+        return self._stats("gc=freeze")
 
     def collect_everything(self) -> dict:
         """Stats after ``gc.unfreeze()`` and a full collection: ``unreachable`` is the
         cyclic garbage the process kept, frozen or not."""
-        url = f"http://127.0.0.1:{self.port}/_stats?gc=unfreeze"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return json.loads(response.read())
+        return self._stats("gc=unfreeze")
 
     def keep_cyclic_garbage(self) -> None:
         """From now on, every collection keeps what it finds (``gc.DEBUG_SAVEALL``)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/_stats?gc=save", timeout=30):
-            pass
+        self._stats("gc=save")
 
     def cyclic_garbage(self) -> dict:
         """The cyclic garbage since :meth:`keep_cyclic_garbage`, all collected:
         ``unreachable`` (objects), and ``garbage`` with their ``types`` and one
         reference ``cycles`` per type."""
-        url = f"http://127.0.0.1:{self.port}/_stats?gc=garbage"
-        with urllib.request.urlopen(url, timeout=30) as response:
-            return json.loads(response.read())
+        return self._stats("gc=garbage")
 
     def metrics(self) -> dict[tuple[str, frozenset], float]:
         """GET /metrics (django-prometheus) as {(sample name, labels): value}."""
