@@ -3,15 +3,18 @@
 A timer handle or task per connection costs a few GC-tracked objects each; calling
 every connection at every tick costs, at 19 000 connections, 19 000 calls a second
 to find the few that are due. So one task wakes every ``tick`` seconds and ticks
-only the connections that are due, from a heap of ``(due, registry key)`` pairs:
-each connection says when it next needs a tick (``next_tick_at``: its earliest
-heartbeat, idle or lifetime deadline) and is ticked then, not before. Deadlines are
-read lazily: a frame that moves a connection's idle deadline pushes nothing; the
-tick at the old deadline finds it alive and asks again. The heap holds keys, not
-consumers (a closed connection's entry is skipped when it comes up, and never keeps
-the consumer alive), and floats and strings only, so the collector untracks its
-entries. :attr:`Scheduler.ticked` counts the connections ticked, so a test can
-check that the work follows what is due.
+only the connections that are due, from a timer wheel of registry keys
+(:class:`~channels_tuning.core.timerwheel.TimerWheel`): each connection says when
+it next needs a tick (``next_tick_at``: its earliest heartbeat, idle or lifetime
+deadline) and is ticked then, not before. Deadlines are read lazily: a frame that
+moves a connection's idle deadline enters nothing; the tick at the old deadline
+finds it alive and asks again. The wheel holds keys, not consumers (a closed
+connection's entry is skipped when it comes up, and never keeps the consumer
+alive), and entering a deadline allocates nothing the collector tracks: the heap
+of ``(due, key)`` pairs before it made 19 000 of them per heartbeat period at
+19 000 idle connections, half of what each young collection scanned (docs/gc.md).
+:attr:`Scheduler.ticked` counts the connections ticked, so a test can check that
+the work follows what is due.
 
 The task exits when the registry is empty and is started again by the next
 connection, so an idle process (or a test) is left with no background task.
@@ -29,12 +32,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
+import functools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.timerwheel import TimerWheel
 from . import clock
 from .registry import ConnectionRegistry, registry
 
@@ -66,8 +70,9 @@ class Scheduler:
         self.keep_alive = False
         #: The event loop the connections live on (set at the first connection).
         self.loop: asyncio.AbstractEventLoop | None = None
-        #: ``(due, registry key)``; a consumer's ``timer_due`` is its live entry.
-        self._timers: list[tuple[float, str]] = []
+        #: Registry keys by due time; a consumer's ``timer_due`` says which of its
+        #: entries is live.
+        self._timers: TimerWheel[str] = TimerWheel()
         #: Connections ticked so far (the work the timers did).
         self.ticked = 0
 
@@ -97,22 +102,19 @@ class Scheduler:
         if due is not None and due <= at:
             return
         consumer.timer_due = at
-        heapq.heappush(self._timers, (at, consumer.registry_key))
+        self._timers.add(consumer.registry_key, at, due)
 
     def _compact(self) -> None:
         """Drop the entries of closed connections and superseded ones (churn leaves
         them until their deadline: bounded, but not by the connections open)."""
-        lookup = self._connections.get
-        live = []
-        for at, key in self._timers:
-            consumer = lookup(key)
-            if consumer is not None and consumer.timer_due == at:
-                live.append((at, key))
-        heapq.heapify(live)
-        self._timers = live
+        self._timers.rebuild(
+            (consumer.registry_key, consumer.timer_due)
+            for consumer in self._connections
+            if consumer.timer_due is not None
+        )
 
     def pending_timers(self) -> int:
-        """Entries in the timer heap (live and superseded)."""
+        """Entries in the timer wheel (live and superseded)."""
         return len(self._timers)
 
     def cancel(self, name: str) -> None:
@@ -161,7 +163,7 @@ class Scheduler:
             await asyncio.sleep(self.tick)
             self.run_once(clock.monotonic())
         self._task = None
-        self._timers.clear()  # every entry's connection is gone
+        self._timers.rebuild(())  # every entry's connection is gone
 
     def run_once(self, now: float) -> None:
         self._tick_due(now)
@@ -180,13 +182,12 @@ class Scheduler:
         timers = self._timers
         if len(timers) > 2 * len(self._connections) + 1024:
             self._compact()
-        due: list[Any] = []
         lookup = self._connections.get
-        while timers and timers[0][0] <= now:
-            at, key = heapq.heappop(timers)
+        due: list[Any] = []
+        for key in timers.pop_due(now, functools.partial(_timer_due, lookup)):
             consumer = lookup(key)
-            # Gone, or superseded by an earlier entry that already ticked it.
-            if consumer is not None and consumer.timer_due == at:
+            # Gone, or returned twice (moved away and back) and already taken.
+            if consumer is not None and consumer.timer_due is not None:
                 consumer.timer_due = None
                 due.append(consumer)
         self.ticked += len(due)
@@ -205,6 +206,11 @@ class Scheduler:
                 at = now
             if at is not None:
                 self.schedule(consumer, at)
+
+
+def _timer_due(lookup: Callable[[str], Any], key: str) -> float | None:
+    consumer = lookup(key)
+    return None if consumer is None else consumer.timer_due
 
 
 #: The scheduler of this process.

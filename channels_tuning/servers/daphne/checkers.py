@@ -16,14 +16,14 @@ of the tuned server's CPU while idle and a stop of the loop each time they ran
   it), its unanswered ping's ``ping_timeout`` ends, or its ``websocket_timeout`` does,
   anything else (HTTP requests, handshakes) every two seconds, as daphne does. The
   loop looks for what is due four times a second, so pings go out spread as the
-  connections opened, not in one burst every two seconds. The deadlines are a heap
-  of ``(time, key)`` pairs, a key naming a connection in a weak mapping (made once per
-  connection), so a closed connection is not kept, and a rescheduled deadline makes
-  nothing the collector keeps: a pair of a float and an int is untracked at its
-  first young collection. (A weak reference in each entry, as before, made two
+  connections opened, not in one burst every two seconds. The deadlines are a
+  timer wheel (:class:`~channels_tuning.core.timerwheel.TimerWheel`) of int keys,
+  a key naming a connection in a weak mapping (made once per connection), so a
+  closed connection is not kept and a rescheduled deadline makes nothing the
+  collector tracks. (A heap of ``(time, weakref)`` entries, as before, made two
   objects per connection per ping that lived until the next one: 38 000 of the
   75 000 objects each young collection scanned at 19 000 idle connections, which
-  took 70-130 ms; docs/gc.md.)
+  took 70-130 ms; a heap of ``(time, key)`` pairs still made 19 000; docs/gc.md.)
 
 The loop bodies are daphne 4.1-4.2's (``compat.daphne`` checks the source they follow;
 when it changed, the server keeps daphne's own loops: ``features["due_checkers"]``).
@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import heapq
 import itertools
 import logging
 import time
@@ -46,6 +45,7 @@ from daphne.ws_protocol import WebSocketProtocol
 from twisted.internet import reactor as _reactor
 
 from ...compat import daphne as daphne_hooks
+from ...core.timerwheel import TimerWheel
 from .keepalive import keepalive_due
 
 logger = logging.getLogger("daphne.server")
@@ -68,7 +68,10 @@ class DueCheckers(Server):
     """daphne's ``Server`` whose periodic loops look only at what is due."""
 
     _settling: set[Any]
-    _deadlines: list[tuple[float, int]]
+    _deadlines: TimerWheel[int]
+    #: Each watched connection's deadline (ints to floats: a mapping the collector
+    #: does not track).
+    _due_at: dict[int, float]
     _watched: weakref.WeakValueDictionary[int, Any]
 
     def _due_checkers_on(self) -> bool:
@@ -161,10 +164,12 @@ class DueCheckers(Server):
             return super().timeout_checker()
         now = time.time()
         deadlines = self._timeouts()
+        due_at = self._due_at
         watched = self._watched_protocols()
         due = []
-        while deadlines and deadlines[0][0] <= now:
-            key = heapq.heappop(deadlines)[1]
+        for key in deadlines.pop_due(now, due_at.get):
+            if due_at.pop(key, None) is None:
+                continue  # returned twice (moved away and back): already taken
             protocol = watched.get(key)
             if protocol is not None and protocol in self.connections:
                 due.append((key, protocol))
@@ -193,13 +198,16 @@ class DueCheckers(Server):
         return max(due + 0.01, now + TIMEOUT_LOOP_EVERY)
 
     def _check_timeouts_at(self, key: int, at: float) -> None:
-        heapq.heappush(self._timeouts(), (at, key))
+        deadlines = self._timeouts()
+        deadlines.add(key, at, self._due_at.get(key))
+        self._due_at[key] = at
 
-    def _timeouts(self) -> list[tuple[float, int]]:
+    def _timeouts(self) -> TimerWheel[int]:
         try:
             return self._deadlines
         except AttributeError:
-            self._deadlines = []
+            self._deadlines = TimerWheel(TIMEOUT_LOOP_EVERY)
+            self._due_at = {}
             return self._deadlines
 
     def _watched_protocols(self) -> weakref.WeakValueDictionary[int, Any]:
