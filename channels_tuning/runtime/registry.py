@@ -55,6 +55,9 @@ class ConnectionRegistry:
         self.instances = 0
         #: What served the last connection (for stats): "tuned daphne", "daphne"...
         self.server_kind = "none yet"
+        #: The cyclic garbage a closed connection leaves on that server, as measured
+        #: (None: not known); the collector's first estimate.
+        self.garbage_per_closed: float | None = None
         #: How each consumer class writes, by label: "tuned daphne", "uvicorn"...
         self.paths: dict[str, str] = {}
 

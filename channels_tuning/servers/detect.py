@@ -27,6 +27,7 @@ def announce_server(kind: ServerKind) -> None:
     warning: without it, their shutdown does not wait for connections' cleanups."""
     global _announced
     registry.server_kind = kind.stats_name
+    registry.garbage_per_closed = kind.garbage_per_closed
     if _announced:
         return
     _announced = True

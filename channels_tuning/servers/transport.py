@@ -70,6 +70,13 @@ class ServerKind(enum.Enum):
         return _STATS_NAMES[self]
 
     @property
+    def garbage_per_closed(self) -> float | None:
+        """Cyclic garbage one closed connection leaves (unreachable objects, measured
+        by ``tests/e2e/test_gc.py``); None: not measured. The collector starts its
+        frozen-garbage estimate from it (:mod:`channels_tuning.runtime.collector`)."""
+        return _GARBAGE_PER_CLOSED.get(self)
+
+    @property
     def known(self) -> bool:
         """Whether the guarantees table has a column for it."""
         return self is not ServerKind.OTHER
@@ -101,6 +108,16 @@ _STATS_NAMES: Final = {
     ServerKind.UVICORN: "uvicorn",
     ServerKind.HYPERCORN: "hypercorn",
     ServerKind.OTHER: "other ASGI server",
+}
+
+#: ``tests/e2e/test_gc.py -k reference_cycle``: a handshake close, an end (FIN) and a
+#: reset alike. channels-tuning-daphne breaks its connections' cycles at the close and
+#: leaves none on Twisted 23 and later; 18 is Twisted 22.10's own cycle per request.
+_GARBAGE_PER_CLOSED: Final = {
+    ServerKind.TUNED_DAPHNE: 18.0,
+    ServerKind.DAPHNE: 51.0,
+    ServerKind.UVICORN: 26.0,
+    ServerKind.HYPERCORN: 43.0,
 }
 
 

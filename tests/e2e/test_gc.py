@@ -10,6 +10,7 @@ import struct
 
 import pytest
 
+from channels_tuning.servers.transport import ServerKind
 from tests.support.processes import start_subscribers
 from tests.support.rawws import frame, handshake, read_close_code
 from tests.support.waiting import wait_until
@@ -160,7 +161,8 @@ async def test_a_closed_connection_leaves_no_reference_cycle(daphne_factory, ser
     channel, the protocol and its input queue, the protocol and its is_closed
     Deferred: ~50 objects per connection on plain daphne) are broken at the close, so
     the collector's freezes keep no garbage of closed connections. The other servers'
-    figures are printed for docs/gc.md (their cycles are their own)."""
+    figures are printed for docs/gc.md (their cycles are their own) and bound the
+    collector's first estimate (``ServerKind.garbage_per_closed``)."""
     server = daphne_factory(server=server_name, tuning={"GC_FREEZE_INTERVAL": None})
     await asyncio.to_thread(server.keep_cyclic_garbage)
     for how in ("handshake", "fin", "reset"):
@@ -175,6 +177,9 @@ async def test_a_closed_connection_leaves_no_reference_cycle(daphne_factory, ser
         f"{server_name}: {per_connection:.2f} unreachable objects per "
         f"closed connection; cycles: {found['garbage']['cycles']}"
     )
+    # The collector's first estimate for this server is not below what it leaves.
+    figure = ServerKind(server_name).garbage_per_closed
+    assert figure is not None and per_connection <= figure * 1.25 + 1, per_connection
     if server_name == "tuned":
         # None of a connection's own objects is left for the collector. (Twisted
         # before 23 adds a cycle of its own per request: inlineCallbacks' cancellation

@@ -15,7 +15,7 @@ of the tuned server's CPU while idle and a stop of the loop each time they ran
   ping is (``last_ping + ping_interval``, read again when it comes up: frames move
   it), its unanswered ping's ``ping_timeout`` ends, or its ``websocket_timeout`` does,
   anything else (HTTP requests, handshakes) every two seconds, as daphne does. The
-  loop looks for what is due four times a second, so pings go out spread as the
+  loop looks for what is due twenty times a second, so pings go out spread as the
   connections opened, not in one burst every two seconds. The deadlines are a
   timer wheel (:class:`~channels_tuning.core.timerwheel.TimerWheel`) of int keys,
   a key naming a connection in a weak mapping (made once per connection), so a
@@ -55,10 +55,13 @@ reactor: Any = _reactor
 #: daphne's cadences (seconds): application_checker, timeout_checker.
 APPLICATION_CHECK_EVERY = 1
 TIMEOUT_CHECK_EVERY = 2
-#: How often the timeout loop looks for what is due. A run with nothing due costs a
-#: comparison; running daphne's 2 s cadence instead sent each run's ~2 000 pings (and
-#: read their pongs) in one burst at 19 000 connections: probe p99 328 ms.
-TIMEOUT_LOOP_EVERY = 0.25
+#: How often the timeout loop looks for what is due (and the width of its wheel's
+#: slots). A run with nothing due costs a comparison; each run sends the pings that
+#: fell due since the last, so the cadence sets the length of each burst. At 19 000
+#: connections (``benchmarks/stall.py --connections 19000 --kinds tuned``): daphne's
+#: 2 s, ~2 000 pings a run, probe p99 328 ms; 0.25 s, ~240 a run (10-20 ms), p99
+#: 33-52 ms; 0.05 s, ~50 a run, p99 18 ms, at the same CPU.
+TIMEOUT_LOOP_EVERY = 0.05
 #: Connections looked at by each loop since the process started, and the connections
 #: daphne tracks at the last application check (tests read it).
 WORK = {"application_checks": 0, "timeout_checks": 0, "tracked": 0}
