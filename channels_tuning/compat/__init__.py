@@ -2,7 +2,8 @@
 
 The package reaches into daphne, autobahn, Twisted and channels-redis where their
 public API has no way to do what it needs (flow control, close codes, eager
-writes, reporting group sends). Everything it relies on is named in the module of
+writes, reporting group sends), and into asyncio's registry of tasks (counting
+them without copying them). Everything it relies on is named in the module of
 that library, here and nowhere else, with:
 
 - ``check()``: what no longer matches in the installed version (a list of
@@ -34,10 +35,10 @@ def self_check(*, server: bool = True) -> list[UpstreamChanged]:
     global _checked
     if _checked is not None:
         return _checked
-    from . import channels, channels_redis
+    from . import asyncio_tasks, channels, channels_redis
 
     problems = []
-    for layer_side in (channels, channels_redis):
+    for layer_side in (asyncio_tasks, channels, channels_redis):
         found = layer_side.check()
         layer_side.apply(found)
         problems.extend(found)
@@ -73,5 +74,9 @@ def _log(problems: list[UpstreamChanged]) -> None:
             problem.library,
             problem.symbol,
             problem.detail,
-            problem.library.lower().replace("-", "_"),
+            _MODULES.get(problem.library, problem.library.lower().replace("-", "_")),
         )
+
+
+#: The module of a library whose name is not its module's.
+_MODULES = {"asyncio": "asyncio_tasks"}

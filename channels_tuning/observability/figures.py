@@ -25,6 +25,8 @@ from ..runtime.registry import registry
 
 #: Connections looked at between two yields to the loop (~2 ms at 3-4 us each).
 CONNECTIONS_PER_STEP = 500
+#: Upper bounds of the send-queue-depth buckets (messages queued per connection).
+QUEUE_DEPTH_BUCKETS = (0, 1, 10, 100, 1000)
 
 
 class ConnectionFigures:
@@ -37,15 +39,23 @@ class ConnectionFigures:
         self.with_backlog = 0
         self.memberships = 0
         self.layer_prefix: str | None = None
+        self.connections = 0
+        #: Connections with more than each of :data:`QUEUE_DEPTH_BUCKETS` queued.
+        self.deeper_than = [0] * len(QUEUE_DEPTH_BUCKETS)
 
     def add(self, consumers: Iterable[Any]) -> None:
         states = self.states
+        deeper_than = self.deeper_than
         for consumer in consumers:
+            self.connections += 1
             length = consumer.send_queue_length
             if length:
                 self.queued += length
                 self.with_backlog += 1
                 self.longest = max(self.longest, length)
+                for index, bound in enumerate(QUEUE_DEPTH_BUCKETS):
+                    if length > bound:
+                        deeper_than[index] += 1
             if consumer.closing:
                 states["closing"] += 1
             elif consumer.accepted:
@@ -55,6 +65,16 @@ class ConnectionFigures:
             self.memberships += consumer.tracked_group_count()
             if self.layer_prefix is None and redis_prefix(consumer.channel_layer):
                 self.layer_prefix = keys.process_channel(consumer.channel_layer)
+
+    def depth_buckets(self) -> list[tuple[float, int]]:
+        """Connections with at most each bound queued (cumulative, +Inf last)."""
+        return [
+            *(
+                (float(bound), self.connections - deeper)
+                for bound, deeper in zip(QUEUE_DEPTH_BUCKETS, self.deeper_than, strict=True)
+            ),
+            (float("inf"), self.connections),
+        ]
 
     def as_dict(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,6 @@ import asyncio
 import collections
 import contextlib
 import gc
-import itertools
 import json
 import logging
 import math
@@ -37,6 +36,7 @@ from typing import Any
 
 from django.conf import settings as django_settings
 
+from ..compat import asyncio_tasks
 from ..layers.capabilities import redis_prefix
 from ..layers.redis import keys
 from ..runtime import counters as stats
@@ -83,23 +83,28 @@ def _await_location(coro: Any) -> str:
 #: STATS_INTERVAL, benchmarks/stall.py --profile; 2 000 took 4 ms, 500 take 1 ms).
 TASKS_READ = 500
 
+#: How many tasks the loop has pending, and some of them (:func:`loop_tasks`).
+TaskSample = tuple[int, list[asyncio.Task[Any]]]
 
-def task_summary(
-    tasks: set[asyncio.Task[Any]] | None = None, limit: int = TASKS_READ
-) -> list[dict[str, Any]]:
-    """The running loop's tasks (or ``tasks``) grouped by coroutine and where they
-    wait, largest first. With more than ``limit`` tasks, ``limit`` of them are read
-    and each group's count is scaled to the total (``"sampled": True``)."""
-    if tasks is None:
-        tasks = asyncio.all_tasks()
-    total = len(tasks)
+
+def loop_tasks(limit: int = TASKS_READ) -> TaskSample:
+    """The running loop's pending tasks: how many (an estimate beyond ``limit``) and
+    up to ``limit`` of them, without copying them all (``compat.asyncio_tasks``)."""
+    return asyncio_tasks.sampled_tasks(asyncio.get_running_loop(), limit)
+
+
+def task_summary(tasks: TaskSample | None = None) -> list[dict[str, Any]]:
+    """The running loop's tasks (or ``tasks``, from :func:`loop_tasks`) grouped by
+    coroutine and where they wait, largest first. When the sample is not all of
+    them, each group's count is scaled to the total (``"sampled": True``)."""
+    total, sample = tasks if tasks is not None else loop_tasks()
     groups: collections.Counter[tuple[str, str]] = collections.Counter()
-    for task in itertools.islice(tasks, limit):
+    for task in sample:
         coro = task.get_coro()
         name = getattr(coro, "__qualname__", type(coro).__name__)
         groups[(name, _await_location(coro))] += 1
-    read = min(total, limit)
-    if read == total:
+    read = len(sample)
+    if read >= total:
         return [
             {"coroutine": name, "waiting_at": where, "count": count}
             for (name, where), count in groups.most_common()
@@ -136,7 +141,7 @@ def consumer_instances() -> int:
 
 
 def snapshot(
-    figures: ConnectionFigures | None = None, tasks: set[asyncio.Task[Any]] | None = None
+    figures: ConnectionFigures | None = None, tasks: TaskSample | None = None
 ) -> dict[str, Any]:
     """This process, now. Call it on the event loop (it lists the loop's tasks).
     ``figures``, ``tasks``: the per-connection counts and the loop's tasks, if taken
@@ -144,7 +149,7 @@ def snapshot(
     if figures is None:
         figures = connection_figures()
     if tasks is None:
-        tasks = asyncio.all_tasks()
+        tasks = loop_tasks()
     return {
         "pid": os.getpid(),
         "host": HOST,
@@ -157,7 +162,7 @@ def snapshot(
         **figures.as_dict(),
         "consumer_instances": consumer_instances(),
         "traffic": stats.TRAFFIC.as_dict(),
-        "tasks": len(tasks),
+        "tasks": tasks[0],
         "task_groups": task_summary(tasks),
         "rss_kb": rss_kb(),
         "allocated_blocks": sys.getallocatedblocks(),
@@ -173,7 +178,7 @@ def compat_status() -> dict[str, Any]:
     what the self-check found, and how many transports were switched to eager writes.
     Only modules the process has loaded are reported (no server imported for it)."""
     status: dict[str, Any] = {}
-    for library in ("daphne", "autobahn", "twisted", "channels_redis"):
+    for library in ("daphne", "autobahn", "twisted", "channels_redis", "asyncio_tasks"):
         module = sys.modules.get(f"channels_tuning.compat.{library}")
         if module is not None:
             status[library] = dict(module.features)
@@ -364,7 +369,7 @@ class Publisher:
     async def _publish(self, backend: FileBackend | RedisBackend) -> None:
         # The tasks as the round began: what the steps let run meanwhile (a Redis
         # command of another service, in its own task) is not in the summary.
-        tasks = asyncio.all_tasks()
+        tasks = loop_tasks()
         snap = snapshot(await connection_figures_in_steps(), tasks)
         try:
             if isinstance(backend, FileBackend):

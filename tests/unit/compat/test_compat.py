@@ -23,7 +23,15 @@ from daphne.server import Server
 from twisted.internet import tcp
 from twisted.internet.testing import StringTransport
 
-from channels_tuning.compat import autobahn, channels_redis, daphne, hypercorn, twisted, uvicorn
+from channels_tuning.compat import (
+    asyncio_tasks,
+    autobahn,
+    channels_redis,
+    daphne,
+    hypercorn,
+    twisted,
+    uvicorn,
+)
 from channels_tuning.compat import channels as channels_hooks
 from channels_tuning.exceptions import UpstreamChanged
 from channels_tuning.layers.redis import keys
@@ -34,6 +42,7 @@ from tests.support.fakes import eager_transport
 from tests.support.rawws import upgrade_request
 
 LIBRARIES = {
+    "asyncio": asyncio_tasks,
     "channels": channels_hooks,
     "daphne": daphne,
     "autobahn": autobahn,
@@ -67,6 +76,46 @@ def _restore_features():
 @pytest.mark.parametrize("library", sorted(LIBRARIES))
 def test_installed_version_passes_every_check(library):
     assert LIBRARIES[library].check() == []
+
+
+# ---------------------------------------------------------------------- asyncio
+
+
+async def test_asyncio_task_registry_counts_and_samples_the_loops_pending_tasks():
+    loop = asyncio.get_running_loop()
+    blocker = asyncio.Event()
+    pending = [loop.create_task(blocker.wait()) for _ in range(60)]
+    finished = [loop.create_task(asyncio.sleep(0)) for _ in range(20)]
+    await asyncio.gather(*finished)  # done, and still referenced: not counted
+    try:
+        expected = asyncio.all_tasks(loop)
+        count, sample = asyncio_tasks.sampled_tasks(loop, 10_000)
+        assert count == len(expected) and set(sample) == expected
+        count, sample = asyncio_tasks.sampled_tasks(loop, 10)
+        assert len(sample) <= 10 and set(sample) <= expected
+        assert 0 < count <= len(expected) + len(finished)  # scaled from the sample
+    finally:
+        blocker.set()
+        await asyncio.gather(*pending)
+
+
+async def test_asyncio_task_registry_gone_falls_back_to_all_tasks(monkeypatch):
+    name = "_scheduled_tasks" if hasattr(asyncio.tasks, "_scheduled_tasks") else "_all_tasks"
+    monkeypatch.delattr(asyncio.tasks, name)
+    problems = asyncio_tasks.check()
+    assert "asyncio.tasks._all_tasks" in symbols(problems)
+    monkeypatch.undo()  # asyncio.all_tasks itself reads it
+    asyncio_tasks.apply(problems)
+    assert asyncio_tasks.features == {"task_registry": False}
+    loop = asyncio.get_running_loop()
+    count, sample = asyncio_tasks.sampled_tasks(loop, 10)
+    assert count == len(asyncio.all_tasks(loop)) and sample
+
+
+def test_asyncio_all_tasks_that_no_longer_reads_the_registry_turns_the_hook_off(monkeypatch):
+    monkeypatch.setattr(asyncio_tasks, "_source", lambda obj: "def all_tasks(loop): pass")
+    problems = asyncio_tasks.check()
+    assert symbols(problems) == {"asyncio.all_tasks"}
 
 
 # --------------------------------------------------------------- channels-redis

@@ -254,3 +254,49 @@ def test_django_prometheus_metric_namespace_prefixes_the_packages_metrics():
     assert "myapp_channels_tuning_gc_pause_seconds_bucket" in names
     assert not any(name.startswith("channels_tuning_") for name in names)
     assert "channels_tuning_messages_received_total" in {name for name, _ in scrape()}
+
+
+async def test_the_multiprocess_copy_reads_every_connection_at_most_every_few_seconds(
+    monkeypatch,
+):
+    """The copy runs every scheduler tick; a look at every connection (queues,
+    memberships) is taken at most every MIRROR_GAUGES_EVERY seconds, in steps, while
+    the connections per consumer class are read fresh each time."""
+    from channels_tuning.observability import figures, prometheus
+
+    passes: list[int] = []
+    real_add = figures.ConnectionFigures.add
+
+    def counted_add(self, consumers):
+        passes.append(1)
+        real_add(self, consumers)
+
+    monkeypatch.setattr(figures.ConnectionFigures, "add", counted_add)
+    clients = [communicator(Grouped) for _ in range(3)]
+    for client in clients:
+        assert (await client.connect())[0]
+    recent = prometheus.RecentLoopGauges()
+    first = recent.get()  # the first call takes one pass
+    assert first.figures.connections == 3 and first.figures.memberships == 6
+    assert first.by_consumer == {"Grouped": 3}
+    for _ in range(20):
+        recent.get()
+        await asyncio.sleep(0)
+    assert len(passes) == 1
+    await clients[0].disconnect()
+    again = recent.get()
+    assert again.by_consumer == {"Grouped": 2}  # fresh
+    assert again.figures.connections == 3  # as last taken
+    recent._next_at = 0.0  # due: a take in steps starts, the loop runs meanwhile
+    recent.get()
+    await wait_for(lambda: recent.get().figures.connections == 2)
+    assert len(passes) == 2
+    for client in clients[1:]:
+        await client.disconnect()
+
+
+async def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
