@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 from collections.abc import Collection
 from typing import Any
 
@@ -55,10 +56,11 @@ def check() -> list[UpstreamChanged]:
     except AttributeError as exc:
         checker.changed("asyncio.tasks._all_tasks", f"missing: {exc}")
         return checker.problems
-    for registry in registries:
-        if not hasattr(registry, "__len__") or not hasattr(registry, "__iter__"):
-            checker.changed("asyncio.tasks._scheduled_tasks", f"not a set: {registry!r}")
-    names = ["_scheduled_tasks", "_eager_tasks"] if len(registries) == 2 else ["_all_tasks"]
+    names = ("_scheduled_tasks", "_eager_tasks") if len(registries) == 2 else ("_all_tasks",)
+    for name, registry in zip(names, registries, strict=True):
+        if not isinstance(registry, (weakref.WeakSet, set)):
+            checker.changed(f"asyncio.tasks.{name}", f"not a set: {type(registry).__name__}")
+    # all_tasks() still reads them: they are where tasks are registered.
     checker.contains(asyncio.tasks.all_tasks, "asyncio.all_tasks", [f"list({names[0]})"])
     return checker.problems
 
