@@ -162,7 +162,9 @@ def package_of(filename: str) -> str:
 
 
 async def breakdown(redis, tmp: Path, count: int) -> tuple[list, list]:
-    server = start("tuned", redis, tmp, tuning={"TRACEMALLOC": 1})
+    # No stats rounds: each would list the top allocations (memory_top), which under
+    # tracemalloc at thousands of connections holds the loop for minutes.
+    server = start("tuned", redis, tmp, tuning={"TRACEMALLOC": 1, "STATS_INTERVAL": None})
     path = ROUTES["tuned"].format(f"idle-traced-{time.monotonic_ns()}")
     clients = []
     try:
