@@ -41,23 +41,25 @@ features = {"task_registry": True}
 
 _source = source_of
 
+#: Whether ``apply(check())`` ran in this process (``sampled_tasks`` runs it if not).
+_applied = {"done": False}
+
+
+def _names() -> tuple[str, ...]:
+    if hasattr(asyncio.tasks, "_scheduled_tasks"):
+        return ("_scheduled_tasks", "_eager_tasks")
+    return ("_all_tasks",)
+
 
 def _registries() -> tuple[Collection[Any], ...]:
-    tasks = asyncio.tasks
-    if hasattr(tasks, "_scheduled_tasks"):
-        return (tasks._scheduled_tasks, tasks._eager_tasks)  # type: ignore[attr-defined]
-    return (tasks._all_tasks,)  # type: ignore[attr-defined]
+    return tuple(getattr(asyncio.tasks, name) for name in _names())
 
 
 def check() -> list[UpstreamChanged]:
     checker = Checker(LIBRARY, lambda obj: _source(obj))
-    try:
-        registries = _registries()
-    except AttributeError as exc:
-        checker.changed("asyncio.tasks._all_tasks", f"missing: {exc}")
-        return checker.problems
-    names = ("_scheduled_tasks", "_eager_tasks") if len(registries) == 2 else ("_all_tasks",)
-    for name, registry in zip(names, registries, strict=True):
+    names = _names()
+    for name in names:
+        registry = getattr(asyncio.tasks, name, None)
         if not isinstance(registry, (weakref.WeakSet, set)):
             checker.changed(f"asyncio.tasks.{name}", f"not a set: {type(registry).__name__}")
     # all_tasks() still reads them: they are where tasks are registered.
@@ -66,6 +68,7 @@ def check() -> list[UpstreamChanged]:
 
 
 def apply(problems: list[UpstreamChanged]) -> None:
+    _applied["done"] = True
     if any(problem.library == LIBRARY for problem in problems):
         features["task_registry"] = False
 
@@ -75,6 +78,10 @@ def sampled_tasks(
 ) -> tuple[int, list[asyncio.Task[Any]]]:
     """How many tasks ``loop`` has pending (an estimate beyond ``limit``), and up to
     ``limit`` of them."""
+    if not _applied["done"]:
+        # A process where compat.self_check() did not run (under uvicorn, say) checks
+        # at its first use: on another Python the registry may hold only some tasks.
+        apply(check())
     if features["task_registry"]:
         try:
             return _sampled(loop, limit)
