@@ -19,7 +19,9 @@ Python 3.10-3.11)                              a sample (its first entries)
 
 The count is an estimate: the registry also holds finished tasks not yet freed and
 the tasks of other loops, so it is scaled by the share of the sample that is this
-loop's and pending (exact when the sample is everything). Without the hook (Python
+loop's and pending (exact when the sample is everything). Where that share is under
+half (a process of many loops, such as a test run), the count is exact, through
+``asyncio.all_tasks()``. Without the hook (Python
 3.14 keeps tasks in per-thread lists; ``check()`` finds the change) every call is
 ``asyncio.all_tasks()``, as before.
 """
@@ -84,14 +86,20 @@ def sampled_tasks(
         apply(check())
     if features["task_registry"]:
         try:
-            return _sampled(loop, limit)
+            sampled = _sampled(loop, limit)
         except RuntimeError:
-            pass  # another thread changed the registry while it was read
+            sampled = None  # another thread changed the registry while it was read
+        if sampled is not None:
+            return sampled
     tasks = asyncio.all_tasks(loop)
     return len(tasks), list(itertools.islice(tasks, limit))
 
 
-def _sampled(loop: asyncio.AbstractEventLoop, limit: int) -> tuple[int, list[asyncio.Task[Any]]]:
+def _sampled(
+    loop: asyncio.AbstractEventLoop, limit: int
+) -> tuple[int, list[asyncio.Task[Any]]] | None:
+    """None: the sample is mostly other loops' or finished tasks, so scaling it says
+    little (a test process with many loops); the caller counts exactly instead."""
     registries = _registries()
     registered = sum(len(registry) for registry in registries)
     read = 0
@@ -102,4 +110,6 @@ def _sampled(loop: asyncio.AbstractEventLoop, limit: int) -> tuple[int, list[asy
             sample.append(task)
     if read >= registered or not read:
         return len(sample), sample
+    if 2 * len(sample) < read:
+        return None
     return round(registered * len(sample) / read), sample

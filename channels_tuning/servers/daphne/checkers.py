@@ -221,5 +221,5 @@ class DueCheckers(Server):
             return self._watched
 
 
-#: A connection's key in the deadline heap (unique: one entry per connection).
+#: A connection's key in the deadline wheel (unique: one entry per connection).
 _KEYS = itertools.count()
