@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 #: Unreachable objects per closed connection assumed before a full collection has
 #: measured it, on a server whose figure is not known (the known ones:
-#: ``ServerKind.garbage_per_closed``, daphne 51, hypercorn 43, uvicorn 26,
+#: ``ServerKind.garbage_per_closed``: daphne 51-78, hypercorn 43-55, uvicorn 26-29,
 #: channels-tuning-daphne 0 on Twisted 23+, 18 on 22.10). Starting from 50 on
 #: channels-tuning-daphne, 19 000 clients gone at once passed the default limit and
 #: the first full collection stopped the loop 1 139 ms to find 1 183 objects.
