@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import gc
 import sys
 import time
@@ -93,25 +92,26 @@ class RecentLoopGauges:
     notices)."""
 
     def __init__(self) -> None:
-        self.latest: LoopGauges | None = None
+        #: The per-connection figures and the task count as last taken.
+        self._taken: tuple[ConnectionFigures, int] | None = None
         self._task: asyncio.Task[None] | None = None
         self._next_at = 0.0
 
     def get(self) -> LoopGauges:
         """Call it on the server's loop. The first call takes one pass."""
         now = time.monotonic()
-        if self.latest is None:
-            self.latest = loop_gauges()
+        if self._taken is None:
+            self._taken = (connection_figures(), loop_tasks()[0])
             self._next_at = now + MIRROR_GAUGES_EVERY
         elif now >= self._next_at and (self._task is None or self._task.done()):
             self._next_at = now + MIRROR_GAUGES_EVERY
             self._task = asyncio.get_running_loop().create_task(self._take())
-        return dataclasses.replace(
-            self.latest, by_consumer=registry.counts_by_class(qualified=False)
-        )
+        figures, tasks = self._taken
+        return LoopGauges(registry.counts_by_class(qualified=False), figures, tasks)
 
     async def _take(self) -> None:
-        self.latest = await loop_gauges_in_steps()
+        gauges = await loop_gauges_in_steps()
+        self._taken = (gauges.figures, gauges.tasks)
 
 
 def scrape_loop_gauges() -> LoopGauges | None:
