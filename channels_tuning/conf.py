@@ -133,7 +133,8 @@ DEFAULTS: Final[dict[str, Any]] = {
     # Per-address limits count an IPv6 client as its /this-long prefix (one host
     # usually holds a whole /64). 128: each address on its own.
     "IPV6_CLIENT_PREFIX": 64,
-    # Frames kept by tracemalloc (wsstats --memory). None: tracemalloc off (it is costly).
+    # Frames kept by tracemalloc (wsstats --memory: sites taken once a minute). None:
+    # tracemalloc off (it is costly: every allocation is traced).
     "TRACEMALLOC": None,
     # Groups whose broadcasts are numbered and kept, so that reconnecting clients get
     # what they missed: {"<fnmatch pattern>": {"size": messages, "ttl": seconds}}

@@ -11,7 +11,8 @@ publishes it, with a time-to-live of three intervals, to:
 
 ``manage.py wsstats`` reads them. Nothing listens on a port: the snapshot carries
 the asyncio task summary (the goroutine-dump analog) and, when ``TRACEMALLOC`` is
-set, the top allocation sites, so no request ever has to reach the server.
+set, the top allocation sites (:mod:`.memorytop`: taken once a minute, grouped off
+the loop), so no request ever has to reach the server.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import stat
 import sys
 import tempfile
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ from ..runtime.ratelog import RateLimitedLog
 from ..runtime.registry import registry
 from .figures import ConnectionFigures, connection_figures, connection_figures_in_steps
 from .gctuning import monitor
+from .memorytop import recent_memory_top
 
 logger = logging.getLogger("channels_tuning")
 HOST = socket.gethostname()
@@ -120,16 +121,6 @@ def task_summary(tasks: TaskSample | None = None) -> list[dict[str, Any]]:
     ]
 
 
-def memory_top(limit: int = 15) -> list[dict[str, Any]]:
-    if not tracemalloc.is_tracing():
-        return []
-    top = tracemalloc.take_snapshot().statistics("lineno")[:limit]
-    return [
-        {"where": str(stat.traceback[0]), "kib": round(stat.size / 1024, 1), "blocks": stat.count}
-        for stat in top
-    ]
-
-
 def consumer_instances() -> int:
     """Tuned consumer instances alive in this process.
 
@@ -168,7 +159,8 @@ def snapshot(
         "allocated_blocks": sys.getallocatedblocks(),
         "gc": monitor.snapshot(),
         "counters": stats.snapshot(),
-        "memory_top": memory_top(),
+        "memory_top": recent_memory_top.sites,
+        "memory_top_taken_at": recent_memory_top.taken_at,
         "compat": compat_status(),
     }
 
@@ -370,7 +362,9 @@ class Publisher:
         # The tasks as the round began: what the steps let run meanwhile (a Redis
         # command of another service, in its own task) is not in the summary.
         tasks = loop_tasks()
-        snap = snapshot(await connection_figures_in_steps(), tasks)
+        figures = await connection_figures_in_steps()
+        await recent_memory_top.refresh()
+        snap = snapshot(figures, tasks)
         try:
             if isinstance(backend, FileBackend):
                 backend.publish(snap)

@@ -89,3 +89,21 @@ async def test_tasks_and_check_reveal_a_leaking_consumer(daphne_factory, tmp_pat
     report = check.stdout + check.stderr
     assert "2 tasks besides the server's own" in report, report
     assert "2 consumer instances still alive" in report, report
+
+
+@pytest.mark.slow
+async def test_memory_lists_allocation_sites_while_the_server_keeps_answering(
+    daphne_factory, tmp_path
+):
+    tuning = {"STATS_INTERVAL": 0.5, "STATS_DIR": str(tmp_path / "stats"), "TRACEMALLOC": 1}
+    daphne = daphne_factory(tuned=True, tuning=tuning)
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        await wait_until(lambda: any(s["memory_top"] for s in snapshots(daphne.env)))
+        memory = wsstats(daphne.env, "--memory").stdout
+        assert f"pid {daphne.pid}" in memory and " s ago)" in memory, memory
+        assert "KiB" in memory and ".py:" in memory, memory
+        # Rounds keep publishing between takes (once a minute), and the server answers.
+        published = snapshots(daphne.env)[0]["published_at"]
+        await wait_until(lambda: snapshots(daphne.env)[0]["published_at"] > published)
+        await ws.send("still here")
+        assert await ws.recv() == "still here"

@@ -132,8 +132,10 @@ class Command(BaseCommand):
 
     def _memory(self, snaps: list[dict[str, Any]]) -> None:
         for snap in snaps:
-            self.stdout.write(f"pid {snap['pid']} on {snap['host']}:")
-            if not snap["memory_top"]:
+            taken_at = snap.get("memory_top_taken_at")
+            age = f" (taken {time.time() - taken_at:.0f} s ago)" if taken_at else ""
+            self.stdout.write(f"pid {snap['pid']} on {snap['host']}:{age}")
+            if not snap["memory_top"] and not taken_at:
                 self.stdout.write('  tracemalloc is off (set CHANNELS_TUNING["TRACEMALLOC"])')
             for site in snap["memory_top"]:
                 self.stdout.write(f"  {site['kib']:10.1f} KiB {site['blocks']:8d}  {site['where']}")

@@ -300,3 +300,48 @@ async def wait_for(condition, timeout: float = 5.0) -> None:
     while not condition():
         assert time.monotonic() < deadline
         await asyncio.sleep(0.01)
+
+
+async def test_allocation_sites_are_grouped_off_the_loop_and_taken_once_an_interval():
+    import tracemalloc
+
+    from channels_tuning.observability.memorytop import RecentMemoryTop
+
+    recent = RecentMemoryTop(every=3600)
+    await recent.refresh()
+    assert (recent.sites, recent.taken_at) == ([], None)  # tracemalloc off: nothing taken
+
+    tracemalloc.start(1)
+    try:
+        # ~150 000 traced blocks: grouping them takes hundreds of milliseconds.
+        held = [{"n": i, "list": [i]} for i in range(50_000)]
+        turns = 0
+        stop = asyncio.Event()
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while not stop.is_set():
+                turns += 1
+                await asyncio.sleep(0)
+
+        counter = asyncio.get_running_loop().create_task(count_turns())
+        await asyncio.sleep(0)
+        before = turns
+        started = time.monotonic()
+        await recent.refresh()
+        took = time.monotonic() - started
+        during = turns - before
+        stop.set()
+        await counter
+        assert recent.sites and recent.taken_at is not None
+        assert __file__ in recent.sites[0]["where"]  # the dicts made here are on top
+        # The loop ran while the sites were grouped (on the loop: 1 turn, at the end).
+        assert during >= 20, (during, took)
+        first = recent.taken_at
+        await recent.refresh()  # within the interval: the same take
+        assert recent.taken_at == first
+        del held
+    finally:
+        tracemalloc.stop()
+    await recent.refresh()
+    assert (recent.sites, recent.taken_at) == ([], None)
