@@ -312,6 +312,8 @@ def protocol_dict_sizes() -> dict[str, int]:
             return {
                 "attributes": len(vars(protocol)),
                 "bytes": sys.getsizeof(vars(protocol)),
+                "handshake_headers": len(protocol.http_headers),
+                "send_queue": type(protocol.send_queue).__name__,
             }
     return {}
 

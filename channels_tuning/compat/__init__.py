@@ -4,7 +4,8 @@ The package reaches into daphne, autobahn, Twisted and channels-redis where thei
 public API has no way to do what it needs (flow control, close codes, eager
 writes, reporting group sends), and into asyncio's registry of tasks (counting
 them without copying them). Everything it relies on is named in the module of
-that library, here and nowhere else, with:
+that library (a package when one module would be too long), here and nowhere else,
+with:
 
 - ``check()``: what no longer matches in the installed version (a list of
   :class:`~channels_tuning.exceptions.UpstreamChanged`, each naming the symbol);
@@ -70,13 +71,13 @@ def _log(problems: list[UpstreamChanged]) -> None:
     for problem in problems:
         logger.error(
             "channels_tuning: %s changed: %s (%s). The hook that relies on it is off and "
-            "its fallback is used; see channels_tuning/compat/%s.py",
+            "its fallback is used; see channels_tuning/compat/%s",
             problem.library,
             problem.symbol,
             problem.detail,
-            _MODULES.get(problem.library, problem.library.lower().replace("-", "_")),
+            _MODULES.get(problem.library, problem.library.lower().replace("-", "_") + ".py"),
         )
 
 
-#: The module of a library whose name is not its module's.
-_MODULES = {"asyncio": "asyncio_tasks"}
+#: Where the hooks of a library whose name is not their module's are.
+_MODULES = {"asyncio": "asyncio_tasks.py", "autobahn": "autobahn/"}

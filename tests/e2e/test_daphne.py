@@ -130,7 +130,8 @@ async def test_idle_connection_cost_with_redis_layer(daphne_factory, shared_redi
     """Issue bound: at most 2 asyncio tasks and 110 GC-tracked objects per idle
     connection, daphne's own included (plain Channels: 5 and 148); on the tuned
     server 70 objects, and autobahn's protocol options are shared by the class, not
-    copied into each connection (a dict of at most 85 keys: half the memory)."""
+    copied into each connection (a dict of at most 85 keys: half the memory), nor is
+    the handshake kept once open nor a deque made per connection (compat.autobahn)."""
     daphne = daphne_factory(tuned=tuned, redis=shared_redis)
     path = "/ws/chat/cost/"
     warm = [await websockets.connect(daphne.ws(path), ping_interval=None) for _ in range(5)]
@@ -148,6 +149,8 @@ async def test_idle_connection_cost_with_redis_layer(daphne_factory, shared_redi
     assert objects <= (70 if tuned else 110)
     if tuned:
         assert after["protocol_dict"]["attributes"] <= 85, after["protocol_dict"]
+        assert after["protocol_dict"]["handshake_headers"] == 0, after["protocol_dict"]
+        assert after["protocol_dict"]["send_queue"] == "SendQueue", after["protocol_dict"]
     for ws in clients + warm:
         await ws.close()
     await wait_until(lambda: daphne.stats()["connections"] == 0)

@@ -47,9 +47,11 @@ from ...compat.autobahn import (
     prepared_pings,
     protocol_error_code,
     release_frame_masker,
+    release_handshake,
     release_is_closed,
     send_close_frame,
     share_protocol_options,
+    shrink_send_queue,
     stop_assembling_messages,
 )
 from ...core.tokens import TokenBucket
@@ -116,6 +118,12 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
                 share_protocol_options(cls, self.factory)
                 cls._ct_options_shared = True
             super().connectionMade()
+            shrink_send_queue(self)
+
+        def onOpen(self) -> None:
+            super().onOpen()
+            # What autobahn kept of the handshake is never read again: compat.autobahn.
+            release_handshake(self)
 
         def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
             if not self._ct_closing:

@@ -10,11 +10,13 @@ and a changed upstream is logged with its fallback taking over."""
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import pprint
 import threading
 from typing import Any
 
+import autobahn.twisted.websocket as autobahn_twisted_module
 import pytest
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.compress_deflate import PerMessageDeflate
@@ -331,6 +333,8 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
         "prepared_pings": True,
         "lazy_highlight": True,
         "release_frame_masker": True,
+        "release_handshake": True,
+        "small_send_queue": True,
     }
 
 
@@ -404,6 +408,59 @@ def test_autobahn_protocol_error_code_read_at_close():
     protocol.dataReceived(bytes([0x83, 0x80]) + b"\x00\x00\x00\x00")  # opcode 3, masked
     assert autobahn.protocol_error_code(protocol) == 1002
     assert protocol.state == protocol.STATE_CLOSING
+
+
+def masked_text_frame(text: str) -> bytes:
+    """A client's masked text frame (a mask of zeros keeps the payload as it is)."""
+    payload = text.encode()
+    return bytes([0x81, 0x80 | len(payload)]) + b"\x00\x00\x00\x00" + payload
+
+
+def test_autobahn_handshake_let_go_once_open_and_the_connection_still_works():
+    """After the opening handshake, autobahn's copies of it (raw request, headers,
+    raw response, key) are gone, daphne's ``request`` keeps no headers, and the
+    connection's send queue is a list; frames still flow both ways."""
+    protocol = tuned_server_protocol()
+    assert type(protocol.send_queue) is autobahn.SendQueue
+    received = []
+    protocol.onMessage = lambda payload, binary: received.append(payload)
+    protocol.request = type("Request", (), {"headers": {"host": "127.0.0.1"}})()
+    protocol.dataReceived(upgrade_request("/") + masked_text_frame("hello"))
+    assert protocol.state == protocol.STATE_OPEN
+    assert received == [b"hello"]
+    for name in ("http_request_data", "http_response_data", "http_status_line", "_wskey"):
+        assert getattr(protocol, name) is None, name
+    assert dict(protocol.http_headers) == {} and dict(protocol.request.headers) == {}
+    protocol.sendMessage(b"back")
+    assert protocol.transport.value().endswith(b"\x81\x04back")
+
+
+def test_autobahn_handshake_read_after_open(monkeypatch):
+    """A method other than the handshake's reading ``http_headers``: the handshake is
+    kept (the connection's dict as autobahn made it)."""
+    change_source(monkeypatch, autobahn, '""" End of frame received. """', "self.http_headers")
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.http_headers handshake"}
+    autobahn.apply(problems)
+    assert autobahn.features["release_handshake"] is False
+    assert autobahn.features["small_send_queue"] is True
+    protocol = tuned_server_protocol()
+    protocol.dataReceived(upgrade_request("/"))
+    assert protocol.state == protocol.STATE_OPEN
+    assert protocol.http_headers["host"] == "127.0.0.1"
+
+
+def test_autobahn_send_queue_used_as_a_deque(monkeypatch):
+    """``send_queue`` used beyond len/append/popleft (a list would not do): the deque
+    stays."""
+    change_source(
+        monkeypatch, autobahn, "e = self.send_queue.popleft()", "e = self.send_queue.pop()"
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.send_queue queue"}
+    autobahn.apply(problems)
+    assert autobahn.features["small_send_queue"] is False
+    assert type(tuned_server_protocol().send_queue) is collections.deque
 
 
 def autobahn_change_turns_off(monkeypatch, old: str, new: str, symbol: str, feature: str):
@@ -505,7 +562,7 @@ def test_autobahn_highlighting_deferred_until_written(monkeypatch):
         for name in ("hltype", "hlval"):
             monkeypatch.setattr(module, name, getattr(module, name))
     autobahn.defer_highlighting()
-    module = autobahn.autobahn_twisted_module
+    module = autobahn_twisted_module
     lazy = module.hlval(42)
     assert isinstance(lazy, LazyCall)
     assert f"{lazy}" == module.hlval.original(42)
@@ -524,9 +581,7 @@ def test_autobahn_highlighted_text_used_as_text(monkeypatch):
         autobahn,
         "_source",
         lambda obj: (
-            real(obj) + "\nlabel = hlval(x)\n"
-            if obj is autobahn.autobahn_twisted_module
-            else real(obj)
+            real(obj) + "\nlabel = hlval(x)\n" if obj is autobahn_twisted_module else real(obj)
         ),
     )
     problems = autobahn.check()

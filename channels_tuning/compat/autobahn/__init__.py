@@ -33,6 +33,9 @@ upstream symbol                                used for
                                                copied into every connection
 ``current_frame_masker``, ``current_frame``    a received frame's masker let go
 (``processData``, ``onFrameEnd``)              when the frame ends
+``http_headers``, ``http_request_data``, ...   the handshake's copies let go once
+(read by ``processHandshake`` and              open; ``send_queue`` an empty list
+``succeedHandshake`` only), ``send_queue``     (56 bytes) instead of a deque (760)
 =============================================  ===================================
 
 Each hook has a safe fallback: when :func:`check` finds a symbol missing, the
@@ -42,19 +45,20 @@ objects are left to autobahn. Tested range: autobahn 23 to 26.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
-import autobahn.twisted.websocket as autobahn_twisted_module
 import autobahn.websocket.protocol as autobahn_protocol_module
 from autobahn.util import encode_truncate
 from autobahn.websocket import xormasker
-from autobahn.websocket.compress_deflate import PerMessageDeflate
-from autobahn.websocket.protocol import WebSocketProtocol, WebSocketServerProtocol
 from twisted.internet.defer import succeed
 
-from ..exceptions import UpstreamChanged
-from ..runtime.lazytext import LazyPformat, lazy
-from ._checker import Checker, source_of
+from ...exceptions import UpstreamChanged
+from ...runtime.lazytext import LazyPformat, lazy
+from .._checker import Checker, source_of
+from . import contract
+from .contract import HANDSHAKE_ATTRIBUTES, HIGHLIGHTING_MODULES
 
 LIBRARY = "autobahn"
 
@@ -70,6 +74,8 @@ features = {
     "release_is_closed": True,
     "prepared_pings": True,
     "release_frame_masker": True,
+    "release_handshake": True,
+    "small_send_queue": True,
 }
 
 
@@ -82,10 +88,6 @@ def defer_option_log() -> None:
     module's ``pformat`` becomes a lazy one: the same text when the line is logged."""
     if features["lazy_option_log"]:
         autobahn_protocol_module.pformat = LazyPformat  # type: ignore[assignment]
-
-
-#: The modules whose ``hltype``/``hlval`` :func:`defer_highlighting` replaces.
-HIGHLIGHTING_MODULES = (autobahn_protocol_module, autobahn_twisted_module)
 
 
 def defer_highlighting() -> None:
@@ -229,6 +231,41 @@ def release_frame_masker(protocol: Any) -> None:
         protocol.current_frame_masker = SPENT_MASKER
 
 
+#: What a released connection's headers are (autobahn's and daphne's ``request``'s).
+NO_HEADERS: Mapping[str, str] = MappingProxyType({})
+
+
+def release_handshake(protocol: Any) -> None:
+    """Once a connection is open, let go of autobahn's copies of its handshake: the
+    raw request, its headers as a dict (also held by daphne's ``request``), the raw
+    response, the key. The scope keeps daphne's own copy of the headers. 1.6 KB per
+    connection of the benchmarks' client, more with a browser's cookies."""
+    if not features["release_handshake"]:
+        return
+    for name in HANDSHAKE_ATTRIBUTES:
+        setattr(protocol, name, NO_HEADERS if name == "http_headers" else None)
+    request: Any = getattr(protocol, "request", None)
+    if getattr(request, "headers", None) is not None:
+        request.headers = NO_HEADERS
+
+
+class SendQueue(list[Any]):
+    """autobahn's queue of data sent in pieces (``sendData(sync=True)`` or
+    ``chopsize``, which daphne never asks for), as a list: empty, 56 bytes instead
+    of an empty deque's 760 on every connection. Never more than a few entries."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+def shrink_send_queue(protocol: Any) -> None:
+    """Replace a new connection's empty ``send_queue`` deque by a :class:`SendQueue`."""
+    if features["small_send_queue"] and not protocol.send_queue:
+        protocol.send_queue = SendQueue()
+
+
 def send_uncompressed(protocol: Any, payload: bytes, binary: bool) -> None:
     protocol.sendMessage(payload, binary, doNotCompress=True)
 
@@ -259,106 +296,12 @@ _source = source_of
 def check() -> list[UpstreamChanged]:
     """What no longer matches in the installed autobahn (empty: all hooks hold)."""
     checker = Checker(LIBRARY, source=lambda obj: _source(obj))
-    protocol = WebSocketProtocol
-    checker.callables(
-        protocol,
-        "WebSocketProtocol",
-        ("sendCloseFrame", "sendPreparedMessage", "sendMessage", "_connectionMade"),
-    )
-    checker.attributes(protocol, "WebSocketProtocol", ("STATE_CONNECTING", "STATE_OPEN"))
-    # Attributes set per connection: look for them in the method that sets them.
-    for attribute in ("send_queue", "_perMessageCompress"):
-        checker.contains(
-            getattr(protocol, "_connectionMade", None),
-            f"WebSocketProtocol.{attribute}",
-            [f"self.{attribute} ="],
-        )
-    checker.contains(
-        getattr(protocol, "sendPreparedMessage", None),
-        "WebSocketProtocol.sendPreparedMessage",
-        ["self._perMessageCompress is None", "preparedMsg.payloadHybi"],
-    )
-    checker.contains(
-        getattr(protocol, "onMessageFrameData", None),
-        "WebSocketProtocol.failedByMe",
-        ["if not self.failedByMe:"],
-    )
-    checker.contains(
-        getattr(protocol, "_fail_connection", None),
-        "WebSocketProtocol._fail_connection localCloseCode",
-        ["self.failedByMe = True", "self.sendCloseFrame("],
-    )
-    checker.contains(
-        getattr(protocol, "sendCloseFrame", None),
-        "WebSocketProtocol.sendCloseFrame localCloseCode",
-        ["self.localCloseCode = code"],
-    )
-    checker.contains(
-        getattr(protocol, "_connectionLost", None),
-        "WebSocketProtocol.is_closed",
-        ["txaio.resolve(self.is_closed, self)"],
-    )
-    checker.contains(
-        getattr(protocol, "processControlFrame", None),
-        "WebSocketProtocol.processControlFrame autoPingPending",
-        ["if self.autoPingPending:", "self._onPong(payload)"],
-    )
-    checker.callables(protocol, "WebSocketProtocol", ("onAutoPingTimeout",))
-    checker.attributes(xormasker, "autobahn.websocket.xormasker", ("XorMaskerNull",))
-    for method, fragments in (
-        (
-            "processData",
-            ["self.current_frame_masker = create_xor_masker(", "if self.current_frame is None:"],
-        ),
-        ("onFrameEnd", ["self.current_frame = None"]),
-    ):
-        symbol = f"WebSocketProtocol.{method} current_frame_masker"
-        checker.contains(getattr(protocol, method, None), symbol, fragments)
-    checker.attributes(WebSocketServerProtocol, "WebSocketServerProtocol", ("CONFIG_ATTRS",))
-    checker.contains(
-        getattr(protocol, "_connectionMade", None),
-        "WebSocketProtocol.CONFIG_ATTRS",
-        ["for configAttr in self.CONFIG_ATTRS", "if not hasattr(self, configAttr)"],
-    )
-    checker.attributes(autobahn_protocol_module, "autobahn.websocket.protocol", ("pformat",))
-    checker.contains(
-        getattr(protocol, "_connectionMade", None),
-        "WebSocketProtocol._connectionMade pformat",
-        ["attrs=pformat(configAttrLog)"],
-    )
-    for module in HIGHLIGHTING_MODULES:
-        checker.attributes(module, module.__name__, ("hltype", "hlval"))
-        text = checker.source(module, module.__name__) or ""
-        # Each use is an argument of a log call: a lazy value would break text code.
-        if " = hltype(" in text or " = hlval(" in text or "+ hlval(" in text:
-            checker.changed(f"{module.__name__} hltype", "highlighted text used as text")
-    for attribute in ("_compressor", "_decompressor", "client_no_context_takeover"):
-        checker.contains(PerMessageDeflate, f"PerMessageDeflate.{attribute}", [f"self.{attribute}"])
+    contract.check(checker)
     return checker.problems
 
 
 def apply(problems: list[UpstreamChanged]) -> None:
     """Switch off the hooks the problems concern (their safe fallbacks take over)."""
     for problem in problems:
-        if problem.library != LIBRARY:
-            continue
-        if problem.symbol.endswith(("hltype", "hlval")):
-            features["lazy_highlight"] = False
-        elif "autoPingPending" in problem.symbol or "onAutoPingTimeout" in problem.symbol:
-            features["prepared_pings"] = False
-        elif "is_closed" in problem.symbol:
-            features["release_is_closed"] = False
-        elif "current_frame_masker" in problem.symbol or "xormasker" in problem.symbol:
-            features["release_frame_masker"] = False
-        elif "localCloseCode" in problem.symbol:
-            features["protocol_error_code"] = False
-        elif "PerMessageDeflate" in problem.symbol:
-            features["release_deflate"] = False
-        elif "failedByMe" in problem.symbol:
-            features["stop_assembling"] = False
-        elif "pformat" in problem.symbol:
-            features["lazy_option_log"] = False
-        elif "CONFIG_ATTRS" in problem.symbol:  # a server or the base class
-            features["shared_options"] = False
-        else:
-            features["prepared_fast_path"] = False
+        if problem.library == LIBRARY:
+            features[contract.feature_of(problem.symbol)] = False
