@@ -12,8 +12,8 @@ the group, the loops probed every 20 ms meanwhile.
 
 Reported, for all processes together: connections held at the start and at the end
 of the window (the servers' count), connections the clients saw closed, server CPU in
-% of one core, total server RSS; per process: the worst stall (the longest probe or
-collection), probe p50 / p99, collections per generation; for the broadcast:
+% of one core, total server RSS and PSS; per process: the worst stall (the longest
+probe or collection), probe p50 / p99, collections per generation; for the broadcast:
 delivered, the time to the last delivery, the longest probe meanwhile.
 
     python benchmarks/c100k.py [--processes 5] [--per-process 19800] [--window 600]
@@ -83,6 +83,7 @@ async def hold(servers: list, redis, group: str, per_process: int, window: float
         gc_after = [server.stats()["gc"]["generations"] for server in servers]
         held_at_end = [server.stats()["connections"] for server in servers]
         rss_mb = [server.rss_kb() / 1024 for server in servers]
+        pss_mb = [server.pss_kb() / 1024 for server in servers]
         closed_by_server = [closes(server) for server in servers]
 
         probers = asyncio.gather(
@@ -101,6 +102,7 @@ async def hold(servers: list, redis, group: str, per_process: int, window: float
                 "held_at_end": held_at_end[index],
                 "cpu_percent": cpu[index] * 100,
                 "rss_mb": rss_mb[index],
+                "pss_mb": pss_mb[index],
                 "worst_stall_ms": max(max(samples) * 1000, max(longest)),
                 "probe_p50_ms": statistics.median(samples) * 1000,
                 "probe_p99_ms": percentile(samples, 0.99) * 1000,
@@ -128,12 +130,14 @@ async def run(processes: int, per_process: int, window: float) -> dict:
             for _ in range(processes):
                 servers.append(start_daphne(tmp, tuned=True, redis=redis))
             rss_empty_mb = sum(server.rss_kb() for server in servers) / 1024
+            pss_empty_mb = sum(server.pss_kb() for server in servers) / 1024
             result = await hold(servers, redis, f"c100k-{time.monotonic_ns()}", per_process, window)
         finally:
             for server in servers:
                 stop_process(server.proc)
             stop_process(redis.proc)
     result["rss_empty_mb"] = rss_empty_mb
+    result["pss_empty_mb"] = pss_empty_mb
     return result
 
 
@@ -141,6 +145,7 @@ def report(result: dict, processes: int, per_process: int, window: float) -> str
     rows = result["processes"]
     total = processes * per_process
     rss = sum(row["rss_mb"] for row in rows)
+    pss = sum(row["pss_mb"] for row in rows)
     lines = [
         f"{total} idle connections over {processes} processes, {window:.0f} s window "
         f"(opened in {result['opened_in_s']:.0f} s)",
@@ -168,6 +173,8 @@ def report(result: dict, processes: int, per_process: int, window: float) -> str
         f"server closes by reason: {[row['closes'] for row in rows]}",
         f"server memory: {rss:.0f} MB in all, {result['rss_empty_mb']:.0f} MB before any "
         f"connection; {(rss - result['rss_empty_mb']) * 1024 / total:.1f} KB per connection",
+        f"the same as PSS (pages shared between processes counted once): {pss:.0f} MB in "
+        f"all, {result['pss_empty_mb']:.0f} MB before any connection",
         f"one broadcast() to all: {result['delivered']} of {total} delivered, the last "
         f"after {result['last_delivery_ms']:.0f} ms; longest probe meanwhile "
         f"{max(r['broadcast_probe_max_ms'] for r in rows):.0f} ms",

@@ -110,8 +110,8 @@ class RecentLoopGauges:
         return LoopGauges(registry.counts_by_class(qualified=False), figures, tasks)
 
     async def _take(self) -> None:
-        gauges = await loop_gauges_in_steps()
-        self._taken = (gauges.figures, gauges.tasks)
+        tasks = loop_tasks()[0]
+        self._taken = (await connection_figures_in_steps(), tasks)
 
 
 def scrape_loop_gauges() -> LoopGauges | None:

@@ -198,6 +198,14 @@ class DaphneProcess:
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def pss_kb(self) -> int:
+        """Proportional set size: pages shared with other processes (the interpreter,
+        libraries) counted in shares, so a sum over processes counts them once."""
+        for line in Path(f"/proc/{self.app_pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+        raise RuntimeError("no Pss")
+
 
 #: The ASGI servers the tests start, by the name the README's server table uses.
 SERVERS = ("daphne", "tuned", "uvicorn", "hypercorn")
