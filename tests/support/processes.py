@@ -193,18 +193,20 @@ class DaphneProcess:
         return int(self.stats()["counters"][name].get(labels, 0))
 
     def rss_kb(self) -> int:
-        for line in Path(f"/proc/{self.app_pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        return proc_kb(self.app_pid, "status", "VmRSS")
 
     def pss_kb(self) -> int:
         """Proportional set size: pages shared with other processes (the interpreter,
         libraries) counted in shares, so a sum over processes counts them once."""
-        for line in Path(f"/proc/{self.app_pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1])
-        raise RuntimeError("no Pss")
+        return proc_kb(self.app_pid, "smaps_rollup", "Pss")
+
+
+def proc_kb(pid: int, file: str, field: str) -> int:
+    """A ``field: N kB`` line of ``/proc/<pid>/<file>``."""
+    for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no {field} in /proc/{pid}/{file}")
 
 
 #: The ASGI servers the tests start, by the name the README's server table uses.
