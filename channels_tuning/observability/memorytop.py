@@ -26,6 +26,8 @@ import time
 import tracemalloc
 from typing import Any
 
+from ..core.every import Every
+
 #: Seconds between two takes of the allocation sites.
 MEMORY_TOP_EVERY = 60.0
 #: Sites published.
@@ -46,25 +48,22 @@ class RecentMemoryTop:
     """The sites of the last take, refreshed by the stats round when one is due."""
 
     def __init__(self, every: float = MEMORY_TOP_EVERY) -> None:
-        self.every = every
+        self.period = Every(every)
         self.sites: list[dict[str, Any]] = []
         #: Unix time of the take ``sites`` come from (None: none yet, or tracing off).
         self.taken_at: float | None = None
-        self._taken_monotonic: float | None = None
-
-    def due(self, now: float) -> bool:
-        return self._taken_monotonic is None or now - self._taken_monotonic >= self.every
 
     async def refresh(self) -> None:
         """Take the sites again if tracemalloc is on and the last take is old enough."""
         if not tracemalloc.is_tracing():
-            self.sites, self.taken_at, self._taken_monotonic = [], None, None
+            self.sites, self.taken_at = [], None
+            self.period.reset()
             return
         now = time.monotonic()
-        if not self.due(now):
+        if not self.period.due(now):
             return
         # Marked before the take: if it fails, the next try waits a whole interval.
-        self._taken_monotonic = now
+        self.period.ran(now)
         snapshot = tracemalloc.take_snapshot()
         loop = asyncio.get_running_loop()
         self.sites = await loop.run_in_executor(None, top_sites, snapshot)

@@ -37,6 +37,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import REGISTRY, Collector
 
+from ..core.every import Every
 from ..runtime import counters as stats
 from ..runtime.registry import registry
 from ..runtime.scheduler import scheduler
@@ -95,16 +96,16 @@ class RecentLoopGauges:
         #: The per-connection figures and the task count as last taken.
         self._taken: tuple[ConnectionFigures, int] | None = None
         self._task: asyncio.Task[None] | None = None
-        self._next_at = 0.0
+        self.period = Every(MIRROR_GAUGES_EVERY)
 
     def get(self) -> LoopGauges:
         """Call it on the server's loop. The first call takes one pass."""
         now = time.monotonic()
         if self._taken is None:
             self._taken = (connection_figures(), loop_tasks()[0])
-            self._next_at = now + MIRROR_GAUGES_EVERY
-        elif now >= self._next_at and (self._task is None or self._task.done()):
-            self._next_at = now + MIRROR_GAUGES_EVERY
+            self.period.ran(now)
+        elif self.period.due(now) and (self._task is None or self._task.done()):
+            self.period.ran(now)
             self._task = asyncio.get_running_loop().create_task(self._take())
         figures, tasks = self._taken
         return LoopGauges(registry.counts_by_class(qualified=False), figures, tasks)

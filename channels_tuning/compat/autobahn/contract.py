@@ -124,7 +124,11 @@ def _check_attribute_users(checker: Checker) -> None:
         for name, method in vars(cls).items():
             if not inspect.isfunction(method):  # a method reads ``self``: the others do not
                 continue
-            text = checker.source(method, f"{cls.__name__}.{name}") or ""
+            # Unreadable source turns off the two hooks this reads for, not the fast path.
+            text = checker.source(method, f"{cls.__name__}.{name} handshake")
+            if text is None:
+                checker.changed(f"{cls.__name__}.{name} send_queue queue", "source unavailable")
+                continue
             for attribute in (*HANDSHAKE_ATTRIBUTES, "request.headers"):
                 if name not in HANDSHAKE_METHODS and f"self.{attribute}" in text:
                     checker.changed(f"WebSocketProtocol.{attribute} handshake", f"read in {name}")

@@ -463,6 +463,28 @@ def test_autobahn_send_queue_used_as_a_deque(monkeypatch):
     assert type(tuned_server_protocol().send_queue) is collections.deque
 
 
+def test_autobahn_method_source_unreadable_turns_off_the_two_hooks(monkeypatch):
+    """A connection method whose source cannot be read (a build without .py files):
+    the handshake and send-queue hooks, which need it, are off; the fast path is not."""
+    real = autobahn._source
+
+    def unreadable_on_message_end(obj):
+        if getattr(obj, "__qualname__", "") == "WebSocketProtocol.onMessageEnd":
+            raise OSError("could not get source code")
+        return real(obj)
+
+    monkeypatch.setattr(autobahn, "_source", unreadable_on_message_end)
+    problems = autobahn.check()
+    assert symbols(problems) == {
+        "WebSocketProtocol.onMessageEnd handshake",
+        "WebSocketProtocol.onMessageEnd send_queue queue",
+    }
+    autobahn.apply(problems)
+    assert autobahn.features["release_handshake"] is False
+    assert autobahn.features["small_send_queue"] is False
+    assert autobahn.features["prepared_fast_path"] is True
+
+
 def autobahn_change_turns_off(monkeypatch, old: str, new: str, symbol: str, feature: str):
     """autobahn's source with ``old`` changed to ``new``: check() names ``symbol``, and
     applying it turns ``feature`` off while the fast path stays on."""

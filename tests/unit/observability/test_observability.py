@@ -287,7 +287,7 @@ async def test_the_multiprocess_copy_reads_every_connection_at_most_every_few_se
     again = recent.get()
     assert again.by_consumer == {"Grouped": 2}  # fresh
     assert again.figures.connections == 3  # as last taken
-    recent._next_at = 0.0  # due: a take in steps starts, the loop runs meanwhile
+    recent.period.reset()  # due: a take in steps starts, the loop runs meanwhile
     recent.get()
     await wait_for(lambda: recent.get().figures.connections == 2)
     assert len(passes) == 2
