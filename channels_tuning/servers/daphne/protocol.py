@@ -46,10 +46,12 @@ from ...compat import daphne as daphne_hooks
 from ...compat.autobahn import (
     prepared_pings,
     protocol_error_code,
+    release_defaults,
     release_frame_masker,
     release_handshake,
     release_is_closed,
     send_close_frame,
+    share_defaults,
     share_protocol_options,
     shrink_send_queue,
     stop_assembling_messages,
@@ -116,6 +118,7 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
             if not cls._ct_options_shared:
                 # daphne sets the factory's options after building it: final now.
                 share_protocol_options(cls, self.factory)
+                share_defaults(cls)
                 cls._ct_options_shared = True
             super().connectionMade()
             shrink_send_queue(self)
@@ -124,6 +127,7 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
             super().onOpen()
             # What autobahn kept of the handshake is never read again: compat.autobahn.
             release_handshake(self)
+            release_defaults(self)
 
         def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
             if not self._ct_closing:

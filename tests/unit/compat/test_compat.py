@@ -13,6 +13,7 @@ import asyncio
 import collections
 import inspect
 import pprint
+import sys
 import threading
 from typing import Any
 
@@ -335,6 +336,7 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
         "release_frame_masker": True,
         "release_handshake": True,
         "small_send_queue": True,
+        "release_defaults": True,
     }
 
 
@@ -463,7 +465,46 @@ def test_autobahn_send_queue_used_as_a_deque(monkeypatch):
     assert type(tuned_server_protocol().send_queue) is collections.deque
 
 
-def test_autobahn_method_source_unreadable_turns_off_the_two_hooks(monkeypatch):
+def test_autobahn_defaults_held_by_the_class_once_open_and_written_back_at_close():
+    """An open connection's attributes that hold their class's value are not in its
+    ``__dict__`` (rebuilt, so smaller); reads see the same values, and a close writes
+    its own back onto the instance."""
+    autobahn.features["release_defaults"] = False
+    kept = tuned_server_protocol()
+    kept.dataReceived(upgrade_request("/"))
+    autobahn.features["release_defaults"] = True
+    protocol = tuned_server_protocol()
+    protocol.request = type("Request", (), {"headers": {}})()
+    protocol.dataReceived(upgrade_request("/"))
+    assert protocol.state == protocol.STATE_OPEN
+    released = [name for name in autobahn.contract.RELEASED_DEFAULTS if name not in vars(protocol)]
+    assert sorted(released) == sorted(autobahn.contract.RELEASED_DEFAULTS)
+    assert protocol.wasClean is False and protocol.localCloseCode is None
+    assert sys.getsizeof(vars(protocol)) < sys.getsizeof(vars(kept)) - 500
+    protocol.transport.registerProducer(object(), True)  # as daphne does; the close drops it
+    protocol.sendClose(1000)
+    protocol.dataReceived(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + b"\x03\xe8")
+    assert protocol.closedByMe is True and vars(protocol)["localCloseCode"] == 1000
+    assert protocol.remoteCloseCode == 1000 and protocol.state == protocol.STATE_CLOSED
+
+
+def test_autobahn_default_read_by_name_keeps_the_dict(monkeypatch):
+    """An attribute read by its name (``hasattr`` could tell a class default from the
+    instance's): nothing is released, so no read can change."""
+    change_source(
+        monkeypatch, autobahn, "if not self.triggered:", 'if not hasattr(self, "triggered"):'
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.triggered default"}
+    autobahn.apply(problems)
+    assert autobahn.features["release_defaults"] is False
+    assert autobahn.features["prepared_fast_path"] is True
+    protocol = tuned_server_protocol()
+    protocol.dataReceived(upgrade_request("/"))
+    assert "wasClean" in vars(protocol) and "wasClean" not in vars(type(protocol))
+
+
+def test_autobahn_method_source_unreadable_turns_off_the_hooks_reading_it(monkeypatch):
     """A connection method whose source cannot be read (a build without .py files):
     the handshake and send-queue hooks, which need it, are off; the fast path is not."""
     real = autobahn._source
@@ -478,10 +519,12 @@ def test_autobahn_method_source_unreadable_turns_off_the_two_hooks(monkeypatch):
     assert symbols(problems) == {
         "WebSocketProtocol.onMessageEnd handshake",
         "WebSocketProtocol.onMessageEnd send_queue queue",
+        "WebSocketProtocol.onMessageEnd default",
     }
     autobahn.apply(problems)
     assert autobahn.features["release_handshake"] is False
     assert autobahn.features["small_send_queue"] is False
+    assert autobahn.features["release_defaults"] is False
     assert autobahn.features["prepared_fast_path"] is True
 
 
