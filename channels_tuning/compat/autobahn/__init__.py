@@ -36,6 +36,7 @@ upstream symbol                                used for
 ``http_headers``, ``http_request_data``, ...   the handshake's copies let go once
 (read by ``processHandshake`` and              open; ``send_queue`` an empty list
 ``succeedHandshake`` only), ``send_queue``     (56 bytes) instead of a deque (760)
+``trafficStats`` (only added to)               one per process, not per connection
 ``wasClean``, ``localCloseCode``, ... (never   an open connection's attributes that
 named as strings nor deleted upstream)         hold their initial value live on the
                                                class: its dict 832 bytes, not 1 584
@@ -55,6 +56,7 @@ from typing import Any
 import autobahn.websocket.protocol as autobahn_protocol_module
 from autobahn.util import encode_truncate
 from autobahn.websocket import xormasker
+from autobahn.websocket.protocol import TrafficStats
 from twisted.internet.defer import succeed
 
 from ...exceptions import UpstreamChanged
@@ -80,6 +82,7 @@ features = {
     "release_handshake": True,
     "small_send_queue": True,
     "release_defaults": True,
+    "shared_traffic_stats": True,
 }
 
 
@@ -289,6 +292,18 @@ class SendQueue(list[Any]):
 
     def popleft(self) -> Any:
         return self.pop(0)
+
+
+#: The traffic counters every tuned connection of this process adds to.
+SHARED_TRAFFIC_STATS = TrafficStats()
+
+
+def share_traffic_stats(protocol: Any) -> None:
+    """autobahn gives each connection a :class:`TrafficStats` of twelve counters (176
+    bytes) that it only ever adds to and nobody reads (daphne has no use for them):
+    a new connection adds to the process's :data:`SHARED_TRAFFIC_STATS` instead."""
+    if features["shared_traffic_stats"]:
+        protocol.trafficStats = SHARED_TRAFFIC_STATS
 
 
 def shrink_send_queue(protocol: Any) -> None:

@@ -182,6 +182,7 @@ def _check_attribute_users(checker: Checker) -> None:
             if text is None:
                 checker.changed(f"{cls.__name__}.{name} send_queue queue", "source unavailable")
                 checker.changed(f"{cls.__name__}.{name} default", "source unavailable")
+                checker.changed(f"{cls.__name__}.{name} counters", "source unavailable")
                 continue
             for attribute in RELEASED_DEFAULTS:
                 if f"del self.{attribute}" in text or re.search(f"[\"']{attribute}[\"']", text):
@@ -189,6 +190,9 @@ def _check_attribute_users(checker: Checker) -> None:
             for attribute in (*HANDSHAKE_ATTRIBUTES, "request.headers"):
                 if name not in HANDSHAKE_METHODS and f"self.{attribute}" in text:
                     checker.changed(f"WebSocketProtocol.{attribute} handshake", f"read in {name}")
+            stats_uses = re.findall(r"self\.trafficStats( = TrafficStats\(\)|\.\w+ \+=)?", text)
+            if "" in stats_uses:
+                checker.changed("WebSocketProtocol.trafficStats counters", f"read in {name}")
             uses = set(re.findall(r"self\.send_queue(\.\w+|\W)", text))
             if uses - {".append", ".popleft", ")", " "}:
                 checker.changed("WebSocketProtocol.send_queue queue", f"used in {name}")
@@ -210,6 +214,7 @@ FEATURE_RULES = (
     (" handshake", "release_handshake"),
     ("send_queue queue", "small_send_queue"),
     (" default", "release_defaults"),
+    (" counters", "shared_traffic_stats"),
     ("pformat", "lazy_option_log"),
     ("CONFIG_ATTRS", "shared_options"),  # a server or the base class
 )

@@ -53,6 +53,7 @@ from ...compat.autobahn import (
     send_close_frame,
     share_defaults,
     share_protocol_options,
+    share_traffic_stats,
     shrink_send_queue,
     stop_assembling_messages,
 )
@@ -122,6 +123,7 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
                 cls._ct_options_shared = True
             super().connectionMade()
             shrink_send_queue(self)
+            share_traffic_stats(self)
 
         def onOpen(self) -> None:
             super().onOpen()

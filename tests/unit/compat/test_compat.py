@@ -337,6 +337,7 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
         "release_handshake": True,
         "small_send_queue": True,
         "release_defaults": True,
+        "shared_traffic_stats": True,
     }
 
 
@@ -504,6 +505,34 @@ def test_autobahn_default_read_by_name_keeps_the_dict(monkeypatch):
     assert "wasClean" in vars(protocol) and "wasClean" not in vars(type(protocol))
 
 
+def test_autobahn_traffic_counters_one_per_process():
+    """Connections add to the process's one set of traffic counters."""
+    first, second = tuned_server_protocol(), tuned_server_protocol()
+    assert first.trafficStats is second.trafficStats is autobahn.SHARED_TRAFFIC_STATS
+    before = autobahn.SHARED_TRAFFIC_STATS.incomingWebSocketFrames
+    for protocol in (first, second):
+        protocol.request = type("Request", (), {"headers": {}})()
+        protocol.onMessage = lambda payload, binary: None
+        protocol.dataReceived(upgrade_request("/") + masked_text_frame("hello"))
+    assert autobahn.SHARED_TRAFFIC_STATS.incomingWebSocketFrames == before + 2
+
+
+def test_autobahn_traffic_counters_read_keep_one_per_connection(monkeypatch):
+    """A connection's counters read (not only added to): each keeps its own."""
+    change_source(
+        monkeypatch,
+        autobahn,
+        "self.trafficStats.incomingWebSocketFrames += 1",
+        "self.log(self.trafficStats)",
+    )
+    problems = autobahn.check()
+    assert symbols(problems) == {"WebSocketProtocol.trafficStats counters"}
+    autobahn.apply(problems)
+    assert autobahn.features["shared_traffic_stats"] is False
+    assert autobahn.features["prepared_fast_path"] is True
+    assert tuned_server_protocol().trafficStats is not autobahn.SHARED_TRAFFIC_STATS
+
+
 def test_autobahn_method_source_unreadable_turns_off_the_hooks_reading_it(monkeypatch):
     """A connection method whose source cannot be read (a build without .py files):
     the handshake and send-queue hooks, which need it, are off; the fast path is not."""
@@ -520,11 +549,13 @@ def test_autobahn_method_source_unreadable_turns_off_the_hooks_reading_it(monkey
         "WebSocketProtocol.onMessageEnd handshake",
         "WebSocketProtocol.onMessageEnd send_queue queue",
         "WebSocketProtocol.onMessageEnd default",
+        "WebSocketProtocol.onMessageEnd counters",
     }
     autobahn.apply(problems)
     assert autobahn.features["release_handshake"] is False
     assert autobahn.features["small_send_queue"] is False
     assert autobahn.features["release_defaults"] is False
+    assert autobahn.features["shared_traffic_stats"] is False
     assert autobahn.features["prepared_fast_path"] is True
 
 
