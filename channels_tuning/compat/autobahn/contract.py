@@ -40,7 +40,8 @@ HANDSHAKE_METHODS = ("processHandshake", "succeedHandshake")
 #: from the instance's. 14.7 KB per idle connection instead of 15.5 (the server's RSS,
 #: ``benchmarks/connections.py --connections 5000 --kinds tuned,websockets``).
 RELEASED_DEFAULTS: dict[str, bool | None] = {
-    **dict.fromkeys(HANDSHAKE_ATTRIBUTES[:-1]),  # None once ``release_handshake`` ran
+    # None once ``release_handshake`` ran (``http_headers`` is an empty mapping then).
+    **dict.fromkeys(name for name in HANDSHAKE_ATTRIBUTES if name != "http_headers"),
     **dict.fromkeys(
         (
             "_perMessageCompress",
