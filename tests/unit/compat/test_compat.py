@@ -456,13 +456,13 @@ def test_autobahn_handshake_read_after_open(monkeypatch):
 def test_autobahn_send_queue_used_as_a_deque(monkeypatch):
     """``send_queue`` used beyond len/append/popleft (a list would not do): the deque
     stays."""
-    change_source(
-        monkeypatch, autobahn, "e = self.send_queue.popleft()", "e = self.send_queue.pop()"
+    autobahn_change_turns_off(
+        monkeypatch,
+        "e = self.send_queue.popleft()",
+        "e = self.send_queue.pop()",
+        "WebSocketProtocol.send_queue queue",
+        "small_send_queue",
     )
-    problems = autobahn.check()
-    assert symbols(problems) == {"WebSocketProtocol.send_queue queue"}
-    autobahn.apply(problems)
-    assert autobahn.features["small_send_queue"] is False
     assert type(tuned_server_protocol().send_queue) is collections.deque
 
 
@@ -496,14 +496,13 @@ def test_autobahn_defaults_held_by_the_class_once_open_and_written_back_at_close
 def test_autobahn_default_read_by_name_keeps_the_dict(monkeypatch):
     """An attribute read by its name (``hasattr`` could tell a class default from the
     instance's): nothing is released, so no read can change."""
-    change_source(
-        monkeypatch, autobahn, "if not self.triggered:", 'if not hasattr(self, "triggered"):'
+    autobahn_change_turns_off(
+        monkeypatch,
+        "if not self.triggered:",
+        'if not hasattr(self, "triggered"):',
+        "WebSocketProtocol.triggered default",
+        "release_defaults",
     )
-    problems = autobahn.check()
-    assert symbols(problems) == {"WebSocketProtocol.triggered default"}
-    autobahn.apply(problems)
-    assert autobahn.features["release_defaults"] is False
-    assert autobahn.features["prepared_fast_path"] is True
     protocol = tuned_server_protocol()
     protocol.dataReceived(upgrade_request("/"))
     assert "wasClean" in vars(protocol) and "wasClean" not in vars(type(protocol))
@@ -523,17 +522,13 @@ def test_autobahn_traffic_counters_one_per_process():
 
 def test_autobahn_traffic_counters_read_keep_one_per_connection(monkeypatch):
     """A connection's counters read (not only added to): each keeps its own."""
-    change_source(
+    autobahn_change_turns_off(
         monkeypatch,
-        autobahn,
         "self.trafficStats.incomingWebSocketFrames += 1",
         "self.log(self.trafficStats)",
+        "WebSocketProtocol.trafficStats counters",
+        "shared_traffic_stats",
     )
-    problems = autobahn.check()
-    assert symbols(problems) == {"WebSocketProtocol.trafficStats counters"}
-    autobahn.apply(problems)
-    assert autobahn.features["shared_traffic_stats"] is False
-    assert autobahn.features["prepared_fast_path"] is True
     assert tuned_server_protocol().trafficStats is not autobahn.SHARED_TRAFFIC_STATS
 
 
