@@ -73,8 +73,7 @@ async def kill_and_restart(
             await asyncio.sleep(2)
             await producer.stop()
             times["stopped"] = time.time()
-            await asyncio.sleep(1.5)  # the last messages, and replays, arrive
-            report = await lb_clients_report(clients)
+            report = await lb_clients_report(clients, producer.last_seq)
     finally:
         await layer.close_pools()
         if clients is not None and clients.poll() is None:

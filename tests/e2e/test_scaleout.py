@@ -120,8 +120,7 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
         after = member_processes(redis_server, group)
         await asyncio.sleep(2)
         await producer.stop()
-        await asyncio.sleep(1)  # the last messages arrive
-        report = await lb_clients_report(clients)
+        report = await lb_clients_report(clients, producer.last_seq)
     finally:
         history_settings.disable()
         await layer.close_pools()
@@ -260,8 +259,7 @@ async def test_killed_server_behind_haproxy(daphne_factory, redis_server, tmp_pa
         settled_after = time.time() - killed_at
         await asyncio.sleep(2)
         await producer.stop()
-        await asyncio.sleep(1)
-        report = await lb_clients_report(clients)
+        report = await lb_clients_report(clients, producer.last_seq)
     finally:
         history_settings.disable()
         await layer.close_pools()

@@ -78,9 +78,11 @@ async def start_lb_clients(
     return clients
 
 
-async def lb_clients_report(clients: subprocess.Popen) -> list[dict]:
-    """Close the clients (stdin) and read what each received and when it was open."""
-    output, _ = await asyncio.to_thread(clients.communicate, "", 60)
+async def lb_clients_report(clients: subprocess.Popen, last_seq: int | None = None) -> list[dict]:
+    """Close the clients (stdin) and read what each received and when it was open;
+    with ``last_seq``, once each has received it (bounded: tests/support/lb_clients.py)."""
+    told = "" if last_seq is None else str(last_seq)
+    output, _ = await asyncio.to_thread(clients.communicate, told, 90)
     return json.loads(output.splitlines()[-1])
 
 
@@ -107,6 +109,10 @@ class Producer:
             self.gone += report.receivers_gone
             seq += 1
             await asyncio.sleep(max(0.0, began + seq / self.rate - time.monotonic()))
+
+    @property
+    def last_seq(self) -> int:
+        return max(self.sent)
 
     async def stop(self) -> None:
         self._stop.set()

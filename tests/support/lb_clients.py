@@ -5,9 +5,13 @@ when it was connected, and reconnects as the package's backoff says.
     python tests/support/lb_clients.py URL N [json]
 
 Prints ``READY`` once every client is open, then runs until its stdin closes and
-prints one JSON report: per client, the sequence numbers it received (frames
-``"<seq> ..."``), when it opened (``opens``), when it lost its connection
-(``closes``: time and code), and the backoff delays it waited (``delays``).
+prints one JSON report. If stdin gave a number (the last sequence number sent), it
+first waits, at most ``DRAIN_TIMEOUT`` seconds, until every client has received it:
+600 clients in one process on a busy 2-core machine can be seconds behind the
+producer, and a report taken earlier would count their backlog as lost. The report:
+per client, the sequence numbers it received (frames ``"<seq> ..."``), when it
+opened (``opens``), when it lost its connection (``closes``: time and code), and the
+backoff delays it waited (``delays``).
 
 With ``json`` (groups with history): the frames are JSON envelopes whose ``data`` is
 ``"<seq> ..."``; the report adds, per client, each ``subscribed`` message's
@@ -26,6 +30,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from channels_tuning.client import Backoff, ReconnectingClient
+
+DRAIN_TIMEOUT = 30.0
 
 
 class Recorder:
@@ -56,6 +62,16 @@ class Recorder:
         self.delays.append(delay)
 
 
+async def received_by_all(recorders: list[Recorder], last_seq: int, timeout: float) -> None:
+    """Until every client's latest message is ``last_seq`` or later, or ``timeout``
+    passed (the report then shows what is missing)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(r.seqs and r.seqs[-1] >= last_seq for r in recorders):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def main() -> None:
     url, count = sys.argv[1], int(sys.argv[2])
     codec = sys.argv[3] if len(sys.argv) > 3 else None
@@ -76,7 +92,9 @@ async def main() -> None:
         await asyncio.sleep(0.002)  # a steady arrival, not 600 SYNs at once
     await asyncio.gather(*(client.wait_open(timeout=60) for client in clients))
     print("READY", flush=True)
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    told = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    if told.strip():
+        await received_by_all(recorders, int(told), DRAIN_TIMEOUT)
     await asyncio.gather(*(client.close() for client in clients))
     report = [
         {
