@@ -149,7 +149,7 @@ async def test_idle_connection_cost_with_redis_layer(daphne_factory, shared_redi
     assert tasks <= 2
     assert objects <= (70 if tuned else 110)
     if tuned:
-        # Within the 42 entries of a 64-slot dict (compat.autobahn.release_defaults;
+        # Within the 42 entries of a 64-slot dict (compat.autobahn.DefaultsRelease;
         # Python 3.10's dicts are larger per entry, and its instances' dicts share their
         # keys until daphne's late attributes: no rebuilt dict is smaller there).
         if sys.version_info >= (3, 11):

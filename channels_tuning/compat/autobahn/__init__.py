@@ -258,33 +258,43 @@ def release_handshake(protocol: Any) -> None:
         request.headers = NO_HEADERS
 
 
-def share_defaults(protocol_class: type) -> None:
-    """Give ``protocol_class`` the values :func:`release_defaults` takes out of each
-    connection, as class attributes (once, before it releases any)."""
-    if features["release_defaults"]:
-        for name, value in RELEASED_DEFAULTS.items():
-            setattr(protocol_class, name, value)
+class DefaultsRelease:
+    """An open connection's attributes that hold their initial values, let go of;
+    planned once per protocol class. The class gets the values
+    (:data:`.contract.RELEASED_DEFAULTS`), and the first open connection decides
+    whether a rebuilt ``__dict__`` is smaller at all (not on Python 3.10, where a
+    dict costs 24 bytes per entry, not 16, and an instance's dict may still share
+    its keys with the class's others). Deciding per class, not per connection:
+    3.4 us per handshake instead of 8.1 (0.7 % of one)."""
 
+    __slots__ = ("names", "rebuild_pays")
 
-def release_defaults(protocol: Any) -> None:
-    """Rebuild an open connection's ``__dict__`` without the attributes that hold
-    what its class holds (:data:`.contract.RELEASED_DEFAULTS`): 752 bytes less per
-    idle connection. autobahn's next write of one puts it back on the instance."""
-    if not features["release_defaults"]:
-        return
-    attributes = vars(protocol)
-    cls = type(protocol)
-    released = {
-        name
-        for name, value in RELEASED_DEFAULTS.items()
-        if attributes.get(name, cls) is value and getattr(cls, name, cls) is value
-    }
-    if released:
-        # A new dict: deleting keys would leave the table at its size for 70. Kept
-        # only where smaller: on Python 3.10 a dict costs 24 bytes per entry, not 16,
-        # and an instance's dict may still share its keys with the class's others.
-        rebuilt = {k: v for k, v in attributes.items() if k not in released}
-        if sys.getsizeof(rebuilt) < sys.getsizeof(attributes):
+    def __init__(self, protocol_class: type) -> None:
+        #: The attributes this class holds for its connections (none: the hook is off).
+        self.names: frozenset[str] = frozenset()
+        #: Whether dropping them shrinks a connection's dict (None: not known yet).
+        self.rebuild_pays: bool | None = None
+        if features["release_defaults"]:
+            for name, value in RELEASED_DEFAULTS.items():
+                setattr(protocol_class, name, value)
+            self.names = frozenset(RELEASED_DEFAULTS)
+
+    def apply(self, protocol: Any) -> None:
+        """Rebuild an open connection's ``__dict__`` without the attributes that hold
+        what its class holds: 752 bytes less per idle connection. autobahn's next
+        write of one puts it back on the instance."""
+        if not (self.names and features["release_defaults"]) or self.rebuild_pays is False:
+            return
+        attributes = vars(protocol)
+        # A new dict: deleting keys would leave the table at its size for 70.
+        rebuilt = {
+            k: v
+            for k, v in attributes.items()
+            if k not in self.names or v is not RELEASED_DEFAULTS[k]
+        }
+        if self.rebuild_pays is None:
+            self.rebuild_pays = sys.getsizeof(rebuilt) < sys.getsizeof(attributes)
+        if self.rebuild_pays:
             protocol.__dict__ = rebuilt
 
 

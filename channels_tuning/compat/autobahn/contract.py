@@ -32,7 +32,7 @@ HANDSHAKE_ATTRIBUTES = (
 HANDSHAKE_METHODS = ("processHandshake", "succeedHandshake")
 
 #: What an open connection's attributes hold until something happens to it (a close,
-#: a failure, a deflate offer, a timing request): ``release_defaults`` moves them to
+#: a failure, a deflate offer, a timing request): ``DefaultsRelease`` moves them to
 #: the protocol class, so an idle connection's ``__dict__`` keeps 39 entries, not 70:
 #: within the 42 a 64-slot table holds (832 bytes instead of 1 584). Each is read as
 #: ``self.name`` and written as ``self.name = ...`` only: never by its name as a

@@ -44,14 +44,13 @@ from typing import Any
 
 from ...compat import daphne as daphne_hooks
 from ...compat.autobahn import (
+    DefaultsRelease,
     prepared_pings,
     protocol_error_code,
-    release_defaults,
     release_frame_masker,
     release_handshake,
     release_is_closed,
     send_close_frame,
-    share_defaults,
     share_protocol_options,
     share_traffic_stats,
     shrink_send_queue,
@@ -109,18 +108,18 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
         _ct_tokens_at: float = 0.0
         _ct_fragments: int = 0
         _ct_bytes: int = 0
-        _ct_options_shared: bool = False
+        #: Made by the first connection, once daphne's options are final.
+        _ct_defaults_release: DefaultsRelease | None = None
         _ct_closing: bool = False
         #: When the oldest ping the client has not answered went out (0: none).
         _ct_ping_sent: float = 0.0
 
         def connectionMade(self) -> None:
             cls = type(self)
-            if not cls._ct_options_shared:
+            if cls._ct_defaults_release is None:
                 # daphne sets the factory's options after building it: final now.
                 share_protocol_options(cls, self.factory)
-                share_defaults(cls)
-                cls._ct_options_shared = True
+                cls._ct_defaults_release = DefaultsRelease(cls)
             super().connectionMade()
             shrink_send_queue(self)
             share_traffic_stats(self)
@@ -129,7 +128,8 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
             super().onOpen()
             # What autobahn kept of the handshake is never read again: compat.autobahn.
             release_handshake(self)
-            release_defaults(self)
+            if self._ct_defaults_release is not None:
+                self._ct_defaults_release.apply(self)
 
         def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
             if not self._ct_closing:

@@ -493,6 +493,24 @@ def test_autobahn_defaults_held_by_the_class_once_open_and_written_back_at_close
     assert protocol.remoteCloseCode == 1000 and protocol.state == protocol.STATE_CLOSED
 
 
+def test_autobahn_defaults_release_planned_once_per_class():
+    """The first open connection decides whether a rebuilt dict is smaller (on 3.11
+    and later it is, on 3.10 it is not); the class's later connections follow that
+    decision without measuring again."""
+    first = tuned_server_protocol()
+    plan = type(first)._ct_defaults_release
+    assert plan is not None and plan.rebuild_pays is None
+    first.request = type("Request", (), {"headers": {}})()
+    first.dataReceived(upgrade_request("/"))
+    assert plan.rebuild_pays is (sys.version_info >= (3, 11))
+    plan.rebuild_pays = False  # as on Python 3.10: nothing is rebuilt any more
+    second = first.factory.buildProtocol(None)
+    second.makeConnection(StringTransport())
+    second.request = type("Request", (), {"headers": {}})()
+    second.dataReceived(upgrade_request("/"))
+    assert second.state == second.STATE_OPEN and "wasClean" in vars(second)
+
+
 def test_autobahn_default_read_by_name_keeps_the_dict(monkeypatch):
     """An attribute read by its name (``hasattr`` could tell a class default from the
     instance's): nothing is released, so no read can change."""
