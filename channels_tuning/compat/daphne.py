@@ -43,6 +43,11 @@ upstream symbol                              used for
                                              stops the loop and cuts every other's
                                              cleanup short; and it raises KeyError
                                              for an upgrade not yet given its task
+``WebSocketProtocol.protocol_to_accept``     left on the class once a connection is
+                                             open, with autobahn's initial values:
+                                             checked with them, in
+                                             ``compat/autobahn/contract.py`` (its
+                                             scan reads this class's methods too)
 ===========================================  =====================================
 
 Fallback when :func:`check` fails: ``TunedServer`` creates applications as daphne

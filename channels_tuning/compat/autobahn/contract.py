@@ -59,7 +59,7 @@ RELEASED_DEFAULTS: dict[str, bool | None] = {
             "autoPingPending",
             "autoPingPendingCall",
             "autoPingPendingSent",
-            "protocol_to_accept",  # daphne's, read while the handshake runs
+            "protocol_to_accept",  # daphne's (listed in compat/daphne.py), read in the handshake
         )
     ),
     **dict.fromkeys(
