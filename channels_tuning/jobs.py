@@ -36,6 +36,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 
 from .conf import project_settings
+from .core.every import Every
 from .layers.capabilities import SharedOwnerCounts, missed_messages, owner_counts
 from .layers.redis.membership import refresh_tracked_memberships
 from .observability import gctuning, multiprocess, snapshot
@@ -57,17 +58,16 @@ class PeriodicCollection:
     frames waiting so that it does not delay them further, but at most one interval."""
 
     def __init__(self, interval: float, now: float) -> None:
-        self.interval = interval
-        self.next_at = now + interval
+        self.every = Every(interval, first_at=now + interval)
 
     def __call__(self, now: float, consumers: Iterable[Any]) -> None:
-        if now < self.next_at:
+        every = self.every
+        if not every.due(now):
             return
-        overdue = now >= self.next_at + self.interval
-        if not overdue and frames_waiting(consumers):
+        if not every.overdue(now) and frames_waiting(consumers):
             return
         gc.collect()
-        self.next_at = now + self.interval
+        every.ran(now)
 
 
 class StatsRound:

@@ -50,6 +50,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
 
+from ..core.every import Every
+
 logger = logging.getLogger(__name__)
 
 #: Unreachable objects per closed connection assumed before a full collection has
@@ -105,7 +107,9 @@ class SettlingCollector:
         self.connections = connections
         self.interval = interval
         self.garbage_limit = garbage_limit
-        self.next_at = now + interval
+        #: The young collection and freeze at most this often (sooner after CPython's
+        #: own generation-1 collection promoted objects).
+        self.every = Every(interval, first_at=now + interval)
         #: Per closed connection, from the full collections (None: none yet).
         self._measured: float | None = None
         self.closed_at_full = connections.closed
@@ -146,7 +150,7 @@ class SettlingCollector:
                 self._full_due_since = None
                 self._freeze(now)
                 return
-        if _PROMOTIONS[0] != self._promotions_seen or now >= self.next_at:
+        if _PROMOTIONS[0] != self._promotions_seen or self.every.due(now):
             # The young generations, small after CPython's own generation-1 collection:
             # what died young (a connection that came and went) is freed, not frozen.
             gc.collect(1)
@@ -155,7 +159,7 @@ class SettlingCollector:
     def _freeze(self, now: float) -> None:
         gc.freeze()
         self.rounds += 1
-        self.next_at = now + self.interval
+        self.every.ran(now)
         self._promotions_seen = _PROMOTIONS[0]
         self._closed_at_last_round = self.connections.closed
 

@@ -38,6 +38,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.every import Every
 from ..core.timerwheel import TimerWheel
 from . import clock
 from .registry import ConnectionRegistry, registry
@@ -53,9 +54,8 @@ JobFunction = Callable[[float, Iterable[Any]], None]
 class Job:
     name: str
     run: JobFunction
-    #: Seconds between runs; ``None``: at every tick.
-    interval: float | None
-    next_at: float = 0.0
+    #: When it runs; ``None``: at every tick.
+    every: Every | None
 
 
 class Scheduler:
@@ -90,7 +90,7 @@ class Scheduler:
         """Run ``run(now, consumers)`` every ``interval`` seconds (``None``: every
         tick), first at ``first_at`` (monotonic; 0: the next tick). A job of the same
         name is replaced."""
-        job = Job(name, run, interval, first_at)
+        job = Job(name, run, None if interval is None else Every(interval, first_at))
         self._jobs[name] = job
         return job
 
@@ -169,10 +169,11 @@ class Scheduler:
         self._tick_due(now)
         connections = self._connections
         for job in list(self._jobs.values()):
-            if job.interval is not None and now < job.next_at:
-                continue
-            if job.interval is not None:
-                job.next_at = now + job.interval
+            every = job.every
+            if every is not None:
+                if not every.due(now):
+                    continue
+                every.ran(now)
             try:
                 job.run(now, connections)
             except Exception:

@@ -148,13 +148,13 @@ def test_periodic_collection_runs_on_its_interval_and_waits_out_backlogs():
     monitor.install()
     before = monitor.collections[2]
     collection(99.0, [])  # not due
-    assert monitor.collections[2] == before and collection.next_at == 100.0
+    assert monitor.collections[2] == before and collection.every.next_at == 100.0
     collection(100.0, [_Backlogged()])  # backlog: postponed
-    assert monitor.collections[2] == before and collection.next_at == 100.0
+    assert monitor.collections[2] == before and collection.every.next_at == 100.0
     collection(110.0, [_Backlogged()])  # a full interval late: runs anyway
-    assert monitor.collections[2] == before + 1 and collection.next_at == 120.0
+    assert monitor.collections[2] == before + 1 and collection.every.next_at == 120.0
     collection(120.0, [])
-    assert monitor.collections[2] == before + 2 and collection.next_at == 130.0
+    assert monitor.collections[2] == before + 2 and collection.every.next_at == 130.0
 
 
 def test_scheduler_runs_registered_jobs_on_their_intervals_and_survives_a_failing_one():

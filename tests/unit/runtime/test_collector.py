@@ -37,7 +37,7 @@ def test_a_round_is_a_young_collection_and_a_freeze_at_its_interval():
     assert collector.rounds == 0 and gc.get_freeze_count() == 0
     collector(60.0, [])
     assert collector.rounds == 1 and gc.get_freeze_count() > 0
-    assert collector.next_at == 120.0 and collector.full_collections == 0
+    assert collector.every.next_at == 120.0 and collector.full_collections == 0
 
 
 def test_the_garbage_bound_brings_a_full_collection_and_is_measured_by_it():
