@@ -103,6 +103,14 @@ class SlowHandlerConsumer(TunedWebsocketConsumer):
         await asyncio.sleep(0.005)
 
 
+class SlowAcceptConsumer(TunedWebsocketConsumer):
+    """Accepts 2 s after the upgrade (a slow authentication, a query in connect)."""
+
+    async def connect(self):
+        await asyncio.sleep(2)
+        await self.accept()
+
+
 class PausingConsumer(TunedWebsocketConsumer):
     """Echoes; ``"pause"`` keeps its handler busy 2 s (a slow group send, a query)
     while the client goes on sending."""
@@ -482,6 +490,7 @@ websocket_router = TunedURLRouter(
         re_path(r"^ws/proto/(?P<group>[\w.-]+)/$", ProtoConsumer.as_asgi()),
         re_path(r"^ws/slow-handler/$", SlowHandlerConsumer.as_asgi()),
         re_path(r"^ws/pausing/$", PausingConsumer.as_asgi()),
+        re_path(r"^ws/slow-accept/$", SlowAcceptConsumer.as_asgi()),
         re_path(r"^ws/slow-disconnect/$", SlowDisconnectConsumer.as_asgi()),
         *(
             re_path(rf"^ws/burst/{policy}/$", consumer.as_asgi())

@@ -699,3 +699,33 @@ async def test_the_example_on_the_pubsub_layer_chats_without_presence(daphne_fac
         assert json.loads(await recv_data(bob)) == {"type": "message", "message": "hi"}
     log = proc.log.read_text()
     assert "Traceback" not in log and "1011" not in log, log[-2000:]
+
+
+async def test_upgrades_beyond_the_pending_cap_get_503_before_django(daphne_factory):
+    """``--max-pending-upgrades 3``: while three upgrades wait for their consumer's
+    accept (2 s), a new upgrade is answered 503 with ``Retry-After`` before Django
+    (counted; one log line a second at most, no traceback); once they are open,
+    upgrades are served again."""
+    daphne = daphne_factory(tuned=True, tuning=QUIET, extra_args=("--max-pending-upgrades", "3"))
+    slow = [asyncio.ensure_future(websockets.connect(daphne.ws("/ws/slow-accept/"))) for _ in "abc"]
+    refused = None
+    while refused is None and not any(task.done() for task in slow):
+        try:
+            async with websockets.connect(daphne.ws("/ws/echo/")):
+                pass
+        except websockets.InvalidStatus as error:
+            refused = error.response
+        await asyncio.sleep(0.05)
+    assert refused is not None and not any(task.done() for task in slow)
+    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+    assert refused.body == b"busy\n"
+    opened = await asyncio.gather(*slow)  # the three pending ones are served whole
+    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+        await ws.send("after")
+        assert await recv_data(ws) == "after"
+    for ws in opened:
+        await ws.close()
+    counters = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+    assert counters == {"consumer=(server),reason=pending_upgrades": 1}
+    log = daphne.log.read_text()
+    assert log.count("refused: 3 upgrades pending") == 1 and "Traceback" not in log

@@ -21,6 +21,9 @@ What it changes, for WebSocket connections only (HTTP is daphne's, untouched):
 - **Bounded kernel buffers** (``--ws-send-buffer``): each WebSocket's SO_SNDBUF is
   fixed (64 KiB by default) instead of autotuned up to 4 MB: with eager writes the
   kernel's buffer is the first a burst fills, outside the process and its bounds.
+- **Bounded upgrades in progress** (``--max-pending-upgrades``, 500): beyond that many
+  upgrades waiting for their application's accept, a new one gets 503 before Django,
+  so a reconnect storm is refused in part instead of served too late for all.
 - **Opt-in permessage-deflate** (``--ws-compression``), see :class:`Compression`.
 - **A health endpoint** for load balancers (``--health-path``, ``/_ct/health``):
   200 while serving (also when full), 503 while draining; ``?ready``: 503 when full
@@ -37,9 +40,15 @@ from __future__ import annotations
 from .cli import TunedCommandLineInterface, main
 from .compression import Compression
 from .send import INBOUND_HIGH_WATER, FlowControlledSend, InboundQueue
-from .server import DEFAULT_SEND_BUFFER, TunedOptions, TunedServer
+from .server import (
+    DEFAULT_MAX_PENDING_UPGRADES,
+    DEFAULT_SEND_BUFFER,
+    TunedOptions,
+    TunedServer,
+)
 
 __all__ = [
+    "DEFAULT_MAX_PENDING_UPGRADES",
     "DEFAULT_SEND_BUFFER",
     "INBOUND_HIGH_WATER",
     "Compression",

@@ -13,7 +13,12 @@ from daphne.cli import CommandLineInterface
 from .compression import Compression
 from .health import DEFAULT_HEALTH_PATH
 from .protocol import ProtocolLimits
-from .server import DEFAULT_SEND_BUFFER, TunedOptions, TunedServer
+from .server import (
+    DEFAULT_MAX_PENDING_UPGRADES,
+    DEFAULT_SEND_BUFFER,
+    TunedOptions,
+    TunedServer,
+)
 
 
 class TunedCommandLineInterface(CommandLineInterface):
@@ -103,6 +108,13 @@ class TunedCommandLineInterface(CommandLineInterface):
             "IPV6_CLIENT_PREFIX) beyond which new ones from it are refused",
         )
         group.add_argument(
+            "--max-pending-upgrades",
+            type=int,
+            default=DEFAULT_MAX_PENDING_UPGRADES,
+            help="WebSocket upgrades whose application has not accepted them yet beyond "
+            "which new ones get 503 (0: no limit)",
+        )
+        group.add_argument(
             "--ws-send-buffer",
             type=int,
             default=DEFAULT_SEND_BUFFER,
@@ -144,6 +156,7 @@ class TunedCommandLineInterface(CommandLineInterface):
             handshake_timeout=options.handshake_timeout,
             max_half_open=options.max_half_open,
             max_half_open_per_address=options.max_half_open_per_address,
+            max_pending_upgrades=options.max_pending_upgrades or None,
             send_buffer=options.ws_send_buffer,
             health_path=options.health_path,
             drain_health_delay=options.drain_health_delay,

@@ -1,6 +1,7 @@
 """The HTTP side of ``channels-tuning-daphne``: a deadline for the opening handshake,
 an optional cap on connections still in it, and the server's own answers (the health
-check, 503 to new WebSockets while draining) before Django sees the request.
+check, 503 to new WebSockets while draining or while too many upgrades are pending)
+before Django sees the request.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ class _HandshakeRequest(WebRequest):
                 # nginx "proxy_next_upstream http_503"): the client never sees it.
                 REJECTED.inc(("(server)", "draining"))
                 return self._answer(503, b"draining\n", b"text/plain", retry_after=b"1")
+            if self._is_websocket_upgrade() and server.upgrades_pending_full():
+                # More upgrades in progress than the server finishes in time: refusing
+                # costs less than serving one its client will have given up on.
+                REJECTED.inc(("(server)", "pending_upgrades"))
+                factory.refused_log.log(
+                    "channels_tuning: upgrade from %s refused: %d upgrades pending",
+                    self.client,
+                    len(server.pending_upgrades),
+                )
+                return self._answer(503, b"busy\n", b"text/plain", retry_after=b"1")
         result = super().process()
         if self.transport is None and self._is_websocket_upgrade():
             # daphne moved the transport to the WebSocket protocol: done with HTTP.
@@ -114,7 +125,7 @@ class TunedHTTPFactory(HTTPFactory):
         self.half_open: dict[Any, tuple[Any, Any, str]] = {}
         #: Entries of ``half_open`` per address group (only with the per-address cap).
         self.half_open_by_address: collections.Counter[str] = collections.Counter()
-        self._log = RateLimitedLog(logger)
+        self.refused_log = RateLimitedLog(logger)
 
     def buildProtocol(self, addr: Any) -> Any:
         if self.max_half_open is not None and len(self.half_open) >= self.max_half_open:
@@ -182,4 +193,4 @@ class TunedHTTPFactory(HTTPFactory):
 
     def _refused(self, reason: str, addr: Any) -> None:
         REJECTED.inc(("(server)", reason))
-        self._log.log("channels_tuning: connection from %s refused: %s", addr, reason)
+        self.refused_log.log("channels_tuning: connection from %s refused: %s", addr, reason)

@@ -125,6 +125,9 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
             share_traffic_stats(self)
 
         def onOpen(self) -> None:
+            server = getattr(self.factory, "server_class", None)  # None: not under daphne
+            if server is not None:
+                server.upgrade_settled(self)
             super().onOpen()
             # What autobahn kept of the handshake is never read again: compat.autobahn.
             release_handshake(self)

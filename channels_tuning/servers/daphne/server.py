@@ -61,6 +61,17 @@ def wire_message_limit(server_limit: int) -> int:
 DEFAULT_SEND_BUFFER = 64 * 1024
 
 
+#: WebSocket upgrades in progress (their application neither accepted nor rejected
+#: them yet) beyond which a new upgrade is answered 503 with ``Retry-After`` before
+#: Django sees it. Without a bound a reconnect storm collapses: past what the server
+#: completes within the clients' handshake timeout, every upgrade is served too late,
+#: its client has given up, and the server spends the storm on handshakes nobody
+#: waits for. Measured (``python benchmarks/storm.py --connections 19000``, one process
+#: restarted under 19 000 clients): without the bound 255 were back after 100 s, with
+#: 500 all of them after 41-94 s. 500 is about a third of a second of handshakes here.
+DEFAULT_MAX_PENDING_UPGRADES = 500
+
+
 def set_send_buffer(transport: Any, size: int) -> None:
     """Fix the kernel's send buffer of a connection's socket at ``size`` bytes."""
     try:
@@ -86,6 +97,9 @@ class TunedOptions:
     max_half_open: int | None = None
     #: The same, per client address (an IPv6 one: its IPV6_CLIENT_PREFIX).
     max_half_open_per_address: int | None = None
+    #: WebSocket upgrades whose application has not accepted or rejected yet, beyond
+    #: which new ones get 503 before Django (--max-pending-upgrades; None: no limit).
+    max_pending_upgrades: int | None = DEFAULT_MAX_PENDING_UPGRADES
     #: SO_SNDBUF of each WebSocket's socket; 0: the kernel's autotuning.
     send_buffer: int = DEFAULT_SEND_BUFFER
     #: Path answered by the health check; "": none.
@@ -114,6 +128,9 @@ class TunedServer(DueCheckers):
         self.handshake_timeout = options.handshake_timeout
         self.max_half_open = options.max_half_open
         self.max_half_open_per_address = options.max_half_open_per_address
+        self.max_pending_upgrades = options.max_pending_upgrades
+        #: Upgrades given an application that has not accepted or rejected them yet.
+        self.pending_upgrades: set[Any] = set()
         self.send_buffer = options.send_buffer
         self.health_path = options.health_path.encode() if options.health_path else b""
         self.drain_health_delay = options.drain_health_delay
@@ -211,7 +228,22 @@ class TunedServer(DueCheckers):
         task = asyncio.ensure_future(application_instance, loop=asyncio.get_event_loop())
         self.connections[protocol]["application_instance"] = task
         self.application_started(protocol, task)
+        self.pending_upgrades.add(protocol)
         return input_queue
+
+    def upgrades_pending_full(self) -> bool:
+        """Whether a new WebSocket upgrade should get 503 now (see
+        :data:`DEFAULT_MAX_PENDING_UPGRADES`)."""
+        limit = self.max_pending_upgrades
+        return limit is not None and len(self.pending_upgrades) >= limit
+
+    def upgrade_settled(self, protocol: Any) -> None:
+        """The application accepted ``protocol`` (it is open), or it is gone."""
+        self.pending_upgrades.discard(protocol)
+
+    def protocol_disconnected(self, protocol: Any) -> None:
+        self.pending_upgrades.discard(protocol)
+        super().protocol_disconnected(protocol)
 
     # ------------------------------------------------------------- shutdown
 
