@@ -156,11 +156,14 @@ class CeilingProcess:
         raise RuntimeError("no VmRSS")
 
 
-def start_ceiling(log_dir: Path, ping_interval: float | None = None) -> CeilingProcess:
+def start_ceiling(
+    log_dir: Path, ping_interval: float | None = None, port: int | None = None
+) -> CeilingProcess:
+    """On a free port, or on ``port`` (a restart on the same address)."""
     sys.path.insert(0, str(REPO))
     from tests.support.processes import free_port, wait_for_port
 
-    port = free_port()
+    port = port or free_port()
     log = log_dir / f"websockets-{port}.log"
     proc = Popen(
         [

@@ -171,11 +171,12 @@ def collections_between(before: list[dict], after: list[dict]) -> tuple[list[int
     return collections, longest
 
 
-def start_server(kind: str, redis, tmp: Path):
+def start_server(kind: str, redis, tmp: Path, port: int | None = None):
+    """On a free port, or on ``port`` (a restart on the same address)."""
     if kind == "websockets":
-        return start_ceiling(tmp, ping_interval=DAPHNE_PING_INTERVAL)
+        return start_ceiling(tmp, ping_interval=DAPHNE_PING_INTERVAL, port=port)
     tuning = FORMER_GC if kind == "tuned-former" else None
-    return start_daphne(tmp, tuned=kind.startswith("tuned"), redis=redis, tuning=tuning)
+    return start_daphne(tmp, tuned=kind.startswith("tuned"), redis=redis, tuning=tuning, port=port)
 
 
 def percentile(samples: list[float], q: float) -> float:

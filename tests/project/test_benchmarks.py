@@ -78,6 +78,23 @@ def test_report_runs_with_small_counts(tmp_path):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
+@pytest.mark.slow
+def test_storm_brings_every_client_back_to_the_restarted_server():
+    """The reconnect-storm benchmark in small: a restarted tuned server takes back all
+    of its clients, none given up (the table row says so)."""
+    result = subprocess.run(
+        [sys.executable, "benchmarks/storm.py", "--connections", "100", "--kinds", "tuned"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| tuned |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "100 of 100" and cells[-1] == "0", row
+
+
 def test_plots_shown_are_the_reports_and_exist():
     """The measurements page shows the report's committed plots."""
     docs = (REPO / "docs" / "benchmarks.md").read_text()

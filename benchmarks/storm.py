@@ -1,0 +1,189 @@
+"""A reconnect storm after a restart (issue #25): N clients lose their server at once
+and come back to its successor on the same port.
+
+Per server (plain Channels on daphne, the package on ``channels-tuning-daphne``, the
+``websockets`` ceiling; as ``benchmarks/stall.py`` starts them): one process holds N
+connections of lean clients (``tests/support/storm_client.py``, at most 5 000 per
+client process) that reconnect as the package's clients do: the package's close-code
+policy and ``Backoff`` (full jitter from 0.5 s, doubling to 20 s), a 10 s limit per
+attempt. Then SIGTERM, as a deployment restarts a service: the process exits (the
+package drains first, closing with 1012 "service restart"), a new one starts on the
+same port (``systemctl restart`` order: the new one after the old one is gone), and
+the clients find it. Reported per server:
+
+- the old process' exit after the SIGTERM, the new one listening after the SIGTERM;
+- clients back: all, the median and the last, counted from the moment the new
+  process listens ("absorbed in");
+- the busiest second of the new process (handshakes completed in one second);
+- failed attempts by reason (refused while no process listened, timeouts, HTTP
+  statuses) and clients given up (the package's clients stop only on a close code
+  that says so or on repeated 4xx);
+- CPU of the new process from listening until the last client was back.
+
+    python benchmarks/storm.py [--connections 19000] [--kinds plain,tuned,websockets]
+
+Clients and server share the machine's cores, as in every benchmark here; the
+clients' backoff, not only the server, decides how long the storm lasts: it spreads
+the attempts of clients refused while no process listened over seconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.connections import PER_CLIENT_PROCESS, ROUTES  # noqa: E402
+from benchmarks.fanout import cpu_seconds  # noqa: E402
+from benchmarks.stall import KINDS, start_server  # noqa: E402
+from tests.support.processes import start_redis, stop_process  # noqa: E402
+
+#: How long the clients wait for everyone to be back (storm_client.MAX_WAIT) and more.
+REPORT_TIMEOUT = 180.0
+
+
+def start_clients(port: int, path: str, count: int) -> list[subprocess.Popen[str]]:
+    """Client processes holding ``count`` connections; returns once all are open."""
+    clients = []
+    for start in range(0, count, PER_CLIENT_PROCESS):
+        batch = min(PER_CLIENT_PROCESS, count - start)
+        client = subprocess.Popen(
+            [
+                sys.executable,
+                str(REPO / "tests/support/storm_client.py"),
+                str(port),
+                path,
+                str(batch),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        clients.append(client)
+        assert client.stdout is not None and client.stdout.readline().strip() == "READY"
+    return clients
+
+
+def report_line(client: subprocess.Popen[str]) -> str:
+    """The client's report, once all its connections are back (or it gave up waiting)."""
+    assert client.stdout is not None
+    with concurrent.futures.ThreadPoolExecutor(1) as reader:
+        return reader.submit(client.stdout.readline).result(REPORT_TIMEOUT)
+
+
+def held(kind: str, server) -> int | None:
+    """Open connections by the server's own count (plain Channels keeps none)."""
+    return None if kind == "plain" else int(server.stats()["connections"])
+
+
+def storm(kind: str, count: int, redis, tmp: Path) -> dict:
+    server = start_server(kind, redis, tmp)
+    path = ROUTES[kind].format(f"storm-{time.monotonic_ns()}")
+    clients: list[subprocess.Popen[str]] = []
+    successor = None
+    try:
+        clients = start_clients(server.port, path, count)
+        held_before = held(kind, server)
+        signalled_at = time.time()
+        os.kill(server.pid, signal.SIGTERM)
+        server.proc.wait(120)
+        exited_at = time.time()
+        successor = start_server(kind, redis, tmp, port=server.port)
+        listening_at = time.time()
+        cpu_at_listening = cpu_seconds(successor.app_pid)
+        reports = [json.loads(report_line(client)) for client in clients]
+        cpu = cpu_seconds(successor.app_pid) - cpu_at_listening
+        held_after = held(kind, successor)
+    finally:
+        for client in clients:
+            if client.poll() is None and client.stdin is not None:
+                client.stdin.close()  # the client lets go of its connections and exits
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    client.wait(30)
+            if client.poll() is None:
+                client.kill()
+                client.wait()
+        stop_process(server.proc)
+        if successor is not None:
+            stop_process(successor.proc)
+    back = sorted(at - listening_at for report in reports for at in report["back_at"] if at)
+    per_second = collections.Counter(int(at) for at in back)
+    failures: collections.Counter[str] = collections.Counter()
+    codes: collections.Counter[str] = collections.Counter()
+    for report in reports:
+        failures.update(report["failures"])
+        codes.update(report["codes"])
+    absorbed = back[-1] if back else float("nan")
+    return {
+        "kind": kind,
+        "connections": count,
+        "held_before": held_before,
+        "held_after": held_after,
+        "exited_s": exited_at - signalled_at,
+        "listening_s": listening_at - signalled_at,
+        "back": len(back),
+        "back_p50_s": statistics.median(back) if back else float("nan"),
+        "absorbed_s": absorbed,
+        "busiest_second": max(per_second.values(), default=0),
+        "failures": dict(failures.most_common()),
+        "close_codes": dict(codes),
+        "gave_up": sum(report["gave_up"] for report in reports),
+        "cpu_percent": 100 * cpu / absorbed if back and absorbed > 0 else float("nan"),
+    }
+
+
+def run(kinds: tuple[str, ...], count: int) -> list[dict]:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        redis = start_redis(tmp)
+        try:
+            return [storm(kind, count, redis, tmp) for kind in kinds]
+        finally:
+            stop_process(redis.proc)
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        f"{rows[0]['connections']} clients, SIGTERM, a new process on the same port",
+        "",
+        "| server | old exited / new listening after SIGTERM, s | back | median / last "
+        "back after listening, s | busiest second | CPU % of a core | failed attempts "
+        "| gave up |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        failures = ", ".join(f"{n} {reason}" for reason, n in row["failures"].items()) or "0"
+        lines.append(
+            f"| {row['kind']} | {row['exited_s']:.1f} / {row['listening_s']:.1f} | "
+            f"{row['back']} of {row['connections']} | {row['back_p50_s']:.1f} / "
+            f"{row['absorbed_s']:.1f} | {row['busiest_second']} | {row['cpu_percent']:.0f} | "
+            f"{failures} | {row['gave_up']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--connections", type=int, default=19_000)
+    parser.add_argument("--kinds", default=",".join(KINDS))
+    args = parser.parse_args()
+    rows = run(tuple(args.kinds.split(",")), args.connections)
+    print(json.dumps(rows), file=sys.stderr)
+    print(table(rows))
+
+
+if __name__ == "__main__":
+    main()
