@@ -104,10 +104,10 @@ class SlowHandlerConsumer(TunedWebsocketConsumer):
 
 
 class SlowAcceptConsumer(TunedWebsocketConsumer):
-    """Accepts 2 s after the upgrade (a slow authentication, a query in connect)."""
+    """Accepts 3 s after the upgrade (a slow authentication, a query in connect)."""
 
     async def connect(self):
-        await asyncio.sleep(2)
+        await asyncio.sleep(3)
         await self.accept()
 
 

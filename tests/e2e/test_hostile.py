@@ -703,7 +703,7 @@ async def test_the_example_on_the_pubsub_layer_chats_without_presence(daphne_fac
 
 async def test_upgrades_beyond_the_pending_cap_get_503_before_django(daphne_factory):
     """``--max-pending-upgrades 3``: while three upgrades wait for their consumer's
-    accept (2 s), a new upgrade is answered 503 with ``Retry-After`` before Django
+    accept (3 s), a new upgrade is answered 503 with ``Retry-After`` before Django
     (counted; one log line a second at most, no traceback); once they are open,
     upgrades are served again."""
     daphne = daphne_factory(tuned=True, tuning=QUIET, extra_args=("--max-pending-upgrades", "3"))
