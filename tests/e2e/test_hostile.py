@@ -705,7 +705,7 @@ async def test_upgrades_beyond_the_pending_cap_get_503_before_django(daphne_fact
     """``--max-pending-upgrades 3``: while three upgrades wait for their consumer's
     accept (3 s), a new upgrade is answered 503 with ``Retry-After`` before Django
     (counted; one log line a second at most, no traceback); once they are open,
-    upgrades are served again."""
+    upgrades are served again, however many are open."""
     daphne = daphne_factory(tuned=True, tuning=QUIET, extra_args=("--max-pending-upgrades", "3"))
     slow = [asyncio.ensure_future(websockets.connect(daphne.ws("/ws/slow-accept/"))) for _ in "abc"]
     refused = None
@@ -720,9 +720,13 @@ async def test_upgrades_beyond_the_pending_cap_get_503_before_django(daphne_fact
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
     assert refused.body == b"busy\n"
     opened = await asyncio.gather(*slow)  # the three pending ones are served whole
-    async with websockets.connect(daphne.ws("/ws/echo/")) as ws:
+    # An open connection no longer counts as pending: four more, held open together
+    # with the three, are all served.
+    for _ in range(4):
+        ws = await websockets.connect(daphne.ws("/ws/echo/"))
         await ws.send("after")
         assert await recv_data(ws) == "after"
+        opened.append(ws)
     for ws in opened:
         await ws.close()
     counters = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from ...compat import daphne as daphne_hooks
@@ -91,9 +92,16 @@ class ProtocolLimits:
         self.max_fragments = max_fragments
 
 
-def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0) -> type:
+def tuned_protocol(
+    base: type,
+    limits: ProtocolLimits,
+    max_message_size: int = 0,
+    upgrade_settled: Callable[[Any], None] | None = None,
+) -> type:
     """A subclass of daphne's WebSocket protocol class ``base`` with ``limits``, and
-    ``max_message_size`` (0: none) checked as each frame of a message begins."""
+    ``max_message_size`` (0: none) checked as each frame of a message begins.
+    ``upgrade_settled`` is called with each connection once it is open (the server's
+    count of upgrades in progress)."""
 
     ping_budget = TokenBucket(limits.control_frame_rate, limits.control_frame_burst)
     max_fragments = limits.max_fragments
@@ -125,9 +133,8 @@ def tuned_protocol(base: type, limits: ProtocolLimits, max_message_size: int = 0
             share_traffic_stats(self)
 
         def onOpen(self) -> None:
-            server = getattr(self.factory, "server_class", None)  # None: not under daphne
-            if server is not None:
-                server.upgrade_settled(self)
+            if upgrade_settled is not None:
+                upgrade_settled(self)
             super().onOpen()
             # What autobahn kept of the handshake is never read again: compat.autobahn.
             release_handshake(self)

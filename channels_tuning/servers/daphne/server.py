@@ -169,7 +169,10 @@ class TunedServer(DueCheckers):
         self._ws_factory = factory
         # Pings get a budget and flow control, fragments a cap (servers.daphne.protocol).
         factory.protocol = tuned_protocol(
-            factory.protocol, self.protocol_limits, self.websocket_max_message_size
+            factory.protocol,
+            self.protocol_limits,
+            self.websocket_max_message_size,
+            upgrade_settled=self.upgrade_settled,
         )
         # autobahn's timers round a deadline down to the whole second (txaio's batched
         # timer: int(now + delay)): its default 1 s for the client's answer to a close
