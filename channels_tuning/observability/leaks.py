@@ -15,7 +15,7 @@ SERVICE_TASK_PREFIXES = (
     "Scheduler._run",
     "ProcessLayerReader._run",
     "ProcessLayerReader._say_alive",
-    "GroupAddBatches._flush",
+    "MembershipBatches._flush",
     "PresenceStore._run",  # ends about a second after the last presence entry
     "Publisher._publish",
     "StatsRound._collect",

@@ -291,10 +291,14 @@ async def test_two_processes_one_group_report(daphne_factory, shared_redis):
     await layer.close_pools()
 
 
-def zadd_calls(redis) -> int:
+def command_calls(redis, command: str) -> int:
     stats = redis.cli("INFO", "commandstats")
-    line = next((x for x in stats.splitlines() if x.startswith("cmdstat_zadd:")), "")
+    line = next((x for x in stats.splitlines() if x.startswith(f"cmdstat_{command}:")), "")
     return int(line.split("calls=")[1].split(",")[0]) if line else 0
+
+
+def zadd_calls(redis) -> int:
+    return command_calls(redis, "zadd")
 
 
 async def test_concurrent_group_adds_share_pipelines(shared_redis):
@@ -311,6 +315,30 @@ async def test_concurrent_group_adds_share_pipelines(shared_redis):
     assert calls <= 20
     await layer.group_add("storm-alone", channels[0])  # alone: added as before
     assert shared_redis.cli("ZSCORE", "asgi:group:storm-alone", channels[0]) != ""
+    await layer.close_pools()
+
+
+async def test_concurrent_group_discards_share_pipelines(shared_redis):
+    """A drain's leaves: 200 concurrent ``group_discard`` calls over two groups have
+    all left Redis when they return, in far fewer ZREMs than members; one alone, and
+    one of a channel that is not a member, still do what channels-redis' does."""
+    layer = RedisChannelLayer(hosts=[shared_redis.url])
+    channels = [await layer.new_channel() for _ in range(200)]
+    await asyncio.gather(*(layer.group_add("leaving", channel) for channel in channels))
+    await asyncio.gather(*(layer.group_add("staying", channel) for channel in channels[:2]))
+    before = command_calls(shared_redis, "zrem")
+    await asyncio.gather(
+        *(layer.group_discard("leaving", channel) for channel in channels),
+        layer.group_discard("staying", channels[0]),
+    )
+    assert shared_redis.cli("ZCARD", "asgi:group:leaving") == "0"
+    assert shared_redis.cli("ZRANGE", "asgi:group:staying", "0", "-1") == channels[1]
+    calls = command_calls(shared_redis, "zrem") - before
+    print(f"201 group_discard: {calls} ZREM commands")
+    assert calls <= 20
+    await layer.group_discard("staying", channels[0])  # not a member: nothing happens
+    await layer.group_discard("staying", channels[1])  # alone: removed as before
+    assert shared_redis.cli("ZCARD", "asgi:group:staying") == "0"
     await layer.close_pools()
 
 
@@ -333,8 +361,8 @@ async def test_a_refresh_of_thousands_of_memberships_goes_in_parts(shared_redis)
 
 
 async def test_group_adds_fail_together_when_redis_is_gone(redis_server, tmp_path):
-    """Every ``group_add`` a failed pipeline carried raises (none is lost silently),
-    and the next ones work again once Redis is back."""
+    """Every ``group_add`` and ``group_discard`` a failed pipeline carried raises
+    (none is lost silently), and the next ones work again once Redis is back."""
     from tests.support.processes import start_redis, stop_process
 
     layer = RedisChannelLayer(hosts=[redis_server.url])
@@ -345,9 +373,15 @@ async def test_group_adds_fail_together_when_redis_is_gone(redis_server, tmp_pat
         *(layer.group_add("gone", channel) for channel in channels), return_exceptions=True
     )
     assert all(isinstance(result, Exception) for result in results), results
+    discarded = await asyncio.gather(
+        *(layer.group_discard("warm", channel) for channel in channels), return_exceptions=True
+    )
+    assert all(isinstance(result, Exception) for result in discarded), discarded
     redis_server.proc = start_redis(tmp_path, port=redis_server.port).proc
     await asyncio.gather(*(layer.group_add("back", channel) for channel in channels))
     assert redis_server.cli("ZCARD", "asgi:group:back") == "20"
+    await asyncio.gather(*(layer.group_discard("back", channel) for channel in channels))
+    assert redis_server.cli("ZCARD", "asgi:group:back") == "0"
     await layer.close_pools()
 
 

@@ -48,7 +48,13 @@ from ..report import DeliveryReport
 from ..sending import ReportingGroupSendMixin
 from . import keys
 from .history import RedisHistory
-from .membership import GroupAddBatches, derived_group_expiry, refresh_memberships
+from .membership import (
+    GroupAddBatches,
+    GroupDiscardBatches,
+    MembershipBatches,
+    derived_group_expiry,
+    refresh_memberships,
+)
 from .owners import RedisOwnerCounts
 from .presence import RedisPresence
 from .reader import pause_process_reader, reader_for
@@ -103,9 +109,10 @@ class RedisChannelLayer(
         #: hash slots on a cluster (marker_home).
         self._alive_seen: set[int] = set()
         self._alive_set_at: dict[int, float] = {}
-        self._group_adds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, GroupAddBatches] = (
-            weakref.WeakKeyDictionary()
-        )
+        #: Membership writes batched per event loop and kind (:mod:`.membership`).
+        self._membership_batches: weakref.WeakKeyDictionary[
+            asyncio.AbstractEventLoop, dict[type, MembershipBatches]
+        ] = weakref.WeakKeyDictionary()
         if derived:
             _log_derived_expiry(group_expiry)
 
@@ -284,16 +291,25 @@ class RedisChannelLayer(
         """channels-redis' ZADD + EXPIRE, batched with the group adds in flight."""
         capabilities.require_valid_group_name(self, group)
         capabilities.require_valid_channel_name(self, channel)
-        loop = asyncio.get_running_loop()
-        batches = self._group_adds.get(loop)
-        if batches is None:
-            batches = self._group_adds[loop] = GroupAddBatches(self)
-        await batches.add(group, channel)
+        await self._batches(GroupAddBatches).write(group, channel)
         home = self.marker_home(group)
         if time.monotonic() - self._alive_set_at.get(home, -60.0) > 30.0:
             self._alive_set_at[home] = time.monotonic()
             connection = upstream.connection(self, upstream.shard_of(self, group))
             await connection.set(self.alive_marker(home), "1")
+
+    async def discard_membership(self, group: str, channel: str) -> None:
+        """channels-redis' ZREM, batched with the group discards in flight."""
+        capabilities.require_valid_group_name(self, group)
+        capabilities.require_valid_channel_name(self, channel)
+        await self._batches(GroupDiscardBatches).write(group, channel)
+
+    def _batches(self, kind: type[MembershipBatches]) -> MembershipBatches:
+        by_kind = self._membership_batches.setdefault(asyncio.get_running_loop(), {})
+        batches = by_kind.get(kind)
+        if batches is None:
+            batches = by_kind[kind] = kind(self)
+        return batches
 
     async def refresh_memberships(self, memberships: list[tuple[str, str]]) -> None:
         """Re-add ``(group, channel)`` pairs now and drop members older than

@@ -89,34 +89,37 @@ async def refresh_groups(layer: Any, members: dict[str, list[str]]) -> None:
         await pipe.execute()
 
 
-class GroupAddBatches:
-    """``group_add`` as a group commit: the memberships added while one pipeline is
-    in flight to a shard go together in the next, one ``ZADD`` per group and its
-    ``EXPIRE``, instead of two round trips per membership.
+class MembershipBatches:
+    """Membership writes as a group commit: the ones made while a pipeline is in
+    flight to a shard go together in the next, one command per group, instead of a
+    round trip (or two) per membership.
 
     A reconnect storm is thousands of ``group_add`` calls at once: with channels-redis
     each is a ``ZADD`` and an ``EXPIRE`` awaited in turn, and redis-py's work per
     command (pool, retry, parsing) was 21 % of the server's CPU during 2000
-    handshakes (py-spy, benchmarks/connections.py). Alone, a ``group_add`` costs what
-    it did (one pipeline, one round trip); it returns once its membership is in
-    Redis, and a failed pipeline raises in every ``group_add`` it carried.
+    handshakes (py-spy, benchmarks/connections.py). A drain, or a balancer that drops
+    every connection, is as many ``group_discard`` calls at once. Alone, a write costs
+    what it did (one pipeline, one round trip); it returns once Redis has it, and a
+    failed pipeline raises in every call it carried.
 
-    One per layer and event loop (a batch's futures and task belong to its loop)."""
+    One per layer, event loop and kind of write (a batch's futures and task belong to
+    its loop); a subclass says what a batch writes (:meth:`queue_writes`)."""
+
+    #: The flushing task's name (what a leak report shows).
+    task_name = "channels_tuning.membership_writes"
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
         self._pending: dict[int, list[tuple[str, str, asyncio.Future[None]]]] = {}
         self._flushing: dict[int, asyncio.Task[None]] = {}
 
-    async def add(self, group: str, channel: str) -> None:
+    async def write(self, group: str, channel: str) -> None:
         loop = asyncio.get_running_loop()
         shard = upstream.shard_of(self.layer, group)
         waiter: asyncio.Future[None] = loop.create_future()
         self._pending.setdefault(shard, []).append((group, channel, waiter))
         if shard not in self._flushing:
-            self._flushing[shard] = loop.create_task(
-                self._flush(shard), name="channels_tuning.group_add"
-            )
+            self._flushing[shard] = loop.create_task(self._flush(shard), name=self.task_name)
         await waiter
 
     async def _flush(self, shard: int) -> None:
@@ -136,17 +139,36 @@ class GroupAddBatches:
             del self._flushing[shard]
 
     async def _write(self, shard: int, batch: list[tuple[str, str, asyncio.Future[None]]]) -> None:
-        layer = self.layer
-        now = time.time()
-        members: dict[str, dict[str, float]] = collections.defaultdict(dict)
+        members: dict[str, list[str]] = collections.defaultdict(list)
         for group, channel, _ in batch:
-            members[group][channel] = now
-        pipe = upstream.connection(layer, shard).pipeline(transaction=False)
+            members[group].append(channel)
+        pipe = upstream.connection(self.layer, shard).pipeline(transaction=False)
         for group, channels in members.items():
-            key = keys.group_key(layer, group)
-            pipe.zadd(key, channels)
-            pipe.expire(key, layer.group_expiry)
+            self.queue_writes(pipe, keys.group_key(self.layer, group), channels)
         await pipe.execute()
+
+    def queue_writes(self, pipe: Any, key: str, channels: list[str]) -> None:
+        raise NotImplementedError
+
+
+class GroupAddBatches(MembershipBatches):
+    """``group_add``: channels-redis' ``ZADD`` (scored with the time) and ``EXPIRE``."""
+
+    task_name = "channels_tuning.group_add"
+
+    def queue_writes(self, pipe: Any, key: str, channels: list[str]) -> None:
+        now = time.time()
+        pipe.zadd(key, dict.fromkeys(channels, now))
+        pipe.expire(key, self.layer.group_expiry)
+
+
+class GroupDiscardBatches(MembershipBatches):
+    """``group_discard``: channels-redis' ``ZREM``, one per group for the batch."""
+
+    task_name = "channels_tuning.group_discard"
+
+    def queue_writes(self, pipe: Any, key: str, channels: list[str]) -> None:
+        pipe.zrem(key, *channels)
 
 
 _refresh_task: asyncio.Task[None] | None = None
