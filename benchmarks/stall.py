@@ -171,12 +171,23 @@ def collections_between(before: list[dict], after: list[dict]) -> tuple[list[int
     return collections, longest
 
 
-def start_server(kind: str, redis, tmp: Path, port: int | None = None):
-    """On a free port, or on ``port`` (a restart on the same address)."""
+def start_server(
+    kind: str, redis, tmp: Path, port: int | None = None, extra_args: tuple[str, ...] = ()
+):
+    """On a free port, or on ``port`` (a restart on the same address); ``extra_args``
+    for ``channels-tuning-daphne``."""
     if kind == "websockets":
         return start_ceiling(tmp, ping_interval=DAPHNE_PING_INTERVAL, port=port)
+    tuned = kind.startswith("tuned")
     tuning = FORMER_GC if kind == "tuned-former" else None
-    return start_daphne(tmp, tuned=kind.startswith("tuned"), redis=redis, tuning=tuning, port=port)
+    return start_daphne(
+        tmp,
+        tuned=tuned,
+        redis=redis,
+        tuning=tuning,
+        port=port,
+        extra_args=extra_args if tuned else (),
+    )
 
 
 def percentile(samples: list[float], q: float) -> float:

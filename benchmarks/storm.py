@@ -18,9 +18,14 @@ the clients find it. Reported per server:
 - failed attempts by reason (refused while no process listened, timeouts, HTTP
   statuses) and clients given up (the package's clients stop only on a close code
   that says so or on repeated 4xx);
-- CPU of the new process from listening until the last client was back.
+- CPU of the new process from listening until the last client was back;
+- for the package, the old process' drain by its own log line ("Drained in ..."): the
+  closes, the applications' disconnect handlers, and what is left of the exit after it.
 
     python benchmarks/storm.py [--connections 19000] [--kinds plain,tuned,websockets]
+        [--max-pending-upgrades 100,500,2000]
+
+``--max-pending-upgrades`` runs the package once per value (a sweep of the bound).
 
 Clients and server share the machine's cores, as in every benchmark here; the
 clients' backoff, not only the server, decides how long the storm lasts: it spreads
@@ -35,6 +40,7 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import signal
 import statistics
 import subprocess
@@ -89,8 +95,23 @@ def held(kind: str, server) -> int | None:
     return None if kind == "plain" else int(server.stats()["connections"])
 
 
-def storm(kind: str, count: int, redis, tmp: Path) -> dict:
-    server = start_server(kind, redis, tmp)
+#: The tuned server's last line of a drain (servers/daphne/server.py).
+DRAINED = re.compile(
+    r"Drained in ([0-9.]+) s: closes sent in ([0-9.]+) s, applications finished in ([0-9.]+) s"
+)
+
+
+def drain_phases(log: str) -> dict[str, float]:
+    """The drain's phases from a tuned server's log (empty for other servers)."""
+    found = DRAINED.search(log)
+    if found is None:
+        return {}
+    drain, closes, handlers = (float(value) for value in found.groups())
+    return {"drain_s": drain, "closes_s": closes, "handlers_s": handlers}
+
+
+def storm(kind: str, count: int, redis, tmp: Path, extra_args: tuple[str, ...] = ()) -> dict:
+    server = start_server(kind, redis, tmp, extra_args=extra_args)
     path = ROUTES[kind].format(f"storm-{time.monotonic_ns()}")
     clients: list[subprocess.Popen[str]] = []
     successor = None
@@ -101,7 +122,8 @@ def storm(kind: str, count: int, redis, tmp: Path) -> dict:
         os.kill(server.pid, signal.SIGTERM)
         server.proc.wait(120)
         exited_at = time.time()
-        successor = start_server(kind, redis, tmp, port=server.port)
+        drain = drain_phases(server.log.read_text())  # the successor's log replaces it
+        successor = start_server(kind, redis, tmp, port=server.port, extra_args=extra_args)
         listening_at = time.time()
         cpu_at_listening = cpu_seconds(successor.app_pid)
         reports = [json.loads(report_line(client)) for client in clients]
@@ -128,7 +150,7 @@ def storm(kind: str, count: int, redis, tmp: Path) -> dict:
         codes.update(report["codes"])
     absorbed = back[-1] if back else float("nan")
     return {
-        "kind": kind,
+        "kind": " ".join((kind, *extra_args)),
         "connections": count,
         "held_before": held_before,
         "held_after": held_after,
@@ -142,15 +164,23 @@ def storm(kind: str, count: int, redis, tmp: Path) -> dict:
         "close_codes": dict(codes),
         "gave_up": sum(report["gave_up"] for report in reports),
         "cpu_percent": 100 * cpu / absorbed if back and absorbed > 0 else float("nan"),
+        **drain,
     }
 
 
-def run(kinds: tuple[str, ...], count: int) -> list[dict]:
+def run(kinds: tuple[str, ...], count: int, pending_bounds: tuple[int, ...] = ()) -> list[dict]:
+    """One storm per kind; the package's once per bound in ``pending_bounds`` if any."""
+    runs: list[tuple[str, tuple[str, ...]]] = []
+    for kind in kinds:
+        if kind == "tuned" and pending_bounds:
+            runs += [(kind, ("--max-pending-upgrades", str(bound))) for bound in pending_bounds]
+        else:
+            runs.append((kind, ()))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp)
         try:
-            return [storm(kind, count, redis, tmp) for kind in kinds]
+            return [storm(kind, count, redis, tmp, extra) for kind, extra in runs]
         finally:
             stop_process(redis.proc)
 
@@ -161,8 +191,8 @@ def table(rows: list[dict]) -> str:
         "",
         "| server | old exited / new listening after SIGTERM, s | back | median / last "
         "back after listening, s | busiest second | CPU % of a core | failed attempts "
-        "| gave up |",
-        "|---|---|---|---|---|---|---|---|",
+        "| gave up | drain: closes / handlers / exit after, s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         failures = ", ".join(f"{n} {reason}" for reason, n in row["failures"].items()) or "0"
@@ -170,17 +200,26 @@ def table(rows: list[dict]) -> str:
             f"| {row['kind']} | {row['exited_s']:.1f} / {row['listening_s']:.1f} | "
             f"{row['back']} of {row['connections']} | {row['back_p50_s']:.1f} / "
             f"{row['absorbed_s']:.1f} | {row['busiest_second']} | {row['cpu_percent']:.0f} | "
-            f"{failures} | {row['gave_up']} |"
+            f"{failures} | {row['gave_up']} | {drain_cell(row)} |"
         )
     return "\n".join(lines)
+
+
+def drain_cell(row: dict) -> str:
+    if "drain_s" not in row:
+        return "-"
+    exit_after = row["exited_s"] - row["drain_s"]
+    return f"{row['closes_s']:.1f} / {row['handlers_s']:.1f} / {exit_after:.1f}"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", type=int, default=19_000)
     parser.add_argument("--kinds", default=",".join(KINDS))
+    parser.add_argument("--max-pending-upgrades", default="")
     args = parser.parse_args()
-    rows = run(tuple(args.kinds.split(",")), args.connections)
+    bounds = tuple(int(bound) for bound in args.max_pending_upgrades.split(",") if bound)
+    rows = run(tuple(args.kinds.split(",")), args.connections, bounds)
     print(json.dumps(rows), file=sys.stderr)
     print(table(rows))
 
