@@ -23,9 +23,11 @@ the clients find it. Reported per server:
   closes, the applications' disconnect handlers, and what is left of the exit after it.
 
     python benchmarks/storm.py [--connections 19000] [--kinds plain,tuned,websockets]
-        [--max-pending-upgrades 100,500,2000]
+        [--max-pending-upgrades 100,500,2000] [--handoff]
 
-``--max-pending-upgrades`` runs the package once per value (a sweep of the bound).
+``--max-pending-upgrades`` runs the package once per value (a sweep of the bound);
+``--handoff`` adds a run of the package with ``--reuse-port``, its successor listening
+before the SIGTERM (a restart without refused connections).
 
 Clients and server share the machine's cores, as in every benchmark here; the
 clients' backoff, not only the server, decides how long the storm lasts: it spreads
@@ -110,7 +112,30 @@ def drain_phases(log: str) -> dict[str, float]:
     return {"drain_s": drain, "closes_s": closes, "handlers_s": handlers}
 
 
+def exited(proc: subprocess.Popen) -> float:
+    """When ``proc`` exited (waiting at most two minutes)."""
+    proc.wait(120)
+    return time.time()
+
+
+def start_successor(kind: str, redis, tmp: Path, port: int, extra_args: tuple[str, ...]):
+    """The new process on ``port``, listening (its own log: the old one may still run)."""
+    log_dir = Path(tempfile.mkdtemp(dir=tmp))
+    successor = start_server(kind, redis, log_dir, port=port, extra_args=extra_args)
+    if "--reuse-port" in extra_args:  # the old process may have answered start_server
+        successor._app_pid = successor.pid  # and /_stats: the server is the process
+        deadline = time.monotonic() + 60
+        while "Listening on TCP address" not in successor.log.read_text():
+            assert time.monotonic() < deadline and successor.proc.poll() is None
+            time.sleep(0.05)
+    return successor
+
+
 def storm(kind: str, count: int, redis, tmp: Path, extra_args: tuple[str, ...] = ()) -> dict:
+    """One restart under ``count`` clients; with ``--reuse-port`` in ``extra_args`` the
+    successor listens before the SIGTERM (the handoff, servers/daphne/handoff.py) and
+    clients are counted back from the SIGTERM instead."""
+    handoff = "--reuse-port" in extra_args
     server = start_server(kind, redis, tmp, extra_args=extra_args)
     path = ROUTES[kind].format(f"storm-{time.monotonic_ns()}")
     clients: list[subprocess.Popen[str]] = []
@@ -118,17 +143,23 @@ def storm(kind: str, count: int, redis, tmp: Path, extra_args: tuple[str, ...] =
     try:
         clients = start_clients(server.port, path, count)
         held_before = held(kind, server)
+        if handoff:
+            successor = start_successor(kind, redis, tmp, server.port, extra_args)
         signalled_at = time.time()
         os.kill(server.pid, signal.SIGTERM)
-        server.proc.wait(120)
-        exited_at = time.time()
-        drain = drain_phases(server.log.read_text())  # the successor's log replaces it
-        successor = start_server(kind, redis, tmp, port=server.port, extra_args=extra_args)
-        listening_at = time.time()
-        cpu_at_listening = cpu_seconds(successor.app_pid)
-        reports = [json.loads(report_line(client)) for client in clients]
-        cpu = cpu_seconds(successor.app_pid) - cpu_at_listening
-        held_after = held(kind, successor)
+        with concurrent.futures.ThreadPoolExecutor(1) as waiter:
+            exit_time = waiter.submit(exited, server.proc)
+            if successor is None:  # systemctl restart: the new one once the old is gone
+                exit_time.result()
+                successor = start_successor(kind, redis, tmp, server.port, extra_args)
+            # Clients are counted back from when the new process can take them.
+            listening_at = signalled_at if handoff else time.time()
+            cpu_at_listening = cpu_seconds(successor.app_pid)
+            reports = [json.loads(report_line(client)) for client in clients]
+            cpu = cpu_seconds(successor.app_pid) - cpu_at_listening
+            exited_at = exit_time.result()
+            held_after = held(kind, successor)  # the only one listening now
+        drain = drain_phases(server.log.read_text())
     finally:
         for client in clients:
             if client.poll() is None and client.stdin is not None:
@@ -168,14 +199,22 @@ def storm(kind: str, count: int, redis, tmp: Path, extra_args: tuple[str, ...] =
     }
 
 
-def run(kinds: tuple[str, ...], count: int, pending_bounds: tuple[int, ...] = ()) -> list[dict]:
-    """One storm per kind; the package's once per bound in ``pending_bounds`` if any."""
+def run(
+    kinds: tuple[str, ...],
+    count: int,
+    pending_bounds: tuple[int, ...] = (),
+    handoff: bool = False,
+) -> list[dict]:
+    """One storm per kind; the package's once per bound in ``pending_bounds`` if any,
+    and with ``handoff`` once more with ``--reuse-port``."""
     runs: list[tuple[str, tuple[str, ...]]] = []
     for kind in kinds:
         if kind == "tuned" and pending_bounds:
             runs += [(kind, ("--max-pending-upgrades", str(bound))) for bound in pending_bounds]
         else:
             runs.append((kind, ()))
+        if kind == "tuned" and handoff:
+            runs.append((kind, ("--reuse-port",)))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp)
@@ -217,9 +256,10 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=19_000)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--max-pending-upgrades", default="")
+    parser.add_argument("--handoff", action="store_true")
     args = parser.parse_args()
     bounds = tuple(int(bound) for bound in args.max_pending_upgrades.split(",") if bound)
-    rows = run(tuple(args.kinds.split(",")), args.connections, bounds)
+    rows = run(tuple(args.kinds.split(",")), args.connections, bounds, args.handoff)
     print(json.dumps(rows), file=sys.stderr)
     print(table(rows))
 

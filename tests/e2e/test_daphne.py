@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -321,3 +322,51 @@ async def test_drain_deadline_and_second_signal(daphne_factory, second_signal):
     else:
         assert await asyncio.to_thread(daphne.proc.wait, 15) == 0
         assert 4 <= time.monotonic() - started < 9
+
+
+@pytest.mark.slow
+async def test_reuse_port_hands_the_port_to_a_successor(daphne_factory, tmp_path):
+    """``--reuse-port``: a second process listens on the address while the first still
+    serves; after SIGTERM the first closes its clients with 1012 and stops listening,
+    and while it still drains (its disconnect handlers hang 4 s) every new connection
+    reaches the second at once: none refused, none answered 503 by the draining one,
+    none left in a socket nobody accepts on."""
+    from tests.support.processes import start_daphne, stop_process
+
+    first = daphne_factory(tuned=True, extra_args=("--reuse-port", "--drain-timeout", "4"))
+    held = [await websockets.connect(first.ws("/ws/slow-disconnect/")) for _ in range(5)]
+    (tmp_path / "successor").mkdir()
+    second = start_daphne(
+        tmp_path / "successor", tuned=True, port=first.port, extra_args=("--reuse-port",)
+    )
+    try:
+        await wait_until(lambda: "Listening on TCP address" in second.log.read_text())
+        os.kill(first.pid, signal.SIGTERM)
+        assert {await close_code(ws) for ws in held} == {1012}
+        await wait_until(lambda: "Draining 5 WebSocket connections" in first.log.read_text())
+        for number in range(20):
+            async with websockets.connect(first.ws("/ws/echo/"), open_timeout=3) as ws:
+                await ws.send(str(number))
+                assert await recv_data(ws) == str(number)
+        assert first.proc.poll() is None  # all of them while the first was draining
+        assert await asyncio.to_thread(first.proc.wait, 15) == 0
+        async with websockets.connect(second.ws("/ws/echo/"), open_timeout=3) as ws:
+            await ws.send("after")
+            assert await recv_data(ws) == "after"
+    finally:
+        stop_process(second.proc)
+
+
+async def test_drain_rate_spreads_the_closes_and_the_log_says_so(daphne_factory):
+    """``--drain-rate 100``: 20 connections are closed 5 every 50 ms (at least 0.2 s
+    of closes, where the default sends them in one batch), each with 1012, and the
+    drain's last log line gives its phases."""
+    daphne = daphne_factory(tuned=True, extra_args=("--drain-rate", "100"))
+    clients = [await websockets.connect(daphne.ws("/ws/echo/")) for _ in range(20)]
+    os.kill(daphne.pid, signal.SIGTERM)
+    assert {await close_code(ws) for ws in clients} == {1012}
+    assert await asyncio.to_thread(daphne.proc.wait, 15) == 0
+    log = daphne.log.read_text()
+    found = re.search(r"Drained in ([0-9.]+) s: closes sent in ([0-9.]+) s, applications", log)
+    assert found is not None, log[-2000:]
+    assert float(found.group(2)) >= 0.19 and float(found.group(1)) >= float(found.group(2))

@@ -82,10 +82,11 @@ def test_report_runs_with_small_counts(tmp_path):
 def test_storm_brings_every_client_back_to_the_restarted_server():
     """The reconnect-storm benchmark in small: a restarted tuned server (with the bound
     on pending upgrades set) takes back all of its clients, none given up, and the old
-    server's drain is read from its log (the table row says so)."""
+    server's drain is read from its log (the table row says so); with the handoff
+    (``--reuse-port``) no attempt failed at all."""
     command = ["benchmarks/storm.py", "--connections", "100", "--kinds", "tuned"]
     result = subprocess.run(
-        [sys.executable, *command, "--max-pending-upgrades", "50"],
+        [sys.executable, *command, "--max-pending-upgrades", "50", "--handoff"],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -98,6 +99,9 @@ def test_storm_brings_every_client_back_to_the_restarted_server():
     assert cells[2] == "100 of 100" and cells[-2] == "0", row
     closes, handlers, exit_after = (float(value) for value in cells[-1].split(" / "))
     assert 0 <= closes < 10 and 0 <= handlers < 10 and exit_after >= 0, row
+    row = next(line for line in result.stdout.splitlines() if "| tuned --reuse-port |" in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "100 of 100" and cells[6] == "0" and cells[7] == "0", row
 
 
 def test_plots_shown_are_the_reports_and_exist():

@@ -36,6 +36,13 @@ class TunedCommandLineInterface(CommandLineInterface):
             help="seconds disconnect handlers get after the 1012 closes on SIGTERM",
         )
         group.add_argument(
+            "--drain-rate",
+            type=float,
+            default=TunedOptions.drain_rate,
+            help="WebSocket closes per second in the drain (4000: 200 every 50 ms): how "
+            "fast its clients reconnect to the other servers, or to a --reuse-port successor",
+        )
+        group.add_argument(
             "--health-path",
             default=DEFAULT_HEALTH_PATH,
             help="path answered 200 while serving, 503 while draining or full, for a load "
@@ -47,6 +54,12 @@ class TunedCommandLineInterface(CommandLineInterface):
             default=0.0,
             help="seconds between SIGTERM (health check 503) and the drain (stop listening, "
             "1012 closes): the balancer's check interval times its fall count",
+        )
+        group.add_argument(
+            "--reuse-port",
+            action="store_true",
+            help="listen with SO_REUSEPORT: a new process started with it on the same "
+            "address serves while this one drains (a restart without refused connections)",
         )
         group.add_argument(
             "--ws-compression",
@@ -151,6 +164,7 @@ class TunedCommandLineInterface(CommandLineInterface):
             return
         tuned = TunedOptions(
             drain_timeout=options.drain_timeout,
+            drain_rate=options.drain_rate,
             compression=compression,
             protocol_limits=limits,
             handshake_timeout=options.handshake_timeout,
@@ -160,6 +174,7 @@ class TunedCommandLineInterface(CommandLineInterface):
             send_buffer=options.ws_send_buffer,
             health_path=options.health_path,
             drain_health_delay=options.drain_health_delay,
+            reuse_port=options.reuse_port,
         )
         self.server_class = functools.partial(server_class, options=tuned)
         super().run(args)

@@ -26,6 +26,7 @@ from ..startup import run_at_server_start, tune_collector_at_start
 from ..transport import TRANSPORT_EXTENSION
 from .checkers import DueCheckers
 from .compression import Compression
+from .handoff import reuse_port_endpoints
 from .health import DEFAULT_HEALTH_PATH, Health
 from .http import TunedHTTPFactory
 from .protocol import ProtocolLimits, tuned_protocol
@@ -88,6 +89,9 @@ class TunedOptions:
 
     #: Seconds disconnect handlers get after the 1012 closes (--drain-timeout).
     drain_timeout: float = 10.0
+    #: WebSocket closes per second in the drain (--drain-rate), sent in batches every
+    #: 50 ms: how fast its clients come back to the others (or to a successor).
+    drain_rate: float = 200 / 0.05  # 200 closes a batch, as before the option
     #: permessage-deflate, off unless given (--ws-compression and its options).
     compression: Compression | None = None
     #: Ping budget and fragment cap (--ws-control-frame-rate/-burst, --ws-max-fragments).
@@ -107,6 +111,9 @@ class TunedOptions:
     health_path: str = DEFAULT_HEALTH_PATH
     #: Seconds of serving with the health check at 503 before the drain.
     drain_health_delay: float = 0.0
+    #: Listen with SO_REUSEPORT, so that a successor can listen before this one
+    #: drains (--reuse-port; servers.daphne.handoff).
+    reuse_port: bool = False
 
 
 _OPTION_FIELDS = tuple(f.name for f in dataclass_fields(TunedOptions))
@@ -116,7 +123,8 @@ class TunedServer(DueCheckers):
     """daphne's ``Server`` with flow control, bounded inbound queues and a graceful
     drain. ``options``: a :class:`TunedOptions` (or its fields as keywords)."""
 
-    drain_batch_size = 200
+    #: daphne's endpoint strings (its __init__ sets them; --reuse-port rewrites them).
+    endpoints: list[str]
     drain_batch_interval = 0.05
 
     def __init__(self, *args: Any, options: TunedOptions | None = None, **kwargs: Any) -> None:
@@ -124,6 +132,7 @@ class TunedServer(DueCheckers):
         options = replace(options or TunedOptions(), **fields)
         self.options = options
         self.drain_timeout = options.drain_timeout
+        self.drain_batch_size = max(1, round(options.drain_rate * self.drain_batch_interval))
         self.compression = options.compression
         self.protocol_limits = options.protocol_limits
         self.handshake_timeout = options.handshake_timeout
@@ -149,6 +158,8 @@ class TunedServer(DueCheckers):
         frame_limit = int(getattr(self, "websocket_max_frame_size", 0) or limit)
         self.websocket_max_frame_size = min(frame_limit, limit)
         self._ports: list[Any] = []
+        if options.reuse_port:  # servers.daphne.handoff
+            self.endpoints = reuse_port_endpoints(self.endpoints)
         # Every private hook checked once, before the first connection: a changed
         # upstream is logged with its fallback instead of failing silently.
         self.compat_problems = compat.self_check()
