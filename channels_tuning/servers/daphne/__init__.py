@@ -30,9 +30,11 @@ What it changes, for WebSocket connections only (HTTP is daphne's, untouched):
   too; see :mod:`.health`.
 - **Graceful drain** on SIGTERM/SIGINT: health check 503 (and ``--drain-health-delay``
   seconds of serving, for the balancer to notice), then stop listening, close every WebSocket
-  with 1012 in batches, give applications ``--drain-timeout`` seconds to run
-  their disconnect handlers (group cleanup), then cancel what is left and exit.
-  A second signal exits at once.
+  with 1012 in batches (``--drain-rate`` a second), give applications
+  ``--drain-timeout`` seconds to run their disconnect handlers (group cleanup), then
+  cancel what is left and exit, logging the phases. A second signal exits at once.
+- **A handoff on one port** (``--reuse-port``): a new process listens beside the old
+  one, whose clients reconnect to it without a refused attempt; see :mod:`.handoff`.
 """
 
 from __future__ import annotations
