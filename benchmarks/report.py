@@ -2,7 +2,7 @@
 one run, plain Channels, channels-tuning and the ``websockets`` ceiling where it applies,
 with ratios and the machine it ran on.
 
-    python -m benchmarks.report             # full counts, about 50 minutes
+    python -m benchmarks.report             # full counts, about 65 minutes
     python -m benchmarks.report --quick     # small counts, about a minute (CI runs it)
     python -m benchmarks.report --write     # also rewrite docs/benchmarks.md's table
                                             # between its markers, and the plots in
@@ -26,6 +26,9 @@ Rows (each from the benchmark named, run in this process' sitting):
   (``benchmarks/stall.py --broadcast``);
 - C100K: 99 000 idle connections over five package processes for 10 minutes, then one
   ``broadcast()`` to all (``benchmarks/c100k.py``; the package only).
+- a reconnect storm: 19 000 clients of one restarted process, for the three servers,
+  and the package's handoff to a process already listening (``benchmarks/storm.py
+  --handoff``).
 
 Progress goes to stderr, one line per step with the time it took.
 """
@@ -46,7 +49,15 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from benchmarks import c100k, connections, fanout, gc_pause, slow_reader, stall  # noqa: E402
+from benchmarks import (  # noqa: E402
+    c100k,
+    connections,
+    fanout,
+    gc_pause,
+    slow_reader,
+    stall,
+    storm,
+)
 from benchmarks import codecs as codec_benchmark  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
@@ -71,6 +82,7 @@ class Counts:
     c100k_processes: int = 5
     c100k_per_process: int = 19_800
     c100k_window: float = 600.0
+    storm_clients: int = 19_000
 
 
 QUICK = Counts(
@@ -88,6 +100,7 @@ QUICK = Counts(
     c100k_processes=2,
     c100k_per_process=100,
     c100k_window=3.0,
+    storm_clients=100,
 )
 
 
@@ -129,7 +142,7 @@ def ratio(a: float, b: float) -> str:
 async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, str]], dict]:
     """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets), and
     the measurements behind them (for the plots)."""
-    progress = Progress(15 + len(counts.stall_counts))
+    progress = Progress(16 + len(counts.stall_counts))
     rows: list[tuple[str, str, str, str, str, str]] = []
 
     def row(title: str, plain: float | None, tuned: float, ceiling: float | None, fmt: str):
@@ -359,6 +372,13 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
         )
     rows.append(c100k_row(c100k_result, held, counts))
 
+    title = f"reconnect storm, {counts.storm_clients} clients, three servers and a handoff"
+    with progress.step(title):
+        storms = await asyncio.to_thread(
+            storm.run, storm.KINDS, counts.storm_clients, (), storm.HANDOFF_DRAIN_RATE
+        )
+    rows.extend(storm_rows(storms, counts))
+
     with progress.step(f"codecs, {counts.codec_calls} calls per case"):
         timing = {
             name: (wire, micros)
@@ -399,6 +419,39 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
         )
     raw = {"slow": slow, "burst": burst, "gc": gc_rows, "shape": shape, "stalls": stalls}
     return rows, raw
+
+
+def storm_rows(runs: list[dict], counts: Counts) -> list[tuple[str, str, str, str, str, str]]:
+    """The restart in place for the three servers; the package's handoff in its column."""
+    by_kind = {run["kind"]: run for run in runs}
+
+    def cell(run: dict) -> str:
+        back = f"{run['back']} of {run['connections']}"
+        return f"{run['back_p50_s']:.1f} / {run['absorbed_s']:.1f} s; {back}; {run['gave_up']}"
+
+    plain, tuned, ceiling = (by_kind[kind] for kind in storm.KINDS)
+    handoff = next(run for kind, run in by_kind.items() if "--reuse-port" in kind)
+    intro = f"reconnect storm, {counts.storm_clients} clients, SIGTERM"
+    return [
+        (
+            f"{intro}, the new process started once the old one exited: median / last "
+            "client back after it listened; back; given up",
+            cell(plain),
+            cell(tuned),
+            cell(ceiling),
+            ratio(tuned["absorbed_s"], plain["absorbed_s"]),
+            ratio(tuned["absorbed_s"], ceiling["absorbed_s"]),
+        ),
+        (
+            f"{intro}, handed to a new process already listening (--reuse-port, "
+            f"--drain-rate {storm.HANDOFF_DRAIN_RATE:g}): the same, after the SIGTERM",
+            "—",
+            cell(handoff),
+            "—",
+            "",
+            "",
+        ),
+    ]
 
 
 def c100k_row(result: dict, held: int, counts: Counts) -> tuple[str, str, str, str, str, str]:

@@ -64,6 +64,11 @@ def test_report_runs_with_small_counts(tmp_path):
     cell = next(row for row in rows if row.startswith("| C100K")).split(" | ")[2]
     held, *_, broadcast = cell.split("; ")
     assert held == "200" and broadcast.startswith("200, "), cell
+    # The storm in small: every client back on all three servers and in the handoff.
+    storms = [row.split(" | ")[1:4] for row in rows if row.startswith("| reconnect storm")]
+    assert len(storms) == 2, storms
+    for cell in (*storms[0], storms[1][1]):
+        assert cell.endswith("; 100 of 100; 0"), storms
     assert re.search(r"\[(\d+)/\1\]", result.stderr)  # the progress display, to its end
     # The plots: four PNG files, each a real picture (PNG signature, not empty).
     pngs = sorted(path.name for path in tmp_path.glob("*.png"))
@@ -99,7 +104,8 @@ def test_storm_brings_every_client_back_to_the_restarted_server():
     assert cells[2] == "100 of 100" and cells[-2] == "0", row
     closes, handlers, exit_after = (float(value) for value in cells[-1].split(" / "))
     assert 0 <= closes < 10 and 0 <= handlers < 10 and exit_after >= 0, row
-    row = next(line for line in result.stdout.splitlines() if "| tuned --reuse-port |" in line)
+    handoff = "| tuned --reuse-port --drain-rate 1000 |"
+    row = next(line for line in result.stdout.splitlines() if line.startswith(handoff))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2] == "100 of 100" and cells[6] == "0" and cells[7] == "0", row
 
