@@ -31,6 +31,8 @@ inbox key, members, ``__asgi_channel__``  pop what is waiting in it, many at onc
 ``_ensure_redis``, ``_lock``, ``_redis``,  counted
 ``_pubsub``, ``host``
 ``utils._wrap_close``                    closing the per-loop layer with its loop
+``utils.decode_hosts``, ``create_pool``  the layer's pools without redis-py 8's bound
+                                         of 100 connections (``pool_hosts``)
 ``RedisChannelLayer.prefix``,            the package's own keys, per shard, and this
 ``ring_size``, ``client_prefix``         process' inbox (``layers/redis/keys.py``,
                                          owner counts, presence, history)
@@ -72,9 +74,13 @@ features = {
     # Off: the Redis Cluster layer raises UpstreamChanged on receive instead of
     # running upstream's pop, which a cluster refuses.
     "cluster_receive": True,
+    # Off: the layer's pools keep redis-py's default bound (100 since redis-py 8,
+    # past which a command raises MaxConnectionsError instead of waiting).
+    "pool_bound": True,
 }
 
 PUBSUB = "pubsub internals"
+POOLS = "utils.decode_hosts, create_pool (pool keywords)"
 LAYER_ATTRIBUTES = "RedisChannelLayer.prefix, ring_size, client_prefix"
 
 # Our copy of channels-redis' group_send script (channels_redis/core.py), changed
@@ -253,7 +259,26 @@ def check() -> list[UpstreamChanged]:
     )
     _check_cluster_receive(checker)
     _check_pubsub(checker)
+    _check_pools(checker)
     return checker.problems
+
+
+def _check_pools(checker: Checker) -> None:
+    from channels_redis import utils
+
+    checker.callables(utils, POOLS, ("decode_hosts", "create_pool"))
+    checker.contains(
+        getattr(RedisChannelLayer, "create_pool", None), POOLS, ["create_pool(self.hosts[index])"]
+    )
+    checker.contains(
+        getattr(utils, "create_pool", None),
+        POOLS,
+        [
+            "ConnectionPool.from_url(address, **host)",
+            "SentinelConnectionPool(",
+            "ConnectionPool(**host)",
+        ],
+    )
 
 
 def _check_cluster_receive(checker: Checker) -> None:
@@ -320,6 +345,17 @@ def _check_pubsub(checker: Checker) -> None:
     checker.callables(utils, PUBSUB, ("_wrap_close",))
 
 
+def pool_hosts(hosts: Any, max_connections: int) -> Any:
+    """``hosts`` as channels-redis decodes them (a dict of pool keywords each), with
+    ``max_connections`` in every entry that does not name its own; ``hosts`` unchanged
+    when the decoding or the pools changed upstream."""
+    if not features["pool_bound"]:
+        return hosts
+    from channels_redis.utils import decode_hosts
+
+    return [{"max_connections": max_connections, **entry} for entry in decode_hosts(hosts)]
+
+
 def wrap_close(layer: Any, loop: Any) -> None:
     """Close ``layer``'s per-loop layer when ``loop`` closes, as channels-redis does."""
     from channels_redis.utils import _wrap_close
@@ -331,7 +367,9 @@ def apply(problems: list[UpstreamChanged]) -> None:
     for problem in problems:
         if problem.library != LIBRARY:
             continue
-        if problem.symbol.startswith(PUBSUB):
+        if problem.symbol.startswith(POOLS):
+            features["pool_bound"] = False
+        elif problem.symbol.startswith(PUBSUB):
             features["pubsub_delivery"] = False
         elif problem.symbol.startswith(CLUSTER_RECEIVE):
             features["cluster_receive"] = False

@@ -80,6 +80,25 @@ async def test_channels_contract_send_receive_and_groups(layer_config):
     assert (await asyncio.wait_for(layer.receive(a), 5))["type"] == "again"
 
 
+async def test_hundreds_of_concurrent_commands_from_one_process_all_land(layer_config):
+    """A burst of sends, group adds and group sends at once (a reconnect storm's
+    handshakes, a page of broadcasts) is never refused by a pool bound: redis-py 8's
+    pools raise MaxConnectionsError past 100 connections, and channels-redis' layer
+    then failed 200 of 300 concurrent sends."""
+    layer = layer_config(capacity=1000)  # one process' channels share one inbox
+    count = 300
+    channels = [await layer.new_channel() for _ in range(count)]
+    await asyncio.gather(*(layer.send(channel, {"type": "direct"}) for channel in channels))
+    await asyncio.gather(*(layer.group_add(f"g{i}", c) for i, c in enumerate(channels)))
+    reports = await asyncio.gather(
+        *(layer.group_send(f"g{i}", {"type": "grouped"}) for i in range(count))
+    )
+    assert sum(report.delivered for report in reports) == count
+    for channel in channels:
+        received = [(await asyncio.wait_for(layer.receive(channel), 5))["type"] for _ in "ab"]
+        assert received == ["direct", "grouped"]
+
+
 async def test_group_send_reports_and_an_empty_group_reaches_nobody(layer_config):
     layer = layer_config()
     assert capabilities.reporting(layer) is layer

@@ -43,7 +43,7 @@ from redis.crc import key_slot
 
 from ...compat import channels_redis as upstream
 from . import keys
-from .layer import RedisChannelLayer
+from .layer import POOL_MAX_CONNECTIONS, RedisChannelLayer
 
 __all__ = ["RedisClusterChannelLayer", "slot_tag", "startup_nodes"]
 
@@ -101,7 +101,7 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         #: handshakes read history all at once (measured: 212 of 600 commands).
         self.cluster_options = {
             "socket_timeout": self.brpop_timeout + 5,
-            "max_connections": 2**31,
+            "max_connections": POOL_MAX_CONNECTIONS,
             **options,
             **(cluster_options or {}),
         }

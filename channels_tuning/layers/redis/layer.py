@@ -61,6 +61,14 @@ from .reader import pause_process_reader, reader_for
 
 logger = logging.getLogger("channels_tuning")
 
+#: Connections each shard's pool may open (a ``hosts`` entry's own ``max_connections``
+#: wins). redis-py 5 had no practical bound; redis-py 8 bounds a pool at 100 and
+#: raises MaxConnectionsError past it instead of waiting (redis/redis-py pull request
+#: 4082): 300 concurrent ``send()`` from one process were 200 errors, with
+#: channels-redis' layer as with this one before (``pytest
+#: tests/e2e/test_layer_conformance.py -k concurrent``).
+POOL_MAX_CONNECTIONS = 2**31
+
 #: Seconds a receiving process' missed-message counter lives in Redis if that
 #: process never collects it (it died).
 MISSED_TTL = 600
@@ -94,6 +102,7 @@ class RedisChannelLayer(
         derived = group_expiry is None
         if group_expiry is None:
             group_expiry = derived_group_expiry()
+        hosts = upstream.pool_hosts(hosts, POOL_MAX_CONNECTIONS)
         super().__init__(hosts, prefix, expiry, group_expiry, **kwargs)
         self.group_expiry_derived = derived
         #: Groups' recent broadcasts (groups with HISTORY), on each group's shard.

@@ -195,6 +195,7 @@ def test_channels_redis_receive_single_removed_turns_the_process_reader_off(monk
         "pubsub_delivery": True,
         "shared_owner_counts": True,
         "cluster_receive": False,
+        "pool_bound": True,
     }
     from channels_tuning.layers.delivery import process_reader_for
 
@@ -284,9 +285,42 @@ def test_channels_redis_pubsub_internals_changed(monkeypatch):
         "pubsub_delivery": False,
         "shared_owner_counts": True,
         "cluster_receive": True,
+        "pool_bound": True,
     }
     layer = RedisPubSubChannelLayer(hosts=["redis://127.0.0.1:1"])
     assert process_reader_for(layer) is None
+
+
+def test_channels_redis_pools_built_from_each_host_entry():
+    """Each documented ``hosts`` form becomes one pool of the tuned layer without
+    redis-py 8's bound of 100, and an entry's own ``max_connections`` wins."""
+    from channels_tuning.layers import RedisChannelLayer as TunedLayer
+    from channels_tuning.layers.redis.layer import POOL_MAX_CONNECTIONS
+
+    layer = TunedLayer(
+        hosts=[
+            "redis://127.0.0.1:1",
+            ("127.0.0.1", 2),
+            {"address": "redis://127.0.0.1:3", "max_connections": 7},
+        ]
+    )
+    pools = [layer.create_pool(index) for index in range(3)]
+    assert [pool.max_connections for pool in pools] == [POOL_MAX_CONNECTIONS] * 2 + [7]
+    assert [pool.connection_kwargs["port"] for pool in pools] == [1, 2, 3]
+
+
+def test_channels_redis_pools_changed_keep_redis_pys_bound(monkeypatch):
+    from channels_redis import utils
+
+    from channels_tuning.layers import RedisChannelLayer as TunedLayer
+
+    monkeypatch.delattr(utils, "decode_hosts")
+    problems = channels_redis.check()
+    assert symbols(problems) == {f"{channels_redis.POOLS}.decode_hosts"}
+    channels_redis.apply(problems)
+    assert [name for name, on in channels_redis.features.items() if not on] == ["pool_bound"]
+    layer = TunedLayer(hosts=["redis://127.0.0.1:1"])
+    assert layer.hosts == [{"address": "redis://127.0.0.1:1"}]
 
 
 async def test_pubsub_layer_hands_messages_to_tuned_consumers_directly():
