@@ -423,14 +423,14 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
 
 def storm_rows(runs: list[dict], counts: Counts) -> list[tuple[str, str, str, str, str, str]]:
     """The restart in place for the three servers; the package's handoff in its column."""
-    by_kind = {run["kind"]: run for run in runs}
+    by_kind = {run["kind"]: run for run in runs if not run["handoff"]}
 
     def cell(run: dict) -> str:
         back = f"{run['back']} of {run['connections']}"
         return f"{run['back_p50_s']:.1f} / {run['absorbed_s']:.1f} s; {back}; {run['gave_up']}"
 
     plain, tuned, ceiling = (by_kind[kind] for kind in storm.KINDS)
-    handoff = next(run for kind, run in by_kind.items() if "--reuse-port" in kind)
+    handoff = next(run for run in runs if run["handoff"])
     intro = f"reconnect storm, {counts.storm_clients} clients, SIGTERM"
     return [
         (

@@ -84,7 +84,7 @@ async def run_case(
                     frame = await asyncio.wait_for(normal.recv(), 10)
                     if not frame.startswith("{"):
                         got += 1
-            except (TimeoutError, websockets.ConnectionClosed):
+            except (asyncio.TimeoutError, websockets.ConnectionClosed):
                 pass
 
         task = asyncio.ensure_future(reader())

@@ -119,12 +119,14 @@ def exited(proc: subprocess.Popen) -> float:
     return time.time()
 
 
-def start_successor(kind: str, redis, tmp: Path, port: int, extra_args: tuple[str, ...]):
+def start_successor(
+    kind: str, redis, tmp: Path, port: int, extra_args: tuple[str, ...], handoff: bool
+):
     """The new process on ``port``, listening (its own log: the old one may still run)."""
     log_dir = Path(tempfile.mkdtemp(dir=tmp))
     successor = start_server(kind, redis, log_dir, port=port, extra_args=extra_args)
-    if "--reuse-port" in extra_args:  # the old process may have answered start_server
-        successor._app_pid = successor.pid  # and /_stats: the server is the process
+    if handoff:  # the old process may have answered start_server and /_stats
+        successor.known_app_pid = successor.pid  # the package's server is the process
         deadline = time.monotonic() + 60
         while "Listening on TCP address" not in successor.log.read_text():
             assert time.monotonic() < deadline and successor.proc.poll() is None
@@ -132,11 +134,19 @@ def start_successor(kind: str, redis, tmp: Path, port: int, extra_args: tuple[st
     return successor
 
 
-def storm(kind: str, count: int, redis, tmp: Path, extra_args: tuple[str, ...] = ()) -> dict:
-    """One restart under ``count`` clients; with ``--reuse-port`` in ``extra_args`` the
-    successor listens before the SIGTERM (the handoff, servers/daphne/handoff.py) and
-    clients are counted back from the SIGTERM instead."""
-    handoff = "--reuse-port" in extra_args
+def storm(
+    kind: str,
+    count: int,
+    redis,
+    tmp: Path,
+    extra_args: tuple[str, ...] = (),
+    handoff: bool = False,
+) -> dict:
+    """One restart under ``count`` clients; with ``handoff`` (the package's server,
+    ``--reuse-port``) the successor listens before the SIGTERM
+    (servers/daphne/handoff.py) and clients are counted back from the SIGTERM instead."""
+    if handoff:
+        extra_args = ("--reuse-port", *extra_args)
     server = start_server(kind, redis, tmp, extra_args=extra_args)
     path = ROUTES[kind].format(f"storm-{time.monotonic_ns()}")
     clients: list[subprocess.Popen[str]] = []
@@ -145,14 +155,14 @@ def storm(kind: str, count: int, redis, tmp: Path, extra_args: tuple[str, ...] =
         clients = start_clients(server.port, path, count)
         held_before = held(kind, server)
         if handoff:
-            successor = start_successor(kind, redis, tmp, server.port, extra_args)
+            successor = start_successor(kind, redis, tmp, server.port, extra_args, True)
         signalled_at = time.time()
         os.kill(server.pid, signal.SIGTERM)
         with concurrent.futures.ThreadPoolExecutor(1) as waiter:
             exit_time = waiter.submit(exited, server.proc)
             if successor is None:  # systemctl restart: the new one once the old is gone
                 exit_time.result()
-                successor = start_successor(kind, redis, tmp, server.port, extra_args)
+                successor = start_successor(kind, redis, tmp, server.port, extra_args, False)
             # Clients are counted back from when the new process can take them.
             listening_at = signalled_at if handoff else time.time()
             cpu_at_listening = cpu_seconds(successor.app_pid)
@@ -184,6 +194,7 @@ def storm(kind: str, count: int, redis, tmp: Path, extra_args: tuple[str, ...] =
     absorbed = back[-1] if back else float("nan")
     return {
         "kind": " ".join((kind, *extra_args)),
+        "handoff": handoff,
         "connections": count,
         "held_before": held_before,
         "held_after": held_after,
@@ -214,19 +225,21 @@ def run(
 ) -> list[dict]:
     """One storm per kind; the package's once per bound in ``pending_bounds`` if any,
     and with a ``handoff_drain_rate`` once more with ``--reuse-port`` at that rate."""
-    runs: list[tuple[str, tuple[str, ...]]] = []
+    runs: list[tuple[str, tuple[str, ...], bool]] = []
     for kind in kinds:
         if kind == "tuned" and pending_bounds:
-            runs += [(kind, ("--max-pending-upgrades", str(bound))) for bound in pending_bounds]
+            runs += [
+                (kind, ("--max-pending-upgrades", str(bound)), False) for bound in pending_bounds
+            ]
         else:
-            runs.append((kind, ()))
+            runs.append((kind, (), False))
         if kind == "tuned" and handoff_drain_rate is not None:
-            runs.append((kind, ("--reuse-port", "--drain-rate", f"{handoff_drain_rate:g}")))
+            runs.append((kind, ("--drain-rate", f"{handoff_drain_rate:g}"), True))
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp)
         try:
-            return [storm(kind, count, redis, tmp, extra) for kind, extra in runs]
+            return [storm(kind, count, redis, tmp, extra, handoff) for kind, extra, handoff in runs]
         finally:
             stop_process(redis.proc)
 

@@ -43,6 +43,10 @@ upstream symbol                              used for
                                              stops the loop and cuts every other's
                                              cleanup short; and it raises KeyError
                                              for an upgrade not yet given its task
+``endpoints.build_endpoint_description_``   ``--reuse-port``: daphne's endpoint for
+``strings``: ``tcp:port=P:interface=H``;     ``-b``/``-p`` replaced by a socket bound
+the ``fd`` endpoint plugin daphne ships      with SO_REUSEPORT, which the plugin
+(``fd:fileno=N``)                            adopts (``servers/daphne/handoff.py``)
 ``WebSocketProtocol.protocol_to_accept``     left on the class once a connection is
                                              open, with autobahn's initial values:
                                              checked with them, in
@@ -52,7 +56,8 @@ upstream symbol                              used for
 
 Fallback when :func:`check` fails: ``TunedServer`` creates applications as daphne
 does (no flow control, no inbound bound; logged as an error at start), and tuned
-consumers under plain daphne fall back to awaiting ``send``. Tested range:
+consumers under plain daphne fall back to awaiting ``send``; ``--reuse-port`` is
+refused at start (a successor could not bind the port). Tested range:
 daphne 4.1 to 4.2.
 """
 
@@ -79,6 +84,8 @@ features = {
     "own_answers": True,
     # Off: the tuned server runs daphne's own periodic loops over every connection.
     "due_checkers": True,
+    # Off: --reuse-port is refused (daphne's endpoint strings or its fd plugin changed).
+    "reuse_port": True,
 }
 logger = logging.getLogger("channels_tuning.compat")
 
@@ -172,6 +179,48 @@ def install_shutdown_fix() -> bool:
 
 #: How check() reads upstream source (a test replaces it to simulate a change).
 _source = source_of
+
+
+#: The symbol a change of daphne's endpoint strings is reported under.
+ENDPOINTS = "endpoints (--reuse-port)"
+#: daphne's endpoint for ``-b HOST -p PORT`` with an IPv4 address.
+_TCP_ENDPOINT = re.compile(r"^tcp:port=(\d+):interface=([0-9.]+|localhost)$")
+
+
+def ipv4_tcp_address(description: str) -> tuple[str, int] | None:
+    """``(interface, port)`` of daphne's endpoint for ``-b``/``-p`` with an IPv4
+    address; None for any other endpoint string."""
+    if not features["reuse_port"]:
+        raise UpstreamChanged(LIBRARY, ENDPOINTS, "see the start-up log")
+    found = _TCP_ENDPOINT.match(description)
+    return None if found is None else (found.group(2), int(found.group(1)))
+
+
+def adopted_socket_endpoint(fileno: int) -> str:
+    """The endpoint string under which daphne adopts the listening IPv4 socket
+    ``fileno`` (its ``--fd`` option's, read by the ``fd`` plugin it ships)."""
+    return f"fd:fileno={fileno}"
+
+
+def _check_endpoints(checker: Checker) -> None:
+    import socket
+
+    from daphne.endpoints import build_endpoint_description_strings
+    from twisted.internet import endpoints
+
+    described = build_endpoint_description_strings(host="127.0.0.1", port=1)
+    if [ipv4_tcp_address(d) for d in described] != [("127.0.0.1", 1)]:
+        checker.changed(ENDPOINTS, f"-b 127.0.0.1 -p 1 is now {described}")
+    try:  # parsing only: the plugin adopts the descriptor when it listens
+        adopted = endpoints.serverFromString(None, "fd:fileno=1")
+    except Exception as error:
+        checker.changed(ENDPOINTS, f"the fd endpoint: {error!r}")
+        return
+    if not (
+        isinstance(adopted, endpoints.AdoptedStreamServerEndpoint)
+        and (adopted.fileno, adopted.addressFamily) == (1, socket.AF_INET)
+    ):
+        checker.changed(ENDPOINTS, f"the fd endpoint is now {adopted!r}")
 
 
 def check() -> list[UpstreamChanged]:
@@ -268,6 +317,7 @@ def check() -> list[UpstreamChanged]:
     )
     if getattr(CommandLineInterface, "server_class", None) is not server:
         checker.changed("CommandLineInterface.server_class", "missing")
+    _check_endpoints(checker)
     return checker.problems
 
 
@@ -279,6 +329,8 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["create_application"] = False
         if problem.symbol.startswith("Server.handle_reply"):
             features["sync_send"] = False
+        if problem.symbol == ENDPOINTS:
+            features["reuse_port"] = False
         if problem.symbol.startswith("WebRequest."):
             features["own_answers"] = False
         if problem.symbol.startswith("Server.kill_all_applications"):

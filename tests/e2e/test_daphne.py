@@ -253,7 +253,7 @@ async def test_inbound_flood_memory(daphne_factory, tuned):
         while time.monotonic() < deadline:
             try:
                 await asyncio.wait_for(ws.send(frame), 0.5)
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
                 continue  # the server stopped reading: TCP pushes back on us
             sent += 1
         growth_mb = (daphne.rss_kb() - rss_start) / 1024

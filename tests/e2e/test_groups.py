@@ -100,7 +100,7 @@ async def test_burst_with_drop_accounts_for_every_missing_message(daphne_factory
             while True:
                 await asyncio.wait_for(ws.recv(), 1)
                 got += 1
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not TimeoutError before Python 3.11
             return got
 
     delivered = sum(await asyncio.gather(*(drain(ws) for ws in clients)))

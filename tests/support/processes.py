@@ -129,7 +129,10 @@ class DaphneProcess:
     log: Path
     env: dict[str, str] = field(default_factory=dict)
     server: str = "daphne"
-    _app_pid: int | None = None
+    #: The application's process when the caller knows it; else read from /_stats
+    #: once (a successor sharing its port through --reuse-port knows it: the old
+    #: process may answer that request).
+    known_app_pid: int | None = None
 
     @property
     def pid(self) -> int:
@@ -139,9 +142,9 @@ class DaphneProcess:
     def app_pid(self) -> int:
         """The process that runs the application: the server's own, except under
         hypercorn, whose command starts its worker as a child process."""
-        if self._app_pid is None:
-            self._app_pid = int(self.stats()["pid"])
-        return self._app_pid
+        if self.known_app_pid is None:
+            self.known_app_pid = int(self.stats()["pid"])
+        return self.known_app_pid
 
     def ws(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"

@@ -23,12 +23,11 @@ refuses the second bind; and it takes an IPv4 address (``-b``/``-p``): daphne's
 
 from __future__ import annotations
 
-import re
 import socket
 from collections.abc import Sequence
 
-#: daphne's endpoint for ``-b HOST -p PORT`` (daphne.endpoints).
-_TCP_ENDPOINT = re.compile(r"^tcp:port=(\d+):interface=([0-9.]+|localhost)$")
+from ...compat import daphne as upstream
+
 #: Twisted's own ``listen()`` backlog is 50: a restart's burst of reconnects would
 #: overflow it (the kernel caps this at ``net.core.somaxconn``).
 LISTEN_BACKLOG = 1024
@@ -38,17 +37,18 @@ def reuse_port_endpoints(descriptions: Sequence[str]) -> list[str]:
     """``descriptions`` (daphne's endpoint strings) with each IPv4 ``tcp:`` endpoint
     replaced by a socket bound with ``SO_REUSEPORT``, listening, whose descriptor
     daphne adopts (Twisted closes it once it holds its own copy). Raises
-    ``ValueError`` when there is no such endpoint, ``OSError`` when a bind fails."""
+    ``ValueError`` when there is no such endpoint, ``OSError`` when a bind fails,
+    ``UpstreamChanged`` when daphne's endpoints changed (``compat/daphne.py``)."""
     replaced = []
     for description in descriptions:
-        found = _TCP_ENDPOINT.match(description)
-        if found is None:
+        address = upstream.ipv4_tcp_address(description)
+        if address is None:
             if description.startswith("tcp"):
                 raise ValueError(f"--reuse-port takes an IPv4 address, not {description!r}")
             replaced.append(description)
             continue
-        listener = listening_socket(found.group(2), int(found.group(1)))
-        replaced.append(f"fd:fileno={listener.detach()}")
+        listener = listening_socket(*address)
+        replaced.append(upstream.adopted_socket_endpoint(listener.detach()))
     if replaced == list(descriptions):
         raise ValueError("--reuse-port needs an IPv4 address to listen on (-b/-p)")
     return replaced

@@ -82,6 +82,10 @@ def set_send_buffer(transport: Any, size: int) -> None:
         logger.debug("channels_tuning: could not set SO_SNDBUF", exc_info=True)
 
 
+#: Seconds between two batches of the drain's closes (``--drain-rate`` sets their size).
+DRAIN_BATCH_INTERVAL = 0.05
+
+
 @dataclass(frozen=True)
 class TunedOptions:
     """What ``channels-tuning-daphne`` adds to daphne's options; its command line
@@ -91,7 +95,7 @@ class TunedOptions:
     drain_timeout: float = 10.0
     #: WebSocket closes per second in the drain (--drain-rate), sent in batches every
     #: 50 ms: how fast its clients come back to the others (or to a successor).
-    drain_rate: float = 200 / 0.05  # 200 closes a batch, as before the option
+    drain_rate: float = 200 / DRAIN_BATCH_INTERVAL  # 200 closes a batch, as before
     #: permessage-deflate, off unless given (--ws-compression and its options).
     compression: Compression | None = None
     #: Ping budget and fragment cap (--ws-control-frame-rate/-burst, --ws-max-fragments).
@@ -125,7 +129,7 @@ class TunedServer(DueCheckers):
 
     #: daphne's endpoint strings (its __init__ sets them; --reuse-port rewrites them).
     endpoints: list[str]
-    drain_batch_interval = 0.05
+    drain_batch_interval = DRAIN_BATCH_INTERVAL
 
     def __init__(self, *args: Any, options: TunedOptions | None = None, **kwargs: Any) -> None:
         fields = {name: kwargs.pop(name) for name in _OPTION_FIELDS if name in kwargs}
@@ -158,11 +162,11 @@ class TunedServer(DueCheckers):
         frame_limit = int(getattr(self, "websocket_max_frame_size", 0) or limit)
         self.websocket_max_frame_size = min(frame_limit, limit)
         self._ports: list[Any] = []
-        if options.reuse_port:  # servers.daphne.handoff
-            self.endpoints = reuse_port_endpoints(self.endpoints)
         # Every private hook checked once, before the first connection: a changed
         # upstream is logged with its fallback instead of failing silently.
         self.compat_problems = compat.self_check()
+        if options.reuse_port:  # servers.daphne.handoff (after the check of its hook)
+            self.endpoints = reuse_port_endpoints(self.endpoints)
         detect.tuned_server_running = True
         # Checks that matter at run time: daphne runs none (errors stop the server).
         run_at_server_start(logging.getLogger("channels_tuning"))

@@ -889,6 +889,41 @@ def test_daphne_handle_reply_renamed(monkeypatch):
     assert daphne.features["sync_send"] is False
 
 
+@pytest.mark.parametrize(
+    "change",
+    ["endpoint string", "fd plugin"],
+)
+def test_daphne_endpoints_changed_refuse_reuse_port(monkeypatch, change):
+    """``--reuse-port`` rewrites daphne's ``-b``/``-p`` endpoint into one its ``fd``
+    plugin adopts: if either changed, the option is refused at start, not a server
+    left listening where a successor cannot bind."""
+    from daphne import endpoints as daphne_endpoints
+    from twisted.internet import endpoints as twisted_endpoints
+
+    from channels_tuning.exceptions import UpstreamChanged
+    from channels_tuning.servers.daphne.handoff import reuse_port_endpoints
+
+    if change == "endpoint string":
+        monkeypatch.setattr(
+            daphne_endpoints,
+            "build_endpoint_description_strings",
+            lambda **kw: [f"tcp:{kw['port']}:interface={kw['host']}"],
+        )
+    else:
+        real = twisted_endpoints.serverFromString
+        monkeypatch.setattr(
+            twisted_endpoints,
+            "serverFromString",
+            lambda reactor, text: real(reactor, "tcp:0") if text.startswith("fd:") else None,
+        )
+    problems = daphne.check()
+    assert symbols(problems) == {daphne.ENDPOINTS}
+    daphne.apply(problems)
+    assert [name for name, on in daphne.features.items() if not on] == ["reuse_port"]
+    with pytest.raises(UpstreamChanged, match="reuse-port"):
+        reuse_port_endpoints(["tcp:port=0:interface=127.0.0.1"])
+
+
 def test_plain_daphne_send_is_recognised():
     import functools
 
