@@ -146,8 +146,17 @@ def install_shutdown_fix() -> bool:
     original = server_class.kill_all_applications
 
     def kill_all_applications(self: Any) -> Any:
-        tasks = [details.get("application_instance") for details in self.connections.values()]
-        pending = [task for task in tasks if task is not None and not task.done()]
+        # The connections are taken now: once an application is done, daphne's
+        # application_checker (every second) removes it from its connection's details,
+        # and a connection looked up by its application afterwards would not be
+        # waited for (its close frame lost in a process that exits at once).
+        closing = []
+        pending = []
+        for protocol, details in self.connections.items():
+            task = details.get("application_instance")
+            if task is not None and not task.done():
+                closing.append(protocol)
+                pending.append(task)
         for task in pending:
             task.cancel()
         logger.info("Killed %i pending application instances", len(pending))
@@ -156,12 +165,6 @@ def install_shutdown_fix() -> bool:
             if not pending:
                 return
             await asyncio.wait(pending, timeout=SHUTDOWN_WAIT)
-            cancelled = set(pending)
-            closing = [
-                protocol
-                for protocol, details in self.connections.items()
-                if details.get("application_instance") in cancelled
-            ]
             loop = asyncio.get_running_loop()
             deadline = loop.time() + CLOSE_WAIT
             while loop.time() < deadline and any(is_writable(self, p) for p in closing):

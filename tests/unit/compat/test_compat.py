@@ -924,6 +924,33 @@ def test_daphne_endpoints_changed_refuse_reuse_port(monkeypatch, change):
         reuse_port_endpoints(["tcp:port=0:interface=127.0.0.1"])
 
 
+async def test_daphne_shutdown_waits_for_a_connection_whose_application_it_forgot():
+    """Plain daphne's application_checker removes a finished application from its
+    connection's details; the shutdown fix still waits for that connection's close
+    (a CI run exited 0.1 s after SIGTERM, its clients seeing 1006)."""
+    assert daphne.install_shutdown_fix()
+    server = object.__new__(Server)
+    protocol = object()
+
+    async def application() -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.01)  # its cleanup: the close frame, group_discard
+            raise
+
+    task = asyncio.ensure_future(application())
+    await asyncio.sleep(0)
+    server.connections = {protocol: {"application_instance": task}}
+    # daphne's checker, as soon as the application is done (before the shutdown looks)
+    task.add_done_callback(lambda _: server.connections[protocol].pop("application_instance"))
+    finished = server.kill_all_applications().asFuture(asyncio.get_running_loop())
+    await asyncio.sleep(0.3)
+    assert task.done() and not finished.done()  # the close frame is still on its way
+    server.connections[protocol]["disconnected"] = True
+    await asyncio.wait_for(finished, 1)
+
+
 def test_plain_daphne_send_is_recognised():
     import functools
 
