@@ -99,6 +99,34 @@ async def test_hundreds_of_concurrent_commands_from_one_process_all_land(layer_c
         assert received == ["direct", "grouped"]
 
 
+async def test_channels_redis_own_layer_refuses_such_a_burst_past_redis_pys_pool_bound(
+    shared_redis,
+):
+    """The difference the tuned layers' pools make (README, "Differences"), checked on
+    the installed channels-redis and redis-py: when redis-py bounds a pool below the
+    burst (100 since redis-py 8), channels-redis' layer raises for part of it; the row
+    is stale the day this stops failing."""
+    from channels_redis.core import RedisChannelLayer as ChannelsRedisLayer
+    from redis.asyncio import ConnectionPool
+
+    layer = ChannelsRedisLayer(hosts=[shared_redis.url], capacity=1000)
+    count = 300
+    channels = [await layer.new_channel() for _ in range(count)]
+    try:
+        results = await asyncio.gather(
+            *(layer.send(channel, {"type": "direct"}) for channel in channels),
+            return_exceptions=True,
+        )
+    finally:
+        await layer.flush()
+        await layer.close_pools()
+    errors = [type(result).__name__ for result in results if isinstance(result, Exception)]
+    if ConnectionPool().max_connections < count:
+        assert errors and set(errors) == {"MaxConnectionsError"}
+    else:
+        assert errors == []
+
+
 async def test_group_send_reports_and_an_empty_group_reaches_nobody(layer_config):
     layer = layer_config()
     assert capabilities.reporting(layer) is layer
