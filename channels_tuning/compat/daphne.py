@@ -195,6 +195,10 @@ def ipv4_tcp_address(description: str) -> tuple[str, int] | None:
     address; None for any other endpoint string."""
     if not features["reuse_port"]:
         raise UpstreamChanged(LIBRARY, ENDPOINTS, "see the start-up log")
+    return _parse_tcp_endpoint(description)
+
+
+def _parse_tcp_endpoint(description: str) -> tuple[str, int] | None:
     found = _TCP_ENDPOINT.match(description)
     return None if found is None else (found.group(2), int(found.group(1)))
 
@@ -212,7 +216,7 @@ def _check_endpoints(checker: Checker) -> None:
     from twisted.internet import endpoints
 
     described = build_endpoint_description_strings(host="127.0.0.1", port=1)
-    if [ipv4_tcp_address(d) for d in described] != [("127.0.0.1", 1)]:
+    if [_parse_tcp_endpoint(d) for d in described] != [("127.0.0.1", 1)]:
         checker.changed(ENDPOINTS, f"-b 127.0.0.1 -p 1 is now {described}")
     try:  # parsing only: the plugin adopts the descriptor when it listens
         adopted = endpoints.serverFromString(None, "fd:fileno=1")

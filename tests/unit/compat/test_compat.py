@@ -922,6 +922,7 @@ def test_daphne_endpoints_changed_refuse_reuse_port(monkeypatch, change):
     assert [name for name, on in daphne.features.items() if not on] == ["reuse_port"]
     with pytest.raises(UpstreamChanged, match="reuse-port"):
         reuse_port_endpoints(["tcp:port=0:interface=127.0.0.1"])
+    assert symbols(daphne.check()) == {daphne.ENDPOINTS}  # checked again, the same answer
 
 
 async def test_daphne_shutdown_waits_for_a_connection_whose_application_it_forgot():
