@@ -19,6 +19,10 @@ SERVICE_TASK_PREFIXES = (
     "PresenceStore._run",  # ends about a second after the last presence entry
     "Publisher._publish",
     "StatsRound._collect",
+    # A Redis command being written: redis-py 8 sets a socket timeout by default and
+    # wraps the write in asyncio.wait_for, a task of its own before Python 3.12 (seen
+    # in a snapshot taken while the stats round wrote; it ends with the write).
+    "AbstractConnection._send_packed_command",
     "Server.",
     "AsyncioSelectorReactor",
     "_",
