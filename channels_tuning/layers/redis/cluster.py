@@ -98,7 +98,10 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         #: blocking pop (``brpop_timeout``), which would otherwise race it. No bound on
         #: connections per node, as channels-redis' pools have none: RedisCluster's
         #: default (100) raises MaxConnectionsError, not waits, when a reconnect storm's
-        #: handshakes read history all at once (measured: 212 of 600 commands).
+        #: handshakes read history all at once (measured: 212 of 600 commands). The
+        #: base layer's ``hosts`` usually carry the bound already (``pool_hosts``); the
+        #: key here keeps it when that hook into channels-redis is off, since RedisCluster
+        #: does not build its pools through channels-redis.
         self.cluster_options = {
             "socket_timeout": self.brpop_timeout + 5,
             "max_connections": POOL_MAX_CONNECTIONS,
