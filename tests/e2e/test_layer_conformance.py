@@ -80,6 +80,17 @@ async def test_channels_contract_send_receive_and_groups(layer_config):
     assert (await asyncio.wait_for(layer.receive(a), 5))["type"] == "again"
 
 
+async def burst_of_sends(layer, count: int) -> tuple[list[str], list]:
+    """``count`` new channels and the results of one ``send`` to each, all at once
+    (exceptions returned, not raised)."""
+    channels = [await layer.new_channel() for _ in range(count)]
+    results = await asyncio.gather(
+        *(layer.send(channel, {"type": "direct"}) for channel in channels),
+        return_exceptions=True,
+    )
+    return channels, results
+
+
 async def test_hundreds_of_concurrent_commands_from_one_process_all_land(layer_config):
     """A burst of sends, group adds and group sends at once (a reconnect storm's
     handshakes, a page of broadcasts) is never refused by a pool bound: redis-py 8's
@@ -87,8 +98,8 @@ async def test_hundreds_of_concurrent_commands_from_one_process_all_land(layer_c
     then failed 200 of 300 concurrent sends."""
     layer = layer_config(capacity=1000)  # one process' channels share one inbox
     count = 300
-    channels = [await layer.new_channel() for _ in range(count)]
-    await asyncio.gather(*(layer.send(channel, {"type": "direct"}) for channel in channels))
+    channels, results = await burst_of_sends(layer, count)
+    assert [r for r in results if isinstance(r, BaseException)] == []
     await asyncio.gather(*(layer.group_add(f"g{i}", c) for i, c in enumerate(channels)))
     reports = await asyncio.gather(
         *(layer.group_send(f"g{i}", {"type": "grouped"}) for i in range(count))
@@ -111,12 +122,8 @@ async def test_channels_redis_own_layer_refuses_such_a_burst_past_redis_pys_pool
 
     layer = ChannelsRedisLayer(hosts=[shared_redis.url], capacity=1000)
     count = 300
-    channels = [await layer.new_channel() for _ in range(count)]
     try:
-        results = await asyncio.gather(
-            *(layer.send(channel, {"type": "direct"}) for channel in channels),
-            return_exceptions=True,
-        )
+        _, results = await burst_of_sends(layer, count)
     finally:
         await layer.flush()
         await layer.close_pools()
