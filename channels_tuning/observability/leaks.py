@@ -6,6 +6,7 @@ Shared by ``manage.py wsstats --check`` (reading published snapshots) and
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from ..layers.redis import keys
@@ -19,14 +20,31 @@ SERVICE_TASK_PREFIXES = (
     "PresenceStore._run",  # ends about a second after the last presence entry
     "Publisher._publish",
     "StatsRound._collect",
-    # A Redis command being written: redis-py 8 sets a socket timeout by default and
-    # wraps the write in asyncio.wait_for, a task of its own before Python 3.12 (seen
-    # in a snapshot taken while the stats round wrote; it ends with the write).
-    "AbstractConnection._send_packed_command",
     "Server.",
     "AsyncioSelectorReactor",
     "_",
 )
+
+
+def lasting_task_groups(
+    earlier: list[dict[str, Any]], later: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The task groups of ``later`` that ``earlier`` had too, each at the smaller of
+    its two counts. A task only passing through, whoever made it, is in one of two
+    snapshots taken seconds apart; a leaked one is in both. (Seen: a Redis command
+    being written, which redis-py 8 wraps in ``asyncio.wait_for``, a task of its own
+    before Python 3.12, in the snapshot taken while the stats round wrote.)"""
+    before: Counter[str] = Counter()
+    for group in earlier:
+        before[group["coroutine"]] += group["count"]
+    now: Counter[str] = Counter()
+    for group in later:
+        now[group["coroutine"]] += group["count"]
+    return [
+        {"coroutine": name, "count": min(count, before[name])}
+        for name, count in now.items()
+        if before[name]
+    ]
 
 
 def extra_tasks(task_groups: list[dict[str, Any]]) -> int:
@@ -38,8 +56,9 @@ def extra_tasks(task_groups: list[dict[str, Any]]) -> int:
     )
 
 
-def snapshot_problems(snap: dict[str, Any]) -> list[str]:
-    """Leftovers in one process's snapshot, if it has no open connection."""
+def snapshot_problems(snap: dict[str, Any], earlier: dict[str, Any] | None = None) -> list[str]:
+    """Leftovers in one process's snapshot, if it has no open connection; with the
+    same process' ``earlier`` snapshot, only the tasks that are in both count."""
     if snap["connections"]:
         return []
     where = f"pid {snap['pid']} on {snap['host']}"
@@ -53,7 +72,10 @@ def snapshot_problems(snap: dict[str, Any]) -> list[str]:
             f"{where}: {snap['consumer_instances']} consumer instances still alive "
             "(something holds them: a task, a global, a cache)"
         )
-    extra = extra_tasks(snap["task_groups"])
+    groups = snap["task_groups"]
+    if earlier is not None:
+        groups = lasting_task_groups(earlier["task_groups"], groups)
+    extra = extra_tasks(groups)
     if extra:
         problems.append(f"{where}: {extra} tasks besides the server's own (see --tasks)")
     return problems

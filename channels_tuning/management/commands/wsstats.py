@@ -25,7 +25,11 @@ from django.core.management.base import BaseCommand, CommandError
 from channels_tuning.conf import project_settings
 from channels_tuning.layers.capabilities import redis_prefix
 from channels_tuning.observability import snapshot
-from channels_tuning.observability.leaks import redis_memberships, snapshot_problems
+from channels_tuning.observability.leaks import (
+    extra_tasks,
+    redis_memberships,
+    snapshot_problems,
+)
 
 
 class Command(BaseCommand):
@@ -69,7 +73,7 @@ class Command(BaseCommand):
         else:
             self._table(snaps)
         if options["check"]:
-            problems = leak_problems(snaps)
+            problems = checked(snaps)
             for problem in problems:
                 self.stderr.write(problem)
             if problems:
@@ -194,11 +198,41 @@ def read_snapshots() -> list[dict[str, Any]]:
     return sorted(snaps, key=lambda snap: (snap["host"], snap["pid"]))
 
 
-def leak_problems(snaps: list[dict[str, Any]]) -> list[str]:
-    """What idle processes (no connections) should not hold any more."""
+def checked(snaps: list[dict[str, Any]]) -> list[str]:
+    """:func:`leak_problems`, where a task counts only if it is in two snapshots of its
+    process: when the first reading shows tasks besides the server's own, each such
+    process' next publication (``STATS_INTERVAL`` later) is awaited and compared."""
+    suspects = {
+        (snap["host"], snap["pid"]): snap
+        for snap in snaps
+        if not snap["connections"] and extra_tasks(snap["task_groups"])
+    }
+    if not suspects:
+        return leak_problems(snaps)
+    deadline = time.monotonic() + 2 * max(project_settings()["STATS_INTERVAL"], 1.0) + 1
+    while True:
+        time.sleep(0.2)
+        later = {(snap["host"], snap["pid"]): snap for snap in read_snapshots()}
+        waiting = [
+            key
+            for key, snap in suspects.items()
+            if key in later and later[key]["published_at"] <= snap["published_at"]
+        ]
+        if not waiting:
+            return leak_problems(list(later.values()), earlier=snaps)
+        if time.monotonic() > deadline:
+            return leak_problems(snaps)
+
+
+def leak_problems(
+    snaps: list[dict[str, Any]], earlier: list[dict[str, Any]] | None = None
+) -> list[str]:
+    """What idle processes (no connections) should not hold any more; with an
+    ``earlier`` reading, only tasks found in both snapshots of a process count."""
+    before = {(snap["host"], snap["pid"]): snap for snap in earlier or ()}
     problems = []
     for snap in snaps:
-        problems.extend(snapshot_problems(snap))
+        problems.extend(snapshot_problems(snap, before.get((snap["host"], snap["pid"]))))
         if not snap["connections"]:
             problems.extend(_redis_memberships(snap))
     return problems
