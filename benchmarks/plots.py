@@ -7,7 +7,15 @@
 - ``gc-pauses.png``: GC pauses during the burst at thousands of connections, by
   generation, with and without ``GC_FREEZE``;
 - ``stalls.png``: the worst stall of the loop and the server's CPU against the number
-  of idle connections in one process.
+  of idle connections in one process;
+- ``broadcast.png``: one message to every idle connection of a process: time to the
+  last delivery and server CPU per delivery against the number of connections;
+- ``c100k.png``: each of the C100K run's processes: its worst stall, CPU and memory;
+- ``storm.png``: clients back after a restart, second by second, for the three servers
+  and the package's handoff.
+
+Dashed lines are the goals the benchmarks are held to (a stall of 50 ms, 5 µs of
+server CPU per delivery, 10 s to absorb a reconnect storm).
 
 Written to ``docs/_static/benchmarks/`` by ``python -m benchmarks.report --write``.
 """
@@ -34,6 +42,16 @@ LABELS = {
     "websockets": "websockets (ceiling)",
     "tuned-former": "channels-tuning, former GC settings",
 }
+
+
+#: The goals drawn as dashed lines.
+STALL_GOAL_MS = 50.0
+DELIVERY_GOAL_US = 5.0
+STORM_GOAL_S = 10.0
+
+
+def _goal(axes: Any, value: float, label: str) -> None:
+    axes.axhline(value, color="black", linestyle="--", linewidth=0.8, label=label)
 
 
 def _save(figure: Any, path: Path) -> Path:
@@ -142,3 +160,77 @@ def stalls(by_count: dict[int, dict[str, dict]], out: Path) -> Path:
         axes.grid(alpha=0.3)
         axes.legend(fontsize=7)
     return _save(figure, out / "stalls.png")
+
+
+def broadcast(by_count: dict[int, dict[str, dict]], out: Path) -> Path:
+    """One message to every idle connection, from ``stall.measure(..., to_all=True)``."""
+    figure, (time_axes, cpu_axes) = plt.subplots(1, 2, figsize=(8.4, 3.4))
+    counts = sorted(by_count)
+    for kind in LABELS:
+        if not all("broadcast" in by_count[n].get(kind, {}) for n in counts):
+            continue
+        sent = [by_count[n][kind]["broadcast"] for n in counts]
+        style = {"marker": "o", "label": LABELS[kind], "color": COLORS[kind]}
+        time_axes.plot(counts, [row["last_delivery_ms"] for row in sent], **style)
+        cpu_axes.plot(counts, [row["us_per_delivery"] for row in sent], **style)
+    _goal(cpu_axes, DELIVERY_GOAL_US, f"goal, {DELIVERY_GOAL_US:g} µs")
+    time_axes.set_ylabel("ms to the last delivery")
+    time_axes.set_title("One message to all")
+    cpu_axes.set_ylabel("server CPU per delivery, µs")
+    cpu_axes.set_title("Cost per delivery")
+    for axes in (time_axes, cpu_axes):
+        axes.set_xlabel("idle connections in one process")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=7)
+    return _save(figure, out / "broadcast.png")
+
+
+def c100k(result: dict, out: Path) -> Path:
+    """Each process of the C100K run (``benchmarks/c100k.py``), side by side."""
+    processes = result["processes"]
+    names = [f"{i + 1}" for i in range(len(processes))]
+    figure, (stall_axes, cpu_axes, memory_axes) = plt.subplots(1, 3, figsize=(9.6, 3.2))
+    color = COLORS["tuned"]
+    stall_axes.bar(names, [p["worst_stall_ms"] for p in processes], color=color)
+    _goal(stall_axes, STALL_GOAL_MS, f"goal, {STALL_GOAL_MS:g} ms")
+    stall_axes.set_ylabel("worst stall of the loop, ms")
+    cpu_axes.bar(names, [p["cpu_percent"] for p in processes], color=color)
+    cpu_axes.set_ylabel("CPU, % of a core")
+    memory_axes.bar(names, [p["rss_mb"] for p in processes], color=color)
+    memory_axes.set_ylabel("RSS, MB")
+    held = sum(p["held_at_end"] for p in processes)
+    stall_axes.legend(fontsize=7)
+    for axes, title in ((stall_axes, "Stalls"), (cpu_axes, "CPU"), (memory_axes, "Memory")):
+        axes.set_xlabel("server process")
+        axes.set_title(f"{title}, {held} connections held", fontsize=9)
+        axes.grid(alpha=0.3, axis="y")
+    return _save(figure, out / "c100k.png")
+
+
+def storm(runs: list[dict], out: Path) -> Path:
+    """Clients back, cumulated second by second (``benchmarks/storm.py``)."""
+    figure, axes = plt.subplots(figsize=(6.4, 3.6))
+    for run in runs:
+        kind = run["kind"].split()[0]
+        label = LABELS.get(kind, kind) + (", handoff" if run["handoff"] else ", restart")
+        total = 0
+        cumulated = [0.0]  # by the end of each second
+        for count in run["back_per_second"]:
+            total += count
+            cumulated.append(100 * total / run["connections"])
+        axes.plot(
+            range(len(cumulated)),
+            cumulated,
+            marker=".",
+            label=label,
+            color=COLORS.get(kind, "black"),
+            linestyle=":" if run["handoff"] else "-",
+        )
+    axes.axvline(STORM_GOAL_S, color="black", linestyle="--", linewidth=0.8, label="goal")
+    # The handoff's successor listens before the SIGTERM: its clock starts there.
+    axes.set_xlabel("seconds since the new process could take clients (handoff: SIGTERM)")
+    axes.set_ylabel("clients back, %")
+    axes.set_title(f"Reconnect storm of {runs[0]['connections']} clients" if runs else "")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=7)
+    return _save(figure, out / "storm.png")

@@ -417,7 +417,15 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
                 "",
             )
         )
-    raw = {"slow": slow, "burst": burst, "gc": gc_rows, "shape": shape, "stalls": stalls}
+    raw = {
+        "slow": slow,
+        "burst": burst,
+        "gc": gc_rows,
+        "shape": shape,
+        "stalls": stalls,
+        "c100k": c100k_result,
+        "storms": storms,
+    }
     return rows, raw
 
 
@@ -492,6 +500,9 @@ def write_plots(raw: dict, out: Path) -> list[Path]:
             out,
         ),
         plots.stalls(raw["stalls"], out),
+        plots.broadcast(raw["stalls"], out),
+        plots.c100k(raw["c100k"], out),
+        plots.storm(raw["storms"], out),
     ]
 
 

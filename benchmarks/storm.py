@@ -204,6 +204,10 @@ def storm(
         "back_p50_s": statistics.median(back) if back else float("nan"),
         "absorbed_s": absorbed,
         "busiest_second": max(per_second.values(), default=0),
+        # Clients back in each second from when the new process listened (the plot).
+        "back_per_second": [per_second[second] for second in range(int(absorbed) + 1)]
+        if back
+        else [],
         "failures": dict(failures.most_common()),
         "close_codes": dict(codes),
         "gave_up": sum(report["gave_up"] for report in reports),

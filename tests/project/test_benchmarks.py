@@ -70,14 +70,17 @@ def test_report_runs_with_small_counts(tmp_path):
     for cell in (*storms[0], storms[1][1]):
         assert cell.endswith("; 100 of 100; 0"), storms
     assert re.search(r"\[(\d+)/\1\]", result.stderr)  # the progress display, to its end
-    # The plots: four PNG files, each a real picture (PNG signature, not empty).
+    # The plots: each a real picture (PNG signature, not empty).
     pngs = sorted(path.name for path in tmp_path.glob("*.png"))
     assert pngs == [
+        "broadcast.png",
         "burst-latency.png",
         "burst-throughput.png",
+        "c100k.png",
         "gc-pauses.png",
         "slow-reader-rss.png",
         "stalls.png",
+        "storm.png",
     ]
     for path in tmp_path.glob("*.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
