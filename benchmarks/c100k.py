@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -63,11 +64,11 @@ async def hold(servers: list, redis, group: str, per_process: int, window: float
     path = ROUTES["tuned"].format(group)
     opening = time.monotonic()
     with ExitStack() as stack:
-        clients = [
-            client
-            for server in servers
-            for client in stack.enter_context(idle_clients(server.port, path, per_process))
-        ]
+        clients, served_by = [], []  # each client process and its server's index
+        for index, server in enumerate(servers):
+            for client in stack.enter_context(idle_clients(server.port, path, per_process)):
+                clients.append(client)
+                served_by.append(index)
         opened_in = time.monotonic() - opening
         await asyncio.sleep(5)  # the last upgrades settle
         held_at_start = [server.stats()["connections"] for server in servers]
@@ -110,6 +111,11 @@ async def hold(servers: list, redis, group: str, per_process: int, window: float
                 "longest_ms": longest,
                 "closes": closed_by_server[index],
                 "broadcast_probe_max_ms": max(during[index]) * 1000,
+                "delivered": sum(
+                    report["got"]
+                    for report, server in zip(reports, served_by, strict=True)
+                    if server == index
+                ),
             }
         )
     return {
@@ -117,6 +123,7 @@ async def hold(servers: list, redis, group: str, per_process: int, window: float
         "processes": per_process,
         "clients_saw_closed": sum(report["closed"] for report in reports),
         "delivered": sum(report["got"] for report in reports),
+        "clients_without_report": sum(not report["reported"] for report in reports),
         "last_delivery_ms": max(latencies, default=0.0) * 1000,
     }
 
@@ -135,10 +142,23 @@ async def run(processes: int, per_process: int, window: float) -> dict:
         finally:
             for server in servers:
                 stop_process(server.proc)
+            kept = keep_logs(servers)
             stop_process(redis.proc)
+    result["server_logs"] = kept
     result["rss_empty_mb"] = rss_empty_mb
     result["pss_empty_mb"] = pss_empty_mb
     return result
+
+
+def keep_logs(servers: list) -> str:
+    """The server processes' logs, copied out of the run's temporary directory (which
+    goes with the run): where a lost broadcast or connection is explained."""
+    directory = Path(tempfile.mkdtemp(prefix="c100k-logs-"))
+    for index, server in enumerate(servers, 1):
+        log = getattr(server, "log", None)
+        if log is not None and log.exists():
+            shutil.copy(log, directory / f"server-{index}.log")
+    return str(directory)
 
 
 def report(result: dict, processes: int, per_process: int, window: float) -> str:
@@ -177,7 +197,10 @@ def report(result: dict, processes: int, per_process: int, window: float) -> str
         f"all, {result['pss_empty_mb']:.0f} MB before any connection",
         f"one broadcast() to all: {result['delivered']} of {total} delivered, the last "
         f"after {result['last_delivery_ms']:.0f} ms; longest probe meanwhile "
-        f"{max(r['broadcast_probe_max_ms'] for r in rows):.0f} ms",
+        f"{max(r['broadcast_probe_max_ms'] for r in rows):.0f} ms; delivered per "
+        f"process {[row['delivered'] for row in rows]}; client processes that never "
+        f"reported (got nothing): {result['clients_without_report']}",
+        f"server logs: {result['server_logs']}",
     ]
     return "\n".join(lines)
 
