@@ -32,7 +32,8 @@ inbox key, members, ``__asgi_channel__``  pop what is waiting in it, many at onc
 ``_pubsub``, ``host``
 ``utils._wrap_close``                    closing the per-loop layer with its loop
 ``utils.decode_hosts``, ``create_pool``  the layer's pools without redis-py 8's bound
-                                         of 100 connections (``pool_hosts``)
+                                         of 100 connections and with a socket timeout
+                                         past the blocking pop's (``pool_hosts``)
 ``RedisChannelLayer.prefix``,            the package's own keys, per shard, and this
 ``ring_size``, ``client_prefix``         process' inbox (``layers/redis/keys.py``,
                                          owner counts, presence, history)
@@ -345,15 +346,15 @@ def _check_pubsub(checker: Checker) -> None:
     checker.callables(utils, PUBSUB, ("_wrap_close",))
 
 
-def pool_hosts(hosts: Any, max_connections: int) -> Any:
+def pool_hosts(hosts: Any, **defaults: Any) -> Any:
     """``hosts`` as channels-redis decodes them (a dict of pool keywords each), with
-    ``max_connections`` in every entry that does not name its own; ``hosts`` unchanged
+    each of ``defaults`` in every entry that does not name its own; ``hosts`` unchanged
     when the decoding or the pools changed upstream."""
     if not features["pool_bound"]:
         return hosts
     from channels_redis.utils import decode_hosts
 
-    return [{"max_connections": max_connections, **entry} for entry in decode_hosts(hosts)]
+    return [{**defaults, **entry} for entry in decode_hosts(hosts)]
 
 
 def wrap_close(layer: Any, loop: Any) -> None:

@@ -69,6 +69,13 @@ logger = logging.getLogger("channels_tuning")
 #: tests/e2e/test_layer_conformance.py -k concurrent``).
 POOL_MAX_CONNECTIONS = 2**31
 
+#: Seconds a Redis read may take beyond the blocking pop's own timeout
+#: (``brpop_timeout``, 5 s) before the connection counts as dead. redis-py 8's default
+#: socket timeout (5 s; redis-py 5 had none) equals that pop's: every idle pop of a
+#: process' inbox ended in a TimeoutError, a dropped connection and a new one, one
+#: each 5 s per process (``pytest tests/e2e/test_layer_conformance.py -k idle_read``).
+READ_TIMEOUT_MARGIN = 5
+
 #: Seconds a receiving process' missed-message counter lives in Redis if that
 #: process never collects it (it died).
 MISSED_TTL = 600
@@ -102,7 +109,11 @@ class RedisChannelLayer(
         derived = group_expiry is None
         if group_expiry is None:
             group_expiry = derived_group_expiry()
-        hosts = upstream.pool_hosts(hosts, POOL_MAX_CONNECTIONS)
+        hosts = upstream.pool_hosts(
+            hosts,
+            max_connections=POOL_MAX_CONNECTIONS,
+            socket_timeout=self.brpop_timeout + READ_TIMEOUT_MARGIN,
+        )
         super().__init__(hosts, prefix, expiry, group_expiry, **kwargs)
         self.group_expiry_derived = derived
         #: Groups' recent broadcasts (groups with HISTORY), on each group's shard.

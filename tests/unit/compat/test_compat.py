@@ -293,20 +293,23 @@ def test_channels_redis_pubsub_internals_changed(monkeypatch):
 
 def test_channels_redis_pools_built_from_each_host_entry():
     """Each documented ``hosts`` form becomes one pool of the tuned layer without
-    redis-py 8's bound of 100, and an entry's own ``max_connections`` wins."""
+    redis-py 8's bound of 100 and with a socket timeout past the blocking pop's; an
+    entry's own ``max_connections`` and ``socket_timeout`` win."""
     from channels_tuning.layers import RedisChannelLayer as TunedLayer
-    from channels_tuning.layers.redis.layer import POOL_MAX_CONNECTIONS
+    from channels_tuning.layers.redis.layer import POOL_MAX_CONNECTIONS, READ_TIMEOUT_MARGIN
 
     layer = TunedLayer(
         hosts=[
             "redis://127.0.0.1:1",
             ("127.0.0.1", 2),
-            {"address": "redis://127.0.0.1:3", "max_connections": 7},
+            {"address": "redis://127.0.0.1:3", "max_connections": 7, "socket_timeout": 2},
         ]
     )
     pools = [layer.create_pool(index) for index in range(3)]
     assert [pool.max_connections for pool in pools] == [POOL_MAX_CONNECTIONS] * 2 + [7]
     assert [pool.connection_kwargs["port"] for pool in pools] == [1, 2, 3]
+    timeouts = [pool.connection_kwargs["socket_timeout"] for pool in pools]
+    assert timeouts == [layer.brpop_timeout + READ_TIMEOUT_MARGIN] * 2 + [2]
 
 
 def test_channels_redis_pools_changed_keep_redis_pys_bound(monkeypatch):
