@@ -43,7 +43,7 @@ from redis.crc import key_slot
 
 from ...compat import channels_redis as upstream
 from . import keys
-from .layer import POOL_MAX_CONNECTIONS, RedisChannelLayer
+from .layer import POOL_MAX_CONNECTIONS, READ_TIMEOUT_MARGIN, RedisChannelLayer
 
 __all__ = ["RedisClusterChannelLayer", "slot_tag", "startup_nodes"]
 
@@ -103,7 +103,7 @@ class RedisClusterChannelLayer(RedisChannelLayer):
         #: key here keeps it when that hook into channels-redis is off, since RedisCluster
         #: does not build its pools through channels-redis.
         self.cluster_options = {
-            "socket_timeout": self.brpop_timeout + 5,
+            "socket_timeout": self.brpop_timeout + READ_TIMEOUT_MARGIN,
             "max_connections": POOL_MAX_CONNECTIONS,
             **options,
             **(cluster_options or {}),

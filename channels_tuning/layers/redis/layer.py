@@ -73,7 +73,7 @@ POOL_MAX_CONNECTIONS = 2**31
 #: (``brpop_timeout``, 5 s) before the connection counts as dead. redis-py 8's default
 #: socket timeout (5 s; redis-py 5 had none) equals that pop's: every idle pop of a
 #: process' inbox ended in a TimeoutError, a dropped connection and a new one, one
-#: each 5 s per process (``pytest tests/e2e/test_layer_conformance.py -k idle_read``).
+#: each 5 s per process (``pytest tests/e2e/test_reader_idle.py``).
 READ_TIMEOUT_MARGIN = 5
 
 #: Seconds a receiving process' missed-message counter lives in Redis if that
