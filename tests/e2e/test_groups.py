@@ -202,8 +202,10 @@ async def test_members_of_a_killed_process_expire(daphne_factory, shared_redis):
 async def test_idle_process_keeps_consumers_with_redis_py_default_timeouts(
     daphne_factory, shared_redis
 ):
-    """redis-py 8's socket timeout (5 s) fires on every idle blocking read; plain
-    Channels loses a consumer (and leaks its membership) each time."""
+    """redis-py 8's default socket timeout (5 s) is as long as channels-redis' blocking
+    pop, so it fired on every idle read (plain Channels loses a consumer, and leaks its
+    membership, each time). The tuned layer's pools read with a longer timeout: an
+    idle process sees none at all, and keeps its consumers and memberships."""
     daphne = daphne_factory(tuned=True, redis=shared_redis, tuning=QUIET)
     clients = await subscribe(daphne, "idle", 20)
     await asyncio.sleep(IDLE_SECONDS)
@@ -213,7 +215,7 @@ async def test_idle_process_keeps_consumers_with_redis_py_default_timeouts(
         f"after {IDLE_SECONDS} s idle: {stats['connections']} connections, "
         f"reader timeouts {timeouts}"
     )
-    assert sum(timeouts.values()) >= IDLE_SECONDS // 10  # they happened, and were absorbed
+    assert timeouts == {}  # not one idle pop ended in an error (one per 5 s did)
     assert stats["connections"] == 20
     assert shared_redis.cli("ZCARD", "asgi:group:idle") == "20"
     layer = producer(shared_redis)
