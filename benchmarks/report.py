@@ -8,6 +8,12 @@ with ratios and the machine it ran on.
                                             # between its markers, and the plots in
                                             # docs/_static/benchmarks/
     python -m benchmarks.report --quick --plots DIR   # plots of a smoke run, in DIR
+    python -m benchmarks.report --results FILE        # go on from a run that failed
+
+Each step's measurements are written to a JSON file as soon as the step ends (the path
+is printed first). A run that fails in its C100K step, after most of an hour, keeps
+what came before: the same command with ``--results FILE`` measures only the steps the
+file does not have yet, with the same counts (a file from other counts is started over).
 
 Rows (each from the benchmark named, run in this process' sitting):
 
@@ -37,14 +43,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -135,14 +144,50 @@ class Progress:
         print(f"      {self.title}: {took:.0f} s ({total:.0f} s so far)", file=sys.stderr)
 
 
+class SavedSteps:
+    """Each step's measurements, kept in ``path`` from the moment the step ends.
+
+    A step already in the file (measured with the same counts) is not measured again.
+    Every result goes through JSON even in a fresh run, so the rows and plots built
+    from a resumed run are built from exactly the same values and types."""
+
+    def __init__(self, path: Path, counts: Counts, progress: Progress) -> None:
+        self.path, self.progress = path, progress
+        self.counts = json.loads(json.dumps(asdict(counts)))
+        saved = json.loads(path.read_text()) if path.exists() else {}
+        self.steps: dict[str, Any] = (
+            saved.get("steps", {}) if saved.get("counts") == self.counts else {}
+        )
+
+    async def step(self, title: str, measure: Callable[[], Awaitable[Any]]) -> Any:
+        if title in self.steps:
+            self.progress.done += 1
+            print(
+                f"[{self.progress.done}/{self.progress.steps}] {title}: saved in {self.path}",
+                file=sys.stderr,
+                flush=True,
+            )
+            return self.steps[title]
+        with self.progress.step(title):
+            result = json.loads(json.dumps(await measure()))
+        self.steps[title] = result
+        partial = self.path.with_name(self.path.name + ".partial")
+        partial.write_text(json.dumps({"counts": self.counts, "steps": self.steps}, indent=1))
+        partial.replace(self.path)  # a crash while writing keeps the previous file whole
+        return result
+
+
 def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else ""
 
 
-async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, str]], dict]:
+async def measure(
+    counts: Counts, results: Path
+) -> tuple[list[tuple[str, str, str, str, str, str]], dict]:
     """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets), and
-    the measurements behind them (for the plots)."""
+    the measurements behind them (for the plots); each step saved in ``results``."""
     progress = Progress(16 + len(counts.stall_counts))
+    saved = SavedSteps(results, counts, progress)
     rows: list[tuple[str, str, str, str, str, str]] = []
 
     def row(title: str, plain: float | None, tuned: float, ceiling: float | None, fmt: str):
@@ -166,10 +211,12 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
         try:
             held = {}
             for kind in connections.KINDS:
-                with progress.step(f"{counts.connections} connections, {kind}"):
-                    held[kind] = await connections.measure(
+                held[kind] = await saved.step(
+                    f"{counts.connections} connections, {kind}",
+                    lambda kind=kind: connections.measure(
                         kind, redis, tmp, counts.connections, counts.in_flight
-                    )
+                    ),
+                )
             n = counts.connections
             for title, key, fmt in (
                 (f"idle memory per connection ({n} idle), KB", "kb", "{:.1f}"),
@@ -193,15 +240,17 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
             # The same idle connections behind the stack Channels' tutorial deploys.
             behind_idle = {}
             for kind in ("plain", "tuned"):
-                with progress.step(f"{n} connections behind AuthMiddlewareStack, {kind}"):
-                    behind_idle[kind] = await connections.measure(
+                behind_idle[kind] = await saved.step(
+                    f"{n} connections behind AuthMiddlewareStack, {kind}",
+                    lambda kind=kind: connections.measure(
                         kind,
                         redis,
                         tmp,
                         n,
                         counts.in_flight,
                         application=connections.BEHIND_AUTH,
-                    )
+                    ),
+                )
             row(
                 f"same {n} idle behind AuthMiddlewareStack: memory per connection, KB",
                 behind_idle["plain"]["kb"],
@@ -220,14 +269,16 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
             burst = {}
             shape = f"{counts.subscribers} x {counts.messages} x 100 B"
             for kind in ("plain", "tuned"):
-                with progress.step(f"burst {shape}, {kind}"):
-                    burst[kind] = await fanout.run_case(
+                burst[kind] = await saved.step(
+                    f"burst {shape}, {kind}",
+                    lambda kind=kind: fanout.run_case(
                         kind, redis, counts.subscribers, counts.messages, None, tmp
-                    )
-            with progress.step(f"burst {shape}, websockets"):
-                burst["websockets"] = await fanout.run_ceiling(
-                    counts.subscribers, counts.messages, None, tmp
+                    ),
                 )
+            burst["websockets"] = await saved.step(
+                f"burst {shape}, websockets",
+                lambda: fanout.run_ceiling(counts.subscribers, counts.messages, None, tmp),
+            )
             row(
                 f"burst {shape}: server CPU per delivery, µs",
                 burst["plain"]["us_per_delivery"],
@@ -255,8 +306,9 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
             # must hold there (its session wrapper hides the server's send).
             behind = {}
             for kind in ("plain", "tuned"):
-                with progress.step(f"burst {shape} behind AuthMiddlewareStack, {kind}"):
-                    behind[kind] = await fanout.run_case(
+                behind[kind] = await saved.step(
+                    f"burst {shape} behind AuthMiddlewareStack, {kind}",
+                    lambda kind=kind: fanout.run_case(
                         kind,
                         redis,
                         counts.subscribers,
@@ -264,7 +316,8 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
                         None,
                         tmp,
                         application="tests.e2e_asgi:application_behind_auth",
-                    )
+                    ),
+                )
             row(
                 "same burst behind AuthMiddlewareStack: server CPU per delivery, µs",
                 behind["plain"]["us_per_delivery"],
@@ -293,8 +346,12 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
                 ("plain", False, "/ws/plain-group/"),
                 ("tuned", True, "/ws/group/"),
             ):
-                with progress.step(f"slow reader {counts.slow_seconds:.0f} s, {kind}"):
-                    slow[kind] = await slow_reader.run_case(kind, tuned, path, *common)
+                slow[kind] = await saved.step(
+                    f"slow reader {counts.slow_seconds:.0f} s, {kind}",
+                    lambda kind=kind, tuned=tuned, path=path: slow_reader.run_case(
+                        kind, tuned, path, *common
+                    ),
+                )
             reader = f"slow reader, {counts.slow_rate} x 1 KiB/s for {counts.slow_seconds:.0f} s"
             row(
                 f"{reader}: peak RSS growth, MB",
@@ -311,7 +368,7 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
                 "{:.1f}",
             )
 
-            with progress.step(f"GC at {counts.gc_subscribers} connections, with and without"):
+            async def gc_cases() -> dict:
                 gc_rows = {}
                 for name in (
                     "tuned, GC_THRESHOLD without GC_FREEZE",
@@ -327,15 +384,25 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
                         tmp,
                         tuning,
                     )
+                return gc_rows
+
+            gc_rows = await saved.step(
+                f"GC at {counts.gc_subscribers} connections, with and without", gc_cases
+            )
             stalls: dict[int, dict[str, dict]] = {}
             for count in counts.stall_counts:
-                with progress.step(f"stalls at {count} idle connections, three servers"):
-                    stalls[count] = {
+
+                async def three_servers(count: int = count) -> dict:
+                    return {
                         kind: await stall.measure(
                             kind, count, counts.stall_window, redis, tmp, to_all=True
                         )
                         for kind in stall.KINDS
                     }
+
+                stalls[count] = await saved.step(
+                    f"stalls at {count} idle connections, three servers", three_servers
+                )
             for count, by_kind in stalls.items():
                 for title, key, fmt in (
                     ("worst stall of the loop, ms", "worst_stall_ms", "{:.0f}"),
@@ -366,24 +433,28 @@ async def measure(counts: Counts) -> tuple[list[tuple[str, str, str, str, str, s
             stop_process(redis.proc)
 
     held = counts.c100k_processes * counts.c100k_per_process
-    with progress.step(f"C100K: {held} idle over {counts.c100k_processes} processes"):
-        c100k_result = await c100k.run(
-            counts.c100k_processes, counts.c100k_per_process, counts.c100k_window
-        )
+    c100k_result = await saved.step(
+        f"C100K: {held} idle over {counts.c100k_processes} processes",
+        lambda: c100k.run(counts.c100k_processes, counts.c100k_per_process, counts.c100k_window),
+    )
     rows.append(c100k_row(c100k_result, held, counts))
 
     title = f"reconnect storm, {counts.storm_clients} clients, three servers and a handoff"
-    with progress.step(title):
-        storms = await asyncio.to_thread(
+    storms = await saved.step(
+        title,
+        lambda: asyncio.to_thread(
             storm.run, storm.KINDS, counts.storm_clients, (), storm.HANDOFF_DRAIN_RATE
-        )
+        ),
+    )
     rows.extend(storm_rows(storms, counts))
 
-    with progress.step(f"codecs, {counts.codec_calls} calls per case"):
-        timing = {
+    async def codec_timing() -> dict:
+        return {
             name: (wire, micros)
             for name, wire, micros, _, _ in codec_benchmark.run(100, counts.codec_calls)
         }
+
+    timing = await saved.step(f"codecs, {counts.codec_calls} calls per case", codec_timing)
     json_wire, json_encode = timing["json encode"]
     proto_wire, proto_encode = timing["protobuf encode"]
     rows.append(
@@ -531,11 +602,25 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="small counts: a smoke run")
     parser.add_argument("--write", action="store_true", help="rewrite docs/benchmarks.md")
     parser.add_argument("--plots", type=Path, help="write the plots (PNG) into this directory")
+    parser.add_argument(
+        "--results",
+        type=Path,
+        help="JSON file of each step's results: steps it already has are not measured again",
+    )
     options = parser.parse_args()
     counts = QUICK if options.quick else Counts()
     if options.write and options.quick:
         raise SystemExit("--write takes full counts: run without --quick")
-    rows, raw = await measure(counts)
+    size = "quick" if options.quick else "full"
+    results = options.results or Path(tempfile.gettempdir()) / (
+        f"benchmarks-report-{size}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    )
+    print(
+        f"each step's results: {results} (--results {results} goes on from a failure)",
+        file=sys.stderr,
+        flush=True,
+    )
+    rows, raw = await measure(counts, results)
     table = markdown(rows, counts)
     print(table)
     plots_dir = options.plots or (PLOTS if options.write else None)

@@ -32,14 +32,23 @@ def test_measurements_page_table_is_the_reports():
 
 @pytest.mark.slow
 def test_report_runs_with_small_counts(tmp_path):
+    results = tmp_path / "results.json"
+    command = [sys.executable, "-m", "benchmarks.report", "--quick", "--results", str(results)]
     result = subprocess.run(
-        [sys.executable, "-m", "benchmarks.report", "--quick", "--plots", str(tmp_path)],
+        [*command, "--plots", str(tmp_path)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+    # Every step was saved as it ended: a second run with the file measures nothing
+    # again and prints the same table (a run that fails late keeps the earlier steps).
+    again = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    steps = re.findall(r"^\[(\d+)/(\d+)\] .*: saved in ", again.stderr, re.MULTILINE)
+    assert steps and len(steps) == int(steps[-1][1]) == int(steps[-1][0]), again.stderr
+    assert again.stdout.split("\n", 1)[1] == result.stdout.split("\n", 1)[1]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     titles = [row.split(" | ")[0] for row in rows[1:]]
     for expected in (
