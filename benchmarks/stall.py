@@ -167,13 +167,18 @@ async def client_reports(clients: list) -> list[dict]:
         return {**json.loads(line), "reported": True} if line else NO_REPORT
 
     loop = asyncio.get_running_loop()
-    with concurrent.futures.ThreadPoolExecutor(max(len(clients), 1)) as readers:
+    readers = concurrent.futures.ThreadPoolExecutor(max(len(clients), 1))
+    try:
         pending = [loop.run_in_executor(readers, read, client) for client in clients]
         done, late = await asyncio.wait(pending, timeout=REPORT_TIMEOUT)
         reports = [future.result() if future in done else NO_REPORT for future in pending]
         for client, future in zip(clients, pending, strict=True):
             if future in late:
                 client.kill()  # its reader thread sees the end of its output and ends
+    finally:
+        # Not waited for on the loop: a reader still in readline() ends when its
+        # client's output does (killed, or at the caller's cleanup).
+        readers.shutdown(wait=False)
     return reports
 
 
