@@ -77,6 +77,7 @@ def stats_response(connection: ServerConnection, request: Request) -> Response |
             "connections": len(SUBSCRIBERS),
             "tasks": len(asyncio.all_tasks()),
             "gc_objects": len(gc.get_objects()),
+            "gc_tracked": len(gc.get_objects()) + gc.get_freeze_count(),
             "gc": {
                 "generations": [
                     {

@@ -210,7 +210,7 @@ async def drive(servers, path, subscribers, messages, rate, subscribed, publish)
             assert client.stdout is not None and client.stdout.readline().strip() == "READY"
         while not await subscribed(per_process * len(targets)):
             await asyncio.sleep(0.1)
-        idle_objects = sum(s.stats(gc_collect=True)["gc_objects"] for s in servers)
+        idle_objects = sum(s.stats(gc_collect=True)["gc_tracked"] for s in servers)
         gc_before = [gc_totals(s, reset_max=True) for s in servers]
 
         def cpu() -> float:

@@ -7,9 +7,11 @@ to the group, unthrottled. Each case is a fresh daphne:
 - plain: daphne, plain ``AsyncWebsocketConsumer`` + channels-redis ``group_send``
   (``--plain``; the slow reference, about 50 s at 5000 x 20);
 - tuned, CPython's GC defaults: ``channels-tuning-daphne``, ``TunedWebsocketConsumer``,
-  ``broadcast()``; ``GC_THRESHOLD`` None, ``GC_FREEZE`` False;
-- tuned, ``GC_THRESHOLD`` (20000, 2, 100) without ``GC_FREEZE``: what the freeze adds;
-- tuned, the package's defaults: ``GC_FREEZE`` True and that ``GC_THRESHOLD``.
+  ``broadcast()``; ``GC_THRESHOLD`` None, no freezing;
+- tuned, ``GC_THRESHOLD`` (20000, 2, 100), no freezing (``GC_FREEZE`` False,
+  ``GC_FREEZE_INTERVAL`` None): what freezing adds;
+- tuned, the package's defaults: that ``GC_THRESHOLD``, ``GC_FREEZE`` at the start and
+  the freeze rounds that take settled connections out of the scans.
 
 Prints per case: GC-tracked objects while idle, collections per generation during
 the burst, time in the collector and its share of the burst window, the longest and
@@ -36,11 +38,16 @@ from fanout import run_case  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 TUNED_GC = {"GC_FREEZE": True, "GC_THRESHOLD": [20_000, 2, 100]}
+#: No freezing at all: neither at the start (GC_FREEZE) nor the freeze rounds that
+#: take settled connections out of the scans (GC_FREEZE_INTERVAL, on by default).
+NO_FREEZING = {"GC_FREEZE": False, "GC_FREEZE_INTERVAL": None}
+WITHOUT_FREEZING = "tuned, GC_THRESHOLD, no freezing"
+DEFAULTS = "tuned, package defaults (GC_THRESHOLD, GC_FREEZE, freeze rounds)"
 CASES = {
     "plain": ("plain", {}),
-    "tuned, CPython's GC defaults": ("tuned", {"GC_FREEZE": False, "GC_THRESHOLD": None}),
-    "tuned, GC_THRESHOLD without GC_FREEZE": ("tuned", {**TUNED_GC, "GC_FREEZE": False}),
-    "tuned, package defaults (GC_THRESHOLD + GC_FREEZE)": ("tuned", TUNED_GC),
+    "tuned, CPython's GC defaults": ("tuned", {**NO_FREEZING, "GC_THRESHOLD": None}),
+    WITHOUT_FREEZING: ("tuned", {**TUNED_GC, **NO_FREEZING}),
+    DEFAULTS: ("tuned", TUNED_GC),
 }
 
 

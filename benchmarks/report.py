@@ -370,10 +370,7 @@ async def measure(
 
             async def gc_cases() -> dict:
                 gc_rows = {}
-                for name in (
-                    "tuned, GC_THRESHOLD without GC_FREEZE",
-                    "tuned, package defaults (GC_THRESHOLD + GC_FREEZE)",
-                ):
+                for name in (gc_pause.WITHOUT_FREEZING, gc_pause.DEFAULTS):
                     kind, tuning = gc_pause.CASES[name]
                     gc_rows[name] = await fanout.run_case(
                         kind,
@@ -471,9 +468,9 @@ async def measure(
             "",
         )
     )
-    no_freeze = gc_rows["tuned, GC_THRESHOLD without GC_FREEZE"]
-    frozen = gc_rows["tuned, package defaults (GC_THRESHOLD + GC_FREEZE)"]
-    for label, case in (("without GC_FREEZE", no_freeze), ("with GC_FREEZE", frozen)):
+    no_freeze = gc_rows[gc_pause.WITHOUT_FREEZING]
+    frozen = gc_rows[gc_pause.DEFAULTS]
+    for label, case in (("no freezing", no_freeze), ("package defaults (freezing)", frozen)):
         share = case["gc_ms"] / 1000 / case["window_s"] if case["window_s"] else 0.0
         rows.append(
             (
@@ -564,8 +561,8 @@ def write_plots(raw: dict, out: Path) -> list[Path]:
         plots.burst_throughput(raw["burst"], raw["shape"], out),
         plots.gc_pauses(
             {
-                "without GC_FREEZE": raw["gc"]["tuned, GC_THRESHOLD without GC_FREEZE"],
-                "with GC_FREEZE": raw["gc"]["tuned, package defaults (GC_THRESHOLD + GC_FREEZE)"],
+                "no freezing": raw["gc"][gc_pause.WITHOUT_FREEZING],
+                "package defaults (freezing)": raw["gc"][gc_pause.DEFAULTS],
             },
             PAUSE_BUCKETS,
             out,

@@ -126,7 +126,16 @@ def test_plots_shown_are_the_reports_and_exist():
     """The measurements page shows the report's committed plots."""
     docs = (REPO / "docs" / "benchmarks.md").read_text()
     shown = re.findall(r"\((_static/benchmarks/[\w-]+\.png)\)", docs)
-    for name in ("slow-reader-rss", "burst-latency", "burst-throughput", "gc-pauses", "stalls"):
+    for name in (
+        "slow-reader-rss",
+        "burst-latency",
+        "burst-throughput",
+        "gc-pauses",
+        "stalls",
+        "broadcast",
+        "c100k",
+        "storm",
+    ):
         assert f"_static/benchmarks/{name}.png" in shown
     for path in shown:
         assert (REPO / "docs" / path).read_bytes()[:4] == b"\x89PNG", path
