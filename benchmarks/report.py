@@ -14,6 +14,9 @@ Each step's measurements are written to a JSON file as soon as the step ends (th
 is printed first). A run that fails in its C100K step, after most of an hour, keeps
 what came before: the same command with ``--results FILE`` measures only the steps the
 file does not have yet, with the same counts (a file from other counts is started over).
+Each step records the code it was measured on (``git describe --always --dirty``); a
+step kept from other code is named on stderr, to be deleted from the file if the
+change concerns it.
 
 Rows (each from the benchmark named, run in this process' sitting):
 
@@ -47,6 +50,7 @@ import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -144,35 +148,59 @@ class Progress:
         print(f"      {self.title}: {took:.0f} s ({total:.0f} s so far)", file=sys.stderr)
 
 
+def code_version() -> str:
+    """The commit measured, ``-dirty`` if the work tree has changes; "unknown" outside git."""
+    try:
+        described = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return described.stdout.strip() if described.returncode == 0 else "unknown"
+
+
 class SavedSteps:
     """Each step's measurements, kept in ``path`` from the moment the step ends.
 
     A step already in the file (measured with the same counts) is not measured again.
     Every result goes through JSON even in a fresh run, so the rows and plots built
-    from a resumed run are built from exactly the same values and types."""
+    from a resumed run are built from exactly the same values and types. Each step
+    keeps the code version it was measured on; one kept from another version is
+    named on stderr when it is used (the file may predate a change that matters)."""
 
-    def __init__(self, path: Path, counts: Counts, progress: Progress) -> None:
-        self.path, self.progress = path, progress
+    def __init__(self, path: Path, counts: Counts, progress: Progress, version: str) -> None:
+        self.path, self.progress, self.version = path, progress, version
         self.counts = json.loads(json.dumps(asdict(counts)))
         saved = json.loads(path.read_text()) if path.exists() else {}
-        self.steps: dict[str, Any] = (
-            saved.get("steps", {}) if saved.get("counts") == self.counts else {}
-        )
+        same_counts = saved.get("counts") == self.counts
+        self.steps: dict[str, Any] = saved.get("steps", {}) if same_counts else {}
+        # Files written before versions were kept: "unknown".
+        self.versions: dict[str, str] = {
+            title: saved.get("versions", {}).get(title, "unknown") for title in self.steps
+        }
 
     async def step(self, title: str, measure: Callable[[], Awaitable[Any]]) -> Any:
         if title in self.steps:
             self.progress.done += 1
+            measured_on = self.versions[title]
+            other = f" (measured on {measured_on}, now {self.version})"
             print(
-                f"[{self.progress.done}/{self.progress.steps}] {title}: saved in {self.path}",
+                f"[{self.progress.done}/{self.progress.steps}] {title}: saved in {self.path}"
+                + (other if measured_on != self.version else ""),
                 file=sys.stderr,
                 flush=True,
             )
             return self.steps[title]
         with self.progress.step(title):
             result = json.loads(json.dumps(await measure()))
-        self.steps[title] = result
+        self.steps[title], self.versions[title] = result, self.version
         partial = self.path.with_name(self.path.name + ".partial")
-        partial.write_text(json.dumps({"counts": self.counts, "steps": self.steps}, indent=1))
+        saved = {"counts": self.counts, "steps": self.steps, "versions": self.versions}
+        partial.write_text(json.dumps(saved, indent=1))
         partial.replace(self.path)  # a crash while writing keeps the previous file whole
         return result
 
@@ -187,7 +215,7 @@ async def measure(
     """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets), and
     the measurements behind them (for the plots); each step saved in ``results``."""
     progress = Progress(16 + len(counts.stall_counts))
-    saved = SavedSteps(results, counts, progress)
+    saved = SavedSteps(results, counts, progress, code_version())
     rows: list[tuple[str, str, str, str, str, str]] = []
 
     def row(title: str, plain: float | None, tuned: float, ceiling: float | None, fmt: str):

@@ -13,6 +13,7 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
 from benchmarks.pools import BufferPool, ObjectPool, PooledProtobufCodec
+from benchmarks.report import QUICK, Counts, Progress, SavedSteps
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,35 @@ def test_report_runs_with_small_counts(tmp_path):
     ]
     for path in tmp_path.glob("*.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+async def test_saved_steps_are_reused_and_name_the_code_they_were_measured_on(tmp_path, capsys):
+    results = tmp_path / "results.json"
+    measured: list[str] = []
+
+    async def measure(value: int) -> dict:
+        measured.append(f"measured {value}")
+        return {"value": value}
+
+    first = SavedSteps(results, QUICK, Progress(2), "aaaa111")
+    assert await first.step("one", lambda: measure(1)) == {"value": 1}
+    # Resumed on the same code: the step is not measured again, and nothing is said.
+    same = SavedSteps(results, QUICK, Progress(2), "aaaa111")
+    assert await same.step("one", lambda: measure(2)) == {"value": 1}
+    assert measured == ["measured 1"]
+    assert "measured on" not in capsys.readouterr().err
+    # Resumed on other code: still reused, and the step is named with both versions.
+    later = SavedSteps(results, QUICK, Progress(2), "bbbb222-dirty")
+    assert await later.step("one", lambda: measure(3)) == {"value": 1}
+    assert await later.step("two", lambda: measure(4)) == {"value": 4}
+    said = capsys.readouterr().err
+    assert [line for line in said.splitlines() if "measured on" in line] == [
+        f"[1/2] one: saved in {results} (measured on aaaa111, now bbbb222-dirty)"
+    ]
+    # Other counts: the file starts over and every step is measured.
+    other = SavedSteps(results, Counts(), Progress(2), "bbbb222-dirty")
+    assert await other.step("one", lambda: measure(5)) == {"value": 5}
+    assert measured == ["measured 1", "measured 4", "measured 5"]
 
 
 @pytest.mark.slow
