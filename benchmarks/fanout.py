@@ -221,6 +221,7 @@ async def drive(servers, path, subscribers, messages, rate, subscribed, publish)
             await publish(i)
             if rate:
                 await asyncio.sleep(max(0.0, started + (i + 1) / rate - time.monotonic()))
+        sent_s = time.monotonic() - started
         reports = [
             json.loads(client.communicate(timeout=600)[0].splitlines()[-1]) for client in clients
         ]
@@ -248,6 +249,11 @@ async def drive(servers, path, subscribers, messages, rate, subscribed, publish)
         "cpu_per_10k": cpu_used / got * 10_000 if got else float("nan"),
         "us_per_delivery": cpu_used / got * 1e6 if got else float("nan"),
         "window_s": last,
+        # How hard the producer pushed: an unthrottled burst's latency is queueing
+        # behind the server's CPU, so it grows with the server's share of the window.
+        "messages": messages,
+        "send_s": sent_s,
+        "server_busy": cpu_used / last if last else float("nan"),
         "gc_collections": [
             sum(
                 after["collections"][g] - before["collections"][g]
@@ -292,6 +298,11 @@ def table(title: str, rows: list[dict]) -> None:
             f"| {r['kind']} | {r['got']}/{r['expected']} ({100 * r['got'] / r['expected']:.1f} %) "
             f"| {r['consumer_drops']} | {r['deliveries_per_s']:.0f} | {r['p50_ms']:.1f} "
             f"| {r['p99_ms']:.1f} | {r['cpu_per_10k']:.2f} | {r['us_per_delivery']:.1f} |"
+        )
+    for r in rows:
+        print(
+            f"{r['kind']}: {r['messages']} messages sent in {r['send_s']:.1f} s, "
+            f"server busy {100 * r['server_busy']:.0f} % of a core until the last delivery"
         )
     base = rows[0]
     for r in rows[1:]:
