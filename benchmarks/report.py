@@ -521,6 +521,7 @@ async def measure(
         "stalls": stalls,
         "c100k": c100k_result,
         "storms": storms,
+        "versions": sorted(set(saved.versions.values())),
     }
     return rows, raw
 
@@ -602,11 +603,15 @@ def write_plots(raw: dict, out: Path) -> list[Path]:
     ]
 
 
-def markdown(rows: list[tuple[str, str, str, str, str, str]], counts: Counts) -> str:
+def markdown(
+    rows: list[tuple[str, str, str, str, str, str]], counts: Counts, versions: list[str]
+) -> str:
+    """The table, after a line naming the machine, the date and the code measured (more
+    than one version when a run went on from steps saved on another)."""
     lines = [
         f"Measured by `python -m benchmarks.report` on {machine()}, "
-        f"{time.strftime('%Y-%m-%d')}. One server process each, Redis layer, clients "
-        "in other processes on the same machine.",
+        f"{time.strftime('%Y-%m-%d')}, code {' and '.join(versions)}. One server process "
+        "each, Redis layer, clients in other processes on the same machine.",
         "",
         "| workload | plain Channels | channels-tuning | websockets (ceiling) "
         "| tuned / plain | tuned / websockets |",
@@ -646,7 +651,7 @@ async def main() -> None:
         flush=True,
     )
     rows, raw = await measure(counts, results)
-    table = markdown(rows, counts)
+    table = markdown(rows, counts, raw["versions"])
     print(table)
     plots_dir = options.plots or (PLOTS if options.write else None)
     if plots_dir is not None:

@@ -13,7 +13,7 @@ import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
 from benchmarks.pools import BufferPool, ObjectPool, PooledProtobufCodec
-from benchmarks.report import QUICK, Counts, Progress, SavedSteps
+from benchmarks.report import QUICK, Counts, Progress, SavedSteps, code_version
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
 
 REPO = Path(__file__).resolve().parents[2]
@@ -50,6 +50,8 @@ def test_report_runs_with_small_counts(tmp_path):
     steps = re.findall(r"^\[(\d+)/(\d+)\] .*: saved in ", again.stderr, re.MULTILINE)
     assert steps and len(steps) == int(steps[-1][1]) == int(steps[-1][0]), again.stderr
     assert again.stdout.split("\n", 1)[1] == result.stdout.split("\n", 1)[1]
+    # The table names the code it measured (one version: nothing came from another).
+    assert f", code {code_version()}. One server process" in result.stdout.splitlines()[0]
     rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
     titles = [row.split(" | ")[0] for row in rows[1:]]
     for expected in (
