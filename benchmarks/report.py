@@ -182,8 +182,13 @@ class SavedSteps:
         self.versions: dict[str, str] = {
             title: saved.get("versions", {}).get(title, "unknown") for title in self.steps
         }
+        self.used: set[str] = set()  # the steps of this run, measured or kept
+
+    def versions_used(self) -> list[str]:
+        return sorted({self.versions[title] for title in self.used})
 
     async def step(self, title: str, measure: Callable[[], Awaitable[Any]]) -> Any:
+        self.used.add(title)
         if title in self.steps:
             self.progress.done += 1
             measured_on = self.versions[title]
@@ -521,7 +526,7 @@ async def measure(
         "stalls": stalls,
         "c100k": c100k_result,
         "storms": storms,
-        "versions": sorted(set(saved.versions.values())),
+        "versions": saved.versions_used(),
     }
     return rows, raw
 

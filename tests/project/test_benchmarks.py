@@ -121,6 +121,8 @@ async def test_saved_steps_are_reused_and_name_the_code_they_were_measured_on(tm
     assert [line for line in said.splitlines() if "measured on" in line] == [
         f"[1/2] one: saved in {results} (measured on aaaa111, now bbbb222-dirty)"
     ]
+    assert later.versions_used() == ["aaaa111", "bbbb222-dirty"]
+    assert same.versions_used() == ["aaaa111"]
     # Other counts: the file starts over and every step is measured.
     other = SavedSteps(results, Counts(), Progress(2), "bbbb222-dirty")
     assert await other.step("one", lambda: measure(5)) == {"value": 5}
