@@ -27,6 +27,7 @@ The stall benchmark gives it daphne's keepalive (``PING_INTERVAL``: 20 s).
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
 import http
 import json
@@ -66,13 +67,18 @@ def stats_response(connection: ServerConnection, request: Request) -> Response |
         return connection.respond(http.HTTPStatus.OK, "pong")
     if not request.path.startswith("/_stats"):
         return None  # a WebSocket upgrade
-    if request.path.endswith("gc=1"):
+    if request.path.endswith(("gc=1", "gc=all")):
         gc.collect()
     if request.path.endswith("reset_gc_max=1"):
         LONGEST[:] = [0.0, 0.0, 0.0]
+    types = {}
+    if request.path.endswith("gc=all"):  # by type too (nothing is frozen here)
+        counted = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
+        types = dict(counted.most_common(25))
     tracked = len(gc.get_objects())  # one copy of every tracked object, not two
     body = json.dumps(
         {
+            **({"gc_types": types} if types else {}),
             "pid": os.getpid(),
             "server": f"websockets {websockets.__version__}",
             "connections": len(SUBSCRIBERS),
@@ -146,8 +152,21 @@ class CeilingProcess:
     def ws(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
 
-    def stats(self, gc_collect: bool = False, reset_gc_max: bool = False) -> dict:
-        url = f"http://127.0.0.1:{self.port}/_stats{'?gc=1' if gc_collect else ''}"
+    def stats(
+        self, gc_collect: bool = False, reset_gc_max: bool = False, with_frozen: bool = False
+    ) -> dict:
+        """As the test servers' (tests/support/processes.py): ``with_frozen`` adds
+        ``gc_types``."""
+        query = (
+            "gc=all"
+            if with_frozen
+            else "gc=1"
+            if gc_collect
+            else "reset_gc_max=1"
+            if reset_gc_max
+            else ""
+        )
+        url = f"http://127.0.0.1:{self.port}/_stats" + (f"?{query}" if query else "")
         with urllib.request.urlopen(url, timeout=10) as response:
             return json.loads(response.read())
 

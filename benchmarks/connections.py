@@ -107,8 +107,11 @@ async def measure(
     in_flight: int,
     profile: bool = False,
     application: str = "",
+    types: bool = False,
 ) -> dict:
-    """``application``: another ASGI application of the tests (:data:`BEHIND_AUTH`)."""
+    """``application``: another ASGI application of the tests (:data:`BEHIND_AUTH`).
+    ``types``: GC-tracked objects by type, frozen ones included (the package's freeze
+    rounds take an idle connection's objects out of ``gc.get_objects()``)."""
     server = start(kind, redis, tmp, application=application)
     group = f"idle-{kind}-{time.monotonic_ns()}"
     path = ROUTES[kind].format(group)
@@ -117,14 +120,14 @@ async def measure(
         warm, _ = open_connections(server.port, path, 5, 2)
         clients.append(warm)
         await asyncio.sleep(1.0)
-        before, rss_before = server.stats(gc_collect=True), server.rss_kb()
+        before, rss_before = server.stats(gc_collect=True, with_frozen=types), server.rss_kb()
         cpu_before = cpu_seconds(server.app_pid)
         with sampled(server.app_pid) if profile else nullcontext() as samples:
             client, rate = open_connections(server.port, path, count, in_flight)
         handshake_cpu = cpu_seconds(server.app_pid) - cpu_before
         clients.append(client)
         await asyncio.sleep(2.0)  # the last upgrades settle (group joins, first ticks)
-        after, rss_after = server.stats(gc_collect=True), server.rss_kb()
+        after, rss_after = server.stats(gc_collect=True, with_frozen=types), server.rss_kb()
         if kind == "websockets":
             held = after["connections"]
         else:  # every consumer joined the group (the plain ones are not in the registry)
@@ -244,7 +247,15 @@ async def main() -> None:
             for kind in args.kinds.split(","):
                 started = time.monotonic()
                 rows.append(
-                    await measure(kind, redis, tmp, args.connections, args.in_flight, args.profile)
+                    await measure(
+                        kind,
+                        redis,
+                        tmp,
+                        args.connections,
+                        args.in_flight,
+                        args.profile,
+                        types=args.types,
+                    )
                 )
                 print(f"{kind}: done in {time.monotonic() - started:.0f} s", file=sys.stderr)
             print(table(rows, args.connections, args.in_flight))

@@ -149,8 +149,19 @@ class DaphneProcess:
     def ws(self, path: str) -> str:
         return f"ws://127.0.0.1:{self.port}{path}"
 
-    def stats(self, gc_collect: bool = False, reset_gc_max: bool = False) -> dict:
-        query = "gc=1" if gc_collect else "reset_gc_max=1" if reset_gc_max else ""
+    def stats(
+        self, gc_collect: bool = False, reset_gc_max: bool = False, with_frozen: bool = False
+    ) -> dict:
+        """``with_frozen``: a collection, and ``gc_types`` counts frozen objects too."""
+        query = (
+            "gc=all"
+            if with_frozen
+            else "gc=1"
+            if gc_collect
+            else "reset_gc_max=1"
+            if reset_gc_max
+            else ""
+        )
         return self._stats(query, timeout=10)
 
     def _stats(self, query: str, timeout: float = 30) -> dict:
