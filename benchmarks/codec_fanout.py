@@ -25,12 +25,11 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
-from fanout import payload, run_case  # noqa: E402
 from google.protobuf.wrappers_pb2 import StringValue  # noqa: E402
 
+from benchmarks.fanout import payload, run_case  # noqa: E402
 from channels_tuning.broadcast import broadcast, send_to_group  # noqa: E402
 from channels_tuning.wire.codecs import ProtobufCodec  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402

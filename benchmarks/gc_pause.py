@@ -30,11 +30,10 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO))
 
-from fanout import run_case  # noqa: E402
 
+from benchmarks.fanout import run_case  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 TUNED_GC = {"GC_FREEZE": True, "GC_THRESHOLD": [20_000, 2, 100]}

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from channels_tuning.consumers.base import _count_out
+from channels_tuning.consumers.outbound import _count_out
 from channels_tuning.runtime.counters import TRAFFIC
 
 DELIVERY_US = 13.9  # daphne CPU per delivery, tuned server (README, fan-out benchmark)

@@ -141,6 +141,26 @@ def test_tests_do_not_import_each_other_and_benchmarks_not_the_conftest():
             assert not within(target, ("tests.conftest", *TEST_FOLDERS)), (path, target)
 
 
+def test_importing_the_benchmarks_leaves_their_folder_off_the_import_path():
+    """benchmarks/codecs.py would shadow the standard library's codecs (Python 3.10
+    imports it from the path at start-up), in every server process a test starts
+    with the test's import path (channels_tuning.testing.live): a benchmark the tests
+    import must not put its own folder on sys.path."""
+    modules = [
+        f"benchmarks.{path.stem}"
+        for path in sorted((REPO / "benchmarks").glob("*.py"))
+        if path.stem not in ("__init__", "plots")  # plots needs matplotlib, not in tox
+    ]
+    script = f"import importlib, sys; [importlib.import_module(m) for m in {modules!r}]; "
+    script += "print(repr(sys.path))"
+    found = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert found.returncode == 0, found.stderr[-2000:]
+    folder = str(REPO / "benchmarks")
+    assert folder not in ast.literal_eval(found.stdout.strip().splitlines()[-1])
+
+
 def within(module: str, packages: tuple[str, ...]) -> bool:
     """``module`` is one of ``packages`` or inside one (tests.e2e_asgi is not in tests.e2e)."""
     return any(module == package or module.startswith(package + ".") for package in packages)
