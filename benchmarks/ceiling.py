@@ -62,6 +62,22 @@ def _timed(phase: str, info: dict) -> None:
     LONGEST[generation] = max(LONGEST[generation], pause)
 
 
+def tracked_objects(by_type: bool) -> tuple[int, dict[str, int]]:
+    """How many objects the collector tracks and, if asked, the 25 commonest types.
+
+    One walk of the heap; the list is emptied before returning so that it holds
+    nothing alive past this call (nothing is frozen in this server).
+    """
+    objects = gc.get_objects()
+    try:
+        types = {}
+        if by_type:
+            types = dict(collections.Counter(type(o).__qualname__ for o in objects).most_common(25))
+        return len(objects), types
+    finally:
+        objects.clear()
+
+
 def stats_response(connection: ServerConnection, request: Request) -> Response | None:
     if request.path == "/_ping":
         return connection.respond(http.HTTPStatus.OK, "pong")
@@ -71,11 +87,7 @@ def stats_response(connection: ServerConnection, request: Request) -> Response |
         gc.collect()
     if request.path.endswith("reset_gc_max=1"):
         LONGEST[:] = [0.0, 0.0, 0.0]
-    types = {}
-    if request.path.endswith("gc=all"):  # by type too (nothing is frozen here)
-        counted = collections.Counter(type(o).__qualname__ for o in gc.get_objects())
-        types = dict(counted.most_common(25))
-    tracked = len(gc.get_objects())  # one copy of every tracked object, not two
+    tracked, types = tracked_objects(by_type=request.path.endswith("gc=all"))
     body = json.dumps(
         {
             **({"gc_types": types} if types else {}),
