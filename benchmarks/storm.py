@@ -216,8 +216,10 @@ def storm(
     }
 
 
-#: The handoff run's ``--drain-rate``: about what a successor absorbs on the 2-core test
-#: machine while the old process drains beside it (docs/benchmarks.md).
+#: The handoff run's ``--drain-rate``: about what a successor absorbed on the 2-core test
+#: machine while the old process drained beside it, before the accept gate
+#: (servers/daphne/admission.py); since the gate it takes the server's default, 4 000
+#: (``--handoff-drain-rate 4000``: docs/benchmarks.md). Kept for the report's history.
 HANDOFF_DRAIN_RATE = 1000.0
 
 

@@ -1,4 +1,5 @@
-"""Every use of Twisted's internals, in one place: the eager-write transport.
+"""Every use of Twisted's internals, in one place: the eager-write transport and the
+bounded accept round.
 
 ``FileDescriptor.write`` always buffers and registers the socket for writing, and
 the reactor sends later: for a small WebSocket frame that is two ``epoll_ctl``
@@ -22,15 +23,20 @@ upstream symbol                                    used for
                                                    handshake deadline aborts it)
 ``HTTPChannel.requests``                           forget a request upgraded to a
                                                    WebSocket (a reference cycle)
+``tcp.Port.numberAccepts``, ``Port.doRead``        accept at most what the server
+                                                   admits in one round
+                                                   (``servers.daphne.admission``)
 =================================================  ================================
 
 Fallback when :func:`check` fails: transports are left as Twisted made them
-(writes are buffered, as in plain daphne: correct, slower). Tested range: Twisted
+(writes are buffered, as in plain daphne: correct, slower); accept rounds as Twisted
+sizes them (connections accepted past the admission limit are answered 503). Tested range: Twisted
 22.10 to 26.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import abstract, tcp
@@ -41,7 +47,7 @@ from ._checker import Checker, source_of
 
 LIBRARY = "Twisted"
 
-features = {"eager_write": True, "forget_upgraded": True}
+features = {"eager_write": True, "forget_upgraded": True, "bounded_accepts": True}
 #: Transports switched to eager writes since start (the self-check's proof it works).
 switched = 0
 
@@ -142,6 +148,26 @@ def forget_upgraded_request(request: Any) -> None:
         requests.remove(request)
 
 
+def bound_accepts(port: Any, allowance: Callable[[], int]) -> bool:
+    """Make each accept round of the listening ``port`` take at most ``allowance()``
+    connections (at least one). Twisted's ``Port.doRead`` accepts up to
+    ``numberAccepts`` connections a round, a number it grows by 20 after every full
+    round: in a reconnect storm with a backlog of 1 024, one round took hundreds of
+    connections past the server's admission limit. False when the hook is off or
+    ``port`` is not a TCP port."""
+    if not features["bounded_accepts"] or not isinstance(port, tcp.Port):
+        return False
+    accept_round = port.doRead
+
+    def bounded_accept_round() -> Any:
+        port.numberAccepts = max(1, min(port.numberAccepts, allowance()))
+        return accept_round()
+
+    # The reactor looks doRead up on the port at each round.
+    port.doRead = bounded_accept_round  # type: ignore[method-assign]
+    return True
+
+
 #: How check() reads upstream source (a test replaces it to simulate a change).
 _source = source_of
 
@@ -165,6 +191,7 @@ def check() -> list[UpstreamChanged]:
     else:
         checker.contains(wrapper, "web.http._GenericHTTPChannelProtocol._channel", ["_channel"])
     checker.contains(http.HTTPChannel, "HTTPChannel.requests", ["self.requests = []"])
+    checker.contains(tcp.Port.doRead, "tcp.Port.numberAccepts", ["numAccepts = self.numberAccepts"])
     return checker.problems
 
 
@@ -174,5 +201,7 @@ def apply(problems: list[UpstreamChanged]) -> None:
             continue
         if problem.symbol == "HTTPChannel.requests":
             features["forget_upgraded"] = False
+        elif problem.symbol == "tcp.Port.numberAccepts":
+            features["bounded_accepts"] = False
         else:
             features["eager_write"] = False

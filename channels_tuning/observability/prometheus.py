@@ -195,6 +195,7 @@ class ChannelsTuningCollector(Collector):
             stats.CLOSES,
             stats.DROPPED,
             stats.REJECTED,
+            stats.ACCEPT_PAUSES,
             stats.LAYER_ERRORS,
             stats.MISSED,
             stats.GROUP_LABELS_FOLDED,

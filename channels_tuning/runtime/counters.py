@@ -53,6 +53,12 @@ REJECTED: Final = Counter(
     "Connections refused at connect time, by consumer and reason.",
     ("consumer", "reason"),
 )
+ACCEPT_PAUSES: Final = Counter(
+    "channels_tuning_accept_pauses_total",
+    "Times the server stopped accepting connections because max_pending_upgrades "
+    "upgrades waited for their application (servers.daphne.admission).",
+    (),
+)
 ACCEPTED: Final = Counter(
     "channels_tuning_connections_total",
     "Connections accepted, by consumer.",
@@ -207,6 +213,7 @@ ALL_COUNTERS: Final = (
     CLOSES,
     DROPPED,
     REJECTED,
+    ACCEPT_PAUSES,
     ACCEPTED,
     LAYER_ERRORS,
     GROUP_SENDS,

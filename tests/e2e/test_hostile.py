@@ -701,27 +701,42 @@ async def test_the_example_on_the_pubsub_layer_chats_without_presence(daphne_fac
     assert "Traceback" not in log and "1011" not in log, log[-2000:]
 
 
-async def test_upgrades_beyond_the_pending_cap_get_503_before_django(daphne_factory):
+async def test_at_the_pending_cap_new_connections_wait_and_upgrades_already_in_get_503(
+    daphne_factory,
+):
     """``--max-pending-upgrades 3``: while three upgrades wait for their consumer's
-    accept (3 s), a new upgrade is answered 503 with ``Retry-After`` before Django
-    (counted; one log line a second at most, no traceback); once they are open,
-    upgrades are served again, however many are open."""
+    accept (3 s), the server stops accepting connections (servers.daphne.admission):
+    a new client waits in the listen backlog instead of being refused, and is served
+    once the three are open. An upgrade on a connection accepted before (a keep-alive
+    HTTP connection) is answered 503 with ``Retry-After`` before Django. Both counted;
+    one log line each, no traceback. (Idle sockets do not close the gate:
+    ``test_half_open_sockets_are_closed_at_the_handshake_deadline``.)"""
     daphne = daphne_factory(tuned=True, tuning=QUIET, extra_args=("--max-pending-upgrades", "3"))
+    kept_alive = socket.create_connection(("127.0.0.1", daphne.port), timeout=10)
+    kept_alive.sendall(b"GET /_ct/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    assert kept_alive.recv(4096).startswith(b"HTTP/1.1 200")
     slow = [asyncio.ensure_future(websockets.connect(daphne.ws("/ws/slow-accept/"))) for _ in "abc"]
-    refused = None
-    while refused is None and not any(task.done() for task in slow):
-        try:
-            async with websockets.connect(daphne.ws("/ws/echo/")):
-                pass
-        except websockets.InvalidStatus as error:
-            refused = error.response
-        await asyncio.sleep(0.05)
-    assert refused is not None and not any(task.done() for task in slow)
-    assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
-    assert refused.body == b"busy\n"
+    await asyncio.sleep(1.0)  # the three upgrades are in: the gate is closed
+    late = asyncio.ensure_future(websockets.connect(daphne.ws("/ws/echo/")))
+    await asyncio.sleep(1.0)
+    assert not late.done() and not any(task.done() for task in slow)  # waiting, not refused
+    upgrade = (
+        "GET /ws/echo/ HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    kept_alive.sendall(upgrade.encode())
+    refused = kept_alive.recv(4096)
+    kept_alive.close()
+    assert refused.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in refused.lower()
+    assert b"\r\nbusy\n" in refused  # the body (chunked)
     opened = await asyncio.gather(*slow)  # the three pending ones are served whole
+    ws = await asyncio.wait_for(late, 10)  # and the one that waited
+    await ws.send("after")
+    assert await recv_data(ws) == "after"
     # An open connection no longer counts as pending: four more, held open together
-    # with the three, are all served.
+    # with the others, are all served.
+    opened.append(ws)
     for _ in range(4):
         ws = await websockets.connect(daphne.ws("/ws/echo/"))
         await ws.send("after")
@@ -729,7 +744,11 @@ async def test_upgrades_beyond_the_pending_cap_get_503_before_django(daphne_fact
         opened.append(ws)
     for ws in opened:
         await ws.close()
-    counters = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
-    assert counters == {"consumer=(server),reason=pending_upgrades": 1}
+    counters = daphne.stats()["counters"]
+    assert counters["channels_tuning_rejected_connections_total"] == {
+        "consumer=(server),reason=pending_upgrades": 1
+    }
+    assert counters["channels_tuning_accept_pauses_total"][""] >= 1
     log = daphne.log.read_text()
     assert log.count("refused: 3 upgrades pending") == 1 and "Traceback" not in log
+    assert "not accepting connections: 3 upgrades pending" in log

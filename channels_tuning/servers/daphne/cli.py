@@ -124,8 +124,10 @@ class TunedCommandLineInterface(CommandLineInterface):
             "--max-pending-upgrades",
             type=int,
             default=DEFAULT_MAX_PENDING_UPGRADES,
-            help="WebSocket upgrades whose application has not accepted them yet beyond "
-            "which new ones get 503 (0: no limit)",
+            help="WebSocket upgrades whose application has not accepted them yet at "
+            "which the server stops accepting connections until one is settled (new "
+            "ones wait in the listen backlog); an upgrade already accepted gets 503 "
+            "(0: no limit)",
         )
         group.add_argument(
             "--ws-send-buffer",

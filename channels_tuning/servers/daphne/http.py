@@ -155,6 +155,7 @@ class TunedHTTPFactory(HTTPFactory):
         self.half_open[twisted.http_channel(protocol)] = (protocol, timer, group)
         if group:
             self.half_open_by_address[group] += 1
+        self._admission_changed()
         return protocol
 
     def handshake_done(self, channel: Any) -> None:
@@ -165,6 +166,7 @@ class TunedHTTPFactory(HTTPFactory):
         entry = self.half_open.pop(channel, None)
         if entry is None:
             return False
+        self._admission_changed()
         _, timer, group = entry
         if timer is not None and timer.active():
             timer.cancel()
@@ -175,6 +177,11 @@ class TunedHTTPFactory(HTTPFactory):
             else:
                 del self.half_open_by_address[group]
         return True
+
+    def _admission_changed(self) -> None:
+        gate = getattr(self.server, "accept_gate", None)
+        if gate is not None:
+            gate.update()
 
     def _forget_gone(self) -> None:
         """At a cap: drop entries whose connection the client already closed."""

@@ -24,6 +24,7 @@ from ...wire.closecodes import CloseCode
 from .. import detect
 from ..startup import run_at_server_start, tune_collector_at_start
 from ..transport import TRANSPORT_EXTENSION
+from .admission import AcceptGate
 from .checkers import DueCheckers
 from .compression import Compression
 from .handoff import reuse_port_endpoints
@@ -106,8 +107,10 @@ class TunedOptions:
     max_half_open: int | None = None
     #: The same, per client address (an IPv6 one: its IPV6_CLIENT_PREFIX).
     max_half_open_per_address: int | None = None
-    #: WebSocket upgrades whose application has not accepted or rejected yet, beyond
-    #: which new ones get 503 before Django (--max-pending-upgrades; None: no limit).
+    #: WebSocket upgrades whose application has not accepted or rejected yet at which
+    #: the server stops accepting connections (servers.daphne.admission) and answers
+    #: an upgrade already accepted 503 before Django (--max-pending-upgrades; None: no
+    #: limit).
     max_pending_upgrades: int | None = DEFAULT_MAX_PENDING_UPGRADES
     #: SO_SNDBUF of each WebSocket's socket; 0: the kernel's autotuning.
     send_buffer: int = DEFAULT_SEND_BUFFER
@@ -145,6 +148,8 @@ class TunedServer(DueCheckers):
         self.max_pending_upgrades = options.max_pending_upgrades
         #: Upgrades given an application that has not accepted or rejected them yet.
         self.pending_upgrades: set[Any] = set()
+        #: Stops accepting while max_pending_upgrades wait for their application.
+        self.accept_gate = AcceptGate(options.max_pending_upgrades, self.upgrades_in_progress)
         self.send_buffer = options.send_buffer
         self.health_path = options.health_path.encode() if options.health_path else b""
         self.drain_health_delay = options.drain_health_delay
@@ -215,6 +220,7 @@ class TunedServer(DueCheckers):
 
     def listen_success(self, port: Any) -> None:
         self._ports.append(port)
+        self.accept_gate.add_port(port)
         super().listen_success(port)
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
@@ -248,6 +254,7 @@ class TunedServer(DueCheckers):
         self.connections[protocol]["application_instance"] = task
         self.application_started(protocol, task)
         self.pending_upgrades.add(protocol)
+        self.accept_gate.update()
         return input_queue
 
     def upgrades_pending_full(self) -> bool:
@@ -256,12 +263,22 @@ class TunedServer(DueCheckers):
         limit = self.max_pending_upgrades
         return limit is not None and len(self.pending_upgrades) >= limit
 
+    def upgrades_in_progress(self) -> int:
+        """What the accept gate counts: the upgrades waiting for their application, and
+        connections not past their first request, these up to half the limit (so
+        that idle sockets cannot close the gate: servers.daphne.admission)."""
+        factory = getattr(self, "_http_factory", None)
+        handshaking = len(getattr(factory, "half_open", ()))
+        return len(self.pending_upgrades) + min(handshaking, self.accept_gate.half_open_share)
+
     def upgrade_settled(self, protocol: Any) -> None:
         """The application accepted ``protocol`` (it is open), or it is gone."""
         self.pending_upgrades.discard(protocol)
+        self.accept_gate.update()
 
     def protocol_disconnected(self, protocol: Any) -> None:
         self.pending_upgrades.discard(protocol)
+        self.accept_gate.update()
         super().protocol_disconnected(protocol)
 
     # ------------------------------------------------------------- shutdown
@@ -283,6 +300,7 @@ class TunedServer(DueCheckers):
                 "Draining: health check answers 503; closing in %.1f s", self.drain_health_delay
             )
             await asyncio.sleep(self.drain_health_delay)
+        self.accept_gate.close()
         for port in self._ports:
             port.stopListening()
         websockets = [

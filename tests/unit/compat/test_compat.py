@@ -13,8 +13,10 @@ import asyncio
 import collections
 import inspect
 import pprint
+import socket
 import sys
 import threading
+import time
 from typing import Any
 
 import autobahn.twisted.websocket as autobahn_twisted_module
@@ -769,7 +771,11 @@ def test_twisted_request_list_changed_keeps_upgraded_requests(monkeypatch):
     problems = twisted.check()
     assert symbols(problems) == {"HTTPChannel.requests"}
     twisted.apply(problems)
-    assert twisted.features == {"eager_write": True, "forget_upgraded": False}
+    assert twisted.features == {
+        "eager_write": True,
+        "forget_upgraded": False,
+        "bounded_accepts": True,
+    }
     channel = type("Channel", (), {})()
     request = type("Request", (), {"channel": channel})()
     channel.requests = [request]
@@ -777,7 +783,50 @@ def test_twisted_request_list_changed_keeps_upgraded_requests(monkeypatch):
     assert channel.requests == [request]  # off: left to the cycle collector
 
 
-def test_twisted_upgraded_request_forgotten():
+def test_twisted_accept_round_changed_leaves_rounds_unbounded(monkeypatch):
+    change_source(monkeypatch, twisted, "numAccepts = self.numberAccepts", "numAccepts = 100")
+    problems = twisted.check()
+    assert symbols(problems) == {"tcp.Port.numberAccepts"}
+    twisted.apply(problems)
+    assert twisted.features["bounded_accepts"] is False
+    port = object.__new__(tcp.Port)
+    assert twisted.bound_accepts(port, lambda: 3) is False
+    assert "doRead" not in vars(port)  # Twisted's own round, as it sizes it
+
+
+def test_twisted_accept_round_bounded_by_the_allowance():
+    """A real listening port: one round takes what the allowance says, at least one."""
+    from twisted.internet.protocol import Factory
+
+    accepted: list[object] = []
+
+    class Counting(Factory):
+        def buildProtocol(self, addr):
+            accepted.append(addr)
+            return None  # Twisted closes the socket: no transport to clean up
+
+    port = tcp.Port(0, Counting(), interface="127.0.0.1")
+    port.startListening()
+    port.stopReading()  # rounds run by hand here, not by the reactor
+    clients = []
+    try:
+        allowance = 2
+        assert twisted.bound_accepts(port, lambda: allowance) is True
+        clients = [socket.create_connection(("127.0.0.1", port.getHost().port)) for _ in range(5)]
+        time.sleep(0.1)  # all five in the kernel's backlog
+        port.doRead()
+        assert len(accepted) == 2
+        allowance = 0
+        port.doRead()
+        assert len(accepted) == 3  # at least one a round: the gate stops the reading
+        allowance = 100
+        port.doRead()
+        assert len(accepted) == 5
+    finally:
+        for client in clients:
+            client.close()
+        port.connectionLost(None)
+
     channel = type("Channel", (), {})()
     request = type("Request", (), {"channel": channel})()
     channel.requests = [request]

@@ -1,0 +1,94 @@
+"""Admission: how many WebSocket upgrades a server process takes in at once.
+
+A server that accepts every connection the kernel offers spends a reconnect storm
+parsing requests it then refuses: with ``--max-pending-upgrades`` answering 503 alone,
+the process restarted under 19 000 clients answered 27 000-76 000 of them 503 and its
+busiest second completed 1 274-1 535 handshakes (``benchmarks/storm.py``). So, as Go's
+``netutil.LimitListener`` does, :class:`AcceptGate` stops reading the listening
+sockets while ``limit`` upgrades wait for their application to accept; new
+connections wait in the kernel's listen backlog (past it the kernel drops their SYNs,
+which clients send again), at no cost to the process, and are read again as soon as
+one is settled. The connections accepted but not yet past their first request count
+too, up to half the limit: a storm's clients send their request at once, and
+without them the gate overshot by every round accepted before those requests were
+parsed (7 000-18 000 503s in the storm); idle sockets and slowloris clients stay
+there until their handshake deadline, and counted whole they would close the gate for
+everyone (``--max-half-open`` and the deadline bound them). Each accept round takes
+at most a tenth of the limit (:func:`channels_tuning.compat.twisted.bound_accepts`;
+Twisted grows its rounds by 20 connections after each full one). An upgrade that
+still finds the limit reached gets the 503 as before.
+
+Measured with the gate (``python benchmarks/storm.py --connections 19000 --kinds
+tuned``): see docs/benchmarks.md, "A reconnect storm after a restart". What it trades:
+while the gate is closed, a health check or plain HTTP request waits in the backlog with
+the upgrades, for as long as the pending upgrades take (a fraction of a second in the
+storm; up to daphne's ``--websocket_connect_timeout`` if applications do not accept).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from ...compat import twisted
+from ...runtime.counters import ACCEPT_PAUSES
+from ...runtime.ratelog import RateLimitedLog
+
+logger = logging.getLogger("channels_tuning.server")
+
+
+class AcceptGate:
+    """Stop reading the listening ports while ``in_progress()`` (the upgrades waiting
+    for their application, and :attr:`half_open_share` of the connections in their
+    handshake at most) is at ``limit`` or more; read them again below it.
+    ``limit`` None: the ports are always read, in rounds as Twisted sizes them."""
+
+    def __init__(self, limit: int | None, in_progress: Callable[[], int]) -> None:
+        self.limit = limit
+        self.in_progress = in_progress
+        #: The most connections one accept round takes.
+        self.round_limit = max(1, (limit or 0) // 10)
+        #: How many connections still in their handshake count, at most.
+        self.half_open_share = (limit or 0) // 2
+        self.ports: list[Any] = []
+        self.paused = False
+        #: Set by the drain: its ports stopped listening, never read them again.
+        self.closed = False
+        self._log = RateLimitedLog(logger)
+
+    def add_port(self, port: Any) -> None:
+        self.ports.append(port)
+        if self.limit is not None:
+            twisted.bound_accepts(port, self.allowance)
+
+    def allowance(self) -> int:
+        """Connections one accept round may take."""
+        if self.limit is None:
+            return 1 << 30
+        return min(self.limit - self.in_progress(), self.round_limit)
+
+    def update(self) -> None:
+        """Call whenever ``in_progress()`` may have changed."""
+        if self.limit is None or self.closed:
+            return
+        full = self.in_progress() >= self.limit
+        if full and not self.paused:
+            self.paused = True
+            ACCEPT_PAUSES.inc(())
+            self._log.log(
+                "channels_tuning: not accepting connections: %d upgrades pending", self.limit
+            )
+            for port in self.ports:
+                port.stopReading()
+        elif self.paused and not full:
+            self._resume()
+
+    def close(self) -> None:
+        """The drain stopped the ports listening: nothing to read again."""
+        self.paused, self.closed = False, True
+
+    def _resume(self) -> None:
+        self.paused = False
+        for port in self.ports:
+            port.startReading()
