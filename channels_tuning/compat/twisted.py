@@ -30,8 +30,8 @@ upstream symbol                                    used for
 
 Fallback when :func:`check` fails: transports are left as Twisted made them
 (writes are buffered, as in plain daphne: correct, slower); accept rounds as Twisted
-sizes them (connections accepted past the admission limit are answered 503). Tested range: Twisted
-22.10 to 26.
+sizes them (connections accepted past the admission limit are answered 503). Tested
+range: Twisted 22.10 to 26.
 """
 
 from __future__ import annotations

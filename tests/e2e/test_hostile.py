@@ -701,6 +701,16 @@ async def test_the_example_on_the_pubsub_layer_chats_without_presence(daphne_fac
     assert "Traceback" not in log and "1011" not in log, log[-2000:]
 
 
+def whole_chunked_response(sock: socket.socket) -> bytes:
+    """One HTTP response with a chunked body, read to its last chunk."""
+    response = b""
+    while not response.endswith(b"\r\n0\r\n\r\n"):
+        data = sock.recv(4096)
+        assert data, response
+        response += data
+    return response
+
+
 async def test_at_the_pending_cap_new_connections_wait_and_upgrades_already_in_get_503(
     daphne_factory,
 ):
@@ -714,7 +724,7 @@ async def test_at_the_pending_cap_new_connections_wait_and_upgrades_already_in_g
     daphne = daphne_factory(tuned=True, tuning=QUIET, extra_args=("--max-pending-upgrades", "3"))
     kept_alive = socket.create_connection(("127.0.0.1", daphne.port), timeout=10)
     kept_alive.sendall(b"GET /_ct/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
-    assert kept_alive.recv(4096).startswith(b"HTTP/1.1 200")
+    assert whole_chunked_response(kept_alive).startswith(b"HTTP/1.1 200")
     slow = [asyncio.ensure_future(websockets.connect(daphne.ws("/ws/slow-accept/"))) for _ in "abc"]
     await asyncio.sleep(1.0)  # the three upgrades are in: the gate is closed
     late = asyncio.ensure_future(websockets.connect(daphne.ws("/ws/echo/")))
@@ -726,7 +736,7 @@ async def test_at_the_pending_cap_new_connections_wait_and_upgrades_already_in_g
         "Sec-WebSocket-Version: 13\r\n\r\n"
     )
     kept_alive.sendall(upgrade.encode())
-    refused = kept_alive.recv(4096)
+    refused = whole_chunked_response(kept_alive)
     kept_alive.close()
     assert refused.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in refused.lower()
     assert b"\r\nbusy\n" in refused  # the body (chunked)
