@@ -762,3 +762,24 @@ async def test_at_the_pending_cap_new_connections_wait_and_upgrades_already_in_g
     log = daphne.log.read_text()
     assert log.count("refused: 3 upgrades pending") == 1 and "Traceback" not in log
     assert "not accepting connections: 3 upgrades pending" in log
+
+
+async def test_without_the_accept_gate_upgrades_beyond_the_pending_cap_get_503(daphne_factory):
+    """``--no-accept-gate``: the server keeps accepting, and while three upgrades wait
+    for their consumer's accept a new one is answered 503 at once (for a balancer that
+    retries it on another server)."""
+    daphne = daphne_factory(
+        tuned=True,
+        tuning=QUIET,
+        extra_args=("--max-pending-upgrades", "3", "--no-accept-gate"),
+    )
+    slow = [asyncio.ensure_future(websockets.connect(daphne.ws("/ws/slow-accept/"))) for _ in "abc"]
+    await asyncio.sleep(1.0)
+    with pytest.raises(websockets.InvalidStatus) as refused:
+        await asyncio.wait_for(websockets.connect(daphne.ws("/ws/echo/")), 1.5)
+    assert refused.value.response.status_code == 503 and not any(t.done() for t in slow)
+    for ws in await asyncio.gather(*slow):
+        await ws.close()
+    counters = daphne.stats()["counters"]
+    assert counters["channels_tuning_accept_pauses_total"] == {}
+    assert "not accepting connections" not in daphne.log.read_text()

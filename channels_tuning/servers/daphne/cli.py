@@ -130,6 +130,13 @@ class TunedCommandLineInterface(CommandLineInterface):
             "(0: no limit)",
         )
         group.add_argument(
+            "--no-accept-gate",
+            action="store_true",
+            help="keep accepting at --max-pending-upgrades and answer the upgrades beyond it "
+            "503 (behind a balancer that retries a 503 on another server and checks health "
+            "more often than a storm's backlog drains)",
+        )
+        group.add_argument(
             "--ws-send-buffer",
             type=int,
             default=DEFAULT_SEND_BUFFER,
@@ -173,6 +180,7 @@ class TunedCommandLineInterface(CommandLineInterface):
             max_half_open=options.max_half_open,
             max_half_open_per_address=options.max_half_open_per_address,
             max_pending_upgrades=options.max_pending_upgrades or None,
+            accept_gate=not options.no_accept_gate,
             send_buffer=options.ws_send_buffer,
             health_path=options.health_path,
             drain_health_delay=options.drain_health_delay,

@@ -112,6 +112,9 @@ class TunedOptions:
     #: an upgrade already accepted 503 before Django (--max-pending-upgrades; None: no
     #: limit).
     max_pending_upgrades: int | None = DEFAULT_MAX_PENDING_UPGRADES
+    #: Stop accepting at that limit (servers.daphne.admission); False: accept, and
+    #: answer every upgrade beyond it 503 (--no-accept-gate).
+    accept_gate: bool = True
     #: SO_SNDBUF of each WebSocket's socket; 0: the kernel's autotuning.
     send_buffer: int = DEFAULT_SEND_BUFFER
     #: Path answered by the health check; "": none.
@@ -149,7 +152,8 @@ class TunedServer(DueCheckers):
         #: Upgrades given an application that has not accepted or rejected them yet.
         self.pending_upgrades: set[Any] = set()
         #: Stops accepting while max_pending_upgrades wait for their application.
-        self.accept_gate = AcceptGate(options.max_pending_upgrades, self.upgrades_in_progress)
+        gate_limit = options.max_pending_upgrades if options.accept_gate else None
+        self.accept_gate = AcceptGate(gate_limit, self.upgrades_in_progress)
         self.send_buffer = options.send_buffer
         self.health_path = options.health_path.encode() if options.health_path else b""
         self.drain_health_delay = options.drain_health_delay
