@@ -41,18 +41,29 @@ logger = logging.getLogger("channels_tuning.server")
 class AcceptGate:
     """Stop reading the listening ports while ``in_progress()`` (the upgrades waiting
     for their application, and :attr:`half_open_share` of the connections in their
-    handshake at most) is at ``limit`` or more; read them again below it.
-    ``limit`` None: the ports are always read, in rounds as Twisted sizes them."""
+    handshake at most) is at ``limit`` or more; read them again once it is below,
+    checked after the callback running now. ``limit`` None: the ports are always read,
+    in rounds as Twisted sizes them. The server's listening ports are kept here only:
+    the drain stops them through :meth:`stop_listening`."""
 
-    def __init__(self, limit: int | None, in_progress: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        limit: int | None,
+        in_progress: Callable[[], int],
+        call_soon: Callable[[Callable[[], None]], Any],
+    ) -> None:
         self.limit = limit
         self.in_progress = in_progress
+        #: Runs a callback after the one running now (the event loop's ``call_soon``).
+        self.call_soon = call_soon
         #: The most connections one accept round takes.
         self.round_limit = max(1, (limit or 0) // 10)
         #: How many connections still in their handshake count, at most.
         self.half_open_share = (limit or 0) // 2
         self.ports: list[Any] = []
         self.paused = False
+        #: A check for room to read the ports again is scheduled.
+        self.resume_scheduled = False
         #: Set by the drain: its ports stopped listening, never read them again.
         self.closed = False
         self._log = RateLimitedLog(logger)
@@ -81,14 +92,24 @@ class AcceptGate:
             )
             for port in self.ports:
                 port.stopReading()
-        elif self.paused and not full:
-            self._resume()
+        elif self.paused and not full and not self.resume_scheduled:
+            # Resume after the callback running now, if there is still room then: an
+            # upgrade's first request leaves the half-open count and, in the same
+            # call, its application enters the pending one; resuming between the two
+            # would stop the ports again at once (two epoll_ctl calls per upgrade).
+            self.resume_scheduled = True
+            self.call_soon(self._resume_if_room)
 
-    def close(self) -> None:
-        """The drain stopped the ports listening: nothing to read again."""
+    def stop_listening(self) -> None:
+        """The drain: the ports stop listening and are never read again."""
         self.paused, self.closed = False, True
+        for port in self.ports:
+            port.stopListening()
 
-    def _resume(self) -> None:
+    def _resume_if_room(self) -> None:
+        self.resume_scheduled = False
+        if not self.paused or self.closed or self.in_progress() >= (self.limit or 0):
+            return
         self.paused = False
         for port in self.ports:
             port.startReading()

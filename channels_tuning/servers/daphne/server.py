@@ -153,7 +153,11 @@ class TunedServer(DueCheckers):
         self.pending_upgrades: set[Any] = set()
         #: Stops accepting while max_pending_upgrades wait for their application.
         gate_limit = options.max_pending_upgrades if options.accept_gate else None
-        self.accept_gate = AcceptGate(gate_limit, self.upgrades_in_progress)
+        self.accept_gate = AcceptGate(
+            gate_limit,
+            self.upgrades_in_progress,
+            lambda callback: asyncio.get_event_loop().call_soon(callback),
+        )
         self.send_buffer = options.send_buffer
         self.health_path = options.health_path.encode() if options.health_path else b""
         self.drain_health_delay = options.drain_health_delay
@@ -170,7 +174,6 @@ class TunedServer(DueCheckers):
         self.websocket_max_message_size = limit
         frame_limit = int(getattr(self, "websocket_max_frame_size", 0) or limit)
         self.websocket_max_frame_size = min(frame_limit, limit)
-        self._ports: list[Any] = []
         # Every private hook checked once, before the first connection: a changed
         # upstream is logged with its fallback instead of failing silently.
         self.compat_problems = compat.self_check()
@@ -223,7 +226,6 @@ class TunedServer(DueCheckers):
         self._http_factory = factory
 
     def listen_success(self, port: Any) -> None:
-        self._ports.append(port)
         self.accept_gate.add_port(port)
         super().listen_success(port)
 
@@ -277,12 +279,12 @@ class TunedServer(DueCheckers):
 
     def upgrade_settled(self, protocol: Any) -> None:
         """The application accepted ``protocol`` (it is open), or it is gone."""
-        self.pending_upgrades.discard(protocol)
-        self.accept_gate.update()
+        if protocol in self.pending_upgrades:
+            self.pending_upgrades.discard(protocol)
+            self.accept_gate.update()
 
     def protocol_disconnected(self, protocol: Any) -> None:
-        self.pending_upgrades.discard(protocol)
-        self.accept_gate.update()
+        self.upgrade_settled(protocol)
         super().protocol_disconnected(protocol)
 
     # ------------------------------------------------------------- shutdown
@@ -304,9 +306,7 @@ class TunedServer(DueCheckers):
                 "Draining: health check answers 503; closing in %.1f s", self.drain_health_delay
             )
             await asyncio.sleep(self.drain_health_delay)
-        self.accept_gate.close()
-        for port in self._ports:
-            port.stopListening()
+        self.accept_gate.stop_listening()
         websockets = [
             p
             for p in list(self.connections)
