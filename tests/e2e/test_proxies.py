@@ -163,8 +163,10 @@ async def test_one_client_filling_a_server_does_not_eject_it(daphne_factory, tmp
     server gave every client."""
     import asyncio
 
-    server = daphne_factory(tuned=True, tuning={"MAX_CONNECTIONS": 5, "HEARTBEAT_INTERVAL": None})
-    proxy = start_haproxy(tmp_path, [server.port])
+    server = daphne_factory(
+        tuned=True, tuning={"MAX_CONNECTIONS": 5, "HEARTBEAT_INTERVAL": None}, health_port=True
+    )
+    proxy = start_haproxy(tmp_path, [server.port], check_ports=[server.health_port])
     url = proxy.ws("/ws/echo/")
     filler = [websockets.connect(url, open_timeout=10) for _ in range(5)]
     try:
@@ -181,6 +183,74 @@ async def test_one_client_filling_a_server_does_not_eject_it(daphne_factory, tmp
             await connection.close()
     finally:
         stop_process(proxy.proc)
+
+
+async def test_a_server_that_stops_accepting_in_a_storm_stays_up(daphne_factory, tmp_path):
+    """While three upgrades wait 3 s for their consumer (``--max-pending-upgrades 3``,
+    as 500 do in a reconnect storm), the server does not read its port (the accept
+    gate). HAProxy, configured as the guide says, checks it on ``--health-port``,
+    which the gate never pauses: the server stays UP, and a client that comes
+    meanwhile waits and is served, instead of HAProxy's 503 "no server available".
+    A second HAProxy checking the serving port instead (the guide's configuration
+    before ``--health-port``) marks the same server DOWN."""
+    import asyncio
+
+    server = daphne_factory(
+        tuned=True,
+        tuning={"HEARTBEAT_INTERVAL": None},
+        extra_args=("--max-pending-upgrades", "3"),
+        health_port=True,
+    )
+    proxy = start_haproxy(tmp_path, [server.port], check_ports=[server.health_port])
+    on_serving_port = start_haproxy(tmp_path, [server.port])
+    try:
+        await wait_until(
+            lambda: proxy.server_states() == on_serving_port.server_states() == {"s1": "UP"},
+            timeout=10,
+        )
+        slow = [
+            asyncio.ensure_future(websockets.connect(proxy.ws("/ws/slow-accept/"), open_timeout=10))
+            for _ in "abc"
+        ]
+        # (Not /_stats: the serving port is not read until the gate opens.)
+        await wait_until(lambda: "not accepting connections" in server.log.read_text())
+        late = asyncio.ensure_future(websockets.connect(proxy.ws("/ws/echo/"), open_timeout=10))
+        seen, seen_on_serving_port = set(), set()
+        while not all(task.done() for task in slow):
+            seen.add(proxy.server_states()["s1"])
+            seen_on_serving_port.add(on_serving_port.server_states()["s1"])
+            await asyncio.sleep(0.05)
+        assert seen == {"UP"}
+        assert "DOWN" in seen_on_serving_port
+        opened = [*await asyncio.gather(*slow), await asyncio.wait_for(late, 10)]
+        await opened[-1].send("after")
+        assert await recv_data(opened[-1]) == "after"
+        for connection in opened:
+            await connection.close()
+    finally:
+        stop_process(proxy.proc)
+        stop_process(on_serving_port.proc)
+
+
+async def test_the_health_port_answers_the_health_check_only(daphne_factory):
+    """``--health-port``: the health check (and ``?ready``) as on the serving port;
+    any other path, a WebSocket upgrade included, 404 before Django."""
+    import urllib.error
+    import urllib.request
+
+    server = daphne_factory(tuned=True, health_port=True)
+    base = f"http://127.0.0.1:{server.health_port}"
+    for path in ("/_ct/health", "/_ct/health?ready"):
+        with urllib.request.urlopen(base + path, timeout=10) as answer:
+            assert json.loads(answer.read())["status"] == "ok"
+    for path in ("/", "/metrics", "/_stats"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(base + path, timeout=10)
+        assert refused.value.code == 404
+    with pytest.raises(websockets.InvalidStatus) as upgrade:
+        await websockets.connect(f"ws://127.0.0.1:{server.health_port}/ws/echo/", open_timeout=10)
+    assert upgrade.value.response.status_code == 404
+    assert "Traceback" not in server.log.read_text()
 
 
 async def test_the_health_answer_details_only_for_allowed_unrelayed_requests(daphne_factory):

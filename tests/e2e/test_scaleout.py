@@ -89,10 +89,15 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
             redis=redis_server,
             extra_args=("--drain-health-delay", str(HEALTH_DELAY)),
             tuning=HISTORY if recovery else None,
+            health_port=True,
         )
         for _ in range(SERVERS)
     ]
-    balancer = start_haproxy(tmp_path, [server.port for server in servers])
+    balancer = start_haproxy(
+        tmp_path,
+        [server.port for server in servers],
+        check_ports=[server.health_port for server in servers],
+    )
     clients = None
     layer = RedisChannelLayer(hosts=[redis_server.url])
     history_settings = with_history(recovery)
@@ -231,10 +236,19 @@ async def test_killed_server_behind_haproxy(daphne_factory, redis_server, tmp_pa
 
     group = "rec.killed" if recovery else "killed"
     servers = [
-        daphne_factory(tuned=True, redis=redis_server, tuning=HISTORY if recovery else None)
+        daphne_factory(
+            tuned=True,
+            redis=redis_server,
+            tuning=HISTORY if recovery else None,
+            health_port=True,
+        )
         for _ in range(SERVERS)
     ]
-    balancer = start_haproxy(tmp_path, [server.port for server in servers])
+    balancer = start_haproxy(
+        tmp_path,
+        [server.port for server in servers],
+        check_ports=[server.health_port for server in servers],
+    )
     layer = RedisChannelLayer(hosts=[redis_server.url])
     history_settings = with_history(recovery)
     history_settings.enable()

@@ -156,6 +156,25 @@ def test_storm_brings_every_client_back_to_the_restarted_server():
     assert cells[2] == "100 of 100" and cells[6] == "0" and cells[7] == "0", row
 
 
+@pytest.mark.slow
+def test_storm_behind_haproxy_brings_every_client_to_the_other_server():
+    """The storm behind the guide's HAProxy in small: the clients of the stopped
+    process all come back through HAProxy to the other one, which its checks on
+    ``--health-port`` never mark down."""
+    command = ["benchmarks/storm_balancer.py", "--connections", "200", "--runs", "1"]
+    result = subprocess.run(
+        [sys.executable, *command, "--variants", "health port"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    row = next(line for line in result.stdout.splitlines() if line.startswith("| health port |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[1] == "0 / 0" and cells[2] == "200 of 200" and cells[-1] == "0", row
+
+
 def test_plots_shown_are_the_reports_and_exist():
     """The measurements page shows the report's committed plots."""
     docs = (REPO / "docs" / "benchmarks.md").read_text()

@@ -48,19 +48,27 @@ class HAProxy:
 
 
 def start_haproxy(
-    tmp: Path, backend_ports: list[int], edits: dict[str, str] | None = None
+    tmp: Path,
+    backend_ports: list[int],
+    edits: dict[str, str] | None = None,
+    check_ports: list[int | None] | None = None,
 ) -> HAProxy:
     """HAProxy with the guide's configuration (``edits``: text replaced in it, each
-    of which must be there)."""
+    of which must be there). Its servers are checked on their ``--health-port``,
+    ``check_ports`` (one per backend); where there is none (the tests whose subject
+    is not the check), on the port they serve."""
     binary = shutil.which("haproxy") or "/usr/sbin/haproxy"
     config = _edited(readme_config(), edits)
     port, stats_port = free_port(), free_port()
     config = config.replace("bind 127.0.0.1:8000", f"bind 127.0.0.1:{port}")
     config = config.replace("bind 127.0.0.1:8404", f"bind 127.0.0.1:{stats_port}")
+    checks = check_ports or [None] * len(backend_ports)
     servers = "".join(
-        f"    server s{i} 127.0.0.1:{p}\n" for i, p in enumerate(backend_ports, start=1)
+        f"    server s{i} 127.0.0.1:{server_port}" + (f" port {check}" if check else "") + "\n"
+        for i, (server_port, check) in enumerate(zip(backend_ports, checks, strict=True), start=1)
     )
-    config = re.sub(r"(    server s\d+ 127\.0\.0\.1:\d+\n)+", servers, config)
+    config, replaced = re.subn(r"(    server s\d+ 127\.0\.0\.1:\d+ port \d+\n)+", servers, config)
+    assert replaced == 1, "the guide's server lines changed"
     path = tmp / f"haproxy-{port}.cfg"
     path.write_text(config)
     log = tmp / f"haproxy-{port}.log"

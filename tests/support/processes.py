@@ -133,6 +133,8 @@ class DaphneProcess:
     #: once (a successor sharing its port through --reuse-port knows it: the old
     #: process may answer that request).
     known_app_pid: int | None = None
+    #: Its ``--health-port`` (``start_daphne(health_port=True)``).
+    health_port: int | None = None
 
     @property
     def pid(self) -> int:
@@ -264,15 +266,21 @@ def start_daphne(
     extra_args: tuple[str, ...] = (),
     port: int | None = None,
     application: str = "tests.e2e_asgi:application",
+    health_port: bool = False,
     **env: str,
 ) -> DaphneProcess:
     """Start daphne (or ``channels-tuning-daphne`` with ``tuned``, or any of
     :data:`SERVERS` with ``server``) on ``application`` (the tests' ASGI app by
     default, on the example project's settings) on a free port (or on ``port``: a
     restart on the same address). The example's per-user connection limit is off
-    unless ``tuning`` sets it: the tests connect from one address."""
+    unless ``tuning`` sets it: the tests connect from one address. ``health_port``:
+    ``channels-tuning-daphne`` answers its health check on a free port of its own too
+    (``--health-port``), as the deployment guide's servers do."""
     server = server or ("tuned" if tuned else "daphne")
     port = port or free_port()
+    health = free_port() if health_port else None
+    if health is not None:
+        extra_args = (*extra_args, "--health-port", str(health))
     log = log_dir / f"{server}-{port}.log"
     full_env = dict(os.environ)
     full_env.pop("REDIS_URL", None)
@@ -298,7 +306,9 @@ def start_daphne(
         stderr=subprocess.STDOUT,
     )
     wait_for_port(port, proc, log)
-    return DaphneProcess(port, proc, log, full_env, server)
+    if health is not None:
+        wait_for_port(health, proc, log)
+    return DaphneProcess(port, proc, log, full_env, server, health_port=health)
 
 
 def migrate(env: dict[str, str]) -> None:

@@ -23,6 +23,8 @@ tuned``): see docs/benchmarks.md, "A reconnect storm after a restart". What it t
 while the gate is closed, a health check or plain HTTP request waits in the backlog with
 the upgrades, for as long as the pending upgrades take (a fraction of a second in the
 storm; up to daphne's ``--websocket_connect_timeout`` if applications do not accept).
+A balancer's checks go to ``--health-port`` instead, which is never paused
+(servers.daphne.health says what they did on the serving port).
 """
 
 from __future__ import annotations
@@ -60,7 +62,9 @@ class AcceptGate:
         self.round_limit = max(1, (limit or 0) // 10)
         #: How many connections still in their handshake count, at most.
         self.half_open_share = (limit or 0) // 2
+        #: Every listening port; the paused ones are ``gated_ports``.
         self.ports: list[Any] = []
+        self.gated_ports: list[Any] = []
         self.paused = False
         #: A check for room to read the ports again is scheduled.
         self.resume_scheduled = False
@@ -68,10 +72,13 @@ class AcceptGate:
         self.closed = False
         self._log = RateLimitedLog(logger)
 
-    def add_port(self, port: Any) -> None:
+    def add_port(self, port: Any, gated: bool = True) -> None:
+        """A listening port; ``gated`` False: never paused (``--health-port``)."""
         self.ports.append(port)
-        if self.limit is not None:
-            twisted.bound_accepts(port, self.allowance)
+        if gated:
+            self.gated_ports.append(port)
+            if self.limit is not None:
+                twisted.bound_accepts(port, self.allowance)
 
     def allowance(self) -> int:
         """Connections one accept round may take."""
@@ -90,7 +97,7 @@ class AcceptGate:
             self._log.log(
                 "channels_tuning: not accepting connections: %d upgrades pending", self.limit
             )
-            for port in self.ports:
+            for port in self.gated_ports:
                 port.stopReading()
         elif self.paused and not full and not self.resume_scheduled:
             # Resume after the callback running now, if there is still room then: an
@@ -111,5 +118,5 @@ class AcceptGate:
         if not self.paused or self.closed or self.in_progress() >= (self.limit or 0):
             return
         self.paused = False
-        for port in self.ports:
+        for port in self.gated_ports:
             port.startReading()

@@ -56,6 +56,14 @@ class TunedCommandLineInterface(CommandLineInterface):
             "1012 closes): the balancer's check interval times its fall count",
         )
         group.add_argument(
+            "--health-port",
+            type=int,
+            default=None,
+            help="also answer the health check on this port (on -b's address; 404 to "
+            "anything else), never paused by the accept gate: a balancer's checks do not "
+            "wait behind a reconnect storm",
+        )
+        group.add_argument(
             "--reuse-port",
             action="store_true",
             help="listen with SO_REUSEPORT: a new process started with it on the same "
@@ -184,6 +192,7 @@ class TunedCommandLineInterface(CommandLineInterface):
             send_buffer=options.ws_send_buffer,
             health_path=options.health_path,
             drain_health_delay=options.drain_health_delay,
+            health_port=options.health_port,
             reuse_port=options.reuse_port,
         )
         self.server_class = functools.partial(server_class, options=tuned)

@@ -28,6 +28,16 @@ balancer's own check, an operator on the host; a client through the balancer lea
 the status, nothing more. Answered from the event loop that serves the WebSockets,
 so a loop too busy to answer fails the check too. Counted in no metric: a balancer
 checks every second or so.
+
+``--health-port PORT`` answers it on a port of its own as well, which serves nothing
+else (404) and which the accept gate (servers.daphne.admission) never pauses. On the
+main port a check waits in the listen backlog with a reconnect storm's connections,
+or finds it full (the kernel drops its SYN and the client sends it again after 1 s):
+behind the deployment guide's HAProxy (checks 500 ms apart, timing out after 500 ms,
+down after 2), the server left when the other of two stopped under 8 000 clients was
+marked down in 3 of 7 storms (2 of 6 without the gate), and HAProxy answered 503 "no
+server available" meanwhile. On ``--health-port`` it failed no check in 6
+(``python benchmarks/storm_balancer.py``; docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -36,12 +46,27 @@ import json
 import os
 from dataclasses import dataclass
 
+from ...compat import daphne as upstream
 from ...conf import project_settings
 from ...core.addresses import address_in
 from ...runtime.registry import registry
 
 #: Default ``--health-path``.
 DEFAULT_HEALTH_PATH = "/_ct/health"
+
+
+def health_port_endpoint(descriptions: list[str], port: int) -> str:
+    """daphne's endpoint string for ``--health-port``: ``port`` on the interface of the
+    first IPv4 ``-b``/``-p`` endpoint in ``descriptions``, else on 127.0.0.1."""
+    interface = "127.0.0.1"
+    # daphne's endpoint strings as compat.daphne knows them (else logged at start).
+    if upstream.features["reuse_port"]:
+        for description in descriptions:
+            address = upstream.ipv4_tcp_address(description)
+            if address is not None:
+                interface = address[0]
+                break
+    return f"tcp:port={port}:interface={interface}"
 
 
 @dataclass

@@ -36,7 +36,10 @@ class _HandshakeRequest(WebRequest):
             server = factory.server
             if not daphne_hooks.features["own_answers"]:
                 return super().process()
-            if server.health_path and self.path == server.health_path:
+            is_health = bool(server.health_path) and self.path == server.health_path
+            if server.health_port and not is_health and server.serves_health_only(self.getHost()):
+                return self._answer(404, b"not found\n", b"text/plain")
+            if is_health:
                 peer = str(getattr(self.client, "host", ""))
                 relayed = self.requestHeaders.hasHeader(b"x-forwarded-for")
                 status, body = server.health.verdict(

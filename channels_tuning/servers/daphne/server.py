@@ -28,7 +28,7 @@ from .admission import AcceptGate
 from .checkers import DueCheckers
 from .compression import Compression
 from .handoff import reuse_port_endpoints
-from .health import DEFAULT_HEALTH_PATH, Health
+from .health import DEFAULT_HEALTH_PATH, Health, health_port_endpoint
 from .http import TunedHTTPFactory
 from .protocol import ProtocolLimits, tuned_protocol
 from .send import INBOUND_HIGH_WATER, FlowControlledSend, InboundQueue
@@ -121,6 +121,9 @@ class TunedOptions:
     health_path: str = DEFAULT_HEALTH_PATH
     #: Seconds of serving with the health check at 503 before the drain.
     drain_health_delay: float = 0.0
+    #: A port answering the health check only, never paused by the accept gate
+    #: (--health-port; servers.daphne.health).
+    health_port: int | None = None
     #: Listen with SO_REUSEPORT, so that a successor can listen before this one
     #: drains (--reuse-port; servers.daphne.handoff).
     reuse_port: bool = False
@@ -161,6 +164,7 @@ class TunedServer(DueCheckers):
         self.send_buffer = options.send_buffer
         self.health_path = options.health_path.encode() if options.health_path else b""
         self.drain_health_delay = options.drain_health_delay
+        self.health_port = options.health_port
         self.health = Health()
         self.compression_threshold = self.compression.threshold if self.compression else 0
         self.release_deflate_contexts = bool(
@@ -177,6 +181,9 @@ class TunedServer(DueCheckers):
         # Every private hook checked once, before the first connection: a changed
         # upstream is logged with its fallback instead of failing silently.
         self.compat_problems = compat.self_check()
+        if self.health_port:
+            health_endpoint = health_port_endpoint(self.endpoints, self.health_port)
+            self.endpoints = [*self.endpoints, health_endpoint]
         if options.reuse_port:  # servers.daphne.handoff (after the check of its hook)
             self.endpoints = reuse_port_endpoints(self.endpoints)
         detect.tuned_server_running = True
@@ -226,8 +233,13 @@ class TunedServer(DueCheckers):
         self._http_factory = factory
 
     def listen_success(self, port: Any) -> None:
-        self.accept_gate.add_port(port)
+        self.accept_gate.add_port(port, gated=not self.serves_health_only(port.getHost()))
         super().listen_success(port)
+
+    def serves_health_only(self, local_address: Any) -> bool:
+        """Whether ``local_address`` (Twisted's, a UNIX socket's too) is on the
+        ``--health-port``."""
+        return bool(self.health_port) and getattr(local_address, "port", None) == self.health_port
 
     def create_application(self, protocol: Any, scope: dict[str, Any]) -> Any:
         if scope.get("type") != "websocket" or not daphne_hooks.features["create_application"]:

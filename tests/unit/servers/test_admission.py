@@ -89,6 +89,20 @@ def test_a_first_request_that_becomes_a_pending_upgrade_does_not_reopen_the_gate
     assert port.calls == ["stop", "start"]
 
 
+def test_the_health_port_is_never_paused_and_stops_listening_in_the_drain():
+    gate, port, count, soon = gate_with(2)
+    health = RecordingPort()
+    gate.add_port(health, gated=False)
+    count[0] = 2
+    gate.update()
+    count[0] = 0
+    gate.update()
+    soon.run()
+    assert port.calls == ["stop", "start"] and health.calls == []
+    gate.stop_listening()
+    assert health.calls == ["stop listening"]
+
+
 def test_an_accept_round_takes_a_tenth_of_the_limit_or_what_is_left():
     gate, _, count, _ = gate_with(500)
     assert gate.allowance() == 50
