@@ -50,7 +50,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from benchmarks.stall import start_server  # noqa: E402
-from benchmarks.storm import report_line, start_clients  # noqa: E402
+from benchmarks.storm import failures_cell, report_line, start_clients  # noqa: E402
 from tests.support.balancers import HAProxy, start_haproxy  # noqa: E402
 from tests.support.processes import free_port, start_redis, stop_process  # noqa: E402
 
@@ -174,11 +174,10 @@ def table(rows: list[dict]) -> str:
         "|---|---|---|---|---|---|",
     ]
     for row in rows:
-        failures = ", ".join(f"{n} {reason}" for reason, n in row["failures"].items()) or "0"
         lines.append(
             f"| {row['variant']} | {row['check_failures']} / {row['marked_down']} | "
             f"{row['back']} of {row['connections']} | {row['back_p50_s']:.1f} / "
-            f"{row['last_back_s']:.1f} | {failures} | {row['gave_up']} |"
+            f"{row['last_back_s']:.1f} | {failures_cell(row['failures'])} | {row['gave_up']} |"
         )
     return "\n".join(lines)
 
