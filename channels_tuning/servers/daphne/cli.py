@@ -141,8 +141,8 @@ class TunedCommandLineInterface(CommandLineInterface):
             "--no-accept-gate",
             action="store_true",
             help="keep accepting at --max-pending-upgrades and answer the upgrades beyond it "
-            "503 (behind a balancer that retries a 503 on another server and checks health "
-            "more often than a storm's backlog drains)",
+            "503; not behind nginx, which takes a server out for fail_timeout after one 503 "
+            "(see the deployment guide)",
         )
         group.add_argument(
             "--ws-send-buffer",
