@@ -1,5 +1,5 @@
-"""Every use of Twisted's internals, in one place: the eager-write transport and the
-bounded accept round.
+"""Every use of Twisted's internals, in one place: the eager-write transport, the
+bounded accept round and a listening port's own factory.
 
 ``FileDescriptor.write`` always buffers and registers the socket for writing, and
 the reactor sends later: for a small WebSocket frame that is two ``epoll_ctl``
@@ -26,11 +26,16 @@ upstream symbol                                    used for
 ``tcp.Port.numberAccepts``, ``Port.doRead``        accept at most what the server
                                                    admits in one round
                                                    (``servers.daphne.admission``)
+``tcp.Port.factory`` (read by ``Port.doRead``)      the ``--health-port``'s own
+                                                   factory, outside the caps on
+                                                   handshakes (``servers.daphne.http``)
 =================================================  ================================
 
 Fallback when :func:`check` fails: transports are left as Twisted made them
 (writes are buffered, as in plain daphne: correct, slower); accept rounds as Twisted
-sizes them (connections accepted past the admission limit are answered 503). Tested
+sizes them (connections accepted past the admission limit are answered 503); the
+health port's connections counted with the serving port's (a client holding
+``--max-half-open`` refuses the balancer's checks as well). Tested
 range: Twisted 22.10 to 26.
 """
 
@@ -47,7 +52,12 @@ from ._checker import Checker, source_of
 
 LIBRARY = "Twisted"
 
-features = {"eager_write": True, "forget_upgraded": True, "bounded_accepts": True}
+features = {
+    "eager_write": True,
+    "forget_upgraded": True,
+    "bounded_accepts": True,
+    "port_factory": True,
+}
 #: Transports switched to eager writes since start (the self-check's proof it works).
 switched = 0
 
@@ -168,6 +178,17 @@ def bound_accepts(port: Any, allowance: Callable[[], int]) -> bool:
     return True
 
 
+def build_with(port: Any, factory: Any) -> bool:
+    """Make the listening ``port`` build its connections with ``factory`` from now on
+    (daphne listens on every endpoint with its one HTTP factory). ``factory`` answers
+    ``doStop`` for the factory ``port`` started with. False when the hook is off or
+    ``port`` is not a TCP port."""
+    if not features["port_factory"] or not isinstance(port, tcp.Port):
+        return False
+    port.factory = factory
+    return True
+
+
 #: How check() reads upstream source (a test replaces it to simulate a change).
 _source = source_of
 
@@ -192,6 +213,7 @@ def check() -> list[UpstreamChanged]:
         checker.contains(wrapper, "web.http._GenericHTTPChannelProtocol._channel", ["_channel"])
     checker.contains(http.HTTPChannel, "HTTPChannel.requests", ["self.requests = []"])
     checker.contains(tcp.Port.doRead, "tcp.Port.numberAccepts", ["numAccepts = self.numberAccepts"])
+    checker.contains(tcp.Port.doRead, "tcp.Port.factory", ["self.factory.buildProtocol"])
     return checker.problems
 
 
@@ -203,5 +225,7 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["forget_upgraded"] = False
         elif problem.symbol == "tcp.Port.numberAccepts":
             features["bounded_accepts"] = False
+        elif problem.symbol == "tcp.Port.factory":
+            features["port_factory"] = False
         else:
             features["eager_write"] = False

@@ -31,6 +31,7 @@ async def test_tuned_server_self_check_passes_and_switches_transports(daphne_fac
         "eager_write": True,
         "forget_upgraded": True,
         "bounded_accepts": True,
+        "port_factory": True,
     }
     assert compat["eager_transports"] >= 1
     assert "changed" not in server.log.read_text()
@@ -71,6 +72,7 @@ async def test_changed_upstream_is_logged_and_its_fallback_used(daphne_factory, 
         "eager_write": False,
         "forget_upgraded": True,
         "bounded_accepts": True,  # a change to another symbol leaves this hook on
+        "port_factory": True,
     }
     assert compat["eager_transports"] == 0
     assert any("tcp.Server" in problem for problem in compat["problems"])

@@ -414,6 +414,43 @@ async def test_half_open_cap_refuses_beyond_it(daphne_factory):
     )
 
 
+async def test_sockets_filling_the_half_open_cap_leave_the_health_port_answering(
+    daphne_factory,
+):
+    """Idle sockets that fill ``--max-half-open`` (a hostile client's, or a storm's)
+    refuse further connections to the serving port, not the balancer's check on
+    ``--health-port``: counted with them, one client holding the cap failed the
+    checks and ejected the server. A socket idle on the health port still meets the
+    handshake deadline."""
+    daphne = daphne_factory(
+        tuned=True,
+        tuning=QUIET,
+        extra_args=("--handshake-timeout", "4", "--max-half-open", "20"),
+        health_port=True,
+    )
+    # A request answered: the server has seen the start-up probe's socket close
+    # (counted until then, it would take a place under the cap).
+    daphne.stats()
+    idle = await idle_sockets(daphne.port, 25)
+    await wait_until(lambda: sum(closed_by_server(s) for s in idle) == 5)
+    idle_on_health_port = await idle_sockets(daphne.health_port, 3)
+    for _ in range(3):
+        health = http.client.HTTPConnection("127.0.0.1", daphne.health_port, timeout=5)
+        health.request("GET", "/_ct/health")
+        answer = health.getresponse()
+        assert (answer.status, json.loads(answer.read())["status"]) == (200, "ok")
+        health.close()
+    assert not any(closed_by_server(s) for s in idle_on_health_port)
+    await wait_until(lambda: all(closed_by_server(s) for s in idle + idle_on_health_port))
+    for sock in idle + idle_on_health_port:
+        sock.close()
+    rejected = daphne.stats()["counters"]["channels_tuning_rejected_connections_total"]
+    assert rejected == {
+        "consumer=(server),reason=half_open_limit": 5,
+        "consumer=(server),reason=handshake_timeout": 23,
+    }
+
+
 async def test_half_open_cap_per_address_keeps_one_client_from_locking_out_others(
     daphne_factory,
 ):

@@ -23,8 +23,9 @@ tuned``): see docs/benchmarks.md, "A reconnect storm after a restart". What it t
 while the gate is closed, a health check or plain HTTP request waits in the backlog with
 the upgrades, for as long as the pending upgrades take (a fraction of a second in the
 storm; up to daphne's ``--websocket_connect_timeout`` if applications do not accept).
-A balancer's checks go to ``--health-port`` instead, which is never paused
-(servers.daphne.health says what they did on the serving port).
+A balancer's checks go to ``--health-port`` instead, which is never paused and whose
+connections are not counted (servers.daphne.health says what they did on the serving
+port).
 """
 
 from __future__ import annotations

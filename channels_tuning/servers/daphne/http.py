@@ -13,6 +13,7 @@ from typing import Any, cast
 
 from daphne.http_protocol import HTTPFactory, WebRequest
 from twisted.internet import reactor
+from twisted.internet.protocol import Factory
 
 from ...compat import daphne as daphne_hooks
 from ...compat import twisted
@@ -37,7 +38,7 @@ class _HandshakeRequest(WebRequest):
             if not daphne_hooks.features["own_answers"]:
                 return super().process()
             is_health = bool(server.health_path) and self.path == server.health_path
-            if server.health_port and not is_health and server.serves_health_only(self.getHost()):
+            if not is_health and server.serves_health_only(self.getHost()):
                 return self._answer(404, b"not found\n", b"text/plain")
             if is_health:
                 peer = str(getattr(self.client, "host", ""))
@@ -107,7 +108,8 @@ class TunedHTTPFactory(HTTPFactory):
     address, re-opened every 10 s, kept every other client out). The address is the
     TCP peer: behind a balancer every socket comes from it, so set the per-address
     cap where clients connect directly (a balancer bounds its own handshakes, e.g.
-    HAProxy's ``timeout http-request``). Both are logged (one line a second at most)
+    HAProxy's ``timeout http-request``). Connections to ``--health-port`` are outside
+    both caps (:class:`HealthPortFactory`). Both are logged (one line a second at most)
     and counted (``rejected_connections_total{consumer="(server)",reason=...}``)."""
 
     def __init__(
@@ -128,6 +130,8 @@ class TunedHTTPFactory(HTTPFactory):
         self.half_open: dict[Any, tuple[Any, Any, str]] = {}
         #: Entries of ``half_open`` per address group (only with the per-address cap).
         self.half_open_by_address: collections.Counter[str] = collections.Counter()
+        #: As ``half_open``, for the connections to ``--health-port``: outside the caps.
+        self.health_checks: dict[Any, tuple[Any, Any, str]] = {}
         self.refused_log = RateLimitedLog(logger)
 
     def buildProtocol(self, addr: Any) -> Any:
@@ -147,6 +151,21 @@ class TunedHTTPFactory(HTTPFactory):
                 if self.half_open_by_address[group] >= per_address:
                     self._refused("half_open_address_limit", addr)
                     return None
+        protocol, timer = self._build_with_deadline(addr)
+        self.half_open[twisted.http_channel(protocol)] = (protocol, timer, group)
+        if group:
+            self.half_open_by_address[group] += 1
+        self._admission_changed()
+        return protocol
+
+    def build_health_check(self, addr: Any) -> Any:
+        """A connection to ``--health-port``: the handshake deadline, none of the caps,
+        and not counted by the accept gate (servers.daphne.health)."""
+        protocol, timer = self._build_with_deadline(addr)
+        self.health_checks[twisted.http_channel(protocol)] = (protocol, timer, "")
+        return protocol
+
+    def _build_with_deadline(self, addr: Any) -> tuple[Any, Any]:
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = _HandshakeRequest
         timer = None
@@ -155,11 +174,7 @@ class TunedHTTPFactory(HTTPFactory):
             timer = cast(Any, reactor).callLater(
                 self.handshake_timeout, self._deadline, protocol, addr
             )
-        self.half_open[twisted.http_channel(protocol)] = (protocol, timer, group)
-        if group:
-            self.half_open_by_address[group] += 1
-        self._admission_changed()
-        return protocol
+        return protocol, timer
 
     def handshake_done(self, channel: Any) -> None:
         self._forget(channel)
@@ -167,9 +182,12 @@ class TunedHTTPFactory(HTTPFactory):
     def _forget(self, channel: Any) -> bool:
         """Drop a connection's entry (its timer cancelled); False if it had none."""
         entry = self.half_open.pop(channel, None)
-        if entry is None:
-            return False
-        self._admission_changed()
+        if entry is not None:
+            self._admission_changed()
+        else:
+            entry = self.health_checks.pop(channel, None)
+            if entry is None:
+                return False
         _, timer, group = entry
         if timer is not None and timer.active():
             timer.cancel()
@@ -204,3 +222,20 @@ class TunedHTTPFactory(HTTPFactory):
     def _refused(self, reason: str, addr: Any) -> None:
         REJECTED.inc(("(server)", reason))
         self.refused_log.log("channels_tuning: connection from %s refused: %s", addr, reason)
+
+
+class HealthPortFactory(Factory):
+    """What ``--health-port`` builds its connections with: ``http_factory``'s
+    protocols, outside its caps on connections in their handshake and the accept
+    gate's count. A client holding ``--max-half-open`` (idle sockets, a storm) would
+    otherwise refuse the balancer's checks too and take the server out of rotation."""
+
+    def __init__(self, http_factory: TunedHTTPFactory) -> None:
+        self.http_factory = http_factory
+
+    def buildProtocol(self, addr: Any) -> Any:
+        return self.http_factory.build_health_check(addr)
+
+    def doStop(self) -> None:
+        # The port was started with the HTTP factory (compat.twisted.build_with).
+        self.http_factory.doStop()

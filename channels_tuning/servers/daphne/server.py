@@ -29,7 +29,7 @@ from .checkers import DueCheckers
 from .compression import Compression
 from .handoff import reuse_port_endpoints
 from .health import DEFAULT_HEALTH_PATH, Health, health_port_endpoint
-from .http import TunedHTTPFactory
+from .http import HealthPortFactory, TunedHTTPFactory
 from .protocol import ProtocolLimits, tuned_protocol
 from .send import INBOUND_HIGH_WATER, FlowControlledSend, InboundQueue
 
@@ -233,7 +233,10 @@ class TunedServer(DueCheckers):
         self._http_factory = factory
 
     def listen_success(self, port: Any) -> None:
-        self.accept_gate.add_port(port, gated=not self.serves_health_only(port.getHost()))
+        health_only = self.serves_health_only(port.getHost())
+        if health_only and isinstance(self.http_factory, TunedHTTPFactory):
+            twisted.build_with(port, HealthPortFactory(self.http_factory))
+        self.accept_gate.add_port(port, gated=not health_only)
         super().listen_success(port)
 
     def serves_health_only(self, local_address: Any) -> bool:

@@ -775,6 +775,7 @@ def test_twisted_request_list_changed_keeps_upgraded_requests(monkeypatch):
         "eager_write": True,
         "forget_upgraded": False,
         "bounded_accepts": True,
+        "port_factory": True,
     }
     channel = type("Channel", (), {})()
     request = type("Request", (), {"channel": channel})()
@@ -792,6 +793,55 @@ def test_twisted_accept_round_changed_leaves_rounds_unbounded(monkeypatch):
     port = object.__new__(tcp.Port)
     assert twisted.bound_accepts(port, lambda: 3) is False
     assert "doRead" not in vars(port)  # Twisted's own round, as it sizes it
+
+
+def test_twisted_port_factory_changed_leaves_the_port_its_factory(monkeypatch):
+    change_source(monkeypatch, twisted, "self.factory.buildProtocol", "self._factory.buildProtocol")
+    problems = twisted.check()
+    assert symbols(problems) == {"tcp.Port.factory"}
+    twisted.apply(problems)
+    assert twisted.features["port_factory"] is False
+    port = object.__new__(tcp.Port)
+    port.factory = started_with = object()
+    assert twisted.build_with(port, object()) is False
+    assert port.factory is started_with
+
+
+def test_twisted_port_builds_with_the_factory_it_was_given():
+    """A real listening port: connections after the switch are built by the new
+    factory; the factory it started with is stopped with it."""
+    from twisted.internet.protocol import Factory
+
+    built: dict[str, int] = {"first": 0, "second": 0}
+    stopped: list[str] = []
+
+    class Counting(Factory):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def buildProtocol(self, addr):
+            built[self.name] += 1
+            return None  # Twisted closes the socket: no transport to clean up
+
+        def stopFactory(self) -> None:
+            stopped.append(self.name)
+
+    first = Counting("first")
+    port = tcp.Port(0, first, interface="127.0.0.1")
+    port.startListening()
+    port.stopReading()  # rounds run by hand here, not by the reactor
+    second = Counting("second")
+    second.doStop = first.doStop  # as servers.daphne.http.HealthPortFactory does
+    try:
+        assert twisted.build_with(port, second) is True
+        client = socket.create_connection(("127.0.0.1", port.getHost().port))
+        time.sleep(0.1)
+        port.doRead()
+        client.close()
+        assert built == {"first": 0, "second": 1}
+    finally:
+        port.connectionLost(None)
+    assert stopped == ["first"]
 
 
 def test_twisted_accept_round_bounded_by_the_allowance():
