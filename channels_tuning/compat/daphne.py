@@ -46,7 +46,9 @@ upstream symbol                              used for
 ``endpoints.build_endpoint_description_``   ``--reuse-port``: daphne's endpoint for
 ``strings``: ``tcp:port=P:interface=H``;     ``-b``/``-p`` replaced by a socket bound
 the ``fd`` endpoint plugin daphne ships      with SO_REUSEPORT, which the plugin
-(``fd:fileno=N``)                            adopts (``servers/daphne/handoff.py``)
+(``fd:fileno=N``)                            adopts (``servers/daphne/handoff.py``);
+                                             ``--health-port``'s interface
+                                             (``servers/daphne/health.py``)
 ``WebSocketProtocol.protocol_to_accept``     left on the class once a connection is
                                              open, with autobahn's initial values:
                                              checked with them, in
@@ -57,7 +59,8 @@ the ``fd`` endpoint plugin daphne ships      with SO_REUSEPORT, which the plugin
 Fallback when :func:`check` fails: ``TunedServer`` creates applications as daphne
 does (no flow control, no inbound bound; logged as an error at start), and tuned
 consumers under plain daphne fall back to awaiting ``send``; ``--reuse-port`` is
-refused at start (a successor could not bind the port). Tested range:
+refused at start (a successor could not bind the port) and ``--health-port`` listens
+on 127.0.0.1. Tested range:
 daphne 4.1 to 4.2.
 """
 
@@ -84,8 +87,9 @@ features = {
     "own_answers": True,
     # Off: the tuned server runs daphne's own periodic loops over every connection.
     "due_checkers": True,
-    # Off: --reuse-port is refused (daphne's endpoint strings or its fd plugin changed).
-    "reuse_port": True,
+    # Off: daphne's endpoint strings or its fd plugin changed: --reuse-port is refused,
+    # --health-port listens on 127.0.0.1.
+    "endpoint_strings": True,
 }
 logger = logging.getLogger("channels_tuning.compat")
 
@@ -185,7 +189,7 @@ _source = source_of
 
 
 #: The symbol a change of daphne's endpoint strings is reported under.
-ENDPOINTS = "endpoints (--reuse-port)"
+ENDPOINTS = "endpoints (--reuse-port, --health-port)"
 #: daphne's endpoint for ``-b HOST -p PORT`` with an IPv4 address.
 _TCP_ENDPOINT = re.compile(r"^tcp:port=(\d+):interface=([0-9.]+|localhost)$")
 
@@ -193,7 +197,7 @@ _TCP_ENDPOINT = re.compile(r"^tcp:port=(\d+):interface=([0-9.]+|localhost)$")
 def ipv4_tcp_address(description: str) -> tuple[str, int] | None:
     """``(interface, port)`` of daphne's endpoint for ``-b``/``-p`` with an IPv4
     address; None for any other endpoint string."""
-    if not features["reuse_port"]:
+    if not features["endpoint_strings"]:
         raise UpstreamChanged(LIBRARY, ENDPOINTS, "see the start-up log")
     return _parse_tcp_endpoint(description)
 
@@ -337,7 +341,7 @@ def apply(problems: list[UpstreamChanged]) -> None:
         if problem.symbol.startswith("Server.handle_reply"):
             features["sync_send"] = False
         if problem.symbol == ENDPOINTS:
-            features["reuse_port"] = False
+            features["endpoint_strings"] = False
         if problem.symbol.startswith("WebRequest."):
             features["own_answers"] = False
         if problem.symbol.startswith("Server.kill_all_applications"):

@@ -63,7 +63,7 @@ def health_port_endpoint(descriptions: list[str], port: int) -> str:
     first IPv4 ``-b``/``-p`` endpoint in ``descriptions``, else on 127.0.0.1."""
     interface = "127.0.0.1"
     # daphne's endpoint strings as compat.daphne knows them (else logged at start).
-    if upstream.features["reuse_port"]:
+    if upstream.features["endpoint_strings"]:
         for description in descriptions:
             address = upstream.ipv4_tcp_address(description)
             if address is not None:

@@ -1021,7 +1021,7 @@ def test_daphne_endpoints_changed_refuse_reuse_port(monkeypatch, change):
     problems = daphne.check()
     assert symbols(problems) == {daphne.ENDPOINTS}
     daphne.apply(problems)
-    assert [name for name, on in daphne.features.items() if not on] == ["reuse_port"]
+    assert [name for name, on in daphne.features.items() if not on] == ["endpoint_strings"]
     with pytest.raises(UpstreamChanged, match="reuse-port"):
         reuse_port_endpoints(["tcp:port=0:interface=127.0.0.1"])
     assert symbols(daphne.check()) == {daphne.ENDPOINTS}  # checked again, the same answer
