@@ -250,7 +250,11 @@ async def test_the_health_port_answers_the_health_check_only(daphne_factory):
     with pytest.raises(websockets.InvalidStatus) as upgrade:
         await websockets.connect(f"ws://127.0.0.1:{server.health_port}/ws/echo/", open_timeout=10)
     assert upgrade.value.response.status_code == 404
-    assert "Traceback" not in server.log.read_text()
+    log = server.log.read_text()
+    assert "Traceback" not in log
+    assert "GET / from" in log and "on the health port: 404" in log  # one line a second
+    rejected = server.stats()["counters"]["channels_tuning_rejected_connections_total"]
+    assert rejected == {"consumer=(server),reason=health_port_only": 4}
 
 
 async def test_the_health_answer_details_only_for_allowed_unrelayed_requests(daphne_factory):

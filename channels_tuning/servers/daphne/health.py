@@ -30,10 +30,11 @@ so a loop too busy to answer fails the check too. Counted in no metric: a balanc
 checks every second or so.
 
 ``--health-port PORT`` answers it on a port of its own as well, which serves nothing
-else (404), which the accept gate (servers.daphne.admission) never pauses, and whose
-connections are outside ``--max-half-open`` and the gate's count (with the handshake
-deadline still): otherwise one client holding the cap with idle sockets failed the
-balancer's checks too (``tests/e2e/test_hostile.py``). On the
+else (404, counted as ``rejected_connections_total{reason="health_port_only"}``),
+which the accept gate (servers.daphne.admission) never pauses, and whose connections
+are outside ``--max-half-open`` and the gate's count (with the handshake deadline
+still): otherwise one client holding the cap with idle sockets failed the balancer's
+checks too (``tests/e2e/test_hostile.py``). On the
 main port a check waits in the listen backlog with a reconnect storm's connections,
 or finds it full (the kernel drops its SYN and the client sends it again after 1 s):
 behind the deployment guide's HAProxy (checks 500 ms apart, timing out after 500 ms,

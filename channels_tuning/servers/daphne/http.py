@@ -39,6 +39,14 @@ class _HandshakeRequest(WebRequest):
                 return super().process()
             is_health = bool(server.health_path) and self.path == server.health_path
             if not is_health and server.serves_health_only(self.getHost()):
+                # A client (or a balancer's traffic) pointed at the wrong port.
+                REJECTED.inc(("(server)", "health_port_only"))
+                factory.refused_log.log(
+                    "channels_tuning: %s %s from %s on the health port: 404",
+                    self.method.decode("latin-1"),
+                    self.path.decode("latin-1")[:200],
+                    self.client,
+                )
                 return self._answer(404, b"not found\n", b"text/plain")
             if is_health:
                 peer = str(getattr(self.client, "host", ""))
