@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -56,8 +57,31 @@ CLIENT_PROCESSES = 2
 
 
 def cpu_seconds(pid: int) -> float:
+    """User and system CPU of ``pid`` so far, in clock ticks (10 ms here): for windows
+    of seconds. Shorter ones: :func:`thread_cpu_ns`."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_ns(pid: int) -> dict[int, int]:
+    """Nanoseconds on a CPU so far per live thread of ``pid`` (the scheduler's
+    ``/proc/PID/task/TID/schedstat``); where the kernel keeps none, the whole process
+    in clock ticks under key 0. A broadcast to 1 000 connections costs about one tick:
+    read in ticks, its CPU per delivery came out 0.0 or 10 µs."""
+    readings = {}
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text()
+                readings[int(tid)] = int(stat.split()[0])
+    return readings or {0: int(cpu_seconds(pid) * 1e9)}
+
+
+def cpu_seconds_between(before: dict[int, int], after: dict[int, int]) -> float:
+    """CPU seconds from one :func:`thread_cpu_ns` reading to a later one: a thread
+    counts from the first reading it is in (one that exited in between is left out,
+    never negative)."""
+    return sum(ns - before.get(tid, 0) for tid, ns in after.items()) / 1e9
 
 
 def payload(i: int) -> str:

@@ -55,9 +55,11 @@ from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
 from benchmarks.fanout import (  # noqa: E402
     PlainRedisLayer,
     cpu_seconds,
+    cpu_seconds_between,
     payload,
     publish_plain,
     publish_tuned,
+    thread_cpu_ns,
 )
 from benchmarks.profiling import sampled  # noqa: E402
 from channels_tuning.layers import RedisChannelLayer  # noqa: E402
@@ -116,11 +118,11 @@ async def broadcast_to_all(
 ) -> dict:
     """One message to every held connection, the loop probed meanwhile (see the
     module docstring). The clients report 3 s after the last frame they got."""
-    samples: list[tuple[float, float]] = []
+    samples: list[tuple[float, dict[int, int]]] = []
 
     async def sample_cpu() -> None:
         while True:
-            samples.append((time.time(), cpu_seconds(server.app_pid)))
+            samples.append((time.time(), thread_cpu_ns(server.app_pid)))
             await asyncio.sleep(0.01)
 
     sampler = asyncio.create_task(sample_cpu())
@@ -138,7 +140,7 @@ async def broadcast_to_all(
     last = started + max(latencies, default=0.0)
     before = samples[0]
     after = next((sample for sample in samples if sample[0] >= last), samples[-1])
-    busy = after[1] - before[1] - idle_cpu * (after[0] - before[0])
+    busy = cpu_seconds_between(before[1], after[1]) - idle_cpu * (after[0] - before[0])
     delivered = sum(report["got"] for report in reports)
     return {
         "delivered": delivered,

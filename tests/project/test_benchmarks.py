@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 
+from benchmarks.fanout import cpu_seconds_between, thread_cpu_ns
 from benchmarks.pools import BufferPool, ObjectPool, PooledProtobufCodec
 from benchmarks.report import QUICK, Counts, Progress, SavedSteps, code_version
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
@@ -29,6 +30,26 @@ def test_measurements_page_table_is_the_reports():
     docs = block(REPO / "docs" / "benchmarks.md")
     assert "| workload | plain Channels | channels-tuning | websockets (ceiling)" in docs
     assert "python -m benchmarks.report" in docs
+
+
+def test_cpu_readings_of_a_few_milliseconds_are_not_lost_to_clock_ticks():
+    """The broadcast rows read the server's CPU per thread in nanoseconds: 5 ms of work
+    is below one clock tick, and a thread that exits between two readings costs
+    nothing negative."""
+    import os
+    import threading
+    import time
+
+    before = thread_cpu_ns(os.getpid())
+    started = time.thread_time()
+    while time.thread_time() - started < 0.005:
+        pass
+    worker = threading.Thread(target=lambda: time.sleep(0.01))
+    worker.start()
+    worker.join()
+    spent = cpu_seconds_between(before, thread_cpu_ns(os.getpid()))
+    assert 0.004 < spent < 0.2
+    assert cpu_seconds_between({**before, 1: 10**12}, before) == 0.0
 
 
 @pytest.mark.slow
