@@ -138,7 +138,8 @@ class TunedHTTPFactory(HTTPFactory):
         self.half_open: dict[Any, tuple[Any, Any, str]] = {}
         #: Entries of ``half_open`` per address group (only with the per-address cap).
         self.half_open_by_address: collections.Counter[str] = collections.Counter()
-        #: As ``half_open``, for the connections to ``--health-port``: outside the caps.
+        #: As ``half_open``, for the connections to ``--health-port`` with a deadline:
+        #: outside the caps.
         self.health_checks: dict[Any, tuple[Any, Any, str]] = {}
         self.refused_log = RateLimitedLog(logger)
 
@@ -170,7 +171,8 @@ class TunedHTTPFactory(HTTPFactory):
         """A connection to ``--health-port``: the handshake deadline, none of the caps,
         and not counted by the accept gate (servers.daphne.health)."""
         protocol, timer = self._build_with_deadline(addr)
-        self.health_checks[twisted.http_channel(protocol)] = (protocol, timer, "")
+        if timer is not None:  # kept for its deadline only: a TCP check never sends a request
+            self.health_checks[twisted.http_channel(protocol)] = (protocol, timer, "")
         return protocol
 
     def _build_with_deadline(self, addr: Any) -> tuple[Any, Any]:
