@@ -2,7 +2,7 @@
 one run, plain Channels, channels-tuning and the ``websockets`` ceiling where it applies,
 with ratios and the machine it ran on.
 
-    python -m benchmarks.report             # full counts, about 65 minutes
+    python -m benchmarks.report             # full counts, 30-65 minutes
     python -m benchmarks.report --quick     # small counts, about a minute (CI runs it)
     python -m benchmarks.report --write     # also rewrite docs/benchmarks.md's table
                                             # between its markers, and the plots in
@@ -11,7 +11,7 @@ with ratios and the machine it ran on.
     python -m benchmarks.report --results FILE        # go on from a run that failed
 
 Each step's measurements are written to a JSON file as soon as the step ends (the path
-is printed first). A run that fails in its C100K step, after most of an hour, keeps
+is printed first). A run that fails in its C100K step, after most of the run, keeps
 what came before: the same command with ``--results FILE`` measures only the steps the
 file does not have yet, with the same counts (a file from other counts is started over).
 Each step records the code it was measured on (``git describe --always --dirty``); a
