@@ -414,6 +414,25 @@ async def test_half_open_cap_refuses_beyond_it(daphne_factory):
     )
 
 
+async def test_without_a_handshake_deadline_closed_sockets_are_not_kept(daphne_factory):
+    """``--handshake-timeout 0``, no cap: 1 500 sockets that closed before sending a
+    request leave nothing behind. Each was kept, with its HTTP channel, for good
+    (11 990 more objects tracked), and the accept gate counted them among the upgrades
+    in progress."""
+    daphne = daphne_factory(
+        tuned=True, tuning={**QUIET, "GC_FREEZE": False}, extra_args=("--handshake-timeout", "0")
+    )
+    before = daphne.stats()["gc_tracked"]
+    for _ in range(3):
+        batch = await idle_sockets(daphne.port, 500)
+        await asyncio.sleep(0.5)  # accepted
+        for sock in batch:
+            sock.close()
+    await asyncio.sleep(1)
+    grown = daphne.stats()["gc_tracked"] - before
+    assert grown < 1500, f"{grown} more objects tracked after 1 500 closed sockets"
+
+
 async def test_sockets_filling_the_half_open_cap_leave_the_health_port_answering(
     daphne_factory,
 ):
