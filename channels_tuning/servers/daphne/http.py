@@ -13,9 +13,7 @@ from typing import Any, cast
 
 from daphne.http_protocol import HTTPFactory, WebRequest
 from twisted.internet import reactor
-from twisted.internet.protocol import Factory, connectionDone
-from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.internet.protocol import Factory
 
 from ...compat import daphne as daphne_hooks
 from ...compat import twisted
@@ -103,19 +101,6 @@ class _HandshakeRequest(WebRequest):
         self.handle_reply({"type": "http.response.body", "body": body})
 
 
-class _HandshakeChannel(HTTPChannel):
-    """Twisted's HTTP channel, telling the factory when its connection is lost: one
-    its client closed before a whole first request leaves the factory's count then,
-    not at its deadline (with ``--handshake-timeout 0`` it never left, and the accept
-    gate counted it among the upgrades in progress for good)."""
-
-    def connectionLost(self, reason: Failure = connectionDone) -> None:
-        factory = getattr(self, "factory", None)
-        if isinstance(factory, TunedHTTPFactory):
-            factory.connection_lost(self)
-        super().connectionLost(reason)
-
-
 class TunedHTTPFactory(HTTPFactory):
     """daphne's HTTP factory with a deadline for the opening handshake and an
     optional cap on connections still in it.
@@ -149,7 +134,7 @@ class TunedHTTPFactory(HTTPFactory):
         #: Connections in their handshake: their HTTP channel -> (protocol, deadline
         #: timer, address group). An entry leaves when the first request arrives
         #: (timer cancelled: nothing is kept for a connection past its handshake),
-        #: when the connection is lost (:class:`_HandshakeChannel`), at its deadline,
+        #: when the connection is lost (``compat.twisted.report_loss``), at its deadline,
         #: or, at a cap, when its transport is found gone (a loss not yet processed).
         self.half_open: dict[Any, tuple[Any, Any, str]] = {}
         #: Entries of ``half_open`` per address group (only with the per-address cap).
@@ -194,9 +179,8 @@ class TunedHTTPFactory(HTTPFactory):
     def _build_with_deadline(self, addr: Any) -> tuple[Any, Any]:
         protocol = super().buildProtocol(addr)
         protocol.requestFactory = _HandshakeRequest
-        channel = twisted.http_channel(protocol)
-        if type(channel) is HTTPChannel:
-            channel.__class__ = _HandshakeChannel
+        # The factory's connection_lost hears of the connection's end.
+        twisted.report_loss(protocol)
         timer = None
         if self.handshake_timeout:
             # daphne.server (imported above) installed Twisted's asyncio reactor first.

@@ -776,6 +776,7 @@ def test_twisted_request_list_changed_keeps_upgraded_requests(monkeypatch):
         "forget_upgraded": False,
         "bounded_accepts": True,
         "port_factory": True,
+        "report_loss": True,
     }
     channel = type("Channel", (), {})()
     request = type("Request", (), {"channel": channel})()
@@ -805,6 +806,37 @@ def test_twisted_port_factory_changed_leaves_the_port_its_factory(monkeypatch):
     port.factory = started_with = object()
     assert twisted.build_with(port, object()) is False
     assert port.factory is started_with
+
+
+def test_twisted_http_channel_with_slots_is_not_switched(monkeypatch):
+    from twisted.web.http import HTTPChannel, HTTPFactory
+
+    monkeypatch.setattr(HTTPChannel, "__slots__", ("transport",), raising=False)
+    problems = twisted.check()
+    assert "HTTPChannel" in symbols(problems)
+    twisted.apply(problems)
+    assert twisted.features["report_loss"] is False
+    assert twisted.features["eager_write"] is True  # another hook's fallback
+    protocol = HTTPFactory().buildProtocol(None)
+    assert twisted.report_loss(protocol) is False
+    assert type(twisted.http_channel(protocol)) is HTTPChannel
+
+
+def test_twisted_http_channel_reports_its_loss_to_the_factory():
+    from twisted.internet.protocol import connectionDone
+    from twisted.web.http import HTTPFactory
+
+    lost = []
+
+    class Listening(HTTPFactory):
+        def connection_lost(self, channel):
+            lost.append(channel)
+
+    protocol = Listening().buildProtocol(None)
+    assert twisted.report_loss(protocol) is True
+    channel = twisted.http_channel(protocol)
+    protocol.connectionLost(connectionDone)
+    assert lost == [channel]
 
 
 def test_twisted_port_builds_with_the_factory_it_was_given():
