@@ -190,9 +190,11 @@ class TunedHTTPFactory(HTTPFactory):
         return protocol, timer
 
     def handshake_done(self, channel: Any) -> None:
+        """The connection's first request arrived whole (``_HandshakeRequest``)."""
         self._forget(channel)
 
     def connection_lost(self, channel: Any) -> None:
+        """The connection ended (``compat.twisted.LossReportingChannel``)."""
         self._forget(channel)
 
     def _forget(self, channel: Any) -> bool:
@@ -221,7 +223,11 @@ class TunedHTTPFactory(HTTPFactory):
             gate.update()
 
     def _forget_gone(self) -> None:
-        """At a cap: drop entries whose connection the client already closed."""
+        """At a cap: drop entries whose connection the client already closed.
+
+        A fallback: a lost connection leaves its entry when Twisted reports the loss
+        (``compat.twisted.report_loss``). This catches a loss not yet processed in the
+        reactor's current pass, and every loss where that hook is off."""
         for channel, (protocol, _, _) in list(self.half_open.items()):
             transport = twisted.connection_transport(protocol)
             if transport is None or not transport.connected:
