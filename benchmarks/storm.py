@@ -23,9 +23,11 @@ the clients find it. Reported per server:
   closes, the applications' disconnect handlers, and what is left of the exit after it.
 
     python benchmarks/storm.py [--connections 19000] [--kinds plain,tuned,websockets]
-        [--max-pending-upgrades 100,500,2000] [--handoff [--handoff-drain-rate 1000]]
+        [--max-pending-upgrades 100,500,2000] [--drain-rates 4000,100000]
+        [--handoff [--handoff-drain-rate 1000]]
 
 ``--max-pending-upgrades`` runs the package once per value (a sweep of the bound);
+``--drain-rates`` once per ``--drain-rate`` of the old process (with each bound);
 ``--handoff`` adds a run of the package with ``--reuse-port``, its successor listening
 before the SIGTERM (a restart without refused connections), draining at
 ``--handoff-drain-rate`` closes a second (1 000).
@@ -223,24 +225,43 @@ def storm(
 HANDOFF_DRAIN_RATE = 1000.0
 
 
+def planned_runs(
+    kinds: tuple[str, ...],
+    pending_bounds: tuple[int, ...] = (),
+    handoff_drain_rate: float | None = None,
+    drain_rates: tuple[float, ...] = (),
+) -> list[tuple[str, tuple[str, ...], bool]]:
+    """(kind, the server's extra arguments, handoff) of each storm: one per kind; the
+    package's once per bound in ``pending_bounds`` and per rate in ``drain_rates`` if
+    any, and with a ``handoff_drain_rate`` once more with ``--reuse-port`` at that
+    rate."""
+    tuned_in_place: list[tuple[str, ...]] = [()]
+    if pending_bounds:
+        tuned_in_place = [("--max-pending-upgrades", str(bound)) for bound in pending_bounds]
+    if drain_rates:
+        tuned_in_place = [
+            (*args, "--drain-rate", f"{rate:g}") for args in tuned_in_place for rate in drain_rates
+        ]
+    runs: list[tuple[str, tuple[str, ...], bool]] = []
+    for kind in kinds:
+        if kind == "tuned":
+            runs += [(kind, args, False) for args in tuned_in_place]
+        else:
+            runs.append((kind, (), False))
+        if kind == "tuned" and handoff_drain_rate is not None:
+            runs.append((kind, ("--drain-rate", f"{handoff_drain_rate:g}"), True))
+    return runs
+
+
 def run(
     kinds: tuple[str, ...],
     count: int,
     pending_bounds: tuple[int, ...] = (),
     handoff_drain_rate: float | None = None,
+    drain_rates: tuple[float, ...] = (),
 ) -> list[dict]:
-    """One storm per kind; the package's once per bound in ``pending_bounds`` if any,
-    and with a ``handoff_drain_rate`` once more with ``--reuse-port`` at that rate."""
-    runs: list[tuple[str, tuple[str, ...], bool]] = []
-    for kind in kinds:
-        if kind == "tuned" and pending_bounds:
-            runs += [
-                (kind, ("--max-pending-upgrades", str(bound)), False) for bound in pending_bounds
-            ]
-        else:
-            runs.append((kind, (), False))
-        if kind == "tuned" and handoff_drain_rate is not None:
-            runs.append((kind, ("--drain-rate", f"{handoff_drain_rate:g}"), True))
+    """The storms of :func:`planned_runs`, against one redis-server."""
+    runs = planned_runs(kinds, pending_bounds, handoff_drain_rate, drain_rates)
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp)
@@ -287,12 +308,14 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=19_000)
     parser.add_argument("--kinds", default=",".join(KINDS))
     parser.add_argument("--max-pending-upgrades", default="")
+    parser.add_argument("--drain-rates", default="")
     parser.add_argument("--handoff", action="store_true")
     parser.add_argument("--handoff-drain-rate", type=float, default=HANDOFF_DRAIN_RATE)
     args = parser.parse_args()
     bounds = tuple(int(bound) for bound in args.max_pending_upgrades.split(",") if bound)
     rate = args.handoff_drain_rate if args.handoff else None
-    rows = run(tuple(args.kinds.split(",")), args.connections, bounds, rate)
+    rates = tuple(float(rate) for rate in args.drain_rates.split(",") if rate)
+    rows = run(tuple(args.kinds.split(",")), args.connections, bounds, rate, rates)
     print(json.dumps(rows), file=sys.stderr)
     print(table(rows))
 

@@ -150,6 +150,22 @@ async def test_saved_steps_are_reused_and_name_the_code_they_were_measured_on(tm
     assert measured == ["measured 1", "measured 4", "measured 5"]
 
 
+def test_storm_sweeps_each_drain_rate_with_each_bound_in_place():
+    from benchmarks.storm import planned_runs
+
+    runs = planned_runs(("plain", "tuned"), (100, 500), 1000.0, (4000.0, 100_000.0))
+    assert runs == [
+        ("plain", (), False),
+        *[
+            ("tuned", ("--max-pending-upgrades", bound, "--drain-rate", rate), False)
+            for bound in ("100", "500")
+            for rate in ("4000", "100000")
+        ],
+        ("tuned", ("--drain-rate", "1000"), True),
+    ]
+    assert planned_runs(("tuned",)) == [("tuned", (), False)]
+
+
 @pytest.mark.slow
 def test_storm_brings_every_client_back_to_the_restarted_server():
     """The reconnect-storm benchmark in small: a restarted tuned server (with the bound
