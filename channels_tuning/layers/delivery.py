@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from .capabilities import DirectDelivery, direct_delivery, reads_process_inbox
+from .capabilities import DirectDelivery, direct_delivery, provides, reads_process_inbox
 from .redis.reader import reader_for
 
 
 def process_reader_for(layer: Any) -> Any:
     """What delivers ``layer``'s messages to this process' consumers (an object with
     ``attach``/``detach``), or None if each consumer must read its own channel."""
-    if isinstance(layer, DirectDelivery):
+    if provides(layer, DirectDelivery):
         # The tuned in-memory and pub/sub layers deliver directly (the pub/sub one
         # unless channels-redis' internals changed: compat.channels_redis).
         return direct_delivery(layer)
