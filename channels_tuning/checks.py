@@ -40,6 +40,8 @@ channels_tuning.W010   ``HISTORY`` or ``PRESENCE`` is set and the default layer 
                        neither (only the tuned Redis and in-memory layers do)
 channels_tuning.W011   a ``HISTORY`` size is over ``SEND_QUEUE_MAX_MESSAGES``: a client that
                        missed the whole history cannot be given it in one replay
+channels_tuning.W012   a Redis Cluster layer on redis-py before 7.2: one connection error
+                       closes every connection of the process' cluster client
 channels_tuning.I001   ``check --deploy``: for each server installed, which guarantees
                        hold there (:mod:`channels_tuning.servers.guarantees`)
 =====================  ===========================================================
@@ -260,6 +262,7 @@ def check_deployment(app_configs: Any = None, **kwargs: Any) -> list[Any]:
         )
     layers = getattr(settings, "CHANNEL_LAYERS", {}) or {}
     problems.extend(_check_group_expiry(layers))
+    problems.extend(layer_checks.check_cluster_client(layers))
     for alias, layer in layers.items():
         if layer.get("BACKEND") == "channels_redis.pubsub.RedisPubSubChannelLayer":
             problems.append(

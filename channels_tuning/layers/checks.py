@@ -1,8 +1,11 @@
-"""The system checks of the settings that layers read (``HISTORY``, ``PRESENCE``);
-registered and documented with the others in :mod:`channels_tuning.checks`."""
+"""The system checks of the settings that layers read (``HISTORY``, ``PRESENCE``) and of
+the clients they run on; registered and documented with the others in
+:mod:`channels_tuning.checks`."""
 
 from __future__ import annotations
 
+import re
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from django.core.checks import Error, Warning
@@ -82,3 +85,38 @@ def check_presence(presence: Any) -> list[Any]:
             id="channels_tuning.E009",
         )
     ]
+
+
+#: The first redis-py whose asyncio ``RedisCluster`` answers a connection error or
+#: timeout of one command by dropping that node's idle connections only. Before it
+#: (5.0-7.1, read in their ``_execute_command``) the client closed every connection
+#: it had, those of commands still running included, and took the node out of its
+#: startup nodes: one slow connect in a burst failed the process' other commands too.
+CLUSTER_CLIENT_KEEPS_CONNECTIONS = (7, 2)
+
+
+def check_cluster_client(layers: dict[str, Any]) -> list[Any]:
+    """W012: a Redis Cluster layer on a redis-py older than 7.2."""
+    installed = _redis_py_version()
+    if installed is None or installed[:2] >= CLUSTER_CLIENT_KEEPS_CONNECTIONS:
+        return []
+    return [
+        Warning(
+            f"CHANNEL_LAYERS[{alias!r}] is a Redis Cluster layer on redis-py "
+            f"{'.'.join(map(str, installed))}: before 7.2, a connection error or timeout "
+            "of one command closes every connection of the process' cluster client, "
+            "failing its other consumers' commands with it.",
+            hint="Install redis>=7.2 where the Redis Cluster layer runs.",
+            id="channels_tuning.W012",
+        )
+        for alias, layer in layers.items()
+        if str((layer or {}).get("BACKEND", "")).endswith("RedisClusterChannelLayer")
+    ]
+
+
+def _redis_py_version() -> tuple[int, ...] | None:
+    try:
+        found = re.match(r"(\d+)\.(\d+)", version("redis"))
+    except PackageNotFoundError:
+        return None
+    return tuple(int(part) for part in found.groups()) if found else None

@@ -298,3 +298,39 @@ def test_a_history_longer_than_the_send_queue_w011():
         problems = check_settings()
     assert ids(problems) == ["channels_tuning.W011"]
     assert "'chat.*'" in problems[0].msg
+
+
+CLUSTER_LAYERS = {
+    "default": {"BACKEND": "channels_tuning.layers.RedisClusterChannelLayer"},
+    "plain": {"BACKEND": "channels_tuning.layers.RedisChannelLayer"},
+}
+
+
+@pytest.mark.parametrize(
+    ("installed", "warned"),
+    [("5.0.0", True), ("7.1.1", True), ("7.2.0", False), ("8.2.0", False), ("9.0.0b1", False)],
+)
+def test_a_cluster_layer_on_a_redis_py_that_closes_every_connection_w012(
+    monkeypatch, installed, warned
+):
+    """Before redis-py 7.2 one command's connection error closed the whole cluster
+    client; only the Cluster layer's alias is named."""
+    from channels_tuning.layers import checks as layer_checks
+
+    monkeypatch.setattr(layer_checks, "version", lambda name: installed if name == "redis" else "0")
+    with override_settings(CHANNEL_LAYERS=CLUSTER_LAYERS, DEBUG=False):
+        problems = check_deployment()
+    assert ids(problems) == (["channels_tuning.W012"] if warned else [])
+    if warned:
+        assert "CHANNEL_LAYERS['default']" in problems[0].msg and installed[:3] in problems[0].msg
+
+
+def test_the_installed_redis_py_is_judged_by_the_same_rule():
+    from importlib.metadata import version
+
+    from channels_tuning.layers.checks import CLUSTER_CLIENT_KEEPS_CONNECTIONS
+
+    major, minor = (int(part) for part in version("redis").split(".")[:2])
+    with override_settings(CHANNEL_LAYERS=CLUSTER_LAYERS, DEBUG=False):
+        warned = "channels_tuning.W012" in ids(check_deployment())
+    assert warned == ((major, minor) < CLUSTER_CLIENT_KEEPS_CONNECTIONS)
