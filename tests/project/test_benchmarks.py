@@ -166,6 +166,25 @@ def test_storm_sweeps_each_drain_rate_with_each_bound_in_place():
     assert planned_runs(("tuned",)) == [("tuned", (), False)]
 
 
+def test_send_floor_counts_every_frame_its_clients_read():
+    """The floor under a broadcast in small: connections spread over three client
+    processes, every frame sent is read back and counted, and the CPU per send() is a
+    positive figure."""
+    command = ["benchmarks/send_floor.py", "--connections", "50", "--rounds", "2"]
+    result = subprocess.run(
+        [sys.executable, *command, "--per-client", "20"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = result.stdout.strip()
+    assert line.startswith("50 connections: ") and line.endswith("100 of 100 frames delivered")
+    per_send = float(line.split("connections: ")[1].split(" µs")[0])
+    assert 0 < per_send < 10_000, line
+
+
 @pytest.mark.slow
 def test_storm_brings_every_client_back_to_the_restarted_server():
     """The reconnect-storm benchmark in small: a restarted tuned server (with the bound
