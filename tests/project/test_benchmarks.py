@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +25,14 @@ BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
 def block(path: Path) -> str:
     text = path.read_text()
     return text[text.index(BEGIN) + len(BEGIN) : text.index(END)].strip()
+
+
+def run_script(command_line: str, timeout: float = 120) -> str:
+    """What ``python benchmarks/<command_line>`` printed; it must succeed."""
+    command = [sys.executable, *shlex.split(f"benchmarks/{command_line}")]
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
 
 
 def test_measurements_page_table_is_the_reports():
@@ -170,16 +179,8 @@ def test_send_floor_counts_every_frame_its_clients_read():
     """The floor under a broadcast in small: connections spread over three client
     processes, every frame sent is read back and counted, and the CPU per send() is a
     positive figure."""
-    command = ["benchmarks/send_floor.py", "--connections", "50", "--rounds", "2"]
-    result = subprocess.run(
-        [sys.executable, *command, "--per-client", "20"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    line = result.stdout.strip()
+    output = run_script("send_floor.py --connections 50 --rounds 2 --per-client 20")
+    line = output.strip()
     assert line.startswith("50 connections: ") and line.endswith("100 of 100 frames delivered")
     per_send = float(line.split("connections: ")[1].split(" µs")[0])
     assert 0 < per_send < 10_000, line
@@ -191,23 +192,16 @@ def test_storm_brings_every_client_back_to_the_restarted_server():
     on pending upgrades set) takes back all of its clients, none given up, and the old
     server's drain is read from its log (the table row says so); with the handoff
     (``--reuse-port``) no attempt failed at all."""
-    command = ["benchmarks/storm.py", "--connections", "100", "--kinds", "tuned"]
-    result = subprocess.run(
-        [sys.executable, *command, "--max-pending-upgrades", "50", "--handoff"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    arguments = "--connections 100 --kinds tuned --max-pending-upgrades 50 --handoff"
+    output = run_script(f"storm.py {arguments}", timeout=300)
     label = "| tuned --max-pending-upgrades 50 |"
-    row = next(line for line in result.stdout.splitlines() if line.startswith(label))
+    row = next(line for line in output.splitlines() if line.startswith(label))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2] == "100 of 100" and cells[-2] == "0", row
     closes, handlers, exit_after = (float(value) for value in cells[-1].split(" / "))
     assert 0 <= closes < 10 and 0 <= handlers < 10 and exit_after >= 0, row
     handoff = "| tuned --reuse-port --drain-rate 1000 |"
-    row = next(line for line in result.stdout.splitlines() if line.startswith(handoff))
+    row = next(line for line in output.splitlines() if line.startswith(handoff))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[2] == "100 of 100" and cells[6] == "0" and cells[7] == "0", row
 
@@ -217,16 +211,9 @@ def test_storm_behind_haproxy_brings_every_client_to_the_other_server():
     """The storm behind the guide's HAProxy in small: the clients of the stopped
     process all come back through HAProxy to the other one, which its checks on
     ``--health-port`` never mark down."""
-    command = ["benchmarks/storm_balancer.py", "--connections", "200", "--runs", "1"]
-    result = subprocess.run(
-        [sys.executable, *command, "--variants", "health port"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    row = next(line for line in result.stdout.splitlines() if line.startswith("| health port |"))
+    arguments = "--connections 200 --runs 1 --variants 'health port'"
+    output = run_script(f"storm_balancer.py {arguments}", timeout=300)
+    row = next(line for line in output.splitlines() if line.startswith("| health port |"))
     cells = [cell.strip() for cell in row.strip("|").split("|")]
     assert cells[1] == "0 / 0" and cells[2] == "200 of 200" and cells[-1] == "0", row
 
