@@ -17,6 +17,9 @@ to the last byte. Per row:
 - collections in the window per generation and the longest full one;
 - memory per connection (RSS growth over N, after the clients connected).
 
+N = 0 is the probe alone against each server with nothing open: its own round trip,
+the floor under the p50 of the other rows.
+
 With ``--broadcast``, after the window one 100-byte message goes to every held
 connection (``broadcast()`` on the package, ``group_send`` to a relaying handler on
 plain Channels, ``websockets.broadcast`` on the ceiling) while the loop is probed every
@@ -247,7 +250,7 @@ async def measure(
             cpu = (cpu_seconds(server.app_pid) - cpu_before) / window
             gc_after = server.stats()["gc"]["generations"]
             alive = all(client.poll() is None for client in clients)
-            if to_all:
+            if to_all and count:
                 sent = await broadcast_to_all(kind, server, redis, group, clients, cpu, profile)
     finally:
         stop_process(server.proc)
@@ -264,7 +267,7 @@ async def measure(
         "cpu_percent": cpu * 100,
         "collections": collections,
         "longest_ms": longest,
-        "kb_per_connection": (rss_after - rss_before) / count,
+        "kb_per_connection": (rss_after - rss_before) / count if count else 0.0,
         "profile": spied.summary() if spied is not None else "",
         "broadcast": sent,
     }
@@ -279,11 +282,11 @@ def table(rows: list[dict], window: float) -> str:
     lines[0] = "| " + lines[0] + " |"
     for row in rows:
         gen = "/".join(str(n) for n in row["collections"])
+        memory = f"{row['kb_per_connection']:.1f}" if row["connections"] else "—"
         lines.append(
             f"| {row['connections']}, {row['kind']} | {row['worst_stall_ms']:.0f} | "
             f"{row['probe_p50_ms']:.1f} / {row['probe_p99_ms']:.1f} | "
-            f"{row['cpu_percent']:.1f} | {gen} ({row['longest_ms'][2]:.0f}) | "
-            f"{row['kb_per_connection']:.1f} |"
+            f"{row['cpu_percent']:.1f} | {gen} ({row['longest_ms'][2]:.0f}) | {memory} |"
         )
     if any(row["broadcast"] for row in rows):
         lines += [
@@ -294,6 +297,8 @@ def table(rows: list[dict], window: float) -> str:
         ]
         for row in rows:
             sent = row["broadcast"]
+            if not sent:
+                continue
             lines.append(
                 f"| {row['connections']}, {row['kind']} | {sent['delivered']} | "
                 f"{sent['last_delivery_ms']:.0f} | {sent['us_per_delivery']:.1f} | "
@@ -344,7 +349,8 @@ def main() -> None:
 
         by_count: dict[int, dict[str, dict]] = {}
         for row in rows:
-            by_count.setdefault(row["connections"], {})[row["kind"]] = row
+            if row["connections"]:  # the probe alone is a floor, not a point on the curve
+                by_count.setdefault(row["connections"], {})[row["kind"]] = row
         args.plot.mkdir(parents=True, exist_ok=True)
         print(f"plot: {plots.stalls(by_count, args.plot)}", file=sys.stderr)
 

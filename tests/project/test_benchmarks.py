@@ -187,6 +187,18 @@ def test_send_floor_counts_every_frame_its_clients_read():
 
 
 @pytest.mark.slow
+def test_stall_probe_alone_is_a_row_of_its_own():
+    """``--connections 0``: the probe against a server with nothing open, the floor
+    under the p50 of the other rows; no memory per connection, no broadcast."""
+    output = run_script("stall.py --connections 0 --kinds tuned --window 1 --broadcast")
+    row = next(line for line in output.splitlines() if line.startswith("| 0, tuned |"))
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    p50, p99 = (float(value) for value in cells[2].split(" / "))
+    assert 0 < p50 <= p99 and cells[-1] == "—", row
+    assert "one message to all N" not in output
+
+
+@pytest.mark.slow
 def test_storm_brings_every_client_back_to_the_restarted_server():
     """The reconnect-storm benchmark in small: a restarted tuned server (with the bound
     on pending upgrades set) takes back all of its clients, none given up, and the old
