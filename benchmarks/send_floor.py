@@ -75,7 +75,10 @@ def read_all(port: int, count: int, connected, stop: Event, report) -> None:
         events = selector.select(0.05)
         for key, _ in events:
             with contextlib.suppress(BlockingIOError):
-                received += len(key.fileobj.recv(65536))  # type: ignore[union-attr]
+                data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                if not data:  # closed by the sender (its run failed): never readable again
+                    selector.unregister(key.fileobj)
+                received += len(data)
         if not stop.is_set():
             continue
         # Stopped: read on until nothing has come for SETTLE seconds.
@@ -131,6 +134,9 @@ def measure(connections: int, rounds: int, per_client: int = PER_CLIENT) -> Floo
         stop.set()
         for client in clients:
             client.join(timeout=30)
+            if client.is_alive():  # one of ours that did not end: ended by its PID
+                client.terminate()
+                client.join(timeout=5)
         for sock in accepted:
             sock.close()
         listener.close()
