@@ -98,6 +98,7 @@ def measure(connections: int, rounds: int, per_client: int = PER_CLIENT) -> Floo
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
     listener.listen(4096)
+    listener.settimeout(60)  # a client process that died mid-way fails the run, not hangs it
     port = listener.getsockname()[1]
     connected, report, stop = context.Queue(), context.Queue(), context.Event()
     counts = [per_client] * (connections // per_client)
