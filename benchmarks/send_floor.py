@@ -16,7 +16,7 @@ below this figure cannot be met by any server that writes each frame to its sock
 the ceiling included, on the same machine.
 
     python benchmarks/send_floor.py [--connections 1000,5000,19000] [--rounds 5]
-                                    [--per-client 9000]
+                                    [--per-client 5000]
 """
 
 from __future__ import annotations
@@ -27,14 +27,20 @@ import multiprocessing
 import selectors
 import socket
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from multiprocessing.synchronize import Event
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+# The stall rows' clients hold this many each; the floor is measured the same way.
+from benchmarks.connections import PER_CLIENT_PROCESS  # noqa: E402
 
 #: A WebSocket text frame from a server (unmasked) with a 100-byte payload.
 FRAME = b"\x81\x64" + b"x" * 100
-#: Connections per client process: under an fd limit of 20 000 with room to spare.
-PER_CLIENT = 9000
 #: Seconds a client process may take to read what was sent after the last round.
 SETTLE = 2.0
 
@@ -93,7 +99,7 @@ def read_all(port: int, count: int, connected, stop: Event, report) -> None:
         sock.close()
 
 
-def measure(connections: int, rounds: int, per_client: int = PER_CLIENT) -> Floor:
+def measure(connections: int, rounds: int, per_client: int = PER_CLIENT_PROCESS) -> Floor:
     context = multiprocessing.get_context("fork")
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -148,7 +154,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", default="1000,5000,19000")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--per-client", type=int, default=PER_CLIENT, help="connections each")
+    parser.add_argument(
+        "--per-client", type=int, default=PER_CLIENT_PROCESS, help="connections each"
+    )
     args = parser.parse_args()
     for count in (int(n) for n in args.connections.split(",")):
         print(measure(count, args.rounds, args.per_client).line(), flush=True)
