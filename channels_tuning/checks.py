@@ -70,12 +70,8 @@ from .layers import checks as layer_checks
 from .wire.subprotocol import CLIENT_PROTOCOL_CHOICES
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _is_positive(value: Any) -> bool:
-    return _is_number(value) and value > 0
+    return layer_checks.is_number(value) and value > 0
 
 
 @register(Tags.compatibility)
@@ -139,7 +135,7 @@ def check_settings(app_configs: Any = None, **kwargs: Any) -> list[Any]:
             )
         )
     jitter = merged["LIFETIME_JITTER"]
-    if not (_is_number(jitter) and 0 <= jitter < 1):
+    if not (layer_checks.is_number(jitter) and 0 <= jitter < 1):
         problems.append(
             Error(f"LIFETIME_JITTER must be in [0, 1), not {jitter!r}.", id="channels_tuning.E005")
         )

@@ -13,7 +13,8 @@ from django.core.checks import Error, Warning
 from .history import HistoryPolicy
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A setting's number: an int or a float, not a bool (also used by ``checks.py``)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -48,12 +49,12 @@ def _check_history_fits_send_queue(merged: dict[str, Any]) -> list[Any]:
     """A recovering client is given what it missed through its send queue: a history
     longer than the queue can never be replayed whole."""
     history, queue = merged["HISTORY"], merged["SEND_QUEUE_MAX_MESSAGES"]
-    if not isinstance(history, dict) or not (_is_number(queue) and queue > 0):
+    if not isinstance(history, dict) or not (is_number(queue) and queue > 0):
         return []
     problems = []
     for pattern, value in history.items():
         size = value.get("size") if isinstance(value, dict) else None
-        if _is_number(size) and size > queue:
+        if is_number(size) and size > queue:
             problems.append(
                 Warning(
                     f"HISTORY[{pattern!r}] keeps {size} messages, more than a connection's "
@@ -97,6 +98,13 @@ CLUSTER_CLIENT_KEEPS_CONNECTIONS = (7, 2)
 
 def check_cluster_client(layers: dict[str, Any]) -> list[Any]:
     """W012: a Redis Cluster layer on a redis-py older than 7.2."""
+    cluster_aliases = [
+        alias
+        for alias, layer in layers.items()
+        if str((layer or {}).get("BACKEND", "")).endswith("RedisClusterChannelLayer")
+    ]
+    if not cluster_aliases:  # redis-py's version matters only where a Cluster layer runs
+        return []
     installed = _redis_py_version()
     if installed is None or installed[:2] >= CLUSTER_CLIENT_KEEPS_CONNECTIONS:
         return []
@@ -109,8 +117,7 @@ def check_cluster_client(layers: dict[str, Any]) -> list[Any]:
             hint="Install redis>=7.2 where the Redis Cluster layer runs.",
             id="channels_tuning.W012",
         )
-        for alias, layer in layers.items()
-        if str((layer or {}).get("BACKEND", "")).endswith("RedisClusterChannelLayer")
+        for alias in cluster_aliases
     ]
 
 

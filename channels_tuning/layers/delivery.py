@@ -17,7 +17,9 @@ def process_reader_for(layer: Any) -> Any:
     ``attach``/``detach``), or None if each consumer must read its own channel."""
     if provides(layer, DirectDelivery):
         # The tuned in-memory and pub/sub layers deliver directly (the pub/sub one
-        # unless channels-redis' internals changed: compat.channels_redis).
+        # unless channels-redis' internals changed: compat.channels_redis). Asked
+        # first: channels-redis' pub/sub layer hands any attribute it lacks (such as
+        # process_reader_capable) to its per-loop layer, which needs a running loop.
         return direct_delivery(layer)
     # Only the tuned Redis layer: it routes plain consumers' receive() through the
     # reader too. On channels-redis' own layer a reader would race their receive()

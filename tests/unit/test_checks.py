@@ -334,3 +334,17 @@ def test_the_installed_redis_py_is_judged_by_the_same_rule():
     with override_settings(CHANNEL_LAYERS=CLUSTER_LAYERS, DEBUG=False):
         warned = "channels_tuning.W012" in ids(check_deployment())
     assert warned == ((major, minor) < CLUSTER_CLIENT_KEEPS_CONNECTIONS)
+
+
+def test_without_a_cluster_layer_redis_py_is_not_looked_up(monkeypatch):
+    """W012 concerns the Cluster layer only: a project without one never pays for (or
+    fails on) reading the installed redis-py's metadata."""
+    from channels_tuning.layers import checks as layer_checks
+
+    def looked_up(name):
+        raise AssertionError(f"version({name!r}) read without a Cluster layer")
+
+    monkeypatch.setattr(layer_checks, "version", looked_up)
+    layers = {"default": CLUSTER_LAYERS["plain"], "memory": {"BACKEND": "x.InMemory"}}
+    with override_settings(CHANNEL_LAYERS=layers, DEBUG=False):
+        assert "channels_tuning.W012" not in ids(check_deployment())
