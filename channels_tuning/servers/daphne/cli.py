@@ -158,6 +158,13 @@ class TunedCommandLineInterface(CommandLineInterface):
             "a message's fragments may cost twice the message-size limit in memory",
         )
 
+        group.add_argument(
+            "--no-access-log",
+            action="store_true",
+            help="no access log lines (daphne writes one per request, connect and disconnect "
+            "at its default -v 1; -v 0 would also hide the server's other INFO lines)",
+        )
+
     def run(self, args: list[str]) -> None:
         options, _ = self.parser.parse_known_args(args)
         compression = None
@@ -194,6 +201,7 @@ class TunedCommandLineInterface(CommandLineInterface):
             drain_health_delay=options.drain_health_delay,
             health_port=options.health_port,
             reuse_port=options.reuse_port,
+            access_log=not options.no_access_log,
         )
         self.server_class = functools.partial(server_class, options=tuned)
         super().run(args)

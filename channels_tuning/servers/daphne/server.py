@@ -127,6 +127,9 @@ class TunedOptions:
     #: Listen with SO_REUSEPORT, so that a successor can listen before this one
     #: drains (--reuse-port; servers.daphne.handoff).
     reuse_port: bool = False
+    #: daphne's access log, a line per request, connect and disconnect on stdout at its
+    #: default verbosity; False: none, the rest of the log unchanged (--no-access-log).
+    access_log: bool = True
 
 
 _OPTION_FIELDS = tuple(f.name for f in dataclass_fields(TunedOptions))
@@ -170,6 +173,8 @@ class TunedServer(DueCheckers):
         self.release_deflate_contexts = bool(
             self.compression and self.compression.no_context_takeover
         )
+        if not options.access_log:
+            kwargs["action_logger"] = None  # daphne writes its access log through this
         super().__init__(*args, **kwargs)
         # The message-size limit applies while a message arrives, not after autobahn
         # buffered it whole: the smaller of daphne's option and MAX_MESSAGE_SIZE.
