@@ -157,7 +157,6 @@ class TunedCommandLineInterface(CommandLineInterface):
             help="fragments one message may have (beyond: close 1009); off by default: "
             "a message's fragments may cost twice the message-size limit in memory",
         )
-
         group.add_argument(
             "--no-access-log",
             action="store_true",
@@ -167,6 +166,9 @@ class TunedCommandLineInterface(CommandLineInterface):
 
     def run(self, args: list[str]) -> None:
         options, _ = self.parser.parse_known_args(args)
+        if options.no_access_log and options.access_log:
+            # daphne would still open (create) the file and write nothing to it.
+            self.parser.error("--no-access-log and --access-log contradict each other")
         compression = None
         if options.ws_compression:
             compression = Compression(
