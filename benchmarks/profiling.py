@@ -35,6 +35,8 @@ STEPS = {
     "daphne's timeout checker and keepalive pings": "timeout_checker",
     "the package's scheduler (timers, jobs)": "Scheduler.run_once",
     "client frames, pongs included (autobahn)": "WebSocketProtocol.dataReceived",
+    "a layer message to each consumer, to its held write": "ProcessLayerReader._deliver",
+    "the held writes sent, a batch at once": "WriteBatch._end",
 }
 
 

@@ -122,6 +122,12 @@ def tuned_protocol(
         #: When the oldest ping the client has not answered went out (0: none).
         _ct_ping_sent: float = 0.0
 
+        # daphne's protocol hashes and compares by id() in Python functions; this is
+        # the same identity, in C. daphne's connections dict is keyed by protocol and
+        # every write asks it: 87 against 292 ns a lookup among 19 000 (timeit).
+        __hash__ = object.__hash__
+        __eq__ = object.__eq__
+
         def connectionMade(self) -> None:
             cls = type(self)
             if cls._ct_defaults_release is None:
