@@ -33,6 +33,7 @@ def test_a_lookup_by_protocol_runs_no_python_function_and_keeps_identity():
     # Identity, as daphne's own __hash__/__eq__ (by id()) meant it.
     assert connections[first] == {"connected": 1.0} and connections[second]["connected"] == 2.0
     assert first == first and first != second and len({first, second, first}) == 2
-    # daphne's base class still runs its Python __hash__: what the test would catch.
-    plain = WebSocketProtocol.__new__(WebSocketProtocol)
-    assert "__hash__" in python_calls_during(lambda: {plain: 1}.get(plain))
+    if "__hash__" in WebSocketProtocol.__dict__:  # daphne 4.1-4.2 define it in Python
+        # What the first assertion catches, should the subclass lose its own.
+        plain = WebSocketProtocol.__new__(WebSocketProtocol)
+        assert "__hash__" in python_calls_during(lambda: {plain: 1}.get(plain))
