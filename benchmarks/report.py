@@ -32,7 +32,10 @@ Rows (each from the benchmark named, run in this process' sitting):
 - stalls at 1 000, 5 000 and 19 000 idle connections in one process over a minute:
   the worst stall of the loop, probe p99, server CPU; then one message to all of them:
   time to the last delivery, server CPU per delivery, the longest probe meanwhile
-  (``benchmarks/stall.py --broadcast``);
+  (``benchmarks/stall.py --broadcast``); each server's CPU per delivery as a multiple
+  of the floor, one ``send()`` per connection from plain Python measured right after
+  the three servers at the same count (``benchmarks/send_floor.py``): the floor moves
+  with the machine's day, so only a floor from the same sitting bounds these rows;
 - C100K: 99 000 idle connections over five package processes for 10 minutes, then one
   ``broadcast()`` to all (``benchmarks/c100k.py``; the package only).
 - a reconnect storm: 19 000 clients of one restarted process, for the three servers,
@@ -50,6 +53,7 @@ import json
 import os
 import platform
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -67,6 +71,7 @@ from benchmarks import (  # noqa: E402
     connections,
     fanout,
     gc_pause,
+    send_floor,
     slow_reader,
     stall,
     storm,
@@ -75,6 +80,8 @@ from benchmarks import codecs as codec_benchmark  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
+#: Rounds of the floor at each stall count; its row shows their median.
+FLOOR_ROUNDS = 5
 #: Where --write puts the plots (the measurements page shows them).
 PLOTS = REPO / "docs" / "_static" / "benchmarks"
 
@@ -219,7 +226,7 @@ async def measure(
 ) -> tuple[list[tuple[str, str, str, str, str, str]], dict]:
     """Rows: (workload, plain, tuned, websockets, tuned/plain, tuned/websockets), and
     the measurements behind them (for the plots); each step saved in ``results``."""
-    progress = Progress(16 + len(counts.stall_counts))
+    progress = Progress(16 + 2 * len(counts.stall_counts))
     saved = SavedSteps(results, counts, progress, code_version())
     rows: list[tuple[str, str, str, str, str, str]] = []
 
@@ -420,6 +427,7 @@ async def measure(
                 f"GC at {counts.gc_subscribers} connections, with and without", gc_cases
             )
             stalls: dict[int, dict[str, dict]] = {}
+            floors: dict[int, dict] = {}
             for count in counts.stall_counts:
 
                 async def three_servers(count: int = count) -> dict:
@@ -432,6 +440,14 @@ async def measure(
 
                 stalls[count] = await saved.step(
                     f"stalls at {count} idle connections, three servers", three_servers
+                )
+
+                async def no_server(count: int = count) -> dict:
+                    # Synchronous on purpose: nothing else runs in this process meanwhile.
+                    return asdict(send_floor.measure(count, FLOOR_ROUNDS))
+
+                floors[count] = await saved.step(
+                    f"the floor at {count} connections: one send() each, no server", no_server
                 )
             for count, by_kind in stalls.items():
                 for title, key, fmt in (
@@ -459,6 +475,18 @@ async def measure(
                         by_kind["websockets"]["broadcast"][key],
                         fmt,
                     )
+                floor = floors[count]
+                floor_us = statistics.median(floor["us_per_send"])
+                row(
+                    f"{count} idle, one message to all: server µs per delivery ÷ the floor "
+                    f"({floor_us:.1f} µs per send(), no server, measured next; "
+                    f"{floor['delivered']} of {floor['connections'] * floor['rounds']} read)",
+                    *(
+                        by_kind[kind]["broadcast"]["us_per_delivery"] / floor_us
+                        for kind in stall.KINDS
+                    ),
+                    "{:.2f}",
+                )
         finally:
             stop_process(redis.proc)
 

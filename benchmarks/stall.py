@@ -26,9 +26,18 @@ plain Channels, ``websockets.broadcast`` on the ceiling) while the loop is probe
 20 ms: delivered, time to the last delivery, server CPU per delivery (the idle rate of
 the window taken out) and the longest probe meanwhile.
 
+With ``--rounds K`` (and ``--broadcast``), K such messages go out :data:`ROUND_GAP`
+seconds apart, and each round gets its own CPU per delivery: from the server's CPU
+between the round's send and the last of its frames to arrive (the clients say when,
+per message), less the idle rate over that span. The first round comes after the idle
+window and pays for what the window let go cold; the median of the later rounds is
+the steadier figure, the one to compare changes of the delivery path with (a single
+round at 19 000 varied by 1.5x between runs of the same code).
+
     python benchmarks/stall.py [--connections 1000,5000,19000] [--window 60]
                                [--kinds plain,tuned,websockets] [--former]
                                [--broadcast] # then one message to all N
+                               [--rounds K]  # K messages, each measured on its own
                                [--profile]   # py-spy: where the idle CPU goes
                                [--plot DIR]  # stalls.png
 
@@ -79,6 +88,8 @@ FORMER_GC = {
 PROBE_EVERY = 0.2
 #: Probes while the broadcast is delivered (it takes a fraction of a second).
 BROADCAST_PROBE_EVERY = 0.02
+#: Seconds between the rounds of ``--rounds`` (under the clients' 3 s of quiet).
+ROUND_GAP = 1.0
 DAPHNE_PING_INTERVAL = 20.0
 
 
@@ -102,25 +113,33 @@ async def probe_for(port: int, window: float, every: float = PROBE_EVERY) -> lis
     return samples
 
 
-async def publish_once(kind: str, server, redis, group: str) -> None:
+async def publish_once(kind: str, server, redis, group: str, seq: int = 0) -> None:
     if kind == "websockets":
         import websockets
 
         async with websockets.connect(server.ws("/pub")) as producer:
-            await producer.send(payload(0))
+            await producer.send(payload(seq))
             await asyncio.sleep(0.5)  # the server reads it before the producer leaves
     else:  # as the fan-out benchmark publishes
         plain = kind == "plain"
         layer = (PlainRedisLayer if plain else RedisChannelLayer)(hosts=[redis.url])
-        await (publish_plain if plain else publish_tuned)(layer, group, 0)
+        await (publish_plain if plain else publish_tuned)(layer, group, seq)
         await layer.close_pools()
 
 
 async def broadcast_to_all(
-    kind: str, server, redis, group: str, clients: list, idle_cpu: float, profile: bool
+    kind: str,
+    server,
+    redis,
+    group: str,
+    clients: list,
+    idle_cpu: float,
+    profile: bool,
+    rounds: int = 1,
 ) -> dict:
-    """One message to every held connection, the loop probed meanwhile (see the
-    module docstring). The clients report 3 s after the last frame they got."""
+    """One message to every held connection (``rounds`` of them, :data:`ROUND_GAP`
+    apart), the loop probed meanwhile (see the module docstring). The clients report
+    3 s after the last frame they got."""
     samples: list[tuple[float, dict[int, int]]] = []
 
     async def sample_cpu() -> None:
@@ -130,27 +149,50 @@ async def broadcast_to_all(
 
     sampler = asyncio.create_task(sample_cpu())
     await asyncio.sleep(0.05)
-    started = time.time()
     with sampled(server.app_pid) if profile else nullcontext() as spied:
-        prober = asyncio.create_task(probe_for(server.port, 2.0, BROADCAST_PROBE_EVERY))
-        await publish_once(kind, server, redis, group)
+        prober = asyncio.create_task(
+            probe_for(server.port, 2.0 + (rounds - 1) * ROUND_GAP, BROADCAST_PROBE_EVERY)
+        )
+        for seq in range(rounds):
+            if seq:
+                await asyncio.sleep(ROUND_GAP)
+            await publish_once(kind, server, redis, group, seq)
         probes = await prober
     if spied is not None:
         print(f"{kind}: the server during the broadcast\n{spied.summary()}", file=sys.stderr)
     reports = await client_reports(clients)
     sampler.cancel()
-    latencies = [x for report in reports for x in report["latencies"]]
-    last = started + max(latencies, default=0.0)
-    before = samples[0]
+    per_round = [round_figures(seq, reports, samples, idle_cpu) for seq in range(rounds)]
+    first = per_round[0]
+    later = [figures["us_per_delivery"] for figures in per_round[1:]]
+    return {
+        **first,
+        "clients_without_report": sum(not report["reported"] for report in reports),
+        "probe_max_ms": max(probes) * 1000,
+        "rounds": per_round,
+        "later_us_per_delivery": statistics.median(later) if later else None,
+    }
+
+
+def round_figures(
+    seq: int, reports: list[dict], samples: list[tuple[float, dict[int, int]]], idle_cpu: float
+) -> dict:
+    """Delivered, ms to the last delivery and server µs per delivery of message ``seq``:
+    the server's CPU from the sample before it was sent to the first sample after its
+    last frame arrived, less the idle rate over that span."""
+    seen = [report["by_seq"][str(seq)] for report in reports if str(seq) in report["by_seq"]]
+    delivered = sum(count for count, _, _ in seen)
+    if not seen:
+        return {"delivered": 0, "last_delivery_ms": 0.0, "us_per_delivery": 0.0}
+    sent_at = seen[0][2]
+    last = max(arrived for _, arrived, _ in seen)
+    before = next((sample for sample in reversed(samples) if sample[0] <= sent_at), samples[0])
     after = next((sample for sample in samples if sample[0] >= last), samples[-1])
     busy = cpu_seconds_between(before[1], after[1]) - idle_cpu * (after[0] - before[0])
-    delivered = sum(report["got"] for report in reports)
     return {
         "delivered": delivered,
-        "clients_without_report": sum(not report["reported"] for report in reports),
-        "last_delivery_ms": max(latencies, default=0.0) * 1000,
+        "last_delivery_ms": (last - sent_at) * 1000,
         "us_per_delivery": max(busy, 0.0) / max(delivered, 1) * 1e6,
-        "probe_max_ms": max(probes) * 1000,
     }
 
 
@@ -188,7 +230,14 @@ async def client_reports(clients: list) -> list[dict]:
 
 
 #: What a client that never reported counts as.
-NO_REPORT: dict = {"got": 0, "latencies": [], "max_gap": 0.0, "closed": 0, "reported": False}
+NO_REPORT: dict = {
+    "got": 0,
+    "latencies": [],
+    "max_gap": 0.0,
+    "closed": 0,
+    "by_seq": {},
+    "reported": False,
+}
 
 
 def collections_between(before: list[dict], after: list[dict]) -> tuple[list[int], list[float]]:
@@ -231,6 +280,7 @@ async def measure(
     tmp: Path,
     profile: bool = False,
     to_all: bool = False,
+    rounds: int = 1,
 ) -> dict:
     server = start_server(kind, redis, tmp)
     group = f"stall-{kind}-{time.monotonic_ns()}"
@@ -251,7 +301,9 @@ async def measure(
             gc_after = server.stats()["gc"]["generations"]
             alive = all(client.poll() is None for client in clients)
             if to_all and count:
-                sent = await broadcast_to_all(kind, server, redis, group, clients, cpu, profile)
+                sent = await broadcast_to_all(
+                    kind, server, redis, group, clients, cpu, profile, rounds
+                )
     finally:
         stop_process(server.proc)
     collections, longest = collections_between(gc_before, gc_after)
@@ -292,8 +344,9 @@ def table(rows: list[dict], window: float) -> str:
         lines += [
             "",
             "| one message to all N | delivered | last delivery ms | server µs per "
-            "delivery | longest probe meanwhile ms |",
-            "|---|---|---|---|---|",
+            "delivery | longest probe meanwhile ms | later rounds: µs per delivery, "
+            "median (each) |",
+            "|---|---|---|---|---|---|",
         ]
         for row in rows:
             sent = row["broadcast"]
@@ -302,9 +355,23 @@ def table(rows: list[dict], window: float) -> str:
             lines.append(
                 f"| {row['connections']}, {row['kind']} | {sent['delivered']} | "
                 f"{sent['last_delivery_ms']:.0f} | {sent['us_per_delivery']:.1f} | "
-                f"{sent['probe_max_ms']:.0f} |"
+                f"{sent['probe_max_ms']:.0f} | {later_rounds(sent)} |"
             )
     return "\n".join(lines)
+
+
+def later_rounds(sent: dict) -> str:
+    """The rounds after the first: their median µs per delivery, then each one's, with
+    any round that did not reach every connection named ("—" for a single round)."""
+    later = sent.get("rounds", [])[1:]
+    if not later:
+        return "—"
+    each = ", ".join(
+        f"{figures['us_per_delivery']:.1f}"
+        + ("" if figures["delivered"] == sent["delivered"] else f" ({figures['delivered']})")
+        for figures in later
+    )
+    return f"{sent['later_us_per_delivery']:.1f} ({each})"
 
 
 async def run(
@@ -313,6 +380,7 @@ async def run(
     window: float,
     profile: bool = False,
     to_all: bool = False,
+    rounds: int = 1,
 ) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -321,7 +389,7 @@ async def run(
         try:
             for count in counts:
                 for kind in kinds:
-                    row = await measure(kind, count, window, redis, tmp, profile, to_all)
+                    row = await measure(kind, count, window, redis, tmp, profile, to_all, rounds)
                     print(row.pop("profile"), file=sys.stderr)
                     print(row, file=sys.stderr, flush=True)
                     rows.append(row)
@@ -338,11 +406,16 @@ def main() -> None:
     parser.add_argument("--former", action="store_true", help="also the former GC settings")
     parser.add_argument("--profile", action="store_true", help="py-spy during each window")
     parser.add_argument("--broadcast", action="store_true", help="then one message to all N")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="with --broadcast: this many messages, each measured"
+    )
     parser.add_argument("--plot", type=Path, help="write stalls.png (stall and CPU against N)")
     args = parser.parse_args()
+    if args.rounds < 1 or (args.rounds > 1 and not args.broadcast):
+        parser.error("--rounds takes a count of 1 or more, with --broadcast")
     kinds = args.kinds.split(",") + (["tuned-former"] if args.former else [])
     counts = [int(n) for n in args.connections.split(",")]
-    rows = asyncio.run(run(counts, kinds, args.window, args.profile, args.broadcast))
+    rows = asyncio.run(run(counts, kinds, args.window, args.profile, args.broadcast, args.rounds))
     print(table(rows, args.window))
     if args.plot is not None:
         from benchmarks import plots

@@ -16,6 +16,7 @@ from google.protobuf.wrappers_pb2 import StringValue
 from benchmarks.fanout import cpu_seconds_between, thread_cpu_ns
 from benchmarks.pools import BufferPool, ObjectPool, PooledProtobufCodec
 from benchmarks.report import QUICK, Counts, Progress, SavedSteps, code_version
+from benchmarks.stall import round_figures
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,6 +103,12 @@ def test_report_runs_with_small_counts(tmp_path):
     # One message to every idle connection reached all of them, on all three servers.
     to_all = next(row for row in rows if "300 idle, one message to all: delivered" in row)
     assert to_all.split(" | ")[1:4] == ["300"] * 3, to_all
+    # The floor, measured next in the same sitting: every frame read, and each server's
+    # CPU per delivery given as a multiple of it.
+    title = "300 idle, one message to all: server µs per delivery ÷ the floor"
+    floor = next(row for row in rows if title in row)
+    assert "; 1500 of 1500 read)" in floor, floor
+    assert all(float(cell) > 0 for cell in floor.split(" | ")[1:4]), floor
     # C100K in small: every connection held to the end, the broadcast reached all.
     cell = next(row for row in rows if row.startswith("| C100K")).split(" | ")[2]
     held, *_, broadcast = cell.split("; ")
@@ -196,6 +203,52 @@ def test_stall_probe_alone_is_a_row_of_its_own():
     p50, p99 = (float(value) for value in cells[2].split(" / "))
     assert 0 < p50 <= p99 and cells[-1] == "—", row
     assert "one message to all N" not in output
+
+
+def test_each_round_of_a_broadcast_is_measured_over_its_own_span():
+    """``stall.py --rounds``: a round's CPU is read from the sample before its message
+    was sent to the first sample after its last frame arrived, less the idle rate over
+    that span, and divided by its own deliveries; a later round's frames and the quiet
+    between rounds do not count."""
+    idle, busy = 0.1, 1.0  # CPU seconds per second: idle, then while delivering
+
+    def cpu_at(t: float) -> float:  # round 0 busy over [1.0, 1.2], round 1 over [3.0, 3.1]
+        spans = ((1.0, 1.2), (3.0, 3.1))
+        spent = idle * t
+        for start, end in spans:
+            spent += (busy - idle) * max(0.0, min(t, end) - start)
+        return spent
+
+    samples = [(i / 100, {7: round(cpu_at(i / 100) * 1e9)}) for i in range(500)]
+    reports = [
+        {"by_seq": {"0": [600, 1.15, 1.0], "1": [500, 3.1, 3.0]}},
+        {"by_seq": {"0": [400, 1.2, 1.0]}},  # its round-1 frames never came
+    ]
+    first = round_figures(0, reports, samples, idle)
+    assert first["delivered"] == 1000
+    assert abs(first["last_delivery_ms"] - 200) < 1e-6
+    assert abs(first["us_per_delivery"] - 0.18 / 1000 * 1e6) < 1.0  # 180 ms of work
+    second = round_figures(1, reports, samples, idle)
+    assert second["delivered"] == 500
+    assert abs(second["us_per_delivery"] - 0.09 / 500 * 1e6) < 2.0  # 90 ms of work
+    assert round_figures(2, reports, samples, idle)["delivered"] == 0
+
+
+@pytest.mark.slow
+def test_stall_rounds_each_reach_every_connection():
+    """``--broadcast --rounds 3`` against a real tuned server: every round reaches all
+    200 connections (a round that did not would be named with its count), and the
+    later rounds' median comes with each one's figure."""
+    output = run_script(
+        "stall.py --connections 200 --kinds tuned --window 1 --broadcast --rounds 3",
+        timeout=300,
+    )
+    row = next(line for line in output.splitlines() if line.startswith("| 200, tuned | 200 |"))
+    later = row.strip("|").split("|")[-1].strip()
+    median, each = later.split(" ", 1)
+    figures = each.strip("()").split(", ")
+    assert float(median) >= 0 and len(figures) == 2, row
+    assert all(re.fullmatch(r"\d+\.\d", figure) for figure in figures), row
 
 
 @pytest.mark.slow

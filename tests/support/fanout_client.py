@@ -4,7 +4,9 @@ Opens N connections with a minimal asyncio protocol (handshake, then unmasked
 server frames parsed from the buffer), prints READY, and counts data frames
 ``"<seq> <sent_at>"``: per-message latency is ``now - sent_at``. Prints one JSON
 line when no frame arrived for --quiet seconds after the first one; it also counts
-the connections the server closed or lost (``closed``).
+the connections the server closed or lost (``closed``), and per message
+(``by_seq``: seq -> [frames of it, wall-clock time the last of them arrived, its
+``sent_at``]) so a benchmark sending several rounds can tell where each one ended.
 
     python tests/support/fanout_client.py PORT PATH N QUIET MAX_WAIT [IN_FLIGHT]
 
@@ -25,7 +27,7 @@ import sys
 import time
 
 HEARTBEATS = (b'{"type":"ct.ping"}', b"\x00\x09")
-STAMP = re.compile(rb"\d+ (\d+\.\d+) ")
+STAMP = re.compile(rb"(\d+) (\d+\.\d+) ")
 
 
 class Subscriber(asyncio.Protocol):
@@ -85,7 +87,11 @@ class Subscriber(asyncio.Protocol):
                 found = STAMP.search(payload)
                 if found is not None:
                     self.stats["got"] += 1
-                    self.stats["latencies"].append(now - float(found.group(1)))
+                    sent_at = float(found.group(2))
+                    self.stats["latencies"].append(now - sent_at)
+                    seen = self.stats["by_seq"].setdefault(int(found.group(1)), [0, now, sent_at])
+                    seen[0] += 1
+                    seen[1] = now
                     if self.stats["last"]:
                         gap = now - self.stats["last"]
                         self.stats["max_gap"] = max(self.stats["max_gap"], gap)
@@ -98,7 +104,14 @@ async def main() -> None:
     quiet, max_wait = float(sys.argv[4]), float(sys.argv[5])
     in_flight = int(sys.argv[6]) if len(sys.argv) > 6 else 1
     loop = asyncio.get_running_loop()
-    stats: dict = {"got": 0, "latencies": [], "last": 0.0, "max_gap": 0.0, "closed": 0}
+    stats: dict = {
+        "got": 0,
+        "latencies": [],
+        "last": 0.0,
+        "max_gap": 0.0,
+        "closed": 0,
+        "by_seq": {},
+    }
     slots = asyncio.Semaphore(in_flight)
 
     async def connect() -> None:
@@ -135,6 +148,7 @@ async def main() -> None:
         "latencies": latencies[::step],
         "max_gap": stats["max_gap"],
         "closed": stats["closed"],
+        "by_seq": stats["by_seq"],
     }
     print(json.dumps(report), flush=True)
 
