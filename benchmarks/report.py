@@ -32,12 +32,12 @@ Rows (each from the benchmark named, run in this process' sitting):
 - stalls at 1 000, 5 000 and 19 000 idle connections in one process over a minute:
   the worst stall of the loop, probe p99, server CPU; then one message to all of them:
   time to the last delivery, server CPU per delivery, the longest probe meanwhile
-  (``benchmarks/stall.py --broadcast``), and for five more messages a second apart
-  (``--rounds 6``) the least delivered and the median CPU per delivery, the steadier
-  figure; that median as a multiple of the floor, one ``send()`` per connection from
-  plain Python measured right after the three servers at the same count
-  (``benchmarks/send_floor.py``): the floor moves with the machine's day, so only a
-  floor from the same sitting bounds these rows;
+  (``benchmarks/stall.py --broadcast``), and for five more messages, each sent a
+  second after the server was idle again (``--rounds 6``), the least delivered and
+  the median CPU per delivery, the steadier figure; that median as a multiple of the
+  floor, one ``send()`` per connection from plain Python measured right after the
+  three servers at the same count (``benchmarks/send_floor.py``): the floor moves with
+  the machine's day, so only a floor from the same sitting bounds these rows;
 - C100K: 99 000 idle connections over five package processes for 10 minutes, then one
   ``broadcast()`` to all (``benchmarks/c100k.py``; the package only).
 - a reconnect storm: 19 000 clients of one restarted process, for the three servers,
@@ -486,8 +486,8 @@ async def measure(
                         fmt,
                     )
                 # The first round pays for the idle window before it; the later ones,
-                # a second apart, are the steadier figure (benchmarks/stall.py).
-                later = f"{count} idle, rounds 2-{counts.broadcast_rounds} a second apart"
+                # each a second after the one before, are the steadier figure.
+                later = f"{count} idle, rounds 2-{counts.broadcast_rounds}"
                 sent = [by_kind[kind]["broadcast"] for kind in stall.KINDS]
                 row(
                     f"{later}: delivered, the least of any round",

@@ -26,8 +26,10 @@ plain Channels, ``websockets.broadcast`` on the ceiling) while the loop is probe
 20 ms: delivered, time to the last delivery, server CPU per delivery (the idle rate of
 the window taken out) and the longest probe meanwhile.
 
-With ``--rounds K`` (and ``--broadcast``), K such messages go out :data:`ROUND_GAP`
-seconds apart, and each round gets its own CPU per delivery: from the server's CPU
+With ``--rounds K`` (and ``--broadcast``), K such messages go out one after another,
+each :data:`ROUND_GAP` seconds after the server's CPU fell back to its idle rate (a
+slow server's rounds never overlap), and each round gets its own CPU per delivery:
+from the server's CPU
 between the round's send and the last of its frames to arrive (the clients say when,
 per message), less the idle rate over that span. The first round comes after the idle
 window and pays for what the window let go cold; the median of the later rounds is
@@ -88,8 +90,14 @@ FORMER_GC = {
 PROBE_EVERY = 0.2
 #: Probes while the broadcast is delivered (it takes a fraction of a second).
 BROADCAST_PROBE_EVERY = 0.02
-#: Seconds between the rounds of ``--rounds`` (under the clients' 3 s of quiet).
+#: Seconds between the end of one round of ``--rounds`` and the next (under the
+#: clients' 3 s of quiet).
 ROUND_GAP = 1.0
+#: A round has ended once the server's CPU over this many seconds is within
+#: :data:`QUIET_MARGIN` of a core of its idle rate (at most :data:`ROUND_LIMIT` s).
+QUIET_SPAN = 0.1
+QUIET_MARGIN = 0.1
+ROUND_LIMIT = 120.0
 DAPHNE_PING_INTERVAL = 20.0
 
 
@@ -137,10 +145,17 @@ async def broadcast_to_all(
     profile: bool,
     rounds: int = 1,
 ) -> dict:
-    """One message to every held connection (``rounds`` of them, :data:`ROUND_GAP`
-    apart), the loop probed meanwhile (see the module docstring). The clients report
-    3 s after the last frame they got."""
+    """One message to every held connection (``rounds`` of them, one after another),
+    the loop probed meanwhile (see the module docstring). The clients report 3 s after
+    the last frame they got."""
     samples: list[tuple[float, dict[int, int]]] = []
+    probes: list[float] = []
+    stop_probing = asyncio.Event()
+
+    async def probe_until_stopped() -> None:
+        while not stop_probing.is_set():
+            probes.append(await asyncio.wait_for(probe(server.port), 30))
+            await asyncio.sleep(BROADCAST_PROBE_EVERY)
 
     async def sample_cpu() -> None:
         while True:
@@ -150,14 +165,15 @@ async def broadcast_to_all(
     sampler = asyncio.create_task(sample_cpu())
     await asyncio.sleep(0.05)
     with sampled(server.app_pid) if profile else nullcontext() as spied:
-        prober = asyncio.create_task(
-            probe_for(server.port, 2.0 + (rounds - 1) * ROUND_GAP, BROADCAST_PROBE_EVERY)
-        )
+        prober = asyncio.create_task(probe_until_stopped())
         for seq in range(rounds):
             if seq:
+                await until_idle(samples, idle_cpu)
                 await asyncio.sleep(ROUND_GAP)
             await publish_once(kind, server, redis, group, seq)
-        probes = await prober
+        await asyncio.sleep(2.0)
+        stop_probing.set()
+        await prober
     if spied is not None:
         print(f"{kind}: the server during the broadcast\n{spied.summary()}", file=sys.stderr)
     reports = await client_reports(clients)
@@ -174,6 +190,22 @@ async def broadcast_to_all(
     }
 
 
+async def until_idle(samples: list[tuple[float, dict[int, int]]], idle_cpu: float) -> None:
+    """Until the server's CPU over the last :data:`QUIET_SPAN` seconds of ``samples``
+    (read every 10 ms) is back near its idle rate, at most :data:`ROUND_LIMIT` s."""
+    deadline = time.time() + ROUND_LIMIT
+    await asyncio.sleep(QUIET_SPAN)
+    while time.time() < deadline:
+        newest = samples[-1]
+        oldest = next(sample for sample in samples if sample[0] >= newest[0] - QUIET_SPAN)
+        span = newest[0] - oldest[0]
+        if span > QUIET_SPAN / 2:
+            rate = cpu_seconds_between(oldest[1], newest[1]) / span
+            if rate < idle_cpu + QUIET_MARGIN:
+                return
+        await asyncio.sleep(0.02)
+
+
 def round_figures(
     seq: int, reports: list[dict], samples: list[tuple[float, dict[int, int]]], idle_cpu: float
 ) -> dict:
@@ -181,9 +213,9 @@ def round_figures(
     the server's CPU from the sample before it was sent to the first sample after its
     last frame arrived, less the idle rate over that span."""
     seen = [report["by_seq"][str(seq)] for report in reports if str(seq) in report["by_seq"]]
-    delivered = sum(count for count, _, _ in seen)
     if not seen:
         return {"delivered": 0, "last_delivery_ms": 0.0, "us_per_delivery": 0.0}
+    delivered = sum(count for count, _, _ in seen)
     sent_at = seen[0][2]
     last = max(arrived for _, arrived, _ in seen)
     before = next((sample for sample in reversed(samples) if sample[0] <= sent_at), samples[0])

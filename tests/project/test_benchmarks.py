@@ -106,9 +106,9 @@ def test_report_runs_with_small_counts(tmp_path):
     # The floor, measured next in the same sitting: every frame read, and each server's
     # CPU per delivery given as a multiple of it.
     # The later rounds: each reached every connection, on all three servers.
-    later = next(row for row in rows if "300 idle, rounds 2-3 a second apart: delivered" in row)
+    later = next(row for row in rows if "300 idle, rounds 2-3: delivered" in row)
     assert later.split(" | ")[1:4] == ["300"] * 3, later
-    title = "300 idle, rounds 2-3 a second apart: server µs per delivery ÷ the floor"
+    title = "300 idle, rounds 2-3: server µs per delivery ÷ the floor"
     floor = next(row for row in rows if title in row)
     assert "; 1500 of 1500 read)" in floor, floor
     assert all(float(cell) > 0 for cell in floor.split(" | ")[1:4]), floor
