@@ -27,14 +27,14 @@ plain Channels, ``websockets.broadcast`` on the ceiling) while the loop is probe
 the window taken out) and the longest probe meanwhile.
 
 With ``--rounds K`` (and ``--broadcast``), K such messages go out one after another,
-each :data:`ROUND_GAP` seconds after the server's CPU fell back to its idle rate (a
-slow server's rounds never overlap), and each round gets its own CPU per delivery:
-from the server's CPU
-between the round's send and the last of its frames to arrive (the clients say when,
-per message), less the idle rate over that span. The first round comes after the idle
-window and pays for what the window let go cold; the median of the later rounds is
-the steadier figure, the one to compare changes of the delivery path with (a single
-round at 19 000 varied by 1.5x between runs of the same code).
+each :data:`ROUND_GAP` seconds after the server's CPU fell back to its idle rate (so a
+slow server's rounds do not overlap), and each round gets its own CPU per delivery:
+from the server's CPU between the round's send and the last of its frames to arrive
+(the clients say when, per message), less the idle rate over that span. The first
+round comes after the idle window and pays for what the window let go cold; the
+median of the later rounds is the steadier figure, the one to compare changes of the
+delivery path with (a single round at 19 000 varied by 1.5x between runs of the same
+code).
 
     python benchmarks/stall.py [--connections 1000,5000,19000] [--window 60]
                                [--kinds plain,tuned,websockets] [--former]
