@@ -107,6 +107,10 @@ class Counts:
     c100k_window: float = 600.0
     storm_clients: int = 19_000
 
+    def __post_init__(self) -> None:
+        if self.broadcast_rounds < 2:  # the steadier rows are of rounds 2 and on
+            raise ValueError("broadcast_rounds must be at least 2")
+
 
 QUICK = Counts(
     connections=200,

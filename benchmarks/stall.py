@@ -112,10 +112,19 @@ async def probe(port: int) -> float:
     return elapsed
 
 
-async def probe_for(port: int, window: float, every: float = PROBE_EVERY) -> list[float]:
-    samples = []
+async def probe_for(
+    port: int,
+    window: float,
+    every: float = PROBE_EVERY,
+    stop: asyncio.Event | None = None,
+    samples: list[float] | None = None,
+) -> list[float]:
+    """Probe every ``every`` s for ``window`` s, or until ``stop`` is set when given
+    (then ``window`` is not read); appends to ``samples`` when given, so a caller that
+    stops the probe still has what it read."""
+    samples = [] if samples is None else samples
     ends = time.monotonic() + window
-    while time.monotonic() < ends:
+    while not stop.is_set() if stop is not None else time.monotonic() < ends:
         samples.append(await asyncio.wait_for(probe(port), 30))
         await asyncio.sleep(every)
     return samples
@@ -152,11 +161,6 @@ async def broadcast_to_all(
     probes: list[float] = []
     stop_probing = asyncio.Event()
 
-    async def probe_until_stopped() -> None:
-        while not stop_probing.is_set():
-            probes.append(await asyncio.wait_for(probe(server.port), 30))
-            await asyncio.sleep(BROADCAST_PROBE_EVERY)
-
     async def sample_cpu() -> None:
         while True:
             samples.append((time.time(), thread_cpu_ns(server.app_pid)))
@@ -165,7 +169,9 @@ async def broadcast_to_all(
     sampler = asyncio.create_task(sample_cpu())
     await asyncio.sleep(0.05)
     with sampled(server.app_pid) if profile else nullcontext() as spied:
-        prober = asyncio.create_task(probe_until_stopped())
+        prober = asyncio.create_task(
+            probe_for(server.port, 0.0, BROADCAST_PROBE_EVERY, stop_probing, probes)
+        )
         for seq in range(rounds):
             if seq:
                 await until_idle(samples, idle_cpu)

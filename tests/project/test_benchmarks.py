@@ -103,11 +103,11 @@ def test_report_runs_with_small_counts(tmp_path):
     # One message to every idle connection reached all of them, on all three servers.
     to_all = next(row for row in rows if "300 idle, one message to all: delivered" in row)
     assert to_all.split(" | ")[1:4] == ["300"] * 3, to_all
-    # The floor, measured next in the same sitting: every frame read, and each server's
-    # CPU per delivery given as a multiple of it.
     # The later rounds: each reached every connection, on all three servers.
     later = next(row for row in rows if "300 idle, rounds 2-3: delivered" in row)
     assert later.split(" | ")[1:4] == ["300"] * 3, later
+    # The floor, measured next in the same sitting: every frame read, and each server's
+    # CPU per delivery given as a multiple of it.
     title = "300 idle, rounds 2-3: server µs per delivery ÷ the floor"
     floor = next(row for row in rows if title in row)
     assert "; 1500 of 1500 read)" in floor, floor
