@@ -54,9 +54,12 @@ ROUTES = {
 }
 
 
-def open_connections(port: int, path: str, count: int, in_flight: int) -> tuple:
-    """A client process holding ``count`` connections; (process, handshakes per second)."""
-    client = start_subscribers(port, path, count, max_wait=3600, in_flight=in_flight)
+def open_connections(port: int, path: str, count: int, in_flight: int, messages: int = 1) -> tuple:
+    """A client process holding ``count`` connections, listening until ``messages``
+    were broadcast; (process, handshakes per second)."""
+    client = start_subscribers(
+        port, path, count, max_wait=3600, in_flight=in_flight, messages=messages
+    )
     assert client.stdout is not None
     line = client.stdout.readline().split()
     assert line[0] == "HANDSHAKES", line
@@ -69,15 +72,16 @@ PER_CLIENT_PROCESS = 5_000
 
 
 @contextmanager
-def idle_clients(port: int, path: str, count: int) -> Iterator[list]:
+def idle_clients(port: int, path: str, count: int, messages: int = 1) -> Iterator[list]:
     """``count`` idle connections (answering pings) held by client processes of at
-    most :data:`PER_CLIENT_PROCESS` each, killed at the end; yields the processes."""
+    most :data:`PER_CLIENT_PROCESS` each, killed at the end; yields the processes.
+    They report once ``messages`` were broadcast to them and 3 s passed quiet."""
     clients: list = []
     try:
         remaining = count
         while remaining:
             batch = min(remaining, PER_CLIENT_PROCESS)
-            clients.append(open_connections(port, path, batch, 50)[0])
+            clients.append(open_connections(port, path, batch, 50, messages)[0])
             remaining -= batch
         yield clients
     finally:

@@ -90,8 +90,8 @@ FORMER_GC = {
 PROBE_EVERY = 0.2
 #: Probes while the broadcast is delivered (it takes a fraction of a second).
 BROADCAST_PROBE_EVERY = 0.02
-#: Seconds between the end of one round of ``--rounds`` and the next (under the
-#: clients' 3 s of quiet).
+#: Seconds between the end of one round of ``--rounds`` and the next (the clients
+#: wait for the last round before their 3 s of quiet count).
 ROUND_GAP = 1.0
 #: A round has ended once the server's CPU over this many seconds is within
 #: :data:`QUIET_MARGIN` of a core of its idle rate (at most :data:`ROUND_LIMIT` s).
@@ -156,7 +156,7 @@ async def broadcast_to_all(
 ) -> dict:
     """One message to every held connection (``rounds`` of them, one after another),
     the loop probed meanwhile (see the module docstring). The clients report 3 s after
-    the last frame they got."""
+    the last frame they got, once the last round's frames came."""
     samples: list[tuple[float, dict[int, int]]] = []
     probes: list[float] = []
     stop_probing = asyncio.Event()
@@ -326,7 +326,7 @@ async def measure(
     sent: dict = {}
     try:
         rss_before = server.rss_kb()
-        with idle_clients(server.port, path, count) as clients:
+        with idle_clients(server.port, path, count, rounds) as clients:
             await asyncio.sleep(5)  # the last upgrades settle
             held = server.stats()["connections"] if kind == "websockets" else None
             rss_after = server.rss_kb()

@@ -4,10 +4,12 @@ servers, real Redis), and the table the documentation shows is the one the repor
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from benchmarks.pools import BufferPool, ObjectPool, PooledProtobufCodec
 from benchmarks.report import QUICK, Counts, Progress, SavedSteps, code_version
 from benchmarks.stall import round_figures
 from channels_tuning.wire.proto.envelope_pb2 import Envelope
+from tests.support.processes import start_subscribers
 
 REPO = Path(__file__).resolve().parents[2]
 BEGIN, END = "<!-- benchmarks:begin -->", "<!-- benchmarks:end -->"
@@ -358,3 +361,34 @@ def test_buffer_pool_does_not_keep_oversized_buffers():
     small += b"abc"
     pool.release(small)
     assert len(pool) == 1 and pool.acquire() == bytearray()
+
+
+async def test_lean_clients_listen_until_the_last_message_of_several():
+    """stall.py's rounds wait until a slow server is idle again, which can be longer
+    than the clients' quiet: with ``messages`` the quiet counts only once the last
+    message came. (Plain Channels at 19 000 had its clients report after the first of
+    six rounds, and its later rounds counted none delivered.)"""
+    import websockets
+
+    async def two_messages_far_apart(connection) -> None:
+        await connection.send(f"0 {time.time():.6f} x")
+        await asyncio.sleep(1.5)  # three times the clients' quiet
+        await connection.send(f"1 {time.time():.6f} x")
+        await asyncio.sleep(10)
+
+    async with websockets.serve(two_messages_far_apart, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        clients = [
+            await asyncio.to_thread(
+                start_subscribers, port, "/", 2, quiet=0.5, max_wait=30, messages=messages
+            )
+            for messages in (1, 2)
+        ]
+        try:
+            reports = [json.loads(await asyncio.to_thread(c.stdout.readline)) for c in clients]
+        finally:
+            for client in clients:
+                client.kill()
+                client.wait()
+    assert sorted(reports[0]["by_seq"]) == ["0"]  # one message: reported in the gap
+    assert sorted(reports[1]["by_seq"]) == ["0", "1"] and reports[1]["got"] == 4

@@ -8,10 +8,13 @@ the connections the server closed or lost (``closed``), and per message
 (``by_seq``: seq -> [frames of it, wall-clock time the last of them arrived, its
 ``sent_at``]) so a benchmark sending several rounds can tell where each one ended.
 
-    python tests/support/fanout_client.py PORT PATH N QUIET MAX_WAIT [IN_FLIGHT]
+    python tests/support/fanout_client.py PORT PATH N QUIET MAX_WAIT [IN_FLIGHT [MESSAGES]]
 
 With IN_FLIGHT (handshakes in progress at once; 1 by default), it first prints
-``HANDSHAKES <N> <seconds>``: the connection benchmark's handshake rate.
+``HANDSHAKES <N> <seconds>``: the connection benchmark's handshake rate. With MESSAGES
+(1 by default), the quiet counts only once a frame of the last message (seq
+MESSAGES - 1) arrived: a benchmark waiting longer than QUIET between its messages
+(until a slow server is idle again) still finds every client listening.
 
 Latencies are sampled (at most 20 000 per process) to keep the report small.
 """
@@ -103,6 +106,7 @@ async def main() -> None:
     port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
     quiet, max_wait = float(sys.argv[4]), float(sys.argv[5])
     in_flight = int(sys.argv[6]) if len(sys.argv) > 6 else 1
+    last_seq = (int(sys.argv[7]) if len(sys.argv) > 7 else 1) - 1
     loop = asyncio.get_running_loop()
     stats: dict = {
         "got": 0,
@@ -138,7 +142,9 @@ async def main() -> None:
     print("READY", flush=True)
     started = time.time()
     while time.time() - started < max_wait and (
-        stats["last"] == 0.0 or time.time() - stats["last"] < quiet
+        stats["last"] == 0.0
+        or max(stats["by_seq"], default=0) < last_seq
+        or time.time() - stats["last"] < quiet
     ):
         await asyncio.sleep(0.2)
     latencies = stats["latencies"]

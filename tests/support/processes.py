@@ -384,14 +384,18 @@ def start_subscribers(
     max_wait: float = 400,
     in_flight: int | None = None,
     wait_ready: bool = True,
+    messages: int = 1,
 ) -> subprocess.Popen[str]:
     """A lean subscriber process (``tests/support/fanout_client.py``) holding ``count``
     connections to ``path``; it reports (one JSON line) after ``quiet`` seconds without
-    a frame. With ``in_flight`` it first prints ``HANDSHAKES <n> <seconds>``; with
-    ``wait_ready`` this returns once every connection is open (READY)."""
+    a frame, once a frame of message ``messages - 1`` came. With ``in_flight`` it first
+    prints ``HANDSHAKES <n> <seconds>``; with ``wait_ready`` this returns once every
+    connection is open (READY)."""
     args = [str(port), path, str(count), str(quiet), str(max_wait)]
-    if in_flight is not None:
-        args.append(str(in_flight))
+    if in_flight is not None or messages != 1:
+        args.append(str(in_flight or 1))
+    if messages != 1:
+        args.append(str(messages))
     client = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "support" / "fanout_client.py"), *args],
         stdout=subprocess.PIPE,
