@@ -112,22 +112,25 @@ async def probe(port: int) -> float:
     return elapsed
 
 
-async def probe_for(
-    port: int,
-    window: float,
-    every: float = PROBE_EVERY,
-    stop: asyncio.Event | None = None,
-    samples: list[float] | None = None,
-) -> list[float]:
-    """Probe every ``every`` s for ``window`` s, or until ``stop`` is set when given
-    (then ``window`` is not read); appends to ``samples`` when given, so a caller that
-    stops the probe still has what it read."""
-    samples = [] if samples is None else samples
+async def probe_and_wait(port: int, every: float, samples: list[float]) -> None:
+    """One probe appended to ``samples``, then the pause before the next."""
+    samples.append(await asyncio.wait_for(probe(port), 30))
+    await asyncio.sleep(every)
+
+
+async def probe_for(port: int, window: float, every: float = PROBE_EVERY) -> list[float]:
+    """Probe every ``every`` s for ``window`` s."""
+    samples: list[float] = []
     ends = time.monotonic() + window
-    while not stop.is_set() if stop is not None else time.monotonic() < ends:
-        samples.append(await asyncio.wait_for(probe(port), 30))
-        await asyncio.sleep(every)
+    while time.monotonic() < ends:
+        await probe_and_wait(port, every, samples)
     return samples
+
+
+async def probe_until(port: int, stop: asyncio.Event, every: float, samples: list[float]) -> None:
+    """Probe every ``every`` s until ``stop`` is set, into the caller's ``samples``."""
+    while not stop.is_set():
+        await probe_and_wait(port, every, samples)
 
 
 async def publish_once(kind: str, server, redis, group: str, seq: int = 0) -> None:
@@ -170,7 +173,7 @@ async def broadcast_to_all(
     await asyncio.sleep(0.05)
     with sampled(server.app_pid) if profile else nullcontext() as spied:
         prober = asyncio.create_task(
-            probe_for(server.port, 0.0, BROADCAST_PROBE_EVERY, stop_probing, probes)
+            probe_until(server.port, stop_probing, BROADCAST_PROBE_EVERY, probes)
         )
         for seq in range(rounds):
             if seq:

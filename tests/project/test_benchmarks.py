@@ -172,6 +172,14 @@ async def test_saved_steps_are_reused_and_name_the_code_they_were_measured_on(tm
     assert measured == ["measured 1", "measured 4", "measured 5"]
 
 
+def test_report_refuses_a_broadcast_of_one_round():
+    """The report's steadier broadcast rows are the median of rounds 2 and on: counts
+    that leave no second round are refused when made, not found empty after the run."""
+    with pytest.raises(ValueError, match="broadcast_rounds"):
+        Counts(broadcast_rounds=1)
+    assert Counts(broadcast_rounds=2).broadcast_rounds == 2
+
+
 def test_storm_sweeps_each_drain_rate_with_each_bound_in_place():
     from benchmarks.storm import planned_runs
 

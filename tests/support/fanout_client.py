@@ -8,25 +8,26 @@ the connections the server closed or lost (``closed``), and per message
 (``by_seq``: seq -> [frames of it, wall-clock time the last of them arrived, its
 ``sent_at``]) so a benchmark sending several rounds can tell where each one ended.
 
-    python tests/support/fanout_client.py PORT PATH N QUIET MAX_WAIT [IN_FLIGHT [MESSAGES]]
+    python tests/support/fanout_client.py PORT PATH N QUIET MAX_WAIT
+                                          [--in-flight K] [--messages M]
 
-With IN_FLIGHT (handshakes in progress at once; 1 by default), it first prints
-``HANDSHAKES <N> <seconds>``: the connection benchmark's handshake rate. With MESSAGES
-(1 by default), the quiet counts only once a frame of the last message (seq
-MESSAGES - 1) arrived: a benchmark waiting longer than QUIET between its messages
-(until a slow server is idle again) still finds every client listening.
+With ``--in-flight`` (handshakes in progress at once; one at a time without it), it
+first prints ``HANDSHAKES <N> <seconds>``: the connection benchmark's handshake rate.
+With ``--messages`` (1 by default), the quiet counts only once a frame of the last
+message (seq M - 1) arrived: a benchmark waiting longer than QUIET between its
+messages (until a slow server is idle again) still finds every client listening.
 
 Latencies are sampled (at most 20 000 per process) to keep the report small.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import base64
 import json
 import os
 import re
-import sys
 import time
 
 HEARTBEATS = (b'{"type":"ct.ping"}', b"\x00\x09")
@@ -102,11 +103,23 @@ class Subscriber(asyncio.Protocol):
         self.buffer = buffer[pos:]
 
 
+def arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description="Lean WebSocket subscribers.")
+    parser.add_argument("port", type=int)
+    parser.add_argument("path")
+    parser.add_argument("count", type=int)
+    parser.add_argument("quiet", type=float)
+    parser.add_argument("max_wait", type=float)
+    parser.add_argument("--in-flight", type=int, default=None)
+    parser.add_argument("--messages", type=int, default=1)
+    return parser.parse_args()
+
+
 async def main() -> None:
-    port, path, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
-    quiet, max_wait = float(sys.argv[4]), float(sys.argv[5])
-    in_flight = int(sys.argv[6]) if len(sys.argv) > 6 else 1
-    last_seq = (int(sys.argv[7]) if len(sys.argv) > 7 else 1) - 1
+    options = arguments()
+    port, path, count = options.port, options.path, options.count
+    quiet, max_wait = options.quiet, options.max_wait
+    last_seq = options.messages - 1
     loop = asyncio.get_running_loop()
     stats: dict = {
         "got": 0,
@@ -116,7 +129,7 @@ async def main() -> None:
         "closed": 0,
         "by_seq": {},
     }
-    slots = asyncio.Semaphore(in_flight)
+    slots = asyncio.Semaphore(options.in_flight or 1)
 
     async def connect() -> None:
         async with slots:
@@ -137,7 +150,7 @@ async def main() -> None:
 
     started = time.perf_counter()
     await asyncio.gather(*(connect() for _ in range(count)))
-    if in_flight > 1:  # the handshake benchmark: how long the upgrades took
+    if options.in_flight is not None:  # the handshake benchmark: how long the upgrades took
         print(f"HANDSHAKES {count} {time.perf_counter() - started:.4f}", flush=True)
     print("READY", flush=True)
     started = time.time()

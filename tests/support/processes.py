@@ -391,11 +391,9 @@ def start_subscribers(
     a frame, once a frame of message ``messages - 1`` came. With ``in_flight`` it first
     prints ``HANDSHAKES <n> <seconds>``; with ``wait_ready`` this returns once every
     connection is open (READY)."""
-    args = [str(port), path, str(count), str(quiet), str(max_wait)]
-    if in_flight is not None or messages != 1:
-        args.append(str(in_flight or 1))
-    if messages != 1:
-        args.append(str(messages))
+    args = [str(port), path, str(count), str(quiet), str(max_wait), "--messages", str(messages)]
+    if in_flight is not None:
+        args += ["--in-flight", str(in_flight)]
     client = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "support" / "fanout_client.py"), *args],
         stdout=subprocess.PIPE,
