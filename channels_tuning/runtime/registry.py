@@ -99,6 +99,10 @@ class ConnectionRegistry:
     def get(self, key: str) -> Any | None:
         return self._connections.get(key)
 
+    def holds(self, consumer: Any) -> bool:
+        """``consumer`` is registered (not closed since, nor replaced under its key)."""
+        return self._connections.get(consumer.registry_key) is consumer
+
     def owner_counts(self) -> dict[str, int]:
         """Registered connections per owner (a copy)."""
         return dict(self._owners)
