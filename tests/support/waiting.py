@@ -37,6 +37,23 @@ async def until(predicate: Callable[[], Any], timeout: float = 10.0) -> None:
     await asyncio.wait_for(poll(), timeout)
 
 
+def read_at_each_loop_turn(read: Callable[[], int], until: int) -> list[int]:
+    """Start recording ``read()`` once per turn of the running loop (a callback that
+    schedules itself again) until it reaches ``until``; the list fills as the loop
+    turns. A step that holds the loop is seen only before and after it: what a test
+    of work done in slices reads."""
+    seen: list[int] = []
+    loop = asyncio.get_running_loop()
+
+    def record() -> None:
+        seen.append(read())
+        if seen[-1] < until:
+            loop.call_soon(record)
+
+    loop.call_soon(record)
+    return seen
+
+
 async def close_code(ws: Any, timeout: float = 5.0) -> int:
     """Read (and ignore) frames until the server closes; return its close code."""
 

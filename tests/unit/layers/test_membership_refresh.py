@@ -3,10 +3,10 @@ re-added, collected in slices so the loop serves other work meanwhile."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from channels_tuning.layers.redis import membership
+from tests.support.waiting import read_at_each_loop_turn
 
 
 class Tracking:
@@ -36,17 +36,9 @@ async def test_a_refresh_of_many_consumers_collects_in_slices_and_writes_every_m
         Tracking(layer, f"specific.refresh!{n}", ["refresh-slices"] if n % 2 else [])
         for n in range(count)
     ]
-    seen_by_others: list[int] = []
-    loop = asyncio.get_running_loop()
-
-    def watch() -> None:
-        seen_by_others.append(Tracking.reads)
-        if Tracking.reads < count:
-            loop.call_soon(watch)
-
     try:
         Tracking.reads = 0
-        loop.call_soon(watch)
+        seen_by_others = read_at_each_loop_turn(lambda: Tracking.reads, count)
         membership.refresh_tracked_memberships(consumers)
         await membership.refresh_finished()
         assert Tracking.reads == count

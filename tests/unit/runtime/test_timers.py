@@ -16,6 +16,7 @@ from channels_tuning.core.state import Liveness
 from channels_tuning.runtime.registry import ConnectionRegistry
 from channels_tuning.runtime.scheduler import TICK_SLICE, Scheduler, scheduler
 from tests.support.consumers import Echo
+from tests.support.waiting import read_at_each_loop_turn, until
 
 
 class Connection:
@@ -191,17 +192,9 @@ async def test_many_due_at_once_are_ticked_in_slices_with_the_loop_served_betwee
     timers = Scheduler(registry)
     count = 2 * TICK_SLICE + 50
     connections = overdue_connections(registry, timers, count)
-    seen_by_others: list[int] = []
-    loop = asyncio.get_running_loop()
-
-    def watch() -> None:
-        seen_by_others.append(timers.ticked)
-        if timers.ticked < count:
-            loop.call_soon(watch)
-
+    seen_by_others = read_at_each_loop_turn(lambda: timers.ticked, count)
     timers.ensure_running(0.01)
-    loop.call_soon(watch)
-    await asyncio.wait_for(_until(lambda: timers.ticked == count), 5)
+    await until(lambda: timers.ticked == count, 5)
     assert {TICK_SLICE, 2 * TICK_SLICE} <= set(seen_by_others)  # served between slices
     assert all(len(c.sent) == 1 for c in connections)  # each pinged once
     await timers.stop()
@@ -231,8 +224,3 @@ async def test_a_scheduler_stopped_between_slices_leaves_the_rest_due():
     timers.run_once(time.monotonic())  # the next start's first tick
     assert timers.ticked == 250
     assert all(len(c.sent) == 1 for c in connections)
-
-
-async def _until(condition) -> None:
-    while not condition():
-        await asyncio.sleep(0)
