@@ -36,11 +36,17 @@ median of the later rounds is the steadier figure, the one to compare changes of
 delivery path with (a single round at 19 000 varied by 1.5x between runs of the same
 code).
 
+With ``--slow-callbacks``, the package's server logs every callback that held its loop
+over 4 ms and every collection over 2 ms (``benchmarks/slow_callbacks/``), and each
+row prints what held the loop during its window, grouped and longest first: the way
+to find *what* a worst stall or a p99 is, not only how long.
+
     python benchmarks/stall.py [--connections 1000,5000,19000] [--window 60]
                                [--kinds plain,tuned,websockets] [--former]
                                [--broadcast] # then one message to all N
                                [--rounds K]  # K messages, each measured on its own
                                [--profile]   # py-spy: where the idle CPU goes
+                               [--slow-callbacks]  # what held the loop, by callback
                                [--plot DIR]  # stalls.png
 
 The fd limit of these machines is 20 000 per process: 19 000 is the most one server
@@ -64,6 +70,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import slow_callbacks  # noqa: E402
 from benchmarks.ceiling import start_ceiling  # noqa: E402
 from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
 from benchmarks.fanout import (  # noqa: E402
@@ -290,14 +297,26 @@ def collections_between(before: list[dict], after: list[dict]) -> tuple[list[int
 
 
 def start_server(
-    kind: str, redis, tmp: Path, port: int | None = None, extra_args: tuple[str, ...] = ()
+    kind: str,
+    redis,
+    tmp: Path,
+    port: int | None = None,
+    extra_args: tuple[str, ...] = (),
+    callback_log: Path | None = None,
 ):
     """On a free port, or on ``port`` (a restart on the same address); ``extra_args``
-    for ``channels-tuning-daphne``."""
+    for ``channels-tuning-daphne``; ``callback_log``: a daphne server logs what holds
+    its loop there (:mod:`benchmarks.slow_callbacks`)."""
     if kind == "websockets":
         return start_ceiling(tmp, ping_interval=DAPHNE_PING_INTERVAL, port=port)
     tuned = kind.startswith("tuned")
     tuning = FORMER_GC if kind == "tuned-former" else None
+    logging: dict[str, str] = {}
+    if callback_log is not None:
+        logging = {
+            "PYTHONPATH_PREPEND": str(Path(slow_callbacks.__file__).parent),
+            "CT_SLOW_CALLBACK_LOG": str(callback_log),
+        }
     return start_daphne(
         tmp,
         tuned=tuned,
@@ -305,6 +324,7 @@ def start_server(
         tuning=tuning,
         port=port,
         extra_args=extra_args if tuned else (),
+        **logging,
     )
 
 
@@ -322,8 +342,10 @@ async def measure(
     profile: bool = False,
     to_all: bool = False,
     rounds: int = 1,
+    log_callbacks: bool = False,
 ) -> dict:
-    server = start_server(kind, redis, tmp)
+    callback_log = tmp / f"callbacks-{kind}-{count}" if log_callbacks else None
+    server = start_server(kind, redis, tmp, callback_log=callback_log)
     group = f"stall-{kind}-{time.monotonic_ns()}"
     path = ROUTES[kind.split("-")[0]].format(group)
     sent: dict = {}
@@ -336,9 +358,11 @@ async def measure(
             server.stats(reset_gc_max=True)
             gc_before = server.stats()["gc"]["generations"]
             cpu_before = cpu_seconds(server.app_pid)
+            window_began = time.time()
             with sampled(server.app_pid) if profile else nullcontext() as spied:
                 samples = await probe_for(server.port, window)
             cpu = (cpu_seconds(server.app_pid) - cpu_before) / window
+            window_ended = time.time()
             gc_after = server.stats()["gc"]["generations"]
             alive = all(client.poll() is None for client in clients)
             if to_all and count:
@@ -348,6 +372,9 @@ async def measure(
     finally:
         stop_process(server.proc)
     collections, longest = collections_between(gc_before, gc_after)
+    held = ""
+    if callback_log is not None:
+        held = slow_callbacks.summary(slow_callbacks.read(callback_log, window_began, window_ended))
     return {
         "kind": kind,
         "connections": count,
@@ -362,6 +389,7 @@ async def measure(
         "longest_ms": longest,
         "kb_per_connection": (rss_after - rss_before) / count if count else 0.0,
         "profile": spied.summary() if spied is not None else "",
+        "held_the_loop": held,
         "broadcast": sent,
     }
 
@@ -422,6 +450,7 @@ async def run(
     profile: bool = False,
     to_all: bool = False,
     rounds: int = 1,
+    log_callbacks: bool = False,
 ) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -430,8 +459,14 @@ async def run(
         try:
             for count in counts:
                 for kind in kinds:
-                    row = await measure(kind, count, window, redis, tmp, profile, to_all, rounds)
+                    row = await measure(
+                        kind, count, window, redis, tmp, profile, to_all, rounds, log_callbacks
+                    )
                     print(row.pop("profile"), file=sys.stderr)
+                    held = row.pop("held_the_loop")
+                    if held:
+                        print(f"{count}, {kind}: what held the loop in the window", file=sys.stderr)
+                        print(held, file=sys.stderr)
                     print(row, file=sys.stderr, flush=True)
                     rows.append(row)
         finally:
@@ -450,13 +485,28 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=1, help="with --broadcast: this many messages, each measured"
     )
+    parser.add_argument(
+        "--slow-callbacks",
+        action="store_true",
+        help="log what holds the loop of a daphne server (callbacks over 4 ms, collections)",
+    )
     parser.add_argument("--plot", type=Path, help="write stalls.png (stall and CPU against N)")
     args = parser.parse_args()
     if args.rounds < 1 or (args.rounds > 1 and not args.broadcast):
         parser.error("--rounds takes a count of 1 or more, with --broadcast")
     kinds = args.kinds.split(",") + (["tuned-former"] if args.former else [])
     counts = [int(n) for n in args.connections.split(",")]
-    rows = asyncio.run(run(counts, kinds, args.window, args.profile, args.broadcast, args.rounds))
+    rows = asyncio.run(
+        run(
+            counts,
+            kinds,
+            args.window,
+            args.profile,
+            args.broadcast,
+            args.rounds,
+            args.slow_callbacks,
+        )
+    )
     print(table(rows, args.window))
     if args.plot is not None:
         from benchmarks import plots

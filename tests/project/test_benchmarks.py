@@ -400,3 +400,40 @@ async def test_lean_clients_listen_until_the_last_message_of_several():
                 client.wait()
     assert sorted(reports[0]["by_seq"]) == ["0"]  # one message: reported in the gap
     assert sorted(reports[1]["by_seq"]) == ["0", "1"] and reports[1]["got"] == 4
+
+
+def test_slow_callback_log_names_what_held_the_loop(tmp_path):
+    """``benchmarks/slow_callbacks``: a process started with the directory first on its
+    path logs a task step that held its loop 30 ms by its coroutine, leaves a 1 ms one
+    out, and the summary groups the two 30 ms steps of one coroutine as one line."""
+    import os
+
+    from benchmarks import slow_callbacks
+
+    program = (
+        "import asyncio, time\n"
+        "async def holds_the_loop():\n"
+        "    for _ in range(2):\n"
+        "        time.sleep(0.03)\n"
+        "        await asyncio.sleep(0)\n"
+        "async def brief():\n"
+        "    time.sleep(0.001)\n"
+        "async def main():\n"
+        "    await asyncio.gather(holds_the_loop(), brief())\n"
+        "asyncio.run(main())\n"
+    )
+    prefix = tmp_path / "callbacks"
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(Path(slow_callbacks.__file__).parent), str(REPO)]),
+        CT_SLOW_CALLBACK_LOG=str(prefix),
+    )
+    began = time.time()
+    subprocess.run([sys.executable, "-c", program], env=env, check=True, timeout=60)
+    held = slow_callbacks.read(prefix, began, time.time())
+    steps = [h for h in held if h.what == "task holds_the_loop"]
+    assert len(steps) == 1 and steps[0].count == 2, held
+    assert 30 <= steps[0].longest_ms < 1000 and steps[0].total_ms >= 60, held
+    assert not [h for h in held if "brief" in h.what], held
+    assert "task holds_the_loop" in slow_callbacks.summary(held)
+    assert slow_callbacks.read(prefix, began - 60, began - 30) == []

@@ -1,0 +1,47 @@
+"""Read the logs of ``benchmarks/slow_callbacks/sitecustomize.py``: what held a
+server's loop over a window, grouped by what it was."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+#: Addresses and counts that differ between two calls of the same callback.
+_VARYING = re.compile(r"0x[0-9a-f]+|\b\d+\b")
+
+
+@dataclass
+class Held:
+    what: str
+    count: int
+    longest_ms: float
+    total_ms: float
+
+
+def read(prefix: Path, since: float, until: float) -> list[Held]:
+    """Every ``<prefix>.<pid>`` log's entries between ``since`` and ``until`` (Unix
+    time), grouped by what held the loop, longest first."""
+    groups: dict[str, Held] = {}
+    for log in sorted(prefix.parent.glob(prefix.name + ".*")):
+        for line in log.read_text().splitlines():
+            stamp, took, what = line.split(" ", 2)
+            if not since <= float(stamp) <= until:
+                continue
+            key = _VARYING.sub("N", what)
+            held = groups.setdefault(key, Held(key, 0, 0.0, 0.0))
+            held.count += 1
+            held.longest_ms = max(held.longest_ms, float(took))
+            held.total_ms += float(took)
+    return sorted(groups.values(), key=lambda held: held.longest_ms, reverse=True)
+
+
+def summary(held: list[Held], limit: int = 10) -> str:
+    """One line per kind of callback, the longest first."""
+    if not held:
+        return "no callback or collection over the threshold"
+    lines = [f"{'longest ms':>10} {'count':>6} {'total ms':>9}  what"]
+    lines += [
+        f"{h.longest_ms:10.1f} {h.count:6d} {h.total_ms:9.1f}  {h.what}" for h in held[:limit]
+    ]
+    return "\n".join(lines)

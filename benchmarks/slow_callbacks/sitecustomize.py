@@ -1,0 +1,57 @@
+"""Log every event-loop callback and collection that holds the loop (a diagnostic).
+
+Put this directory first on ``PYTHONPATH`` of a server process with
+``CT_SLOW_CALLBACK_LOG=<prefix>`` in its environment (``benchmarks/stall.py
+--slow-callbacks`` does both) and the process appends to ``<prefix>.<pid>`` one line
+per callback that ran over ``CT_SLOW_CALLBACK_MS`` (4 by default) and per collection
+over half that: ``<unix time> <ms> <what>``, where a task's step is named by its
+coroutine (``task Scheduler._run``), a collection by its generation (``GC gen1``) and
+a Twisted timed call, which clears its callback once run, shows as ``None``.
+
+It wraps ``asyncio.events.Handle._run`` (a private method), so every callback of
+the process pays one more Python call: a diagnostic for benchmarks, never for
+production, and it shadows any other ``sitecustomize`` on the path. Session 37 found
+with it the three loops that held an idle server at 19 000 connections (docs/gc.md).
+"""
+
+import os
+
+if os.environ.get("CT_SLOW_CALLBACK_LOG"):
+    import asyncio
+    import asyncio.events
+    import gc
+    import time
+
+    _threshold = float(os.environ.get("CT_SLOW_CALLBACK_MS", "4")) / 1000
+    _out = open(f"{os.environ['CT_SLOW_CALLBACK_LOG']}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115
+    _original_run = asyncio.events.Handle._run
+    _perf = time.perf_counter
+
+    def _describe(callback: object) -> str:
+        owner = getattr(callback, "__self__", None)
+        if isinstance(owner, asyncio.Task):
+            coro = owner.get_coro()
+            return "task " + getattr(coro, "__qualname__", repr(coro))
+        return " ".join(repr(callback).split())[:200]
+
+    def _timed_run(self: asyncio.events.Handle) -> None:
+        callback = self._callback  # read first: a Twisted timed call clears its own
+        started = _perf()
+        _original_run(self)
+        took = _perf() - started
+        if took > _threshold:
+            _out.write(f"{time.time():.3f} {took * 1000:.1f} {_describe(callback)}\n")
+
+    asyncio.events.Handle._run = _timed_run  # type: ignore[method-assign]
+
+    _collection_started = [0.0]
+
+    def _time_collections(phase: str, info: dict) -> None:
+        if phase == "start":
+            _collection_started[0] = _perf()
+            return
+        took = _perf() - _collection_started[0]
+        if took > _threshold / 2:
+            _out.write(f"{time.time():.3f} {took * 1000:.1f} GC gen{info['generation']}\n")
+
+    gc.callbacks.append(_time_collections)
