@@ -140,7 +140,7 @@ def _mirror_metrics(now: float, consumers: Iterable[Any]) -> None:
 
 
 def _refresh_memberships(now: float, consumers: Iterable[Any]) -> None:
-    refresh_tracked_memberships(list(consumers))
+    refresh_tracked_memberships(consumers)  # it takes its own copy
 
 
 def start_process_services(owner: Scheduler) -> None:

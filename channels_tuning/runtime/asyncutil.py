@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import weakref
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _semaphores: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, asyncio.Semaphore]] = (
     weakref.WeakKeyDictionary()
@@ -74,3 +78,25 @@ def loop_keyed_limiter(name: str, size: int) -> KeyedLimiter:
     if limiter is None:
         limiter = per_loop[name] = KeyedLimiter(size)
     return limiter
+
+
+async def in_slices(
+    items: Sequence[T],
+    size: int,
+    run: Callable[[Sequence[T]], object],
+    *,
+    on_cancel: Callable[[Sequence[T]], object] | None = None,
+) -> None:
+    """``run(part)`` for each ``size`` items of ``items`` in order, the loop serving
+    other work between two parts: a step that grows with the connections held the
+    loop for as long (docs/gc.md). Cancelled between two parts, it hands the items
+    not run yet to ``on_cancel``, then raises."""
+    for start in range(0, len(items), size):
+        if start:
+            try:
+                await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                if on_cancel is not None:
+                    on_cancel(items[start:])
+                raise
+        run(items[start : start + size])

@@ -43,6 +43,7 @@ from typing import Any
 from ..core.every import Every
 from ..core.timerwheel import TimerWheel
 from . import clock
+from .asyncutil import in_slices
 from .registry import ConnectionRegistry, registry
 
 logger = logging.getLogger(__name__)
@@ -181,15 +182,17 @@ class Scheduler:
         self._run_jobs(now)
 
     async def _tick_in_slices(self, due: list[Any]) -> None:
-        for start in range(0, len(due), TICK_SLICE):
-            if start:
-                try:
-                    await asyncio.sleep(0)  # the loop serves the rest between slices
-                except asyncio.CancelledError:
-                    for consumer in due[start:]:
-                        self.schedule(consumer, 0.0)  # at the next start's first tick
-                    raise
-            self._tick(due[start : start + TICK_SLICE], clock.monotonic())
+        await in_slices(
+            due,
+            TICK_SLICE,
+            lambda part: self._tick(part, clock.monotonic()),
+            on_cancel=self._due_at_next_start,
+        )
+
+    def _due_at_next_start(self, consumers: Iterable[Any]) -> None:
+        """A stop between slices: the rest are ticked at the next start's first tick."""
+        for consumer in consumers:
+            self.schedule(consumer, 0.0)
 
     def _run_jobs(self, now: float) -> None:
         connections = self._connections
@@ -219,7 +222,7 @@ class Scheduler:
                 due.append(consumer)
         return due
 
-    def _tick(self, due: list[Any], now: float) -> None:
+    def _tick(self, due: Iterable[Any], now: float) -> None:
         # Ticked after the pops, so a consumer due again at once waits for the next
         # tick rather than looping here.
         connections = self._connections

@@ -19,6 +19,7 @@ from typing import Any
 
 from ...compat import channels_redis as upstream
 from ...conf import DEFAULTS, project_settings
+from ...runtime.asyncutil import in_slices
 from ...runtime.counters import LAYER_ERRORS
 from .. import capabilities
 from . import keys
@@ -192,10 +193,7 @@ async def _collect_and_refresh(consumers: list[Any]) -> None:
     # A consumer that leaves a group meanwhile waits for this task (refresh_finished)
     # before its ZREM, whichever slice it is in.
     by_layer: dict[Any, dict[str, list[str]]] = {}
-    for start in range(0, len(consumers), COLLECT_SLICE):
-        if start:
-            await asyncio.sleep(0)
-        _collect(consumers[start : start + COLLECT_SLICE], by_layer)
+    await in_slices(consumers, COLLECT_SLICE, lambda part: _collect(part, by_layer))
     if by_layer:
         await _refresh(by_layer)
 
