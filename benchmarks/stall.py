@@ -7,8 +7,8 @@ package on ``channels-tuning-daphne`` (package defaults: heartbeats and the coll
 settings as shipped; with ``--former`` also the settings before issue #25: a full
 collection every 60 s, no freeze rounds) and the ``websockets`` ceiling with daphne's
 keepalive (a ping every 20 s). Then, for ``--window`` seconds, this process probes
-the server's loop: ``GET /_ping`` on a new connection every 0.2 s, timed from connect
-to the last byte. Per row:
+the server's loop: ``GET /_ping`` on a new connection every 0.2 s from 127.0.0.2
+(:data:`PROBE_SOURCE`), timed from connect to the last byte. Per row:
 
 - worst stall: the longest probe or the longest collection in the window, whichever
   is longer (a collection stops the loop; a probe sees whatever else does);
@@ -106,12 +106,20 @@ QUIET_SPAN = 0.1
 QUIET_MARGIN = 0.1
 ROUND_LIMIT = 120.0
 DAPHNE_PING_INTERVAL = 20.0
+#: The probes' source address, not the idle clients' 127.0.0.1: a connect() to the
+#: server's port from an address whose ephemeral ports the clients hold makes the
+#: kernel search past the ports in use for that server (19 000 of ~28 000), which at
+#: 19 000 was 1.0 ms of the probe's 2.6 ms p50: a cost of the clients' machine, not of
+#: the server's loop. From 127.0.0.2 the probe's connect takes what it takes with
+#: nothing open (docs/benchmarks.md). ``--probe-source 127.0.0.1``: as before 2026-12-06.
+PROBE_SOURCE = "127.0.0.2"
 
 
 async def probe(port: int) -> float:
-    """Seconds from connect to the end of the answer of GET /_ping."""
+    """Seconds from connect to the end of the answer of GET /_ping, from
+    :data:`PROBE_SOURCE`."""
     started = time.perf_counter()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(PROBE_SOURCE, 0))
     writer.write(b"GET /_ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
     await reader.read()
     elapsed = time.perf_counter() - started
@@ -475,6 +483,7 @@ async def run(
 
 
 def main() -> None:
+    global PROBE_SOURCE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", default="1000,5000,19000")
     parser.add_argument("--window", type=float, default=60.0)
@@ -490,8 +499,12 @@ def main() -> None:
         action="store_true",
         help="log what holds the loop of a daphne server (callbacks over 4 ms, collections)",
     )
+    parser.add_argument(
+        "--probe-source", default=PROBE_SOURCE, help="the probes' source address (loopback)"
+    )
     parser.add_argument("--plot", type=Path, help="write stalls.png (stall and CPU against N)")
     args = parser.parse_args()
+    PROBE_SOURCE = args.probe_source
     if args.rounds < 1 or (args.rounds > 1 and not args.broadcast):
         parser.error("--rounds takes a count of 1 or more, with --broadcast")
     kinds = args.kinds.split(",") + (["tuned-former"] if args.former else [])
