@@ -30,7 +30,7 @@ Rows (each from the benchmark named, run in this process' sitting):
 - GC at 5000 idle connections during a burst: time in the collector and the longest
   gen2 pause, with and without ``GC_FREEZE`` (``benchmarks/gc_pause.py``);
 - stalls at 1 000, 5 000 and 19 000 idle connections in one process over a minute:
-  the worst stall of the loop, probe p99, server CPU; then one message to all of them:
+  the worst stall of the loop, probe p50 and p99, server CPU; then one message to all of them:
   time to the last delivery, server CPU per delivery, the longest probe meanwhile
   (``benchmarks/stall.py --broadcast``), and for five more messages, each sent a
   second after the server was idle again (``--rounds 6``), the least delivered and
@@ -466,6 +466,7 @@ async def measure(
             for count, by_kind in stalls.items():
                 for title, key, fmt in (
                     ("worst stall of the loop, ms", "worst_stall_ms", "{:.0f}"),
+                    ("probe p50, ms", "probe_p50_ms", "{:.1f}"),
                     ("probe p99, ms", "probe_p99_ms", "{:.1f}"),
                     ("server CPU, % of a core", "cpu_percent", "{:.1f}"),
                 ):
