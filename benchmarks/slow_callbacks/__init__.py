@@ -21,9 +21,13 @@ class Held:
 
 def read(prefix: Path, since: float, until: float) -> list[Held]:
     """Every ``<prefix>.<pid>`` log's entries between ``since`` and ``until`` (Unix
-    time), grouped by what held the loop, longest first."""
+    time), grouped by what held the loop, longest first. No log at all means the
+    hook never loaded: an error, not a loop that nothing held."""
+    logs = sorted(prefix.parent.glob(prefix.name + ".*"))
+    if not logs:
+        raise FileNotFoundError(f"no {prefix}.<pid>: the sitecustomize did not load")
     groups: dict[str, Held] = {}
-    for log in sorted(prefix.parent.glob(prefix.name + ".*")):
+    for log in logs:
         for line in log.read_text().splitlines():
             stamp, took, what = line.split(" ", 2)
             if not since <= float(stamp) <= until:

@@ -437,3 +437,5 @@ def test_slow_callback_log_names_what_held_the_loop(tmp_path):
     assert not [h for h in held if "brief" in h.what], held
     assert "task holds_the_loop" in slow_callbacks.summary(held)
     assert slow_callbacks.read(prefix, began - 60, began - 30) == []
+    with pytest.raises(FileNotFoundError):  # no log: the hook did not load
+        slow_callbacks.read(tmp_path / "elsewhere", began, time.time())
