@@ -7,7 +7,7 @@ Per server process: ``channels-tuning-daphne`` with Redis and the package defaul
 processes of at most 5 000 connections each (``tests/support/fanout_client.py``),
 answering pings as every client library does. For ``--window`` seconds this process
 probes every server's loop as ``benchmarks/stall.py`` does (``GET /_ping`` on a new
-connection every 0.2 s, timed to the last byte). Then one 100-byte ``broadcast()`` to
+connection every 0.2 s from 127.0.0.2, timed to the last byte). Then one 100-byte ``broadcast()`` to
 the group, the loops probed every 20 ms meanwhile.
 
 Reported, for all processes together: connections held at the start and at the end
@@ -17,6 +17,7 @@ probe or collection), probe p50 / p99, collections per generation; for the broad
 delivered, the time to the last delivery, the longest probe meanwhile.
 
     python benchmarks/c100k.py [--processes 5] [--per-process 19800] [--window 600]
+                               [--probe-source 127.0.0.2]
 
 The fd limit of these machines is 20 000 per process, and a process may not raise it:
 a server holds its own files, its Redis connections and the probes next to the
@@ -44,6 +45,8 @@ from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
 from benchmarks.fanout import cpu_seconds  # noqa: E402
 from benchmarks.stall import (  # noqa: E402
     BROADCAST_PROBE_EVERY,
+    PROBE_EVERY,
+    PROBE_SOURCE,
     client_reports,
     collections_between,
     percentile,
@@ -59,7 +62,9 @@ def closes(server) -> dict[str, float]:
     return {str(labels): value for labels, value in counters.items()}
 
 
-async def hold(servers: list, redis, group: str, per_process: int, window: float) -> dict:
+async def hold(
+    servers: list, redis, group: str, per_process: int, window: float, probe_source: str
+) -> dict:
     """Every server holds ``per_process`` clients: the window, then the broadcast."""
     path = ROUTES["tuned"].format(group)
     opening = time.monotonic()
@@ -76,7 +81,9 @@ async def hold(servers: list, redis, group: str, per_process: int, window: float
             server.stats(reset_gc_max=True)
         gc_before = [server.stats()["gc"]["generations"] for server in servers]
         cpu_before = [cpu_seconds(server.app_pid) for server in servers]
-        probes = await asyncio.gather(*(probe_for(server.port, window) for server in servers))
+        probes = await asyncio.gather(
+            *(probe_for(server.port, window, PROBE_EVERY, probe_source) for server in servers)
+        )
         cpu = [
             (cpu_seconds(server.app_pid) - before) / window
             for server, before in zip(servers, cpu_before, strict=True)
@@ -88,7 +95,10 @@ async def hold(servers: list, redis, group: str, per_process: int, window: float
         closed_by_server = [closes(server) for server in servers]
 
         probers = asyncio.gather(
-            *(probe_for(server.port, 3.0, BROADCAST_PROBE_EVERY) for server in servers)
+            *(
+                probe_for(server.port, 3.0, BROADCAST_PROBE_EVERY, probe_source)
+                for server in servers
+            )
         )
         await publish_once("tuned", None, redis, group)
         during = await probers
@@ -128,7 +138,9 @@ async def hold(servers: list, redis, group: str, per_process: int, window: float
     }
 
 
-async def run(processes: int, per_process: int, window: float) -> dict:
+async def run(
+    processes: int, per_process: int, window: float, probe_source: str = PROBE_SOURCE
+) -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp)
@@ -138,7 +150,8 @@ async def run(processes: int, per_process: int, window: float) -> dict:
                 servers.append(start_daphne(tmp, tuned=True, redis=redis))
             rss_empty_mb = sum(server.rss_kb() for server in servers) / 1024
             pss_empty_mb = sum(server.pss_kb() for server in servers) / 1024
-            result = await hold(servers, redis, f"c100k-{time.monotonic_ns()}", per_process, window)
+            group = f"c100k-{time.monotonic_ns()}"
+            result = await hold(servers, redis, group, per_process, window, probe_source)
         finally:
             for server in servers:
                 stop_process(server.proc)
@@ -210,8 +223,11 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=5)
     parser.add_argument("--per-process", type=int, default=19_800)
     parser.add_argument("--window", type=float, default=600.0)
+    parser.add_argument(
+        "--probe-source", default=PROBE_SOURCE, help="the probes' source address (loopback)"
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.processes, args.per_process, args.window))
+    result = asyncio.run(run(args.processes, args.per_process, args.window, args.probe_source))
     print(json.dumps(result), file=sys.stderr)
     print(report(result, args.processes, args.per_process, args.window))
 

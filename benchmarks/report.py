@@ -443,11 +443,13 @@ async def measure(
                         kind: await stall.measure(
                             kind,
                             count,
-                            counts.stall_window,
                             redis,
                             tmp,
-                            to_all=True,
-                            rounds=counts.broadcast_rounds,
+                            stall.Options(
+                                window=counts.stall_window,
+                                broadcast=True,
+                                rounds=counts.broadcast_rounds,
+                            ),
                         )
                         for kind in stall.KINDS
                     }

@@ -48,6 +48,7 @@ is, not only how long.
                                [--rounds K]  # K messages, each measured on its own
                                [--profile]   # py-spy: where the idle CPU goes
                                [--slow-callbacks]  # what held the loop, by callback
+                               [--probe-source 127.0.0.2]  # 127.0.0.1: as before 2026-12-06
                                [--plot DIR]  # stalls.png
 
 The fd limit of these machines is 20 000 per process: 19 000 is the most one server
@@ -65,6 +66,7 @@ import sys
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -116,11 +118,10 @@ DAPHNE_PING_INTERVAL = 20.0
 PROBE_SOURCE = "127.0.0.2"
 
 
-async def probe(port: int) -> float:
-    """Seconds from connect to the end of the answer of GET /_ping, from
-    :data:`PROBE_SOURCE`."""
+async def probe(port: int, source: str = PROBE_SOURCE) -> float:
+    """Seconds from connect to the end of the answer of GET /_ping, from ``source``."""
     started = time.perf_counter()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(PROBE_SOURCE, 0))
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     writer.write(b"GET /_ping HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
     await reader.read()
     elapsed = time.perf_counter() - started
@@ -128,25 +129,46 @@ async def probe(port: int) -> float:
     return elapsed
 
 
-async def probe_and_wait(port: int, every: float, samples: list[float]) -> None:
+async def probe_and_wait(port: int, every: float, samples: list[float], source: str) -> None:
     """One probe appended to ``samples``, then the pause before the next."""
-    samples.append(await asyncio.wait_for(probe(port), 30))
+    samples.append(await asyncio.wait_for(probe(port, source), 30))
     await asyncio.sleep(every)
 
 
-async def probe_for(port: int, window: float, every: float = PROBE_EVERY) -> list[float]:
+async def probe_for(
+    port: int, window: float, every: float = PROBE_EVERY, source: str = PROBE_SOURCE
+) -> list[float]:
     """Probe every ``every`` s for ``window`` s."""
     samples: list[float] = []
     ends = time.monotonic() + window
     while time.monotonic() < ends:
-        await probe_and_wait(port, every, samples)
+        await probe_and_wait(port, every, samples, source)
     return samples
 
 
-async def probe_until(port: int, stop: asyncio.Event, every: float, samples: list[float]) -> None:
+async def probe_until(
+    port: int, stop: asyncio.Event, every: float, samples: list[float], source: str
+) -> None:
     """Probe every ``every`` s until ``stop`` is set, into the caller's ``samples``."""
     while not stop.is_set():
-        await probe_and_wait(port, every, samples)
+        await probe_and_wait(port, every, samples, source)
+
+
+@dataclass(frozen=True)
+class Options:
+    """What a row measures besides its server and its count (the command's flags)."""
+
+    #: Seconds of the idle window the loop is probed over.
+    window: float
+    #: The probes' source address (:data:`PROBE_SOURCE`).
+    probe_source: str = PROBE_SOURCE
+    #: py-spy on the server during the window (and the broadcast).
+    profile: bool = False
+    #: After the window, ``rounds`` messages to every held connection.
+    broadcast: bool = False
+    rounds: int = 1
+    #: Log what holds a daphne server's loop (``benchmarks/slow_callbacks/``).
+    slow_callbacks: bool = False
 
 
 async def publish_once(kind: str, server, redis, group: str, seq: int = 0) -> None:
@@ -170,10 +192,9 @@ async def broadcast_to_all(
     group: str,
     clients: list,
     idle_cpu: float,
-    profile: bool,
-    rounds: int = 1,
+    options: Options,
 ) -> dict:
-    """One message to every held connection (``rounds`` of them, one after another),
+    """One message to every held connection (``options.rounds`` of them, one after another),
     the loop probed meanwhile (see the module docstring). The clients report 3 s after
     the last frame they got, once the last round's frames came."""
     samples: list[tuple[float, dict[int, int]]] = []
@@ -187,9 +208,12 @@ async def broadcast_to_all(
 
     sampler = asyncio.create_task(sample_cpu())
     await asyncio.sleep(0.05)
-    with sampled(server.app_pid) if profile else nullcontext() as spied:
+    rounds = options.rounds
+    with sampled(server.app_pid) if options.profile else nullcontext() as spied:
         prober = asyncio.create_task(
-            probe_until(server.port, stop_probing, BROADCAST_PROBE_EVERY, probes)
+            probe_until(
+                server.port, stop_probing, BROADCAST_PROBE_EVERY, probes, options.probe_source
+            )
         )
         for seq in range(rounds):
             if seq:
@@ -342,19 +366,10 @@ def percentile(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def measure(
-    kind: str,
-    count: int,
-    window: float,
-    redis,
-    tmp: Path,
-    profile: bool = False,
-    to_all: bool = False,
-    rounds: int = 1,
-    log_callbacks: bool = False,
-) -> dict:
+async def measure(kind: str, count: int, redis, tmp: Path, options: Options) -> dict:
     # The ceiling is not a daphne process: its loop is not logged.
-    logged = log_callbacks and kind != "websockets"
+    window = options.window
+    logged = options.slow_callbacks and kind != "websockets"
     callback_log = tmp / f"callbacks-{kind}-{count}" if logged else None
     server = start_server(kind, redis, tmp, callback_log=callback_log)
     group = f"stall-{kind}-{time.monotonic_ns()}"
@@ -362,7 +377,7 @@ async def measure(
     sent: dict = {}
     try:
         rss_before = server.rss_kb()
-        with idle_clients(server.port, path, count, rounds) as clients:
+        with idle_clients(server.port, path, count, options.rounds) as clients:
             await asyncio.sleep(5)  # the last upgrades settle
             held = server.stats()["connections"] if kind == "websockets" else None
             rss_after = server.rss_kb()
@@ -370,16 +385,14 @@ async def measure(
             gc_before = server.stats()["gc"]["generations"]
             cpu_before = cpu_seconds(server.app_pid)
             window_began = time.time()
-            with sampled(server.app_pid) if profile else nullcontext() as spied:
-                samples = await probe_for(server.port, window)
+            with sampled(server.app_pid) if options.profile else nullcontext() as spied:
+                samples = await probe_for(server.port, window, source=options.probe_source)
             cpu = (cpu_seconds(server.app_pid) - cpu_before) / window
             window_ended = time.time()
             gc_after = server.stats()["gc"]["generations"]
             alive = all(client.poll() is None for client in clients)
-            if to_all and count:
-                sent = await broadcast_to_all(
-                    kind, server, redis, group, clients, cpu, profile, rounds
-                )
+            if options.broadcast and count:
+                sent = await broadcast_to_all(kind, server, redis, group, clients, cpu, options)
     finally:
         stop_process(server.proc)
     collections, longest = collections_between(gc_before, gc_after)
@@ -454,15 +467,7 @@ def later_rounds(sent: dict) -> str:
     return f"{sent['later_us_per_delivery']:.1f} ({each})"
 
 
-async def run(
-    counts: list[int],
-    kinds: list[str],
-    window: float,
-    profile: bool = False,
-    to_all: bool = False,
-    rounds: int = 1,
-    log_callbacks: bool = False,
-) -> list[dict]:
+async def run(counts: list[int], kinds: list[str], options: Options) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -470,9 +475,7 @@ async def run(
         try:
             for count in counts:
                 for kind in kinds:
-                    row = await measure(
-                        kind, count, window, redis, tmp, profile, to_all, rounds, log_callbacks
-                    )
+                    row = await measure(kind, count, redis, tmp, options)
                     print(row.pop("profile"), file=sys.stderr)
                     held = row.pop("held_the_loop")
                     if held:
@@ -486,7 +489,6 @@ async def run(
 
 
 def main() -> None:
-    global PROBE_SOURCE
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--connections", default="1000,5000,19000")
     parser.add_argument("--window", type=float, default=60.0)
@@ -507,22 +509,19 @@ def main() -> None:
     )
     parser.add_argument("--plot", type=Path, help="write stalls.png (stall and CPU against N)")
     args = parser.parse_args()
-    PROBE_SOURCE = args.probe_source
     if args.rounds < 1 or (args.rounds > 1 and not args.broadcast):
         parser.error("--rounds takes a count of 1 or more, with --broadcast")
     kinds = args.kinds.split(",") + (["tuned-former"] if args.former else [])
     counts = [int(n) for n in args.connections.split(",")]
-    rows = asyncio.run(
-        run(
-            counts,
-            kinds,
-            args.window,
-            args.profile,
-            args.broadcast,
-            args.rounds,
-            args.slow_callbacks,
-        )
+    options = Options(
+        window=args.window,
+        probe_source=args.probe_source,
+        profile=args.profile,
+        broadcast=args.broadcast,
+        rounds=args.rounds,
+        slow_callbacks=args.slow_callbacks,
     )
+    rows = asyncio.run(run(counts, kinds, options))
     print(table(rows, args.window))
     if args.plot is not None:
         from benchmarks import plots

@@ -170,7 +170,12 @@ class Scheduler:
     async def _run(self) -> None:
         while self._connections or self.keep_alive:
             await asyncio.sleep(self.tick)
-            await self._tick_in_slices(self._pop_due(clock.monotonic()))
+            await in_slices(
+                self._pop_due(clock.monotonic()),
+                TICK_SLICE,
+                lambda part: self._tick(part, clock.monotonic()),
+                on_cancel=self._due_at_next_start,
+            )
             self._run_jobs(clock.monotonic())
         self._task = None
         self._timers.rebuild(())  # every entry's connection is gone
@@ -180,14 +185,6 @@ class Scheduler:
         tick; the task's own ticks go in slices)."""
         self._tick(self._pop_due(now), now)
         self._run_jobs(now)
-
-    async def _tick_in_slices(self, due: list[Any]) -> None:
-        await in_slices(
-            due,
-            TICK_SLICE,
-            lambda part: self._tick(part, clock.monotonic()),
-            on_cancel=self._due_at_next_start,
-        )
 
     def _due_at_next_start(self, consumers: Iterable[Any]) -> None:
         """A stop between slices: the rest are ticked at the next start's first tick."""
