@@ -14,7 +14,9 @@ Reported, for all processes together: connections held at the start and at the e
 of the window (the servers' count), connections the clients saw closed, server CPU in
 % of one core, total server RSS and PSS; per process: the worst stall (the longest
 probe or collection), probe p50 / p99, collections per generation; for the broadcast:
-delivered, the time to the last delivery, the longest probe meanwhile.
+delivered, the time to the last delivery, the longest probe meanwhile; for Redis:
+its CPU and its calls per second over the window, the busiest commands named (what
+the servers' heartbeats, membership refreshes and stats cost it).
 
     python benchmarks/c100k.py [--processes 5] [--per-process 19800] [--window 600]
                                [--probe-source 127.0.0.2]
@@ -56,6 +58,38 @@ from benchmarks.stall import (  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
 
+def redis_load(redis) -> tuple[float, dict[str, int]]:
+    """Redis's CPU seconds so far and its calls so far by command: read at both ends
+    of the window, the load the servers' heartbeats, membership refreshes and stats
+    put on it (the sizing guidance's "Redis load")."""
+    import redis as redis_py
+
+    client = redis_py.Redis.from_url(redis.url)
+    try:
+        calls = {
+            name.removeprefix("cmdstat_"): int(figures["calls"])
+            for name, figures in client.info("commandstats").items()
+        }
+    finally:
+        client.close()
+    return cpu_seconds(redis.proc.pid), calls
+
+
+def load_between(
+    before: tuple[float, dict[str, int]], after: tuple[float, dict[str, int]], window: float
+) -> dict:
+    """Redis's CPU (% of a core) and calls per second, in all and by command."""
+    per_command = {
+        name: (calls - before[1].get(name, 0)) / window for name, calls in after[1].items()
+    }
+    busiest = dict(sorted(per_command.items(), key=lambda item: -item[1])[:5])
+    return {
+        "cpu_percent": (after[0] - before[0]) / window * 100,
+        "calls_per_s": sum(per_command.values()),
+        "busiest_per_s": {name: rate for name, rate in busiest.items() if rate > 0},
+    }
+
+
 def closes(server) -> dict[str, float]:
     """The server's close counter by reason (``channels_tuning_closes_total``)."""
     counters = server.stats()["counters"]["channels_tuning_closes_total"]
@@ -81,6 +115,7 @@ async def hold(
             server.stats(reset_gc_max=True)
         gc_before = [server.stats()["gc"]["generations"] for server in servers]
         cpu_before = [cpu_seconds(server.app_pid) for server in servers]
+        redis_before = redis_load(redis)
         probes = await asyncio.gather(
             *(probe_for(server.port, window, PROBE_EVERY, probe_source) for server in servers)
         )
@@ -88,6 +123,7 @@ async def hold(
             (cpu_seconds(server.app_pid) - before) / window
             for server, before in zip(servers, cpu_before, strict=True)
         ]
+        redis_in_window = load_between(redis_before, redis_load(redis), window)
         gc_after = [server.stats()["gc"]["generations"] for server in servers]
         held_at_end = [server.stats()["connections"] for server in servers]
         rss_mb = [server.rss_kb() / 1024 for server in servers]
@@ -135,6 +171,7 @@ async def hold(
         "delivered": sum(report["got"] for report in reports),
         "clients_without_report": sum(not report["reported"] for report in reports),
         "last_delivery_ms": max(latencies, default=0.0) * 1000,
+        "redis": redis_in_window,
     }
 
 
@@ -213,6 +250,11 @@ def report(result: dict, processes: int, per_process: int, window: float) -> str
         f"{max(r['broadcast_probe_max_ms'] for r in rows):.0f} ms; delivered per "
         f"process {[row['delivered'] for row in rows]}; client processes that never "
         f"reported (got nothing): {result['clients_without_report']}",
+        f"Redis over the window: {result['redis']['cpu_percent']:.1f} % of a core, "
+        f"{result['redis']['calls_per_s']:.0f} calls/s; the busiest, calls/s: "
+        + ", ".join(
+            f"{name} {rate:.0f}" for name, rate in result["redis"]["busiest_per_s"].items()
+        ),
         f"server logs: {result['server_logs']}",
     ]
     return "\n".join(lines)

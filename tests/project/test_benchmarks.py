@@ -207,6 +207,32 @@ def test_send_floor_counts_every_frame_its_clients_read():
     assert 0 < per_send < 10_000, line
 
 
+def test_group_members_reads_every_member_of_each_size():
+    """A group send's read of its group, by size, against real Redis: each size's
+    group holds exactly that many members (the script asserts the read returned them
+    all, and that Redis counted one ZRANGE per read), and both costs are figures."""
+    output = run_script("group_members.py --members 10,300 --reads 3")
+    rows = [line for line in output.splitlines() if re.match(r"\| \d+ \|", line)]
+    assert [row.split("|")[1].strip() for row in rows] == ["10", "300"], output
+    for row in rows:
+        redis_us, producer_ms = (float(cell) for cell in row.strip("|").split("|")[1:])
+        assert redis_us >= 0 and producer_ms > 0, row
+
+
+def test_c100k_reports_redis_load_over_the_window():
+    """c100k.py in small: every connection held and reached by the broadcast, and
+    Redis's load over the window read from Redis itself (its liveness and stats keys
+    are written every few seconds, so the window sees calls)."""
+    output = run_script(
+        "c100k.py --processes 2 --per-process 30 --window 6 --probe-source 127.0.0.1",
+        timeout=180,
+    )
+    assert "one broadcast() to all: 60 of 60 delivered" in output, output
+    redis_line = next(line for line in output.splitlines() if line.startswith("Redis over"))
+    calls = float(redis_line.split("core, ")[1].split(" calls/s")[0])
+    assert calls > 0, redis_line
+
+
 @pytest.mark.slow
 def test_stall_probe_alone_is_a_row_of_its_own():
     """``--connections 0``: the probe against a server with nothing open, the floor
