@@ -10,7 +10,10 @@ runs first):
 
 - Redis's CPU per read (its ``commandstats`` for ``ZRANGE``, in µs);
 - the producer's time per read, the round trip and redis-py's parse of the reply
-  (with or without ``hiredis``, as installed: the output says which).
+  (with or without ``hiredis``, as installed: the output says which);
+- the longest the producer's event loop was held at a time meanwhile (a task that
+  wakes every millisecond sees the gaps): what a server whose handler sends to the
+  group makes its other connections wait.
 
     python benchmarks/group_members.py [--members 1000,19000,99000] [--reads 20]
 """
@@ -44,6 +47,20 @@ def zrange_usec(layer: RedisChannelLayer) -> tuple[int, int]:
     return int(figures.get("calls", 0)), int(figures.get("usec", 0))
 
 
+async def longest_hold() -> float:
+    """Until cancelled: the longest gap between two wake-ups 1 ms apart, less the 1 ms."""
+    longest = 0.0
+    last = time.perf_counter()
+    try:
+        while True:
+            await asyncio.sleep(0.001)
+            now = time.perf_counter()
+            longest = max(longest, now - last - 0.001)
+            last = now
+    except asyncio.CancelledError:
+        return longest
+
+
 async def measure(url: str, members: int, reads: int) -> dict:
     layer = RedisChannelLayer(hosts=[url])
     group = f"members-{members}"
@@ -53,10 +70,14 @@ async def measure(url: str, members: int, reads: int) -> dict:
         read, _ = await layer._group_members(group)  # warm: the connection is made
         assert len(read) == members, (len(read), members)
         calls_before, usec_before = zrange_usec(layer)
+        watching = asyncio.create_task(longest_hold())
+        await asyncio.sleep(0.05)
         started = time.perf_counter()
         for _ in range(reads):
             await layer._group_members(group)
         producer = (time.perf_counter() - started) / reads
+        watching.cancel()
+        held = await watching
         calls_after, usec_after = zrange_usec(layer)
     finally:
         await layer.close_pools()
@@ -65,6 +86,7 @@ async def measure(url: str, members: int, reads: int) -> dict:
         "members": members,
         "redis_us": (usec_after - usec_before) / reads,
         "producer_ms": producer * 1000,
+        "held_ms": held * 1000,
     }
 
 
@@ -86,10 +108,16 @@ def main() -> None:
     args = parser.parse_args()
     rows = asyncio.run(run([int(n) for n in args.members.split(",")], args.reads))
     parser_name = "hiredis" if HIREDIS_AVAILABLE else "redis-py's own parser"
-    print(f"| group members | Redis CPU per read, µs | producer per read, ms ({parser_name}) |")
-    print("|---|---|---|")
+    print(
+        f"| group members | Redis CPU per read, µs | producer per read, ms ({parser_name}) "
+        "| longest hold of the producer's loop, ms |"
+    )
+    print("|---|---|---|---|")
     for row in rows:
-        print(f"| {row['members']} | {row['redis_us']:.0f} | {row['producer_ms']:.1f} |")
+        print(
+            f"| {row['members']} | {row['redis_us']:.0f} | {row['producer_ms']:.1f} "
+            f"| {row['held_ms']:.1f} |"
+        )
 
 
 if __name__ == "__main__":
