@@ -7,8 +7,8 @@ Per server process: ``channels-tuning-daphne`` with Redis and the package defaul
 processes of at most 5 000 connections each (``tests/support/fanout_client.py``),
 answering pings as every client library does. For ``--window`` seconds this process
 probes every server's loop as ``benchmarks/stall.py`` does (``GET /_ping`` on a new
-connection every 0.2 s from 127.0.0.2, timed to the last byte). Then one 100-byte ``broadcast()`` to
-the group, the loops probed every 20 ms meanwhile.
+connection every 0.2 s from 127.0.0.2, timed to the last byte). Then one 100-byte
+``broadcast()`` to the group, the loops probed every 20 ms meanwhile.
 
 Reported, for all processes together: connections held at the start and at the end
 of the window (the servers' count), connections the clients saw closed, server CPU in
@@ -253,7 +253,7 @@ def report(result: dict, processes: int, per_process: int, window: float) -> str
         f"Redis over the window: {result['redis']['cpu_percent']:.1f} % of a core, "
         f"{result['redis']['calls_per_s']:.0f} calls/s; the busiest, calls/s: "
         + ", ".join(
-            f"{name} {rate:.0f}" for name, rate in result["redis"]["busiest_per_s"].items()
+            f"{name} {rate:.1f}" for name, rate in result["redis"]["busiest_per_s"].items()
         ),
         f"server logs: {result['server_logs']}",
     ]
