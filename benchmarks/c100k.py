@@ -39,6 +39,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -58,20 +59,25 @@ from benchmarks.stall import (  # noqa: E402
 from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
 
 
-def redis_load(redis) -> tuple[float, dict[str, int]]:
-    """Redis's CPU seconds so far and its calls so far by command: read at both ends
-    of the window, the load the servers' heartbeats, membership refreshes and stats
-    put on it (the sizing guidance's "Redis load")."""
+def commandstats(url: str) -> dict[str, dict[str, Any]]:
+    """Redis's figures so far by command (``INFO commandstats``: calls, usec, ...)."""
     import redis as redis_py
 
-    client = redis_py.Redis.from_url(redis.url)
+    client = redis_py.Redis.from_url(url)
     try:
-        calls = {
-            name.removeprefix("cmdstat_"): int(figures["calls"])
+        return {
+            name.removeprefix("cmdstat_"): figures
             for name, figures in client.info("commandstats").items()
         }
     finally:
         client.close()
+
+
+def redis_load(redis) -> tuple[float, dict[str, int]]:
+    """Redis's CPU seconds so far and its calls so far by command: read at both ends
+    of the window, the load the servers' heartbeats, membership refreshes and stats
+    put on it (the sizing guidance's "Redis load")."""
+    calls = {name: int(figures["calls"]) for name, figures in commandstats(redis.url).items()}
     return cpu_seconds(redis.proc.pid), calls
 
 

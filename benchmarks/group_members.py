@@ -30,6 +30,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks.c100k import commandstats  # noqa: E402
 from channels_tuning.layers import RedisChannelLayer  # noqa: E402
 from channels_tuning.layers.redis.membership import refresh_groups  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
@@ -37,13 +38,7 @@ from tests.support.processes import start_redis, stop_process  # noqa: E402
 
 def zrange_usec(layer: RedisChannelLayer) -> tuple[int, int]:
     """Redis's ZRANGE calls and µs so far."""
-    import redis as redis_py
-
-    client = redis_py.Redis.from_url(layer.hosts[0]["address"])
-    try:
-        figures = client.info("commandstats").get("cmdstat_zrange", {})
-    finally:
-        client.close()
+    figures = commandstats(layer.hosts[0]["address"]).get("zrange", {})
     return int(figures.get("calls", 0)), int(figures.get("usec", 0))
 
 

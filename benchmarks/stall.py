@@ -379,7 +379,6 @@ async def measure(kind: str, count: int, redis, tmp: Path, options: Options) -> 
         rss_before = server.rss_kb()
         with idle_clients(server.port, path, count, options.rounds) as clients:
             await asyncio.sleep(5)  # the last upgrades settle
-            held = server.stats()["connections"] if kind == "websockets" else None
             rss_after = server.rss_kb()
             server.stats(reset_gc_max=True)
             gc_before = server.stats()["gc"]["generations"]
@@ -402,7 +401,6 @@ async def measure(kind: str, count: int, redis, tmp: Path, options: Options) -> 
     return {
         "kind": kind,
         "connections": count,
-        "held": held,
         "clients_alive": alive,
         "worst_stall_ms": max(max(samples) * 1000, max(longest)),
         "probe_p50_ms": statistics.median(samples) * 1000,
