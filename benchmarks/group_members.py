@@ -1,19 +1,23 @@
-"""What a group send's read of its group costs, by the group's size.
+"""What a group send's read of its group, and the whole send, cost by the group's size.
 
 A group send on the tuned Redis layer (as on channels-redis) first reads every member
 of the group (``ZRANGE`` of the group's sorted set: each member's channel name), then
-writes the message once per receiving process. The write grows with the processes;
-the read grows with the members. Per size, against a real redis-server: the group
-filled by the layer's own membership refresh, then the layer's read of it timed
-(``RedisChannelLayer._group_members``, what every ``group_send`` and ``broadcast()``
-runs first):
+maps them to their processes' inboxes and writes the message once per receiving
+process. The write grows with the processes; the read and the mapping grow with the
+members. Per size, against a real redis-server: the group filled by the layer's own
+membership refresh with members of five processes (each saying it is alive, as a
+server does), then
 
-- Redis's CPU per read (its ``commandstats`` for ``ZRANGE``, in µs);
-- the producer's time per read, the round trip and redis-py's parse of the reply
-  (with or without ``hiredis``, as installed: the output says which);
-- the longest the producer's event loop was held at a time meanwhile (a task that
-  wakes every millisecond sees the gaps): what a server whose handler sends to the
-  group makes its other connections wait.
+- the layer's read of it timed (``RedisChannelLayer._group_members``, what every
+  ``group_send`` and ``broadcast()`` runs first): Redis's CPU per read (its
+  ``commandstats`` for ``ZRANGE``, in µs) and the producer's time per read, the round
+  trip and redis-py's parse of the reply (with or without ``hiredis``, as installed:
+  the output says which);
+- the whole send timed (``group_send_report``: the read, the mapping to inboxes, one
+  script writing the five messages);
+- for each, the longest the producer's event loop was held at a time meanwhile (a
+  task that wakes every millisecond sees the gaps): what a server whose handler sends
+  to the group makes its other connections wait.
 
     python benchmarks/group_members.py [--members 1000,19000,99000] [--reads 20]
 """
@@ -32,6 +36,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.c100k import commandstats  # noqa: E402
 from channels_tuning.layers import RedisChannelLayer  # noqa: E402
+from channels_tuning.layers.redis import keys  # noqa: E402
 from channels_tuning.layers.redis.membership import refresh_groups  # noqa: E402
 from tests.support.processes import start_redis, stop_process  # noqa: E402
 
@@ -56,14 +61,22 @@ async def longest_hold() -> float:
         return longest
 
 
+#: Server processes the members belong to (as in benchmarks/c100k.py).
+PROCESSES = 5
+
+
 async def measure(url: str, members: int, reads: int) -> dict:
     layer = RedisChannelLayer(hosts=[url])
+    processes = [RedisChannelLayer(hosts=[url]) for _ in range(PROCESSES)]
+    inboxes = [keys.channel_key(p, keys.process_channel(p)) for p in processes]
     group = f"members-{members}"
     try:
-        channels = [await layer.new_channel() for _ in range(members)]
+        channels = [
+            f"{keys.process_channel(processes[n % PROCESSES])}{n:x}" for n in range(members)
+        ]
         await refresh_groups(layer, {group: channels})
         read, _ = await layer._group_members(group)  # warm: the connection is made
-        assert len(read) == members, (len(read), members)
+        assert sorted(read) == sorted(channels), (len(read), members)
         calls_before, usec_before = zrange_usec(layer)
         watching = asyncio.create_task(longest_hold())
         await asyncio.sleep(0.05)
@@ -74,15 +87,42 @@ async def measure(url: str, members: int, reads: int) -> dict:
         watching.cancel()
         held = await watching
         calls_after, usec_after = zrange_usec(layer)
+        send, send_held = await time_sends(layer, processes, inboxes, group, reads)
     finally:
-        await layer.close_pools()
+        for each in [layer, *processes]:
+            await each.close_pools()
     assert calls_after - calls_before == reads
     return {
         "members": members,
         "redis_us": (usec_after - usec_before) / reads,
         "producer_ms": producer * 1000,
         "held_ms": held * 1000,
+        "send_ms": send * 1000,
+        "send_held_ms": send_held * 1000,
     }
+
+
+async def time_sends(
+    layer: RedisChannelLayer, processes: list, inboxes: list[str], group: str, sends: int
+) -> tuple[float, float]:
+    """Seconds per ``group_send_report`` to ``group`` and the longest hold of the loop
+    during the sends; each send reaches every member in one message per process (the
+    processes said they are alive just before; their inboxes emptied after)."""
+    connection = layer.connection(0)
+    members = await connection.zcard(keys.group_key(layer, group))
+    spent = 0.0
+    watching = asyncio.create_task(longest_hold())
+    for _ in range(sends):
+        for process in processes:
+            await process.mark_alive()
+        started = time.perf_counter()
+        report = await layer.group_send_report(group, {"type": "bench.event", "n": 1})
+        spent += time.perf_counter() - started
+        assert (report.receivers, report.processes) == (members, len(processes)), report
+        assert report.receivers_over_capacity == report.receivers_gone == 0, report
+        await connection.delete(*inboxes)
+    watching.cancel()
+    return spent / sends, await watching
 
 
 async def run(sizes: list[int], reads: int) -> list[dict]:
@@ -105,13 +145,13 @@ def main() -> None:
     parser_name = "hiredis" if HIREDIS_AVAILABLE else "redis-py's own parser"
     print(
         f"| group members | Redis CPU per read, µs | producer per read, ms ({parser_name}) "
-        "| longest hold of the producer's loop, ms |"
+        "| longest hold of the producer's loop, ms | whole send, ms | longest hold, ms |"
     )
-    print("|---|---|---|---|")
+    print("|---|---|---|---|---|---|")
     for row in rows:
         print(
             f"| {row['members']} | {row['redis_us']:.0f} | {row['producer_ms']:.1f} "
-            f"| {row['held_ms']:.1f} |"
+            f"| {row['held_ms']:.1f} | {row['send_ms']:.1f} | {row['send_held_ms']:.1f} |"
         )
 
 

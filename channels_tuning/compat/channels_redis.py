@@ -10,8 +10,10 @@ upstream symbol                          used for
 =======================================  =========================================
 ``RedisChannelLayer.consistent_hash``    the shard of a group or channel
 ``RedisChannelLayer.connection(index)``  the redis-py client of a shard
-``RedisChannelLayer._map_channel_keys_   one serialized message per receiving
-to_connection``                          process key, with its capacity
+``RedisChannelLayer._map_channel_keys_   what a group send writes to each receiving
+to_connection``                          process' inbox: the package builds the same
+                                         in one pass (``layers/redis/inboxes.py``;
+                                         its canary compares the two)
 ``RedisChannelLayer.receive_single``     pop this process' inbox (one reader task)
 inbox key, members, ``__asgi_channel__``  pop what is waiting in it, many at once
                                          (``receive_waiting``, during bursts)
@@ -131,20 +133,6 @@ def shard_of(layer: Any, name: str) -> int:
 
 def connection(layer: Any, index: int) -> Any:
     return layer.connection(index)
-
-
-def map_channel_keys(
-    layer: Any, channels: list[str], message: dict[str, Any]
-) -> tuple[dict[int, list[str]], dict[str, bytes], dict[str, int]]:
-    """``(shard -> keys, key -> serialized message, key -> capacity)``."""
-    if not features["reporting_send"]:
-        raise UpstreamChanged(
-            LIBRARY, "RedisChannelLayer._map_channel_keys_to_connection", "see the start-up log"
-        )
-    mapped: tuple[dict[int, list[str]], dict[str, bytes], dict[str, int]] = (
-        layer._map_channel_keys_to_connection(channels, message)
-    )
-    return mapped
 
 
 async def receive_single(layer: Any, channel: str) -> tuple[Any, dict[str, Any]]:

@@ -48,6 +48,7 @@ from ..report import DeliveryReport
 from ..sending import ReportingGroupSendMixin
 from . import keys
 from .history import RedisHistory
+from .inboxes import decode_members, map_to_inboxes
 from .membership import (
     GroupAddBatches,
     GroupDiscardBatches,
@@ -155,15 +156,13 @@ class RedisChannelLayer(
         report.receivers = len(channels)
         if not channels:
             return report
-        by_connection, key_message, key_capacity = upstream.map_channel_keys(
-            self, channels, message
-        )
-        channels_by_key = _channels_by_key(self, channels)
+        inboxes = await map_to_inboxes(self, channels, message)
+        channels_by_key = inboxes.channels
         dead_members: list[str] = []
-        batches = self.inbox_batches(by_connection)
+        batches = self.inbox_batches(inboxes.by_shard)
         results = await asyncio.gather(
             *(
-                self._write_inboxes(index, batch, key_message, key_capacity)
+                self._write_inboxes(index, batch, inboxes.messages, inboxes.capacities)
                 for index, batch in batches
             )
         )
@@ -220,7 +219,7 @@ class RedisChannelLayer(
         pipe.zrange(key, 0, -1)
         pipe.exists(self.alive_marker(self.marker_home(group)))
         _, members, alive = await pipe.execute()
-        return [member.decode("utf8") for member in members], bool(alive)
+        return decode_members(members), bool(alive)
 
     def _state_lost(self, group: str, alive: bool) -> bool:
         """An empty group on a shard that lost the servers' marker since this process
@@ -340,13 +339,6 @@ class RedisChannelLayer(
 #: Seconds a server process' liveness key outlives its last tick (ticks are 1 s apart).
 #: A process killed, or whose event loop stalls this long, is "gone" to producers.
 LIVENESS_TTL = 5.0
-
-
-def _channels_by_key(layer: Any, channels: list[str]) -> dict[str, list[str]]:
-    by_key: dict[str, list[str]] = collections.defaultdict(list)
-    for channel in channels:
-        by_key[keys.channel_key(layer, channel)].append(channel)
-    return by_key
 
 
 _logged_expiry = False

@@ -40,7 +40,9 @@ from channels_tuning.compat import (
 )
 from channels_tuning.compat import channels as channels_hooks
 from channels_tuning.exceptions import UpstreamChanged
+from channels_tuning.layers.redis import inboxes as inboxes_module
 from channels_tuning.layers.redis import keys
+from channels_tuning.layers.redis.inboxes import decode_members, map_to_inboxes
 from channels_tuning.runtime import lazytext
 from channels_tuning.runtime.lazytext import LazyCall, LazyPformat
 from channels_tuning.servers.daphne.protocol import ProtocolLimits, tuned_protocol
@@ -163,7 +165,7 @@ def test_asyncio_all_tasks_that_no_longer_reads_the_registry_turns_the_hook_off(
 # --------------------------------------------------------------- channels-redis
 
 
-def test_channels_redis_private_method_removed(monkeypatch):
+async def test_channels_redis_private_method_removed(monkeypatch):
     monkeypatch.delattr(RedisChannelLayer, "_map_channel_keys_to_connection")
     problems = channels_redis.check()
     assert "RedisChannelLayer._map_channel_keys_to_connection" in symbols(problems)
@@ -172,7 +174,7 @@ def test_channels_redis_private_method_removed(monkeypatch):
     )
     channels_redis.apply(problems)
     with pytest.raises(UpstreamChanged, match="_map_channel_keys_to_connection"):
-        channels_redis.map_channel_keys(None, ["a"], {})
+        await map_to_inboxes(None, ["a"], {})
 
 
 def test_channels_redis_group_send_script_changed(monkeypatch):
@@ -344,6 +346,43 @@ def test_key_layout_matches_channels_redis():
     local = f"{keys.process_channel(layer)}abc"
     assert keys.channel_key(layer, local) == layer.prefix + layer.non_local_name(local)
     assert keys.channel_key(layer, "plain") == "appplain"
+
+
+async def test_inbox_mapping_matches_channels_redis(monkeypatch):
+    """The one-pass mapping of a group send (layers/redis/inboxes.py) builds what
+    channels-redis' own builds: the same inbox keys per shard in the same order, the
+    same serialized message per key (its channels in the same order) and capacities,
+    for members of several processes on two shards, a capacity pattern and channels
+    that are not process-specific, grouped over several steps of the loop."""
+    monkeypatch.setattr(inboxes_module, "MEMBERS_PER_STEP", 7)
+    layer = RedisChannelLayer(
+        hosts=["redis://127.0.0.1:1", "redis://127.0.0.1:2"],
+        prefix="app",
+        channel_capacity={"specific.b*": 7},
+    )
+    channels = [f"specific.{process}!{n}" for n in range(30) for process in ("a", "bee", "c", "d")]
+    channels += ["plain", "other.plain", "specific.a!last"]
+    message = {"type": "chat.message", "text": "hi", "n": 1}
+    upstream_by_shard, upstream_messages, upstream_capacities = (
+        layer._map_channel_keys_to_connection(channels, message)
+    )
+    inboxes = await map_to_inboxes(layer, channels, message)
+    assert dict(inboxes.by_shard) == dict(upstream_by_shard)
+    assert len(inboxes.by_shard) == 2
+    assert inboxes.capacities == upstream_capacities
+    assert inboxes.capacities["appspecific.bee!"] == 7
+    assert {key: layer.deserialize(m) for key, m in inboxes.messages.items()} == {
+        key: layer.deserialize(m) for key, m in upstream_messages.items()
+    }
+    assert inboxes.channels["appspecific.a!"][-1] == "specific.a!last"
+    assert inboxes.channels["appplain"] == ["plain"]
+    assert message == {"type": "chat.message", "text": "hi", "n": 1}  # not changed
+
+
+def test_group_members_decoded_together_are_the_names_read():
+    names = ["specific.a!x1", "plain", "specific.b!", "é.b!c"]
+    assert decode_members([name.encode() for name in names]) == names
+    assert decode_members([]) == []
 
 
 # ------------------------------------------------------------------- autobahn
