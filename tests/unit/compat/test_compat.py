@@ -383,6 +383,8 @@ def test_group_members_decoded_together_are_the_names_read():
     names = ["specific.a!x1", "plain", "specific.b!", "é.b!c"]
     assert decode_members([name.encode() for name in names]) == names
     assert decode_members([]) == []
+    odd = [b"specific.a!x\n", b"a\0b", b"plain"]  # past Channels' name check
+    assert decode_members(odd) == ["specific.a!x\n", "a\0b", "plain"]
 
 
 # ------------------------------------------------------------------- autobahn
