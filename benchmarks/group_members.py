@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
 import tempfile
 import time
@@ -47,18 +48,29 @@ def zrange_usec(layer: RedisChannelLayer) -> tuple[int, int]:
     return int(figures.get("calls", 0)), int(figures.get("usec", 0))
 
 
-async def longest_hold() -> float:
-    """Until cancelled: the longest gap between two wake-ups 1 ms apart, less the 1 ms."""
-    longest = 0.0
-    last = time.perf_counter()
-    try:
+class LongestHold:
+    """``async with LongestHold() as hold:``; after the block, ``hold.seconds`` is the
+    longest gap between two wake-ups 1 ms apart during it, less the 1 ms."""
+
+    seconds = 0.0
+
+    async def _watch(self) -> None:
+        last = time.perf_counter()
         while True:
             await asyncio.sleep(0.001)
             now = time.perf_counter()
-            longest = max(longest, now - last - 0.001)
+            self.seconds = max(self.seconds, now - last - 0.001)
             last = now
-    except asyncio.CancelledError:
-        return longest
+
+    async def __aenter__(self) -> LongestHold:
+        self._task = asyncio.create_task(self._watch())
+        await asyncio.sleep(0)  # the watch has started before the block's work
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
 
 
 #: Server processes the members belong to (as in benchmarks/c100k.py).
@@ -78,14 +90,12 @@ async def measure(url: str, members: int, reads: int) -> dict:
         read, _ = await layer._group_members(group)  # warm: the connection is made
         assert sorted(read) == sorted(channels), (len(read), members)
         calls_before, usec_before = zrange_usec(layer)
-        watching = asyncio.create_task(longest_hold())
-        await asyncio.sleep(0.05)
-        started = time.perf_counter()
-        for _ in range(reads):
-            await layer._group_members(group)
-        producer = (time.perf_counter() - started) / reads
-        watching.cancel()
-        held = await watching
+        async with LongestHold() as held:
+            await asyncio.sleep(0.05)
+            started = time.perf_counter()
+            for _ in range(reads):
+                await layer._group_members(group)
+            producer = (time.perf_counter() - started) / reads
         calls_after, usec_after = zrange_usec(layer)
         send, send_held = await time_sends(layer, processes, inboxes, group, reads)
     finally:
@@ -96,7 +106,7 @@ async def measure(url: str, members: int, reads: int) -> dict:
         "members": members,
         "redis_us": (usec_after - usec_before) / reads,
         "producer_ms": producer * 1000,
-        "held_ms": held * 1000,
+        "held_ms": held.seconds * 1000,
         "send_ms": send * 1000,
         "send_held_ms": send_held * 1000,
     }
@@ -111,18 +121,17 @@ async def time_sends(
     connection = layer.connection(0)
     members = await connection.zcard(keys.group_key(layer, group))
     spent = 0.0
-    watching = asyncio.create_task(longest_hold())
-    for _ in range(sends):
-        for process in processes:
-            await process.mark_alive()
-        started = time.perf_counter()
-        report = await layer.group_send_report(group, {"type": "bench.event", "n": 1})
-        spent += time.perf_counter() - started
-        assert (report.receivers, report.processes) == (members, len(processes)), report
-        assert report.receivers_over_capacity == report.receivers_gone == 0, report
-        await connection.delete(*inboxes)
-    watching.cancel()
-    return spent / sends, await watching
+    async with LongestHold() as held:
+        for _ in range(sends):
+            for process in processes:
+                await process.mark_alive()
+            started = time.perf_counter()
+            report = await layer.group_send_report(group, {"type": "bench.event", "n": 1})
+            spent += time.perf_counter() - started
+            assert (report.receivers, report.processes) == (members, len(processes)), report
+            assert report.receivers_over_capacity == report.receivers_gone == 0, report
+            await connection.delete(*inboxes)
+    return spent / sends, held.seconds
 
 
 async def run(sizes: list[int], reads: int) -> list[dict]:

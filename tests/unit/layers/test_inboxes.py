@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from channels_tuning.layers import RedisChannelLayer
 from channels_tuning.layers.redis import inboxes
 
@@ -31,24 +33,23 @@ async def turns_of_others_during(coroutine) -> tuple[int, object]:
     return turns, result
 
 
-async def test_a_large_group_is_mapped_in_steps_the_loop_runs_between(monkeypatch):
+@pytest.mark.parametrize(
+    ("members", "processes", "turns_expected"),
+    [
+        (45, 3, 4),  # five steps of at most 10 members: the loop runs between them
+        (10, 1, 0),  # one step: mapped without yielding
+    ],
+)
+async def test_a_group_is_mapped_in_steps_the_loop_runs_between(
+    monkeypatch, members, processes, turns_expected
+):
     monkeypatch.setattr(inboxes, "MEMBERS_PER_STEP", 10)
     layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"])
-    channels = [f"specific.p{n % 3}!{n}" for n in range(45)]
+    channels = [f"specific.p{n % processes}!{n}" for n in range(members)]
     turns, mapped = await turns_of_others_during(
         inboxes.map_to_inboxes(layer, channels, {"type": "x"})
     )
-    assert turns == 4  # five steps of at most 10 members
-    assert sorted(c for names in mapped.channels.values() for c in names) == sorted(channels)
-    assert [len(names) for names in mapped.channels.values()] == [15, 15, 15]
-
-
-async def test_a_group_within_one_step_is_mapped_without_yielding(monkeypatch):
-    monkeypatch.setattr(inboxes, "MEMBERS_PER_STEP", 10)
-    layer = RedisChannelLayer(hosts=["redis://127.0.0.1:1"])
-    channels = [f"specific.p!{n}" for n in range(10)]
-    turns, mapped = await turns_of_others_during(
-        inboxes.map_to_inboxes(layer, channels, {"type": "x"})
-    )
-    assert turns == 0
-    assert mapped.channels == {f"{layer.prefix}specific.p!": channels}
+    assert turns == turns_expected
+    assert mapped.channels == {
+        f"{layer.prefix}specific.p{p}!": channels[p::processes] for p in range(processes)
+    }
