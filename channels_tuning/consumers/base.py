@@ -56,6 +56,7 @@ from ..core import (
     Liveness,
     Policy,
 )
+from ..core.headers import SharedHeaders
 from ..core.policies import PolicyChain, ordered_policy_classes
 from ..exceptions import RecoveryRequestError
 from ..jobs import install as install_process_jobs
@@ -81,6 +82,8 @@ _refused_log = RateLimitedLog(logger, level=logging.INFO)
 Message = dict[str, Any]
 
 _chains: dict[type, PolicyChain] = {}
+#: One per process: the header pairs alike on every connection, held once.
+_shared_headers = SharedHeaders()
 
 
 def _clear_chains(*, setting: str, **kwargs: Any) -> None:
@@ -155,6 +158,7 @@ class ManagedConnectionMixin(TopicsMixin):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.scope = scope
+        _shared_headers.share(scope.get("headers"))  # held for the connection's life
         self.tuning = settings_for(type(self))
         self.core = ConnectionCore(self.tuning, self.policy_chain(), clock.monotonic())
         self.channel_layer = get_channel_layer(self.channel_layer_alias)

@@ -470,3 +470,15 @@ def test_slow_callback_log_names_what_held_the_loop(tmp_path):
     assert slow_callbacks.read(prefix, began - 60, began - 30) == []
     with pytest.raises(FileNotFoundError):  # no log: the hook did not load
         slow_callbacks.read(tmp_path / "elsewhere", began, time.time())
+
+
+def test_headers_shared_cost_less_than_held_each():
+    """The request headers kept per connection, held each and shared, for the two
+    clients: sharing keeps less for both (the values that differ stay per connection,
+    so never nothing)."""
+    output = run_script("headers.py --connections 200")
+    rows = [line for line in output.splitlines() if line.startswith(("| benchmark", "| Chrom"))]
+    assert len(rows) == 2, output
+    for row in rows:
+        held, shared = (float(c) for c in row.strip("|").split("|")[1:3])
+        assert 0 < shared < held, row

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 
 import pytest
 from channels.exceptions import AcceptConnection, DenyConnection
@@ -139,6 +140,33 @@ async def test_subprotocol_negotiation(flavour):
     c = comm(make(flavour, {"connect": connect}), subprotocols=["chat.v2", "chat.v1"])
     assert await c.connect() == (True, "chat.v1")
     await c.disconnect()
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+async def test_scope_headers_are_the_request_headers(flavour):
+    seen = []
+
+    async def connect(self):
+        seen.append(self.scope["headers"])
+        await self.accept()
+
+    def request() -> list:  # new objects per request, as a server builds them
+        raw = [("host", "example.com"), ("sec-websocket-key", os.urandom(8).hex())]
+        return [(name.encode(), value.encode()) for name, value in raw]
+
+    consumer = make(flavour, {"connect": connect})
+    sent = [request(), request()]
+    expected = [list(headers) for headers in sent]
+    for headers in sent:
+        c = WebsocketCommunicator(consumer.as_asgi(), "/ws/", headers=headers)
+        _opened.append(c)
+        assert await c.connect() == (True, None)
+    assert seen == expected  # the same pairs in the same order
+    assert seen[0] is sent[0] and seen[1] is sent[1]  # the list the server gave
+    # The package holds pairs alike once per process (channels_tuning/core/headers.py):
+    # only identity tells.
+    assert (seen[1][0] is seen[0][0]) is is_tuned(flavour)
+    assert seen[1][1][1] == expected[1][1][1]
 
 
 @pytest.mark.parametrize("flavour", FLAVOURS)
