@@ -116,9 +116,9 @@ async def measure(
     """``application``: another ASGI application of the tests (:data:`BEHIND_AUTH`).
     ``types``: GC-tracked objects by type, frozen ones included (the package's freeze
     rounds take an idle connection's objects out of ``gc.get_objects()``)."""
-    server = start(kind, redis, tmp, application=application)
     group = f"idle-{kind}-{time.monotonic_ns()}"
-    path = ROUTES[kind].format(group)
+    path = ROUTES[kind].format(group)  # before the start: a kind without a route leaks none
+    server = start(kind, redis, tmp, application=application)
     clients = []
     try:
         warm, _ = open_connections(server.port, path, 5, 2)
@@ -243,6 +243,9 @@ async def main() -> None:
         "--profile", action="store_true", help="py-spy on each server during the handshakes"
     )
     args = parser.parse_args()
+    unknown = set(args.kinds.split(",")) - set(KINDS + OTHER_SERVERS)
+    if unknown:
+        parser.error(f"unknown --kinds {','.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
         redis = start_redis(tmp)
