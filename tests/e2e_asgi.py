@@ -326,6 +326,20 @@ def protocol_dict_sizes() -> dict[str, int]:
     return {}
 
 
+def held_per_connection() -> dict[str, object]:
+    """What the tuned connections hold for their whole life: the coroutines their tasks
+    run, and how many distinct ``host`` header pairs their scopes keep."""
+    consumers = list(registry)
+    return {
+        "task_runs": sorted(
+            {c._frames_task.get_coro().__qualname__ for c in consumers if c._frames_task}
+        ),
+        "host_pairs": len(
+            {id(p) for c in consumers for p in c.scope["headers"] if p[0] == b"host"}
+        ),
+    }
+
+
 def traced_by_file() -> dict[str, int]:
     """Bytes held by allocation site ("file:line") when tracemalloc runs
     (CHANNELS_TUNING["TRACEMALLOC"]): where the memory of a connection is
@@ -482,6 +496,7 @@ async def stats_app(scope, receive, send):
             "send_buffers": send_buffers(),
             "traced": traced_by_file(),
             "protocol_dict": protocol_dict_sizes(),
+            "held_per_connection": held_per_connection(),
         }
     ).encode()
     await send(

@@ -1,5 +1,5 @@
-"""The one private detail of Channels the package relies on (Channels is otherwise
-used through its public API only).
+"""The private details of Channels the package relies on (Channels is otherwise used
+through its public API only).
 
 ===============================================  ====================================
 upstream symbol                                  used for
@@ -13,6 +13,10 @@ its ``send`` ends in ``self.real_send(message)``  under Channels' ``SessionMiddl
                                                  before the tuned in-memory layer's
                                                  reporting group send, as Channels'
                                                  own ``group_send`` does
+``ProtocolTypeRouter.__call__`` only looks up    channels-tuning-daphne starting a
+``self.application_mapping[scope["type"]]``      WebSocket's application below the
+and awaits it                                    router: one coroutine less held by
+                                                 every open connection (~0.27 KB)
 ===============================================  ====================================
 
 channels-tuning-daphne needs no hook: it hands its flow-controlled send to the
@@ -25,6 +29,7 @@ connection. Tested range: Channels 4.0 to 4.3.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -33,10 +38,19 @@ from ._checker import Checker
 
 LIBRARY = "channels"
 
-features = {"unwrap_session_send": True, "clean_expired": True}
+features = {"unwrap_session_send": True, "clean_expired": True, "route_by_type": True}
 
 #: Wrappers followed at most (a stack of middlewares is a few deep).
 MAX_DEPTH = 8
+
+
+@functools.cache
+def _protocol_type_router() -> tuple[Any, Any]:
+    """The router class and the ``__call__`` it had when first asked for (after the
+    start-up check read its source)."""
+    from channels.routing import ProtocolTypeRouter  # Django's URL machinery: not at import
+
+    return ProtocolTypeRouter, ProtocolTypeRouter.__call__
 
 
 def _wrapper_class() -> Any:
@@ -60,6 +74,17 @@ def check() -> list[UpstreamChanged]:
     from channels.layers import InMemoryChannelLayer
 
     checker.callables(InMemoryChannelLayer, "InMemoryChannelLayer", ["_clean_expired"])
+    from channels.routing import ProtocolTypeRouter
+
+    checker.contains(
+        ProtocolTypeRouter.__call__,
+        "ProtocolTypeRouter.__call__",
+        [
+            'if scope["type"] in self.application_mapping:',
+            'application = self.application_mapping[scope["type"]]',
+            "return await application(scope, receive, send)",
+        ],
+    )
     return checker.problems
 
 
@@ -69,6 +94,8 @@ def apply(problems: list[UpstreamChanged]) -> None:
             continue
         if problem.symbol.startswith("InMemoryChannelLayer"):
             features["clean_expired"] = False
+        elif problem.symbol.startswith("ProtocolTypeRouter"):
+            features["route_by_type"] = False
         else:
             features["unwrap_session_send"] = False
 
@@ -92,3 +119,20 @@ def unwrap_send(send: Callable[..., Any]) -> Callable[..., Any]:
             return send
         send = owner.real_send
     return send  # deeper than MAX_DEPTH: the last one found
+
+
+def application_for(application: Any, scope: dict[str, Any]) -> Any:
+    """The application ``application`` would hand ``scope`` to, where that is all it
+    would do: a ``ProtocolTypeRouter`` (exactly, not a subclass, which may do more) with
+    an entry for the scope's type. Otherwise ``application`` itself.
+
+    Awaiting the router's coroutine only awaits the entry's: every open connection held
+    both, and the router's frame, for as long as it lived."""
+    router, checked_call = _protocol_type_router()
+    if (
+        not features["route_by_type"]
+        or type(application) is not router
+        or router.__call__ is not checked_call  # replaced since (instrumentation): its own
+    ):
+        return application
+    return application.application_mapping.get(scope.get("type"), application)

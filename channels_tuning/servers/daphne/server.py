@@ -19,6 +19,7 @@ from twisted.internet import defer
 
 from ... import compat
 from ...compat import autobahn, twisted
+from ...compat import channels as channels_hooks
 from ...compat import daphne as daphne_hooks
 from ...wire.closecodes import CloseCode
 from .. import detect
@@ -273,7 +274,10 @@ class TunedServer(DueCheckers):
         # The consumer finds the flow-controlled send here, however many middlewares
         # (Channels' AuthMiddlewareStack among them) wrap ``send`` on the way.
         scope["extensions"] = {**(scope.get("extensions") or {}), TRANSPORT_EXTENSION: send}
-        application_instance = self.application(scope=scope, receive=input_queue.get, send=send)
+        # A ProtocolTypeRouter's coroutine would only await its entry's, for the
+        # connection's whole life: the entry is started instead (compat.channels).
+        application = channels_hooks.application_for(self.application, scope)
+        application_instance = application(scope=scope, receive=input_queue.get, send=send)
         if protocol not in self.connections:
             return None
         task = asyncio.ensure_future(application_instance, loop=asyncio.get_event_loop())

@@ -1217,7 +1217,11 @@ def test_channels_session_wrapper_changed_turns_the_unwrapping_off(monkeypatch):
     problems = channels_hooks.check()
     assert symbols(problems) == {"InstanceSessionWrapper.send"}
     channels_hooks.apply(problems)
-    assert channels_hooks.features == {"unwrap_session_send": False, "clean_expired": True}
+    assert channels_hooks.features == {
+        "unwrap_session_send": False,
+        "clean_expired": True,
+        "route_by_type": True,
+    }
 
     async def server_send(message):
         pass
@@ -1226,6 +1230,88 @@ def test_channels_session_wrapper_changed_turns_the_unwrapping_off(monkeypatch):
 
     wrapped = InstanceSessionWrapper(SCOPE, server_send).send
     assert channels_hooks.unwrap_send(wrapped) is wrapped  # the fallback: the generic path
+
+
+async def test_channels_protocol_type_router_entry_is_what_it_awaits():
+    """Canary of compat.channels.application_for: the entry it starts for a scope is
+    the application Channels' ProtocolTypeRouter awaits for it, with the same
+    arguments; anything the router would not simply hand over is left to it."""
+    from channels.routing import ProtocolTypeRouter
+
+    calls = []
+
+    async def websocket_app(scope, receive, send):
+        calls.append(("websocket", scope, receive, send))
+
+    async def http_app(scope, receive, send):
+        calls.append(("http", scope, receive, send))
+
+    router = ProtocolTypeRouter({"websocket": websocket_app, "http": http_app})
+    for kind, entry in (("websocket", websocket_app), ("http", http_app)):
+        scope = {"type": kind}
+        assert channels_hooks.application_for(router, scope) is entry
+        await router(scope, "receive", "send")
+        await channels_hooks.application_for(router, scope)(scope, "receive", "send")
+        assert calls[-2] == calls[-1] == (kind, scope, "receive", "send")
+    # No entry: the router itself, which raises as Channels says.
+    lifespan = {"type": "lifespan"}
+    assert channels_hooks.application_for(router, lifespan) is router
+    with pytest.raises(ValueError, match="No application configured for scope type"):
+        await router(lifespan, None, None)
+
+    class CountingRouter(ProtocolTypeRouter):  # a subclass may do more: not bypassed
+        async def __call__(self, scope, receive, send):
+            calls.append("counted")
+            return await super().__call__(scope, receive, send)
+
+    counting = CountingRouter({"websocket": websocket_app})
+    assert channels_hooks.application_for(counting, {"type": "websocket"}) is counting
+    assert channels_hooks.application_for(websocket_app, {"type": "websocket"}) is websocket_app
+
+
+def test_channels_protocol_type_router_replaced_at_run_time_is_not_bypassed(monkeypatch):
+    """Instrumentation that wraps ProtocolTypeRouter.__call__ after the start-up check
+    keeps seeing every connection."""
+    from channels.routing import ProtocolTypeRouter
+
+    async def websocket_app(scope, receive, send):
+        pass
+
+    router = ProtocolTypeRouter({"websocket": websocket_app})
+    assert channels_hooks.application_for(router, {"type": "websocket"}) is websocket_app
+    original = ProtocolTypeRouter.__call__
+
+    async def instrumented(self, scope, receive, send):
+        return await original(self, scope, receive, send)
+
+    monkeypatch.setattr(ProtocolTypeRouter, "__call__", instrumented)
+    assert channels_hooks.application_for(router, {"type": "websocket"}) is router
+
+
+def test_channels_protocol_type_router_changed_turns_the_shortcut_off(monkeypatch):
+    from channels.routing import ProtocolTypeRouter
+
+    real = channels_hooks.Checker
+    monkeypatch.setattr(
+        channels_hooks,
+        "Checker",
+        lambda library: _Changed(real(library), "return await application(scope, receive, send)"),
+    )
+    problems = channels_hooks.check()
+    assert symbols(problems) == {"ProtocolTypeRouter.__call__"}
+    channels_hooks.apply(problems)
+    assert channels_hooks.features == {
+        "unwrap_session_send": True,
+        "clean_expired": True,
+        "route_by_type": False,
+    }
+
+    async def websocket_app(scope, receive, send):
+        pass
+
+    router = ProtocolTypeRouter({"websocket": websocket_app})
+    # The fallback: the router itself, whatever it now does.
+    assert channels_hooks.application_for(router, {"type": "websocket"}) is router
 
 
 class _Changed:
