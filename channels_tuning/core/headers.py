@@ -19,10 +19,14 @@ What is guaranteed, and why:
   up to ``longest_value`` bytes; values that differ on every connection (the cookie,
   ``sec-websocket-key``, ``x-forwarded-for``) keep their value, and share only the
   header's name.
-- **Bounded, whatever clients send.** At most ``capacity`` pairs and ``capacity``
-  names are held; a table that fills is emptied and starts again (the connections
-  that hold its pairs keep them, as they would without it). A client that varies its
-  ``user-agent`` costs sharing, never memory.
+- **Nothing secret is kept.** The table holds the values of :data:`SHARED_VALUES`
+  only; a cookie or an ``authorization`` header never outlives its connection here.
+- **Bounded, whatever clients send.** At most ``capacity`` pairs of values up to
+  ``longest_value`` bytes and ``capacity`` names up to ``longest_name`` bytes are held
+  (about 0.7 MB at most with the defaults); a table that fills is emptied and starts
+  again (the connections that hold its pairs keep them, as they would without it). A
+  client that varies its ``user-agent`` or invents header names costs sharing, never
+  memory.
 
 Measured: ``python benchmarks/headers.py`` (the pairs as daphne builds them, 2 000
 connections) gives 997 bytes per connection held each and 242 shared for the
@@ -60,9 +64,12 @@ SHARED_VALUES = frozenset(
 class SharedHeaders:
     """A bounded table of header pairs and names, to share between connections."""
 
-    def __init__(self, capacity: int = 1024, longest_value: int = 512) -> None:
+    def __init__(
+        self, capacity: int = 1024, longest_value: int = 512, longest_name: int = 64
+    ) -> None:
         self.capacity = capacity
         self.longest_value = longest_value
+        self.longest_name = longest_name
         self._pairs: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
         self._names: dict[bytes, bytes] = {}
 
@@ -92,6 +99,8 @@ class SharedHeaders:
             return pair
         shared_name = self._names.get(name)
         if shared_name is None:
+            if len(name) > self.longest_name:
+                return pair
             if len(self._names) >= self.capacity:
                 self._names.clear()
             self._names[name] = name

@@ -69,6 +69,17 @@ def test_long_values_are_not_kept():
     assert second[0] is first[0]
 
 
+def test_long_names_are_not_kept():
+    table = SharedHeaders(longest_name=8)
+    first, second = (
+        [("-".join(["x", "invented", "name"]).encode(), os.urandom(4).hex().encode())] for _ in "12"
+    )
+    table.share(first)
+    table.share(second)
+    assert second[0][0] == first[0][0] and second[0][0] is not first[0][0]
+    assert len(table) == 0
+
+
 def test_anything_not_shaped_as_servers_build_it_is_left_alone():
     table = SharedHeaders()
     table.share(request())
