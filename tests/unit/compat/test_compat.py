@@ -1207,16 +1207,21 @@ def test_channels_session_wrapper_is_looked_through():
     assert channels_hooks.unwrap_send(server_send) is server_send
 
 
-def test_channels_session_wrapper_changed_turns_the_unwrapping_off(monkeypatch):
+def channels_checked_without(monkeypatch, fragment: str) -> set[str]:
+    """compat.channels' check and apply, as if upstream source lacked ``fragment``:
+    the symbols it named."""
     real = channels_hooks.Checker
     monkeypatch.setattr(
-        channels_hooks,
-        "Checker",
-        lambda library: _Changed(real(library), "return await self.real_send(message)"),
+        channels_hooks, "Checker", lambda library: _Changed(real(library), fragment)
     )
     problems = channels_hooks.check()
-    assert symbols(problems) == {"InstanceSessionWrapper.send"}
     channels_hooks.apply(problems)
+    return symbols(problems)
+
+
+def test_channels_session_wrapper_changed_turns_the_unwrapping_off(monkeypatch):
+    changed = channels_checked_without(monkeypatch, "return await self.real_send(message)")
+    assert changed == {"InstanceSessionWrapper.send"}
     assert channels_hooks.features == {
         "unwrap_session_send": False,
         "clean_expired": True,
@@ -1291,15 +1296,10 @@ def test_channels_protocol_type_router_replaced_at_run_time_is_not_bypassed(monk
 def test_channels_protocol_type_router_changed_turns_the_shortcut_off(monkeypatch):
     from channels.routing import ProtocolTypeRouter
 
-    real = channels_hooks.Checker
-    monkeypatch.setattr(
-        channels_hooks,
-        "Checker",
-        lambda library: _Changed(real(library), "return await application(scope, receive, send)"),
+    changed = channels_checked_without(
+        monkeypatch, "return await application(scope, receive, send)"
     )
-    problems = channels_hooks.check()
-    assert symbols(problems) == {"ProtocolTypeRouter.__call__"}
-    channels_hooks.apply(problems)
+    assert changed == {"ProtocolTypeRouter.__call__"}
     assert channels_hooks.features == {
         "unwrap_session_send": True,
         "clean_expired": True,
