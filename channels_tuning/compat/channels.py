@@ -46,8 +46,8 @@ MAX_DEPTH = 8
 
 @functools.cache
 def _protocol_type_router() -> tuple[Any, Any]:
-    """The router class and the ``__call__`` it had when first asked for (after the
-    start-up check read its source)."""
+    """The router class and the ``__call__`` it had when first asked for: by the
+    start-up check, so the one recorded is the one whose source was read."""
     from channels.routing import ProtocolTypeRouter  # Django's URL machinery: not at import
 
     return ProtocolTypeRouter, ProtocolTypeRouter.__call__
@@ -74,10 +74,9 @@ def check() -> list[UpstreamChanged]:
     from channels.layers import InMemoryChannelLayer
 
     checker.callables(InMemoryChannelLayer, "InMemoryChannelLayer", ["_clean_expired"])
-    from channels.routing import ProtocolTypeRouter
-
+    _, router_call = _protocol_type_router()  # the same object application_for compares
     checker.contains(
-        ProtocolTypeRouter.__call__,
+        router_call,
         "ProtocolTypeRouter.__call__",
         [
             'if scope["type"] in self.application_mapping:',
