@@ -45,12 +45,17 @@ from tests.support.processes import (  # noqa: E402
 KINDS = ("plain", "tuned", "websockets")
 #: Also measurable (--kinds): the tuned consumers on uvicorn and hypercorn.
 OTHER_SERVERS = ("uvicorn", "hypercorn")
+#: And an existing Channels app with only the server swapped: the plain consumers on
+#: channels-tuning-daphne (what the drop-in path saves with no code changed).
+PLAIN_ON_TUNED = "plain-on-tuned"
+MORE_KINDS = (*OTHER_SERVERS, PLAIN_ON_TUNED)
 ROUTES = {
     "plain": "/ws/plain-group/{}/",
     "tuned": "/ws/group/{}/",
     "websockets": "/{}",
     "uvicorn": "/ws/group/{}/",
     "hypercorn": "/ws/group/{}/",
+    PLAIN_ON_TUNED: "/ws/plain-group/{}/",
 }
 
 
@@ -100,7 +105,8 @@ def start(kind: str, redis, tmp: Path, tuning: dict | None = None, application: 
     extra = {"application": application} if application else {}
     if kind in OTHER_SERVERS:
         return start_daphne(tmp, server=kind, redis=redis, tuning=tuning, **extra)
-    return start_daphne(tmp, tuned=kind == "tuned", redis=redis, tuning=tuning, **extra)
+    tuned_server = kind in ("tuned", PLAIN_ON_TUNED)
+    return start_daphne(tmp, tuned=tuned_server, redis=redis, tuning=tuning, **extra)
 
 
 async def measure(
@@ -235,7 +241,7 @@ async def main() -> None:
     parser.add_argument("--connections", type=int, default=2000)
     parser.add_argument("--in-flight", type=int, default=50)
     parser.add_argument(
-        "--kinds", default=",".join(KINDS), help="of " + ",".join(KINDS + OTHER_SERVERS)
+        "--kinds", default=",".join(KINDS), help="of " + ",".join(KINDS + MORE_KINDS)
     )
     parser.add_argument("--breakdown", action="store_true", help="tracemalloc by source file")
     parser.add_argument("--types", action="store_true", help="GC-tracked objects by type")
@@ -243,7 +249,7 @@ async def main() -> None:
         "--profile", action="store_true", help="py-spy on each server during the handshakes"
     )
     args = parser.parse_args()
-    unknown = set(args.kinds.split(",")) - set(KINDS + OTHER_SERVERS)
+    unknown = set(args.kinds.split(",")) - set(KINDS + MORE_KINDS)
     if unknown:
         parser.error(f"unknown --kinds {','.join(sorted(unknown))}")
     with tempfile.TemporaryDirectory() as directory:

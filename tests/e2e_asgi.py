@@ -11,6 +11,7 @@ import re
 import socket
 import sys
 import tracemalloc
+import weakref
 from pathlib import Path
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "example_project.settings")
@@ -179,6 +180,7 @@ class PlainGroupConsumer(AsyncWebsocketConsumer):
     """Plain Channels, for the benchmarks: joins the URL's group, relays events."""
 
     async def connect(self):
+        plain_scopes.add(self)
         self.groups = [self.scope["url_route"]["kwargs"]["group"]]
         await self.channel_layer.group_add(self.groups[0], self.channel_name)
         await self.accept()
@@ -326,17 +328,25 @@ def protocol_dict_sizes() -> dict[str, int]:
     return {}
 
 
+#: The open PlainGroupConsumers: what a plain Channels consumer's scope holds.
+plain_scopes: weakref.WeakSet[AsyncWebsocketConsumer] = weakref.WeakSet()
+
+
+def distinct_host_pairs(consumers: list) -> int:
+    return len({id(p) for c in consumers for p in c.scope["headers"] if p[0] == b"host"})
+
+
 def held_per_connection() -> dict[str, object]:
-    """What the tuned connections hold for their whole life: the coroutines their tasks
-    run, and how many distinct ``host`` header pairs their scopes keep."""
+    """What the connections hold for their whole life: the coroutines the tuned ones'
+    tasks run, and how many distinct ``host`` header pairs the scopes of the tuned and
+    of the plain PlainGroupConsumers keep."""
     consumers = list(registry)
     return {
         "task_runs": sorted(
             {c._frames_task.get_coro().__qualname__ for c in consumers if c._frames_task}
         ),
-        "host_pairs": len(
-            {id(p) for c in consumers for p in c.scope["headers"] if p[0] == b"host"}
-        ),
+        "host_pairs": distinct_host_pairs(consumers),
+        "plain_host_pairs": distinct_host_pairs(list(plain_scopes)),
     }
 
 

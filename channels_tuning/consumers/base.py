@@ -56,7 +56,7 @@ from ..core import (
     Liveness,
     Policy,
 )
-from ..core.headers import SharedHeaders
+from ..core.headers import process_headers
 from ..core.policies import PolicyChain, ordered_policy_classes
 from ..exceptions import RecoveryRequestError
 from ..jobs import install as install_process_jobs
@@ -67,7 +67,7 @@ from ..runtime.registry import registry
 from ..runtime.scheduler import scheduler
 from ..runtime.shutdown import track_cleanup
 from ..servers import detect
-from ..servers.transport import transport_for
+from ..servers.transport import TRANSPORT_EXTENSION, transport_for
 from ..wire.closecodes import ABNORMAL_CLOSURE, CloseCode
 from ..wire.offsets import parse_recover_requests
 from ..wire.subprotocol import SUBPROTOCOL, offers_subprotocol, speaks_tuned_protocol
@@ -82,8 +82,6 @@ _refused_log = RateLimitedLog(logger, level=logging.INFO)
 Message = dict[str, Any]
 
 _chains: dict[type, PolicyChain] = {}
-#: One per process: the header pairs alike on every connection, held once.
-_shared_headers = SharedHeaders()
 
 
 def _clear_chains(*, setting: str, **kwargs: Any) -> None:
@@ -158,7 +156,8 @@ class ManagedConnectionMixin(TopicsMixin):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         self.scope = scope
-        _shared_headers.share(scope.get("headers"))  # held for the connection's life
+        if TRANSPORT_EXTENSION not in (scope.get("extensions") or ()):  # else shared by it
+            process_headers.share(scope.get("headers"))  # held for the connection's life
         self.tuning = settings_for(type(self))
         self.core = ConnectionCore(self.tuning, self.policy_chain(), clock.monotonic())
         self.channel_layer = get_channel_layer(self.channel_layer_alias)

@@ -28,6 +28,10 @@ What is guaranteed, and why:
   client that varies its ``user-agent`` or invents header names costs sharing, never
   memory.
 
+Where it runs: ``channels-tuning-daphne`` shares the headers of every WebSocket it
+starts, plain Channels consumers' included; the package's consumers share them on
+other servers (uvicorn, hypercorn, plain daphne). Both use :data:`process_headers`.
+
 Measured: ``python benchmarks/headers.py`` (the pairs as daphne builds them, 2 000
 connections) gives 997 bytes per connection held each and 242 shared for the
 benchmarks' client (six headers, five alike), 2 312 and 498 for Chromium's upgrade
@@ -106,3 +110,7 @@ class SharedHeaders:
             self._names[name] = name
             return pair
         return pair if shared_name is name else (shared_name, value)
+
+
+#: One per process: what the server and the consumers share the headers through.
+process_headers = SharedHeaders()

@@ -169,6 +169,20 @@ async def test_idle_connection_cost_with_redis_layer(daphne_factory, shared_redi
     await wait_until(lambda: shared_redis.cli("ZCARD", "asgi:group:chat.cost") == "0")
 
 
+@pytest.mark.parametrize("tuned", [False, True], ids=["daphne", "tuned-server"])
+async def test_plain_consumers_share_header_pairs_on_the_tuned_server(daphne_factory, tuned):
+    """A plain Channels consumer's ``scope["headers"]`` keeps the same pairs in the
+    same order; on channels-tuning-daphne the pairs alike on every connection are one
+    per process (core/headers.py), as for the package's consumers: ``host`` here."""
+    daphne = daphne_factory(tuned=tuned)
+    count = 3
+    clients = [await websockets.connect(daphne.ws("/ws/plain-group/h/")) for _ in range(count)]
+    await wait_until(lambda: daphne.stats()["held_per_connection"]["plain_host_pairs"] > 0)
+    assert daphne.stats()["held_per_connection"]["plain_host_pairs"] == (1 if tuned else count)
+    for ws in clients:
+        await ws.close()
+
+
 async def test_memberships_left_after_handler_crash(daphne_factory, shared_redis):
     daphne = daphne_factory(tuned=False, redis=shared_redis)
     group_key = "asgi:group:hygiene"

@@ -21,6 +21,7 @@ from ... import compat
 from ...compat import autobahn, twisted
 from ...compat import channels as channels_hooks
 from ...compat import daphne as daphne_hooks
+from ...core.headers import process_headers
 from ...wire.closecodes import CloseCode
 from .. import detect
 from ..startup import run_at_server_start, tune_collector_at_start
@@ -271,6 +272,7 @@ class TunedServer(DueCheckers):
             protocol, INBOUND_HIGH_WATER, self.release_deflate_contexts, send
         )
         scope.setdefault("asgi", {"version": "3.0"})
+        process_headers.share(scope.get("headers"))  # any consumer's, held for its life
         # The consumer finds the flow-controlled send here, however many middlewares
         # (Channels' AuthMiddlewareStack among them) wrap ``send`` on the way.
         scope["extensions"] = {**(scope.get("extensions") or {}), TRANSPORT_EXTENSION: send}
