@@ -381,9 +381,16 @@ async def main() -> None:
         help="instead: the burst by group_send to a handler (the quickstart's path) on "
         "plain Channels and on the package, against broadcast() and the ceiling",
     )
+    parser.add_argument(
+        "--offered",
+        type=float,
+        default=None,
+        help="with --group-send: the producer paced at this many messages/s instead of "
+        "unthrottled (the tail at a rate the server keeps up with, not the race)",
+    )
     options = parser.parse_args()
     if options.group_send:
-        await compare_group_send(options.subscribers, options.messages)
+        await compare_group_send(options.subscribers, options.messages, options.offered)
         return
     if options.layouts:
         await compare_layouts(options.subscribers, options.messages)
@@ -455,28 +462,31 @@ async def main() -> None:
     table(f"{n} subscribers, {options.paced} x 100 B at {options.rate:g}/s", paced)
 
 
-async def compare_group_send(subscribers: int, messages: int) -> None:
-    """The unthrottled burst along the path existing code keeps: ``group_send`` of an
-    event whose handler calls ``self.send`` for each subscriber. Plain Channels; the
-    same call on the package (``TunedWebsocketConsumer`` handler, the tuned layer,
-    ``channels-tuning-daphne``); ``broadcast()``; the ``websockets`` ceiling."""
+async def compare_group_send(subscribers: int, messages: int, offered: float | None) -> None:
+    """The burst along the path existing code keeps: ``group_send`` of an event whose
+    handler calls ``self.send`` for each subscriber. Plain Channels; the same call on
+    the package (``TunedWebsocketConsumer`` handler, the tuned layer,
+    ``channels-tuning-daphne``); ``broadcast()``; the ``websockets`` ceiling.
+    Unthrottled, the tail is the race between producer and server for two cores
+    (docs/benchmarks.md); ``offered`` paces the producer to that many messages/s."""
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         redis = start_redis(tmp)
         try:
-            common = (redis, subscribers, messages, None, tmp)
+            common = (redis, subscribers, messages, offered, tmp)
             rows = [
                 await run_case("plain", *common),
                 await run_case("tuned", *common, publish=publish_plain),
                 await run_case("tuned", *common),
-                await run_ceiling(subscribers, messages, None, tmp),
+                await run_ceiling(subscribers, messages, offered, tmp),
             ]
         finally:
             stop_process(redis.proc)
     rows[0]["kind"] = "plain Channels, group_send"
     rows[1]["kind"] = "channels-tuning, group_send"
     rows[2]["kind"] = "channels-tuning, broadcast()"
-    table(f"{subscribers} subscribers, {messages} x 100 B, unthrottled", rows)
+    pace = f"at {offered:g}/s" if offered else "unthrottled"
+    table(f"{subscribers} subscribers, {messages} x 100 B, {pace}", rows)
 
 
 async def compare_layouts(subscribers: int, messages: int) -> None:
