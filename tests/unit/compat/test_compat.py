@@ -679,6 +679,50 @@ def test_autobahn_close_code_no_longer_recorded(monkeypatch):
     assert autobahn.protocol_error_code(failed) is None  # off: not counted, not wrong
 
 
+def test_autobahn_same_payload_framed_once(monkeypatch):
+    """Messages of their own carrying the same ``str`` or ``bytes`` object (a
+    group_send event's text, sent by each member's handler) are framed once per
+    factory; an equal but distinct object and a mutable payload are framed for
+    themselves, and each connection gets the frame of what it was given."""
+    factory = WebSocketServerFactory()
+    factory.protocol = tuned_protocol(WebSocketServerProtocol, ProtocolLimits())
+    protocols = []
+    for _ in range(4):
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        protocols.append(protocol)
+    framed = []
+    real_prepare = factory.prepareMessage
+    monkeypatch.setattr(
+        factory, "prepareMessage", lambda *args: framed.append(args) or real_prepare(*args)
+    )
+
+    def written(protocol, message):
+        protocol.transport.clear()
+        autobahn.write_message(protocol, message)
+        return protocol.transport.value()
+
+    text = "event text " * 3
+    frames = [written(p, {"type": "websocket.send", "text": text}) for p in protocols]
+    assert len(framed) == 1 and len(set(frames)) == 1
+    assert frames[0] == b"\x81" + bytes([len(text)]) + text.encode()
+    equal = "".join(["event text "] * 3)  # equal, not the same object
+    assert written(protocols[0], {"type": "websocket.send", "text": equal}) == frames[0]
+    assert len(framed) == 2
+    data = text.encode()
+    binary = [written(p, {"type": "websocket.send", "bytes": data}) for p in protocols[:2]]
+    assert binary[0] == binary[1] == b"\x82" + bytes([len(data)]) + data and len(framed) == 3
+    mutable = bytearray(b"abc")
+    assert written(protocols[0], {"type": "websocket.send", "bytes": mutable}) == b"\x82\x03abc"
+    mutable[:] = b"xyz"
+    assert written(protocols[1], {"type": "websocket.send", "bytes": mutable}) == b"\x82\x03xyz"
+    assert len(framed) == 5
+    other = tuned_server_protocol()  # another factory's frame is not this factory's
+    assert written(other, {"type": "websocket.send", "text": equal}) == frames[0]
+    assert written(protocols[0], {"type": "websocket.send", "text": equal}) == frames[0]
+    assert len(framed) == 6
+
+
 def test_autobahn_is_closed_released_once_fired():
     """The fired is_closed Deferred held the protocol (a cycle); it is replaced by one
     fired with None, and one that has not fired is left alone."""
