@@ -721,6 +721,20 @@ def test_autobahn_same_payload_framed_once(monkeypatch):
     assert written(other, {"type": "websocket.send", "text": equal}) == frames[0]
     assert written(protocols[0], {"type": "websocket.send", "text": equal}) == frames[0]
     assert len(framed) == 6
+    # A write batch writes each member's frames of several events together: the
+    # events' texts alternate, and each is still framed once.
+    texts = [f"event {i}" for i in range(3)]
+    for protocol in protocols:
+        for text in texts:
+            assert written(protocol, {"type": "websocket.send", "text": text}).endswith(
+                text.encode()
+            )
+    assert len(framed) == 6 + len(texts)
+    # Bounded: a payload longer than RecentFrames.longest is framed for itself.
+    long_text = "x" * (autobahn.RecentFrames.longest + 1)
+    for protocol in protocols[:2]:
+        written(protocol, {"type": "websocket.send", "text": long_text})
+    assert len(framed) == 6 + len(texts) + 2
 
 
 def test_autobahn_is_closed_released_once_fired():
