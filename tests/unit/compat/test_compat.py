@@ -421,12 +421,18 @@ def test_autobahn_prepared_message_internals_changed(monkeypatch):
     }
 
 
-def tuned_server_protocol(**options):
-    """A connection of the tuned protocol on autobahn's server factory with
-    ``options``, made on an in-memory transport."""
+def tuned_server_factory(**options):
+    """autobahn's server factory of the tuned protocol, with ``options``."""
     factory = WebSocketServerFactory()
     factory.protocol = tuned_protocol(WebSocketServerProtocol, ProtocolLimits())
     factory.setProtocolOptions(**options)
+    return factory
+
+
+def tuned_server_protocol(factory=None, **options):
+    """A connection of the tuned protocol on ``factory`` (by default, a new one with
+    ``options``), made on an in-memory transport."""
+    factory = factory or tuned_server_factory(**options)
     protocol = factory.buildProtocol(None)
     protocol.makeConnection(StringTransport())
     return protocol
@@ -684,13 +690,8 @@ def test_autobahn_same_payload_framed_once(monkeypatch):
     group_send event's text, sent by each member's handler) are framed once per
     factory; an equal but distinct object and a mutable payload are framed for
     themselves, and each connection gets the frame of what it was given."""
-    factory = WebSocketServerFactory()
-    factory.protocol = tuned_protocol(WebSocketServerProtocol, ProtocolLimits())
-    protocols = []
-    for _ in range(4):
-        protocol = factory.buildProtocol(None)
-        protocol.makeConnection(StringTransport())
-        protocols.append(protocol)
+    factory = tuned_server_factory()
+    protocols = [tuned_server_protocol(factory) for _ in range(4)]
     framed = []
     real_prepare = factory.prepareMessage
     monkeypatch.setattr(
