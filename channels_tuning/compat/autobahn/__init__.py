@@ -60,6 +60,7 @@ from autobahn.websocket import xormasker
 from autobahn.websocket.protocol import TrafficStats
 from twisted.internet.defer import succeed
 
+from ...core.frames import RecentFrames
 from ...exceptions import UpstreamChanged
 from ...runtime.lazytext import LazyPformat, lazy
 from .._checker import Checker, source_of
@@ -151,35 +152,7 @@ def send_close_frame(protocol: Any, code: int, reason: str | None) -> None:
 #: broadcast frame shared by every local subscriber is framed once.
 PREPARED_KEY = "channels_tuning.prepared"
 
-
-class RecentFrames:
-    """Frames of the payloads framed last for messages that had none of their own,
-    by payload object: the handlers of one ``group_send`` event each send the same
-    ``str`` (the event's, shared by every local member) in a message of their own,
-    and a write batch writes each member's frames of several events together, so the
-    events alternate. Payloads are held (``is`` cannot match a new object at a freed
-    one's address); at most ``capacity`` of at most ``longest`` bytes or characters
-    (the table is emptied when full)."""
-
-    capacity = 128
-    longest = 65536
-
-    def __init__(self) -> None:
-        self._frames: dict[int, tuple[Any, Any, Any]] = {}
-
-    def get(self, content: Any, factory: Any) -> Any:
-        entry = self._frames.get(id(content))
-        if entry is not None and entry[0] is content and entry[1] is factory:
-            return entry[2]
-        return None
-
-    def put(self, content: Any, factory: Any, prepared: Any) -> None:
-        if (type(content) is str or type(content) is bytes) and len(content) <= self.longest:
-            if len(self._frames) >= self.capacity:
-                self._frames.clear()
-            self._frames[id(content)] = (content, factory, prepared)
-
-
+#: One table for the process: the factory is part of every match.
 _recent_frames = RecentFrames()
 
 
@@ -190,11 +163,8 @@ def write_message(protocol: Any, message: dict[str, Any]) -> None:
     gorilla's PreparedMessage idea): a broadcast reaching 500 local subscribers
     builds its frame once and writes the same bytes 500 times; so are messages of
     their own carrying a ``str`` or ``bytes`` object framed recently
-    (:class:`RecentFrames`: a ``group_send`` handler's
-    ``self.send(text_data=event["text"])``). In the unthrottled burst of
-    ``benchmarks/fanout.py --group-send`` framing each member's frames took 9 % of the
-    server's samples with a one-entry cache (the batch alternates the events) and
-    0.06 % with this one."""
+    (:class:`channels_tuning.core.frames.RecentFrames`: a ``group_send`` handler's
+    ``self.send(text_data=event["text"])``, framed once for all local members)."""
     if not features["prepared_fast_path"]:
         payload = message.get("bytes")
         if payload is None:

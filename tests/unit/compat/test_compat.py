@@ -731,8 +731,8 @@ def test_autobahn_same_payload_framed_once(monkeypatch):
                 text.encode()
             )
     assert len(framed) == 6 + len(texts)
-    # Bounded: a payload longer than RecentFrames.longest is framed for itself.
-    long_text = "x" * (autobahn.RecentFrames.longest + 1)
+    # Bounded: a payload longer than the table's longest is framed for itself.
+    long_text = "x" * (autobahn._recent_frames.longest + 1)
     for protocol in protocols[:2]:
         written(protocol, {"type": "websocket.send", "text": long_text})
     assert len(framed) == 6 + len(texts) + 2
