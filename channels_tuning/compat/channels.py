@@ -17,6 +17,14 @@ its ``send`` ends in ``self.real_send(message)``  under Channels' ``SessionMiddl
 ``self.application_mapping[scope["type"]]``      WebSocket's application below the
 and awaits it                                    router: one coroutine less held by
                                                  every open connection (~0.27 KB)
+``URLRouter.__call__`` reads only ``routes`` and  ``TunedURLRouter`` finding the
+each route's ``pattern``, ``default_args`` and    consumer a path goes to and starting
+``callback``, and awaits                         it below both routers' coroutines
+``callback(routed_scope, receive, send)``        (``route_match``): 1.6 KB less held
+                                                 per connection
+``AsyncConsumer.as_asgi``'s inner ``app``        knowing a route's application is a
+(its code object)                                consumer, never a router that raises
+                                                 ``Resolver404`` to try the next route
 ===============================================  ====================================
 
 channels-tuning-daphne needs no hook: it hands its flow-controlled send to the
@@ -38,7 +46,12 @@ from ._checker import Checker
 
 LIBRARY = "channels"
 
-features = {"unwrap_session_send": True, "clean_expired": True, "route_by_type": True}
+features = {
+    "unwrap_session_send": True,
+    "clean_expired": True,
+    "route_by_type": True,
+    "route_by_path": True,
+}
 
 #: Wrappers followed at most (a stack of middlewares is a few deep).
 MAX_DEPTH = 8
@@ -84,6 +97,19 @@ def check() -> list[UpstreamChanged]:
             "return await application(scope, receive, send)",
         ],
     )
+    from channels.routing import URLRouter
+
+    checker.contains(
+        URLRouter.__call__,
+        "URLRouter.__call__",
+        [
+            "for route in self.routes:",
+            "match = route.pattern.match(path)",
+            "kwargs.update(route.default_args)",
+            "application = route.callback",
+            "return await application(",
+        ],
+    )
     return checker.problems
 
 
@@ -95,6 +121,8 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["clean_expired"] = False
         elif problem.symbol.startswith("ProtocolTypeRouter"):
             features["route_by_type"] = False
+        elif problem.symbol.startswith("URLRouter"):
+            features["route_by_path"] = False
         else:
             features["unwrap_session_send"] = False
 
@@ -135,3 +163,87 @@ def application_for(application: Any, scope: dict[str, Any]) -> Any:
     ):
         return application
     return application.application_mapping.get(scope.get("type"), application)
+
+
+class _MatchOnly:
+    """A route as ``URLRouter.__call__`` reads it, whose application, when called,
+    returns what it was given instead of running."""
+
+    __slots__ = ("route",)
+
+    def __init__(self, route: Any) -> None:
+        self.route = route
+
+    @property
+    def pattern(self) -> Any:
+        return self.route.pattern
+
+    @property
+    def default_args(self) -> Any:
+        return self.route.default_args
+
+    @property
+    def callback(self) -> Callable[..., Any]:
+        application = self.route.callback
+
+        async def found(scope: dict[str, Any], receive: Any, send: Any) -> Any:
+            return _Found(application, scope)
+
+        return found
+
+
+class _Found:
+    __slots__ = ("application", "scope")
+
+    def __init__(self, application: Any, scope: dict[str, Any]) -> None:
+        self.application, self.scope = application, scope
+
+
+class _Matcher:
+    """What ``URLRouter.__call__`` reads of a router: its routes, each match-only."""
+
+    __slots__ = ("routes",)
+
+    def __init__(self, routes: Any) -> None:
+        self.routes = [_MatchOnly(route) for route in routes]
+
+
+@functools.cache
+def _consumer_application_code() -> Any:
+    from channels.consumer import AsyncConsumer
+
+    application: Any = AsyncConsumer.as_asgi()
+    return application.__code__
+
+
+def route_match(router: Any, scope: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """The consumer application a ``URLRouter`` would start for ``scope`` and the scope
+    it would give it (Channels' own matching runs, with each route's application
+    replaced by one that returns at once), or None: no route, a route to anything but
+    a consumer's ``as_asgi()`` application (a nested router may raise ``Resolver404``
+    for the outer one to try its next route), the hook off, or anything unexpected.
+    On None the router's own coroutine does everything, as before.
+
+    Awaiting ``URLRouter.__call__`` only awaits the consumer's application once a route
+    matched, yet every open connection held the router's frame, its subclass' frame and
+    the scope before routing: 1.6 KB per connection (``tracemalloc``, Python 3.11)."""
+    if not features["route_by_path"]:
+        return None
+    from channels.routing import URLRouter
+
+    router_call: Any = URLRouter.__call__  # receive and send: a match-only route never calls them
+    step = router_call(_Matcher(router.routes), scope, None, None)
+    try:
+        step.send(None)
+    except StopIteration as finished:
+        found = finished.value
+        if (
+            type(found) is _Found
+            and getattr(found.application, "__code__", None) is _consumer_application_code()
+        ):
+            return found.application, found.scope
+        return None
+    except Exception:  # no route, or a change: the router's own coroutine raises it
+        return None
+    step.close()  # suspended: not what Channels' router does; never seen
+    return None

@@ -158,10 +158,12 @@ async def test_idle_connection_cost_with_redis_layer(daphne_factory, shared_redi
             assert after["protocol_dict"]["bytes"] < 1000, after["protocol_dict"]
         assert after["protocol_dict"]["handshake_headers"] == 0, after["protocol_dict"]
         assert after["protocol_dict"]["send_queue"] == "SendQueue", after["protocol_dict"]
-        # Started below the ProtocolTypeRouter (compat.channels.application_for), and
-        # one ``host`` pair for all (core/headers.py): neither held per connection.
+        # Started below the ProtocolTypeRouter (compat.channels.application_for) and
+        # the TunedURLRouter (compat.channels.route_match): the task runs the
+        # consumer's application, named after its class; one ``host`` pair for all
+        # (core/headers.py): none of them held per connection.
         held = after["held_per_connection"]
-        assert held["task_runs"] == ["TunedURLRouter.__call__"], held
+        assert held["task_runs"] == ["ChatConsumer"], held
         assert held["host_pairs"] == 1, held
     for ws in clients + warm:
         await ws.close()

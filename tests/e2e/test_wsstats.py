@@ -32,9 +32,10 @@ async def test_file_backend_table_tasks_check_and_dead_process(daphne_factory, t
     table = wsstats(daphne.env).stdout
     assert str(daphne.pid) in table and "total" in table
     tasks = wsstats(daphne.env, "--tasks").stdout
-    # One task per connection, named by the application the tuned server started (the
-    # router under ProtocolTypeRouter: compat.channels.application_for).
-    assert "3  TunedURLRouter.__call__" in tasks
+    # One task per connection, named by the application it runs: the consumer's, which
+    # the tuned server and TunedURLRouter start below both routers
+    # (compat.channels.application_for, route_match).
+    assert "3  EchoConsumer" in tasks
     for ws in clients:
         await ws.close()
     await wait_until(lambda: [s["connections"] for s in snapshots(daphne.env)] == [0])

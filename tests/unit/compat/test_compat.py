@@ -1285,6 +1285,7 @@ def test_channels_session_wrapper_changed_turns_the_unwrapping_off(monkeypatch):
         "unwrap_session_send": False,
         "clean_expired": True,
         "route_by_type": True,
+        "route_by_path": True,
     }
 
     async def server_send(message):
@@ -1363,6 +1364,7 @@ def test_channels_protocol_type_router_changed_turns_the_shortcut_off(monkeypatc
         "unwrap_session_send": True,
         "clean_expired": True,
         "route_by_type": False,
+        "route_by_path": True,
     }
 
     async def websocket_app(scope, receive, send):
@@ -1434,3 +1436,87 @@ async def test_a_batch_for_handlers_holds_their_writes_through_the_next_turn():
     assert sent == [b"123"] and not batch.collecting
     await task
     assert sent == [b"123", b"late"]
+
+
+class _RecordingConsumer:
+    """Stands for a consumer class: ``as_asgi()`` of Channels' AsyncConsumer builds
+    its application; the instance records the scope it was started with."""
+
+    started: list = []
+
+    async def __call__(self, scope, receive, send):
+        self.started.append((scope, receive, send))
+
+
+def _consumer_application():
+    from channels.consumer import AsyncConsumer
+
+    # as_asgi() of the real class, bound to the recording class: the same inner code.
+    return AsyncConsumer.as_asgi.__func__(_RecordingConsumer)
+
+
+def _route_cases():
+    from channels.routing import URLRouter
+    from django.urls import path, re_path
+
+    room = _consumer_application()
+    lobby = _consumer_application()
+    nested = URLRouter([path("inner/<int:n>/", room)])
+    routes = [
+        re_path(r"^ws/room/(?P<name>\w+)/$", room),
+        path("ws/lobby/", lobby, {"floor": 1}),
+        path("ws/nested/", nested),
+        re_path(r"^ws/positional/(\w+)/$", room),
+    ]
+    scopes = {
+        "kwargs": {"type": "websocket", "path": "/ws/room/abc/"},
+        "default args": {"type": "websocket", "path": "/ws/lobby/"},
+        "positional": {"type": "websocket", "path": "/ws/positional/xyz/"},
+        "root path": {"type": "websocket", "path": "/app/ws/lobby/", "root_path": "/app"},
+        "outer url_route": {
+            "type": "websocket",
+            "path": "/ws/room/q/",
+            "url_route": {"args": ("o",), "kwargs": {"outer": 1}},
+        },
+    }
+    return URLRouter(routes), scopes, nested
+
+
+async def test_channels_url_router_match_is_what_it_awaits():
+    """Canary of compat.channels.route_match: the consumer application and scope it
+    finds are the ones Channels' URLRouter starts, for every kind of route; a route
+    to anything but a consumer (a nested router) and no route give None."""
+    router, scopes, _ = _route_cases()
+    for name, scope in scopes.items():
+        _RecordingConsumer.started.clear()
+        try:
+            await router(dict(scope), "receive", "send")
+        except ValueError:  # no route (root_path before Channels 4.2): no match either
+            assert channels_hooks.route_match(router, dict(scope)) is None, name
+            continue
+        (upstream,) = _RecordingConsumer.started
+        matched = channels_hooks.route_match(router, dict(scope))
+        assert matched is not None, name
+        application, routed_scope = matched
+        assert application is router.routes[0].callback or application is (
+            router.routes[1].callback
+        ), name
+        await application(routed_scope, "receive", "send")
+        assert _RecordingConsumer.started[-1] == upstream, name
+    assert channels_hooks.route_match(router, {"type": "websocket", "path": "/nope/"}) is None
+    nested_scope = {"type": "websocket", "path": "/ws/nested/inner/3/"}
+    assert channels_hooks.route_match(router, nested_scope) is None  # a router: not ours
+    assert channels_hooks.route_match(router, {"type": "websocket"}) is None  # no path
+
+
+def test_channels_url_router_changed_turns_the_match_off(monkeypatch):
+    changed = channels_checked_without(monkeypatch, "application = route.callback")
+    assert changed == {"URLRouter.__call__"}
+    assert channels_hooks.features == {
+        "unwrap_session_send": True,
+        "clean_expired": True,
+        "route_by_type": True,
+        "route_by_path": False,
+    }
+    router, scopes, _ = _route_cases()
+    assert channels_hooks.route_match(router, scopes["kwargs"]) is None  # the fallback
