@@ -104,6 +104,8 @@ class MembershipMixin(OutboundMixin):
             await self.membership_added(group)
         finally:
             joining.discard(group)
+            if not joining and self._joining is joining:
+                self._joining = None  # an empty set is 216 bytes for the connection's life
 
     # The tuned layers call these around a ``group_add`` of this consumer's channel
     # made elsewhere (``self.channel_layer.group_add`` in ``connect()``, as Channels'

@@ -347,6 +347,9 @@ async def test_groups_left_when_application_task_is_cancelled(grouped):
 async def test_registry_tracks_connections_and_groups(grouped):
     comm = communicator(grouped)
     await comm.connect()
+    (consumer,) = registry
+    # Joined: the set of groups being joined is gone (216 bytes per connection).
+    assert consumer._joining is None and consumer.tracked_group_count() == 2
     (row,) = registry.describe()
     assert row["consumer"].endswith("Grouped")
     assert row["groups"] == ["dynamic-group", "static-group"]
