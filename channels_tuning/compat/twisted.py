@@ -32,6 +32,11 @@ upstream symbol                                    used for
 ``tcp.Port.factory`` (read by ``Port.doRead``)      the ``--health-port``'s own
                                                    factory, outside the caps on
                                                    handshakes (``servers.daphne.http``)
+``AsyncioSelectorReactor._asyncioEventloop``,      a forked worker's reactor made its
+``waker``, ``_internalReaders``,                   own (``--workers``,
+``installWaker``; asyncio's                        ``servers.daphne.workers``): a new
+``BaseSelectorEventLoop._selector``,               epoll instance, self-pipe and waker,
+``_close_self_pipe``, ``_make_self_pipe``          not the ones all workers inherited
 =================================================  ================================
 
 Fallback when :func:`check` fails: transports are left as Twisted made them
@@ -39,16 +44,18 @@ Fallback when :func:`check` fails: transports are left as Twisted made them
 sizes them (connections accepted past the admission limit are answered 503); a
 connection lost in its handshake counted until its deadline (or a cap's sweep); the
 health port's connections counted with the serving port's (a client holding
-``--max-half-open`` refuses the balancer's checks as well). Tested
-range: Twisted 22.10 to 26.
+``--max-half-open`` refuses the balancer's checks as well); ``--workers`` refuses to
+start (run several processes with ``--reuse-port`` instead). Tested range: Twisted
+22.10 to 26.
 """
 
 from __future__ import annotations
 
+import asyncio.selector_events
 from collections.abc import Callable
 from typing import Any
 
-from twisted.internet import abstract, tcp
+from twisted.internet import abstract, asyncioreactor, tcp
 from twisted.internet.protocol import connectionDone
 from twisted.python import failure
 from twisted.web import http
@@ -65,6 +72,7 @@ features = {
     "bounded_accepts": True,
     "port_factory": True,
     "report_loss": True,
+    "renew_after_fork": True,
 }
 #: Transports switched to eager writes since start (the self-check's proof it works).
 switched = 0
@@ -222,6 +230,31 @@ def build_with(port: Any, factory: Any) -> bool:
     return True
 
 
+def renew_after_fork(reactor: Any) -> None:
+    """Give a forked process' reactor (not yet run) its own event-loop state: the
+    epoll instance, asyncio's self-pipe and Twisted's waker are kernel objects that a
+    fork shares, so a worker would be woken for another's sockets, or lose a wake-up
+    to another, through them. What is registered moves to the new epoll instance.
+    Raises :class:`UpstreamChanged` when the hook is off (a fork is then unsafe)."""
+    if not features["renew_after_fork"]:
+        raise UpstreamChanged(LIBRARY, "AsyncioSelectorReactor", "cannot renew after fork")
+    loop = reactor._asyncioEventloop
+    inherited = loop._selector
+    renewed = type(inherited)()
+    for key in list(inherited.get_map().values()):
+        renewed.register(key.fileobj, key.events, key.data)
+    inherited.close()  # this process' descriptor only: the others keep theirs
+    loop._selector = renewed
+    loop._close_self_pipe()
+    loop._make_self_pipe()
+    waker = reactor.waker
+    reactor.removeReader(waker)
+    reactor._internalReaders.discard(waker)
+    waker.connectionLost(None)  # closes this process' ends of the inherited pipe
+    reactor.waker = None
+    reactor.installWaker()
+
+
 #: How check() reads upstream source (a test replaces it to simulate a change).
 _source = source_of
 
@@ -249,7 +282,29 @@ def check() -> list[UpstreamChanged]:
         checker.changed("HTTPChannel", "__slots__, or no connectionLost of its own")
     checker.contains(tcp.Port.doRead, "tcp.Port.numberAccepts", ["numAccepts = self.numberAccepts"])
     checker.contains(tcp.Port.doRead, "tcp.Port.factory", ["self.factory.buildProtocol"])
+    _check_renewal(checker)
     return checker.problems
+
+
+def _check_renewal(checker: Checker) -> None:
+    loop_class = asyncio.selector_events.BaseSelectorEventLoop
+    checker.callables(loop_class, "BaseSelectorEventLoop", ["_close_self_pipe", "_make_self_pipe"])
+    checker.contains(loop_class.__init__, "BaseSelectorEventLoop._selector", ["self._selector"])
+    reactor_class = asyncioreactor.AsyncioSelectorReactor
+    checker.contains(
+        reactor_class.__init__,
+        "AsyncioSelectorReactor._asyncioEventloop",
+        ["self._asyncioEventloop"],
+    )
+    checker.contains(
+        reactor_class.installWaker,
+        "AsyncioSelectorReactor.installWaker",
+        [
+            "if not self.waker:",
+            "self._internalReaders.add(self.waker)",
+            "self.addReader(self.waker)",
+        ],
+    )
 
 
 def apply(problems: list[UpstreamChanged]) -> None:
@@ -264,5 +319,7 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["port_factory"] = False
         elif problem.symbol == "HTTPChannel":
             features["report_loss"] = False
+        elif problem.symbol.startswith(("AsyncioSelectorReactor", "BaseSelectorEventLoop")):
+            features["renew_after_fork"] = False
         else:
             features["eager_write"] = False

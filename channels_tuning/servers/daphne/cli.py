@@ -70,6 +70,13 @@ class TunedCommandLineInterface(CommandLineInterface):
             "address serves while this one drains (a restart without refused connections)",
         )
         group.add_argument(
+            "--workers",
+            type=int,
+            default=TunedOptions.workers,
+            help="serving processes, forked once the application is loaded so that they "
+            "share its memory, each listening with SO_REUSEPORT (IPv4 -b/-p)",
+        )
+        group.add_argument(
             "--ws-compression",
             action="store_true",
             help="accept permessage-deflate (off by default: it costs memory per connection)",
@@ -166,6 +173,8 @@ class TunedCommandLineInterface(CommandLineInterface):
 
     def run(self, args: list[str]) -> None:
         options, _ = self.parser.parse_known_args(args)
+        if options.workers < 1:
+            self.parser.error("--workers must be at least 1")
         if options.no_access_log and options.access_log:
             # daphne would still open (create) the file and write nothing to it.
             self.parser.error("--no-access-log and --access-log contradict each other")
@@ -203,6 +212,7 @@ class TunedCommandLineInterface(CommandLineInterface):
             drain_health_delay=options.drain_health_delay,
             health_port=options.health_port,
             reuse_port=options.reuse_port,
+            workers=options.workers,
             access_log=not options.no_access_log,
         )
         self.server_class = functools.partial(server_class, options=tuned)

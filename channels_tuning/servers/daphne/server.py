@@ -34,6 +34,7 @@ from .health import DEFAULT_HEALTH_PATH, Health, health_port_endpoint
 from .http import HealthPortFactory, TunedHTTPFactory
 from .protocol import ProtocolLimits, tuned_protocol
 from .send import INBOUND_HIGH_WATER, FlowControlledSend, InboundQueue
+from .workers import serve_forked
 
 logger = logging.getLogger("channels_tuning.server")
 
@@ -129,6 +130,9 @@ class TunedOptions:
     #: Listen with SO_REUSEPORT, so that a successor can listen before this one
     #: drains (--reuse-port; servers.daphne.handoff).
     reuse_port: bool = False
+    #: Serving processes forked once the application is loaded, on one IPv4 address
+    #: with SO_REUSEPORT (--workers; servers.daphne.workers); 1: this process serves.
+    workers: int = 1
     #: daphne's access log, a line per request, connect and disconnect on stdout at its
     #: default verbosity; False: none, the rest of the log unchanged (--no-access-log).
     access_log: bool = True
@@ -191,14 +195,23 @@ class TunedServer(DueCheckers):
         if self.health_port:
             health_endpoint = health_port_endpoint(self.endpoints, self.health_port)
             self.endpoints = [*self.endpoints, health_endpoint]
-        if options.reuse_port:  # servers.daphne.handoff (after the check of its hook)
-            self.endpoints = reuse_port_endpoints(self.endpoints)
+        if options.reuse_port and options.workers <= 1:  # workers listen in run()
+            self.endpoints = reuse_port_endpoints(self.endpoints)  # servers.daphne.handoff
         detect.tuned_server_running = True
         # Checks that matter at run time: daphne runs none (errors stop the server).
         run_at_server_start(logging.getLogger("channels_tuning"))
         tune_collector_at_start()
         autobahn.defer_option_log()
         autobahn.defer_highlighting()
+
+    def run(self) -> None:
+        """daphne's ``run()``; with ``workers`` > 1, in that many forked processes."""
+        if self.options.workers <= 1:
+            super().run()
+            return
+        status = serve_forked(self, super().run, self.options.workers)
+        if status:
+            raise SystemExit(status)
 
     # daphne builds its WebSocket factory inside run(); hook its assignment to
     # switch compression on before the first connection.

@@ -877,6 +877,7 @@ def test_twisted_request_list_changed_keeps_upgraded_requests(monkeypatch):
         "bounded_accepts": True,
         "port_factory": True,
         "report_loss": True,
+        "renew_after_fork": True,
     }
     channel = type("Channel", (), {})()
     request = type("Request", (), {"channel": channel})()
@@ -1520,3 +1521,49 @@ def test_channels_url_router_changed_turns_the_match_off(monkeypatch):
     }
     router, scopes, _ = _route_cases()
     assert channels_hooks.route_match(router, scopes["kwargs"]) is None  # the fallback
+
+
+def test_twisted_reactor_renewed_after_fork_keeps_what_it_watched():
+    """Canary of compat.twisted.renew_after_fork (``--workers``): a reactor on an
+    asyncio loop gets a new epoll instance with the same registrations, a new
+    self-pipe and a new waker, and still runs: a wake-up from another thread and a
+    registered reader are both served."""
+    from twisted.internet.asyncioreactor import AsyncioSelectorReactor
+
+    loop = asyncio.new_event_loop()
+    reactor = AsyncioSelectorReactor(loop)
+    reading, writing = socket.socketpair()
+    try:
+        read = []
+        loop.add_reader(reading.fileno(), lambda: read.append(reading.recv(10)))
+        selector, self_pipe, waker = loop._selector, loop._ssock, reactor.waker
+        watched = {key.fd for key in selector.get_map().values()}
+        twisted.renew_after_fork(reactor)
+        assert loop._selector is not selector and type(loop._selector) is type(selector)
+        assert loop._ssock is not self_pipe and reactor.waker is not waker
+        renewed = {key.fd for key in loop._selector.get_map().values()}
+        assert reading.fileno() in renewed
+        assert reactor.waker.fileno() in renewed and loop._ssock.fileno() in renewed
+        assert len(renewed) == len(watched)  # one self-pipe and one waker, each new
+        writing.send(b"x")
+        threading.Timer(0.05, loop.call_soon_threadsafe, (loop.stop,)).start()
+        loop.run_forever()  # stopped from the thread: the new self-pipe wakes it
+        assert read == [b"x"]
+    finally:
+        loop.remove_reader(reading.fileno())
+        reading.close()
+        writing.close()
+        reactor.removeReader(reactor.waker)
+        reactor.waker.connectionLost(None)
+        loop.close()
+
+
+def test_twisted_waker_changed_refuses_to_fork(monkeypatch):
+    upstream = "self._internalReaders.add(self.waker)"
+    change_source(monkeypatch, twisted, upstream, "self._readers.add(self.waker)")
+    problems = twisted.check()
+    assert symbols(problems) == {"AsyncioSelectorReactor.installWaker"}
+    twisted.apply(problems)
+    assert twisted.features["renew_after_fork"] is False
+    with pytest.raises(UpstreamChanged):
+        twisted.renew_after_fork(object())

@@ -1,0 +1,135 @@
+"""Memory of N serving processes on one machine: started one by one, or forked by
+``channels-tuning-daphne --workers N`` once the application is loaded.
+
+Both groups serve the tests' application (tuned consumers, a group each on the Redis
+layer) on one port with ``SO_REUSEPORT``: N ``channels-tuning-daphne --reuse-port``
+processes, or one ``--workers N``. The figure is PSS (each shared page counted once
+across the processes that share it: what the machine holds), summed over the serving
+processes, before any client and with M idle connections spread over them by the
+kernel, after ``--hold`` seconds of heartbeats; RSS counts shared pages once per
+process and overstates both. The supervisor of ``--workers`` serves nothing but is
+counted with its workers: the machine holds it.
+
+A worker writes to a shared page (a reference count of an object it uses) and the
+kernel copies that page for it: the pages copied grow with the code a worker runs,
+not with its connections, so "PSS added per connection" of the forked group is the
+copying spread over this run's connections, and falls as they grow.
+
+    python benchmarks/workers.py [--workers 4] [--connections 4000] [--hold 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from benchmarks.connections import idle_clients  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    free_port,
+    start_daphne,
+    start_redis,
+    stop_process,
+)
+
+PATH = "/ws/group/{}/"
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """``/proc/<pid>/smaps_rollup``: Rss, Pss, Private_Dirty... in MB."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value) / 1024
+    return fields
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def summed(pids: list[int]) -> dict[str, float]:
+    rows = [memory_mb(pid) for pid in pids]
+    return {key: sum(row[key] for row in rows) for key in ("Rss", "Pss", "Private_Dirty")}
+
+
+def run(kind: str, count: int, connections: int, hold: float, redis, tmp: Path) -> dict:
+    port = free_port()
+    if kind == "forked":
+        supervisor = start_daphne(
+            tmp, tuned=True, redis=redis, port=port, extra_args=("--workers", str(count))
+        )
+        processes = [supervisor]
+        time.sleep(2)
+        pids = children(supervisor.pid)
+        assert len(pids) == count, pids
+        pids.append(supervisor.pid)
+    else:
+        processes = [
+            start_daphne(tmp, tuned=True, redis=redis, port=port, extra_args=("--reuse-port",))
+            for _ in range(count)
+        ]
+        pids = [process.pid for process in processes]
+    try:
+        time.sleep(3)
+        row = {"kind": kind, "before": summed(pids)}
+        with idle_clients(port, PATH.format(kind), connections):
+            time.sleep(hold)
+            row["after"] = summed(pids)
+            row["per_process_pss"] = [round(memory_mb(pid)["Pss"]) for pid in pids]
+        return row
+    finally:
+        for process in processes:
+            stop_process(process.proc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--connections", type=int, default=4000)
+    parser.add_argument("--hold", type=float, default=5.0, help="seconds idle before reading")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as directory:
+        tmp = Path(directory)
+        redis = start_redis(tmp)
+        try:
+            rows = [
+                run(kind, args.workers, args.connections, args.hold, redis, tmp)
+                for kind in ("separate", "forked")
+            ]
+        finally:
+            stop_process(redis.proc)
+    print(
+        f"\n{args.workers} processes, {args.connections} idle connections among them "
+        f"for {args.hold:.0f} s, MB (forked: the supervisor included)"
+    )
+    print("| | separate processes | --workers (forked) | forked / separate |")
+    print("|---|---|---|---|")
+    separate, forked = rows
+    for moment in ("before", "after"):
+        for key in ("Pss", "Rss", "Private_Dirty"):
+            a, b = separate[moment][key], forked[moment][key]
+            label = f"{key}, {'before any client' if moment == 'before' else 'with the clients'}"
+            print(f"| {label} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
+    added = [(row["after"]["Pss"] - row["before"]["Pss"]) * 1024 / args.connections for row in rows]
+    print(f"| PSS added per connection, KB | {added[0]:.1f} | {added[1]:.1f} | |")
+    print(f"\nPSS per process with the clients: separate {separate['per_process_pss']},")
+    print(f"forked {forked['per_process_pss']} (the last: the supervisor)")
+
+
+if __name__ == "__main__":
+    main()

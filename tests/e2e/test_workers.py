@@ -1,0 +1,194 @@
+"""``channels-tuning-daphne --workers N`` (servers/daphne/workers.py), as an operator
+runs it: one command, N forked workers on one port sharing the loaded application's
+memory, SIGTERM passed on once (every client gets 1012), a killed worker replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+import websockets
+
+from tests.support.processes import REPO, DaphneProcess, start_daphne, stop_process
+from tests.support.waiting import close_code, wait_until
+
+pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux")
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid``."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                # "pid (comm) state ppid ...": comm may hold spaces, so after the ")".
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    found.add(int(entry.name))
+    return found
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """``/proc/<pid>/smaps_rollup`` in KB: Rss, Pss, Shared_Dirty, Private_Dirty..."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value)
+    return fields
+
+
+def kernel_objects(pid: int) -> set[int]:
+    """Inodes of the sockets and pipes ``pid`` has open."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            target = os.readlink(fd)
+            if target.startswith(("socket:[", "pipe:[")):
+                found.add(int(target[target.index("[") + 1 : -1]))
+    return found
+
+
+def polled(pid: int) -> set[int]:
+    """Inodes of what the epoll instances ``pid`` has open are watching."""
+    found = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        with contextlib.suppress(OSError):
+            if os.readlink(fd) == "anon_inode:[eventpoll]":
+                info = Path(f"/proc/{pid}/fdinfo/{fd.name}").read_text()
+                found |= {int(ino, 16) for ino in re.findall(r"tfd:.* ino:\s*([0-9a-f]+)", info)}
+    return found
+
+
+def stats_by_worker(daphne: DaphneProcess, workers: set[int], tries: int = 200) -> dict:
+    """GET /_stats on new connections until each worker has answered (the kernel
+    spreads connections over the workers' sockets): {pid: connections}."""
+    seen: dict[int, int] = {}
+    url = f"http://127.0.0.1:{daphne.port}/_stats"
+    for _ in range(tries):
+        with urllib.request.urlopen(url, timeout=10) as response:
+            stats = json.loads(response.read())
+        seen[stats["pid"]] = stats["connections"]
+        if set(seen) >= workers:
+            break
+    return seen
+
+
+@pytest.fixture
+def workers_daphne(tmp_path):
+    daphne = start_daphne(tmp_path, tuned=True, extra_args=("--workers", "2", "--no-access-log"))
+    started: set[int] = set()
+    try:
+        yield daphne, started
+    finally:
+        stop_process(daphne.proc)
+        # The workers drain on their own once the supervisor is gone; any left is ended.
+        for pid in started:
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, 0)
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+async def test_workers_share_memory_spread_connections_and_drain_once(workers_daphne):
+    daphne, started = workers_daphne
+    await wait_until(lambda: len(children(daphne.pid)) == 2)
+    workers = children(daphne.pid)
+    started |= workers
+    # Each worker polls its own sockets and pipes only: no epoll instance, self-pipe
+    # or waker is shared (compat.twisted.renew_after_fork).
+    first, second = sorted(workers)
+    assert not kernel_objects(first) & kernel_objects(second)
+    for pid in workers:
+        assert polled(pid) and polled(pid) <= kernel_objects(pid), pid
+    # Forked after loading: most of what a worker wrote is shared with the others and
+    # the supervisor (a process started on its own shares none of it: 64 MB private).
+    for pid in workers:
+        memory = memory_kb(pid)
+        assert memory["Shared_Dirty"] > 3 * memory["Private_Dirty"], (pid, memory)
+    clients = [
+        await websockets.connect(daphne.ws("/ws/echo/"), ping_interval=None) for _ in range(40)
+    ]
+    for ws in clients[:3]:
+        await ws.send("hello")
+        assert await ws.recv() == "hello"
+    by_worker = await asyncio.to_thread(stats_by_worker, daphne, workers)
+    assert set(by_worker) == workers, by_worker  # both serve, on the one port
+    assert sum(by_worker.values()) == 40 and min(by_worker.values()) > 0, by_worker
+    # SIGTERM to the supervisor: each worker drains once (1012 to every client) and
+    # the group exits 0.
+    os.kill(daphne.pid, signal.SIGTERM)
+    codes = await asyncio.gather(*(close_code(ws, timeout=15) for ws in clients))
+    assert set(codes) == {1012}
+    assert await asyncio.to_thread(daphne.proc.wait, 15) == 0
+    await wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers))
+    log = daphne.log.read_text()
+    assert "Second signal" not in log  # one signal each: a drain, not an exit at once
+    assert log.count("Draining ") == 2, log  # once per worker
+
+
+async def test_a_killed_worker_is_replaced(workers_daphne):
+    daphne, started = workers_daphne
+    await wait_until(lambda: len(children(daphne.pid)) == 2)
+    workers = children(daphne.pid)
+    started |= workers
+    killed = min(workers)
+    os.kill(killed, signal.SIGKILL)
+    await wait_until(lambda: len(children(daphne.pid) - {killed}) == 2, timeout=15)
+    now = children(daphne.pid)
+    started |= now
+    assert killed not in now and len(now & workers) == 1
+    assert f"worker {killed} exited" in daphne.log.read_text()
+    # The group still serves, on both workers.
+    ws = await websockets.connect(daphne.ws("/ws/echo/"), ping_interval=None)
+    await ws.send("still here")
+    assert await ws.recv() == "still here"
+    await ws.close()
+    assert set(await asyncio.to_thread(stats_by_worker, daphne, now)) == now
+
+
+def test_a_worker_that_cannot_start_stops_the_group(tmp_path):
+    """A port one worker cannot bind (another process holds it without SO_REUSEPORT)
+    fails at start: the group stops with an error instead of forking forever."""
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        env = dict(
+            os.environ,
+            DJANGO_SETTINGS_MODULE="example_project.settings",
+            PYTHONPATH=str(REPO),
+        )
+        result = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import channels_tuning.servers.daphne as m; m.main()",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "--workers",
+                "2",
+                "tests.e2e_asgi:application",
+            ],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        holder.close()
+    assert result.returncode != 0
+    assert "stopping every worker" in result.stderr + result.stdout
