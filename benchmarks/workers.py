@@ -31,7 +31,9 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.connections import idle_clients  # noqa: E402
 from tests.support.processes import (  # noqa: E402
+    child_pids,
     free_port,
+    memory_kb,
     start_daphne,
     start_redis,
     stop_process,
@@ -41,25 +43,7 @@ PATH = "/ws/group/{}/"
 
 
 def memory_mb(pid: int) -> dict[str, float]:
-    """``/proc/<pid>/smaps_rollup``: Rss, Pss, Private_Dirty... in MB."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value, *_ = line.split()
-        fields[name.rstrip(":")] = int(value) / 1024
-    return fields
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return sorted(found)
+    return {name: kb / 1024 for name, kb in memory_kb(pid).items()}
 
 
 def summed(pids: list[int]) -> dict[str, float]:
@@ -75,7 +59,7 @@ def run(kind: str, count: int, connections: int, hold: float, redis, tmp: Path) 
         )
         processes = [supervisor]
         time.sleep(2)
-        pids = children(supervisor.pid)
+        pids = child_pids(supervisor.pid)
         assert len(pids) == count, pids
         pids.append(supervisor.pid)
     else:

@@ -19,32 +19,21 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.support.processes import REPO, DaphneProcess, start_daphne, stop_process
+from tests.support.processes import (
+    REPO,
+    DaphneProcess,
+    child_pids,
+    memory_kb,
+    start_daphne,
+    stop_process,
+)
 from tests.support.waiting import close_code, wait_until
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux")
 
 
 def children(pid: int) -> set[int]:
-    """The processes whose parent is ``pid``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                # "pid (comm) state ppid ...": comm may hold spaces, so after the ")".
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == pid:
-                    found.add(int(entry.name))
-    return found
-
-
-def memory_kb(pid: int) -> dict[str, int]:
-    """``/proc/<pid>/smaps_rollup`` in KB: Rss, Pss, Shared_Dirty, Private_Dirty..."""
-    fields = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
-        name, value, *_ = line.split()
-        fields[name.rstrip(":")] = int(value)
-    return fields
+    return set(child_pids(pid))
 
 
 def kernel_objects(pid: int) -> set[int]:

@@ -217,6 +217,30 @@ class DaphneProcess:
         return proc_kb(self.app_pid, "smaps_rollup", "Pss")
 
 
+def child_pids(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (``--workers``' workers), by pid."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                # "pid (comm) state ppid ...": comm may hold spaces, so after the ")".
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """``/proc/<pid>/smaps_rollup`` in KB: Rss, Pss, Shared_Dirty, Private_Dirty..."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, value, *_ = line.split()
+        fields[name.rstrip(":")] = int(value)
+    return fields
+
+
 def proc_kb(pid: int, file: str, field: str) -> int:
     """A ``field: N kB`` line of ``/proc/<pid>/<file>``."""
     for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
