@@ -54,6 +54,7 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.internet import reactor as _reactor
+from twisted.internet.error import ReactorNotRunning
 
 from ...compat import daphne as daphne_hooks
 from ...compat import twisted as twisted_hooks
@@ -108,7 +109,8 @@ def _worker(server: Any, serve: Callable[[], None], supervisor_pid: int) -> None
 def _watch_supervisor(supervisor_pid: int) -> None:
     if os.getppid() != supervisor_pid:
         logger.warning("channels-tuning-daphne: the supervising process is gone; draining")
-        reactor.stop()  # Twisted's shutdown: the server's drain, as on SIGTERM
+        with contextlib.suppress(ReactorNotRunning):  # already stopping: draining
+            reactor.stop()  # Twisted's shutdown: the server's drain, as on SIGTERM
         return
     reactor.callLater(PARENT_CHECK_EVERY, _watch_supervisor, supervisor_pid)
 
@@ -172,7 +174,8 @@ class Supervisor:
                 status,
             )
             time.sleep(max(0.0, started + self.restart_interval - time.monotonic()))
-            self._fork()
+            if not self.signals_received:  # none arrived while it slept
+                self._fork()
         return self.exit_status
 
     def _stop(self, signum: int, frame: Any) -> None:
