@@ -59,11 +59,19 @@ ROUTES = {
 }
 
 
-def open_connections(port: int, path: str, count: int, in_flight: int, messages: int = 1) -> tuple:
-    """A client process holding ``count`` connections, listening until ``messages``
-    were broadcast; (process, handshakes per second)."""
+def open_connections(
+    port: int,
+    path: str,
+    count: int,
+    in_flight: int,
+    messages: int = 1,
+    source: str | None = None,
+) -> tuple:
+    """A client process holding ``count`` connections (from the loopback address
+    ``source``, if given), listening until ``messages`` were broadcast; (process,
+    handshakes per second)."""
     client = start_subscribers(
-        port, path, count, max_wait=3600, in_flight=in_flight, messages=messages
+        port, path, count, max_wait=3600, in_flight=in_flight, messages=messages, source=source
     )
     assert client.stdout is not None
     line = client.stdout.readline().split()
@@ -77,16 +85,22 @@ PER_CLIENT_PROCESS = 5_000
 
 
 @contextmanager
-def idle_clients(port: int, path: str, count: int, messages: int = 1) -> Iterator[list]:
+def idle_clients(
+    port: int, path: str, count: int, messages: int = 1, spread_sources: bool = False
+) -> Iterator[list]:
     """``count`` idle connections (answering pings) held by client processes of at
     most :data:`PER_CLIENT_PROCESS` each, killed at the end; yields the processes.
-    They report once ``messages`` were broadcast to them and 3 s passed quiet."""
+    They report once ``messages`` were broadcast to them and 3 s passed quiet.
+    ``spread_sources``: each process connects from a loopback address of its own
+    (127.0.1.1, 127.0.1.2...), for more connections to one port than one address has
+    ports (about 28 000)."""
     clients: list = []
     try:
         remaining = count
         while remaining:
             batch = min(remaining, PER_CLIENT_PROCESS)
-            clients.append(open_connections(port, path, batch, 50, messages)[0])
+            source = f"127.0.1.{len(clients) + 1}" if spread_sources else None
+            clients.append(open_connections(port, path, batch, 50, messages, source)[0])
             remaining -= batch
         yield clients
     finally:

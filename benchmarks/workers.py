@@ -71,7 +71,7 @@ def run(kind: str, count: int, connections: int, hold: float, redis, tmp: Path) 
     try:
         time.sleep(3)
         row = {"kind": kind, "before": summed(pids)}
-        with idle_clients(port, PATH.format(kind), connections):
+        with idle_clients(port, PATH.format(kind), connections, spread_sources=True):
             time.sleep(hold)
             row["after"] = summed(pids)
             row["per_process_pss"] = [round(memory_mb(pid)["Pss"]) for pid in pids]

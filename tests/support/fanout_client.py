@@ -112,6 +112,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("max_wait", type=float)
     parser.add_argument("--in-flight", type=int, default=None)
     parser.add_argument("--messages", type=int, default=1)
+    parser.add_argument(
+        "--source",
+        default=None,
+        help="a loopback address to connect from: each has its own ~28 000 ports to a "
+        "server's address (the kernel's ephemeral range)",
+    )
     return parser.parse_args()
 
 
@@ -134,8 +140,9 @@ async def main() -> None:
     async def connect() -> None:
         async with slots:
             handshake = loop.create_future()
+            local = (options.source, 0) if options.source else None
             transport, _ = await loop.create_connection(
-                lambda: Subscriber(stats, handshake), "127.0.0.1", port
+                lambda: Subscriber(stats, handshake), "127.0.0.1", port, local_addr=local
             )
             key = base64.b64encode(os.urandom(16)).decode()
             transport.write(

@@ -409,15 +409,18 @@ def start_subscribers(
     in_flight: int | None = None,
     wait_ready: bool = True,
     messages: int = 1,
+    source: str | None = None,
 ) -> subprocess.Popen[str]:
     """A lean subscriber process (``tests/support/fanout_client.py``) holding ``count``
     connections to ``path``; it reports (one JSON line) after ``quiet`` seconds without
     a frame, once a frame of message ``messages - 1`` came. With ``in_flight`` it first
     prints ``HANDSHAKES <n> <seconds>``; with ``wait_ready`` this returns once every
-    connection is open (READY)."""
+    connection is open (READY). ``source``: the loopback address it connects from."""
     args = [str(port), path, str(count), str(quiet), str(max_wait), "--messages", str(messages)]
     if in_flight is not None:
         args += ["--in-flight", str(in_flight)]
+    if source is not None:
+        args += ["--source", source]
     client = subprocess.Popen(
         [sys.executable, str(REPO / "tests" / "support" / "fanout_client.py"), *args],
         stdout=subprocess.PIPE,
