@@ -33,6 +33,7 @@ async def test_tuned_server_self_check_passes_and_switches_transports(daphne_fac
         "bounded_accepts": True,
         "port_factory": True,
         "report_loss": True,
+        "renew_after_fork": True,
     }
     assert compat["eager_transports"] >= 1
     assert "changed" not in server.log.read_text()
@@ -75,6 +76,7 @@ async def test_changed_upstream_is_logged_and_its_fallback_used(daphne_factory, 
         "bounded_accepts": True,  # a change to another symbol leaves this hook on
         "port_factory": True,
         "report_loss": True,
+        "renew_after_fork": True,
     }
     assert compat["eager_transports"] == 0
     assert any("tcp.Server" in problem for problem in compat["problems"])
