@@ -69,7 +69,9 @@ def run(kind: str, count: int, connections: int, hold: float, redis, tmp: Path) 
         ]
         pids = [process.pid for process in processes]
     try:
-        time.sleep(3)
+        # start_daphne returned once the port listened: for the second process on,
+        # at once (the first listens). A process loads in about 2 s.
+        time.sleep(3 + count)
         row = {"kind": kind, "before": summed(pids)}
         with idle_clients(port, PATH.format(kind), connections, spread_sources=True):
             time.sleep(hold)

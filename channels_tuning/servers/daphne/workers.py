@@ -87,6 +87,11 @@ def serve_forked(server: Any, serve: Callable[[], None], count: int) -> int:
     """Fork ``count`` workers, each running ``serve()`` on ``server`` (loaded, not yet
     listening), and supervise them; the exit status for the supervising process."""
     check_endpoints(server.endpoints)
+    if not twisted_hooks.features["renew_after_fork"]:  # compat.self_check() said why
+        raise RuntimeError(
+            "--workers: this Twisted or asyncio cannot give each worker its own event "
+            "loop (see the error logged at start); run processes with --reuse-port instead"
+        )
     running = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
     if running:
         raise RuntimeError(

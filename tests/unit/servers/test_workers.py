@@ -44,6 +44,15 @@ def first(marks, name: str) -> bool:
     return True
 
 
+def test_no_fork_when_the_reactor_cannot_be_renewed(monkeypatch):
+    from channels_tuning.compat import twisted as twisted_hooks
+
+    monkeypatch.setitem(twisted_hooks.features, "renew_after_fork", False)
+    server = SimpleNamespace(endpoints=["tcp:port=8000:interface=127.0.0.1"])
+    with pytest.raises(RuntimeError, match="cannot give each worker its own event loop"):
+        workers.serve_forked(server, lambda: None, 2)
+
+
 def _run_supervisor(start, count=2, **options) -> tuple[int, Supervisor]:
     """Run a Supervisor of ``count`` workers running ``start`` in this process (its
     signal handlers restored after): its exit status, and itself."""
