@@ -25,6 +25,16 @@ The fd limit of these machines is 20 000 per process, and a process may not rais
 a server holds its own files, its Redis connections and the probes next to the
 clients', so 19 800 per process is the most that fits (5 processes: 99 000).
 ``--processes 6 --per-process 16667`` reaches 100 002.
+
+``--workers``: the processes are one ``channels-tuning-daphne --workers N`` (forked
+once the application is loaded, sharing its memory) on one port, the clients spread
+by the kernel (from several loopback source addresses), the probes as many as the
+workers but on the one port: the group's stall, with each worker's collections. The
+kernel's choice is a hash, not a count: five workers of 99 000 get about 19 800 ± 130
+each, and one that reaches its fd limit refuses connections, so at the limit six
+workers of 16 667 are the safe shape::
+
+    python benchmarks/c100k.py --workers --processes 6 --per-process 16667
 """
 
 from __future__ import annotations
@@ -56,7 +66,13 @@ from benchmarks.stall import (  # noqa: E402
     probe_for,
     publish_once,
 )
-from tests.support.processes import start_daphne, start_redis, stop_process  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    child_pids,
+    memory_kb,
+    start_daphne,
+    start_redis,
+    stop_process,
+)
 
 
 def commandstats(url: str) -> dict[str, dict[str, Any]]:
@@ -96,83 +112,164 @@ def load_between(
     }
 
 
-def closes(server) -> dict[str, float]:
-    """The server's close counter by reason (``channels_tuning_closes_total``)."""
-    counters = server.stats()["counters"]["channels_tuning_closes_total"]
+def closes(stats: dict) -> dict[str, float]:
+    """A server's close counter by reason (``channels_tuning_closes_total``), from its
+    ``/_stats``."""
+    counters = stats["counters"]["channels_tuning_closes_total"]
     return {str(labels): value for labels, value in counters.items()}
 
 
+class Separate:
+    """Server processes started one by one, each on a port of its own: each gets
+    ``per_process`` clients and probes of its own."""
+
+    forked = False
+
+    def __init__(self, servers: list) -> None:
+        self.servers = servers
+        self.pids = [server.app_pid for server in servers]
+        self.ports = [server.port for server in servers]
+        self.logs = [server.log for server in servers]
+
+    def stats_each(self, reset_gc_max: bool = False) -> list[dict]:
+        return [server.stats(reset_gc_max=reset_gc_max) for server in self.servers]
+
+
+class Forked:
+    """One ``channels-tuning-daphne --workers N``: one port, the kernel choosing a
+    worker per connection. Its clients all go to the one port, from several source
+    addresses; a worker's ``/_stats`` is asked until that worker answered (each request
+    is a new connection, so a new choice); the probes are as many as the workers, on
+    the one port, so they see the group, not one worker. The supervisor serves nothing
+    but is counted in memory and CPU: the machine holds it."""
+
+    forked = True
+
+    def __init__(self, supervisor, pids: list[int]) -> None:
+        self.supervisor = supervisor
+        self.pids = pids
+        self.ports = [supervisor.port]
+        self.logs = [supervisor.log]
+
+    def stats_each(self, reset_gc_max: bool = False) -> list[dict]:
+        answers: dict[int, dict] = {}
+        for _ in range(STATS_TRIES_PER_WORKER * len(self.pids)):
+            answer = self.supervisor.stats(reset_gc_max=reset_gc_max)
+            answers.setdefault(answer["pid"], answer)
+            if len(answers) == len(self.pids):
+                return [answers[pid] for pid in self.pids]
+        raise RuntimeError(f"/_stats answered from {sorted(answers)}, workers {self.pids}")
+
+
+#: Requests per worker before giving up on one that never answers ``/_stats`` (with 6
+#: workers the last one is reached within 15 requests on average).
+STATS_TRIES_PER_WORKER = 20
+
+
+def memory_mb(pids: list[int], field: str) -> list[float]:
+    return [memory_kb(pid)[field] / 1024 for pid in pids]
+
+
 async def hold(
-    servers: list, redis, group: str, per_process: int, window: float, probe_source: str
+    fleet: Separate | Forked,
+    extra_pids: list[int],
+    redis,
+    group: str,
+    per_process: int,
+    window: float,
+    probe_source: str,
 ) -> dict:
-    """Every server holds ``per_process`` clients: the window, then the broadcast."""
+    """Every server process holds ``per_process`` clients (a forked group: about as
+    many, as the kernel spreads them): the window, then the broadcast. ``extra_pids``:
+    processes counted in memory and CPU that serve nothing (a supervisor)."""
     path = ROUTES["tuned"].format(group)
+    count = len(fleet.pids)
     opening = time.monotonic()
     with ExitStack() as stack:
         clients, served_by = [], []  # each client process and its server's index
-        for index, server in enumerate(servers):
-            for client in stack.enter_context(idle_clients(server.port, path, per_process)):
-                clients.append(client)
-                served_by.append(index)
+        if fleet.forked:
+            clients = stack.enter_context(
+                idle_clients(fleet.ports[0], path, per_process * count, spread_sources=True)
+            )
+        else:
+            for index, port in enumerate(fleet.ports):
+                for client in stack.enter_context(idle_clients(port, path, per_process)):
+                    clients.append(client)
+                    served_by.append(index)
         opened_in = time.monotonic() - opening
         await asyncio.sleep(5)  # the last upgrades settle
-        held_at_start = [server.stats()["connections"] for server in servers]
-        for server in servers:
-            server.stats(reset_gc_max=True)
-        gc_before = [server.stats()["gc"]["generations"] for server in servers]
-        cpu_before = [cpu_seconds(server.app_pid) for server in servers]
+        held_at_start = [stats["connections"] for stats in fleet.stats_each()]
+        fleet.stats_each(reset_gc_max=True)
+        gc_before = [stats["gc"]["generations"] for stats in fleet.stats_each()]
+        cpu_pids = fleet.pids + extra_pids
+        cpu_before = [cpu_seconds(pid) for pid in cpu_pids]
         redis_before = redis_load(redis)
+        probe_ports = fleet.ports * (count if fleet.forked else 1)
         probes = await asyncio.gather(
-            *(probe_for(server.port, window, PROBE_EVERY, probe_source) for server in servers)
+            *(probe_for(port, window, PROBE_EVERY, probe_source) for port in probe_ports)
         )
         cpu = [
-            (cpu_seconds(server.app_pid) - before) / window
-            for server, before in zip(servers, cpu_before, strict=True)
+            (cpu_seconds(pid) - before) / window
+            for pid, before in zip(cpu_pids, cpu_before, strict=True)
         ]
         redis_in_window = load_between(redis_before, redis_load(redis), window)
-        gc_after = [server.stats()["gc"]["generations"] for server in servers]
-        held_at_end = [server.stats()["connections"] for server in servers]
-        rss_mb = [server.rss_kb() / 1024 for server in servers]
-        pss_mb = [server.pss_kb() / 1024 for server in servers]
-        closed_by_server = [closes(server) for server in servers]
+        after = fleet.stats_each()
+        gc_after = [stats["gc"]["generations"] for stats in after]
+        held_at_end = [stats["connections"] for stats in after]
+        closed_by_server = [closes(stats) for stats in after]
+        rss_mb = memory_mb(fleet.pids + extra_pids, "Rss")
+        pss_mb = memory_mb(fleet.pids + extra_pids, "Pss")
 
         probers = asyncio.gather(
-            *(
-                probe_for(server.port, 3.0, BROADCAST_PROBE_EVERY, probe_source)
-                for server in servers
-            )
+            *(probe_for(port, 3.0, BROADCAST_PROBE_EVERY, probe_source) for port in probe_ports)
         )
         await publish_once("tuned", None, redis, group)
         during = await probers
         reports = await client_reports(clients)
     latencies = [x for report in reports for x in report["latencies"]]
     per_process = []
-    for index, samples in enumerate(probes):
+    for index in range(count):
         collections, longest = collections_between(gc_before[index], gc_after[index])
-        per_process.append(
-            {
-                "held_at_start": held_at_start[index],
-                "held_at_end": held_at_end[index],
-                "cpu_percent": cpu[index] * 100,
-                "rss_mb": rss_mb[index],
-                "pss_mb": pss_mb[index],
-                "worst_stall_ms": max(max(samples) * 1000, max(longest)),
-                "probe_p50_ms": statistics.median(samples) * 1000,
-                "probe_p99_ms": percentile(samples, 0.99) * 1000,
-                "collections": collections,
-                "longest_ms": longest,
-                "closes": closed_by_server[index],
-                "broadcast_probe_max_ms": max(during[index]) * 1000,
-                "delivered": sum(
-                    report["got"]
-                    for report, server in zip(reports, served_by, strict=True)
-                    if server == index
-                ),
-            }
-        )
+        row = {
+            "held_at_start": held_at_start[index],
+            "held_at_end": held_at_end[index],
+            "cpu_percent": cpu[index] * 100,
+            "rss_mb": rss_mb[index],
+            "pss_mb": pss_mb[index],
+            "worst_stall_ms": max(longest),
+            "collections": collections,
+            "longest_ms": longest,
+            "closes": closed_by_server[index],
+        }
+        if not fleet.forked:  # its own probes, and the clients it served
+            samples = probes[index]
+            row["worst_stall_ms"] = max(max(samples) * 1000, max(longest))
+            row["probe_p50_ms"] = statistics.median(samples) * 1000
+            row["probe_p99_ms"] = percentile(samples, 0.99) * 1000
+            row["broadcast_probe_max_ms"] = max(during[index]) * 1000
+            row["delivered"] = sum(
+                report["got"]
+                for report, server in zip(reports, served_by, strict=True)
+                if server == index
+            )
+        per_process.append(row)
+    samples = [sample for prober in probes for sample in prober]
     return {
+        "forked": fleet.forked,
         "opened_in_s": opened_in,
         "processes": per_process,
+        "probe_all": {
+            "worst_ms": max(samples) * 1000,
+            "p50_ms": statistics.median(samples) * 1000,
+            "p99_ms": percentile(samples, 0.99) * 1000,
+            "broadcast_max_ms": max(max(prober) for prober in during) * 1000,
+        },
+        "not_serving": [
+            {"pid": pid, "cpu_percent": share * 100, "rss_mb": rss, "pss_mb": pss}
+            for pid, share, rss, pss in zip(
+                extra_pids, cpu[count:], rss_mb[count:], pss_mb[count:], strict=True
+            )
+        ],
         "clients_saw_closed": sum(report["closed"] for report in reports),
         "delivered": sum(report["got"] for report in reports),
         "clients_without_report": sum(not report["reported"] for report in reports),
@@ -182,19 +279,33 @@ async def hold(
 
 
 async def run(
-    processes: int, per_process: int, window: float, probe_source: str = PROBE_SOURCE
+    processes: int,
+    per_process: int,
+    window: float,
+    probe_source: str = PROBE_SOURCE,
+    workers: bool = False,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp)
         servers: list = []
         try:
-            for _ in range(processes):
-                servers.append(start_daphne(tmp, tuned=True, redis=redis))
-            rss_empty_mb = sum(server.rss_kb() for server in servers) / 1024
-            pss_empty_mb = sum(server.pss_kb() for server in servers) / 1024
+            if workers:
+                supervisor = start_daphne(
+                    tmp, tuned=True, redis=redis, extra_args=("--workers", str(processes))
+                )
+                servers.append(supervisor)
+                fleet: Separate | Forked = Forked(supervisor, forked_workers(supervisor, processes))
+                extra_pids = [supervisor.pid]
+                fleet.stats_each()  # every worker serves
+            else:
+                for _ in range(processes):
+                    servers.append(start_daphne(tmp, tuned=True, redis=redis))
+                fleet, extra_pids = Separate(servers), []
+            rss_empty_mb = sum(memory_mb(fleet.pids + extra_pids, "Rss"))
+            pss_empty_mb = sum(memory_mb(fleet.pids + extra_pids, "Pss"))
             group = f"c100k-{time.monotonic_ns()}"
-            result = await hold(servers, redis, group, per_process, window, probe_source)
+            result = await hold(fleet, extra_pids, redis, group, per_process, window, probe_source)
         finally:
             for server in servers:
                 stop_process(server.proc)
@@ -204,6 +315,17 @@ async def run(
     result["rss_empty_mb"] = rss_empty_mb
     result["pss_empty_mb"] = pss_empty_mb
     return result
+
+
+def forked_workers(supervisor, count: int) -> list[int]:
+    """The workers' pids, once the supervisor has forked all ``count``."""
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        pids = child_pids(supervisor.pid)
+        if len(pids) == count:
+            return pids
+        time.sleep(0.2)
+    raise RuntimeError(f"{supervisor.pid} forked {child_pids(supervisor.pid)}, not {count}")
 
 
 def keep_logs(servers: list) -> str:
@@ -219,42 +341,56 @@ def keep_logs(servers: list) -> str:
 
 def report(result: dict, processes: int, per_process: int, window: float) -> str:
     rows = result["processes"]
+    extra = result["not_serving"]
     total = processes * per_process
-    rss = sum(row["rss_mb"] for row in rows)
-    pss = sum(row["pss_mb"] for row in rows)
+    rss = sum(row["rss_mb"] for row in rows + extra)
+    pss = sum(row["pss_mb"] for row in rows + extra)
+    probes = result["probe_all"]
+    kind = "workers of one --workers group" if result["forked"] else "processes"
     lines = [
-        f"{total} idle connections over {processes} processes, {window:.0f} s window "
+        f"{total} idle connections over {processes} {kind}, {window:.0f} s window "
         f"(opened in {result['opened_in_s']:.0f} s)",
         "",
         "| process | held at start / end | worst stall ms | probe p50 / p99 ms | "
-        "CPU % of a core | collections gen0/1/2 (longest ms) | RSS MB |",
-        "|---|---|---|---|---|---|---|",
+        "CPU % of a core | collections gen0/1/2 (longest ms) | RSS MB | PSS MB |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for index, row in enumerate(rows, 1):
         gen = "/".join(str(n) for n in row["collections"])
         longest = "/".join(f"{ms:.0f}" for ms in row["longest_ms"])
+        probe = (
+            f"{row['probe_p50_ms']:.1f} / {row['probe_p99_ms']:.1f}"
+            if "probe_p50_ms" in row
+            else "(the group's)"
+        )
         lines.append(
             f"| {index} | {row['held_at_start']} / {row['held_at_end']} | "
-            f"{row['worst_stall_ms']:.0f} | {row['probe_p50_ms']:.1f} / "
-            f"{row['probe_p99_ms']:.1f} | {row['cpu_percent']:.1f} | {gen} ({longest}) | "
-            f"{row['rss_mb']:.0f} |"
+            f"{row['worst_stall_ms']:.0f} | {probe} | {row['cpu_percent']:.1f} | "
+            f"{gen} ({longest}) | {row['rss_mb']:.0f} | {row['pss_mb']:.0f} |"
+        )
+    for row in extra:
+        lines.append(
+            f"| supervisor | | | | {row['cpu_percent']:.1f} | | {row['rss_mb']:.0f} | "
+            f"{row['pss_mb']:.0f} |"
         )
     lines += [
         f"| all | {sum(r['held_at_start'] for r in rows)} / "
         f"{sum(r['held_at_end'] for r in rows)} | "
-        f"{max(r['worst_stall_ms'] for r in rows):.0f} | | "
-        f"{sum(r['cpu_percent'] for r in rows):.1f} | | {rss:.0f} |",
+        f"{max(max(r['worst_stall_ms'] for r in rows), probes['worst_ms']):.0f} | "
+        f"{probes['p50_ms']:.1f} / {probes['p99_ms']:.1f} | "
+        f"{sum(r['cpu_percent'] for r in rows + extra):.1f} | | {rss:.0f} | {pss:.0f} |",
         "",
         f"connections the clients saw closed: {result['clients_saw_closed']}; "
         f"server closes by reason: {[row['closes'] for row in rows]}",
         f"server memory: {rss:.0f} MB in all, {result['rss_empty_mb']:.0f} MB before any "
         f"connection; {(rss - result['rss_empty_mb']) * 1024 / total:.1f} KB per connection",
         f"the same as PSS (pages shared between processes counted once): {pss:.0f} MB in "
-        f"all, {result['pss_empty_mb']:.0f} MB before any connection",
+        f"all, {result['pss_empty_mb']:.0f} MB before any connection; "
+        f"{(pss - result['pss_empty_mb']) * 1024 / total:.1f} KB per connection",
         f"one broadcast() to all: {result['delivered']} of {total} delivered, the last "
         f"after {result['last_delivery_ms']:.0f} ms; longest probe meanwhile "
-        f"{max(r['broadcast_probe_max_ms'] for r in rows):.0f} ms; delivered per "
-        f"process {[row['delivered'] for row in rows]}; client processes that never "
+        f"{probes['broadcast_max_ms']:.0f} ms; delivered per process "
+        f"{[row.get('delivered', '?') for row in rows]}; client processes that never "
         f"reported (got nothing): {result['clients_without_report']}",
         f"Redis over the window: {result['redis']['cpu_percent']:.1f} % of a core, "
         f"{result['redis']['calls_per_s']:.0f} calls/s; the busiest, calls/s: "
@@ -274,8 +410,15 @@ def main() -> None:
     parser.add_argument(
         "--probe-source", default=PROBE_SOURCE, help="the probes' source address (loopback)"
     )
+    parser.add_argument(
+        "--workers",
+        action="store_true",
+        help="the processes are one channels-tuning-daphne --workers group on one port",
+    )
     args = parser.parse_args()
-    result = asyncio.run(run(args.processes, args.per_process, args.window, args.probe_source))
+    result = asyncio.run(
+        run(args.processes, args.per_process, args.window, args.probe_source, args.workers)
+    )
     print(json.dumps(result), file=sys.stderr)
     print(report(result, args.processes, args.per_process, args.window))
 

@@ -16,6 +16,7 @@ not with its connections, so "PSS added per connection" of the forked group is t
 copying spread over this run's connections, and falls as they grow.
 
     python benchmarks/workers.py [--workers 4] [--connections 4000] [--hold 5]
+                                 [--kinds separate forked]
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from tests.support.processes import (  # noqa: E402
 )
 
 PATH = "/ws/group/{}/"
+KINDS = ["separate", "forked"]
 
 
 def memory_mb(pid: int) -> dict[str, float]:
@@ -88,14 +90,17 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--connections", type=int, default=4000)
     parser.add_argument("--hold", type=float, default=5.0, help="seconds idle before reading")
+    parser.add_argument(
+        "--kinds", nargs="+", choices=KINDS, default=KINDS, help="the groups to measure"
+    )
     args = parser.parse_args()
+    kinds = [kind for kind in KINDS if kind in args.kinds]  # separate first: the ratio
     with tempfile.TemporaryDirectory() as directory:
         tmp = Path(directory)
         redis = start_redis(tmp)
         try:
             rows = [
-                run(kind, args.workers, args.connections, args.hold, redis, tmp)
-                for kind in ("separate", "forked")
+                run(kind, args.workers, args.connections, args.hold, redis, tmp) for kind in kinds
             ]
         finally:
             stop_process(redis.proc)
@@ -103,18 +108,29 @@ def main() -> None:
         f"\n{args.workers} processes, {args.connections} idle connections among them "
         f"for {args.hold:.0f} s, MB (forked: the supervisor included)"
     )
-    print("| | separate processes | --workers (forked) | forked / separate |")
-    print("|---|---|---|---|")
-    separate, forked = rows
+    by_kind = dict(zip(kinds, rows, strict=True))
+    names = {"separate": "separate processes", "forked": "--workers (forked)"}
+    both = len(by_kind) == 2
+    print(
+        "| | "
+        + " | ".join(names[k] for k in by_kind)
+        + (" | forked / separate |" if both else " |")
+    )
+    print("|---" * (len(by_kind) + 1 + both) + "|")
     for moment in ("before", "after"):
         for key in ("Pss", "Rss", "Private_Dirty"):
-            a, b = separate[moment][key], forked[moment][key]
+            values = [row[moment][key] for row in by_kind.values()]
             label = f"{key}, {'before any client' if moment == 'before' else 'with the clients'}"
-            print(f"| {label} | {a:.0f} | {b:.0f} | {b / a:.2f} |")
-    added = [(row["after"]["Pss"] - row["before"]["Pss"]) * 1024 / args.connections for row in rows]
-    print(f"| PSS added per connection, KB | {added[0]:.1f} | {added[1]:.1f} | |")
-    print(f"\nPSS per process with the clients: separate {separate['per_process_pss']},")
-    print(f"forked {forked['per_process_pss']} (the last: the supervisor)")
+            ratio = f" {values[1] / values[0]:.2f} |" if both else ""
+            print(f"| {label} | " + " | ".join(f"{v:.0f}" for v in values) + " |" + ratio)
+    added = [
+        (row["after"]["Pss"] - row["before"]["Pss"]) * 1024 / args.connections
+        for row in by_kind.values()
+    ]
+    print("| PSS added per connection, KB | " + " | ".join(f"{a:.1f}" for a in added) + " |")
+    for kind, row in by_kind.items():
+        supervisor = " (the last: the supervisor)" if kind == "forked" else ""
+        print(f"PSS per process with the clients, {kind}: {row['per_process_pss']}{supervisor}")
 
 
 if __name__ == "__main__":

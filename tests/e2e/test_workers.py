@@ -29,7 +29,9 @@ from tests.support.processes import (
 )
 from tests.support.waiting import close_code, wait_until
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/smaps_rollup").exists(), reason="Linux")
+pytestmark = pytest.mark.skipif(
+    not Path("/proc/self/smaps_rollup").exists(), reason="needs Linux /proc"
+)
 
 
 def children(pid: int) -> set[int]:

@@ -238,6 +238,24 @@ def test_c100k_reports_redis_load_over_the_window():
     assert calls > 0, redis_line
 
 
+def test_c100k_with_workers_reads_each_worker_and_the_supervisor():
+    """``c100k.py --workers``: one forked group on one port; each worker's count and
+    collections read from its own ``/_stats``, the supervisor counted in memory and
+    CPU, every connection reached by the broadcast."""
+    output = run_script(
+        "c100k.py --workers --processes 2 --per-process 30 --window 4 --probe-source 127.0.0.1",
+        timeout=180,
+    )
+    assert "over 2 workers of one --workers group" in output, output
+    assert "one broadcast() to all: 60 of 60 delivered" in output, output
+    rows = [line for line in output.splitlines() if line.startswith("| ")]
+    workers = [row for row in rows if row.split("|")[1].strip() in ("1", "2")]
+    assert len(workers) == 2 and any(row.startswith("| supervisor |") for row in rows), rows
+    held = next(row for row in rows if row.startswith("| all |")).split("|")[2]
+    assert held.strip() == "60 / 60", rows
+    assert all(int(row.split("|")[2].split("/")[0]) > 0 for row in workers), workers
+
+
 @pytest.mark.slow
 def test_stall_probe_alone_is_a_row_of_its_own():
     """``--connections 0``: the probe against a server with nothing open, the floor
