@@ -4,6 +4,8 @@ time: the runs are called here, Twisted's reactor is not running (the e2e tests 
 
 from __future__ import annotations
 
+import asyncio
+import gc
 from typing import Any
 
 from channels_tuning.servers.daphne import checkers
@@ -50,3 +52,32 @@ def test_connections_due_together_are_checked_at_most_checks_per_run_in_order(mo
     server.timeout_checker()  # the next checks are two seconds away
     assert all(c.checked == 1 for c in connections)
     assert checkers.WORK["timeout_checks"] - checks_before == count
+
+
+async def test_an_ended_application_is_checked_once_and_costs_no_object_per_connection(
+    monkeypatch,
+):
+    """Each application's done callback puts its connection up for the application
+    check, and holds nothing per connection the collector tracks: the mapping and the
+    callback are one for all (a ``partial`` per connection was three objects)."""
+    monkeypatch.setattr(checkers, "reactor", NextRuns())
+    server = DueCheckers(application=None, endpoints=["tcp:port=0"])
+    server.connections = {}
+    protocols = [Connection() for _ in range(200)]
+    tasks = [asyncio.ensure_future(asyncio.sleep(3600)) for _ in protocols]
+    server.application_started(protocols[0], tasks[0])  # the mapping and callback made
+    gc.collect()
+    tracked_before = len(gc.get_objects())
+    for protocol, task in zip(protocols[1:], tasks[1:], strict=True):
+        server.application_started(protocol, task)
+    assert len(gc.get_objects()) - tracked_before < 10  # not 3 per connection
+    tasks[5].cancel()
+    tasks[7].cancel()
+    await asyncio.gather(tasks[5], tasks[7], return_exceptions=True)  # callbacks ran first
+    assert server._pending() == {protocols[5], protocols[7]}
+    assert len(server._application_tasks()) == len(protocols) - 2
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    assert server._pending() == set(protocols)
+    assert server._application_tasks() == {}
