@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from typing import Any
 
 from ..layers.capabilities import history_store, presence_store
@@ -47,7 +48,9 @@ class MembershipMixin(OutboundMixin):
     #: "always"): it gets heartbeat frames, history envelopes, subscribed and presence
     #: frames. Any other client gets exactly what the consumer sends.
     tuned_client: bool = False
-    _joined: set[str] | None = None
+    #: The groups joined: one group's name (most connections join one, and a set is
+    #: 216 bytes for the connection's life), a set of several, or None.
+    _joined: str | set[str] | None = None
     #: Groups join_group() is adding now (the layers' group_add leaves hooks to it).
     _joining: set[str] | None = None
     #: Groups with history this connection joined (None: none yet).
@@ -62,7 +65,7 @@ class MembershipMixin(OutboundMixin):
     async def release(self) -> None:
         """Give back what the connection holds: leaves every joined group (those in
         ``self.groups``, joined with :meth:`join_group` or the layer's ``group_add``)."""
-        joined = set(self._joined or ()) | set(self.groups or ())
+        joined = set(self._joined_groups()) | set(self.groups or ())
         self._joined = None
         # The streams' held frames and replay state go now, not with the consumer
         # (GroupStreams holds no reference back to it: no cycle to break).
@@ -115,7 +118,7 @@ class MembershipMixin(OutboundMixin):
     def wants_membership_hooks(self, group: str) -> bool:
         """Whether a layer's ``group_add`` of ``group`` should call the hooks below
         (not while :meth:`join_group` calls them itself, nor for a group joined)."""
-        return group not in (self._joining or ()) and group not in (self._joined or ())
+        return group not in (self._joining or ()) and group not in self._joined_groups()
 
     async def membership_starting(self, group: str) -> None:
         """Before the membership is added: a group with history starts holding live
@@ -176,8 +179,7 @@ class MembershipMixin(OutboundMixin):
             await store.remove(group, self.channel_name, presence)
 
     async def leave_group(self, group: str) -> None:
-        if self._joined is not None:
-            self._joined.discard(group)
+        self.untrack_group(group)
         if self._group_streams is not None:
             self._group_streams.forget(group)
         if self.channel_layer is not None:
@@ -187,24 +189,38 @@ class MembershipMixin(OutboundMixin):
                 await self._leave_presence(group)
 
     def tracked_groups(self) -> frozenset[str]:
-        return frozenset(self._joined or ())
+        return frozenset(self._joined_groups())
 
     def tracked_group_count(self) -> int:
         """How many groups :meth:`tracked_groups` has, without building the set."""
+        return len(self._joined_groups())
+
+    def _joined_groups(self) -> Collection[str]:
         joined = self._joined
-        return len(joined) if joined else 0
+        if joined is None:
+            return ()
+        return (joined,) if isinstance(joined, str) else joined
 
     def track_group(self, group: str) -> None:
         """Record a membership made elsewhere (the tuned layers call this for
         ``channel_layer.group_add`` of this consumer's channel): refreshed while the
         connection lives, left when it ends."""
-        if self._joined is None:
-            self._joined = set()
-        self._joined.add(group)
+        joined = self._joined
+        if joined is None or joined == group:
+            self._joined = group
+        elif isinstance(joined, str):
+            self._joined = {joined, group}
+        else:
+            joined.add(group)
 
     def untrack_group(self, group: str) -> None:
-        if self._joined is not None:
-            self._joined.discard(group)
+        joined = self._joined
+        if joined == group:
+            self._joined = None
+        elif isinstance(joined, set):
+            joined.discard(group)
+            if len(joined) <= 1:  # back to the name, or to None
+                self._joined = next(iter(joined), None)
 
     async def _join_user_group(self) -> None:
         """An authenticated user's connection joins the user's group
@@ -223,6 +239,6 @@ class MembershipMixin(OutboundMixin):
         groups = self.groups
         start = self._groups_synced if self._groups_synced <= len(groups) else 0
         for group in groups[start:]:
-            if self.channel_layer is not None and group not in (self._joined or ()):
+            if self.channel_layer is not None and group not in self._joined_groups():
                 await self.join_group(group)
         self._groups_synced = len(groups)

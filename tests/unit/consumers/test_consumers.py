@@ -358,6 +358,30 @@ async def test_registry_tracks_connections_and_groups(grouped):
     assert registry.describe() == []
 
 
+def test_tracked_groups_one_group_holds_no_set():
+    """Most connections join one group: tracked as its name, a set only from the
+    second (216 bytes for the connection's life otherwise); leaving works both ways."""
+    from channels_tuning.consumers.memberships import MembershipMixin
+
+    memberships = MembershipMixin()
+    memberships.track_group("room")
+    memberships.track_group("room")
+    assert memberships.tracked_groups() == {"room"} and memberships.tracked_group_count() == 1
+    assert not isinstance(memberships._joined, set)
+    memberships.track_group("lobby")
+    assert memberships.tracked_groups() == {"room", "lobby"}
+    memberships.untrack_group("room")
+    memberships.untrack_group("elsewhere")
+    assert memberships.tracked_groups() == {"lobby"}
+    assert not memberships.wants_membership_hooks("lobby")
+    assert memberships.wants_membership_hooks("room")
+    memberships.untrack_group("lobby")
+    assert memberships.tracked_group_count() == 0
+    memberships.track_group("room")
+    memberships.untrack_group("room")
+    assert memberships.tracked_groups() == frozenset() and memberships._joined is None
+
+
 async def test_layer_events_reach_handlers_in_order(grouped):
     comm = communicator(grouped)
     await comm.connect()
