@@ -129,7 +129,6 @@ class Separate:
         self.servers = servers
         self.pids = [server.app_pid for server in servers]
         self.ports = [server.port for server in servers]
-        self.logs = [server.log for server in servers]
 
     def stats_each(self, reset_gc_max: bool = False) -> list[dict]:
         return [server.stats(reset_gc_max=reset_gc_max) for server in self.servers]
@@ -149,7 +148,6 @@ class Forked:
         self.supervisor = supervisor
         self.pids = pids
         self.ports = [supervisor.port]
-        self.logs = [supervisor.log]
 
     def stats_each(self, reset_gc_max: bool = False) -> list[dict]:
         answers: dict[int, dict] = {}
