@@ -8,6 +8,8 @@ supervising process until they write to them. Measured, four processes on one po
 (``python benchmarks/workers.py --connections 16000 --hold 60``, PSS, the supervisor
 included): 287 MB together before any client when started one by one, 105 MB
 forked; with 16 000 idle connections among them for a minute, 458 MB against 339 MB.
+At C100K (``benchmarks/c100k.py --workers``): six workers held 100 002 idle
+connections in 1 348 MB, five separate processes 99 000 in 1 541 MB.
 Each write to a shared page (a reference count, a free block of the loaded heap
 reused) copies that page for the worker, so the saving shrinks as the workers run.
 
@@ -19,7 +21,13 @@ What is guaranteed, and why:
   instance, self-pipe and waker a fork would share are made anew), its drain, health
   check and stats (one row per worker in ``wsstats``).
 - **The collector leaves the shared pages alone**: everything loaded is frozen
-  (``gc.freeze()``) before the fork, so no worker's collection writes to it.
+  (``gc.freeze()``) before the fork, so no worker's collection writes to it. The
+  other half of Python's advice for ``gc.freeze()``, the collector off while the
+  application loads (no holes freed in the loaded pages for a worker's first objects
+  to fill), was tried and measured no better: 344 against 340 MB of PSS for four
+  workers with 16 000 connections (``benchmarks/workers.py --kinds forked
+  --connections 16000 --hold 30``): the holes are not what a worker copies (the
+  reference counts it writes are the likely rest; not measured).
 - **Signals**: SIGTERM or SIGINT to the supervising process is passed on to every
   worker once (each drains: 1012 to its clients); a second is passed on again (each
   exits at once, as a second signal does to one server). Workers are in a process
