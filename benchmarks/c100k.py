@@ -67,8 +67,7 @@ from benchmarks.stall import (  # noqa: E402
     publish_once,
 )
 from tests.support.processes import (  # noqa: E402
-    child_pids,
-    memory_kb,
+    memory_mb,
     start_daphne,
     start_redis,
     stop_process,
@@ -150,22 +149,13 @@ class Forked:
         self.ports = [supervisor.port]
 
     def stats_each(self, reset_gc_max: bool = False) -> list[dict]:
-        answers: dict[int, dict] = {}
-        for _ in range(STATS_TRIES_PER_WORKER * len(self.pids)):
-            answer = self.supervisor.stats(reset_gc_max=reset_gc_max)
-            answers.setdefault(answer["pid"], answer)
-            if len(answers) == len(self.pids):
-                return [answers[pid] for pid in self.pids]
-        raise RuntimeError(f"/_stats answered from {sorted(answers)}, workers {self.pids}")
+        answers = self.supervisor.stats_by_worker(self.pids, reset_gc_max=reset_gc_max)
+        return [answers[pid] for pid in self.pids]
 
 
-#: Requests per worker before giving up on one that never answers ``/_stats`` (with 6
-#: workers the last one is reached within 15 requests on average).
-STATS_TRIES_PER_WORKER = 20
-
-
-def memory_mb(pids: list[int], field: str) -> list[float]:
-    return [memory_kb(pid)[field] / 1024 for pid in pids]
+def memory_of(pids: list[int], field: str) -> list[float]:
+    """``field`` of each process' ``smaps_rollup`` (Rss, Pss...) in MB."""
+    return [memory_mb(pid)[field] for pid in pids]
 
 
 async def hold(
@@ -215,8 +205,8 @@ async def hold(
         gc_after = [stats["gc"]["generations"] for stats in after]
         held_at_end = [stats["connections"] for stats in after]
         closed_by_server = [closes(stats) for stats in after]
-        rss_mb = memory_mb(fleet.pids + extra_pids, "Rss")
-        pss_mb = memory_mb(fleet.pids + extra_pids, "Pss")
+        rss_mb = memory_of(fleet.pids + extra_pids, "Rss")
+        pss_mb = memory_of(fleet.pids + extra_pids, "Pss")
 
         probers = asyncio.gather(
             *(probe_for(port, 3.0, BROADCAST_PROBE_EVERY, probe_source) for port in probe_ports)
@@ -293,15 +283,15 @@ async def run(
                     tmp, tuned=True, redis=redis, extra_args=("--workers", str(processes))
                 )
                 servers.append(supervisor)
-                fleet: Separate | Forked = Forked(supervisor, forked_workers(supervisor, processes))
+                fleet: Separate | Forked = Forked(supervisor, supervisor.forked_workers(processes))
                 extra_pids = [supervisor.pid]
                 fleet.stats_each()  # every worker serves
             else:
                 for _ in range(processes):
                     servers.append(start_daphne(tmp, tuned=True, redis=redis))
                 fleet, extra_pids = Separate(servers), []
-            rss_empty_mb = sum(memory_mb(fleet.pids + extra_pids, "Rss"))
-            pss_empty_mb = sum(memory_mb(fleet.pids + extra_pids, "Pss"))
+            rss_empty_mb = sum(memory_of(fleet.pids + extra_pids, "Rss"))
+            pss_empty_mb = sum(memory_of(fleet.pids + extra_pids, "Pss"))
             group = f"c100k-{time.monotonic_ns()}"
             result = await hold(fleet, extra_pids, redis, group, per_process, window, probe_source)
         finally:
@@ -313,17 +303,6 @@ async def run(
     result["rss_empty_mb"] = rss_empty_mb
     result["pss_empty_mb"] = pss_empty_mb
     return result
-
-
-def forked_workers(supervisor, count: int) -> list[int]:
-    """The workers' pids, once the supervisor has forked all ``count``."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        pids = child_pids(supervisor.pid)
-        if len(pids) == count:
-            return pids
-        time.sleep(0.2)
-    raise RuntimeError(f"{supervisor.pid} forked {child_pids(supervisor.pid)}, not {count}")
 
 
 def keep_logs(servers: list) -> str:

@@ -32,9 +32,8 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks.connections import idle_clients  # noqa: E402
 from tests.support.processes import (  # noqa: E402
-    child_pids,
     free_port,
-    memory_kb,
+    memory_mb,
     start_daphne,
     start_redis,
     stop_process,
@@ -42,10 +41,6 @@ from tests.support.processes import (  # noqa: E402
 
 PATH = "/ws/group/{}/"
 KINDS = ["separate", "forked"]
-
-
-def memory_mb(pid: int) -> dict[str, float]:
-    return {name: kb / 1024 for name, kb in memory_kb(pid).items()}
 
 
 def summed(pids: list[int]) -> dict[str, float]:
@@ -60,10 +55,7 @@ def run(kind: str, count: int, connections: int, hold: float, redis, tmp: Path) 
             tmp, tuned=True, redis=redis, port=port, extra_args=("--workers", str(count))
         )
         processes = [supervisor]
-        time.sleep(2)
-        pids = child_pids(supervisor.pid)
-        assert len(pids) == count, pids
-        pids.append(supervisor.pid)
+        pids = [*supervisor.forked_workers(count), supervisor.pid]
     else:
         processes = [
             start_daphne(tmp, tuned=True, redis=redis, port=port, extra_args=("--reuse-port",))

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -21,7 +19,6 @@ import websockets
 
 from tests.support.processes import (
     REPO,
-    DaphneProcess,
     child_pids,
     memory_kb,
     start_daphne,
@@ -70,20 +67,6 @@ def polled(pid: int) -> set[int]:
     return found
 
 
-def stats_by_worker(daphne: DaphneProcess, workers: set[int], tries: int = 200) -> dict:
-    """GET /_stats on new connections until each worker has answered (the kernel
-    spreads connections over the workers' sockets): {pid: connections}."""
-    seen: dict[int, int] = {}
-    url = f"http://127.0.0.1:{daphne.port}/_stats"
-    for _ in range(tries):
-        with urllib.request.urlopen(url, timeout=10) as response:
-            stats = json.loads(response.read())
-        seen[stats["pid"]] = stats["connections"]
-        if set(seen) >= workers:
-            break
-    return seen
-
-
 @pytest.fixture
 def workers_daphne(tmp_path):
     daphne = start_daphne(tmp_path, tuned=True, extra_args=("--workers", "2", "--no-access-log"))
@@ -103,8 +86,7 @@ def workers_daphne(tmp_path):
 
 async def test_workers_share_memory_spread_connections_and_drain_once(workers_daphne):
     daphne, started = workers_daphne
-    await wait_until(lambda: len(children(daphne.pid)) == 2)
-    workers = children(daphne.pid)
+    workers = set(await asyncio.to_thread(daphne.forked_workers, 2))
     started |= workers
     # Each worker polls its own sockets and pipes only: no epoll instance, self-pipe
     # or waker is shared (compat.twisted.renew_after_fork).
@@ -123,7 +105,8 @@ async def test_workers_share_memory_spread_connections_and_drain_once(workers_da
     for ws in clients[:3]:
         await ws.send("hello")
         assert await ws.recv() == "hello"
-    by_worker = await asyncio.to_thread(stats_by_worker, daphne, workers)
+    stats = await asyncio.to_thread(daphne.stats_by_worker, workers)
+    by_worker = {pid: answer["connections"] for pid, answer in stats.items()}
     assert set(by_worker) == workers, by_worker  # both serve, on the one port
     assert sum(by_worker.values()) == 40 and min(by_worker.values()) > 0, by_worker
     # SIGTERM to the supervisor: each worker drains once (1012 to every client) and
@@ -140,8 +123,7 @@ async def test_workers_share_memory_spread_connections_and_drain_once(workers_da
 
 async def test_a_killed_worker_is_replaced(workers_daphne):
     daphne, started = workers_daphne
-    await wait_until(lambda: len(children(daphne.pid)) == 2)
-    workers = children(daphne.pid)
+    workers = set(await asyncio.to_thread(daphne.forked_workers, 2))
     started |= workers
     killed = min(workers)
     os.kill(killed, signal.SIGKILL)
@@ -155,7 +137,7 @@ async def test_a_killed_worker_is_replaced(workers_daphne):
     await ws.send("still here")
     assert await ws.recv() == "still here"
     await ws.close()
-    assert set(await asyncio.to_thread(stats_by_worker, daphne, now)) == now
+    assert set(await asyncio.to_thread(daphne.stats_by_worker, now)) == now
 
 
 def test_a_worker_that_cannot_start_stops_the_group(tmp_path):
@@ -198,8 +180,7 @@ def test_a_worker_that_cannot_start_stops_the_group(tmp_path):
 
 async def test_workers_drain_when_their_supervisor_is_killed(workers_daphne):
     daphne, started = workers_daphne
-    await wait_until(lambda: len(children(daphne.pid)) == 2)
-    workers = children(daphne.pid)
+    workers = set(await asyncio.to_thread(daphne.forked_workers, 2))
     started |= workers
     clients = [
         await websockets.connect(daphne.ws("/ws/echo/"), ping_interval=None) for _ in range(10)

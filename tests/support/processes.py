@@ -9,7 +9,9 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -172,6 +174,30 @@ class DaphneProcess:
         with urllib.request.urlopen(url, timeout=timeout) as response:
             return json.loads(response.read())
 
+    def forked_workers(self, count: int, timeout: float = 30) -> list[int]:
+        """The pids of a ``--workers`` group's workers, once all ``count`` are forked."""
+        deadline = time.monotonic() + timeout
+        while len(pids := child_pids(self.pid)) != count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.pid} forked {pids}, not {count}")
+            time.sleep(0.2)
+        return pids
+
+    def stats_by_worker(
+        self, workers: Iterable[int], reset_gc_max: bool = False, tries_per_worker: int = 20
+    ) -> dict[int, dict]:
+        """Each worker's ``/_stats``, by pid: asked on new connections until every one
+        of ``workers`` answered (each connection is a new choice of the kernel's hash;
+        with 6 workers the last is reached within 15 requests on average)."""
+        wanted = set(workers)
+        answers: dict[int, dict] = {}
+        for _ in range(tries_per_worker * len(wanted)):
+            answer = self.stats(reset_gc_max=reset_gc_max)
+            answers.setdefault(answer["pid"], answer)
+            if set(answers) >= wanted:
+                return answers
+        raise RuntimeError(f"/_stats answered from {sorted(answers)}, workers {sorted(wanted)}")
+
     def collect_and_freeze(self) -> dict:
         """A collection, then ``gc.freeze()``: from here, what the collector scans is
         what was made since."""
@@ -239,6 +265,11 @@ def memory_kb(pid: int) -> dict[str, int]:
         name, value, *_ = line.split()
         fields[name.rstrip(":")] = int(value)
     return fields
+
+
+def memory_mb(pid: int) -> dict[str, float]:
+    """:func:`memory_kb` in MB."""
+    return {name: kb / 1024 for name, kb in memory_kb(pid).items()}
 
 
 def proc_kb(pid: int, file: str, field: str) -> int:
