@@ -14,12 +14,14 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from channels_tuning import TunedWebsocketConsumer
+from channels_tuning.core import Outcome
 from channels_tuning.jobs import PeriodicCollection
 from channels_tuning.observability.gctuning import monitor
 from channels_tuning.runtime.counters import TRAFFIC
-from channels_tuning.runtime.registry import ConnectionRegistry
+from channels_tuning.runtime.registry import ConnectionRegistry, registry
 from channels_tuning.runtime.scheduler import Scheduler
 from channels_tuning.testing import assert_no_leaks, find_leaks
+from channels_tuning.wire.closecodes import CloseCode
 from tests.support.consumers import Echo, Grouped, communicator
 
 
@@ -345,3 +347,48 @@ async def test_allocation_sites_are_grouped_off_the_loop_and_taken_once_an_inter
         tracemalloc.stop()
     await recent.refresh()
     assert (recent.sites, recent.taken_at) == ([], None)
+
+
+async def test_connection_figures_count_each_state_the_backlogs_and_memberships():
+    """One pass reads each connection's core: connecting (not accepted yet), open,
+    closing; the backlog of one that fell behind; the groups of each."""
+    from channels_tuning.observability.figures import connection_figures
+
+    release = asyncio.Event()
+
+    class AcceptsLater(Echo):
+        async def connect(self):
+            await release.wait()
+            await self.accept()
+
+    opened = [communicator(Echo), communicator(Grouped), communicator(Echo)]
+    for client in opened:
+        assert (await client.connect())[0]
+    waiting = communicator(AcceptsLater)
+    connecting = asyncio.create_task(waiting.connect())
+    await wait_for(lambda: len(registry) == 4)
+    by_class = {type(consumer): consumer for consumer in registry}
+    behind = by_class[Grouped].core
+    for n in range(3):
+        assert behind.send({"type": "websocket.send", "text": str(n)}) is Outcome.QUEUED
+    closing = next(c for c in registry if type(c) is Echo).core
+    assert closing.close(CloseCode.GOING_AWAY)
+
+    figures = connection_figures()
+    assert figures.connections == 4
+    assert figures.states == {"connecting": 1, "open": 2, "closing": 1}
+    assert (figures.queued, figures.longest, figures.with_backlog) == (3, 3, 1)
+    assert figures.depth_buckets() == [
+        (0.0, 3),
+        (1.0, 3),
+        (10.0, 4),
+        (100.0, 4),
+        (1000.0, 4),
+        (float("inf"), 4),
+    ]
+    assert figures.memberships == 2  # the two groups Grouped joins
+
+    release.set()
+    assert (await connecting)[0]
+    for client in [*opened, waiting]:
+        await client.disconnect()
