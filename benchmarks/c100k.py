@@ -19,7 +19,8 @@ its CPU and its calls per second over the window, the busiest commands named (wh
 the servers' heartbeats, membership refreshes and stats cost it).
 
     python benchmarks/c100k.py [--processes 5] [--per-process 19800] [--window 600]
-                               [--probe-source 127.0.0.2]
+                               [--probe-source 127.0.0.2] [--workers]
+                               [--slow-callbacks]  # what held each loop
 
 The fd limit of these machines is 20 000 per process, and a process may not raise it:
 a server holds its own files, its Redis connections and the probes next to the
@@ -54,6 +55,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from benchmarks import slow_callbacks as slow_callback_logs  # noqa: E402
 from benchmarks.connections import ROUTES, idle_clients  # noqa: E402
 from benchmarks.fanout import cpu_seconds  # noqa: E402
 from benchmarks.stall import (  # noqa: E402
@@ -193,9 +195,11 @@ async def hold(
         cpu_before = [cpu_seconds(pid) for pid in cpu_pids]
         redis_before = redis_load(redis)
         probe_ports = fleet.ports * (count if fleet.forked else 1)
+        window_began = time.time()
         probes = await asyncio.gather(
             *(probe_for(port, window, PROBE_EVERY, probe_source) for port in probe_ports)
         )
+        window_ended = time.time()
         cpu = [
             (cpu_seconds(pid) - before) / window
             for pid, before in zip(cpu_pids, cpu_before, strict=True)
@@ -245,6 +249,7 @@ async def hold(
     return {
         "forked": fleet.forked,
         "opened_in_s": opened_in,
+        "window": (window_began, window_ended),
         "processes": per_process,
         "probe_all": {
             "worst_ms": max(samples) * 1000,
@@ -272,15 +277,22 @@ async def run(
     window: float,
     probe_source: str = PROBE_SOURCE,
     workers: bool = False,
+    slow_callbacks: bool = False,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         redis = start_redis(tmp)
         servers: list = []
+        callback_log = tmp / "callbacks"
+        logging = slow_callback_logs.environment(callback_log) if slow_callbacks else {}
         try:
             if workers:
                 supervisor = start_daphne(
-                    tmp, tuned=True, redis=redis, extra_args=("--workers", str(processes))
+                    tmp,
+                    tuned=True,
+                    redis=redis,
+                    extra_args=("--workers", str(processes)),
+                    **logging,
                 )
                 servers.append(supervisor)
                 fleet: Separate | Forked = Forked(supervisor, supervisor.forked_workers(processes))
@@ -288,12 +300,17 @@ async def run(
                 fleet.stats_each()  # every worker serves
             else:
                 for _ in range(processes):
-                    servers.append(start_daphne(tmp, tuned=True, redis=redis))
+                    servers.append(start_daphne(tmp, tuned=True, redis=redis, **logging))
                 fleet, extra_pids = Separate(servers), []
             rss_empty_mb = sum(memory_of(fleet.pids + extra_pids, "Rss"))
             pss_empty_mb = sum(memory_of(fleet.pids + extra_pids, "Pss"))
             group = f"c100k-{time.monotonic_ns()}"
             result = await hold(fleet, extra_pids, redis, group, per_process, window, probe_source)
+            if slow_callbacks:
+                held = slow_callback_logs.read_each(callback_log, *result["window"])
+                result["held"] = {
+                    pid: slow_callback_logs.summary(held.get(pid, [])) for pid in fleet.pids
+                }
         finally:
             for server in servers:
                 stop_process(server.proc)
@@ -376,6 +393,8 @@ def report(result: dict, processes: int, per_process: int, window: float) -> str
         ),
         f"server logs: {result['server_logs']}",
     ]
+    for pid, held in result.get("held", {}).items():
+        lines += ["", f"what held the loop of {pid} over the window:", held]
     return "\n".join(lines)
 
 
@@ -392,9 +411,21 @@ def main() -> None:
         action="store_true",
         help="the processes are one channels-tuning-daphne --workers group on one port",
     )
+    parser.add_argument(
+        "--slow-callbacks",
+        action="store_true",
+        help="log what holds each server's loop (benchmarks/slow_callbacks/), printed per process",
+    )
     args = parser.parse_args()
     result = asyncio.run(
-        run(args.processes, args.per_process, args.window, args.probe_source, args.workers)
+        run(
+            args.processes,
+            args.per_process,
+            args.window,
+            args.probe_source,
+            args.workers,
+            args.slow_callbacks,
+        )
     )
     print(json.dumps(result), file=sys.stderr)
     print(report(result, args.processes, args.per_process, args.window))

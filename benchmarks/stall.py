@@ -344,12 +344,7 @@ def start_server(
         return start_ceiling(tmp, ping_interval=DAPHNE_PING_INTERVAL, port=port)
     tuned = kind.startswith("tuned")
     tuning = FORMER_GC if kind == "tuned-former" else None
-    logging: dict[str, str] = {}
-    if callback_log is not None:
-        logging = {
-            "PYTHONPATH_PREPEND": str(Path(slow_callbacks.__file__).parent),
-            "CT_SLOW_CALLBACK_LOG": str(callback_log),
-        }
+    logging = slow_callbacks.environment(callback_log) if callback_log is not None else {}
     return start_daphne(
         tmp,
         tuned=tuned,

@@ -4,6 +4,7 @@ server's loop over a window, grouped by what it was."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +20,33 @@ class Held:
     total_ms: float
 
 
+def environment(prefix: Path) -> dict[str, str]:
+    """What a server process's environment needs to log to ``<prefix>.<pid>``
+    (``start_daphne(..., **environment(prefix))``)."""
+    return {"PYTHONPATH_PREPEND": str(Path(__file__).parent), "CT_SLOW_CALLBACK_LOG": str(prefix)}
+
+
 def read(prefix: Path, since: float, until: float) -> list[Held]:
     """Every ``<prefix>.<pid>`` log's entries between ``since`` and ``until`` (Unix
     time), grouped by what held the loop, longest first. No log at all means the
     hook never loaded: an error, not a loop that nothing held."""
-    logs = sorted(prefix.parent.glob(prefix.name + ".*"))
+    return _grouped(_logs(prefix).values(), since, until)
+
+
+def read_each(prefix: Path, since: float, until: float) -> dict[int, list[Held]]:
+    """:func:`read` for each process on its own, by pid (a ``--workers`` group's
+    workers each log to their own file)."""
+    return {pid: _grouped([log], since, until) for pid, log in _logs(prefix).items()}
+
+
+def _logs(prefix: Path) -> dict[int, Path]:
+    logs = {int(log.name.rsplit(".", 1)[1]): log for log in prefix.parent.glob(prefix.name + ".*")}
     if not logs:
         raise FileNotFoundError(f"no {prefix}.<pid>: the sitecustomize did not load")
+    return dict(sorted(logs.items()))
+
+
+def _grouped(logs: Iterable[Path], since: float, until: float) -> list[Held]:
     groups: dict[str, Held] = {}
     for log in logs:
         for line in log.read_text().splitlines():

@@ -2,11 +2,12 @@
 
 Put this directory first on ``PYTHONPATH`` of a server process with
 ``CT_SLOW_CALLBACK_LOG=<prefix>`` in its environment (``benchmarks/stall.py
---slow-callbacks`` does both) and the process appends to ``<prefix>.<pid>`` one line
-per callback that ran over ``CT_SLOW_CALLBACK_MS`` (4 by default) and per collection
-over half that: ``<unix time> <ms> <what>``, where a task's step is named by its
-coroutine (``task Scheduler._run``), a collection by its generation (``GC gen1``) and
-a Twisted timed call, which clears its callback once run, shows as ``None``.
+--slow-callbacks`` does both) and the process appends to ``<prefix>.<pid>`` (each
+forked worker to its own) one line per callback that ran over ``CT_SLOW_CALLBACK_MS``
+(4 by default) and per collection over half that: ``<unix time> <ms> <what>``, where
+a task's step is named by its coroutine (``task Scheduler._run``), a collection by its
+generation (``GC gen1``) and a Twisted timed call, which clears its callback once run,
+shows as ``None``.
 
 It wraps ``asyncio.events.Handle._run`` (a private method), so every callback of
 the process pays one more Python call: a diagnostic for benchmarks, never for
@@ -23,7 +24,19 @@ if os.environ.get("CT_SLOW_CALLBACK_LOG"):
     import time
 
     _threshold = float(os.environ.get("CT_SLOW_CALLBACK_MS", "4")) / 1000
-    _out = open(f"{os.environ['CT_SLOW_CALLBACK_LOG']}.{os.getpid()}", "a", buffering=1)  # noqa: SIM115
+
+    def _open_log():  # type: ignore[no-untyped-def]
+        log = f"{os.environ['CT_SLOW_CALLBACK_LOG']}.{os.getpid()}"
+        return open(log, "a", buffering=1)
+
+    _out = _open_log()
+
+    def _reopen_in_child() -> None:
+        # A --workers group forks after loading: each worker logs to its own file.
+        global _out
+        _out = _open_log()
+
+    os.register_at_fork(after_in_child=_reopen_in_child)
     _original_run = asyncio.events.Handle._run
     _perf = time.perf_counter
 

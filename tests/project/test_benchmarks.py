@@ -490,6 +490,46 @@ def test_slow_callback_log_names_what_held_the_loop(tmp_path):
         slow_callbacks.read(tmp_path / "elsewhere", began, time.time())
 
 
+def test_slow_callbacks_of_a_forked_worker_go_to_its_own_log(tmp_path):
+    """A process that forks after loading (``--workers``): the child's loop is logged
+    under the child's pid, and ``read_each`` tells the two processes apart."""
+    import os
+
+    from benchmarks import slow_callbacks
+
+    program = (
+        "import asyncio, os, time\n"
+        "async def parent_step():\n"
+        "    time.sleep(0.03)\n"
+        "async def child_step():\n"
+        "    time.sleep(0.03)\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    asyncio.run(child_step())\n"
+        "    os._exit(0)\n"
+        "asyncio.run(parent_step())\n"
+        "os.waitpid(child, 0)\n"
+        "print(child)\n"
+    )
+    prefix = tmp_path / "callbacks"
+    logging = slow_callbacks.environment(prefix)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([logging.pop("PYTHONPATH_PREPEND"), str(REPO)]),
+        **logging,
+    )
+    began = time.time()
+    proc = subprocess.run(
+        [sys.executable, "-c", program], env=env, check=True, timeout=60, capture_output=True
+    )
+    child = int(proc.stdout)
+    held = slow_callbacks.read_each(prefix, began, time.time())
+    assert child in held and len(held) == 2, held
+    (parent,) = set(held) - {child}
+    steps = {pid: {h.what for h in logged if "task" in h.what} for pid, logged in held.items()}
+    assert steps == {child: {"task child_step"}, parent: {"task parent_step"}}, held
+
+
 def test_headers_shared_cost_less_than_held_each():
     """The request headers kept per connection, held each and shared, for the two
     clients: sharing keeps less for both (the values that differ stay per connection,
