@@ -49,6 +49,11 @@ the ``fd`` endpoint plugin daphne ships      with SO_REUSEPORT, which the plugin
 (``fd:fileno=N``)                            adopts (``servers/daphne/handoff.py``);
                                              ``--health-port``'s interface
                                              (``servers/daphne/health.py``)
+``WebSocketProtocol.muted``, its             the application told at once of a
+``onClose`` and ``onMessage``                 connection the server failed (1009,
+                                             1002...): the disconnect put on the
+                                             queue, ``muted`` so daphne sends no
+                                             second one and no more frames
 ``WebSocketProtocol.protocol_to_accept``     left on the class once a connection is
                                              open, with autobahn's initial values:
                                              checked with them, in
@@ -90,6 +95,10 @@ features = {
     # Off: daphne's endpoint strings or its fd plugin changed: --reuse-port is refused,
     # --health-port listens on 127.0.0.1.
     "endpoint_strings": True,
+    # Off: an application learns that the server failed its connection when the TCP
+    # connection ends, after the close handshake (1-2 s for a client that does not
+    # answer), as before.
+    "early_disconnect": True,
 }
 logger = logging.getLogger("channels_tuning.compat")
 
@@ -112,6 +121,20 @@ def is_writable(server: Any, protocol: Any) -> bool:
     """daphne still tracks ``protocol`` and has not seen it disconnect."""
     details = server.connections.get(protocol)
     return details is not None and "disconnected" not in details
+
+
+def disconnect_application_now(protocol: Any, code: int) -> None:
+    """Tell the application of a connection the server is failing (its close frame
+    sent) now, not when the TCP connection ends: a client that never answers the close
+    frame holds that for autobahn's close handshake timeout, and daphne itself drops
+    such a connection at once (so its application is told at once). daphne's own
+    ``muted`` then keeps it from a second disconnect and from frames still arriving."""
+    if not features["early_disconnect"] or getattr(protocol, "muted", True):
+        return  # off, told already, or not daphne's protocol (no application queue)
+    queue = getattr(protocol, "application_queue", None)
+    if queue is not None:
+        queue.put_nowait({"type": "websocket.disconnect", "code": code})
+        protocol.muted = True
 
 
 #: Seconds plain daphne's shutdown waits for cancelled applications to finish their
@@ -321,6 +344,17 @@ def check() -> list[UpstreamChanged]:
             "self.last_ping = time.time()",
         ],
     )
+    checker.attributes(ws_protocol.WebSocketProtocol, "WebSocketProtocol", ("muted",))
+    checker.contains(
+        getattr(ws_protocol.WebSocketProtocol, "onClose", None),
+        "WebSocketProtocol.onClose muted",
+        ['if not self.muted and hasattr(self, "application_queue"):'],
+    )
+    checker.contains(
+        getattr(ws_protocol.WebSocketProtocol, "onMessage", None),
+        "WebSocketProtocol.onMessage muted",
+        ["if self.muted:"],
+    )
     checker.contains(
         getattr(ws_protocol.WebSocketProtocol, "duration", None),
         "WebSocketProtocol.duration",
@@ -346,6 +380,9 @@ def apply(problems: list[UpstreamChanged]) -> None:
             features["own_answers"] = False
         if problem.symbol.startswith("Server.kill_all_applications"):
             features["shutdown_fix"] = False
+        if problem.symbol.startswith("WebSocketProtocol.") and "muted" in problem.symbol:
+            features["early_disconnect"] = False
+            continue
         if problem.symbol.startswith(
             (
                 "Server.application_checker",

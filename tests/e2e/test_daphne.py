@@ -19,7 +19,7 @@ from channels_tuning.broadcast import broadcast
 from channels_tuning.layers import RedisChannelLayer as TunedRedisChannelLayer
 from channels_tuning.wire.heartbeat import PING_TEXT, PONG_TEXT
 from channels_tuning.wire.subprotocol import SUBPROTOCOL
-from tests.support.rawws import handshake, read_burst, send_text
+from tests.support.rawws import frame, handshake, read_burst, read_close_code, send_text
 from tests.support.waiting import close_code, recv_chat, recv_data, wait_until
 
 FAST = {"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5}
@@ -85,6 +85,33 @@ async def test_bad_input_gets_documented_codes(daphne_factory):
         "consumer=BinaryOnlyConsumer,code=1003": 1,
     }
     await wait_until(lambda: daphne.stats()["connections"] == 0)
+
+
+@pytest.mark.parametrize(
+    ("bad_frame", "code"),
+    [
+        (frame(0x1, b"x" * 1001), 1009),  # over MAX_MESSAGE_SIZE
+        (bytes([0xC1]) + frame(0x1, b"x")[1:], 1002),  # a reserved bit: autobahn fails it
+    ],
+    ids=["oversized", "protocol-error"],
+)
+async def test_the_application_hears_of_a_failed_connection_at_once(
+    daphne_factory, bad_frame, code
+):
+    """A client the server fails gets its close code and never answers it: the
+    application is told (``websocket.disconnect``, so the consumer unregisters) as the
+    close frame goes out, not when the close handshake times out 2 s later."""
+    daphne = daphne_factory(tuned=True, tuning={"MAX_MESSAGE_SIZE": 1000})
+    sock, _ = await asyncio.to_thread(handshake, daphne.port, "/ws/echo/")
+    try:
+        await wait_until(lambda: daphne.stats()["connections"] == 1)
+        sock.sendall(bad_frame)
+        assert await asyncio.to_thread(read_close_code, sock) == code
+        await wait_until(lambda: daphne.stats()["connections"] == 0, timeout=1.0, interval=0.05)
+    finally:
+        sock.close()
+    closes = daphne.stats()["counters"]["channels_tuning_closes_total"]
+    assert closes == {f"consumer=(server),code={code}": 1}, closes
 
 
 async def test_connection_limit_answers_1013_and_leaks_nothing(daphne_factory):

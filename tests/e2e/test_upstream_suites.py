@@ -27,18 +27,7 @@ from tests.support.processes import REPO, start_sentinel, stop_process
 pytestmark = [pytest.mark.timeout(900)]
 
 #: Upstream test id -> why it may fail against the package (a README difference).
-KNOWN_DIFFERENCES: dict[str, str] = {
-    # Timing, not content: the application never sees the oversized message, as the test
-    # asks, but its disconnect comes after the close handshake, not at once.
-    f"test_websocket.TestWebsocket::{name}": (
-        "README, 'daphne (autobahn) drops the TCP connection on a client's WebSocket "
-        "protocol error': channels-tuning-daphne answers an oversized message with close "
-        "1009 and drops a client that does not answer it after autobahn's close "
-        "handshake timeout, 1-2 s; daphne's test allows 2 s for the disconnect and its "
-        "client never answers (it failed twice in clean-clone CIs, 2026-12-07)"
-    )
-    for name in ("test_websocket_max_message_size", "test_websocket_max_frame_size")
-}
+KNOWN_DIFFERENCES: dict[str, str] = {}
 
 PYTEST_INI = """[pytest]
 addopts = -p no:django -p no:cacheprovider -p no:randomly

@@ -34,6 +34,11 @@ RSS per connection (fragment objects, not bytes). Here, through autobahn's docum
   server sets autobahn's documented ``failByDrop=False``: the client gets 1002, 1007 or
   1009 in a close frame, the close is counted under the ``(server)`` consumer, and one
   line a second at most is logged.
+- **The application hears of a failed connection at once**: when the server fails a
+  connection (any close above), the application gets ``websocket.disconnect`` with
+  that code as the close frame goes out, as it would if the connection were dropped,
+  not after the client's answer (a client that never answers held it 1-2 s, the close
+  handshake timeout); nothing the client still sends reaches it.
 """
 
 from __future__ import annotations
@@ -164,6 +169,14 @@ def tuned_protocol(
             self.__dict__.pop("application_queue", None)
             release_is_closed(self)
 
+        def sendCloseFrame(
+            self, code: int | None = None, reasonUtf8: bytes | None = None, isReply: bool = False
+        ) -> None:
+            super().sendCloseFrame(code, reasonUtf8, isReply)
+            failed = protocol_error_code(self)  # autobahn failing the client (1002, 1009...)
+            if failed is not None:
+                daphne_hooks.disconnect_application_now(self, failed)
+
         def check_timeouts(self) -> None:
             if prepared_pings() and daphne_hooks.features["due_checkers"]:
                 check_keepalive(self)  # servers.daphne.keepalive
@@ -244,3 +257,4 @@ def _close(protocol: Any, code: int, reason: str) -> None:
     send_close_frame(protocol, int(code), reason)
     # Ignore what the client still sends of its message (more fragments).
     stop_assembling_messages(protocol)
+    daphne_hooks.disconnect_application_now(protocol, int(code))

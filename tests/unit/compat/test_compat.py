@@ -1099,6 +1099,43 @@ def test_daphne_keepalive_check_changed(monkeypatch):
     assert daphne.features["due_checkers"] is False
 
 
+def test_daphne_application_told_of_a_failed_connection_once():
+    """The disconnect goes on the connection's queue once, with the close code, and
+    daphne's ``muted`` then keeps its own onClose from sending a second one and its
+    onMessage from passing on frames that still arrive."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    protocol = WebSocketProtocol.__new__(WebSocketProtocol)
+    protocol.application_queue = queue = asyncio.Queue()
+    protocol.server = type("Server", (), {"protocol_disconnected": lambda self, p: None})()
+    protocol.server.log_action = lambda *args: None
+    protocol.request = type("Request", (), {"path": "/"})()
+    protocol.client_addr = None
+    daphne.disconnect_application_now(protocol, 1009)
+    daphne.disconnect_application_now(protocol, 1002)  # the second close frame: nothing
+    protocol.onMessage(b"late", False)
+    protocol.onClose(False, 1006, "")
+    assert [queue.get_nowait() for _ in range(queue.qsize())] == [
+        {"type": "websocket.disconnect", "code": 1009}
+    ]
+
+
+def test_daphne_muted_changed(monkeypatch):
+    """daphne's onClose no longer reads ``muted``: the application is told when the
+    TCP connection ends, as before, and nothing else is turned off."""
+    from daphne.ws_protocol import WebSocketProtocol
+
+    change_source(monkeypatch, daphne, "if not self.muted and ", "if ")
+    problems = daphne.check()
+    assert symbols(problems) == {"WebSocketProtocol.onClose muted"}
+    daphne.apply(problems)
+    assert [name for name, on in daphne.features.items() if not on] == ["early_disconnect"]
+    protocol = WebSocketProtocol.__new__(WebSocketProtocol)
+    protocol.application_queue = queue = asyncio.Queue()
+    daphne.disconnect_application_now(protocol, 1009)
+    assert queue.empty() and protocol.muted is False
+
+
 def test_daphne_request_reply_path_changed(monkeypatch):
     """The tuned server's own answers (health check, 503 while draining) go through
     daphne's WebRequest reply path; if it changed, they are left to daphne."""
