@@ -18,6 +18,10 @@ class Held:
     count: int
     longest_ms: float
     total_ms: float
+    #: The CPU time of the longest: far less than its ``longest_ms`` means the process
+    #: waited for a core meanwhile (a busy machine), not that the loop was busy.
+    longest_cpu_ms: float = 0.0
+    total_cpu_ms: float = 0.0
 
 
 def environment(prefix: Path) -> dict[str, str]:
@@ -50,14 +54,16 @@ def _grouped(logs: Iterable[Path], since: float, until: float) -> list[Held]:
     groups: dict[str, Held] = {}
     for log in logs:
         for line in log.read_text().splitlines():
-            stamp, took, what = line.split(" ", 2)
+            stamp, took, cpu, what = line.split(" ", 3)
             if not since <= float(stamp) <= until:
                 continue
             key = _VARYING.sub("N", what)
             held = groups.setdefault(key, Held(key, 0, 0.0, 0.0))
             held.count += 1
-            held.longest_ms = max(held.longest_ms, float(took))
+            if float(took) > held.longest_ms:
+                held.longest_ms, held.longest_cpu_ms = float(took), float(cpu)
             held.total_ms += float(took)
+            held.total_cpu_ms += float(cpu)
     return sorted(groups.values(), key=lambda held: held.longest_ms, reverse=True)
 
 
@@ -65,8 +71,10 @@ def summary(held: list[Held], limit: int = 10) -> str:
     """One line per kind of callback, the longest first."""
     if not held:
         return "no callback or collection over the threshold"
-    lines = [f"{'longest ms':>10} {'count':>6} {'total ms':>9}  what"]
+    lines = [f"{'longest ms':>10} {'its CPU':>8} {'count':>6} {'total ms':>9} {'CPU':>8}  what"]
     lines += [
-        f"{h.longest_ms:10.1f} {h.count:6d} {h.total_ms:9.1f}  {h.what}" for h in held[:limit]
+        f"{h.longest_ms:10.1f} {h.longest_cpu_ms:8.1f} {h.count:6d} {h.total_ms:9.1f} "
+        f"{h.total_cpu_ms:8.1f}  {h.what}"
+        for h in held[:limit]
     ]
     return "\n".join(lines)

@@ -483,6 +483,8 @@ def test_slow_callback_log_names_what_held_the_loop(tmp_path):
     steps = [h for h in held if h.what == "task holds_the_loop"]
     assert len(steps) == 1 and steps[0].count == 2, held
     assert 30 <= steps[0].longest_ms < 1000 and steps[0].total_ms >= 60, held
+    # A sleep holds the loop without the CPU: the log tells a busy loop from a wait.
+    assert steps[0].longest_cpu_ms < 10, held
     assert not [h for h in held if "brief" in h.what], held
     assert "task holds_the_loop" in slow_callbacks.summary(held)
     assert slow_callbacks.read(prefix, began - 60, began - 30) == []
