@@ -21,7 +21,10 @@ call at or after its due time, exactly, whatever the slot width. The keys of the
 slot that holds ``now`` and are not due yet stay in it and are looked at again by
 the next call. A key can be returned twice (moved away and back into a slot whose
 old entry is still there): the caller clears the due time of a key it takes and
-skips a key whose due time is already clear.
+skips a key whose due time is already clear. A ``limit`` on a call leaves the due
+keys past it in their slots, ahead of every later one: the daphne checkers check at
+most ``CHECKS_PER_RUN`` connections a run, and a backlog that waits there is not
+looked at (nor entered again) until its turn.
 
 No I/O and no clock: times are passed in (fake-clock tests in
 ``tests/unit/core/test_timerwheel.py``).
@@ -76,29 +79,41 @@ class TimerWheel(Generic[Key]):
             keys.append(key)
         self._entries += 1
 
-    def pop_due(self, now: float, due_of: Callable[[Key], float | None]) -> list[Key]:
+    def pop_due(
+        self, now: float, due_of: Callable[[Key], float | None], limit: int | None = None
+    ) -> list[Key]:
         """The keys whose due time is at or before ``now``, in slot order (within a
         slot, in the order they were added). ``due_of(key)``: the key's due time, or
-        None when it is gone or has none."""
+        None when it is gone or has none. ``limit``: return at most that many; the
+        due keys past it stay in their slots, first for the next call, and their due
+        times are not read (a backlog costs nothing until its turn)."""
         due: list[Key] = []
         order, slots, width = self._order, self._slots, self.slot_width
         current = int(now // width)
-        while order and order[0] <= current:
+        room = (1 << 62) if limit is None else limit
+        while order and order[0] <= current and room > 0:
             slot = order[0]
             keys = slots[slot]
             later: list[Key] = []
+            looked = 0
             for key in keys:
+                if not room:
+                    break
+                looked += 1
                 at = due_of(key)
                 if at is None or int(at // width) != slot:
                     continue  # gone, or moved to another slot
                 if at <= now:
                     due.append(key)
+                    room -= 1
                 else:
                     later.append(key)
-            self._entries -= len(keys) - len(later)
-            if later:
-                # The slot that holds ``now``: every later slot starts after it.
-                slots[slot] = later
+            self._entries -= looked - len(later)
+            if later or looked < len(keys):
+                # The slot that holds ``now`` (every later slot starts after it), or
+                # the limit: what was not looked at stays after what is not due yet,
+                # both in the order they were added.
+                slots[slot] = later + keys[looked:] if later else keys[looked:]
                 break
             heapq.heappop(order)
             del slots[slot]

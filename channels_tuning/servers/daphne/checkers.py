@@ -15,7 +15,7 @@ of the tuned server's CPU while idle and a stop of the loop each time they ran
   ping is (``last_ping + ping_interval``, read again when it comes up: frames move
   it), its unanswered ping's ``ping_timeout`` ends, or its ``websocket_timeout`` does,
   anything else (HTTP requests, handshakes) every two seconds, as daphne does. The
-  loop looks for what is due twenty times a second, so pings go out spread as the
+  loop looks for what is due forty times a second, so pings go out spread as the
   connections opened, not in one burst every two seconds, and checks at most
   :data:`CHECKS_PER_RUN` connections a run, so connections that opened together are
   spread too. The deadlines are a
@@ -63,16 +63,22 @@ TIMEOUT_CHECK_EVERY = 2
 #: fell due since the last, so the cadence sets the length of each burst. At 19 000
 #: connections (``benchmarks/stall.py --connections 19000 --kinds tuned``): daphne's
 #: 2 s, ~2 000 pings a run, probe p99 328 ms; 0.25 s, ~240 a run (10-20 ms), p99
-#: 33-52 ms; 0.05 s, ~50 a run, p99 18 ms, at the same CPU.
-TIMEOUT_LOOP_EVERY = 0.05
-#: Connections one run of the timeout loop checks at most; the rest are the next
-#: run's, first. Connections that opened together (a reconnect storm, handshakes
-#: finished together after a pause of the loop) are due together at every ping: at
-#: 19 000 idle connections, some runs held the loop 8-30 ms twice every 20 s.
+#: 33-52 ms; 0.05 s, ~50 a run, p99 18 ms, at the same CPU. At 16 700
+#: (``--connections 16700 --kinds tuned --window 130 --slow-callbacks``), 0.05 s with
+#: up to 100 a run left 178-367 runs a window over 4 ms (up to 8 ms of CPU) and a p99
+#: of 10.6-13.1 ms in four runs; 0.025 s with up to 50, 17-31 runs (2.2 ms of CPU) and
+#: 8.7-9.0 ms in three, at the same CPU (9.8 % of a core against 9.2-10.0).
+TIMEOUT_LOOP_EVERY = 0.025
+#: Connections one run of the timeout loop checks at most; the rest stay in the
+#: wheel, the next run's, first. Connections that opened together (a reconnect storm,
+#: handshakes finished together after a pause of the loop) are due together at every
+#: ping: at 19 000 idle connections, some runs held the loop 8-30 ms twice every 20 s.
 #: Capped, the later ones are pinged a run or more later, so due later at every ping
-#: after: spread for good. 100 a run is 2 000 a second, twice what 20 000
-#: connections pinged every 20 s need; a run of 100 took 5-6 ms on the 2-core VM.
-CHECKS_PER_RUN = 100
+#: after: spread for good. 50 a run is 2 000 a second, twice what 20 000 connections
+#: pinged every 20 s need. (When the checkers took every due key and entered those
+#: past the cap again, a backlog cost every run a pass over all of it: at half this
+#: capacity, 21 ms of CPU a run at 16 700 connections.)
+CHECKS_PER_RUN = 50
 #: Connections looked at by each loop since the process started, and the connections
 #: daphne tracks at the last application check (tests read it).
 WORK = {"application_checks": 0, "timeout_checks": 0, "tracked": 0}
@@ -204,7 +210,8 @@ class DueCheckers(Server):
         due_at = self._due_at
         watched = self._watched_protocols()
         due = []
-        for key in deadlines.pop_due(now, due_at.get):
+        # At most CHECKS_PER_RUN; a backlog stays in the wheel, first for the next run.
+        for key in deadlines.pop_due(now, due_at.get, CHECKS_PER_RUN):
             if due_at.pop(key, None) is None:
                 continue  # returned twice (moved away and back): already taken
             protocol = watched.get(key)
@@ -212,9 +219,6 @@ class DueCheckers(Server):
                 due.append((key, protocol))
             else:
                 watched.pop(key, None)
-        for key, _ in due[CHECKS_PER_RUN:]:
-            self._check_timeouts_at(key, now)  # the next run's, before what falls due
-        due = due[:CHECKS_PER_RUN]
         WORK["timeout_checks"] += len(due)
         for key, protocol in due:
             try:

@@ -19,14 +19,18 @@ class Owner:
     def __init__(self, slot_width: float) -> None:
         self.wheel: TimerWheel[int] = TimerWheel(slot_width)
         self.due: dict[int, float] = {}
+        self.returned = 0
 
     def schedule(self, key: int, at: float) -> None:
         self.wheel.add(key, at, self.due.get(key))
         self.due[key] = at
 
-    def pop(self, now: float) -> list[int]:
+    def pop(self, now: float, limit: int | None = None) -> list[int]:
         taken = []
-        for key in self.wheel.pop_due(now, self.due.get):
+        returned = self.wheel.pop_due(now, self.due.get, limit)
+        #: Keys the wheel returned, a key returned twice included (the limit's count).
+        self.returned = len(returned)
+        for key in returned:
             if self.due.pop(key, None) is not None:
                 taken.append(key)
         return taken
@@ -44,8 +48,10 @@ class HeapModel:
         self.due[key] = at
         heapq.heappush(self.heap, (at, key))
 
-    def pop(self, now: float) -> list[int]:
-        taken = []
+    def pop(self, now: float, limit: int | None = None) -> list[int]:
+        """Popped in (due, key) order: where a limit cuts, which keys come first is
+        the heap's order; the wheel's is its slots', so tests compare sets."""
+        taken: list[int] = []
         while self.heap and self.heap[0][0] <= now:
             at, key = heapq.heappop(self.heap)
             if self.due.get(key) == at:
@@ -106,10 +112,10 @@ def test_a_gone_key_is_dropped():
     assert len(owner.wheel) == 0
 
 
-@pytest.mark.parametrize("slot_width", [0.01, 0.25, 1.0, 7.0])
-def test_the_wheel_pops_what_a_heap_pops_through_random_schedules(slot_width):
+def compare_through_random_schedules(owner: Owner, model: HeapModel, limit: int | None) -> None:
+    """Random schedules and pops; with a limit, the wheel's backlog is checked to be
+    popped in full by later calls (what the heap holds due, the wheel holds too)."""
     rng = random.Random(25)
-    owner, model = Owner(slot_width), HeapModel()
     now = 1000.0
     for _ in range(3_000):
         for _ in range(rng.randrange(4)):
@@ -118,8 +124,56 @@ def test_the_wheel_pops_what_a_heap_pops_through_random_schedules(slot_width):
             owner.schedule(key, at)
             model.schedule(key, at)
         now += rng.choice([0.0, 0.1, 0.25, 0.3, 1.0, rng.uniform(0, 2)])
-        assert sorted(owner.pop(now)) == sorted(model.pop(now))
+        popped = owner.pop(now, limit)
+        if limit is not None:
+            assert owner.returned <= limit
+        # Every key the model holds due is popped now or left due by the wheel.
+        model_due = set(model.pop(now))
+        assert set(popped) <= model_due
+        backlog = model_due - set(popped)
+        assert all(owner.due[key] <= now for key in backlog)
+        for key in backlog:  # the model forgot them when it popped them: put back
+            model.schedule(key, owner.due[key])
+        if limit is None:
+            assert not backlog
+        elif owner.returned < limit:
+            assert not backlog  # room left: nothing due may have been kept back
     assert owner.due == model.due
+
+
+@pytest.mark.parametrize("slot_width", [0.01, 0.25, 1.0, 7.0])
+def test_the_wheel_pops_what_a_heap_pops_through_random_schedules(slot_width):
+    compare_through_random_schedules(Owner(slot_width), HeapModel(), limit=None)
+
+
+@pytest.mark.parametrize("limit", [1, 3, 50])
+def test_popped_in_parts_the_wheel_pops_what_a_heap_pops(limit):
+    compare_through_random_schedules(Owner(0.25), HeapModel(), limit=limit)
+
+
+def test_a_limit_looks_at_no_key_past_it_and_leaves_the_rest_first_in_line():
+    owner = Owner(slot_width=1.0)
+    for key in range(10):
+        owner.schedule(key, 5.0 + key / 100)  # one slot, all due at 6.0
+    owner.schedule(10, 4.5)  # an earlier slot
+    owner.schedule(11, 6.5)  # the slot holding ``now``, not due
+    looked: list[int] = []
+
+    def due_of(key: int) -> float | None:
+        looked.append(key)
+        return owner.due.get(key)
+
+    entries = len(owner.wheel)
+    assert owner.wheel.pop_due(6.0, due_of, 4) == [10, 0, 1, 2]
+    assert looked == [10, 0, 1, 2]  # no due time read past the limit
+    assert len(owner.wheel) == entries - 4  # nothing entered again
+    for key in (10, 0, 1, 2):
+        del owner.due[key]
+    assert owner.pop(6.0, 3) == [3, 4, 5]
+    owner.schedule(20, 5.99)  # due now too, but added after the backlog in its slot
+    assert owner.pop(6.0) == [6, 7, 8, 9, 20]
+    assert owner.pop(6.5) == [11]
+    assert len(owner.wheel) == 0
 
 
 def test_rebuild_keeps_only_what_it_is_given():
