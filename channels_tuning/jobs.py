@@ -140,7 +140,7 @@ def _mirror_metrics(now: float, consumers: Iterable[Any]) -> None:
 
 
 def _refresh_memberships(now: float, consumers: Iterable[Any]) -> None:
-    refresh_tracked_memberships(consumers)  # it takes its own copy
+    refresh_tracked_memberships(consumers)  # the registry: read by weak reference
 
 
 def start_process_services(owner: Scheduler) -> None:

@@ -109,11 +109,13 @@ def connection_figures() -> ConnectionFigures:
 
 
 async def connection_figures_in_steps(step: int = CONNECTIONS_PER_STEP) -> ConnectionFigures:
-    """Every connection open when called, ``step`` at a time, the loop running
-    between the steps (a connection that closes meanwhile is still counted)."""
+    """Every connection open when called and still open at its step, ``step`` at a
+    time, the loop running between the steps. The pass holds weak references
+    (``registry.refs()``): a connection that closes meanwhile is neither counted nor
+    kept alive."""
     figures = ConnectionFigures()
-    consumers = list(registry)
-    for start in range(0, len(consumers), step):
-        figures.add(consumers[start : start + step])
+    refs = registry.refs()
+    for start in range(0, len(refs), step):
+        figures.add(registry.live(refs[start : start + step]))
         await asyncio.sleep(0)
     return figures

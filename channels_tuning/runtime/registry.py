@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any, Protocol
 
 
@@ -130,6 +130,23 @@ class ConnectionRegistry:
     def __iter__(self) -> Iterator[Any]:
         # A copy: callers may close connections (and so unregister them) while iterating.
         return iter(list(self._connections.values()))
+
+    def refs(self) -> list[weakref.KeyedRef[str, Any]]:
+        """A weak reference to each registered connection, for a pass that goes in
+        steps (:meth:`live` turns a step's share back into connections). Taken at C
+        speed and keeping no connection alive: ``list(registry)`` dereferences each
+        one in Python, 6.9 ms of CPU in one step of the loop at 16 700 connections,
+        and the copy kept the connections that closed during the pass."""
+        return self._connections.valuerefs()
+
+    def live(self, refs: Iterable[weakref.ref[Any]]) -> Iterator[Any]:
+        """The connections of ``refs`` still registered (not freed, closed or
+        replaced since :meth:`refs` was taken)."""
+        connections = self._connections
+        for ref in refs:
+            consumer = ref()
+            if consumer is not None and connections.get(consumer.registry_key) is consumer:
+                yield consumer
 
     def describe(self) -> list[dict[str, Any]]:
         """One JSON-friendly dict per live connection (for stats and debugging)."""

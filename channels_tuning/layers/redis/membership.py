@@ -14,13 +14,14 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ...compat import channels_redis as upstream
 from ...conf import DEFAULTS, project_settings
 from ...runtime.asyncutil import in_slices
 from ...runtime.counters import LAYER_ERRORS
+from ...runtime.registry import ConnectionRegistry
 from .. import capabilities
 from . import keys
 
@@ -55,8 +56,11 @@ async def refresh_memberships(layer: Any, memberships: list[tuple[str, str]]) ->
 #: Memberships re-added per pipeline. redis-py packs a pipeline's commands and parses
 #: its replies each in one step of the loop: 19 000 members in one ZADD held the loop
 #: 59 ms, 1 000 at a time at most 7 ms, for 16 % more time in all (one Redis on
-#: loopback; docs/gc.md).
-MEMBERS_PER_PIPELINE = 1000
+#: loopback; docs/gc.md). One group of 16 667 members, three runs each, the longest
+#: step's CPU and the whole refresh's: 1 000, 3.8-7.4 ms and 66-119 ms; 500, 3.5-3.9
+#: and 75-117; 250, 1.9-2.5 and 97-143. 500 halves the longest step for no
+#: measurable total.
+MEMBERS_PER_PIPELINE = 500
 
 
 async def refresh_groups(layer: Any, members: dict[str, list[str]]) -> None:
@@ -176,24 +180,33 @@ _refresh_task: asyncio.Task[None] | None = None
 
 #: Consumers read in one go when a refresh collects what they track, before the loop
 #: serves other work: 19 000 read at once held it 23 ms once a minute, the worst stall
-#: of an idle process (docs/gc.md); 2 000 are about 2 ms.
-COLLECT_SLICE = 2000
+#: of an idle process (docs/gc.md); 2 000 were 5-8 ms of CPU at 16 700 connections,
+#: 1 000 under 5 (``benchmarks/stall.py --connections 16700 --slow-callbacks``).
+COLLECT_SLICE = 1000
 
 
-def refresh_tracked_memberships(consumers: Iterable[Any]) -> None:
+def refresh_tracked_memberships(consumers: ConnectionRegistry | Iterable[Any]) -> None:
     """Start one task that refreshes every tracked membership of ``consumers`` in
-    their channels-redis layers (skipped while the previous refresh still runs)."""
+    their channels-redis layers (skipped while the previous refresh still runs). A
+    registry is read through weak references: a connection that closes before its
+    slice is neither kept alive nor refreshed."""
     global _refresh_task
     if _refresh_task is not None and not _refresh_task.done():
         return
-    _refresh_task = asyncio.get_running_loop().create_task(_collect_and_refresh(list(consumers)))
+    if isinstance(consumers, ConnectionRegistry):
+        refresh = _collect_and_refresh(consumers.refs(), consumers.live)
+    else:
+        refresh = _collect_and_refresh(list(consumers), iter)
+    _refresh_task = asyncio.get_running_loop().create_task(refresh)
 
 
-async def _collect_and_refresh(consumers: list[Any]) -> None:
+async def _collect_and_refresh(
+    items: list[Any], consumers_of: Callable[[Sequence[Any]], Iterable[Any]]
+) -> None:
     # A consumer that leaves a group meanwhile waits for this task (refresh_finished)
     # before its ZREM, whichever slice it is in.
     by_layer: dict[Any, dict[str, list[str]]] = {}
-    await in_slices(consumers, COLLECT_SLICE, lambda part: _collect(part, by_layer))
+    await in_slices(items, COLLECT_SLICE, lambda part: _collect(consumers_of(part), by_layer))
     if by_layer:
         await _refresh(by_layer)
 
