@@ -95,9 +95,9 @@ features = {
     # Off: daphne's endpoint strings or its fd plugin changed: --reuse-port is refused,
     # --health-port listens on 127.0.0.1.
     "endpoint_strings": True,
-    # Off: an application learns that the server failed its connection when the TCP
-    # connection ends, after the close handshake (1-2 s for a client that does not
-    # answer), as before.
+    # Off (or create_application off): an application learns that the server failed
+    # its connection when the TCP connection ends, after the close handshake (1-2 s
+    # for a client that does not answer), as before.
     "early_disconnect": True,
 }
 logger = logging.getLogger("channels_tuning.compat")
@@ -128,8 +128,11 @@ def disconnect_application_now(protocol: Any, code: int) -> None:
     sent) now, not when the TCP connection ends: a client that never answers the close
     frame holds that for autobahn's close handshake timeout, and daphne itself drops
     such a connection at once (so its application is told at once). daphne's own
-    ``muted`` then keeps it from a second disconnect and from frames still arriving."""
-    if not features["early_disconnect"] or getattr(protocol, "muted", True):
+    ``muted`` then keeps it from a second disconnect and from frames still arriving.
+    Only on the tuned server's own WebSocket path: where ``create_application`` fell
+    back to daphne's, the connection keeps daphne's behaviour whole."""
+    on = features["early_disconnect"] and features["create_application"]
+    if not on or getattr(protocol, "muted", True):
         return  # off, told already, or not daphne's protocol (no application queue)
     queue = getattr(protocol, "application_queue", None)
     if queue is not None:

@@ -1050,6 +1050,14 @@ def test_daphne_create_application_changed(monkeypatch):
     assert symbols(problems) == {"Server.create_application"}
     daphne.apply(problems)
     assert daphne.features["create_application"] is False
+    # daphne's own WebSocket path whole: no early disconnect on its queue either.
+    from daphne.ws_protocol import WebSocketProtocol
+
+    protocol = WebSocketProtocol.__new__(WebSocketProtocol)
+    protocol.application_queue = queue = asyncio.Queue()
+    protocol.muted = False
+    daphne.disconnect_application_now(protocol, 1009)
+    assert queue.empty() and protocol.muted is False
 
 
 def test_daphne_reads_its_input_queue_otherwise(monkeypatch):
