@@ -21,6 +21,7 @@ the servers' heartbeats, membership refreshes and stats cost it).
     python benchmarks/c100k.py [--processes 5] [--per-process 19800] [--window 600]
                                [--probe-source 127.0.0.2] [--workers]
                                [--slow-callbacks]  # what held each loop
+                               [--client-nice 10]  # the servers get the cores first
 
 The fd limit of these machines is 20 000 per process, and a process may not raise it:
 a server holds its own files, its Redis connections and the probes next to the
@@ -168,6 +169,7 @@ async def hold(
     per_process: int,
     window: float,
     probe_source: str,
+    client_nice: int = 0,
 ) -> dict:
     """Every server process holds ``per_process`` clients (a forked group: about as
     many, as the kernel spreads them): the window, then the broadcast. ``extra_pids``:
@@ -179,11 +181,18 @@ async def hold(
         clients, served_by = [], []  # each client process and its server's index
         if fleet.forked:
             clients = stack.enter_context(
-                idle_clients(fleet.ports[0], path, per_process * count, spread_sources=True)
+                idle_clients(
+                    fleet.ports[0],
+                    path,
+                    per_process * count,
+                    spread_sources=True,
+                    nice=client_nice,
+                )
             )
         else:
             for index, port in enumerate(fleet.ports):
-                for client in stack.enter_context(idle_clients(port, path, per_process)):
+                opened = idle_clients(port, path, per_process, nice=client_nice)
+                for client in stack.enter_context(opened):
                     clients.append(client)
                     served_by.append(index)
         opened_in = time.monotonic() - opening
@@ -249,6 +258,7 @@ async def hold(
     return {
         "forked": fleet.forked,
         "opened_in_s": opened_in,
+        "client_nice": client_nice,
         "window": (window_began, window_ended),
         "processes": per_process,
         "probe_all": {
@@ -278,6 +288,7 @@ async def run(
     probe_source: str = PROBE_SOURCE,
     workers: bool = False,
     slow_callbacks: bool = False,
+    client_nice: int = 0,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -305,7 +316,9 @@ async def run(
             rss_empty_mb = sum(memory_of(fleet.pids + extra_pids, "Rss"))
             pss_empty_mb = sum(memory_of(fleet.pids + extra_pids, "Pss"))
             group = f"c100k-{time.monotonic_ns()}"
-            result = await hold(fleet, extra_pids, redis, group, per_process, window, probe_source)
+            result = await hold(
+                fleet, extra_pids, redis, group, per_process, window, probe_source, client_nice
+            )
             if slow_callbacks:
                 held = slow_callback_logs.read_each(callback_log, *result["window"])
                 result["held"] = {
@@ -341,9 +354,10 @@ def report(result: dict, processes: int, per_process: int, window: float) -> str
     pss = sum(row["pss_mb"] for row in rows + extra)
     probes = result["probe_all"]
     kind = "workers of one --workers group" if result["forked"] else "processes"
+    niced = f", clients at nice {result['client_nice']}" if result.get("client_nice") else ""
     lines = [
         f"{total} idle connections over {processes} {kind}, {window:.0f} s window "
-        f"(opened in {result['opened_in_s']:.0f} s)",
+        f"(opened in {result['opened_in_s']:.0f} s{niced})",
         "",
         "| process | held at start / end | worst stall ms | probe p50 / p99 ms | "
         "CPU % of a core | collections gen0/1/2 (longest ms) | RSS MB | PSS MB |",
@@ -416,6 +430,12 @@ def main() -> None:
         action="store_true",
         help="log what holds each server's loop (benchmarks/slow_callbacks/), printed per process",
     )
+    parser.add_argument(
+        "--client-nice",
+        type=int,
+        default=0,
+        help="the client processes' niceness (0-19): the servers get the cores first",
+    )
     args = parser.parse_args()
     result = asyncio.run(
         run(
@@ -425,6 +445,7 @@ def main() -> None:
             args.probe_source,
             args.workers,
             args.slow_callbacks,
+            args.client_nice,
         )
     )
     print(json.dumps(result), file=sys.stderr)

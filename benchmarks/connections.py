@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import tempfile
 import time
@@ -86,21 +87,31 @@ PER_CLIENT_PROCESS = 5_000
 
 @contextmanager
 def idle_clients(
-    port: int, path: str, count: int, messages: int = 1, spread_sources: bool = False
+    port: int,
+    path: str,
+    count: int,
+    messages: int = 1,
+    spread_sources: bool = False,
+    nice: int = 0,
 ) -> Iterator[list]:
     """``count`` idle connections (answering pings) held by client processes of at
     most :data:`PER_CLIENT_PROCESS` each, killed at the end; yields the processes.
     They report once ``messages`` were broadcast to them and 3 s passed quiet.
     ``spread_sources``: each process connects from a loopback address of its own
     (127.0.1.1, 127.0.1.2...), for more connections to one port than one address has
-    ports (about 28 000)."""
+    ports (about 28 000). ``nice``: the client processes' niceness once started (on
+    a machine the servers share with their clients, the kernel then serves the
+    servers first: a server's probe measures its own loop, not the clients' CPU)."""
     clients: list = []
     try:
         remaining = count
         while remaining:
             batch = min(remaining, PER_CLIENT_PROCESS)
             source = f"127.0.1.{len(clients) + 1}" if spread_sources else None
-            clients.append(open_connections(port, path, batch, 50, messages, source)[0])
+            client = open_connections(port, path, batch, 50, messages, source)[0]
+            clients.append(client)
+            if nice:
+                os.setpriority(os.PRIO_PROCESS, client.pid, nice)
             remaining -= batch
         yield clients
     finally:
