@@ -67,6 +67,16 @@ def polled(pid: int) -> set[int]:
     return found
 
 
+def end_leftover_workers(pids: set[int]) -> None:
+    """The workers drain on their own once the supervisor is gone; any left is ended
+    (by pid, only if that pid is still one of this server's processes)."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            ours = b"channels_tuning" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            if ours and running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.fixture
 def workers_daphne(tmp_path):
     daphne = start_daphne(tmp_path, tuned=True, extra_args=("--workers", "2", "--no-access-log"))
@@ -75,13 +85,7 @@ def workers_daphne(tmp_path):
         yield daphne, started
     finally:
         stop_process(daphne.proc)
-        # The workers drain on their own once the supervisor is gone; any left is ended
-        # (by pid, only if that pid is still one of this server's processes).
-        for pid in started:
-            with contextlib.suppress(OSError):
-                ours = b"channels_tuning" in Path(f"/proc/{pid}/cmdline").read_bytes()
-                if ours and running(pid):
-                    os.kill(pid, signal.SIGKILL)
+        end_leftover_workers(started)
 
 
 async def test_workers_share_memory_spread_connections_and_drain_once(workers_daphne):
@@ -191,3 +195,81 @@ async def test_workers_drain_when_their_supervisor_is_killed(workers_daphne):
     assert set(codes) == {1012}
     await wait_until(lambda: not any(running(pid) for pid in workers))
     assert "the supervising process is gone; draining" in daphne.log.read_text()
+
+
+async def code_or_open(ws: websockets.ClientConnection, timeout: float) -> int | None:
+    """The close code the server sent within ``timeout``, or None: still open."""
+    try:
+        return await close_code(ws, timeout=timeout)
+    except asyncio.TimeoutError:
+        return None
+
+
+#: The guide's flags for the servers behind its HAProxy (docs/topics/deployment.md).
+GUIDE_FLAGS = ("--proxy-headers", "--drain-health-delay", "2", "--no-access-log")
+
+
+async def test_a_workers_group_behind_the_guides_haproxy_is_one_server(
+    daphne_factory, redis_server, tmp_path
+):
+    """The deployment guide's HAProxy block with a ``--workers 2`` group as s1 (its
+    ``--health-port`` bound by both workers, as the port is) and one process as s2,
+    both started with the guide's flags and Redis. Both are UP; clients through the
+    frontend reach s2 and both workers of s1; SIGTERM to the group's supervisor closes
+    each of s1's clients with 1012 while s2's stay open, HAProxy marks s1 down, new
+    clients reach s2 through the same frontend, and the group exits 0."""
+    from tests.support.balancers import start_haproxy
+
+    group = daphne_factory(
+        tuned=True,
+        redis=redis_server,
+        extra_args=("--workers", "2", *GUIDE_FLAGS),
+        health_port=True,
+    )
+    single = daphne_factory(
+        tuned=True, redis=redis_server, extra_args=GUIDE_FLAGS, health_port=True
+    )
+    workers: set[int] = set()
+    proxy = start_haproxy(
+        tmp_path,
+        [group.port, single.port],
+        check_ports=[group.health_port, single.health_port],
+    )
+    try:
+        workers |= set(await asyncio.to_thread(group.forked_workers, 2))
+        await wait_until(lambda: proxy.server_states() == {"s1": "UP", "s2": "UP"}, timeout=10)
+        url = proxy.ws("/ws/echo/")
+        clients = [await websockets.connect(url, ping_interval=None) for _ in range(24)]
+        for ws in clients[:4]:
+            await ws.send("through haproxy")
+            assert await ws.recv() == "through haproxy"
+        on_workers = {
+            pid: answer["connections"]
+            for pid, answer in (await asyncio.to_thread(group.stats_by_worker, workers)).items()
+        }
+        on_single = single.stats()["connections"]
+        assert min(on_workers.values()) > 0 and on_single > 0, (on_workers, on_single)
+        assert sum(on_workers.values()) + on_single == len(clients)
+
+        os.kill(group.pid, signal.SIGTERM)
+        codes = await asyncio.gather(*(code_or_open(ws, timeout=10) for ws in clients))
+        closed = [code for code in codes if code is not None]
+        assert closed == [1012] * sum(on_workers.values()), codes
+        still_open = [ws for ws, code in zip(clients, codes, strict=True) if code is None]
+        assert len(still_open) == on_single
+        await still_open[0].send("still here")
+        assert await still_open[0].recv() == "still here"
+        await wait_until(lambda: proxy.server_states()["s1"] != "UP", timeout=10)
+        assert await asyncio.to_thread(group.proc.wait, 15) == 0
+
+        late = [await websockets.connect(url, ping_interval=None) for _ in range(5)]
+        for ws in late:
+            await ws.send("after")
+            assert await ws.recv() == "after"
+        assert single.stats()["connections"] == on_single + len(late)
+        for ws in [*still_open, *late]:
+            await ws.close()
+    finally:
+        stop_process(proxy.proc)
+        stop_process(group.proc)
+        end_leftover_workers(workers)
