@@ -67,7 +67,10 @@ TIMEOUT_CHECK_EVERY = 2
 #: (``--connections 16700 --kinds tuned --window 130 --slow-callbacks``), 0.05 s with
 #: up to 100 a run left 178-367 runs a window over 4 ms (up to 8 ms of CPU) and a p99
 #: of 10.6-13.1 ms in four runs; 0.025 s with up to 50, 17-31 runs (2.2 ms of CPU) and
-#: 8.7-9.0 ms in three, at the same CPU (9.8 % of a core against 9.2-10.0).
+#: 8.7-9.0 ms in three, at the same CPU (9.8 % of a core against 9.2-10.0). On a
+#: second VM of the same kind (two runs each): 497-621 runs over 4 ms (up to 10.8 ms
+#: of CPU) against 69-116 (up to 4.5), p99 14.1-18.2 against 12.0-12.6 ms, but the
+#: CPU 11.1-11.8 % against 12.4-12.7: the shorter runs may cost a point of a core.
 TIMEOUT_LOOP_EVERY = 0.025
 #: Connections one run of the timeout loop checks at most; the rest stay in the
 #: wheel, the next run's, first. Connections that opened together (a reconnect storm,
