@@ -113,7 +113,7 @@ class TimerWheel(Generic[Key]):
                 # The slot that holds ``now`` (every later slot starts after it), or
                 # the limit: what was not looked at stays after what is not due yet,
                 # both in the order they were added.
-                slots[slot] = later + keys[looked:] if later else keys[looked:]
+                slots[slot] = later + keys[looked:]
                 break
             heapq.heappop(order)
             del slots[slot]

@@ -142,10 +142,9 @@ class ConnectionRegistry:
     def live(self, refs: Iterable[weakref.ref[Any]]) -> Iterator[Any]:
         """The connections of ``refs`` still registered (not freed, closed or
         replaced since :meth:`refs` was taken)."""
-        connections = self._connections
         for ref in refs:
             consumer = ref()
-            if consumer is not None and connections.get(consumer.registry_key) is consumer:
+            if consumer is not None and self.holds(consumer):
                 yield consumer
 
     def describe(self) -> list[dict[str, Any]]:
