@@ -87,10 +87,11 @@ if os.environ.get("CT_SLOW_CALLBACK_LOG"):
     def _take_census(generation: int) -> None:
         import collections
 
-        scanned = [o for g in range(generation + 1) for o in gc.get_objects(generation=g)]
+        generations = [gc.get_objects(generation=g) for g in range(3)]
+        scanned = [o for objects in generations[: generation + 1] for o in objects]
         types = collections.Counter(type(o).__qualname__ for o in scanned)
         references = sum(len(gc.get_referents(o)) for o in scanned)
-        sizes = [len(gc.get_objects(generation=g)) for g in range(3)]
+        sizes = [len(objects) for objects in generations]
         top = ", ".join(f"{name} {n}" for name, n in types.most_common(8))
         _census.write(
             f"{time.time():.3f} gen{generation} count={gc.get_count()} sizes={sizes} "

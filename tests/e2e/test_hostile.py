@@ -603,9 +603,9 @@ async def test_a_stalled_room_does_not_delay_other_rooms(daphne_factory, redis_s
     there; a client in an unrelated room of that process measures its own message's
     round trip. Waiting sends held every per-process slot (echo 3 ms -> 2.3 s); now a
     send waits without holding one, 8 per room: the unrelated room's p95 stays under
-    100 ms (p99 18-24 ms alone; the bound is on p95 because one or two probes of ~180
-    now and then take 100-860 ms on a loaded 2-core machine, which a p99 of so few
-    probes does not absorb)."""
+    100 ms (p99 18-24 ms alone; the bound is on p95 because with the oldest
+    dependencies one or two probes of ~180 now and then take 100-860 ms, which a p99
+    of so few probes does not absorb; no loop is held that long meanwhile)."""
     poster_server = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
     stalled_server = daphne_factory(tuned=True, redis=redis_server, tuning=QUIET)
 

@@ -30,8 +30,8 @@ SERVERS = 3
 CLIENTS = 600
 #: Messages per second from the producer. At 20, the one process of 600 clients fell
 #: seconds behind on a slower 2-core VM (its clients saw the 1012 4-7 s after the
-#: server sent it, and "every membership back" took 7.5-14 s, on the code of the
-#: session before as on this one): the test then timed its client, not the servers.
+#: server sent it, and "every membership back" took 7.5-14 s, before the due-loop
+#: changes as after them): the test then timed its client, not the servers.
 #: At 10, back after 3.4-4.3 s on the same VM.
 RATE = 10
 HEALTH_DELAY = 2.0  # --drain-health-delay: above HAProxy's 2 checks x 500 ms
