@@ -132,3 +132,25 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if e2e in Path(str(item.fspath)).resolve().parents:
             item.add_marker(pytest.mark.e2e)
+
+
+#: The quick loop's budget per test (pyproject's ``slow`` marker: "more than about 5 s").
+QUICK_TEST_SECONDS = 8.0
+_quick_but_long: list[tuple[float, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Remembers tests not marked ``slow`` that took well over the marker's 5 s: CI runs
+    the quick loop twice more (the version edges), so each one costs CI's 90 minutes
+    three times. Named in the summary, not failed (a loaded machine is no bug)."""
+    quick = "slow" not in report.keywords
+    if report.when == "call" and quick and report.duration > QUICK_TEST_SECONDS:
+        _quick_but_long.append((report.duration, report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _quick_but_long:
+        title = f"quick tests over {QUICK_TEST_SECONDS:g} s: mark them @pytest.mark.slow"
+        terminalreporter.write_sep("=", title)
+        for seconds, nodeid in sorted(_quick_but_long, reverse=True):
+            terminalreporter.write_line(f"{seconds:6.1f} s  {nodeid}")

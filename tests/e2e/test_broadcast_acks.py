@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import websockets
 
 from channels_tuning.broadcast import broadcast
@@ -18,6 +19,7 @@ NOT_READING = 20
 GROUP = "acks-e2e"
 
 
+@pytest.mark.slow
 async def test_500_clients_of_which_20_do_not_read_are_reported_480_and_20(
     daphne_factory, redis_or_cluster
 ):

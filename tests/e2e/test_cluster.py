@@ -43,6 +43,7 @@ def zcard(cluster: RedisCluster, group: str) -> int:
     return int(cluster.cli("ZCARD", f"asgi:group:{group}") or 0)
 
 
+@pytest.mark.slow
 async def test_burst_reports_and_wsstats_on_a_cluster(daphne_factory, redis_cluster):
     """500 subscribers over 2 processes in 3 groups, one on each primary: memberships
     are refreshed on every primary; 2 000 broadcasts to each group reach every
@@ -295,6 +296,7 @@ async def test_a_slot_migrated_while_broadcasting(daphne_factory, redis_cluster)
     assert (measured["duplicated"], measured["lost_silently"]) == (0, 0), measured
 
 
+@pytest.mark.slow
 async def test_a_new_clients_first_commands_may_run_together(shared_redis_cluster):
     """A server's first handshakes reach a new cluster client together. redis-py
     (8.1) raced them against its own discovery (AttributeError in 49 of 60 new

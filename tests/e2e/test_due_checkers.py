@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
+
 from tests.support.processes import start_subscribers
 from tests.support.rawws import frame, handshake, read_exact
 from tests.support.waiting import wait_until
@@ -18,6 +20,7 @@ def work(server) -> dict:
     return server.stats()["due_checkers"]
 
 
+@pytest.mark.slow
 async def test_idle_connections_cost_the_loops_nothing_until_a_ping_is_due(daphne_factory):
     """300 idle connections, daphne's keepalive every 20 s: over 5 s neither loop looks
     at any of them (daphne's own loops would have looked 300 times a second and 300
@@ -43,6 +46,7 @@ async def test_idle_connections_cost_the_loops_nothing_until_a_ping_is_due(daphn
     assert HELD <= ended["application_checks"] - after["application_checks"] <= 3 * HELD
 
 
+@pytest.mark.slow
 async def test_keepalive_pings_still_keep_answering_clients_alive(daphne_factory):
     """A ping each second, answered by the lean clients' WebSocket code; IDLE_TIMEOUT 3 s
     judges them by those pongs. After 7 s every client is still connected (no 4000),
@@ -96,6 +100,7 @@ def pings_until_closed(port: int, answer: bool, limit: float) -> tuple[list[byte
         sock.close()
 
 
+@pytest.mark.slow
 async def test_keepalive_pings_are_prepared_frames_and_silence_is_dropped(daphne_factory):
     """The tuned keepalive (servers/daphne/keepalive.py): every ping_interval an empty
     ping, written as one prepared frame; a client that answers stays, one that answers

@@ -106,6 +106,7 @@ def fuzzed_server(tmp_path_factory):
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(frames=st.lists(client_frame(), min_size=1, max_size=6))
+@pytest.mark.slow
 def test_made_up_frames_get_a_documented_answer(fuzzed_server, frames):
     sock, _ = handshake(fuzzed_server.port, "/ws/echo/")
     with sock:

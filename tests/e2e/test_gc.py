@@ -22,6 +22,7 @@ def gc_state(server) -> dict:
     return server.stats()["gc"]
 
 
+@pytest.mark.slow
 async def test_thousands_of_held_connections_cost_no_full_collection(daphne_factory, shared_redis):
     """3000 connections held for 6 s, a heartbeat ping each second (ct clients: the
     lean subscribers speak the package's protocol), the package's collector settings
@@ -61,6 +62,7 @@ async def test_thousands_of_held_connections_cost_no_full_collection(daphne_fact
             client.wait()
 
 
+@pytest.mark.slow
 async def test_frozen_garbage_of_closed_connections_is_collected_at_its_bound(
     daphne_factory, shared_redis
 ):
@@ -94,6 +96,7 @@ async def test_frozen_garbage_of_closed_connections_is_collected_at_its_bound(
     assert unreachable < limit + 500 * 60, unreachable
 
 
+@pytest.mark.slow
 async def test_heartbeats_leave_nothing_per_connection_for_the_collector(daphne_factory):
     """A ping each second to 1 000 idle connections, answered: after three rounds,
     what a collection finds alive among the objects made since a freeze is not a
@@ -159,6 +162,7 @@ CONNECTION_TYPES = {
 
 
 @pytest.mark.parametrize("server_name", ["tuned", "daphne", "uvicorn", "hypercorn"])
+@pytest.mark.slow
 async def test_a_closed_connection_leaves_no_reference_cycle(daphne_factory, server_name):
     """On channels-tuning-daphne a closed WebSocket is freed by reference counting:
     the cycles daphne, Twisted and autobahn leave (the upgraded request and its HTTP

@@ -390,6 +390,7 @@ async def test_group_adds_fail_together_when_redis_is_gone(redis_server, tmp_pat
     await layer.close_pools()
 
 
+@pytest.mark.slow
 async def test_broadcasts_to_a_killed_process_are_counted(daphne_factory, redis_or_cluster):
     """SIGKILL one of two processes: within LIVENESS_TTL (+ a tick) of the kill, group
     sends stop writing to its inbox and count its members as gone
@@ -445,6 +446,7 @@ async def test_broadcasts_to_a_killed_process_are_counted(daphne_factory, redis_
     await layer.close_pools()
 
 
+@pytest.mark.slow
 async def test_a_stalled_process_is_counted_then_rejoins(daphne_factory, shared_redis):
     """A server process stopped (SIGSTOP) past the liveness TTL is taken for gone:
     sends to its members are counted (``process_gone``) and its members removed. When

@@ -162,6 +162,7 @@ async def test_fragmented_oversize_message_is_refused_while_it_arrives(daphne_fa
 
 
 @pytest.mark.parametrize("server", ["tuned", "uvicorn", "hypercorn", "daphne"])
+@pytest.mark.slow
 async def test_frames_that_queued_behind_a_busy_handler_are_not_a_burst(daphne_factory, server):
     """An honest client sends 4 frames a second under a limit of 5 (burst 5) while its
     handler is busy for 2 s: 8 frames queue meanwhile. Charged when they were handled
@@ -414,6 +415,7 @@ async def test_half_open_cap_refuses_beyond_it(daphne_factory):
     )
 
 
+@pytest.mark.slow
 async def test_without_a_handshake_deadline_closed_sockets_are_not_kept(daphne_factory):
     """``--handshake-timeout 0``, no cap: 1 500 sockets that closed before sending a
     request leave nothing behind. Each was kept, with its HTTP channel, for good
@@ -433,6 +435,7 @@ async def test_without_a_handshake_deadline_closed_sockets_are_not_kept(daphne_f
     assert grown < 1500, f"{grown} more objects tracked after 1 500 closed sockets"
 
 
+@pytest.mark.slow
 async def test_sockets_filling_the_half_open_cap_leave_the_health_port_answering(
     daphne_factory,
 ):
@@ -498,6 +501,7 @@ async def test_half_open_cap_per_address_keeps_one_client_from_locking_out_other
             sock.close()
 
 
+@pytest.mark.slow
 async def test_rooms_joined_and_left_leave_no_redis_key_after_their_ttl(
     daphne_factory, redis_server
 ):
@@ -534,6 +538,7 @@ async def test_rooms_joined_and_left_leave_no_redis_key_after_their_ttl(
     assert redis_server.keys("asgi:ct:hmeta:*") == ["asgi:ct:hmeta:room.written"]
 
 
+@pytest.mark.slow
 async def test_sixty_replays_of_a_large_backlog_are_bounded(daphne_factory, redis_server):
     """60 clients ask at once to recover a room's whole history, 500 messages of 12 KB
     (6 MB each, more than a send queue holds): read whole before the accept, this grew
@@ -597,6 +602,7 @@ async def test_sixty_replays_of_a_large_backlog_are_bounded(daphne_factory, redi
     assert p99 < 0.05  # read whole, every probe waited 395 ms
 
 
+@pytest.mark.slow
 async def test_a_stalled_room_does_not_delay_other_rooms(daphne_factory, redis_server):
     """One receiving process stalls (SIGSTOP, 4 s: under the liveness TTL, so sends to
     it wait for room) while 64 clients of another process post to a room with members
@@ -822,6 +828,7 @@ async def test_at_the_pending_cap_new_connections_wait_and_upgrades_already_in_g
     assert "not accepting connections: 3 upgrades pending" in log
 
 
+@pytest.mark.slow
 async def test_without_the_accept_gate_upgrades_beyond_the_pending_cap_get_503(daphne_factory):
     """``--no-accept-gate``: the server keeps accepting, and while three upgrades wait
     for their consumer's accept a new one is answered 503 at once (for a balancer that

@@ -35,6 +35,7 @@ def paths_of(env: dict[str, str]) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("server", sorted(EXPECTED_PATH))
+@pytest.mark.slow
 async def test_behind_auth_middleware_stack_each_server_is_recognised(daphne_factory, server):
     """Channels' SessionMiddleware wraps ``send``: the tuned server is still found
     (through the scope's extensions), and plain daphne, uvicorn and hypercorn are
@@ -51,6 +52,7 @@ async def test_behind_auth_middleware_stack_each_server_is_recognised(daphne_fac
     assert f"EchoConsumer writes through {EXPECTED_PATH[server]}" in proc.log.read_text()
 
 
+@pytest.mark.slow
 async def test_runserver_serves_websockets_on_the_tuned_server(tmp_path):
     """``manage.py runserver`` with ``channels_tuning`` before ``daphne`` (the example's
     INSTALLED_APPS): the consumer writes through the tuned server, behind Django's

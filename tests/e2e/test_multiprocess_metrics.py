@@ -4,6 +4,7 @@ the package's metrics summed over both."""
 
 from __future__ import annotations
 
+import pytest
 import websockets
 
 from tests.support.waiting import recv_data, wait_until
@@ -13,6 +14,7 @@ def labels(**pairs: str) -> frozenset:
     return frozenset(pairs.items())
 
 
+@pytest.mark.slow
 async def test_metrics_are_summed_over_processes_in_multiprocess_mode(daphne_factory, tmp_path):
     directory = tmp_path / "prometheus"
     directory.mkdir()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 import websockets
 
 from tests.support.processes import migrate, run_django
@@ -38,6 +39,7 @@ def produce(env: dict[str, str], name: str, outcome: str) -> float | None:
     return None if out == "None" else float(out)
 
 
+@pytest.mark.slow
 async def test_the_message_leaves_at_the_commit_and_not_at_a_rollback(
     daphne_factory, tmp_path, shared_redis
 ):

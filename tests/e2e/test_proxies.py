@@ -185,6 +185,7 @@ async def test_one_client_filling_a_server_does_not_eject_it(daphne_factory, tmp
         stop_process(proxy.proc)
 
 
+@pytest.mark.slow
 async def test_a_server_that_stops_accepting_in_a_storm_stays_up(daphne_factory, tmp_path):
     """While three upgrades wait 3 s for their consumer (``--max-pending-upgrades 3``,
     as 500 do in a reconnect storm), the server does not read its port (the accept

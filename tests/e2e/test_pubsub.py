@@ -78,6 +78,7 @@ async def test_burst_within_bounds_and_every_drop_counted(daphne_factory, shared
     assert p99 < 10
 
 
+@pytest.mark.slow
 async def test_non_reading_client_bounded(daphne_factory, shared_redis):
     """One client never reads while 500 x 1 KiB/s go through pub/sub for 8 s: the
     server's RSS stays within a few MB, the client is closed with 4001, and a normal

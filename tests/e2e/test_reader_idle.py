@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from channels_tuning.runtime.counters import LAYER_ERRORS
 
 
@@ -14,6 +16,7 @@ def connections_received(redis) -> int:
     return int(info.split("total_connections_received:")[1].split()[0])
 
 
+@pytest.mark.slow
 async def test_an_idle_inbox_keeps_its_connection_and_gets_the_next_message(shared_redis):
     layer = shared_redis.layer()
     channel = await layer.new_channel()

@@ -180,6 +180,7 @@ async def test_rolling_restart_behind_haproxy(daphne_factory, redis_server, tmp_
             assert client["duplicates"] == client["gaps"] == 0
 
 
+@pytest.mark.slow
 async def test_nginx_upgrade_and_drain(daphne_factory, redis_server, tmp_path):
     """The README's nginx configuration: WebSockets pass through; while one server
     drains, the new handshakes it answers 503 are retried on the other (the clients

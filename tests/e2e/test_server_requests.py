@@ -10,6 +10,7 @@ import collections
 import json
 import time
 
+import pytest
 import websockets
 
 from channels_tuning.broadcast import send_to_group
@@ -26,6 +27,7 @@ APPLICATION = "tests.e2e_asgi:application_behind_auth"
 TUNING = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
 
 
+@pytest.mark.slow
 async def test_the_server_asks_every_tab_of_a_user_and_each_answer_comes_back(
     tmp_path, redis_server
 ):
@@ -114,6 +116,7 @@ async def test_the_server_asks_every_tab_of_a_user_and_each_answer_comes_back(
         server.proc.wait(10)
 
 
+@pytest.mark.slow
 async def test_ten_thousand_requests_from_a_hundred_clients_each_answered_once(
     tmp_path, redis_server
 ):

@@ -46,6 +46,7 @@ QUIET = {"HEARTBEAT_INTERVAL": None, "IDLE_TIMEOUT": None, "RATE_LIMIT": None}
 FAST = {"SCHEDULER_TICK": 0.1, "HEARTBEAT_INTERVAL": 0.5, "IDLE_TIMEOUT": 1.5}
 
 
+@pytest.mark.slow
 async def test_idle_client_closed_with_4000(daphne_factory, server):
     """Row "heartbeat and idle timeout": a client that never answers the pings is
     closed with 4000 once IDLE_TIMEOUT has passed; one that answers stays open."""
@@ -66,6 +67,7 @@ async def test_idle_client_closed_with_4000(daphne_factory, server):
     assert proc.counter("channels_tuning_closes_total", "consumer=EchoConsumer,code=4000") == 1
 
 
+@pytest.mark.slow
 async def test_a_plain_page_that_only_reads_stays_connected_and_sees_no_heartbeat(
     daphne_factory, server
 ):
@@ -121,6 +123,7 @@ def _wait_for_end(sock, seconds: float) -> tuple[bool, int | None]:
     return False, None
 
 
+@pytest.mark.slow
 async def test_a_vanished_plain_client_is_closed_by_a_keepalive(daphne_factory, server):
     """Row "a plain client that vanished": one that never answers a protocol ping (its
     browser frozen, its network gone) is closed: with 4000 after IDLE_TIMEOUT by the
@@ -194,6 +197,7 @@ async def test_group_memberships_left_on_every_exit(daphne_factory, shared_redis
     await wait_until(lambda: proc.stats()["connections"] == 0)
 
 
+@pytest.mark.slow
 async def test_stats_wsstats_metrics_and_gc_settings(daphne_factory, shared_redis, server):
     """Row "observability": the process's stats (``wsstats``), ``/metrics`` and the
     GC settings apply whatever the server."""
@@ -220,6 +224,7 @@ async def test_stats_wsstats_metrics_and_gc_settings(daphne_factory, shared_redi
         assert str(proc.app_pid) in run_wsstats(proc.env).stdout
 
 
+@pytest.mark.slow
 async def test_ping_flood_closed_with_1008(daphne_factory, server):
     """Row "ping flood": 2000 protocol pings from a client that never reads. Only the
     tuned server bounds them (1008); the others answer every one."""

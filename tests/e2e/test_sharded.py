@@ -46,6 +46,7 @@ def zcard(shards, layer, group: str) -> int:
     return int(shards[layer.consistent_hash(group)].cli("ZCARD", f"asgi:group:{group}"))
 
 
+@pytest.mark.slow
 async def test_broadcast_refresh_and_wsstats_across_two_shards(daphne_factory, shards):
     """500 subscribers over 2 processes in 4 groups (2 on each shard): every broadcast
     reaches every subscriber and its report counts them; memberships on both shards

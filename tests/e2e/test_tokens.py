@@ -56,6 +56,7 @@ def with_token(server, token: str, path: str = "/ws/whoami/"):
     )
 
 
+@pytest.mark.slow
 async def test_a_token_in_a_subprotocol_or_the_query_string_authenticates(server_and_tokens):
     server, tokens = server_and_tokens
     async with with_token(server, tokens["ann_hour"]) as ws:
@@ -70,6 +71,7 @@ async def test_a_token_in_a_subprotocol_or_the_query_string_authenticates(server
         assert json.loads(await recv_data(ws))[1].startswith("addr:")
 
 
+@pytest.mark.slow
 async def test_bad_tokens_are_refused_with_a_close_code_and_counted(server_and_tokens):
     server, tokens = server_and_tokens
     forged = tokens["ann_hour"][:-4] + "AAAA"
@@ -107,6 +109,7 @@ def issue(user_id: int, seconds: float) -> str:
         return SignedTokens().issue(user_id, seconds)
 
 
+@pytest.mark.slow
 async def test_an_expiring_token_closes_the_connection_unless_refreshed(server_and_tokens):
     server, tokens = server_and_tokens
     ann = tokens["ann"]
@@ -132,6 +135,7 @@ async def test_an_expiring_token_closes_the_connection_unless_refreshed(server_a
     print(f"a 2 s token closed the connection {lapsed_after:.2f} s after the handshake")
 
 
+@pytest.mark.slow
 async def test_a_refresh_with_another_users_or_a_forged_token_closes_4004(server_and_tokens):
     server, tokens = server_and_tokens
     for bad in (tokens["ben_hour"], tokens["ann_hour"][:-3] + "xyz", 42):
@@ -144,6 +148,7 @@ async def test_a_refresh_with_another_users_or_a_forged_token_closes_4004(server
     assert "Traceback" not in server.log.read_text()
 
 
+@pytest.mark.slow
 async def test_a_connection_without_a_token_has_no_refresh_frames(server_and_tokens):
     """A plain page's {"type":"ct.refresh"} is its application's data, as before."""
     server, _ = server_and_tokens
@@ -154,6 +159,7 @@ async def test_a_connection_without_a_token_has_no_refresh_frames(server_and_tok
     await asyncio.sleep(0)
 
 
+@pytest.mark.slow
 async def test_the_python_client_refreshes_its_token_and_stays_connected(server_and_tokens):
     """A token source giving 3 s tokens, refreshed 1 s before each expiry: the client
     stays on one connection for 7 s (two expiries); with a fixed token it stops at

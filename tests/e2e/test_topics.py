@@ -60,6 +60,7 @@ async def next_data(queue: asyncio.Queue, timeout: float = 5.0) -> dict:
     return await asyncio.wait_for(queue.get(), timeout)
 
 
+@pytest.mark.slow
 async def test_a_dashboard_subscribes_recovers_and_loses_revoked_topics(tmp_path, redis_server):
     db = {"DJANGO_DB_PATH": str(tmp_path / "db.sqlite3"), "DJANGO_SECRET_KEY": "topics-test"}
     common = {"tuned": True, "redis": redis_server, "tuning": TUNING, "application": APPLICATION}

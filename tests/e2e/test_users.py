@@ -9,6 +9,7 @@ import asyncio
 import time
 import urllib.request
 
+import pytest
 import websockets
 
 from tests.support.processes import migrate, run_django, user_with_session
@@ -47,6 +48,7 @@ async def closed_with(ws, timeout: float = 2.0) -> tuple[int | None, float]:
     return ws.close_code, time.time()
 
 
+@pytest.mark.slow
 async def test_send_to_user_and_disconnect_user_reach_every_tab_on_both_servers(
     daphne_factory, tmp_path, redis_or_cluster
 ):
@@ -102,6 +104,7 @@ async def test_send_to_user_and_disconnect_user_reach_every_tab_on_both_servers(
     assert counted == 3
 
 
+@pytest.mark.slow
 async def test_logging_out_closes_the_users_websockets_on_every_server(
     daphne_factory, tmp_path, redis_server
 ):
@@ -153,6 +156,7 @@ class NoRedirect(urllib.request.HTTPRedirectHandler):
         return fp
 
 
+@pytest.mark.slow
 async def test_a_password_change_closes_the_users_websockets(
     daphne_factory, tmp_path, redis_server
 ):

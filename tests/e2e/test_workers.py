@@ -209,6 +209,7 @@ async def code_or_open(ws: websockets.ClientConnection, timeout: float) -> int |
 GUIDE_FLAGS = ("--proxy-headers", "--drain-health-delay", "2", "--no-access-log")
 
 
+@pytest.mark.slow
 async def test_a_workers_group_behind_the_guides_haproxy_is_one_server(
     daphne_factory, redis_server, tmp_path
 ):

@@ -196,6 +196,7 @@ def test_storm_sweeps_each_drain_rate_with_each_bound_in_place():
     assert planned_runs(("tuned",)) == [("tuned", (), False)]
 
 
+@pytest.mark.slow
 def test_send_floor_counts_every_frame_its_clients_read():
     """The floor under a broadcast in small: connections spread over three client
     processes, every frame sent is read back and counted, and the CPU per send() is a
@@ -224,6 +225,7 @@ def test_group_members_reads_every_member_of_each_size():
         assert read_held >= 0 and send_held >= 0, row
 
 
+@pytest.mark.slow
 def test_c100k_reports_redis_load_over_the_window():
     """c100k.py in small: every connection held and reached by the broadcast, and
     Redis's load over the window read from Redis itself (its liveness and stats keys
@@ -238,6 +240,7 @@ def test_c100k_reports_redis_load_over_the_window():
     assert calls > 0, redis_line
 
 
+@pytest.mark.slow
 def test_c100k_with_workers_reads_each_worker_and_the_supervisor():
     """``c100k.py --workers``: one forked group on one port; each worker's count and
     collections read from its own ``/_stats``, the supervisor counted in memory and
@@ -420,6 +423,7 @@ def test_buffer_pool_does_not_keep_oversized_buffers():
     assert len(pool) == 1 and pool.acquire() == bytearray()
 
 
+@pytest.mark.slow
 async def test_lean_clients_listen_until_the_last_message_of_several():
     """stall.py's rounds wait until a slow server is idle again, which can be longer
     than the clients' quiet: with ``messages`` the quiet counts only once the last

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import time
 
+import pytest
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.test import override_settings
@@ -304,6 +305,7 @@ async def wait_for(condition, timeout: float = 5.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.slow
 async def test_allocation_sites_are_grouped_off_the_loop_and_taken_once_an_interval():
     import tracemalloc
 
