@@ -20,6 +20,10 @@ from hypothesis import strategies as st
 
 from tests.support.rawws import handshake, read_any_frame
 
+#: The whole module: the second test checks what the fuzzing one left (the outcomes it
+#: saw, the server's log), so the two run together or not at all.
+pytestmark = pytest.mark.slow
+
 #: What a client's bad frames may be told (RFC 6455 7.4.1 and the package's codes).
 DOCUMENTED = {1000, 1002, 1003, 1007, 1008, 1009}
 OPCODES = [0x0, 0x1, 0x2, 0x3, 0x7, 0x8, 0x9, 0xA, 0xB, 0xF]
@@ -106,7 +110,6 @@ def fuzzed_server(tmp_path_factory):
     max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(frames=st.lists(client_frame(), min_size=1, max_size=6))
-@pytest.mark.slow
 def test_made_up_frames_get_a_documented_answer(fuzzed_server, frames):
     sock, _ = handshake(fuzzed_server.port, "/ws/echo/")
     with sock:
