@@ -37,3 +37,23 @@ async def test_an_idle_inbox_keeps_its_connection_and_gets_the_next_message(shar
     assert LAYER_ERRORS.get(("TimeoutError",)) == errors
     # The send took one connection of its own at most; the reader made none.
     assert connections_received(shared_redis) - connections <= 1
+
+
+async def test_closing_the_pools_ends_the_reader_at_once(shared_redis):
+    """A channel that received keeps the reader reading; closing the layer cancels
+    it, and the libraries below may turn that cancellation into an error of their own
+    or swallow it. The reader must end at once rather than retry. It once did not:
+    on Python 3.10 (no ``Task.cancelling()``) it retried, reconnected and outlived
+    the test's event loop ("Task was destroyed but it is pending" at the oldest
+    edge's exit); on 3.11 with channels-redis 4.3 and redis-py 8.2 the cancellation
+    was swallowed and every close waited out its 5 s."""
+    layer = shared_redis.layer()
+    channel = await layer.new_channel()
+    await layer.send(channel, {"type": "hello"})
+    assert (await asyncio.wait_for(layer.receive(channel), 5))["type"] == "hello"
+    tasks = {task for task in asyncio.all_tasks() if task.get_name().startswith("channels_tuning.")}
+    assert "channels_tuning.layer_reader" in {task.get_name() for task in tasks}
+    started = asyncio.get_running_loop().time()
+    await layer.close_pools()
+    assert [task.get_name() for task in tasks if not task.done()] == []
+    assert asyncio.get_running_loop().time() - started < 2

@@ -78,6 +78,10 @@ class ProcessLayerReader:
         self._task: asyncio.Task[None] | None = None
         self._liveness: asyncio.Task[None] | None = None
         self._restore: asyncio.Task[None] | None = None
+        #: Tasks told to end (cancelled), until they have: :meth:`pause` waits for
+        #: them all, and each knows it must end even when the library turned the
+        #: cancellation into its own error (Python 3.10 has no ``Task.cancelling()``).
+        self._ending: set[asyncio.Task[None]] = set()
         #: The last batch found more messages waiting: look again.
         self._more_waiting = False
         #: Messages for channels of this process no one reads yet, by channel: (when
@@ -131,11 +135,13 @@ class ProcessLayerReader:
         """Re-add this process' memberships (after Redis lost them, or after producers
         took this process for gone) as soon as Redis answers (tried every 0.25 s)."""
         while self.consumers:
+            self._end_if_told()
             try:
                 restored = await restore_memberships(self.layer, list(self.consumers.values()))
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
+                self._end_if_told(exc)
                 await asyncio.sleep(0.25)
                 continue
             logger.warning("channels_tuning: re-added %d group memberships", restored)
@@ -147,7 +153,7 @@ class ProcessLayerReader:
             loop = asyncio.get_running_loop()
             self._task = loop.create_task(self._run(), name="channels_tuning.layer_reader")
             if self._liveness is not None:
-                self._liveness.cancel()
+                self._end(self._liveness)
             self._liveness = loop.create_task(self._say_alive(), name="channels_tuning.alive")
 
     async def _say_alive(self) -> None:
@@ -160,6 +166,7 @@ class ProcessLayerReader:
         mark = liveness.mark_alive
         said = False
         while True:
+            self._end_if_told()
             try:
                 was_alive = await mark()
                 if said and not was_alive:
@@ -169,6 +176,7 @@ class ProcessLayerReader:
                     self._start_restore()
                 said = True
             except Exception as exc:  # Redis down: said again at the next second
+                self._end_if_told(exc)
                 LAYER_ERRORS.inc((f"alive:{type(exc).__name__}",))
             await asyncio.sleep(1.0)
 
@@ -178,31 +186,50 @@ class ProcessLayerReader:
         stays, and the next ``receive()`` (or consumer) starts reading again: channels
         of this process may be received on another event loop after a close
         (channels-redis' ``test_double_receive``)."""
-        tasks = [t for t in (self._task, self._liveness, self._restore) if t is not None]
+        for task in (self._task, self._liveness, self._restore):
+            if task is not None:
+                self._end(task)
         self._task = self._liveness = self._restore = None
-        for task in tasks:
-            task.cancel()
         loop = asyncio.get_running_loop()
-        here = [task for task in tasks if task.get_loop() is loop]
-        if here:
-            await asyncio.wait(here, timeout=5)
+        for gone in [task for task in self._ending if task.get_loop().is_closed()]:
+            self._ending.discard(gone)  # its loop will never run it again
+        here = {task for task in self._ending if task.get_loop() is loop}
+        deadline = loop.time() + 5
+        while here and loop.time() < deadline:
+            _, here = await asyncio.wait(here, timeout=0.05)
+            for task in here:
+                # A library swallowed the cancellation (channels-redis 4.3 with
+                # redis-py 8.2 on Python 3.11: every close waited out its 5 s, the
+                # reader still reading): deliver it again.
+                task.cancel()
 
     def _stop_if_idle(self) -> None:
         if not self.consumers and not self.plain_channels and self._task is not None:
-            if self._restore is not None:
-                self._restore.cancel()
-                self._restore = None
             # No one left to read for: stop, so an idle process keeps no Redis read open.
-            self._task.cancel()
-            self._task = None
-            if self._liveness is not None:
-                self._liveness.cancel()
-                self._liveness = None
+            for task in (self._task, self._liveness, self._restore):
+                if task is not None:
+                    self._end(task)
+            self._task = self._liveness = self._restore = None
+
+    def _end(self, task: asyncio.Task[None]) -> None:
+        task.cancel()
+        if not task.done():
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
+
+    def _end_if_told(self, exc: BaseException | None = None) -> None:
+        """Raise CancelledError if the running task was told to end: the library may
+        have turned our cancellation into its own error (a read cut short by it) or
+        swallowed it, and the task must still end, not retry. Each loop of these
+        tasks asks at every turn."""
+        if asyncio.current_task() in self._ending or _being_cancelled():
+            raise asyncio.CancelledError from exc
 
     async def _run(self) -> None:
         backoff = 0.1
         loop = asyncio.get_running_loop()
         while self.consumers or self.plain_channels:
+            self._end_if_told()
             if self.congested:
                 await self._wait_for_handlers()
             asked_at = loop.time()
@@ -211,10 +238,7 @@ class ProcessLayerReader:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                if _being_cancelled():
-                    # The library turned our cancellation into its own error (a read
-                    # cut short by it): the task must still end.
-                    raise asyncio.CancelledError from exc
+                self._end_if_told(exc)
                 kind = type(exc).__name__
                 LAYER_ERRORS.inc((kind,))
                 if kind == "TimeoutError":
@@ -344,7 +368,7 @@ _readers: weakref.WeakKeyDictionary[Any, ProcessLayerReader] = weakref.WeakKeyDi
 
 def _being_cancelled() -> bool:
     """Whether the running task has a cancellation pending (Python 3.11+; on 3.10
-    :meth:`ProcessLayerReader.stop` is what ends the reader)."""
+    the reader's own record of the tasks it cancelled tells)."""
     task = asyncio.current_task()
     cancelling = getattr(task, "cancelling", None)
     return bool(cancelling is not None and cancelling())

@@ -46,6 +46,12 @@ async def _fresh_layer(monkeypatch):
     with override_settings(**SETTINGS):
         yield
     await layer.flush()
+    # The tracker's task ends an interval after its last event; end it now, before
+    # this test's loop closes (pytest-asyncio 0.24 closes it with the task pending).
+    tasks = [task for task in asyncio.all_tasks() if task.get_name() == "channels_tuning.presence"]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def connect(group, who):
