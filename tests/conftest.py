@@ -31,12 +31,20 @@ from tests.support.redis_cluster import RedisCluster, start_redis_cluster  # noq
 
 @pytest.fixture(autouse=True)
 async def _stop_scheduler() -> Any:
-    """End the process scheduler's task before the test's loop closes, as the plugin's
-    ``ct_layer`` does (no "Task was destroyed but it is pending" on older pytest-asyncio)."""
+    """End the process scheduler's and the layers' presence tasks before the test's
+    loop closes, as the plugin's ``ct_layer`` does (no "Task was destroyed but it is
+    pending" on older pytest-asyncio)."""
     yield
+    from channels.layers import channel_layers
+
+    from channels_tuning.layers.capabilities import presence_store
     from channels_tuning.runtime.scheduler import scheduler
 
     await scheduler.stop()
+    for layer in list(channel_layers.backends.values()):
+        presence = presence_store(layer)
+        if presence is not None:
+            await presence.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import json
 import logging
 import time
@@ -149,6 +150,18 @@ class PresenceStore:
         """Push the expiry of every local entry forward."""
 
     # ------------------------------------------------------- refresh, events
+
+    async def stop(self) -> None:
+        """End the task of the running loop now (a test's end: an older pytest-asyncio
+        closes the loop with the task pending, and Python logs "Task was destroyed but
+        it is pending"). Events not yet sent are dropped; entries stay, and the next
+        entry starts the task (their refresh) again."""
+        self._pending.clear()
+        task = self._tasks.pop(asyncio.get_running_loop(), None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _ensure_running(self) -> None:
         loop = asyncio.get_running_loop()

@@ -3,7 +3,8 @@ top-level ``conftest.py``, ``pytest_plugins = ["channels_tuning.testing.plugin"]
 
 - ``ct_layer``: the default channel layer, emptied before and after the test (with a
   fresh in-memory history store on the package's in-memory layer), so that groups,
-  history and messages of one test never reach another;
+  history and messages of one test never reach another; at the end the package's
+  scheduler and presence tasks are ended before the test's loop closes;
 - ``ct_no_leaks``: after the test, :func:`~channels_tuning.testing.assert_no_leaks`
   (every connection ended, no consumer, task or membership left);
 - ``ct_fake_clock``: the package's clock for the test, moved only by ``await
@@ -28,7 +29,7 @@ from typing import Any
 import pytest
 from channels.layers import get_channel_layer
 
-from ..layers.capabilities import history_store
+from ..layers.capabilities import history_store, presence_store
 from ..layers.history import MemoryHistory
 from ..runtime.scheduler import scheduler
 from .clock import FakeClock, fake_clock
@@ -47,7 +48,11 @@ async def ct_layer() -> AsyncIterator[Any]:
         layer.history = MemoryHistory()
     yield layer
     await layer.flush()
-    await scheduler.stop()  # not left pending on the test's loop as it closes
+    # Not left pending on the test's loop as it closes.
+    await scheduler.stop()
+    presence = presence_store(layer)
+    if presence is not None:
+        await presence.stop()
 
 
 @pytest.fixture

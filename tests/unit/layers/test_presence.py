@@ -46,12 +46,6 @@ async def _fresh_layer(monkeypatch):
     with override_settings(**SETTINGS):
         yield
     await layer.flush()
-    # The tracker's task ends an interval after its last event; end it now, before
-    # this test's loop closes (pytest-asyncio 0.24 closes it with the task pending).
-    tasks = [task for task in asyncio.all_tasks() if task.get_name() == "channels_tuning.presence"]
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def connect(group, who):
@@ -131,3 +125,22 @@ async def test_a_group_name_that_misses_a_pattern_is_said_once_and_named_in_erro
             presence_policy(group)
     warnings = [r.getMessage() for r in caplog.records if "matches no PRESENCE" in r.getMessage()]
     assert len(warnings) == 1 and "'chat_lobby'" in warnings[0]
+
+
+async def test_stop_ends_the_trackers_task_and_the_next_entry_starts_it():
+    """What the tests' fixtures call before their loop closes (``ct_layer`` too)."""
+
+    def running():
+        return [t for t in asyncio.all_tasks() if t.get_name() == "channels_tuning.presence"]
+
+    ann = await connect("room.s", "ann")
+    assert running()
+    await get_channel_layer().presence.stop()
+    assert running() == []
+    bob = await connect("room.s", "bob")
+    assert running()
+    assert await presence_count("room.s") == 2
+    await ann.disconnect()
+    await bob.disconnect()
+    await get_channel_layer().presence.stop()
+    assert running() == []
