@@ -30,7 +30,7 @@ from tests.support.redis_cluster import RedisCluster, start_redis_cluster  # noq
 
 
 @pytest.fixture(autouse=True)
-async def _stop_scheduler() -> Any:
+async def _end_background_tasks() -> Any:
     """End the process scheduler's and the layers' presence tasks before the test's
     loop closes, as the plugin's ``ct_layer`` does (no "Task was destroyed but it is
     pending" on older pytest-asyncio)."""
